@@ -1,0 +1,124 @@
+// Package result defines the JSON document the executor writes to its
+// termination message path when it ends, and that the controller reads to
+// compute an ImageBuild's status. It is the only channel between the two:
+// the controller never parses logs.
+//
+// The encoded document must fit in the kubelet's termination message limit
+// (4 KiB); Encode trims the least important fields until it does.
+package result
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// MaxSize is the kubelet's limit for a termination message.
+const MaxSize = 4096
+
+// Reason is a machine-readable cause of a failed build.
+type Reason string
+
+// Reasons of failure. A controller retries none of them except
+// PushFailed and Internal, which may be transient.
+const (
+	// ReasonInvalidArguments: the command line is wrong.
+	ReasonInvalidArguments Reason = "InvalidArguments"
+	// ReasonSourceFetchFailed: the build context could not be fetched.
+	ReasonSourceFetchFailed Reason = "SourceFetchFailed"
+	// ReasonDockerfileInvalid: the Dockerfile could not be parsed or is inconsistent.
+	ReasonDockerfileInvalid Reason = "DockerfileInvalid"
+	// ReasonBaseImagePullFailed: a FROM image or COPY --from image could not be pulled.
+	ReasonBaseImagePullFailed Reason = "BaseImagePullFailed"
+	// ReasonCopyFailed: a COPY or ADD source was missing or could not be copied.
+	ReasonCopyFailed Reason = "CopyFailed"
+	// ReasonRunFailed: a RUN step exited non-zero.
+	ReasonRunFailed Reason = "RunFailed"
+	// ReasonPushFailed: an output could not be pushed or written.
+	ReasonPushFailed Reason = "PushFailed"
+	// ReasonInternal: anything else.
+	ReasonInternal Reason = "Internal"
+)
+
+// Result is what a finished executor reports.
+type Result struct {
+	// Success is true when every output was written.
+	Success bool `json:"success"`
+
+	// Digest is the image manifest digest (sha256:...).
+	Digest string `json:"digest,omitempty"`
+	// References are the pushed references, each with its digest (repo@sha256:...).
+	References []string `json:"references,omitempty"`
+
+	// Commit is the resolved git commit of the build context, if it came from git.
+	Commit string `json:"commit,omitempty"`
+
+	// Stages summarises each stage that was built, in build order.
+	Stages []Stage `json:"stages,omitempty"`
+	// CacheHits and CacheMisses count the layer cache lookups of the whole build.
+	CacheHits   int `json:"cacheHits"`
+	CacheMisses int `json:"cacheMisses"`
+
+	// Durations of the phases, in milliseconds.
+	FetchMillis int64 `json:"fetchMillis,omitempty"`
+	BuildMillis int64 `json:"buildMillis,omitempty"`
+	PushMillis  int64 `json:"pushMillis,omitempty"`
+
+	// Failure describes why the build failed; nil on success.
+	Failure *Failure `json:"failure,omitempty"`
+}
+
+// Stage summarises one built stage.
+type Stage struct {
+	// Name is the stage's name, or its index when it has none.
+	Name string `json:"name"`
+	// Instructions is the number of instructions in the stage (FROM excluded).
+	Instructions int `json:"instructions"`
+	// CacheHits is the number of instructions served from the cache.
+	CacheHits int `json:"cacheHits"`
+	// Millis is how long the stage took.
+	Millis int64 `json:"millis"`
+}
+
+// Failure says why and where a build failed.
+type Failure struct {
+	Reason  Reason `json:"reason"`
+	Message string `json:"message"`
+	// Line is the 1-based Dockerfile line of the failing instruction, 0 if none.
+	Line int `json:"line,omitempty"`
+	// Instruction is the failing instruction as written, shortened.
+	Instruction string `json:"instruction,omitempty"`
+	// ExitCode is the exit status of a failed RUN.
+	ExitCode int `json:"exitCode,omitempty"`
+}
+
+// Millis converts a duration to whole milliseconds.
+func Millis(d time.Duration) int64 { return d.Milliseconds() }
+
+// Encode marshals r so that it fits in MaxSize bytes, dropping the
+// per-stage summary and then shortening the failure message if needed.
+func Encode(r Result) []byte {
+	b, _ := json.Marshal(r)
+	if len(b) <= MaxSize {
+		return b
+	}
+	r.Stages = nil
+	b, _ = json.Marshal(r)
+	if len(b) <= MaxSize || r.Failure == nil {
+		return b
+	}
+	f := *r.Failure
+	r.Failure = &f
+	over := len(b) - MaxSize + len("…")
+	if over < len(f.Message) {
+		f.Message = f.Message[:len(f.Message)-over] + "…"
+	}
+	b, _ = json.Marshal(r)
+	return b
+}
+
+// Decode parses a termination message.
+func Decode(b []byte) (Result, error) {
+	var r Result
+	err := json.Unmarshal(b, &r)
+	return r, err
+}

@@ -1,0 +1,129 @@
+// Package rootfs is the filesystem half of the executor: it applies image
+// layers onto a root directory with OCI/Docker layer semantics, clears a root
+// between stages, and snapshots what a build step changed into a new layer.
+//
+// Every path given to or produced by this package is relative to the root,
+// slash-separated, without a leading slash ("usr/bin/env"); the root itself
+// is "". All file operations resolve paths inside the root as a chroot would
+// (openat2 with RESOLVE_IN_ROOT), so nothing is ever written, deleted or read
+// outside it, whatever a layer or a build step put into the tree.
+package rootfs
+
+import (
+	"path"
+	"strings"
+)
+
+// Option configures Extract, Clear and NewSnapshotter.
+type Option func(*options)
+
+type options struct {
+	exclude     []func(rel string) bool
+	noOwnership bool
+	skipped     func(rel string, err error)
+}
+
+func newOptions(opts []Option) *options {
+	o := &options{}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return o
+}
+
+// WithExclude excludes the paths for which fn returns true, with everything
+// under them: they are never written, deleted or snapshotted. fn receives a
+// path relative to the root (see the package documentation) and needs to
+// match only the top of an excluded subtree. Typical exclusions are the
+// executor's own directory and mount points (see MountPoints). Repeated
+// options add up. The default excludes nothing.
+func WithExclude(fn func(rel string) bool) Option {
+	return func(o *options) { o.exclude = append(o.exclude, fn) }
+}
+
+// WithExcludedPaths is WithExclude for a fixed list of paths (leading and
+// trailing slashes are ignored).
+func WithExcludedPaths(rels ...string) Option {
+	set := make(map[string]bool, len(rels))
+	for _, r := range rels {
+		if c := cleanRel(r); c != "" {
+			set[c] = true
+		}
+	}
+	return WithExclude(func(rel string) bool { return set[rel] })
+}
+
+// WithoutOwnership makes Extract leave ownership to the extracting user
+// instead of applying the uid and gid of each entry, for running as non-root.
+// The default applies ownership.
+func WithoutOwnership() Option {
+	return func(o *options) { o.noOwnership = true }
+}
+
+// WithSkipped makes Extract call fn for each thing it could not apply but
+// went on without, rather than failing: a device node that cannot be created
+// (EPERM in an unprivileged pod) or an extended attribute the filesystem or
+// the caller's privileges refuse. By default they are skipped silently.
+func WithSkipped(fn func(rel string, err error)) Option {
+	return func(o *options) { o.skipped = fn }
+}
+
+// excluded reports whether rel or one of its ancestors is excluded.
+func (o *options) excluded(rel string) bool {
+	if len(o.exclude) == 0 || rel == "" {
+		return false
+	}
+	for p := rel; ; {
+		for _, fn := range o.exclude {
+			if fn(p) {
+				return true
+			}
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			return false
+		}
+		p = p[:i]
+	}
+}
+
+// excludedSelf reports whether rel itself is excluded, for walks that
+// already checked the ancestors.
+func (o *options) excludedSelf(rel string) bool {
+	for _, fn := range o.exclude {
+		if fn(rel) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *options) skip(rel string, err error) {
+	if o.skipped != nil {
+		o.skipped(rel, err)
+	}
+}
+
+// cleanRel turns any path into a root-relative one as a chroot would see it:
+// "/a/../b/" and "b" both give "b"; the root is "".
+func cleanRel(p string) string {
+	c := path.Clean("/" + p)
+	return strings.TrimPrefix(c, "/")
+}
+
+// join joins a root-relative directory and a name.
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// split splits a root-relative path into its directory and name.
+func split(rel string) (dir, name string) {
+	i := strings.LastIndexByte(rel, '/')
+	if i < 0 {
+		return "", rel
+	}
+	return rel[:i], rel[i+1:]
+}

@@ -1,0 +1,242 @@
+package copier
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-dev/slipway/executor/source"
+)
+
+// isArchive reports whether the file at p is a tar archive, plain or
+// compressed, the way BuildKit's isArchivePath decides: decompress by magic
+// bytes, then read one tar header.
+func isArchive(p string) (bool, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	r, _, closeFn, err := source.Decompress(f)
+	if err != nil {
+		return false, nil
+	}
+	defer closeFn()
+	_, err = tar.NewReader(r).Next()
+	return err == nil, nil
+}
+
+// tryUnpack extracts m into destAbs if it is a tar archive (ADD). The
+// destination is always a directory then, whatever its trailing slash.
+func (c *copier) tryUnpack(ctx context.Context, m match, destAbs string) (bool, error) {
+	ok, err := isArchive(m.abs)
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", m.rel, err)
+	}
+	if !ok {
+		return false, nil
+	}
+	if err := c.mkdirAll(destAbs); err != nil {
+		return true, err
+	}
+	sum, err := fileDigest(m.abs)
+	if err != nil {
+		return true, err
+	}
+	f, err := os.Open(m.abs)
+	if err != nil {
+		return true, fmt.Errorf("reading %s: %w", m.rel, err)
+	}
+	defer f.Close()
+	r, _, closeFn, err := source.Decompress(f)
+	if err != nil {
+		return true, fmt.Errorf("reading %s: %w", m.rel, err)
+	}
+	defer closeFn()
+	if err := c.untar(ctx, r, destAbs); err != nil {
+		return true, fmt.Errorf("extracting %s: %w", m.rel, err)
+	}
+	c.sources = append(c.sources, SourceFile{Path: c.srcRel(m.abs), Mode: m.fi.Mode(), Digest: sum})
+	return true, nil
+}
+
+// untar extracts like Docker's chrootarchive.Untar: dest acts as the root
+// (symlinks met on the way are resolved inside it), names that climb out
+// of dest are refused, an existing entry is replaced unless both are
+// directories, owners come from the archive unless --chown.
+func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
+	type dirTime struct {
+		path         string
+		atime, mtime time.Time
+	}
+	var dirs []dirTime
+	tr := tar.NewReader(r)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		name, err := archiveName(hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			continue
+		}
+		parent, err := securejoin.SecureJoin(dest, path.Dir(name))
+		if err != nil {
+			return fmt.Errorf("resolving %s: %w", hdr.Name, err)
+		}
+		if err := c.mkdirAll(parent); err != nil {
+			return err
+		}
+		target := filepath.Join(parent, path.Base(name))
+
+		if fi, err := os.Lstat(target); err == nil {
+			if !(fi.IsDir() && hdr.Typeflag == tar.TypeDir) {
+				if err := os.RemoveAll(target); err != nil {
+					return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
+				}
+			}
+		}
+
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.Mkdir(target, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
+			}
+			dirs = append(dirs, dirTime{target, hdr.AccessTime, hdr.ModTime})
+		case tar.TypeReg, tar.TypeRegA:
+			out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+			if err != nil {
+				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
+			}
+			_, err = io.Copy(out, tr)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("writing /%s: %w", c.destRel(target), err)
+			}
+		case tar.TypeSymlink:
+			if err := os.Symlink(hdr.Linkname, target); err != nil {
+				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
+			}
+		case tar.TypeLink:
+			ln, err := archiveName(hdr.Linkname)
+			if err != nil || ln == "" {
+				return fmt.Errorf("hardlink %s to %q: invalid target", hdr.Name, hdr.Linkname)
+			}
+			old, err := securejoin.SecureJoin(dest, ln)
+			if err != nil {
+				return fmt.Errorf("resolving %s: %w", hdr.Linkname, err)
+			}
+			if err := os.Link(old, target); err != nil {
+				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
+			}
+		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			mode := uint32(hdr.Mode & 0o7777)
+			switch hdr.Typeflag {
+			case tar.TypeChar:
+				mode |= unix.S_IFCHR
+			case tar.TypeBlock:
+				mode |= unix.S_IFBLK
+			default:
+				mode |= unix.S_IFIFO
+			}
+			if err := unix.Mknod(target, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))); err != nil {
+				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
+			}
+		case tar.TypeXGlobalHeader:
+			continue
+		default:
+			continue
+		}
+		c.markChanged(target)
+
+		if hdr.Typeflag == tar.TypeLink {
+			continue // shares the inode's metadata
+		}
+		uid, gid := hdr.Uid, hdr.Gid
+		if o := c.req.Chown; o != nil {
+			uid, gid = o.UID, o.GID
+		}
+		if err := os.Lchown(target, uid, gid); err != nil {
+			return fmt.Errorf("setting owner of /%s: %w", c.destRel(target), err)
+		}
+		if hdr.Typeflag != tar.TypeSymlink {
+			if err := os.Chmod(target, tarMode(hdr.Mode)); err != nil {
+				return fmt.Errorf("setting mode of /%s: %w", c.destRel(target), err)
+			}
+		}
+		for k, v := range hdr.PAXRecords {
+			if xk, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+				_ = unix.Lsetxattr(target, xk, []byte(v), 0) // best effort, as Docker's BestEffortXattrs
+			}
+		}
+		if hdr.Typeflag != tar.TypeDir {
+			if err := lutimes(target, hdr.AccessTime, hdr.ModTime); err != nil {
+				return fmt.Errorf("setting times of /%s: %w", c.destRel(target), err)
+			}
+		}
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := lutimes(dirs[i].path, dirs[i].atime, dirs[i].mtime); err != nil {
+			return fmt.Errorf("setting times of /%s: %w", c.destRel(dirs[i].path), err)
+		}
+	}
+	return nil
+}
+
+// archiveName cleans a tar entry name relative to the extraction root:
+// a leading "/" is dropped (Docker joins it under the destination) and a
+// name that climbs out is refused (Docker's breakout error).
+func archiveName(n string) (string, error) {
+	p := path.Clean(strings.TrimLeft(n, "/"))
+	if p == ".." || strings.HasPrefix(p, "../") {
+		return "", fmt.Errorf("tar entry %q is outside of the destination", n)
+	}
+	if p == "." {
+		return "", nil
+	}
+	return p, nil
+}
+
+func tarMode(m int64) fs.FileMode {
+	mode := fs.FileMode(m).Perm()
+	if m&0o4000 != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= fs.ModeSticky
+	}
+	return mode
+}
+
+func lutimes(p string, atime, mtime time.Time) error {
+	if atime.IsZero() {
+		atime = mtime
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+}

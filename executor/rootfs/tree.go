@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,6 +116,17 @@ func (t *tree) mkdirAll(rel string) (int, string, error) {
 	fd, real, err := t.openDir(rel)
 	if err == nil || !errors.Is(err, unix.ENOENT) {
 		return fd, real, err
+	}
+	// Like Docker, a symlink met on the way whose target is missing leads to
+	// that target being made: find the path the symlinks lead to (inside the
+	// root, lexically) and make its directories. Every step below still goes
+	// through openat2, so a wrong answer cannot escape the root.
+	if joined, err := securejoin.SecureJoin(t.real, rel); err == nil {
+		if r, err := filepath.Rel(t.real, joined); err == nil {
+			if r = cleanRel(filepath.ToSlash(r)); r != "" {
+				rel = r
+			}
+		}
 	}
 	parts := strings.Split(rel, "/")
 	pfd, preal := t.fd, ""

@@ -1,0 +1,125 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestExtract_containment feeds crafted layers that try to write, link,
+// chmod or delete outside the root, and checks that nothing outside changed:
+// the canary file, its directory, and the absence of any new file there.
+func TestExtract_containment(t *testing.T) {
+	// Each case gets: base/outside/canary (the target), base/root (the root).
+	// OUT stands for the absolute path of base/outside in the entries.
+	tests := []struct {
+		name    string
+		entries []entry
+		wantErr bool   // refused (true) or contained (false)
+		inside  string // where the "contained" file must be, if any
+	}{
+		{name: "dot-dot file", entries: []entry{fileE("../outside/canary", "pwned", 0o644)}, wantErr: true},
+		{name: "dot-dot inside the name", entries: []entry{fileE("a/../../outside/new", "pwned", 0o644)}, wantErr: true},
+		{name: "dot-dot directory", entries: []entry{dirE("../outside", 0o777)}, wantErr: true},
+		{name: "absolute name", entries: []entry{fileE("/OUT/canary", "contained", 0o644)}, inside: "OUT/canary"},
+		{name: "relative symlink parent", entries: []entry{
+			symlinkE("up", "../outside"), fileE("up/canary", "contained", 0o644), fileE("up/new", "contained", 0o644),
+		}, inside: "outside/canary"},
+		{name: "deep relative symlink parent", entries: []entry{
+			dirE("a", 0o755), symlinkE("a/up", "../../../../../../.."), fileE("a/up/OUT/canary", "contained", 0o644),
+		}, inside: "OUT/canary"},
+		{name: "absolute symlink parent", entries: []entry{
+			symlinkE("abs", "OUT"), fileE("abs/canary", "contained", 0o644),
+		}, inside: "OUT/canary"}, // made inside, as Docker does
+		{name: "absolute symlink parent with the target made inside", entries: []entry{
+			dirE("OUT", 0o755), symlinkE("abs", "OUT"), fileE("abs/canary", "contained", 0o644),
+		}},
+		{name: "chained symlinks", entries: []entry{
+			symlinkE("a", "b"), symlinkE("b", "/.."), dirE("c", 0o755), fileE("a/c/new", "contained", 0o644),
+		}, inside: "c/new"},
+		{name: "symlink to the canary then a file of the same name", entries: []entry{
+			symlinkE("l", "OUT/canary"), fileE("l", "replaces the link", 0o644),
+		}},
+		{name: "symlink to the outside directory then a directory of the same name", entries: []entry{
+			symlinkE("l", "OUT"), dirE("l", 0o777).with(func(h *tar.Header) { h.Uid = 1234 }),
+		}},
+		{name: "hard link to a symlink pointing out, with a mode", entries: []entry{
+			symlinkE("l", "OUT/canary"), linkE("h", "l").with(func(h *tar.Header) { h.Mode, h.Uid = 0o4777, 1234 }),
+		}},
+		{name: "hard link with dot-dot", entries: []entry{linkE("h", "../outside/canary")}, wantErr: true},
+		{name: "hard link with an absolute target", entries: []entry{linkE("h", "OUT/canary")}, wantErr: true},
+		{name: "hard link through a symlinked directory", entries: []entry{
+			symlinkE("d", "OUT"), linkE("h", "d/canary"),
+		}, wantErr: true},
+		{name: "hard link through a relative symlinked directory", entries: []entry{
+			symlinkE("d", "../outside"), linkE("h", "d/canary"),
+		}, wantErr: true},
+		{name: "whiteout with dot-dot", entries: []entry{fileE("../outside/.wh.canary", "", 0)}, wantErr: true},
+		{name: "whiteout through a symlink", entries: []entry{
+			symlinkE("d", "OUT"), whE("d", "canary"), symlinkE("r", "../outside"), whE("r", "canary"),
+		}},
+		{name: "whiteout of a symlink pointing out", entries: []entry{
+			symlinkE("l", "OUT"), whE("", "l"),
+		}},
+		{name: "opaque through a symlink", entries: []entry{
+			symlinkE("d", "../outside"), opqE("d"), symlinkE("e", "OUT"), opqE("e"),
+		}},
+		{name: "device node through a symlink", entries: []entry{
+			symlinkE("d", "../outside"),
+			{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "d/fifo", Mode: 0o666, ModTime: epoch}},
+		}},
+		{name: "xattr on a symlink pointing out", entries: []entry{
+			symlinkE("l", "OUT/canary").with(func(h *tar.Header) {
+				h.PAXRecords = map[string]string{"SCHILY.xattr.trusted.x": "pwned"}
+			}),
+		}},
+		{name: "file through a symlink made earlier in the same layer over a directory", entries: []entry{
+			dirE("d", 0o755), fileE("d/x", "x", 0o644), symlinkE("d", "../outside"), fileE("d/canary", "contained", 0o644),
+		}, inside: "outside/canary"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			outside := filepath.Join(base, "outside")
+			root := filepath.Join(base, "root")
+			writeFile(t, filepath.Join(outside, "canary"), "canary", 0o644)
+			must(t, os.Mkdir(root, 0o755))
+			before := dump(t, base, "root")
+			fix := func(s string) string { return strings.ReplaceAll(s, "OUT", strings.TrimPrefix(outside, "/")) }
+			var entries []entry
+			for _, e := range tc.entries {
+				e.hdr.Name = fix(e.hdr.Name)
+				if e.hdr.Typeflag == tar.TypeSymlink && strings.HasPrefix(e.hdr.Linkname, "OUT") {
+					e.hdr.Linkname = "/" + fix(e.hdr.Linkname)
+				} else {
+					e.hdr.Linkname = fix(e.hdr.Linkname)
+				}
+				entries = append(entries, e)
+			}
+			err := Extract(root, bytes.NewReader(layerTar(t, entries...)))
+			if tc.wantErr && err == nil {
+				t.Errorf("Extract() succeeded, want it to refuse the layer")
+			}
+			if !tc.wantErr && err != nil {
+				t.Errorf("Extract() = %v, want the layer contained", err)
+			}
+			if err != nil && !strings.Contains(err.Error(), "extracting layer entry") {
+				t.Errorf("Extract() = %v, want an error naming the entry", err)
+			}
+			if tc.inside != "" {
+				b, err := os.ReadFile(filepath.Join(root, fix(tc.inside)))
+				if err != nil || string(b) != "contained" {
+					t.Errorf("reading %s in the root: %q, %v; want the contained file", fix(tc.inside), b, err)
+				}
+			}
+			if diff := cmp.Diff(before, dump(t, base, "root")); diff != "" {
+				t.Errorf("outside the root (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,150 @@
+// Package publish writes the outputs of a finished build: it pushes a
+// v1.Image to every destination and writes the tarball, OCI layout and
+// digest files that kaniko's --tar-path, --oci-layout-path, --digest-file
+// and --image-name-with-digest-file ask for. Building never pushes; only
+// this package talks to a registry on the way out.
+//
+// RegistryOptions also carries the registry settings that pulls use
+// (insecure registries, TLS verification, credentials), so every remote
+// call of the executor is configured in one place.
+package publish
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// RegistryOptions are the registry settings shared by pulls and pushes,
+// named after kaniko's flags.
+type RegistryOptions struct {
+	// Insecure (--insecure) lets pushes use plain HTTP to any registry.
+	Insecure bool
+	// InsecurePull (--insecure-pull) lets pulls use plain HTTP to any registry.
+	InsecurePull bool
+	// InsecureRegistries (--insecure-registry, repeatable) are host[:port]
+	// names that pulls and pushes may reach over plain HTTP.
+	InsecureRegistries []string
+	// SkipTLSVerify (--skip-tls-verify) accepts any certificate on pushes.
+	SkipTLSVerify bool
+	// SkipTLSVerifyPull (--skip-tls-verify-pull) accepts any certificate on pulls.
+	SkipTLSVerifyPull bool
+	// SkipTLSVerifyRegistries (--skip-tls-verify-registry, repeatable) are
+	// host[:port] names whose certificates are not verified.
+	SkipTLSVerifyRegistries []string
+	// Retries (--push-retry) is how many more times a failed push to one
+	// destination is tried, with exponential backoff starting at one
+	// second. The default, 0, tries once; transient HTTP errors (5xx, 429,
+	// resets) are also retried within an attempt, as go-containerregistry does.
+	Retries int
+	// Keychain resolves credentials. The default is DefaultKeychain: the
+	// Docker config file where kaniko looks for it.
+	Keychain authn.Keychain
+	// Jobs is how many blobs are uploaded or downloaded at once per
+	// repository. The default, 0, is go-containerregistry's (4).
+	Jobs int
+}
+
+// retryDelay is the first wait between push attempts and between
+// retries of transient HTTP errors; tests shorten it.
+var retryDelay = time.Second
+
+// insecure reports whether reg may be reached over plain HTTP.
+func (o RegistryOptions) insecure(reg name.Registry, forPush bool) bool {
+	if (forPush && o.Insecure) || (!forPush && o.InsecurePull) {
+		return true
+	}
+	return listed(o.InsecureRegistries, reg)
+}
+
+// skipVerify reports whether reg's TLS certificate is accepted unverified.
+func (o RegistryOptions) skipVerify(reg name.Registry, forPush bool) bool {
+	if (forPush && o.SkipTLSVerify) || (!forPush && o.SkipTLSVerifyPull) {
+		return true
+	}
+	return listed(o.SkipTLSVerifyRegistries, reg)
+}
+
+// listed reports whether reg is one of hosts, comparing normalised names
+// so that "docker.io" matches "index.docker.io".
+func listed(hosts []string, reg name.Registry) bool {
+	return slices.ContainsFunc(hosts, func(h string) bool {
+		r, err := name.NewRegistry(h, name.WeakValidation)
+		if err != nil {
+			return h == reg.RegistryStr()
+		}
+		return r.RegistryStr() == reg.RegistryStr()
+	})
+}
+
+func (o RegistryOptions) keychain() authn.Keychain {
+	if o.Keychain != nil {
+		return o.Keychain
+	}
+	return DefaultKeychain
+}
+
+var (
+	skipVerifyOnce      sync.Once
+	skipVerifyTransport http.RoundTripper
+)
+
+// transport returns the shared HTTP transport for reg, so that connections
+// are reused between the permission check, pulls and pushes.
+func (o RegistryOptions) transport(reg name.Registry, forPush bool) http.RoundTripper {
+	if !o.skipVerify(reg, forPush) {
+		return remote.DefaultTransport
+	}
+	skipVerifyOnce.Do(func() {
+		t := remote.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by --skip-tls-verify
+		skipVerifyTransport = t
+	})
+	return skipVerifyTransport
+}
+
+// Remote returns the options of a remote call (pull when forPush is false)
+// to ref's registry: credentials from the keychain, the transport that
+// the TLS settings ask for, the number of jobs, retries of transient
+// errors, and ctx.
+func (o RegistryOptions) Remote(ctx context.Context, ref name.Reference, forPush bool) []remote.Option {
+	reg := ref.Context().Registry
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(o.keychain()),
+		remote.WithTransport(o.transport(reg, forPush)),
+		remote.WithUserAgent("slipway"),
+		remote.WithRetryBackoff(remote.Backoff{Duration: retryDelay, Factor: 3, Jitter: 0.1, Steps: 3}),
+	}
+	if o.Jobs > 0 {
+		opts = append(opts, remote.WithJobs(o.Jobs))
+	}
+	return opts
+}
+
+// ParseReference parses s as a tag or digest reference (a missing tag is
+// "latest"); when o lets its registry be reached over plain HTTP for a
+// push (forPush) or a pull, the reference says so, and go-containerregistry
+// then falls back to HTTP, as a registry on 127.0.0.1:PORT needs.
+func ParseReference(s string, o RegistryOptions, forPush bool) (name.Reference, error) {
+	ref, err := name.ParseReference(s, name.WeakValidation)
+	if err != nil {
+		return nil, fmt.Errorf("parsing reference %q: %w", s, err)
+	}
+	if !o.insecure(ref.Context().Registry, forPush) {
+		return ref, nil
+	}
+	ref, err = name.ParseReference(s, name.WeakValidation, name.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("parsing reference %q: %w", s, err)
+	}
+	return ref, nil
+}

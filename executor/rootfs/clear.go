@@ -51,11 +51,11 @@ func MountPoints(root string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing mount points: %w", err)
 	}
-	return mountPoints(root, data)
+	return mountPoints(root, data, filepath.EvalSymlinks)
 }
 
-func mountPoints(root string, mountinfo []byte) ([]string, error) {
-	real, err := filepath.EvalSymlinks(root)
+func mountPoints(root string, mountinfo []byte, evalSymlinks func(string) (string, error)) ([]string, error) {
+	real, err := evalSymlinks(root)
 	if err != nil {
 		return nil, fmt.Errorf("listing mount points: %w", err)
 	}

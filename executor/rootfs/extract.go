@@ -210,7 +210,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 				return &os.PathError{Op: "mkdirat", Path: real, Err: err}
 			}
 		}
-		if err := x.setMeta(pfd, name, real, hdr, mode, false); err != nil {
+		if err := x.setMeta(pfd, name, real, hdr, mode, false, !x.t.opts.noOwnership); err != nil {
 			return err
 		}
 		x.dirTimes = append(x.dirTimes, dirTime{real, accessTime(hdr), hdr.ModTime})
@@ -225,7 +225,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err := unix.Symlinkat(hdr.Linkname, pfd, name); err != nil {
 			return &os.PathError{Op: "symlinkat", Path: real, Err: err}
 		}
-		if err := x.setMeta(pfd, name, real, hdr, mode, true); err != nil {
+		if err := x.setMeta(pfd, name, real, hdr, mode, true, !x.t.opts.noOwnership); err != nil {
 			return err
 		}
 		if err := setTimes(pfd, name, real, hdr); err != nil {
@@ -240,8 +240,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return &os.PathError{Op: "lstat", Path: real, Err: err}
 		}
+		// A chown clears security.capability even when it changes nothing,
+		// so skip it when the owner is already right.
 		isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-		if err := x.setMeta(pfd, name, real, hdr, mode, isLink); err != nil {
+		chown := !x.t.opts.noOwnership && (int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid)
+		if err := x.setMeta(pfd, name, real, hdr, mode, isLink, chown); err != nil {
 			return err
 		}
 		if err := setTimes(pfd, name, real, hdr); err != nil {
@@ -257,7 +260,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			}
 			return &os.PathError{Op: "mknodat", Path: real, Err: err}
 		}
-		if err := x.setMeta(pfd, name, real, hdr, mode, false); err != nil {
+		if err := x.setMeta(pfd, name, real, hdr, mode, false, !x.t.opts.noOwnership); err != nil {
 			return err
 		}
 		if err := setTimes(pfd, name, real, hdr); err != nil {
@@ -303,11 +306,11 @@ func (x *extractor) writeFile(pfd int, name, real string, hdr *tar.Header, mode 
 	return f.Close()
 }
 
-// setMeta sets ownership, then extended attributes, then the mode (chown
-// clears setuid and setgid) of name in the directory pfd, without following
-// it when it is a symlink.
-func (x *extractor) setMeta(pfd int, name, real string, hdr *tar.Header, mode uint32, symlink bool) error {
-	if !x.t.opts.noOwnership {
+// setMeta sets ownership (when chown), then extended attributes, then the
+// mode (chown clears setuid, setgid and security.capability) of name in the
+// directory pfd, without following it when it is a symlink.
+func (x *extractor) setMeta(pfd int, name, real string, hdr *tar.Header, mode uint32, symlink, chown bool) error {
+	if chown {
 		if err := unix.Fchownat(pfd, name, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return &os.PathError{Op: "lchown", Path: real, Err: err}
 		}

@@ -466,8 +466,9 @@ func (s *Snapshotter) writeEntry(t *tree, tw *tar.Writer, it item, so *snapshotO
 	if hdr.Typeflag != tar.TypeDir && st.nlink > 1 {
 		k := inodeKey{st.dev, st.ino}
 		if first, ok := links[k]; ok {
+			// Like Docker, the link carries the inode's metadata and
+			// extended attributes, which extractors apply to it again.
 			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
-			return tw.WriteHeader(hdr)
 		}
 		links[k] = it.name
 	}

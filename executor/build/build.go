@@ -1,0 +1,370 @@
+// Package build executes a Dockerfile plan into an image, Docker-exactly:
+// stage by stage, each instruction applied to the stage's image config and,
+// for RUN, COPY, ADD and WORKDIR, to its root filesystem, whose changes become
+// layers. Building never pushes: the result is a v1.Image for
+// executor/publish.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/slipway-dev/slipway/executor/dockerfile"
+	"github.com/slipway-dev/slipway/executor/layer"
+	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/run"
+	"github.com/slipway-dev/slipway/executor/source"
+)
+
+// Isolation is how stages get a root filesystem and how RUN steps run.
+type Isolation string
+
+const (
+	// Chroot gives every stage its own root directory under WorkDir and
+	// runs RUN steps chrooted in fresh mount and PID namespaces. Independent
+	// stages are built at the same time.
+	Chroot Isolation = "chroot"
+	// InPlace uses the executor's own container root filesystem as the
+	// stage's root (kaniko's model); stages are built one after another.
+	InPlace Isolation = "inplace"
+)
+
+// Options are the inputs of a build.
+type Options struct {
+	// Dockerfile is the Dockerfile's content; DockerfilePath its name for
+	// messages.
+	Dockerfile     []byte
+	DockerfilePath string
+	// Context is the build context, with its .dockerignore.
+	Context *source.Context
+	// BuildArgs are --build-arg values; Labels --label values.
+	BuildArgs map[string]string
+	Labels    map[string]string
+	// Target is the stage to build; empty means the last.
+	Target string
+	// Isolation selects Chroot or InPlace.
+	Isolation Isolation
+	// Runner runs RUN steps; defaults to run.Chroot() or run.InPlace().
+	Runner run.Runner
+	// WorkDir holds stage roots (chroot), layer files and downloads. It must
+	// exist; in place it must be excluded from snapshots (see Exclude).
+	WorkDir string
+	// Exclude lists absolute paths that in-place builds never touch or
+	// snapshot (the executor's own directory, mounts, the context).
+	Exclude []string
+	// Remote returns the registry options used to pull ref.
+	Remote func(ref name.Reference) []remote.Option
+	// ParseReference parses an image reference for pulling (insecure
+	// registries are marked by it); defaults to name.ParseReference.
+	ParseReference func(s string) (name.Reference, error)
+	// Layers says how new layers are compressed and typed.
+	Layers layer.Options
+	// SourceDateEpoch, when set, makes the build reproducible: it is the
+	// image's creation time, and file times newer than it are clamped to it.
+	SourceDateEpoch *time.Time
+	// HTTPClient fetches ADD URLs; defaults to http.DefaultClient.
+	HTTPClient *http.Client
+	// Log receives the step lines and RUN output; nil discards them.
+	Log io.Writer
+	// Now is the clock (for the creation time without SourceDateEpoch).
+	Now func() time.Time
+}
+
+// Report summarises a finished build for the result file.
+type Report struct {
+	Stages []result.Stage
+}
+
+// Error is a build failure with the machine-readable reason, the Dockerfile
+// line and, for RUN, the exit code.
+type Error struct {
+	Reason      result.Reason
+	Line        int
+	Instruction string
+	ExitCode    int
+	Err         error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "Dockerfile line %d", e.Line)
+		if e.Instruction != "" {
+			fmt.Fprintf(&b, " (%s)", shorten(e.Instruction, 120))
+		}
+		b.WriteString(": ")
+	}
+	var de *dockerfile.Error
+	if errors.As(e.Err, &de) {
+		b.WriteString(de.Err.Error())
+	} else {
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// fail wraps err with a reason and the location of cmd's line.
+func fail(reason result.Reason, err error) error {
+	if err == nil {
+		return nil
+	}
+	var be *Error
+	if errors.As(err, &be) {
+		return err
+	}
+	e := &Error{Reason: reason, Err: err}
+	var de *dockerfile.Error
+	if errors.As(err, &de) {
+		e.Line, e.Instruction = de.Line, de.Instruction
+	}
+	var xe *run.ExitError
+	if errors.As(err, &xe) {
+		e.ExitCode = xe.Code
+	}
+	return e
+}
+
+func shorten(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+// Build parses the Dockerfile, builds the stages the target needs and
+// returns the target's image.
+func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+	if o.ParseReference == nil {
+		o.ParseReference = func(s string) (name.Reference, error) { return name.ParseReference(s) }
+	}
+	if o.Remote == nil {
+		o.Remote = func(name.Reference) []remote.Option { return nil }
+	}
+	if o.Isolation == "" {
+		o.Isolation = Chroot
+	}
+	if o.Runner == nil {
+		if o.Isolation == InPlace {
+			o.Runner = run.InPlace()
+		} else {
+			o.Runner = run.Chroot()
+		}
+	}
+	plan, err := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target})
+	if err != nil {
+		return nil, nil, fail(result.ReasonDockerfileInvalid, err)
+	}
+	for _, w := range plan.Warnings {
+		fmt.Fprintf(o.Log, "WARNING: %s\n", w)
+	}
+	b := &builder{
+		opts:    o,
+		plan:    plan,
+		log:     &syncWriter{w: o.Log},
+		stages:  make([]*stageState, len(plan.Stages)),
+		images:  map[string]*imageSource{},
+		usedArg: map[string]bool{},
+		layers:  filepath.Join(o.WorkDir, "layers"),
+	}
+	if err := os.MkdirAll(b.layers, 0o700); err != nil {
+		return nil, nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
+	}
+	for i := range b.stages {
+		b.stages[i] = &stageState{done: make(chan struct{})}
+	}
+	b.countConsumers()
+
+	if err := b.buildAll(ctx); err != nil {
+		return nil, nil, err
+	}
+	b.warnUnusedArgs()
+	img, err := b.finalImage(b.stages[plan.Target])
+	if err != nil {
+		return nil, nil, fail(result.ReasonInternal, err)
+	}
+	rep := &Report{}
+	for _, i := range plan.Order {
+		rep.Stages = append(rep.Stages, b.stages[i].report)
+	}
+	return img, rep, nil
+}
+
+// builder holds the state of one build.
+type builder struct {
+	opts   Options
+	plan   *dockerfile.Plan
+	log    *syncWriter
+	stages []*stageState
+	layers string // directory for layer files
+
+	mu      sync.Mutex
+	images  map[string]*imageSource // COPY --from images and their extracted trees
+	usedArg map[string]bool         // build args some ARG declared
+
+	// lastInPlace is the stage whose tree the container's root holds now
+	// (in-place isolation only).
+	lastInPlace *stageState
+}
+
+// buildAll builds the stages of the plan's order: concurrently where the
+// isolation allows, each stage waiting for the stages it needs.
+func (b *builder) buildAll(ctx context.Context) error {
+	if b.opts.Isolation == InPlace {
+		for _, i := range b.plan.Order {
+			if err := b.buildStage(ctx, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	errs := make([]error, len(b.stages))
+	for _, i := range b.plan.Order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.buildStage(ctx, i); err != nil {
+				errs[i] = err
+				cancel(err)
+			}
+		}()
+	}
+	wg.Wait()
+	// Report the first failure in build order; later ones are usually the
+	// cancellation it caused.
+	for _, i := range b.plan.Order {
+		if errs[i] != nil && !errors.Is(errs[i], context.Canceled) {
+			return errs[i]
+		}
+	}
+	for _, i := range b.plan.Order {
+		if errs[i] != nil {
+			return errs[i]
+		}
+	}
+	return nil
+}
+
+// waitStage blocks until stage i is built (it must be in the plan's order).
+func (b *builder) waitStage(ctx context.Context, i int) (*stageState, error) {
+	s := b.stages[i]
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	if s.err != nil {
+		return nil, fmt.Errorf("stage %s failed", b.plan.Stages[i].DisplayName())
+	}
+	return s, nil
+}
+
+// countConsumers records, for every stage, how many later stages use it as a
+// base or COPY --from source; a stage root with one FROM consumer is handed
+// over instead of copied.
+func (b *builder) countConsumers() {
+	for _, i := range b.plan.Order {
+		st := b.plan.Stages[i]
+		if st.BaseStage >= 0 {
+			b.stages[st.BaseStage].consumers++
+		}
+		for _, cmd := range st.Commands {
+			if from := copyFrom(cmd); from != "" {
+				if src := b.plan.StageForFrom(from, i); src != nil {
+					b.stages[src.Index].consumers++
+					b.stages[src.Index].copySources = true
+				}
+			}
+		}
+	}
+}
+
+func (b *builder) warnUnusedArgs() {
+	var unused []string
+	for k := range b.opts.BuildArgs {
+		if !b.usedArg[k] && !isPredefinedArg(k) {
+			unused = append(unused, k)
+		}
+	}
+	if len(unused) > 0 {
+		fmt.Fprintf(b.log, "WARNING: One or more build-args %v were not consumed\n", unused)
+	}
+}
+
+func isPredefinedArg(k string) bool {
+	for _, p := range dockerfile.ProxyArgs {
+		if p == k {
+			return true
+		}
+	}
+	switch k {
+	case "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT", "BUILDOSVERSION",
+		"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "TARGETOSVERSION", "TARGETSTAGE",
+		"SOURCE_DATE_EPOCH":
+		return true
+	}
+	return false
+}
+
+// syncWriter serialises writes from concurrent stages, line by line.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// finalImage is the target stage's image with the --label values and the
+// creation time (SOURCE_DATE_EPOCH when reproducible).
+func (b *builder) finalImage(target *stageState) (v1.Image, error) {
+	cfg := cloneImage(target.cfg)
+	if len(b.opts.Labels) > 0 && cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	for k, v := range b.opts.Labels {
+		cfg.Config.Labels[k] = v
+	}
+	created := b.opts.Now().UTC()
+	if b.opts.SourceDateEpoch != nil {
+		created = b.opts.SourceDateEpoch.UTC()
+	}
+	cfg.Created = &created
+	oci := b.opts.Layers.OCI
+	for _, l := range target.layers {
+		if mt, err := l.MediaType(); err == nil && mt == types.OCILayerZStd {
+			oci = true // zstd layers exist only in OCI manifests
+		}
+	}
+	return newImage(cfg, target.layers, oci)
+}

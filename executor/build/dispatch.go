@@ -1,0 +1,450 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"github.com/moby/sys/signal"
+
+	"github.com/slipway-dev/slipway/executor/dockerfile"
+	"github.com/slipway-dev/slipway/executor/idtools"
+	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/run"
+)
+
+// dispatch applies one instruction to the stage, with Docker's semantics
+// (BuildKit's dockerfile2llb is the reference for each rule).
+func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
+	// Word expansion with the stage's environment (ENV and ARGs in scope),
+	// for every instruction that supports it except ARG, whose values are
+	// expanded one by one as they are declared.
+	if _, isArg := cmd.(*instructions.ArgCommand); !isArg {
+		if ex, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {
+			if err := ex.Expand(g.expand); err != nil {
+				return fail(result.ReasonDockerfileInvalid, err)
+			}
+		}
+	}
+	if ex, ok := cmd.(instructions.SupportsSingleWordExpansionRaw); ok {
+		lex := shell.NewLex('\\')
+		lex.SkipProcessQuotes = true
+		err := ex.ExpandRaw(func(word string) (string, error) {
+			s, _, err := lex.ProcessWord(word, g.env)
+			return s, err
+		})
+		if err != nil {
+			return fail(result.ReasonDockerfileInvalid, err)
+		}
+	}
+	var err error
+	switch c := cmd.(type) {
+	case *instructions.ArgCommand:
+		err = g.arg(c)
+	case *instructions.EnvCommand:
+		var msg strings.Builder
+		msg.WriteString("ENV")
+		for _, kv := range c.Env {
+			g.env.Set(kv.Key, kv.Value)
+			g.cfg.Config.Env = setEnv(g.cfg.Config.Env, kv.Key, kv.Value)
+			msg.WriteString(" " + kv.String())
+		}
+		err = g.commit(msg.String(), false)
+	case *instructions.LabelCommand:
+		var msg strings.Builder
+		msg.WriteString("LABEL")
+		if g.cfg.Config.Labels == nil {
+			g.cfg.Config.Labels = map[string]string{}
+		}
+		for _, kv := range c.Labels {
+			g.cfg.Config.Labels[kv.Key] = kv.Value
+			msg.WriteString(" " + kv.String())
+		}
+		err = g.commit(msg.String(), false)
+	case *instructions.MaintainerCommand:
+		g.cfg.Author = c.Maintainer
+		err = g.commit("MAINTAINER "+c.Maintainer, false)
+	case *instructions.WorkdirCommand:
+		err = g.workdir(c)
+	case *instructions.UserCommand:
+		g.cfg.Config.User = c.User
+		err = g.commit("USER "+c.User, false)
+	case *instructions.ExposeCommand:
+		err = g.expose(c)
+	case *instructions.VolumeCommand:
+		if g.cfg.Config.Volumes == nil {
+			g.cfg.Config.Volumes = map[string]struct{}{}
+		}
+		for _, v := range c.Volumes {
+			if v == "" {
+				return fail(result.ReasonDockerfileInvalid, errors.New("VOLUME specified can not be an empty string"))
+			}
+			g.cfg.Config.Volumes[v] = struct{}{}
+		}
+		err = g.commit(fmt.Sprintf("VOLUME %v", c.Volumes), false)
+	case *instructions.StopSignalCommand:
+		if _, perr := signal.ParseSignal(c.Signal); perr != nil {
+			return fail(result.ReasonDockerfileInvalid, perr)
+		}
+		g.cfg.Config.StopSignal = c.Signal
+		err = g.commit("STOPSIGNAL "+c.Signal, false)
+	case *instructions.ShellCommand:
+		g.cfg.Config.Shell = slices.Clone(c.Shell)
+		err = g.commit(fmt.Sprintf("SHELL %v", c.Shell), false)
+	case *instructions.OnbuildCommand:
+		g.cfg.Config.OnBuild = append(g.cfg.Config.OnBuild, c.Expression)
+	case *instructions.CmdCommand:
+		args := c.CmdLine
+		if c.PrependShell {
+			args = g.withShell(args)
+		}
+		g.cfg.Config.Cmd = slices.Clone(args)
+		g.cfg.Config.ArgsEscaped = true //nolint:staticcheck // Docker still sets it.
+		g.cmdSet = true
+		err = g.commit(fmt.Sprintf("CMD %q", args), false)
+	case *instructions.EntrypointCommand:
+		args := c.CmdLine
+		if c.PrependShell {
+			args = g.withShell(args)
+		}
+		g.cfg.Config.Entrypoint = slices.Clone(args)
+		if !g.cmdSet {
+			g.cfg.Config.Cmd = nil
+		}
+		err = g.commit(fmt.Sprintf("ENTRYPOINT %q", args), false)
+	case *instructions.HealthCheckCommand:
+		h := *c.Health
+		h.Test = slices.Clone(h.Test)
+		g.cfg.Config.Healthcheck = &h
+		err = g.commit(fmt.Sprintf("HEALTHCHECK %+v", h), false)
+	case *instructions.RunCommand:
+		err = g.run(ctx, c)
+	case *instructions.CopyCommand:
+		err = g.copy(ctx, c)
+	case *instructions.AddCommand:
+		err = g.add(ctx, c)
+	default:
+		err = fail(result.ReasonDockerfileInvalid, fmt.Errorf("unsupported instruction %s", cmd.Name()))
+	}
+	return err
+}
+
+// expand is the word expander of the stage's environment.
+func (g *stage) expand(word string) (string, error) {
+	s, _, err := g.b.plan.Lex.ProcessWord(word, g.env)
+	return s, err
+}
+
+// withShell prefixes a shell-form command with the SHELL (or /bin/sh -c).
+func (g *stage) withShell(args []string) []string {
+	sh := slices.Clone(g.cfg.Config.Shell)
+	if len(sh) == 0 {
+		sh = []string{"/bin/sh", "-c"}
+	}
+	return append(sh, strings.Join(args, " "))
+}
+
+// setEnv replaces or appends k in a KEY=VALUE list.
+func setEnv(env []string, k, v string) []string {
+	for i, kv := range env {
+		if key, _, _ := strings.Cut(kv, "="); key == k {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
+}
+
+// arg declares build arguments in the stage: a --build-arg value wins, then
+// the declared default (expanded now), then a global ARG of the same name.
+// Values reach later instructions and RUN's environment, never the config.
+func (g *stage) arg(c *instructions.ArgCommand) error {
+	var parts []string
+	for _, kv := range c.Args {
+		g.b.mu.Lock()
+		g.b.usedArg[kv.Key] = true
+		g.b.mu.Unlock()
+		bv, hasValue := g.b.opts.BuildArgs[kv.Key]
+		switch {
+		case hasValue:
+			kv.Value = &bv
+		case kv.Value != nil:
+			v, err := g.expand(*kv.Value)
+			if err != nil {
+				return fail(result.ReasonDockerfileInvalid, fmt.Errorf("expanding ARG %s: %w", kv.Key, err))
+			}
+			kv.Value = &v
+		default:
+			if v, ok := g.b.plan.GlobalArgs.Get(kv.Key); ok {
+				kv.Value = &v
+			}
+		}
+		if kv.Value != nil {
+			g.env.Set(kv.Key, *kv.Value)
+		}
+		g.args = append(g.args, kv)
+		s := kv.Key
+		if kv.Value != nil {
+			s += "=" + *kv.Value
+		}
+		parts = append(parts, s)
+	}
+	return g.commit("ARG "+strings.Join(parts, " "), false)
+}
+
+// workdir sets the working directory (relative paths join the current one)
+// and creates it, owned by the current USER, as BuildKit does.
+func (g *stage) workdir(c *instructions.WorkdirCommand) error {
+	wd := c.Path
+	if !path.IsAbs(wd) {
+		cur := g.cfg.Config.WorkingDir
+		if cur == "" {
+			cur = "/"
+		}
+		wd = path.Join(cur, wd)
+	}
+	wd = path.Clean(wd)
+	g.cfg.Config.WorkingDir = wd
+	if wd == "/" {
+		return g.commit("WORKDIR "+wd, false)
+	}
+	created, err := g.mkdirAll(wd, g.cfg.Config.User)
+	if err != nil {
+		return fail(result.ReasonRunFailed, fmt.Errorf("creating WORKDIR %s: %w", wd, err))
+	}
+	return g.commit("WORKDIR "+wd, true, created...)
+}
+
+// mkdirAll creates dir (absolute, inside the stage root) and its missing
+// parents with mode 0755, owned by user, and returns the created paths
+// (relative to the root). Symlinks on the way resolve inside the root.
+func (g *stage) mkdirAll(dir, user string) ([]string, error) {
+	var uid, gid int
+	if user != "" {
+		u, err := idtools.ResolveUser(g.root, user)
+		if err != nil {
+			return nil, err
+		}
+		uid, gid = int(u.UID), int(u.GID)
+	}
+	var created []string
+	cur := "/"
+	for _, part := range strings.Split(strings.Trim(dir, "/"), "/") {
+		next := path.Join(cur, part)
+		host, err := g.hostPath(next)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := os.Stat(host)
+		switch {
+		case err == nil && fi.IsDir():
+		case err == nil:
+			return nil, fmt.Errorf("%s is not a directory", next)
+		case errors.Is(err, os.ErrNotExist):
+			if err := os.Mkdir(host, 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.Lchown(host, uid, gid); err != nil && os.Geteuid() == 0 {
+				return nil, err
+			}
+			rel, _ := filepath.Rel(g.root, host)
+			created = append(created, filepath.ToSlash(rel))
+		default:
+			return nil, err
+		}
+		// Continue from the resolved location (a symlinked parent).
+		rel, _ := filepath.Rel(g.root, host)
+		cur = "/" + filepath.ToSlash(rel)
+	}
+	return created, nil
+}
+
+// hostPath resolves an absolute path of the stage's file system to a host
+// path, following symlinks as a chroot would (never out of the root).
+func (g *stage) hostPath(p string) (string, error) {
+	return securePath(g.root, p)
+}
+
+func (g *stage) expose(c *instructions.ExposeCommand) error {
+	var ports []string
+	for _, p := range c.Ports {
+		words, err := g.b.plan.Lex.ProcessWords(p, g.env)
+		if err != nil {
+			return fail(result.ReasonDockerfileInvalid, err)
+		}
+		for _, w := range words {
+			ps, err := parsePort(w)
+			if err != nil {
+				return fail(result.ReasonDockerfileInvalid, err)
+			}
+			ports = append(ports, ps...)
+		}
+	}
+	if g.cfg.Config.ExposedPorts == nil {
+		g.cfg.Config.ExposedPorts = map[string]struct{}{}
+	}
+	for _, p := range ports {
+		g.cfg.Config.ExposedPorts[p] = struct{}{}
+	}
+	return g.commit(fmt.Sprintf("EXPOSE %v", ports), false)
+}
+
+// run executes a RUN step in the stage's root and snapshots its changes.
+func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
+	if len(c.FlagsUsed) > 0 {
+		return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", c.FlagsUsed[0]))
+	}
+	args := c.CmdLine
+	if len(c.Files) > 0 {
+		var err error
+		if args, err = heredocArgs(c); err != nil {
+			return fail(result.ReasonDockerfileInvalid, err)
+		}
+	}
+	if c.PrependShell {
+		args = g.withShell(args)
+	}
+	user, err := idtools.ResolveUser(g.root, g.cfg.Config.User)
+	if err != nil {
+		return fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
+	}
+	env := g.env.Clone()
+	for _, k := range dockerfile.ProxyArgs {
+		if v, ok := g.b.opts.BuildArgs[k]; ok {
+			if _, set := env.Get(k); !set {
+				env.Set(k, v)
+			}
+		}
+	}
+	if _, ok := env.Get("HOME"); !ok {
+		env.Set("HOME", user.Home)
+	}
+	wd := g.cfg.Config.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	if wd != "/" {
+		// The runtime creates a missing working directory (owned by root);
+		// the snapshot after the step records it.
+		if _, err := g.mkdirAll(wd, ""); err != nil {
+			return fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
+		}
+	}
+	out := newLinePrefixer(g.b.log, g.stepPrefix()+" ")
+	defer out.Flush()
+	err = g.b.opts.Runner.Run(ctx, run.Spec{
+		Root:   g.root,
+		Args:   args,
+		Env:    env.Slice(),
+		Dir:    wd,
+		UID:    user.UID,
+		GID:    user.GID,
+		Groups: user.Groups,
+		Stdout: out,
+		Stderr: out,
+	})
+	out.Flush()
+	if err != nil {
+		var xe *run.ExitError
+		if errors.As(err, &xe) {
+			return &Error{Reason: result.ReasonRunFailed, ExitCode: xe.Code,
+				Err: fmt.Errorf("process %q did not complete successfully: exit code: %d", strings.Join(args, " "), xe.Code)}
+		}
+		return fail(result.ReasonRunFailed, fmt.Errorf("running %q: %w", strings.Join(args, " "), err))
+	}
+	return g.commit("RUN "+runCommandString(args, g.args, g.env)+" # buildkit", true)
+}
+
+// runCommandString is the history text of a RUN: the build args in scope
+// (as `|N K=V ...`) and the command, as BuildKit writes it.
+func runCommandString(args []string, buildArgs []instructions.KeyValuePairOptional, env *dockerfile.Env) string {
+	var kvs []string
+	idx := map[string]int{}
+	for _, a := range buildArgs {
+		v, ok := env.Get(a.Key)
+		if !ok {
+			v = a.ValueString()
+		}
+		if i, ok := idx[a.Key]; ok {
+			kvs[i] = a.Key + "=" + v
+			continue
+		}
+		idx[a.Key] = len(kvs)
+		kvs = append(kvs, a.Key+"="+v)
+	}
+	if len(kvs) > 0 {
+		kvs = append([]string{fmt.Sprintf("|%d", len(kvs))}, kvs...)
+	}
+	return strings.Join(append(kvs, args...), " ")
+}
+
+// heredocArgs turns a RUN heredoc into the command line BuildKit runs.
+func heredocArgs(c *instructions.RunCommand) ([]string, error) {
+	args := c.CmdLine
+	if len(args) != 1 || !c.PrependShell {
+		return nil, errors.New("parsing produced an invalid run command")
+	}
+	if hd := parser.MustParseHeredoc(args[0]); hd != nil {
+		data := c.Files[0].Data
+		if c.Files[0].Chomp {
+			data = parser.ChompHeredocContent(data)
+		}
+		if strings.HasPrefix(data, "#!") {
+			return nil, errors.New("RUN heredocs with a #! interpreter line are not supported by this executor")
+		}
+		return []string{data}, nil
+	}
+	var b strings.Builder
+	b.WriteString(args[0])
+	for _, f := range c.Files {
+		b.WriteByte('\n')
+		b.WriteString(f.Data)
+		b.WriteString(f.Name)
+	}
+	return []string{b.String()}, nil
+}
+
+// linePrefixer writes each complete line to w with a prefix.
+type linePrefixer struct {
+	w      io.Writer
+	prefix string
+	buf    bytes.Buffer
+}
+
+func newLinePrefixer(w io.Writer, prefix string) *linePrefixer {
+	return &linePrefixer{w: w, prefix: prefix}
+}
+
+func (l *linePrefixer) Write(p []byte) (int, error) {
+	l.buf.Write(p)
+	for {
+		i := bytes.IndexByte(l.buf.Bytes(), '\n')
+		if i < 0 {
+			break
+		}
+		line := l.buf.Next(i + 1)
+		if _, err := io.WriteString(l.w, l.prefix+string(line)); err != nil {
+			return len(p), nil //nolint:nilerr // logging must never fail the step
+		}
+	}
+	return len(p), nil
+}
+
+// Flush writes a last unterminated line.
+func (l *linePrefixer) Flush() {
+	if l.buf.Len() > 0 {
+		rest := l.buf.String()
+		l.buf.Reset()
+		io.WriteString(l.w, l.prefix+rest+"\n")
+	}
+}

@@ -1,0 +1,412 @@
+// Package dockerfile turns a Dockerfile into a build plan: its stages, the
+// global (meta) build arguments, which stages the target needs and in which
+// order. Parsing is buildkit's (the parser and instruction packages that
+// `docker build` itself uses); this package adds the stage graph and the
+// rules of ARG scoping that Docker applies before anything runs.
+//
+// Word expansion of instructions (ARG and ENV values in COPY sources, WORKDIR,
+// USER, ...) depends on the base image's environment, so it happens when a
+// stage is built; Plan only expands what Docker expands before the build: the
+// FROM lines.
+package dockerfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+)
+
+// Scratch is the name of the empty base image.
+const Scratch = "scratch"
+
+// Error is a Dockerfile error with the line it refers to.
+type Error struct {
+	// Line is the 1-based line of the instruction, 0 when unknown.
+	Line int
+	// Instruction is the instruction's source text, when known.
+	Instruction string
+	Err         error
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("Dockerfile line %d: %v", e.Line, e.Err)
+	}
+	return e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error for the instruction cmd.
+func Errorf(cmd instructions.Command, format string, args ...any) error {
+	return WithLine(fmt.Errorf(format, args...), cmd)
+}
+
+// WithLine attaches the location of cmd to err, unless err already has one.
+func WithLine(err error, cmd instructions.Command) error {
+	if err == nil {
+		return nil
+	}
+	var de *Error
+	if errors.As(err, &de) {
+		return err
+	}
+	e := &Error{Err: err}
+	if cmd != nil {
+		e.Line = firstLine(cmd.Location())
+		if s, ok := cmd.(fmt.Stringer); ok {
+			e.Instruction = s.String()
+		}
+	}
+	return e
+}
+
+func firstLine(loc []parser.Range) int {
+	if len(loc) == 0 {
+		return 0
+	}
+	return loc[0].Start.Line
+}
+
+// locationError converts buildkit's location errors into *Error.
+func locationError(err error) error {
+	var le *parser.LocationError
+	if errors.As(err, &le) && len(le.Locations) > 0 && len(le.Locations[0]) > 0 {
+		return &Error{Line: le.Locations[0][0].Start.Line, Err: errors.Unwrap(le)}
+	}
+	var ue *instructions.UnknownInstructionError
+	if errors.As(err, &ue) {
+		return &Error{Line: ue.Line, Err: err}
+	}
+	return &Error{Err: err}
+}
+
+// Options are the inputs of a build that shape its plan.
+type Options struct {
+	// BuildArgs are the --build-arg values. Only arguments declared with ARG
+	// (and the predefined proxy arguments) are used.
+	BuildArgs map[string]string
+	// Target is the stage to build; empty means the last one.
+	Target string
+	// OS and Arch are the platform built for; empty means this machine's.
+	OS, Arch, Variant string
+}
+
+// Stage is one FROM section of a Dockerfile.
+type Stage struct {
+	// Index is the stage's position in the Dockerfile, from 0.
+	Index int
+	// Name is the stage's name (FROM ... AS name), lower-cased; may be empty.
+	Name string
+	// Base is the expanded FROM argument: an image reference, "scratch",
+	// or the name of an earlier stage (then BaseStage is set).
+	Base string
+	// BaseStage is the index of the stage this one builds on, or -1.
+	BaseStage int
+	// Platform is the expanded --platform value of FROM, if any.
+	Platform string
+	// Commands are the stage's instructions after FROM.
+	Commands []instructions.Command
+	// Line is the line of the FROM instruction.
+	Line int
+	// Source is the FROM instruction as written.
+	Source string
+}
+
+// DisplayName is the stage's name, or its index when it has none.
+func (s *Stage) DisplayName() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return strconv.Itoa(s.Index)
+}
+
+// Plan is a parsed Dockerfile and the order in which its stages are built.
+type Plan struct {
+	Stages []*Stage
+	// Target is the index of the stage whose image is the build's result.
+	Target int
+	// Order lists the stages the target needs, each after the stages it
+	// depends on; stages the target does not need are not in it.
+	Order []int
+	// GlobalArgs are the meta arguments (ARG before the first FROM, the
+	// platform arguments Docker predefines, overridden by build args), in the
+	// form FROM lines and stage-level `ARG NAME` see them.
+	GlobalArgs *Env
+	// Escape is the escape token (`# escape=` directive).
+	Escape rune
+	// Lex is the word expander configured with the escape token.
+	Lex *shell.Lex
+	// Warnings are non-fatal findings (empty continuation lines, unused
+	// build args), for the log.
+	Warnings []string
+}
+
+// Parse reads a Dockerfile and plans its build.
+func Parse(dt []byte, opts Options) (*Plan, error) {
+	if len(bytes.TrimSpace(dt)) == 0 {
+		return nil, &Error{Err: errors.New("the Dockerfile is empty")}
+	}
+	res, err := parser.Parse(bytes.NewReader(dt))
+	if err != nil {
+		return nil, locationError(err)
+	}
+	var warnings []string
+	for _, w := range res.Warnings {
+		warnings = append(warnings, w.Short)
+	}
+	lint := linter.New(&linter.Config{Warn: func(rule, desc, url, msg string, loc []parser.Range) {}})
+	stages, metaArgs, err := instructions.Parse(res.AST, lint)
+	if err != nil {
+		return nil, locationError(err)
+	}
+	if len(stages) == 0 {
+		return nil, &Error{Err: errors.New("the Dockerfile has no FROM instruction")}
+	}
+	p := &Plan{Escape: res.EscapeToken, Lex: shell.NewLex(res.EscapeToken), Warnings: warnings}
+
+	targetName := opts.Target
+	if targetName == "" {
+		targetName = stages[len(stages)-1].Name
+	}
+	p.GlobalArgs = defaultArgs(opts, targetName)
+	for _, cmd := range metaArgs {
+		for _, kv := range cmd.Args {
+			if v, ok := opts.BuildArgs[kv.Key]; ok {
+				p.GlobalArgs.Set(kv.Key, v)
+				continue
+			}
+			if kv.Value == nil {
+				// Declared without a default: visible to FROM only when
+				// set as a build arg, which the branch above handled.
+				continue
+			}
+			v, _, err := p.Lex.ProcessWord(*kv.Value, p.GlobalArgs)
+			if err != nil {
+				return nil, WithLine(fmt.Errorf("expanding ARG %s: %w", kv.Key, err), &cmd)
+			}
+			p.GlobalArgs.Set(kv.Key, v)
+		}
+	}
+
+	byName := map[string]int{}
+	for i, st := range stages {
+		s := &Stage{
+			Index:     i,
+			Name:      strings.ToLower(st.Name),
+			BaseStage: -1,
+			Commands:  st.Commands,
+			Line:      firstLine(st.Location),
+			Source:    st.SourceCode,
+		}
+		base, _, err := p.Lex.ProcessWord(st.BaseName, p.GlobalArgs)
+		if err != nil {
+			return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("expanding the base name %q: %w", st.BaseName, err)}
+		}
+		if base == "" {
+			return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("base name (%s) should not be blank", st.BaseName)}
+		}
+		s.Base = base
+		if idx, ok := byName[strings.ToLower(base)]; ok {
+			s.BaseStage = idx
+		}
+		if st.Platform != "" {
+			plat, _, err := p.Lex.ProcessWord(st.Platform, p.GlobalArgs)
+			if err != nil || plat == "" {
+				return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("empty platform value from expression %s", st.Platform)}
+			}
+			if !nativePlatform(plat, opts) {
+				return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("platform %q is not supported: this executor builds for %s only", plat, p.GlobalArgs.MustGet("TARGETPLATFORM"))}
+			}
+			s.Platform = plat
+		}
+		if s.Name != "" {
+			if _, dup := byName[s.Name]; dup {
+				return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("duplicate stage name %q", st.Name)}
+			}
+			byName[s.Name] = i
+		}
+		p.Stages = append(p.Stages, s)
+	}
+
+	p.Target = len(p.Stages) - 1
+	if opts.Target != "" {
+		idx, ok := byName[strings.ToLower(opts.Target)]
+		if !ok {
+			return nil, &Error{Err: fmt.Errorf("target stage %q could not be found", opts.Target)}
+		}
+		p.Target = idx
+	}
+
+	deps := make([][]int, len(p.Stages))
+	for _, s := range p.Stages {
+		if s.BaseStage >= 0 {
+			deps[s.Index] = append(deps[s.Index], s.BaseStage)
+		}
+		for _, cmd := range s.Commands {
+			c, ok := cmd.(*instructions.CopyCommand)
+			if !ok || c.From == "" {
+				continue
+			}
+			idx, isStage, err := p.resolveFrom(c.From, s.Index, byName)
+			if err != nil {
+				return nil, WithLine(err, c)
+			}
+			if isStage {
+				deps[s.Index] = append(deps[s.Index], idx)
+			}
+		}
+	}
+	p.Order = order(p.Target, deps)
+	return p, nil
+}
+
+// resolveFrom resolves the --from of a COPY in stage cur: an earlier stage
+// by name or index, or else an image reference.
+func (p *Plan) resolveFrom(from string, cur int, byName map[string]int) (idx int, isStage bool, err error) {
+	if res, _, err := p.Lex.ProcessWord(from, EnvFromSlice(nil)); err != nil || res != from {
+		return 0, false, errors.New("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround")
+	}
+	if n, err := strconv.Atoi(from); err == nil {
+		if n < 0 || n >= cur {
+			return 0, false, fmt.Errorf("invalid from flag value %d: refers to current or future build stage", n)
+		}
+		return n, true, nil
+	}
+	if i, ok := byName[strings.ToLower(from)]; ok {
+		if i >= cur {
+			return 0, false, fmt.Errorf("cannot copy from stage %q, it needs to be defined before the current stage", from)
+		}
+		return i, true, nil
+	}
+	return 0, false, nil
+}
+
+// StageForFrom returns the stage a COPY --from value in stage cur refers to,
+// or nil when it names an image.
+func (p *Plan) StageForFrom(from string, cur int) *Stage {
+	for _, s := range p.Stages[:cur] {
+		if s.Name != "" && strings.EqualFold(s.Name, from) {
+			return s
+		}
+	}
+	if n, err := strconv.Atoi(from); err == nil && n >= 0 && n < cur {
+		return p.Stages[n]
+	}
+	return nil
+}
+
+// order returns target's dependencies in build order (depth first, each
+// stage after what it needs, in Dockerfile order among equals), then target.
+func order(target int, deps [][]int) []int {
+	seen := make([]bool, len(deps))
+	var out []int
+	var visit func(int)
+	visit = func(i int) {
+		if seen[i] {
+			return
+		}
+		seen[i] = true
+		for _, d := range deps[i] {
+			visit(d)
+		}
+		out = append(out, i)
+	}
+	visit(target)
+	return out
+}
+
+// ParseTriggers parses ONBUILD trigger expressions from a base image's
+// config, as if they were written in the Dockerfile at line.
+func ParseTriggers(triggers []string, line int) ([]instructions.Command, error) {
+	var cmds []instructions.Command
+	for _, t := range triggers {
+		res, err := parser.Parse(strings.NewReader(t))
+		if err != nil {
+			return nil, &Error{Line: line, Err: fmt.Errorf("parsing ONBUILD trigger %q: %w", t, err)}
+		}
+		if len(res.AST.Children) != 1 {
+			return nil, &Error{Line: line, Err: fmt.Errorf("ONBUILD trigger %q should be a single expression", t)}
+		}
+		node := res.AST.Children[0]
+		node.StartLine, node.EndLine = line, line
+		cmd, err := instructions.ParseCommand(node)
+		if err != nil {
+			return nil, &Error{Line: line, Err: fmt.Errorf("parsing ONBUILD trigger %q: %w", t, err)}
+		}
+		cmds = append(cmds, cmd)
+	}
+	return cmds, nil
+}
+
+// ProxyArgs are the build arguments Docker predefines: they reach RUN
+// without an ARG instruction, and are left out of the image's history.
+var ProxyArgs = []string{
+	"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+	"FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
+}
+
+func defaultArgs(opts Options, target string) *Env {
+	osName, arch, variant := opts.OS, opts.Arch, opts.Variant
+	if osName == "" {
+		osName = runtime.GOOS
+	}
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	if target == "" {
+		target = "default"
+	}
+	plat := osName + "/" + arch
+	if variant != "" {
+		plat += "/" + variant
+	}
+	e := &Env{}
+	for _, kv := range [][2]string{
+		{"BUILDPLATFORM", plat}, {"BUILDOS", osName}, {"BUILDOSVERSION", ""}, {"BUILDARCH", arch}, {"BUILDVARIANT", variant},
+		{"TARGETPLATFORM", plat}, {"TARGETOS", osName}, {"TARGETOSVERSION", ""}, {"TARGETARCH", arch}, {"TARGETVARIANT", variant},
+		{"TARGETSTAGE", target},
+	} {
+		v := kv[1]
+		if ov, ok := opts.BuildArgs[kv[0]]; ok {
+			v = ov
+		}
+		e.Set(kv[0], v)
+	}
+	return e
+}
+
+// nativePlatform reports whether a FROM --platform value names the platform
+// this build produces.
+func nativePlatform(p string, opts Options) bool {
+	osName, arch := opts.OS, opts.Arch
+	if osName == "" {
+		osName = runtime.GOOS
+	}
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	parts := strings.Split(strings.ToLower(p), "/")
+	if parts[0] != osName {
+		return false
+	}
+	if len(parts) == 1 {
+		return true
+	}
+	a := parts[1]
+	if a == "x86_64" || a == "x86-64" {
+		a = "amd64"
+	}
+	if a == "aarch64" {
+		a = "arm64"
+	}
+	return a == arch
+}

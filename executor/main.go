@@ -1,0 +1,475 @@
+// Command executor builds a Dockerfile into an image and pushes it. It
+// speaks kaniko's command line, so a pipeline written for kaniko can switch
+// to it; flags of our own are added, never renamed.
+//
+//	executor --context=dir:///workspace --dockerfile=Dockerfile \
+//	    --destination=registry.example.com/app:v1 --cache=true
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/spf13/pflag"
+
+	"github.com/slipway-dev/slipway/executor/build"
+	"github.com/slipway-dev/slipway/executor/layer"
+	"github.com/slipway-dev/slipway/executor/publish"
+	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/rootfs"
+	"github.com/slipway-dev/slipway/executor/run"
+	"github.com/slipway-dev/slipway/executor/source"
+)
+
+// imageMarker exists only in the executor's own image; with it, the
+// executor knows it may take over the container's root filesystem.
+const imageMarker = "/slipway/.executor-image"
+
+// terminationLog is where Kubernetes reads a container's termination message.
+const terminationLog = "/dev/termination-log"
+
+type options struct {
+	context, contextSubPath, dockerfile string
+	destinations, buildArgs, labels     []string
+	target                              string
+	noPush                              bool
+	tarPath, ociLayoutPath              string
+	digestFile, nameWithDigestFile      string
+	nameTagWithDigestFile               string
+	reg                                 publish.RegistryOptions
+	reproducible                        bool
+	verbosity                           string
+	compression                         string
+	compressionLevel                    int
+	ociMediaTypes                       bool
+	git                                 string
+
+	cache            bool
+	cacheRepo        string
+	cacheDir         string
+	cacheTTL         time.Duration
+	isolation        string
+	resultFile       string
+	workDir          string
+	ignorePaths      []string
+	customPlatform   string
+	showVersionNoop  bool
+	ignoredBool      bool
+	ignoredString    string
+	ignoredStrings   []string
+	imageFSExtractRt int
+}
+
+func main() {
+	// When re-executed as the chroot helper, this runs the step and exits.
+	run.Init()
+	os.Exit(execute(os.Args[1:], os.Stderr))
+}
+
+// execute runs the executor and returns its exit status: 0 only when every
+// output was written.
+func execute(args []string, logw io.Writer) int {
+	o, err := parseFlags(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(logw, "error: %v\n", err)
+		fmt.Fprintln(logw, "Run 'executor --help' for the flags (kaniko's, plus --isolation and --result-file).")
+		writeResult(o.resultFile, result.Result{Failure: &result.Failure{Reason: result.ReasonInvalidArguments, Message: err.Error()}}, logw)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res := buildAndPublish(ctx, o, logw)
+	if res.Failure != nil {
+		fmt.Fprintf(logw, "error: %s\n", res.Failure.Message)
+	}
+	writeResult(o.resultFile, res, logw)
+	if !res.Success {
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := pflag.NewFlagSet("executor", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVarP(&o.context, "context", "c", "/workspace/", "Build context: dir://PATH, tar://PATH (plain or gzip), or a bare path.")
+	fs.StringVar(&o.contextSubPath, "context-sub-path", "", "Sub-directory of the context to build from.")
+	fs.StringVarP(&o.dockerfile, "dockerfile", "f", "Dockerfile", "Path to the Dockerfile, relative to the context unless absolute.")
+	fs.StringArrayVarP(&o.destinations, "destination", "d", nil, "Image reference to push to (repeatable).")
+	fs.StringArrayVar(&o.buildArgs, "build-arg", nil, "Build argument K=V, or K to take it from the environment (repeatable).")
+	fs.StringArrayVar(&o.labels, "label", nil, "Label K=V set on the image (repeatable).")
+	fs.StringVar(&o.target, "target", "", "Stage to build (default: the last).")
+	fs.BoolVar(&o.noPush, "no-push", false, "Build without pushing.")
+	fs.StringVar(&o.tarPath, "tar-path", "", "Write the image as a tarball that docker load and podman load accept.")
+	fs.StringVar(&o.ociLayoutPath, "oci-layout-path", "", "Write the image as an OCI image layout directory.")
+	fs.StringVar(&o.digestFile, "digest-file", "", "Write the image digest to this file.")
+	fs.StringVar(&o.nameWithDigestFile, "image-name-with-digest-file", "", "Write each pushed reference with its digest to this file.")
+	fs.StringVar(&o.nameTagWithDigestFile, "image-name-tag-with-digest-file", "", "Write each destination with its tag and digest to this file.")
+	fs.BoolVar(&o.reg.Insecure, "insecure", false, "Push to registries over plain HTTP.")
+	fs.BoolVar(&o.reg.InsecurePull, "insecure-pull", false, "Pull from registries over plain HTTP.")
+	fs.StringArrayVar(&o.reg.InsecureRegistries, "insecure-registry", nil, "Registry reachable over plain HTTP (repeatable).")
+	fs.BoolVar(&o.reg.SkipTLSVerify, "skip-tls-verify", false, "Do not verify TLS certificates when pushing.")
+	fs.BoolVar(&o.reg.SkipTLSVerifyPull, "skip-tls-verify-pull", false, "Do not verify TLS certificates when pulling.")
+	fs.StringArrayVar(&o.reg.SkipTLSVerifyRegistries, "skip-tls-verify-registry", nil, "Registry whose TLS certificate is not verified (repeatable).")
+	fs.IntVar(&o.reg.Retries, "push-retry", 0, "How many times to retry a failed push.")
+	fs.BoolVar(&o.reproducible, "reproducible", false, "Strip timestamps: the same inputs give the same digest.")
+	fs.StringVarP(&o.verbosity, "verbosity", "v", "info", "Log level: panic, fatal, error, warn, info, debug, trace.")
+	fs.StringVar(&o.compression, "compression", "gzip", "Layer compression: gzip or zstd.")
+	fs.IntVar(&o.compressionLevel, "compression-level", 0, "Compression level (0: the algorithm's default).")
+	fs.StringVar(&o.git, "git", "", "Git options for git:// contexts: branch=…,single-branch=…,recurse-submodules=…,insecure-skip-tls=….")
+	fs.BoolVar(&o.cache, "cache", false, "Use the registry-backed layer cache.")
+	fs.StringVar(&o.cacheRepo, "cache-repo", "", "Repository of the layer cache (default: the first destination's repository + /cache).")
+	fs.StringVar(&o.cacheDir, "cache-dir", "", "Accepted for kaniko compatibility; base images are pulled from the registry.")
+	fs.DurationVar(&o.cacheTTL, "cache-ttl", 14*24*time.Hour, "How long cached layers are used.")
+	fs.StringArrayVar(&o.ignorePaths, "ignore-path", nil, "Path never snapshotted or cleared in place (repeatable).")
+	fs.StringVar(&o.customPlatform, "custom-platform", "", "Platform to build for; only this machine's is supported.")
+	fs.IntVar(&o.imageFSExtractRt, "image-fs-extract-retry", 0, "Accepted for kaniko compatibility.")
+	// Ours.
+	fs.BoolVar(&o.ociMediaTypes, "oci-media-types", false, "Use OCI media types instead of Docker v2 ones (zstd implies it).")
+	fs.StringVar(&o.isolation, "isolation", "", "chroot (each stage in its own root and namespaces) or inplace (the container's root, kaniko-style). Default: inplace in the executor image, chroot elsewhere.")
+	fs.StringVar(&o.resultFile, "result-file", "", "Write the JSON result here (default: "+terminationLog+" when it exists).")
+	fs.StringVar(&o.workDir, "work-dir", "", "Scratch directory for stage roots and layers (default: a new temporary directory).")
+	// kaniko flags that change nothing here: our snapshots are always by
+	// stat, stages the target does not need are always skipped.
+	for _, b := range []string{"cleanup", "force", "single-snapshot", "use-new-run", "skip-unused-stages", "cache-copy-layers", "cache-run-layers", "compressed-caching", "no-push-cache", "ignore-var-run", "log-timestamp", "skip-push-permission-check", "preserve-context", "materialize", "push-ignore-immutable-tag-errors"} {
+		fs.BoolVar(&o.ignoredBool, b, false, "Accepted for kaniko compatibility.")
+		fs.Lookup(b).Hidden = true
+		fs.Lookup(b).NoOptDefVal = "true"
+	}
+	for _, s := range []string{"snapshot-mode", "log-format", "kaniko-dir", "registry-certificate", "registry-mirror", "registry-map", "credential-helpers", "annotation"} {
+		fs.StringArrayVar(&o.ignoredStrings, s, nil, "Accepted for kaniko compatibility.")
+		fs.Lookup(s).Hidden = true
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q: every input is a flag", fs.Args())
+	}
+	if o.resultFile == "" {
+		if _, err := os.Stat(terminationLog); err == nil {
+			o.resultFile = terminationLog
+		}
+	}
+	if len(o.destinations) == 0 && !o.noPush {
+		return o, errors.New("no --destination given: pass one or more, or --no-push")
+	}
+	if o.compression != "gzip" && o.compression != "zstd" {
+		return o, fmt.Errorf("--compression=%s: want gzip or zstd", o.compression)
+	}
+	switch o.isolation {
+	case "":
+		if inExecutorImage() {
+			o.isolation = string(build.InPlace)
+		} else {
+			o.isolation = string(build.Chroot)
+		}
+	case string(build.Chroot):
+	case string(build.InPlace):
+		if !inExecutorImage() {
+			return o, errors.New("--isolation=inplace takes over the root filesystem it runs in, so it only runs inside the executor image (" + imageMarker + " is missing here); use --isolation=chroot on a host")
+		}
+	default:
+		return o, fmt.Errorf("--isolation=%s: want chroot or inplace", o.isolation)
+	}
+	if o.customPlatform != "" && o.customPlatform != "linux/"+goarch() {
+		return o, fmt.Errorf("--custom-platform=%s: this executor builds for linux/%s only", o.customPlatform, goarch())
+	}
+	return o, nil
+}
+
+// inExecutorImage reports whether this process runs from the executor's own
+// image, inside a container.
+func inExecutorImage() bool {
+	_, err := os.Stat(imageMarker)
+	return err == nil
+}
+
+// buildAndPublish does the work and describes it as a result.
+func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Result {
+	var res result.Result
+	failWith := func(reason result.Reason, err error) result.Result {
+		res.Success = false
+		f := &result.Failure{Reason: reason, Message: err.Error()}
+		var be *build.Error
+		if errors.As(err, &be) {
+			f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, shortInstr(be.Instruction), be.ExitCode
+		}
+		res.Failure = f
+		return res
+	}
+
+	destinations := make([]name.Reference, 0, len(o.destinations))
+	for _, d := range o.destinations {
+		ref, err := publish.ParseReference(d, o.reg, true)
+		if err != nil {
+			return failWith(result.ReasonInvalidArguments, fmt.Errorf("--destination: %w", err))
+		}
+		destinations = append(destinations, ref)
+	}
+	if !o.noPush {
+		if err := publish.CheckPush(ctx, destinations, o.reg); err != nil {
+			return failWith(result.ReasonPushFailed, err)
+		}
+	}
+
+	workDir := o.workDir
+	if workDir == "" {
+		base := ""
+		if o.isolation == string(build.InPlace) {
+			base = "/slipway"
+		}
+		d, err := os.MkdirTemp(base, "slipway-build-")
+		if err != nil {
+			return failWith(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
+		}
+		workDir = d
+		defer os.RemoveAll(d)
+	} else if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return failWith(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
+	}
+
+	fetchStart := time.Now()
+	contextDir, err := source.Fetch(ctx, o.context, o.contextSubPath, filepath.Join(workDir, "context"))
+	if err != nil {
+		return failWith(result.ReasonSourceFetchFailed, err)
+	}
+	res.FetchMillis = result.Millis(time.Since(fetchStart))
+	dockerfilePath := o.dockerfile
+	if !filepath.IsAbs(dockerfilePath) {
+		inContext := filepath.Join(contextDir, dockerfilePath)
+		if _, err := os.Stat(inContext); err == nil || !fileExists(dockerfilePath) {
+			dockerfilePath = inContext
+		}
+	}
+	dt, err := os.ReadFile(dockerfilePath)
+	if err != nil {
+		return failWith(result.ReasonDockerfileInvalid, fmt.Errorf("reading the Dockerfile: %w", err))
+	}
+	bctx, err := source.Open(contextDir, dockerfilePath)
+	if err != nil {
+		return failWith(result.ReasonSourceFetchFailed, err)
+	}
+
+	buildArgs, err := parseBuildArgs(o.buildArgs)
+	if err != nil {
+		return failWith(result.ReasonInvalidArguments, err)
+	}
+	labels, err := parseKV("--label", o.labels)
+	if err != nil {
+		return failWith(result.ReasonInvalidArguments, err)
+	}
+	epoch, err := sourceDateEpoch(o.reproducible, buildArgs)
+	if err != nil {
+		return failWith(result.ReasonInvalidArguments, err)
+	}
+
+	bo := build.Options{
+		Dockerfile:     dt,
+		DockerfilePath: dockerfilePath,
+		Context:        bctx,
+		BuildArgs:      buildArgs,
+		Labels:         labels,
+		Target:         o.target,
+		Isolation:      build.Isolation(o.isolation),
+		WorkDir:        workDir,
+		ParseReference: func(s string) (name.Reference, error) { return publish.ParseReference(s, o.reg, false) },
+		Remote: func(ref name.Reference) []remote.Option {
+			return o.reg.Remote(ctx, ref, false)
+		},
+		Layers:          layer.Options{Compression: layer.Compression(o.compression), Level: o.compressionLevel, OCI: o.ociMediaTypes},
+		SourceDateEpoch: epoch,
+		Log:             logw,
+	}
+	if o.isolation == string(build.InPlace) {
+		bo.Exclude = inPlaceExcludes(workDir, contextDir, o.ignorePaths)
+	}
+	buildStart := time.Now()
+	img, rep, err := build.Build(ctx, bo)
+	res.BuildMillis = result.Millis(time.Since(buildStart))
+	if rep != nil {
+		res.Stages = rep.Stages
+	}
+	if err != nil {
+		return failWith(result.ReasonInternal, err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return failWith(result.ReasonInternal, err)
+	}
+	res.Digest = digest.String()
+	fmt.Fprintf(logw, "Built image %s in %.1fs\n", digest, time.Since(buildStart).Seconds())
+
+	pushStart := time.Now()
+	if err := writeOutputs(ctx, o, img, digest, destinations, &res, logw); err != nil {
+		return failWith(result.ReasonPushFailed, err)
+	}
+	res.PushMillis = result.Millis(time.Since(pushStart))
+	res.Success = true
+	return res
+}
+
+// writeOutputs pushes and writes every output the flags ask for.
+func writeOutputs(ctx context.Context, o *options, img v1.Image, digest v1.Hash, destinations []name.Reference, res *result.Result, logw io.Writer) error {
+	if o.tarPath != "" {
+		if err := publish.WriteTarball(o.tarPath, img, destinations); err != nil {
+			return err
+		}
+		fmt.Fprintf(logw, "Wrote tarball %s\n", o.tarPath)
+	}
+	if o.ociLayoutPath != "" {
+		if err := publish.WriteOCILayout(o.ociLayoutPath, img, destinations); err != nil {
+			return err
+		}
+		fmt.Fprintf(logw, "Wrote OCI layout %s\n", o.ociLayoutPath)
+	}
+	refs := publish.NamesWithDigest(destinations, digest)
+	if !o.noPush {
+		pushed, err := publish.Push(ctx, img, destinations, o.reg)
+		if err != nil {
+			return err
+		}
+		refs = pushed
+		for _, r := range pushed {
+			fmt.Fprintf(logw, "Pushed %s\n", r)
+		}
+		res.References = pushed
+	}
+	if o.digestFile != "" {
+		if err := publish.WriteDigestFile(o.digestFile, digest); err != nil {
+			return err
+		}
+	}
+	if o.nameWithDigestFile != "" {
+		if err := publish.WriteImageNameWithDigestFile(o.nameWithDigestFile, refs); err != nil {
+			return err
+		}
+	}
+	if o.nameTagWithDigestFile != "" {
+		var lines []string
+		for _, d := range destinations {
+			lines = append(lines, d.Name()+"@"+digest.String())
+		}
+		if err := publish.WriteImageNameWithDigestFile(o.nameTagWithDigestFile, lines); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inPlaceExcludes are the paths an in-place build must never clear or
+// snapshot: the executor's own directory and work directory, the context,
+// the kernel's file systems and everything mounted into the container.
+func inPlaceExcludes(workDir, contextDir string, extra []string) []string {
+	ex := []string{"/proc", "/sys", "/dev", "/slipway", "/kaniko", workDir, contextDir,
+		"/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/var/run/secrets", "/run/secrets"}
+	if exe, err := os.Executable(); err == nil {
+		ex = append(ex, filepath.Dir(exe))
+	}
+	if dc := os.Getenv("DOCKER_CONFIG"); dc != "" {
+		ex = append(ex, dc)
+	}
+	if mps, err := rootfs.MountPoints("/"); err == nil {
+		for _, m := range mps {
+			ex = append(ex, "/"+m)
+		}
+	}
+	return append(ex, extra...)
+}
+
+func parseBuildArgs(args []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--build-arg %q: want KEY=VALUE or KEY", a)
+		}
+		if !ok {
+			// kaniko and docker take a bare name from the environment, and
+			// leave it out when the environment does not have it.
+			ev, set := os.LookupEnv(k)
+			if !set {
+				continue
+			}
+			v = ev
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func parseKV(flag string, kvs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: want KEY=VALUE", flag, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// sourceDateEpoch is the fixed time of a reproducible build: the
+// SOURCE_DATE_EPOCH build arg or environment variable, or the Unix epoch
+// with --reproducible.
+func sourceDateEpoch(reproducible bool, buildArgs map[string]string) (*time.Time, error) {
+	v, ok := buildArgs["SOURCE_DATE_EPOCH"]
+	if !ok {
+		v, ok = os.LookupEnv("SOURCE_DATE_EPOCH")
+	}
+	if ok && v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("SOURCE_DATE_EPOCH=%q: want seconds since the Unix epoch", v)
+		}
+		t := time.Unix(n, 0).UTC()
+		return &t, nil
+	}
+	if reproducible {
+		t := time.Unix(0, 0).UTC()
+		return &t, nil
+	}
+	return nil, nil
+}
+
+func writeResult(path string, r result.Result, logw io.Writer) {
+	if path == "" {
+		return
+	}
+	if err := os.WriteFile(path, result.Encode(r), 0o644); err != nil {
+		fmt.Fprintf(logw, "warning: writing the result to %s: %v\n", path, err)
+	}
+}
+
+func goarch() string { return runtime.GOARCH }
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func shortInstr(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 200 {
+		return s[:199] + "…"
+	}
+	return s
+}

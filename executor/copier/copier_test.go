@@ -1,0 +1,419 @@
+package copier
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var mtime = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// entry describes a file to create: "f:<mode>:<content>", "d:<mode>",
+// "l:<target>", "h:<other path>" (hardlink); uid:gid 1000:1000 for files
+// made by the tree builder unless noted.
+type tree map[string]string
+
+func build(t *testing.T, root string, tr tree) {
+	t.Helper()
+	// Directories first (sorted by path length via repeated passes is enough here).
+	paths := make([]string, 0, len(tr))
+	for p := range tr {
+		paths = append(paths, p)
+	}
+	for _, p := range sortedByDepth(paths) {
+		spec := tr[p]
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		kind, rest, _ := strings.Cut(spec, ":")
+		switch kind {
+		case "d":
+			var m uint32
+			fmt.Sscanf(rest, "%o", &m)
+			if err := os.MkdirAll(full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(full, fs.FileMode(m))
+		case "f":
+			ms, content, _ := strings.Cut(rest, ":")
+			var m uint32
+			fmt.Sscanf(ms, "%o", &m)
+			if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			mode := fs.FileMode(m & 0o777)
+			if m&0o4000 != 0 {
+				mode |= fs.ModeSetuid
+			}
+			if err := os.Chmod(full, mode); err != nil {
+				t.Fatal(err)
+			}
+		case "l":
+			if err := os.Symlink(rest, full); err != nil {
+				t.Fatal(err)
+			}
+		case "h":
+			if err := os.Link(filepath.Join(root, rest), full); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if fi, err := os.Lstat(full); err == nil {
+			os.Lchown(full, 1000, 1000)
+			if kind == "f" || kind == "d" {
+				os.Chmod(full, fi.Mode()) // chown clears setuid
+			}
+		}
+		if kind != "l" {
+			os.Chtimes(full, mtime, mtime)
+		}
+	}
+}
+
+func sortedByDepth(ps []string) []string {
+	out := append([]string(nil), ps...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// describe returns "<type> <mode> <uid>:<gid> <content or target>" for p.
+func describe(root, p string) string {
+	full := filepath.Join(root, p)
+	fi, err := os.Lstat(full)
+	if err != nil {
+		return "missing"
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	owner := fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+	switch {
+	case fi.IsDir():
+		return fmt.Sprintf("d %o %s", fi.Mode().Perm()|fi.Mode()&fs.ModeSetuid, owner)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		l, _ := os.Readlink(full)
+		return fmt.Sprintf("l %s %s", owner, l)
+	default:
+		b, _ := os.ReadFile(full)
+		perm := uint32(fi.Mode().Perm())
+		if fi.Mode()&fs.ModeSetuid != 0 {
+			perm |= 0o4000
+		}
+		return fmt.Sprintf("f %o %s %s", perm, owner, b)
+	}
+}
+
+func TestCopy(t *testing.T) {
+	ctx := t.Context()
+	src := tree{
+		"a.txt":         "f:644:A",
+		"b.txt":         "f:755:B",
+		"suid":          "f:4755:S",
+		"dir":           "d:750",
+		"dir/x":         "f:600:X",
+		"dir/sub":       "d:755",
+		"dir/sub/y":     "f:644:Y",
+		"dir/link":      "l:x",
+		"link-to-a":     "l:a.txt",
+		"link-to-dir":   "l:/dir",
+		"escape":        "l:../../../etc",
+		"ign/keep":      "f:644:K",
+		"ign/drop":      "f:644:D",
+		"secret":        "f:644:S",
+		"hl1":           "f:644:H",
+		"hl2":           "h:hl1",
+		"onlyignored":   "d:755",
+		"onlyignored/z": "f:644:Z",
+	}
+	ignore := func(rel string) (bool, error) {
+		switch {
+		case rel == "secret", rel == "onlyignored", strings.HasPrefix(rel, "onlyignored/"):
+			return true, nil
+		case rel == "ign/keep":
+			return false, nil
+		case rel == "ign" || strings.HasPrefix(rel, "ign/"):
+			return true, nil
+		}
+		return false, nil
+	}
+	u1000 := &Owner{UID: 1000, GID: 1000}
+	chmod := fs.FileMode(0o640)
+
+	tests := []struct {
+		name    string
+		dest    tree // existing destination content
+		req     Request
+		want    map[string]string
+		wantErr string
+	}{
+		{name: "file to new name", req: Request{Sources: []string{"a.txt"}, Dest: "/new"},
+			want: map[string]string{"new": "f 644 0:0 A"}},
+		{name: "file into dir with slash", req: Request{Sources: []string{"a.txt"}, Dest: "/d/e/"},
+			want: map[string]string{"d": "d 755 0:0", "d/e": "d 755 0:0", "d/e/a.txt": "f 644 0:0 A"}},
+		{name: "file into existing dir without slash", dest: tree{"opt": "d:700"}, req: Request{Sources: []string{"a.txt"}, Dest: "/opt"},
+			want: map[string]string{"opt/a.txt": "f 644 0:0 A", "opt": "d 700 1000:1000"}},
+		{name: "relative dest against workdir", req: Request{Sources: []string{"a.txt"}, Dest: "rel/", WorkDir: "/app"},
+			want: map[string]string{"app/rel/a.txt": "f 644 0:0 A"}},
+		{name: "dot dest is a dir", req: Request{Sources: []string{"a.txt", "b.txt"}, Dest: ".", WorkDir: "/w"},
+			want: map[string]string{"w/a.txt": "f 644 0:0 A", "w/b.txt": "f 755 0:0 B"}},
+		{name: "dir copies contents not itself", req: Request{Sources: []string{"dir"}, Dest: "/out"},
+			want: map[string]string{"out": "d 755 0:0", "out/x": "f 600 0:0 X", "out/sub/y": "f 644 0:0 Y", "out/link": "l 0:0 x", "out/dir": "missing"}},
+		{name: "dir merges into existing dir keeping its metadata", dest: tree{"out": "d:700", "out/old": "f:644:O", "out/sub": "d:700"},
+			req:  Request{Sources: []string{"dir/"}, Dest: "/out"},
+			want: map[string]string{"out": "d 700 1000:1000", "out/old": "f 644 1000:1000 O", "out/x": "f 600 0:0 X", "out/sub": "d 755 0:0"}},
+		{name: "multiple sources need a slash", req: Request{Sources: []string{"a.txt", "b.txt"}, Dest: "/nope"},
+			wantErr: "the destination must be a directory and end with a /"},
+		{name: "multiple sources into existing dir without slash", dest: tree{"ex": "d:755"}, req: Request{Sources: []string{"a.txt", "b.txt"}, Dest: "/ex"},
+			want: map[string]string{"ex/a.txt": "f 644 0:0 A", "ex/b.txt": "f 755 0:0 B"}},
+		{name: "wildcard with many matches needs a slash", req: Request{Sources: []string{"*.txt"}, Dest: "/nope"},
+			wantErr: "the destination must be a directory and end with a /"},
+		{name: "wildcard with one match to file name", req: Request{Sources: []string{"a.*"}, Dest: "/only"},
+			want: map[string]string{"only": "f 644 0:0 A"}},
+		{name: "wildcard into dir", req: Request{Sources: []string{"?.txt"}, Dest: "/w/"},
+			want: map[string]string{"w/a.txt": "f 644 0:0 A", "w/b.txt": "f 755 0:0 B"}},
+		{name: "wildcard matching nothing alone fails", req: Request{Sources: []string{"*.nope"}, Dest: "/w/"},
+			wantErr: "no source files were specified"},
+		{name: "wildcard matching nothing beside a match is skipped", req: Request{Sources: []string{"a.txt", "*.nope"}, Dest: "/w/"},
+			want: map[string]string{"w/a.txt": "f 644 0:0 A"}},
+		{name: "missing source", req: Request{Sources: []string{"missing"}, Dest: "/w/"},
+			wantErr: `"/missing": not found`},
+		{name: "dotdot clamped to root", req: Request{Sources: []string{"../../a.txt"}, Dest: "/c"},
+			want: map[string]string{"c": "f 644 0:0 A"}},
+		{name: "top-level symlink followed, keeps its name", req: Request{Sources: []string{"link-to-a"}, Dest: "/t/"},
+			want: map[string]string{"t/link-to-a": "f 644 0:0 A"}},
+		{name: "top-level symlink to dir copies contents", req: Request{Sources: []string{"link-to-dir"}, Dest: "/t"},
+			want: map[string]string{"t/x": "f 600 0:0 X"}},
+		{name: "symlink escaping srcroot resolved inside", req: Request{Sources: []string{"escape"}, Dest: "/t"},
+			wantErr: "not found"},
+		{name: "setuid kept", req: Request{Sources: []string{"suid"}, Dest: "/s"},
+			want: map[string]string{"s": "f 4755 0:0 S"}},
+		{name: "chown applies to files and created dirs", req: Request{Sources: []string{"dir"}, Dest: "/c/d/", Chown: u1000},
+			want: map[string]string{"c": "d 755 1000:1000", "c/d": "d 755 1000:1000", "c/d/x": "f 600 1000:1000 X", "c/d/link": "l 1000:1000 x"}},
+		{name: "keep owner for stage sources", req: Request{Sources: []string{"a.txt"}, Dest: "/k", KeepOwner: true},
+			want: map[string]string{"k": "f 644 1000:1000 A"}},
+		{name: "chmod", req: Request{Sources: []string{"dir"}, Dest: "/m", Chmod: &chmod},
+			want: map[string]string{"m/x": "f 640 0:0 X", "m/sub": "d 640 0:0", "m/link": "l 0:0 x"}},
+		{name: "ignored file not found", req: Request{Sources: []string{"secret"}, Dest: "/i"},
+			wantErr: "not found"},
+		{name: "ignored dir with exception keeps the exception only", req: Request{Sources: []string{"."}, Dest: "/all/"},
+			want: map[string]string{"all/ign/keep": "f 644 0:0 K", "all/ign/drop": "missing", "all/secret": "missing", "all/onlyignored": "missing", "all/a.txt": "f 644 0:0 A"}},
+		{name: "wildcard skips ignored", req: Request{Sources: []string{"s*"}, Dest: "/w/"},
+			want: map[string]string{"w/suid": "f 4755 0:0 S", "w/secret": "missing"}},
+		{name: "file over existing dir inside a tree", dest: tree{"o/x": "d:755"}, req: Request{Sources: []string{"dir"}, Dest: "/o"},
+			wantErr: "cannot replace to directory /o/x with file"},
+		{name: "dir over existing file", dest: tree{"o": "f:644:F"}, req: Request{Sources: []string{"dir"}, Dest: "/o"},
+			wantErr: "cannot copy to non-directory"},
+		{name: "file over existing file replaces", dest: tree{"o": "f:600:OLD"}, req: Request{Sources: []string{"a.txt"}, Dest: "/o"},
+			want: map[string]string{"o": "f 644 0:0 A"}},
+		{name: "dest symlink resolved inside dest root", dest: tree{"real": "d:755", "lnk": "l:/real"}, req: Request{Sources: []string{"a.txt"}, Dest: "/lnk/"},
+			want: map[string]string{"real/a.txt": "f 644 0:0 A", "lnk": "l 1000:1000 /real"}},
+		{name: "dest symlink escaping is clamped", dest: tree{"up": "l:../../../../.."}, req: Request{Sources: []string{"a.txt"}, Dest: "/up/esc"},
+			want: map[string]string{"esc": "f 644 0:0 A"}},
+		{name: "url needs ADD", req: Request{Sources: []string{"http://127.0.0.1/x"}, Dest: "/u"},
+			wantErr: "source can't be a URL for COPY"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srcRoot := t.TempDir()
+			build(t, srcRoot, src)
+			destRoot := t.TempDir()
+			build(t, destRoot, tc.dest)
+			r := tc.req
+			r.SrcRoot, r.DestRoot, r.Ignore = srcRoot, destRoot, ignore
+			if r.WorkDir == "" {
+				r.WorkDir = "/"
+			}
+			_, err := Copy(ctx, r)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Copy() error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Copy(): %v", err)
+			}
+			got := map[string]string{}
+			for p := range tc.want {
+				got[p] = describe(destRoot, p)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Copy() destination mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCopy_metadata(t *testing.T) {
+	srcRoot, destRoot := t.TempDir(), t.TempDir()
+	build(t, srcRoot, tree{"d": "d:755", "d/f": "f:644:F", "d/g": "h:d/f"})
+	res, err := Copy(t.Context(), Request{SrcRoot: srcRoot, DestRoot: destRoot, WorkDir: "/", Sources: []string{"d"}, Dest: "/o/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(destRoot, "o/f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().Equal(mtime) {
+		t.Errorf("mtime = %v, want %v", fi.ModTime(), mtime)
+	}
+	fg, _ := os.Stat(filepath.Join(destRoot, "o/g"))
+	if !os.SameFile(fi, fg) {
+		t.Errorf("hardlinked sources were not copied as hardlinks")
+	}
+	if diff := cmp.Diff([]string{"o", "o/f", "o/g"}, res.Changed); diff != "" {
+		t.Errorf("Changed mismatch (-want +got):\n%s", diff)
+	}
+	want := "sha256:f67ab10ad4e4c53121b6a5fe4da9c10ddee905b978d3788d2723d7bfacbe28a9" // sha256("F")
+	for _, s := range res.Sources {
+		if s.Digest != "" && s.Digest != want {
+			t.Errorf("digest of %s = %s, want %s", s.Path, s.Digest, want)
+		}
+	}
+}
+
+func tarball(t *testing.T, gz bool, entries ...*tar.Header) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range entries {
+		body := h.Linkname
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(h.Name))
+			body = h.Name
+		}
+		if h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink {
+			body = ""
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write([]byte(body))
+		}
+	}
+	tw.Close()
+	if !gz {
+		return buf.Bytes()
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(buf.Bytes())
+	zw.Close()
+	return z.Bytes()
+}
+
+func TestCopy_add(t *testing.T) {
+	lm := time.Date(2019, 5, 6, 7, 8, 9, 0, time.UTC)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Last-Modified", lm.Format(http.TimeFormat))
+		w.Write(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))
+	}))
+	defer srv.Close()
+
+	files := map[string][]byte{
+		"plain.tar": tarball(t, false,
+			&tar.Header{Name: "p/", Typeflag: tar.TypeDir, Mode: 0o755},
+			&tar.Header{Name: "p/file", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: 7, Gid: 8},
+			&tar.Header{Name: "p/sym", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"},
+			&tar.Header{Name: "p/hard", Typeflag: tar.TypeLink, Linkname: "p/file"}),
+		"comp.tgz":  tarball(t, true, &tar.Header{Name: "z", Typeflag: tar.TypeReg, Mode: 0o600}),
+		"evil.tar":  tarball(t, false, &tar.Header{Name: "../../evil", Typeflag: tar.TypeReg, Mode: 0o644}),
+		"notar.gz":  gzBytes("just text"),
+		"evil2.tar": tarball(t, false, &tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/"}, &tar.Header{Name: "l/etc/x", Typeflag: tar.TypeReg, Mode: 0o644}),
+	}
+	u1000 := &Owner{UID: 1000, GID: 1000}
+	tests := []struct {
+		name    string
+		req     Request
+		want    map[string]string
+		wantErr string
+	}{
+		{name: "plain tar extracted keeping owners", req: Request{Sources: []string{"plain.tar"}, Dest: "/x"},
+			want: map[string]string{"x/p/file": "f 4755 7:8 p/file", "x/p/sym": "l 0:0 /etc/passwd", "x/plain.tar": "missing"}},
+		{name: "gzip tar extracted with chown", req: Request{Sources: []string{"comp.tgz"}, Dest: "/x/", Chown: u1000},
+			want: map[string]string{"x/z": "f 600 1000:1000 z", "x": "d 755 1000:1000"}},
+		{name: "tar with dotdot refused", req: Request{Sources: []string{"evil.tar"}, Dest: "/x/"},
+			wantErr: "outside of the destination"},
+		{name: "symlink in tar cannot lead out", req: Request{Sources: []string{"evil2.tar"}, Dest: "/x/"},
+			want: map[string]string{"x/etc/x": "f 644 0:0 l/etc/x"}},
+		{name: "compressed non-tar copied as is", req: Request{Sources: []string{"notar.gz"}, Dest: "/x/"},
+			want: map[string]string{"x/notar.gz": "f 644 0:0 " + string(gzBytes("just text"))}},
+		{name: "COPY never extracts", req: Request{Sources: []string{"comp.tgz"}, Dest: "/x/c.tgz", Add: false},
+			want: map[string]string{"x/c.tgz": "f 644 0:0 " + string(files["comp.tgz"])}},
+		{name: "url into dir named from path, 0600, not extracted", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u/"},
+			want: map[string]string{"u/arch.tgz": "f 600 0:0 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))}},
+		{name: "url to file name", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u/named", Chown: u1000},
+			want: map[string]string{"u/named": "f 600 1000:1000 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))}},
+		{name: "url error status", req: Request{Sources: []string{srv.URL + "/missing"}, Dest: "/u/"},
+			wantErr: "404"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srcRoot, destRoot := t.TempDir(), t.TempDir()
+			for n, b := range files {
+				if err := os.WriteFile(filepath.Join(srcRoot, n), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := tc.req
+			if !strings.HasPrefix(tc.name, "COPY") {
+				r.Add = true
+			}
+			r.SrcRoot, r.DestRoot, r.WorkDir = srcRoot, destRoot, "/"
+			_, err := Copy(context.Background(), r)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Copy() error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Copy(): %v", err)
+			}
+			got := map[string]string{}
+			for p := range tc.want {
+				got[p] = describe(destRoot, p)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Copy() destination mismatch (-want +got):\n%s", diff)
+			}
+			if strings.HasPrefix(tc.name, "url into") {
+				fi, _ := os.Stat(filepath.Join(destRoot, "u/arch.tgz"))
+				if !fi.ModTime().Equal(lm) {
+					t.Errorf("mtime = %v, want Last-Modified %v", fi.ModTime(), lm)
+				}
+			}
+		})
+	}
+}
+
+func gzBytes(s string) []byte {
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write([]byte(s))
+	zw.Close()
+	return z.Bytes()
+}

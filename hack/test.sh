@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls `make test`, which calls this).
+#
+# On a fresh machine it first installs the Debian packages the tests use (hack/deps.sh) and
+# builds etcd and kube-apiserver from their Go modules for envtest (hack/envtest.sh; about
+# 15-20 minutes the first time, cached under ${SLIPWAY_CACHE:-~/.cache/slipway} afterwards).
+# Every server a test needs (registry, git, API server) is started by the test itself on
+# 127.0.0.1 and stopped by it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+start=${SECONDS}
+hack/deps.sh
+eval "$(hack/envtest.sh)"
+export KUBEBUILDER_ASSETS
+echo "test.sh: set-up took $((SECONDS - start)) s" >&2
+
+go vet ./...
+unformatted=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
+if [[ -n "${unformatted}" ]]; then
+	echo "test.sh: gofmt would change: ${unformatted}" >&2
+	exit 1
+fi
+go test -count=1 -timeout 60m "$@" ./...

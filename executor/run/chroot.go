@@ -1,8 +1,9 @@
 package run
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
+	"encoding/gob"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +55,8 @@ var initCalled bool
 
 type chrootRunner struct{}
 
-// helperConfig is what Run sends the helper on fd 3.
+// helperConfig is what Run sends the helper on fd 3, gob-encoded (which, unlike JSON,
+// keeps strings that are not UTF-8 intact).
 type helperConfig struct {
 	Root   string   // absolute host path, symlinks resolved
 	Path   string   // the executable, inside Root
@@ -75,7 +77,7 @@ type bindFile struct {
 	Target string // host path inside Root
 }
 
-// helperResult is what the helper sends back on fd 4.
+// helperResult is what the helper sends back on fd 4, gob-encoded.
 type helperResult struct {
 	Err    string // why the command did not run; empty if it ran
 	Status int    // its wait status
@@ -186,7 +188,7 @@ func runHelper(ctx context.Context, cfg helperConfig, stdout, stderr io.Writer) 
 	}
 	cfgR.Close()
 	resW.Close()
-	writeErr := json.NewEncoder(cfgW).Encode(cfg)
+	writeErr := gob.NewEncoder(cfgW).Encode(cfg)
 	cfgW.Close()
 	out, readErr := io.ReadAll(resR)
 	waitErr := cmd.Wait()
@@ -195,7 +197,7 @@ func runHelper(ctx context.Context, cfg helperConfig, stdout, stderr io.Writer) 
 		return fmt.Errorf("running %s: %w", cfg.Args[0], ctx.Err())
 	}
 	var res helperResult
-	if err := json.Unmarshal(out, &res); err != nil {
+	if err := gob.NewDecoder(bytes.NewReader(out)).Decode(&res); err != nil {
 		return fmt.Errorf("running %s: the namespace helper failed: %w",
 			cfg.Args[0], errors.Join(waitErr, writeErr, readErr, err))
 	}

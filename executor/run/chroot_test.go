@@ -161,6 +161,11 @@ func TestChroot_Run_envAndPath(t *testing.T) {
 			want: DefaultPath + "\n",
 		},
 		{
+			name: "bytes that are not UTF-8",
+			spec: Spec{Args: []string{"sh", "-c", `printf %s "$V$1" | wc -c`, "sh", "\xff"}, Env: []string{"PATH=/bin", "V=\xfe"}},
+			want: "2\n",
+		},
+		{
 			name: "PATH from env",
 			spec: Spec{Args: []string{"hello.sh"}, Env: []string{"PATH=/opt/tools"}},
 			want: "hello\n",
@@ -260,6 +265,7 @@ func TestChroot_Run_environment(t *testing.T) {
 		{"resolv.conf", "cat /etc/resolv.conf > /dev/null && echo ok", "ok\n"},
 		{"hosts read-only", "grep -q localhost /etc/hosts && (echo x >> /etc/hosts) 2>/dev/null || echo ro", "ro\n"},
 		{"stdin", "cat", ""},
+		{"umask", "umask", "0022\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, stderr, err := runSh(t, Chroot(), root, tc.script)

@@ -1,7 +1,7 @@
 package run
 
 import (
-	"encoding/json"
+	"encoding/gob"
 	"errors"
 	"fmt"
 	"os"
@@ -34,13 +34,13 @@ func helperMain() int {
 	resF := os.NewFile(4, "result")
 	var res helperResult
 	var cfg helperConfig
-	if err := json.NewDecoder(cfgF).Decode(&cfg); err != nil {
+	if err := gob.NewDecoder(cfgF).Decode(&cfg); err != nil {
 		res.Err = fmt.Sprintf("reading the helper's configuration: %v", err)
 	} else {
 		res = helperRun(cfg)
 	}
 	cfgF.Close()
-	if err := json.NewEncoder(resF).Encode(res); err != nil {
+	if err := gob.NewEncoder(resF).Encode(res); err != nil {
 		return 1
 	}
 	return 0
@@ -52,6 +52,8 @@ func helperRun(cfg helperConfig) helperResult {
 	if err := setupMounts(cfg); err != nil {
 		return helperResult{Err: fmt.Sprintf("setting up the root: %v", err)}
 	}
+	// Docker's (runc's) default, whatever the executor's own is.
+	syscall.Umask(0o022)
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		return helperResult{Err: fmt.Sprintf("opening %s: %v", os.DevNull, err)}

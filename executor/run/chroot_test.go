@@ -266,6 +266,7 @@ func TestChroot_Run_environment(t *testing.T) {
 		{"hosts read-only", "grep -q localhost /etc/hosts && (echo x >> /etc/hosts) 2>/dev/null || echo ro", "ro\n"},
 		{"stdin", "cat", ""},
 		{"umask", "umask", "0022\n"},
+		{"orphans reaped", "(sleep 0.1 &); sleep 1; ps -o stat | grep Z || echo none", "none\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, stderr, err := runSh(t, Chroot(), root, tc.script)
@@ -509,4 +510,41 @@ func TestChroot_Run_badRoot(t *testing.T) {
 			t.Errorf("Run in %s: %v, want an error naming it", root, err)
 		}
 	}
+}
+
+func TestChroot_Run_unusualRoot(t *testing.T) {
+	t.Run("proc is a file", func(t *testing.T) {
+		root := newRoot(t, "proc")
+		before := snapshot(t, root)
+		_, _, err := runSh(t, Chroot(), root, "true")
+		if err == nil || !strings.Contains(err.Error(), "/proc") {
+			t.Errorf("Run: %v, want an error naming /proc", err)
+		}
+		if diff := cmp.Diff(before, snapshot(t, root)); diff != "" {
+			t.Errorf("root changed (-before +after):\n%s", diff)
+		}
+	})
+	t.Run("hosts is a directory", func(t *testing.T) {
+		root := newRoot(t, "etc/hosts/")
+		before := snapshot(t, root)
+		if _, stderr, err := runSh(t, Chroot(), root, "test -d /etc/hosts && test -f /etc/resolv.conf"); err != nil {
+			t.Errorf("Run: %v (stderr %q)", err, stderr)
+		}
+		if diff := cmp.Diff(before, snapshot(t, root)); diff != "" {
+			t.Errorf("root changed (-before +after):\n%s", diff)
+		}
+	})
+	t.Run("etc is a symlink", func(t *testing.T) {
+		root := newRoot(t, "private/etc/")
+		if err := os.Symlink("/private/etc", filepath.Join(root, "etc")); err != nil {
+			t.Fatal(err)
+		}
+		before := snapshot(t, root)
+		if _, stderr, err := runSh(t, Chroot(), root, "grep -q localhost /private/etc/hosts"); err != nil {
+			t.Errorf("Run: %v (stderr %q)", err, stderr)
+		}
+		if diff := cmp.Diff(before, snapshot(t, root)); diff != "" {
+			t.Errorf("root changed (-before +after):\n%s", diff)
+		}
+	})
 }

@@ -476,3 +476,26 @@ func TestWriteImageNameWithDigestFile(t *testing.T) {
 		t.Errorf("image name with digest file (-want +got):\n%s", diff)
 	}
 }
+
+func TestDefaultKeychain_configPath(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "auth.json")
+	if err := os.WriteFile(file, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, env, want string
+	}{
+		{name: "unset", env: "", want: "/kaniko/.docker/config.json"},
+		{name: "directory", env: dir, want: filepath.Join(dir, "config.json")},
+		{name: "file", env: file, want: file},
+		{name: "missing", env: filepath.Join(dir, "nope"), want: "/kaniko/.docker/config.json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("DOCKER_CONFIG", tc.env)
+			if diff := cmp.Diff(tc.want, configPath()); diff != "" {
+				t.Errorf("configPath() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package rootfs
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -295,5 +296,24 @@ func TestExtract_errors(t *testing.T) {
 				t.Errorf("Extract() = %v, want an error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+func BenchmarkExtract(b *testing.B) {
+	var entries []entry
+	body := strings.Repeat("x", 4096)
+	for d := range 100 {
+		entries = append(entries, dirE(fmt.Sprintf("usr/d%03d", d), 0o755))
+		for i := range 200 {
+			entries = append(entries, fileE(fmt.Sprintf("usr/d%03d/f%03d", d, i), body, 0o644))
+		}
+	}
+	layer := layerTar(b, entries...)
+	b.SetBytes(int64(len(layer)))
+	for b.Loop() {
+		b.StopTimer()
+		root := b.TempDir()
+		b.StartTimer()
+		mustExtract(b, root, layer)
 	}
 }

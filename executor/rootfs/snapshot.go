@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -265,15 +267,75 @@ func (s *Snapshotter) walkScope(t *tree, scope string, out map[string]*state) er
 	return s.walkDir(fd, scope, out)
 }
 
-// walkDir records everything under the directory open as fd (rel), and
-// closes fd.
+// walkDir records everything under the directory open as fd (rel) into
+// out, and closes fd. Directories are read in parallel: the walk is bound by
+// system calls, which run concurrently.
 func (s *Snapshotter) walkDir(fd int, rel string, out map[string]*state) error {
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+		tokens   = make(chan struct{}, walkers())
+	)
+	var visit func(fd int, rel string)
+	visit = func(fd int, rel string) {
+		found, dirs, err := s.readDir(fd, rel)
+		mu.Lock()
+		for _, f := range found {
+			out[f.rel] = f.st
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		failed := firstErr != nil
+		mu.Unlock()
+		for _, d := range dirs {
+			if failed {
+				unix.Close(d.fd)
+				continue
+			}
+			select {
+			case tokens <- struct{}{}:
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					visit(d.fd, d.rel)
+					<-tokens
+				}()
+			default:
+				visit(d.fd, d.rel)
+			}
+		}
+	}
+	visit(fd, rel)
+	wg.Wait()
+	return firstErr
+}
+
+// walkers is how many directories are read at once; a test seam.
+var walkers = func() int { return max(2, 2*runtime.GOMAXPROCS(0)) }
+
+type found struct {
+	rel string
+	st  *state
+}
+
+type openDir struct {
+	fd  int
+	rel string
+}
+
+// readDir lstats the entries of the directory open as fd (rel), opens its
+// subdirectories for the caller, and closes fd.
+func (s *Snapshotter) readDir(fd int, rel string) ([]found, []openDir, error) {
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
 	if err != nil {
-		return fmt.Errorf("reading directory %s: %w", rel, err)
+		return nil, nil, fmt.Errorf("reading directory %s: %w", rel, err)
 	}
+	out := make([]found, 0, len(names))
+	var dirs []openDir
 	for _, n := range names {
 		child := join(rel, n)
 		if s.opts.excludedSelf(child) {
@@ -283,24 +345,25 @@ func (s *Snapshotter) walkDir(fd int, rel string, out map[string]*state) error {
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
-		if err != nil {
-			return &os.PathError{Op: "statx", Path: child, Err: err}
-		}
-		if st.mode&unix.S_IFMT == unix.S_IFSOCK {
+		if err == nil && st.mode&unix.S_IFMT == unix.S_IFSOCK {
 			continue
 		}
-		out[child] = st
-		if st.isDir() {
-			cfd, err := unix.Openat(fd, n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return &os.PathError{Op: "openat", Path: child, Err: err}
-			}
-			if err := s.walkDir(cfd, child, out); err != nil {
-				return err
+		if err == nil && st.isDir() {
+			var cfd int
+			cfd, err = unix.Openat(fd, n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err == nil {
+				dirs = append(dirs, openDir{cfd, child})
 			}
 		}
+		if err != nil {
+			for _, d := range dirs {
+				unix.Close(d.fd)
+			}
+			return out, nil, &os.PathError{Op: "lstat", Path: child, Err: err}
+		}
+		out = append(out, found{child, st})
 	}
-	return nil
+	return out, dirs, nil
 }
 
 type itemKind int

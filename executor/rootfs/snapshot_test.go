@@ -3,6 +3,7 @@ package rootfs
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -353,23 +354,27 @@ func BenchmarkSnapshotter_Snapshot(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("unchanged", func(b *testing.B) {
-		for b.Loop() {
-			if changed, err := s.Snapshot(io_Discard{}); err != nil || changed {
-				b.Fatal(changed, err)
-			}
+	for _, w := range []int{1, 0} {
+		name := "unchanged"
+		if w == 1 {
+			name = "unchanged/sequential"
+			defer func(old func() int) { walkers = old }(walkers)
+			walkers = func() int { return 1 }
 		}
-	})
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if changed, err := s.Snapshot(io.Discard); err != nil || changed {
+					b.Fatal(changed, err)
+				}
+			}
+		})
+	}
 	b.Run("all new", func(b *testing.B) {
 		for b.Loop() {
 			s.base = map[string]*state{}
-			if changed, err := s.Snapshot(io_Discard{}); err != nil || !changed {
+			if changed, err := s.Snapshot(io.Discard); err != nil || !changed {
 				b.Fatal(changed, err)
 			}
 		}
 	})
 }
-
-type io_Discard struct{}
-
-func (io_Discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -42,7 +42,10 @@ import (
 // itself if the root had none, unless the command put something in it) and restores the
 // access and modification times of the directories it created them in, so a snapshot
 // comparing lstat results (except ctime, which cannot be set) sees only what the command
-// changed. A directory's times the command changed keep the command's values.
+// changed. A directory's times the command changed keep the command's values. The ctime
+// of such a parent does change (nothing can set it): a snapshotter comparing ctime sees,
+// say, /etc as changed, with the same metadata, when the root has /etc but no /etc/hosts.
+// If the process dies during Run, the created mount points stay (the mounts do not).
 //
 // Runs on different roots may happen concurrently; two at once on one root may not.
 func Chroot() Runner { return chrootRunner{} }

@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/slipway-dev/slipway/executor/build"
+	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/publish"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -298,6 +299,13 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		SourceDateEpoch: epoch,
 		Log:             logw,
 	}
+	if o.cache {
+		c, err := newCache(ctx, o, destinations)
+		if err != nil {
+			return failWith(result.ReasonInvalidArguments, err)
+		}
+		bo.Cache = c
+	}
 	if o.isolation == string(build.InPlace) {
 		bo.Exclude = inPlaceExcludes(workDir, contextDir, o.ignorePaths)
 	}
@@ -306,6 +314,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	res.BuildMillis = result.Millis(time.Since(buildStart))
 	if rep != nil {
 		res.Stages = rep.Stages
+		res.CacheHits, res.CacheMisses = rep.CacheHits, rep.CacheMisses
 	}
 	if err != nil {
 		return failWith(result.ReasonInternal, err)
@@ -372,6 +381,29 @@ func writeOutputs(ctx context.Context, o *options, img v1.Image, digest v1.Hash,
 		}
 	}
 	return nil
+}
+
+// newCache opens the layer cache: --cache-repo, or as kaniko does, the
+// first destination's repository with /cache appended.
+func newCache(ctx context.Context, o *options, destinations []name.Reference) (*cache.Cache, error) {
+	repoName := o.cacheRepo
+	if repoName == "" {
+		if len(destinations) == 0 {
+			return nil, errors.New("--cache=true needs --cache-repo when there is no --destination")
+		}
+		repoName = destinations[0].Context().Name() + "/cache"
+	}
+	ref, err := publish.ParseReference(repoName, o.reg, true)
+	if err != nil {
+		return nil, fmt.Errorf("--cache-repo: %w", err)
+	}
+	return cache.New(cache.Options{
+		Repo: ref.Context(),
+		TTL:  o.cacheTTL,
+		Remote: func(pull bool) []remote.Option {
+			return o.reg.Remote(ctx, ref, !pull)
+		},
+	}), nil
 }
 
 // inPlaceExcludes are the paths an in-place build must never clear or

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -81,11 +82,15 @@ type Options struct {
 	Log io.Writer
 	// Now is the clock (for the creation time without SourceDateEpoch).
 	Now func() time.Time
+	// Cache is the layer cache; nil builds without one.
+	Cache *cache.Cache
 }
 
 // Report summarises a finished build for the result file.
 type Report struct {
 	Stages []result.Stage
+	// CacheHits and CacheMisses count the cache lookups.
+	CacheHits, CacheMisses int
 }
 
 // Error is a build failure with the machine-readable reason, the Dockerfile
@@ -198,8 +203,20 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 		b.stages[i] = &stageState{done: make(chan struct{})}
 	}
 	b.countConsumers()
+	for _, k := range plan.MetaArgNames {
+		b.usedArg[k] = true
+	}
 
-	if err := b.buildAll(ctx); err != nil {
+	err = b.buildAll(ctx)
+	if c := o.Cache; c != nil {
+		// Entries are written while the build goes on; wait for the last.
+		if n, serr := c.Wait(); serr != nil {
+			fmt.Fprintf(b.log, "WARNING: writing the layer cache: %v\n", serr)
+		} else if n > 0 {
+			fmt.Fprintf(b.log, "Wrote %d layer cache entries to %s\n", n, c.Repo())
+		}
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	b.warnUnusedArgs()
@@ -207,7 +224,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if err != nil {
 		return nil, nil, fail(result.ReasonInternal, err)
 	}
-	rep := &Report{}
+	rep := &Report{CacheHits: b.hits, CacheMisses: b.misses}
 	for _, i := range plan.Order {
 		rep.Stages = append(rep.Stages, b.stages[i].report)
 	}
@@ -226,17 +243,29 @@ type builder struct {
 	images  map[string]*imageSource // COPY --from images and their extracted trees
 	usedArg map[string]bool         // build args some ARG declared
 
+	// hits and misses count cache lookups.
+	hits, misses int
+
 	// lastInPlace is the stage whose tree the container's root holds now
 	// (in-place isolation only).
 	lastInPlace *stageState
 }
 
-// buildAll builds the stages of the plan's order: concurrently where the
-// isolation allows, each stage waiting for the stages it needs.
+// buildAll plans every stage the target needs (in order: a stage's plan
+// needs its base's), looks every cache key up at once, then executes the
+// stages: concurrently where the isolation allows, each waiting for the
+// stages it needs.
 func (b *builder) buildAll(ctx context.Context) error {
+	b.prefetchImages(ctx)
+	for _, i := range b.plan.Order {
+		if err := b.planStage(ctx, i); err != nil {
+			return err
+		}
+	}
+	b.lookupAll(ctx)
 	if b.opts.Isolation == InPlace {
 		for _, i := range b.plan.Order {
-			if err := b.buildStage(ctx, i); err != nil {
+			if err := b.execStage(ctx, i); err != nil {
 				return err
 			}
 		}
@@ -250,7 +279,7 @@ func (b *builder) buildAll(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := b.buildStage(ctx, i); err != nil {
+			if err := b.execStage(ctx, i); err != nil {
 				errs[i] = err
 				cancel(err)
 			}
@@ -260,7 +289,7 @@ func (b *builder) buildAll(ctx context.Context) error {
 	// Report the first failure in build order; later ones are usually the
 	// cancellation it caused.
 	for _, i := range b.plan.Order {
-		if errs[i] != nil && !errors.Is(errs[i], context.Canceled) {
+		if errs[i] != nil && !errors.Is(errs[i], context.Canceled) && !isStageFailed(errs[i]) {
 			return errs[i]
 		}
 	}
@@ -272,6 +301,86 @@ func (b *builder) buildAll(ctx context.Context) error {
 	return nil
 }
 
+// prefetchImages resolves every FROM and COPY --from image of the needed
+// stages at once (manifests and configs only).
+func (b *builder) prefetchImages(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, i := range b.plan.Order {
+		st := b.plan.Stages[i]
+		var refs []string
+		if st.BaseStage < 0 && !strings.EqualFold(st.Base, dockerfile.Scratch) {
+			refs = append(refs, st.Base)
+		}
+		for _, cmd := range st.Commands {
+			if from := copyFrom(cmd); from != "" && b.plan.StageForFrom(from, i) == nil {
+				refs = append(refs, from)
+			}
+		}
+		for _, ref := range refs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.image(ctx, ref) // errors are reported where the image is used
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// lookupAll asks the cache for every planned step at once. Any failure is
+// a miss, reported once.
+func (b *builder) lookupAll(ctx context.Context) {
+	c := b.opts.Cache
+	if c == nil {
+		return
+	}
+	var steps []*step
+	for _, i := range b.plan.Order {
+		for _, sp := range b.stages[i].g.steps {
+			if sp.action != nil && sp.key != "" {
+				steps = append(steps, sp)
+			}
+		}
+	}
+	var once sync.Once
+	var mu sync.Mutex
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, sp := range steps {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			e, err := c.Lookup(ctx, sp.key)
+			switch {
+			case err == nil:
+				mu.Lock()
+				sp.hit, sp.cached = true, e.Layer
+				b.hits++
+				mu.Unlock()
+			case errors.Is(err, cache.ErrMiss):
+				mu.Lock()
+				b.misses++
+				mu.Unlock()
+			default:
+				mu.Lock()
+				b.misses++
+				mu.Unlock()
+				once.Do(func() {
+					fmt.Fprintf(b.log, "WARNING: the layer cache could not be read, building without it: %v\n", err)
+				})
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// errDependency marks the failure of a stage whose dependency failed.
+var errDependency = errors.New("a stage it needs failed")
+
+func isStageFailed(err error) bool { return errors.Is(err, errDependency) }
+
 // waitStage blocks until stage i is built (it must be in the plan's order).
 func (b *builder) waitStage(ctx context.Context, i int) (*stageState, error) {
 	s := b.stages[i]
@@ -281,7 +390,7 @@ func (b *builder) waitStage(ctx context.Context, i int) (*stageState, error) {
 		return nil, context.Cause(ctx)
 	}
 	if s.err != nil {
-		return nil, fmt.Errorf("stage %s failed", b.plan.Stages[i].DisplayName())
+		return nil, fmt.Errorf("stage %s: %w", b.plan.Stages[i].DisplayName(), errDependency)
 	}
 	return s, nil
 }

@@ -47,9 +47,10 @@ func (g *stage) add(ctx context.Context, c *instructions.AddCommand) error {
 	return g.copyFiles(ctx, copyStep{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum})
 }
 
-// copyFiles runs a COPY or ADD: resolves where sources come from (the
-// context, a stage, an image, or heredocs), copies, and commits a layer of
-// exactly what was written.
+// copyFiles plans a COPY or ADD: where the sources come from (the context,
+// a stage, an image, or heredocs), the request, and with the cache on a key
+// over the digests of exactly the files it reads. The copy itself runs
+// later, and its layer holds exactly what it wrote.
 func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	name := "COPY"
 	if s.add {
@@ -65,81 +66,11 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		Sources:    s.params.SourcePaths,
 		Dest:       s.params.DestPath,
 		WorkDir:    g.cfg.Config.WorkingDir,
-		DestRoot:   g.root,
 		Add:        s.add,
 		HTTPClient: g.b.opts.HTTPClient,
 	}
 	if req.WorkDir == "" {
 		req.WorkDir = "/"
-	}
-	switch {
-	case len(s.params.SourceContents) > 0:
-		if len(s.params.SourcePaths) > 0 {
-			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("%s with both heredocs and paths is not supported by this executor", name))
-		}
-		dir, err := os.MkdirTemp(g.b.opts.WorkDir, "heredoc-")
-		if err != nil {
-			return fail(result.ReasonInternal, err)
-		}
-		defer os.RemoveAll(dir)
-		for _, sc := range s.params.SourceContents {
-			p := filepath.Join(dir, filepath.Base(sc.Path))
-			if err := os.WriteFile(p, []byte(sc.Data), 0o644); err != nil {
-				return fail(result.ReasonInternal, err)
-			}
-			req.Sources = append(req.Sources, filepath.Base(sc.Path))
-		}
-		req.SrcRoot = dir
-	case s.from != "":
-		req.KeepOwner = true
-		if src := g.b.plan.StageForFrom(s.from, g.st.Index); src != nil {
-			tree, err := g.b.stageTree(ctx, src.Index)
-			if err != nil {
-				return fail(result.ReasonCopyFailed, fmt.Errorf("preparing stage %s for COPY --from: %w", src.DisplayName(), err))
-			}
-			req.SrcRoot = tree
-		} else {
-			img, err := g.b.image(ctx, s.from)
-			if err != nil {
-				return fail(result.ReasonBaseImagePullFailed, err)
-			}
-			tree, err := img.extracted(ctx, g.b, "image")
-			if err != nil {
-				return fail(result.ReasonBaseImagePullFailed, fmt.Errorf("extracting %s: %w", s.from, err))
-			}
-			req.SrcRoot = tree
-		}
-	default:
-		if g.b.opts.Context == nil {
-			return fail(result.ReasonCopyFailed, fmt.Errorf("%s needs a build context, and this build has none", name))
-		}
-		bc := g.b.opts.Context
-		req.SrcRoot = bc.Dir
-		req.Ignore = bc.Excluded
-		req.IgnoreDescend = bc.MayContainIncluded
-	}
-	if len(s.exclude) > 0 {
-		pm, err := patternmatcher.New(s.exclude)
-		if err != nil {
-			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("parsing --exclude: %w", err))
-		}
-		inner := req.Ignore
-		req.Ignore = func(rel string) (bool, error) {
-			if inner != nil {
-				if ign, err := inner(rel); ign || err != nil {
-					return ign, err
-				}
-			}
-			return pm.MatchesOrParentMatches(rel)
-		}
-		req.IgnoreDescend = nil
-	}
-	if s.chown != "" {
-		uid, gid, err := idtools.ResolveChown(g.root, s.chown)
-		if err != nil {
-			return fail(result.ReasonCopyFailed, fmt.Errorf("resolving --chown=%s: %w", s.chown, err))
-		}
-		req.Chown = &copier.Owner{UID: uid, GID: gid}
 	}
 	if s.chmod != "" {
 		m, err := strconv.ParseUint(s.chmod, 8, 32)
@@ -149,10 +80,92 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		mode := fs.FileMode(m)
 		req.Chmod = &mode
 	}
-	res, err := copier.Copy(ctx, req)
-	if err != nil {
-		return fail(result.ReasonCopyFailed, err)
+	if len(s.exclude) > 0 {
+		pm, err := patternmatcher.New(s.exclude)
+		if err != nil {
+			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("parsing --exclude: %w", err))
+		}
+		req.Ignore = func(rel string) (bool, error) { return pm.MatchesOrParentMatches(rel) }
 	}
+
+	// srcRoot resolves the source tree when the step runs.
+	var srcRoot func(ctx context.Context) (string, error)
+	var heredocs map[string]string
+	keyParts := []any{name, s.params.DestPath, req.WorkDir, s.chown, s.chmod, s.exclude}
+	switch {
+	case len(s.params.SourceContents) > 0:
+		if len(s.params.SourcePaths) > 0 {
+			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("%s with both heredocs and paths is not supported by this executor", name))
+		}
+		heredocs = map[string]string{}
+		for _, sc := range s.params.SourceContents {
+			heredocs[filepath.Base(sc.Path)] = sc.Data
+			req.Sources = append(req.Sources, filepath.Base(sc.Path))
+		}
+		keyParts = append(keyParts, "heredocs", heredocs)
+	case s.from != "":
+		req.KeepOwner = true
+		if src := g.b.plan.StageForFrom(s.from, g.st.Index); src != nil {
+			keyParts = append(keyParts, "stage", g.b.stages[src.Index].g.key, req.Sources)
+			srcRoot = func(ctx context.Context) (string, error) {
+				tree, err := g.b.stageTree(ctx, src.Index)
+				if err != nil {
+					return "", fmt.Errorf("preparing stage %s for COPY --from: %w", src.DisplayName(), err)
+				}
+				return tree, nil
+			}
+		} else {
+			img, err := g.b.image(ctx, s.from)
+			if err != nil {
+				return fail(result.ReasonBaseImagePullFailed, err)
+			}
+			keyParts = append(keyParts, "image", img.digest.String(), req.Sources)
+			srcRoot = func(ctx context.Context) (string, error) {
+				tree, err := img.extracted(ctx, g.b)
+				if err != nil {
+					return "", fmt.Errorf("extracting %s: %w", s.from, err)
+				}
+				return tree, nil
+			}
+		}
+	default:
+		bc := g.b.opts.Context
+		if bc == nil {
+			return fail(result.ReasonCopyFailed, fmt.Errorf("%s needs a build context, and this build has none", name))
+		}
+		exclude := req.Ignore
+		req.Ignore = bc.Excluded
+		req.IgnoreDescend = bc.MayContainIncluded
+		if exclude != nil {
+			req.Ignore = func(rel string) (bool, error) {
+				if ign, err := bc.Excluded(rel); ign || err != nil {
+					return ign, err
+				}
+				return exclude(rel)
+			}
+			req.IgnoreDescend = nil
+		}
+		req.SrcRoot = bc.Dir
+		srcRoot = func(context.Context) (string, error) { return bc.Dir, nil }
+		if g.b.opts.Cache != nil {
+			files, err := copier.Sources(ctx, req)
+			if err != nil {
+				return fail(result.ReasonCopyFailed, err)
+			}
+			sum := copier.KeyOf(files)
+			for _, f := range files {
+				if strings.Contains(f.Path, "://") && f.Digest == "" {
+					sum = "" // a URL without validators is never cached
+				}
+			}
+			if sum == "" {
+				keyParts = nil
+			} else {
+				keyParts = append(keyParts, "context", sum)
+			}
+		}
+	}
+
 	msg := []string{name}
 	if s.chown != "" {
 		msg = append(msg, "--chown="+s.chown)
@@ -168,10 +181,45 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		msg = append(msg, s.params.SourcePaths...)
 	}
 	msg = append(msg, s.params.DestPath)
-	if len(res.Changed) == 0 {
-		return g.commit(strings.Join(msg, " ")+" # buildkit", false)
-	}
-	return g.commit(strings.Join(msg, " ")+" # buildkit", true, res.Changed...)
+
+	return g.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, g *stage) ([]string, error) {
+		req := req
+		req.DestRoot = g.root
+		if heredocs != nil {
+			dir, err := os.MkdirTemp(g.b.opts.WorkDir, "heredoc-")
+			if err != nil {
+				return nil, fail(result.ReasonInternal, err)
+			}
+			defer os.RemoveAll(dir)
+			for name, data := range heredocs {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+					return nil, fail(result.ReasonInternal, err)
+				}
+			}
+			req.SrcRoot = dir
+		} else {
+			root, err := srcRoot(ctx)
+			if err != nil {
+				return nil, fail(result.ReasonCopyFailed, err)
+			}
+			req.SrcRoot = root
+		}
+		if s.chown != "" {
+			uid, gid, err := idtools.ResolveChown(g.root, s.chown)
+			if err != nil {
+				return nil, fail(result.ReasonCopyFailed, fmt.Errorf("resolving --chown=%s: %w", s.chown, err))
+			}
+			req.Chown = &copier.Owner{UID: uid, GID: gid}
+		}
+		res, err := copier.Copy(ctx, req)
+		if err != nil {
+			return nil, fail(result.ReasonCopyFailed, err)
+		}
+		if res.Changed == nil {
+			return []string{}, nil
+		}
+		return res.Changed, nil
+	})
 }
 
 // securePath resolves p (absolute in the stage's file system) to a host

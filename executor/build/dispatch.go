@@ -59,7 +59,7 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 			g.cfg.Config.Env = setEnv(g.cfg.Config.Env, kv.Key, kv.Value)
 			msg.WriteString(" " + kv.String())
 		}
-		err = g.commit(msg.String(), false)
+		err = g.meta(msg.String())
 	case *instructions.LabelCommand:
 		var msg strings.Builder
 		msg.WriteString("LABEL")
@@ -70,15 +70,15 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 			g.cfg.Config.Labels[kv.Key] = kv.Value
 			msg.WriteString(" " + kv.String())
 		}
-		err = g.commit(msg.String(), false)
+		err = g.meta(msg.String())
 	case *instructions.MaintainerCommand:
 		g.cfg.Author = c.Maintainer
-		err = g.commit("MAINTAINER "+c.Maintainer, false)
+		err = g.meta("MAINTAINER " + c.Maintainer)
 	case *instructions.WorkdirCommand:
 		err = g.workdir(c)
 	case *instructions.UserCommand:
 		g.cfg.Config.User = c.User
-		err = g.commit("USER "+c.User, false)
+		err = g.meta("USER " + c.User)
 	case *instructions.ExposeCommand:
 		err = g.expose(c)
 	case *instructions.VolumeCommand:
@@ -91,17 +91,18 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 			}
 			g.cfg.Config.Volumes[v] = struct{}{}
 		}
-		err = g.commit(fmt.Sprintf("VOLUME %v", c.Volumes), false)
+		err = g.meta(fmt.Sprintf("VOLUME %v", c.Volumes))
 	case *instructions.StopSignalCommand:
 		if _, perr := signal.ParseSignal(c.Signal); perr != nil {
 			return fail(result.ReasonDockerfileInvalid, perr)
 		}
 		g.cfg.Config.StopSignal = c.Signal
-		err = g.commit("STOPSIGNAL "+c.Signal, false)
+		err = g.meta("STOPSIGNAL " + c.Signal)
 	case *instructions.ShellCommand:
 		g.cfg.Config.Shell = slices.Clone(c.Shell)
-		err = g.commit(fmt.Sprintf("SHELL %v", c.Shell), false)
+		err = g.meta(fmt.Sprintf("SHELL %v", c.Shell))
 	case *instructions.OnbuildCommand:
+		// BuildKit records no history entry for ONBUILD.
 		g.cfg.Config.OnBuild = append(g.cfg.Config.OnBuild, c.Expression)
 	case *instructions.CmdCommand:
 		args := c.CmdLine
@@ -111,7 +112,7 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 		g.cfg.Config.Cmd = slices.Clone(args)
 		g.cfg.Config.ArgsEscaped = true //nolint:staticcheck // Docker still sets it.
 		g.cmdSet = true
-		err = g.commit(fmt.Sprintf("CMD %q", args), false)
+		err = g.meta(fmt.Sprintf("CMD %q", args))
 	case *instructions.EntrypointCommand:
 		args := c.CmdLine
 		if c.PrependShell {
@@ -121,12 +122,12 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 		if !g.cmdSet {
 			g.cfg.Config.Cmd = nil
 		}
-		err = g.commit(fmt.Sprintf("ENTRYPOINT %q", args), false)
+		err = g.meta(fmt.Sprintf("ENTRYPOINT %q", args))
 	case *instructions.HealthCheckCommand:
 		h := *c.Health
 		h.Test = slices.Clone(h.Test)
 		g.cfg.Config.Healthcheck = &h
-		err = g.commit(fmt.Sprintf("HEALTHCHECK %+v", h), false)
+		err = g.meta(fmt.Sprintf("HEALTHCHECK %+v", h))
 	case *instructions.RunCommand:
 		err = g.run(ctx, c)
 	case *instructions.CopyCommand:
@@ -199,11 +200,12 @@ func (g *stage) arg(c *instructions.ArgCommand) error {
 		}
 		parts = append(parts, s)
 	}
-	return g.commit("ARG "+strings.Join(parts, " "), false)
+	return g.meta("ARG " + strings.Join(parts, " "))
 }
 
 // workdir sets the working directory (relative paths join the current one)
-// and creates it, owned by the current USER, as BuildKit does.
+// and, when it runs, creates it owned by the current USER, as BuildKit
+// does; a layer only when something was created.
 func (g *stage) workdir(c *instructions.WorkdirCommand) error {
 	wd := c.Path
 	if !path.IsAbs(wd) {
@@ -216,13 +218,19 @@ func (g *stage) workdir(c *instructions.WorkdirCommand) error {
 	wd = path.Clean(wd)
 	g.cfg.Config.WorkingDir = wd
 	if wd == "/" {
-		return g.commit("WORKDIR "+wd, false)
+		return g.meta("WORKDIR " + wd)
 	}
-	created, err := g.mkdirAll(wd, g.cfg.Config.User)
-	if err != nil {
-		return fail(result.ReasonRunFailed, fmt.Errorf("creating WORKDIR %s: %w", wd, err))
-	}
-	return g.commit("WORKDIR "+wd, true, created...)
+	user := g.cfg.Config.User
+	return g.fsStep("WORKDIR "+wd, []any{"WORKDIR", wd, user}, func(ctx context.Context, g *stage) ([]string, error) {
+		created, err := g.mkdirAll(wd, user)
+		if err != nil {
+			return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating WORKDIR %s: %w", wd, err))
+		}
+		if created == nil {
+			created = []string{}
+		}
+		return created, nil
+	})
 }
 
 // mkdirAll creates dir (absolute, inside the stage root) and its missing
@@ -296,10 +304,12 @@ func (g *stage) expose(c *instructions.ExposeCommand) error {
 	for _, p := range ports {
 		g.cfg.Config.ExposedPorts[p] = struct{}{}
 	}
-	return g.commit(fmt.Sprintf("EXPOSE %v", ports), false)
+	return g.meta(fmt.Sprintf("EXPOSE %v", ports))
 }
 
-// run executes a RUN step in the stage's root and snapshots its changes.
+// run plans a RUN step: the command line (SHELL applied), the environment
+// it sees (ENV, ARGs in scope, proxy build args) and its working directory
+// and user, all fixed now; the step runs later in the stage's root.
 func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	if len(c.FlagsUsed) > 0 {
 		return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", c.FlagsUsed[0]))
@@ -314,11 +324,8 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	if c.PrependShell {
 		args = g.withShell(args)
 	}
-	user, err := idtools.ResolveUser(g.root, g.cfg.Config.User)
-	if err != nil {
-		return fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
-	}
 	env := g.env.Clone()
+	keyEnv := env.Slice() // proxy settings never invalidate the cache, as in Docker
 	for _, k := range dockerfile.ProxyArgs {
 		if v, ok := g.b.opts.BuildArgs[k]; ok {
 			if _, set := env.Get(k); !set {
@@ -326,43 +333,51 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 			}
 		}
 	}
-	if _, ok := env.Get("HOME"); !ok {
-		env.Set("HOME", user.Home)
-	}
+	userSpec := g.cfg.Config.User
 	wd := g.cfg.Config.WorkingDir
 	if wd == "" {
 		wd = "/"
 	}
-	if wd != "/" {
-		// The runtime creates a missing working directory (owned by root);
-		// the snapshot after the step records it.
-		if _, err := g.mkdirAll(wd, ""); err != nil {
-			return fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
+	createdBy := "RUN " + runCommandString(args, g.args, g.env) + " # buildkit"
+	return g.fsStep(createdBy, []any{"RUN", args, keyEnv, wd, userSpec}, func(ctx context.Context, g *stage) ([]string, error) {
+		user, err := idtools.ResolveUser(g.root, userSpec)
+		if err != nil {
+			return nil, fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
 		}
-	}
-	out := newLinePrefixer(g.b.log, g.stepPrefix()+" ")
-	defer out.Flush()
-	err = g.b.opts.Runner.Run(ctx, run.Spec{
-		Root:   g.root,
-		Args:   args,
-		Env:    env.Slice(),
-		Dir:    wd,
-		UID:    user.UID,
-		GID:    user.GID,
-		Groups: user.Groups,
-		Stdout: out,
-		Stderr: out,
+		env := env.Clone()
+		if _, ok := env.Get("HOME"); !ok {
+			env.Set("HOME", user.Home)
+		}
+		if wd != "/" {
+			// The runtime creates a missing working directory (owned by
+			// root); the snapshot after the step records it.
+			if _, err := g.mkdirAll(wd, ""); err != nil {
+				return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
+			}
+		}
+		out := newLinePrefixer(g.b.log, fmt.Sprintf("[%s] ", g.st.DisplayName()))
+		err = g.b.opts.Runner.Run(ctx, run.Spec{
+			Root:   g.root,
+			Args:   args,
+			Env:    env.Slice(),
+			Dir:    wd,
+			UID:    user.UID,
+			GID:    user.GID,
+			Groups: user.Groups,
+			Stdout: out,
+			Stderr: out,
+		})
+		out.Flush()
+		if err != nil {
+			var xe *run.ExitError
+			if errors.As(err, &xe) {
+				return nil, &Error{Reason: result.ReasonRunFailed, ExitCode: xe.Code,
+					Err: fmt.Errorf("process %q did not complete successfully: exit code: %d", strings.Join(args, " "), xe.Code)}
+			}
+			return nil, fail(result.ReasonRunFailed, fmt.Errorf("running %q: %w", strings.Join(args, " "), err))
+		}
+		return nil, nil
 	})
-	out.Flush()
-	if err != nil {
-		var xe *run.ExitError
-		if errors.As(err, &xe) {
-			return &Error{Reason: result.ReasonRunFailed, ExitCode: xe.Code,
-				Err: fmt.Errorf("process %q did not complete successfully: exit code: %d", strings.Join(args, " "), xe.Code)}
-		}
-		return fail(result.ReasonRunFailed, fmt.Errorf("running %q: %w", strings.Join(args, " "), err))
-	}
-	return g.commit("RUN "+runCommandString(args, g.args, g.env)+" # buildkit", true)
 }
 
 // runCommandString is the history text of a RUN: the build args in scope

@@ -2,6 +2,8 @@ package build
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,8 +32,9 @@ import (
 // (and so `docker build`) marks them.
 const historyComment = "buildkit.dockerfile.v0"
 
-// stageState is a stage being built and, once done is closed, its result.
+// stageState is a stage: its plan (g), and once done is closed, its result.
 type stageState struct {
+	g    *stage
 	done chan struct{}
 	err  error
 
@@ -40,78 +43,153 @@ type stageState struct {
 	consumers   int
 	copySources bool
 
+	// Results.
 	cfg    dockerspec.DockerOCIImage
 	layers []v1.Layer
-	// env and args are the stage's final state (ENV and ARG values), which a
-	// stage built FROM this one starts with.
-	env  *dockerfile.Env
-	args []instructions.KeyValuePairOptional
 
-	// root holds the stage's final file tree while it is available
-	// (chroot isolation); tree is it, or a tree extracted on demand.
+	// root holds the stage's final file tree while it is available and up
+	// to date (chroot isolation, last step not served from the cache);
+	// tree is it, or a tree extracted on demand.
 	rootMu    sync.Mutex
 	root      string
+	rootTaken bool
 	treeOnce  sync.Once
 	tree      string
 	treeErr   error
-	rootTaken bool
 
 	report result.Stage
 }
 
-// stage is the mutable state while one stage is dispatched.
+// step is one planned instruction.
+type step struct {
+	cmd  instructions.Command
+	hist int // index of the step's history entry in the stage's own entries
+	// action changes the file system; nil for metadata instructions. It
+	// returns the paths it changed (then only they are snapshotted), nil
+	// to snapshot the whole tree, or an empty non-nil slice when nothing
+	// changed.
+	action func(ctx context.Context, g *stage) ([]string, error)
+	// key is the step's cache key ("" when the cache is off).
+	key string
+	// hit is set when the cache holds the step; cached is its layer (nil
+	// for a step that changed nothing).
+	hit    bool
+	cached v1.Layer
+}
+
+// stage is a stage being planned, then executed.
 type stage struct {
-	b      *builder
-	st     *dockerfile.Stage
-	s      *stageState
-	root   string
-	snap   *rootfs.Snapshotter
+	b  *builder
+	st *dockerfile.Stage
+	s  *stageState
+
+	// Planning state, as Docker's dispatcher keeps it.
 	cfg    dockerspec.DockerOCIImage
-	layers []v1.Layer
 	env    *dockerfile.Env
 	args   []instructions.KeyValuePairOptional
 	cmdSet bool // CMD was set in this stage (ENTRYPOINT keeps it then)
+	key    string
+	steps  []*step
+	// baseHist is the number of history entries inherited from the base.
+	baseHist  int
+	baseStage *stageState
+	baseImage *imageSource
 
-	step, steps int
-	prefix      string
+	// Execution state.
+	root    string
+	snap    *rootfs.Snapshotter
+	layers  []v1.Layer
+	applied int // layers[:applied] are in root
+	ready   bool
+	hits    int
 }
 
-func (b *builder) buildStage(ctx context.Context, i int) (err error) {
+// planStage resolves the stage's base and plans every instruction: the
+// config it leads to, each step's history entry, action and cache key.
+// Nothing touches a file system yet.
+func (b *builder) planStage(ctx context.Context, i int) error {
 	st := b.plan.Stages[i]
 	s := b.stages[i]
-	start := time.Now()
-	defer func() {
-		s.err = err
-		s.report = result.Stage{Name: st.DisplayName(), Instructions: len(st.Commands), Millis: result.Millis(time.Since(start))}
-		close(s.done)
-	}()
 	g := &stage{b: b, st: st, s: s}
-	if err := g.from(ctx); err != nil {
-		return err
+	s.g = g
+	switch {
+	case st.BaseStage >= 0:
+		base := b.stages[st.BaseStage].g
+		g.baseStage = b.stages[st.BaseStage]
+		g.cfg = cloneImage(base.cfg)
+		g.env = base.env.Clone()
+		g.args = slices.Clone(base.args)
+		g.key = base.key
+	case strings.EqualFold(st.Base, dockerfile.Scratch):
+		g.cfg = emptyImage()
+		g.env = &dockerfile.Env{}
+		g.key = "scratch"
+	default:
+		src, err := b.image(ctx, st.Base)
+		if err != nil {
+			return &Error{Reason: result.ReasonBaseImagePullFailed, Line: st.Line, Instruction: st.Source, Err: err}
+		}
+		g.baseImage = src
+		g.cfg = cloneImage(src.cfg)
+		g.env = &dockerfile.Env{}
+		g.key = src.digest.String()
 	}
+	g.cfg.Created = nil
+	if _, ok := dockerfile.EnvFromSlice(g.cfg.Config.Env).Get("PATH"); !ok {
+		g.cfg.Config.Env = append(g.cfg.Config.Env, "PATH="+defaultPath)
+	}
+	for _, kv := range g.cfg.Config.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		g.env.Set(k, v)
+	}
+	g.baseHist = len(g.cfg.History)
+
 	triggers, err := dockerfile.ParseTriggers(g.cfg.Config.OnBuild, st.Line)
 	if err != nil {
 		return fail(result.ReasonDockerfileInvalid, err)
 	}
 	g.cfg.Config.OnBuild = nil
-	cmds := append(triggers, st.Commands...)
-	g.steps = len(cmds) + 1
-	for _, cmd := range cmds {
-		g.step++
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-		fmt.Fprintf(b.log, "%s %s\n", g.stepPrefix(), shorten(cmd.(fmt.Stringer).String(), 200))
+	for _, cmd := range append(triggers, st.Commands...) {
+		g.steps = append(g.steps, &step{cmd: cmd, hist: -1})
 		if err := g.dispatch(ctx, cmd); err != nil {
 			return withLine(err, cmd)
 		}
 	}
-	s.cfg, s.layers, s.env, s.args = g.cfg, g.layers, g.env, g.args
-	if b.opts.Isolation == Chroot {
-		s.root = g.root
-	}
-	fmt.Fprintf(b.log, "[%s] Built stage in %.1fs\n", st.DisplayName(), time.Since(start).Seconds())
 	return nil
+}
+
+// meta records a metadata instruction's history entry.
+func (g *stage) meta(createdBy string) error {
+	g.cur().hist = g.history(createdBy, true)
+	return nil
+}
+
+// fsStep records a step that changes files: its history entry (its
+// empty_layer is settled when it runs), its action and, with the cache on,
+// its key: the parent key and the step's inputs, never a timestamp.
+func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, g *stage) ([]string, error)) error {
+	s := g.cur()
+	s.hist = g.history(createdBy, false)
+	s.action = action
+	if g.b.opts.Cache != nil && keyParts != nil {
+		h := sha256.New()
+		enc := json.NewEncoder(h)
+		enc.Encode(g.key)
+		enc.Encode(keyParts)
+		g.key = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		s.key = strings.TrimPrefix(g.key, "sha256:")
+	}
+	return nil
+}
+
+// uncacheable marks the current step as never served from the cache.
+func (g *stage) uncacheable() []any { return nil }
+
+func (g *stage) cur() *step { return g.steps[len(g.steps)-1] }
+
+func (g *stage) history(createdBy string, empty bool) int {
+	g.cfg.History = append(g.cfg.History, ocispec.History{CreatedBy: createdBy, Comment: historyComment, EmptyLayer: empty, Created: g.b.opts.SourceDateEpoch})
+	return len(g.cfg.History) - 1 - g.baseHist
 }
 
 // withLine adds cmd's Dockerfile line to a build error that has none.
@@ -127,62 +205,133 @@ func withLine(err error, cmd instructions.Command) error {
 	return be
 }
 
-func (g *stage) stepPrefix() string {
-	return fmt.Sprintf("[%s %d/%d]", g.st.DisplayName(), g.step+1, g.steps)
-}
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// from resolves the stage's base (scratch, an earlier stage or an image),
-// prepares its root filesystem and the initial state, as Docker does
-// before the first instruction.
-func (g *stage) from(ctx context.Context) error {
-	b, st := g.b, g.st
-	fmt.Fprintf(b.log, "[%s 1/%d] FROM %s\n", st.DisplayName(), len(st.Commands)+1, st.Base)
-	var base *stageState
+// execStage runs the planned stage: steps the cache holds only add their
+// layer; the first step it does not hold makes the root file system real
+// (base and layers so far) and from there every step runs and is
+// snapshotted.
+func (b *builder) execStage(ctx context.Context, i int) (err error) {
+	s := b.stages[i]
+	g := s.g
+	st := g.st
+	start := time.Now()
+	defer func() {
+		s.err = err
+		s.report = result.Stage{Name: st.DisplayName(), Instructions: len(g.steps), CacheHits: g.hits, Millis: result.Millis(time.Since(start))}
+		close(s.done)
+	}()
+	total := len(g.steps) + 1
+	prefix := func(n int) string {
+		if len(b.plan.Stages) == 1 && st.Name == "" {
+			return fmt.Sprintf("[%d/%d]", n, total)
+		}
+		return fmt.Sprintf("[%s %d/%d]", st.DisplayName(), n, total)
+	}
+
+	var baseHistory []ocispec.History
 	switch {
-	case st.BaseStage >= 0:
-		var err error
-		base, err = b.waitStage(ctx, st.BaseStage)
+	case g.baseStage != nil:
+		base, err := b.waitStage(ctx, g.baseStage.g.st.Index)
 		if err != nil {
 			return err
 		}
-		g.cfg = cloneImage(base.cfg)
 		g.layers = slices.Clone(base.layers)
-		g.env = base.env.Clone()
-		g.args = slices.Clone(base.args)
-	case strings.EqualFold(st.Base, dockerfile.Scratch):
-		g.cfg = emptyImage()
-		g.env = &dockerfile.Env{}
+		baseHistory = base.cfg.History
+	case g.baseImage != nil:
+		g.layers = slices.Clone(g.baseImage.layers)
+		baseHistory = g.cfg.History[:g.baseHist]
+		fmt.Fprintf(b.log, "%s FROM %s@%s\n", prefix(1), st.Base, g.baseImage.digest)
 	default:
-		src, err := b.image(ctx, st.Base)
-		if err != nil {
-			return &Error{Reason: result.ReasonBaseImagePullFailed, Line: st.Line, Instruction: st.Source, Err: err}
+		fmt.Fprintf(b.log, "%s FROM %s\n", prefix(1), st.Base)
+	}
+	own := g.cfg.History[g.baseHist:]
+	g.cfg.History = append(slices.Clone(baseHistory), own...)
+	histAt := func(s *step) *ocispec.History { return &g.cfg.History[len(baseHistory)+s.hist] }
+
+	missed := false
+	for n, sp := range g.steps {
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
 		}
-		g.cfg = cloneImage(src.cfg)
-		g.layers = slices.Clone(src.layers)
-		g.env = &dockerfile.Env{}
-		fmt.Fprintf(b.log, "[%s 1/%d] Resolved %s to %s\n", st.DisplayName(), len(st.Commands)+1, st.Base, src.digest)
+		line := shorten(sp.cmd.(fmt.Stringer).String(), 200)
+		if sp.action == nil {
+			fmt.Fprintf(b.log, "%s %s\n", prefix(n+2), line)
+			continue
+		}
+		if sp.hit && !missed {
+			g.hits++
+			fmt.Fprintf(b.log, "%s CACHED %s\n", prefix(n+2), line)
+			if sp.cached != nil {
+				g.layers = append(g.layers, sp.cached)
+				histAt(sp).EmptyLayer = false
+			} else {
+				histAt(sp).EmptyLayer = true
+			}
+			continue
+		}
+		missed = true
+		fmt.Fprintf(b.log, "%s %s\n", prefix(n+2), line)
+		if err := g.materialize(ctx); err != nil {
+			return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
+		}
+		paths, err := sp.action(ctx, g)
+		if err != nil {
+			return withLine(err, sp.cmd)
+		}
+		l, err := g.snapshot(paths)
+		if err != nil {
+			return withLine(err, sp.cmd)
+		}
+		histAt(sp).EmptyLayer = l == nil
+		if l != nil {
+			g.layers = append(g.layers, l)
+			g.applied = len(g.layers)
+		}
+		if c := b.opts.Cache; c != nil && sp.key != "" {
+			c.Store(sp.key, l)
+		}
 	}
-	g.cfg.Created = nil
-	if _, ok := dockerfile.EnvFromSlice(g.cfg.Config.Env).Get("PATH"); !ok {
-		g.cfg.Config.Env = append(g.cfg.Config.Env, "PATH="+defaultPath)
+	s.cfg, s.layers = g.cfg, g.layers
+	upToDate := g.ready && g.applied == len(g.layers)
+	if b.opts.Isolation == Chroot && upToDate {
+		s.root = g.root
 	}
-	for _, kv := range g.cfg.Config.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		g.env.Set(k, v)
+	if b.opts.Isolation == InPlace {
+		if upToDate {
+			b.lastInPlace = s
+		} else if g.ready {
+			b.lastInPlace = nil
+		}
 	}
-	if err := g.prepareRoot(ctx, base); err != nil {
-		return &Error{Reason: result.ReasonBaseImagePullFailed, Line: st.Line, Instruction: st.Source, Err: err}
-	}
+	fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), g.hits, len(g.steps))
 	return nil
 }
 
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-// prepareRoot makes the stage's root filesystem hold its base's tree, then
-// takes the snapshot baseline.
-func (g *stage) prepareRoot(ctx context.Context, base *stageState) error {
+// materialize makes the root file system hold the base and every layer so
+// far (extracting only what is not there yet), with the snapshot baseline
+// taken after it.
+func (g *stage) materialize(ctx context.Context) error {
 	b := g.b
 	opts := b.rootfsOptions()
+	if g.ready {
+		if g.applied == len(g.layers) {
+			return nil
+		}
+		if err := extractLayers(ctx, g.root, g.layers[g.applied:], opts); err != nil {
+			return err
+		}
+		g.applied = len(g.layers)
+		if _, err := g.snap.Snapshot(io.Discard); err != nil {
+			return fmt.Errorf("recording the file tree: %w", err)
+		}
+		return nil
+	}
+	base := g.baseStage
+	baseLayers := 0
+	if base != nil {
+		baseLayers = len(base.layers)
+	}
 	if b.opts.Isolation == InPlace {
 		g.root = "/"
 		if base == nil || b.lastInPlace != base {
@@ -192,14 +341,20 @@ func (g *stage) prepareRoot(ctx context.Context, base *stageState) error {
 			if err := extractLayers(ctx, g.root, g.layers, opts); err != nil {
 				return err
 			}
+		} else if err := extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
+			return err
 		}
-		b.lastInPlace = g.s
+		b.lastInPlace = nil
 	} else {
 		g.root = filepath.Join(b.opts.WorkDir, "stages", fmt.Sprint(g.st.Index), "rootfs")
 		if err := os.MkdirAll(filepath.Dir(g.root), 0o700); err != nil {
 			return err
 		}
-		if !(base != nil && base.takeRoot(g.root)) {
+		if base != nil && base.takeRoot(g.root) {
+			if err := extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
+				return err
+			}
+		} else {
 			if err := os.Mkdir(g.root, 0o755); err != nil {
 				return err
 			}
@@ -208,12 +363,35 @@ func (g *stage) prepareRoot(ctx context.Context, base *stageState) error {
 			}
 		}
 	}
+	g.applied = len(g.layers)
 	snap, err := rootfs.NewSnapshotter(g.root, opts...)
 	if err != nil {
 		return fmt.Errorf("recording the base file tree: %w", err)
 	}
-	g.snap = snap
+	g.snap, g.ready = snap, true
 	return nil
+}
+
+// snapshot writes the changes since the last snapshot as a layer (nil when
+// nothing changed).
+func (g *stage) snapshot(paths []string) (v1.Layer, error) {
+	if paths != nil && len(paths) == 0 {
+		return nil, nil
+	}
+	var sopts []rootfs.SnapshotOption
+	if len(paths) > 0 {
+		sopts = append(sopts, rootfs.Paths(paths...))
+	}
+	if e := g.b.opts.SourceDateEpoch; e != nil {
+		sopts = append(sopts, rootfs.ModTime(*e))
+	}
+	l, err := layer.Write(g.b.layers, g.b.opts.Layers, func(w io.Writer) (bool, error) {
+		return g.snap.Snapshot(w, sopts...)
+	})
+	if err != nil {
+		return nil, fail(result.ReasonInternal, fmt.Errorf("snapshotting the file system: %w", err))
+	}
+	return l, nil
 }
 
 // takeRoot moves the stage's root to dst when this stage's only consumer is
@@ -268,36 +446,6 @@ func extractLayers(ctx context.Context, root string, layers []v1.Layer, opts []r
 	return nil
 }
 
-// commit records a history entry, and for steps that can change files
-// snapshots the root: a layer if anything changed, an empty_layer entry if
-// not (Docker's layer counts).
-func (g *stage) commit(createdBy string, snapshot bool, paths ...string) error {
-	h := ocispec.History{CreatedBy: createdBy, Comment: historyComment, EmptyLayer: true, Created: g.b.opts.SourceDateEpoch}
-	if snapshot {
-		var sopts []rootfs.SnapshotOption
-		if len(paths) > 0 {
-			sopts = append(sopts, rootfs.Paths(paths...))
-		}
-		if e := g.b.opts.SourceDateEpoch; e != nil {
-			sopts = append(sopts, rootfs.ModTime(*e))
-		}
-		l, err := layer.Write(g.b.layers, g.b.opts.Layers, func(w io.Writer) (bool, error) {
-			return g.snap.Snapshot(w, sopts...)
-		})
-		if err != nil {
-			return fail(result.ReasonInternal, fmt.Errorf("snapshotting the file system: %w", err))
-		}
-		if l != nil {
-			diffID, _ := l.DiffID()
-			g.layers = append(g.layers, l)
-			g.cfg.RootFS.DiffIDs = append(g.cfg.RootFS.DiffIDs, digestOf(diffID))
-			h.EmptyLayer = false
-		}
-	}
-	g.cfg.History = append(g.cfg.History, h)
-	return nil
-}
-
 func emptyImage() dockerspec.DockerOCIImage {
 	var img dockerspec.DockerOCIImage
 	img.OS = runtime.GOOS
@@ -322,13 +470,12 @@ func cloneImage(img dockerspec.DockerOCIImage) dockerspec.DockerOCIImage {
 	return out
 }
 
-// image is where COPY --from and FROM images come from: the pulled image,
-// its config and, once needed, its extracted tree.
+// imageSource is a FROM or COPY --from image: the pulled manifest and
+// config and, once needed, its extracted tree.
 type imageSource struct {
 	once   sync.Once
 	err    error
 	digest v1.Hash
-	img    v1.Image
 	cfg    dockerspec.DockerOCIImage
 	layers []v1.Layer
 
@@ -337,7 +484,7 @@ type imageSource struct {
 	treeErr  error
 }
 
-// image pulls ref's manifest and config once per build.
+// image pulls ref's manifest and config once per build (no layer bytes).
 func (b *builder) image(ctx context.Context, ref string) (*imageSource, error) {
 	b.mu.Lock()
 	src, ok := b.images[ref]
@@ -373,15 +520,14 @@ func (src *imageSource) pull(ctx context.Context, b *builder, s string) error {
 	if src.layers, err = img.Layers(); err != nil {
 		return fmt.Errorf("pulling %s: %w", ref, err)
 	}
-	src.img = img
 	return nil
 }
 
 // extracted returns a directory holding the image's file tree, extracting
 // it on first use.
-func (src *imageSource) extracted(ctx context.Context, b *builder, id string) (string, error) {
+func (src *imageSource) extracted(ctx context.Context, b *builder) (string, error) {
 	src.treeOnce.Do(func() {
-		src.tree, src.treeErr = b.extractTree(ctx, id, src.layers)
+		src.tree, src.treeErr = b.extractTree(ctx, "image", src.layers)
 	})
 	return src.tree, src.treeErr
 }

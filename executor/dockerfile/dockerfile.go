@@ -145,6 +145,8 @@ type Plan struct {
 	Escape rune
 	// Lex is the word expander configured with the escape token.
 	Lex *shell.Lex
+	// MetaArgNames are the names the ARGs before the first FROM declare.
+	MetaArgNames []string
 	// Warnings are non-fatal findings (empty continuation lines, unused
 	// build args), for the log.
 	Warnings []string
@@ -180,6 +182,7 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 	p.GlobalArgs = defaultArgs(opts, targetName)
 	for _, cmd := range metaArgs {
 		for _, kv := range cmd.Args {
+			p.MetaArgNames = append(p.MetaArgNames, kv.Key)
 			if v, ok := opts.BuildArgs[kv.Key]; ok {
 				p.GlobalArgs.Set(kv.Key, v)
 				continue

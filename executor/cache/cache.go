@@ -1,0 +1,186 @@
+// Package cache is the registry-backed layer cache. Each cached step is a
+// plain single-layer image (or a layer-less one, for a step that changed
+// nothing) tagged with the step's key in the cache repository, so any OCI
+// registry stores it. A lookup reads the manifest and the small config
+// only: the layer's bytes stay in the registry until a later step needs
+// the file system, and pushes of the built image mount them from there.
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// keyLabel is set on every cache image, with the key it stores.
+const keyLabel = "dev.slipway.cache.key"
+
+// Options configure a Cache.
+type Options struct {
+	// Repo is the cache repository.
+	Repo name.Repository
+	// TTL is how long an entry is used after it was written; 0 means
+	// forever. kaniko's default is two weeks.
+	TTL time.Duration
+	// Remote returns the options of calls to the cache repository (auth,
+	// transport); pull is false for writes.
+	Remote func(pull bool) []remote.Option
+	// Now is the clock; defaults to time.Now.
+	Now func() time.Time
+}
+
+// Cache looks steps up and stores them. It is safe for concurrent use.
+type Cache struct {
+	o Options
+
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	storeErr error
+	stored   int
+}
+
+// New returns a Cache.
+func New(o Options) *Cache {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Remote == nil {
+		o.Remote = func(bool) []remote.Option { return nil }
+	}
+	return &Cache{o: o}
+}
+
+// Repo is the cache repository.
+func (c *Cache) Repo() name.Repository { return c.o.Repo }
+
+// Entry is a cached step.
+type Entry struct {
+	// Layer is the step's layer, nil when the step changed nothing. Its
+	// bytes are fetched only when read.
+	Layer v1.Layer
+	// Created is when the entry was written.
+	Created time.Time
+}
+
+// ErrMiss is returned for keys that are not cached (or expired).
+var ErrMiss = errors.New("not in the cache")
+
+// Lookup returns the entry of key: ErrMiss when there is none or it
+// expired, another error when the cache could not be read (which callers
+// treat as a miss too).
+func (c *Cache) Lookup(ctx context.Context, key string) (Entry, error) {
+	ref := c.o.Repo.Tag(key)
+	img, err := remote.Image(ref, append(c.o.Remote(true), remote.WithContext(ctx))...)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || isUnknown(te)) {
+			return Entry{}, ErrMiss
+		}
+		return Entry{}, fmt.Errorf("looking up %s: %w", ref, err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return Entry{}, fmt.Errorf("reading cache entry %s: %w", ref, err)
+	}
+	if cfg.Config.Labels[keyLabel] != key {
+		return Entry{}, fmt.Errorf("cache entry %s does not hold key %s", ref, key)
+	}
+	e := Entry{Created: cfg.Created.Time}
+	if c.o.TTL > 0 && c.o.Now().Sub(e.Created) > c.o.TTL {
+		return Entry{}, ErrMiss
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return Entry{}, fmt.Errorf("reading cache entry %s: %w", ref, err)
+	}
+	switch len(layers) {
+	case 0:
+	case 1:
+		e.Layer = layers[0]
+	default:
+		return Entry{}, fmt.Errorf("cache entry %s has %d layers, want at most one", ref, len(layers))
+	}
+	return e, nil
+}
+
+func isUnknown(te *transport.Error) bool {
+	for _, d := range te.Errors {
+		if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
+			return true
+		}
+	}
+	return false
+}
+
+// Store writes key's entry in the background; layer is nil for a step that
+// changed nothing. Wait reports the outcome.
+func (c *Cache) Store(key string, layer v1.Layer) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		err := c.store(key, layer)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil && c.storeErr == nil {
+			c.storeErr = err
+		}
+		if err == nil {
+			c.stored++
+		}
+	}()
+}
+
+func (c *Cache) store(key string, layer v1.Layer) error {
+	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
+	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
+	if layer != nil {
+		var err error
+		if img, err = mutate.AppendLayers(img, layer); err != nil {
+			return err
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.Created = v1.Time{Time: c.o.Now().UTC()}
+	cf.Config.Labels = map[string]string{keyLabel: key}
+	cf.OS, cf.Architecture = runtime.GOOS, runtime.GOARCH
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return err
+	}
+	ref := c.o.Repo.Tag(key)
+	if err := remote.Write(ref, img, c.o.Remote(false)...); err != nil {
+		return fmt.Errorf("writing cache entry %s: %w", ref, err)
+	}
+	return nil
+}
+
+// Wait waits for the stores started so far and returns how many succeeded
+// and the first error.
+func (c *Cache) Wait() (stored int, err error) {
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stored, c.storeErr
+}
+
+// MarshalKey is a helper for callers that build keys from parts.
+func MarshalKey(parts ...any) []byte {
+	b, _ := json.Marshal(parts)
+	return b
+}

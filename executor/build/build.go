@@ -356,7 +356,7 @@ func (b *builder) lookupAll(ctx context.Context) {
 			switch {
 			case err == nil:
 				mu.Lock()
-				sp.hit, sp.cached = true, e.Layer
+				sp.hit, sp.cached, sp.created = true, e.Layer, e.Created
 				b.hits++
 				mu.Unlock()
 			case errors.Is(err, cache.ErrMiss):
@@ -464,7 +464,18 @@ func (b *builder) finalImage(target *stageState) (v1.Image, error) {
 	for k, v := range b.opts.Labels {
 		cfg.Config.Labels[k] = v
 	}
-	created := b.opts.Now().UTC()
+	// The image is as old as its newest step, so a rebuild served from the
+	// cache is the same image (BuildKit does the same); a reproducible
+	// build is as old as SOURCE_DATE_EPOCH.
+	var created time.Time
+	for _, h := range cfg.History {
+		if h.Created != nil && h.Created.After(created) {
+			created = *h.Created
+		}
+	}
+	if created.IsZero() {
+		created = b.opts.Now().UTC().Truncate(time.Second)
+	}
 	if b.opts.SourceDateEpoch != nil {
 		created = b.opts.SourceDateEpoch.UTC()
 	}

@@ -73,8 +73,9 @@ type step struct {
 	key string
 	// hit is set when the cache holds the step; cached is its layer (nil
 	// for a step that changed nothing).
-	hit    bool
-	cached v1.Layer
+	hit     bool
+	cached  v1.Layer
+	created time.Time
 }
 
 // stage is a stage being planned, then executed.
@@ -262,6 +263,7 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		if sp.hit && !missed {
 			g.hits++
 			fmt.Fprintf(b.log, "%s CACHED %s\n", prefix(n+2), line)
+			g.dated(histAt(sp), sp.created)
 			if sp.cached != nil {
 				g.layers = append(g.layers, sp.cached)
 				histAt(sp).EmptyLayer = false
@@ -284,12 +286,14 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			return withLine(err, sp.cmd)
 		}
 		histAt(sp).EmptyLayer = l == nil
+		created := b.opts.Now().UTC().Truncate(time.Second)
+		g.dated(histAt(sp), created)
 		if l != nil {
 			g.layers = append(g.layers, l)
 			g.applied = len(g.layers)
 		}
 		if c := b.opts.Cache; c != nil && sp.key != "" {
-			c.Store(sp.key, l)
+			c.Store(sp.key, l, created)
 		}
 	}
 	s.cfg, s.layers = g.cfg, g.layers
@@ -306,6 +310,16 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 	}
 	fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), g.hits, len(g.steps))
 	return nil
+}
+
+// dated sets the time of a file system step's history entry: when its
+// layer was made, cached or not (so a rebuild from the cache gives the same
+// image), unless the build is reproducible (then every time is the epoch).
+func (g *stage) dated(h *ocispec.History, t time.Time) {
+	if g.b.opts.SourceDateEpoch != nil {
+		return
+	}
+	h.Created = &t
 }
 
 // materialize makes the root file system hold the base and every layer so

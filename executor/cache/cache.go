@@ -98,7 +98,7 @@ func (c *Cache) Lookup(ctx context.Context, key string) (Entry, error) {
 	if cfg.Config.Labels[keyLabel] != key {
 		return Entry{}, fmt.Errorf("cache entry %s does not hold key %s", ref, key)
 	}
-	e := Entry{Created: cfg.Created.Time}
+	e := Entry{Created: cfg.Created.Time.UTC()}
 	if c.o.TTL > 0 && c.o.Now().Sub(e.Created) > c.o.TTL {
 		return Entry{}, ErrMiss
 	}
@@ -126,12 +126,14 @@ func isUnknown(te *transport.Error) bool {
 }
 
 // Store writes key's entry in the background; layer is nil for a step that
-// changed nothing. Wait reports the outcome.
-func (c *Cache) Store(key string, layer v1.Layer) {
+// changed nothing, created is when the step made it (a build served from
+// the entry later dates the step with it, so its image is the same). Wait
+// reports the outcome.
+func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		err := c.store(key, layer)
+		err := c.store(key, layer, created)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if err != nil && c.storeErr == nil {
@@ -143,7 +145,7 @@ func (c *Cache) Store(key string, layer v1.Layer) {
 	}()
 }
 
-func (c *Cache) store(key string, layer v1.Layer) error {
+func (c *Cache) store(key string, layer v1.Layer, created time.Time) error {
 	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
 	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
 	if layer != nil {
@@ -157,7 +159,7 @@ func (c *Cache) store(key string, layer v1.Layer) error {
 		return err
 	}
 	cf = cf.DeepCopy()
-	cf.Created = v1.Time{Time: c.o.Now().UTC()}
+	cf.Created = v1.Time{Time: created.UTC()}
 	cf.Config.Labels = map[string]string{keyLabel: key}
 	cf.OS, cf.Architecture = runtime.GOOS, runtime.GOARCH
 	if img, err = mutate.ConfigFile(img, cf); err != nil {

@@ -224,9 +224,13 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if err != nil {
 		return nil, nil, fail(result.ReasonInternal, err)
 	}
-	rep := &Report{CacheHits: b.hits, CacheMisses: b.misses}
+	rep := &Report{}
 	for _, i := range plan.Order {
 		rep.Stages = append(rep.Stages, b.stages[i].report)
+		// A hit after a miss in its stage is not used (the step runs on the
+		// rebuilt tree), so count what each stage used.
+		rep.CacheHits += b.stages[i].g.hits
+		rep.CacheMisses += b.stages[i].g.keyed - b.stages[i].g.hits
 	}
 	return img, rep, nil
 }
@@ -242,9 +246,6 @@ type builder struct {
 	mu      sync.Mutex
 	images  map[string]*imageSource // COPY --from images and their extracted trees
 	usedArg map[string]bool         // build args some ARG declared
-
-	// hits and misses count cache lookups.
-	hits, misses int
 
 	// lastInPlace is the stage whose tree the container's root holds now
 	// (in-place isolation only).
@@ -357,16 +358,9 @@ func (b *builder) lookupAll(ctx context.Context) {
 			case err == nil:
 				mu.Lock()
 				sp.hit, sp.cached, sp.created = true, e.Layer, e.Created
-				b.hits++
 				mu.Unlock()
 			case errors.Is(err, cache.ErrMiss):
-				mu.Lock()
-				b.misses++
-				mu.Unlock()
 			default:
-				mu.Lock()
-				b.misses++
-				mu.Unlock()
 				once.Do(func() {
 					fmt.Fprintf(b.log, "WARNING: the layer cache could not be read, building without it: %v\n", err)
 				})

@@ -106,6 +106,10 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	case s.from != "":
 		req.KeepOwner = true
 		if src := g.b.plan.StageForFrom(s.from, g.st.Index); src != nil {
+			if g.b.stages[src.Index].g == nil {
+				// Only an ONBUILD trigger can name a stage the plan left out.
+				return fail(result.ReasonDockerfileInvalid, fmt.Errorf("COPY --from=%s: the stage is not built for this target (an ONBUILD trigger cannot add stages)", s.from))
+			}
 			keyParts = append(keyParts, "stage", g.b.stages[src.Index].g.key, req.Sources)
 			srcRoot = func(ctx context.Context) (string, error) {
 				tree, err := g.b.stageTree(ctx, src.Index)

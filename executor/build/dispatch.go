@@ -355,7 +355,7 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 				return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
 			}
 		}
-		out := newLinePrefixer(g.b.log, fmt.Sprintf("[%s] ", g.st.DisplayName()))
+		out := newLinePrefixer(g.b.log, g.prefix+" ")
 		err = g.b.opts.Runner.Run(ctx, run.Spec{
 			Root:   g.root,
 			Args:   args,

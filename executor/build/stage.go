@@ -103,6 +103,8 @@ type stage struct {
 	applied int // layers[:applied] are in root
 	ready   bool
 	hits    int
+	keyed   int    // steps with a cache key
+	prefix  string // the running step's log prefix, e.g. "[build 3/7]"
 }
 
 // planStage resolves the stage's base and plans every instruction: the
@@ -252,6 +254,9 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 
 	missed := false
 	for n, sp := range g.steps {
+		if sp.key != "" {
+			g.keyed++
+		}
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
 		}
@@ -273,7 +278,8 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			continue
 		}
 		missed = true
-		fmt.Fprintf(b.log, "%s %s\n", prefix(n+2), line)
+		g.prefix = prefix(n + 2)
+		fmt.Fprintf(b.log, "%s %s\n", g.prefix, line)
 		if err := g.materialize(ctx); err != nil {
 			return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
 		}

@@ -25,6 +25,7 @@ func baseLayer(t testing.TB) []byte {
 		fileE("etc/motd", "hi\n", 0o644),
 		dirE("etc/apt", 0o755),
 		fileE("etc/apt/sources", "deb\n", 0o644),
+		dirE("var", 0o755),
 		dirE("var/lib", 0o755),
 		fileE("var/lib/state", "s", 0o600),
 		dirE("tmp", 0o1777),

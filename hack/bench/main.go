@@ -1,0 +1,786 @@
+// Command bench builds the same Dockerfiles with Slipway's executor and its
+// peers (kaniko, buildah, BuildKit), side by side on one local registry, and
+// prints a table of median wall times, peak memory and ratios. hack/bench.sh
+// prepares everything it needs (peer binaries, a tmpfs, the registry, the base
+// images) and runs it; see that script for the environment it reads.
+//
+// Every build runs as a fresh pod would: a fresh process and fresh state on
+// the tmpfs. Scenarios per case: cold (an empty cache repository), warm
+// (nothing changed, fresh state, the cache of the cold build), change (one
+// file COPYed late changed). Runs interleave the tools and wait for an idle
+// CPU first. It prints; it fails only when a build fails.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	registry   string // 127.0.0.1:PORT
+	work       string // the tmpfs
+	bin        map[string]string
+	busybox    string
+	debian     string
+	cases      []string
+	tools      []string
+	runs       int
+	idle       float64
+	buildahSD  string
+	keepGoing  bool
+	logDir     string
+	runID      string
+	verbose    bool
+	kanikoCert string
+	idleWait   time.Duration
+}
+
+var allCases = []string{"hello", "multistage", "manyfiles", "bigbase"}
+var allTools = []string{"slipway", "kaniko", "kaniko-ccl", "buildah", "buildkit"}
+var scenarios = []string{"cold", "warm", "change"}
+
+func main() {
+	c, err := loadConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(2)
+	}
+	os.Exit(run(c))
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func list(s string, all []string) ([]string, error) {
+	if s == "" || s == "all" {
+		return all, nil
+	}
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		ok := false
+		for _, a := range all {
+			ok = ok || a == f
+		}
+		if !ok {
+			return nil, fmt.Errorf("unknown %q (known: %s)", f, strings.Join(all, ","))
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func loadConfig() (*config, error) {
+	c := &config{
+		registry:   os.Getenv("BENCH_REGISTRY"),
+		work:       os.Getenv("BENCH_WORK"),
+		busybox:    os.Getenv("BENCH_BUSYBOX"),
+		debian:     os.Getenv("BENCH_DEBIAN"),
+		buildahSD:  env("BENCH_BUILDAH_DRIVER", "overlay"),
+		logDir:     os.Getenv("BENCH_LOGS"),
+		verbose:    os.Getenv("BENCH_VERBOSE") != "",
+		kanikoCert: env("BENCH_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
+		bin: map[string]string{
+			"slipway":   os.Getenv("BENCH_SLIPWAY"),
+			"kaniko":    os.Getenv("BENCH_KANIKO"),
+			"buildkitd": os.Getenv("BENCH_BUILDKITD"),
+			"buildctl":  os.Getenv("BENCH_BUILDCTL"),
+			"buildah":   env("BENCH_BUILDAH", "/usr/bin/buildah"),
+			"runc":      env("BENCH_RUNC", "/usr/sbin/runc"),
+		},
+	}
+	if c.registry == "" || c.work == "" {
+		return nil, errors.New("BENCH_REGISTRY and BENCH_WORK must be set (run hack/bench.sh)")
+	}
+	var err error
+	if c.cases, err = list(os.Getenv("BENCH_CASES"), allCases); err != nil {
+		return nil, err
+	}
+	if c.tools, err = list(os.Getenv("BENCH_TOOLS"), allTools); err != nil {
+		return nil, err
+	}
+	if c.runs, err = strconv.Atoi(env("BENCH_RUNS", "3")); err != nil || c.runs < 1 {
+		return nil, fmt.Errorf("BENCH_RUNS=%q: want a positive number", os.Getenv("BENCH_RUNS"))
+	}
+	if c.idle, err = strconv.ParseFloat(env("BENCH_IDLE", "0.8"), 64); err != nil {
+		return nil, fmt.Errorf("BENCH_IDLE: %v", err)
+	}
+	if c.idleWait, err = time.ParseDuration(env("BENCH_IDLE_WAIT", "20s")); err != nil {
+		return nil, fmt.Errorf("BENCH_IDLE_WAIT: %v", err)
+	}
+	if c.logDir == "" {
+		c.logDir = filepath.Join(c.work, "logs")
+	}
+	c.runID = strconv.FormatInt(time.Now().Unix(), 36)
+	return c, nil
+}
+
+// A result of one build.
+type result struct {
+	secs float64
+	mb   float64
+	err  error
+	log  string
+}
+
+type cell struct{ cs, sc, tool string }
+
+func run(c *config) int {
+	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctxs := map[string]string{}
+	for _, cs := range c.cases {
+		if cs == "bigbase" && c.debian == "" {
+			fmt.Fprintln(os.Stderr, "bench: bigbase needs BENCH_DEBIAN (the Debian base's reference)")
+			return 2
+		}
+		dir := filepath.Join(c.work, "ctx", cs)
+		if err := makeContext(cs, dir); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: context %s: %v\n", cs, err)
+			return 1
+		}
+		ctxs[cs] = dir
+	}
+	results := map[cell][]result{}
+	var failures []string
+	n := 0
+	for r := 0; r < c.runs; r++ {
+		for _, cs := range c.cases {
+			// Interleave: rotate the tools' order every run.
+			tools := append([]string(nil), c.tools...)
+			k := (r + n) % len(tools)
+			tools = append(tools[k:], tools[:k]...)
+			n++
+			for _, tool := range tools {
+				repo := fmt.Sprintf("%s/bench-%s/%s/%s-r%d", c.registry, c.runID, tool, cs, r)
+				for _, sc := range scenarios {
+					if err := setChange(ctxs[cs], sc == "change", r); err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						return 1
+					}
+					waitIdle(c.idle, c.idleWait)
+					res := build(c, tool, cs, sc, ctxs[cs], repo)
+					results[cell{cs, sc, tool}] = append(results[cell{cs, sc, tool}], res)
+					status := fmt.Sprintf("%6.2fs %6.0fMB", res.secs, res.mb)
+					if res.err != nil {
+						status = "FAILED: " + res.err.Error()
+						failures = append(failures, fmt.Sprintf("%s %s %s (run %d): %v\n%s", cs, sc, tool, r+1, res.err, tail(res.log, 40)))
+					}
+					fmt.Fprintf(os.Stderr, "bench: run %d/%d %-10s %-6s %-10s %s\n", r+1, c.runs, cs, sc, tool, status)
+				}
+				if err := setChange(ctxs[cs], false, r); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					return 1
+				}
+			}
+		}
+	}
+	printTable(c, results)
+	if len(failures) > 0 {
+		fmt.Printf("\n%d build(s) failed:\n", len(failures))
+		for _, f := range failures {
+			fmt.Println("---- " + f)
+		}
+		return 1
+	}
+	return 0
+}
+
+func tail(s string, lines int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+// ---- contexts
+
+const changeFile = "app.sh"
+
+func setChange(dir string, changed bool, r int) error {
+	s := "#!/bin/sh\necho hello from the bench\n"
+	if changed {
+		s = fmt.Sprintf("#!/bin/sh\necho changed %d %d\n", r, time.Now().UnixNano())
+	}
+	p := filepath.Join(dir, changeFile)
+	if old, err := os.ReadFile(p); err == nil && string(old) == s {
+		return nil
+	}
+	return os.WriteFile(p, []byte(s), 0o755)
+}
+
+var dockerfiles = map[string]string{
+	"hello": `ARG BASE
+FROM ${BASE}
+ENV GREETING=hello
+WORKDIR /srv
+COPY hello.txt /srv/hello.txt
+RUN echo built > /srv/built && cat /srv/hello.txt >> /srv/built
+COPY app.sh /srv/app.sh
+CMD ["/bin/sh", "/srv/app.sh"]
+`,
+	"multistage": `ARG BASE
+FROM ${BASE} AS a
+RUN mkdir /out && for i in $(seq 1 50); do head -c 1048576 /dev/urandom > /out/a$i; done
+FROM ${BASE} AS b
+RUN mkdir /out && for i in $(seq 1 50); do head -c 1048576 /dev/urandom > /out/b$i; done
+FROM ${BASE}
+COPY --from=a /out /a
+COPY --from=b /out /b
+COPY app.sh /app.sh
+CMD ["/bin/sh", "/app.sh"]
+`,
+	// The changed file (app.sh) is one of the 20,000 files of COPY . /app.
+	"manyfiles": `ARG BASE
+FROM ${BASE}
+COPY . /app
+RUN find /app -type f | wc -l > /count
+CMD ["/bin/sh", "/app/app.sh"]
+`,
+	"bigbase": `ARG BASE
+FROM ${BASE}
+RUN head -c 104857600 /dev/urandom > /big.bin
+RUN touch /etc/touched
+COPY app.sh /app.sh
+CMD ["/bin/sh", "/app.sh"]
+`,
+}
+
+func makeContext(cs, dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfiles[cs]), 0o644); err != nil {
+		return err
+	}
+	switch cs {
+	case "hello":
+		if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello, world\n"), 0o644); err != nil {
+			return err
+		}
+	case "manyfiles":
+		// 20,000 files in all (with the Dockerfile and app.sh): 100 directories of 200.
+		buf := make([]byte, 64*1024)
+		if _, err := rand.Read(buf); err != nil {
+			return err
+		}
+		left := 20000 - 2
+		for d := 0; left > 0; d++ {
+			sub := filepath.Join(dir, "src", fmt.Sprintf("d%03d", d))
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				return err
+			}
+			for f := 0; f < 200 && left > 0; f++ {
+				off := (d*200 + f) % (len(buf) - 2048)
+				size := 200 + (d*7+f*13)%1800
+				if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%03d.txt", f)), buf[off:off+size], 0o644); err != nil {
+					return err
+				}
+				left--
+			}
+		}
+	}
+	return setChange(dir, false, 0)
+}
+
+// ---- running and measuring
+
+// waitIdle waits until the CPUs were idle for at least frac of a half second, or timeout.
+func waitIdle(frac float64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		a, at := cpuStat()
+		time.Sleep(500 * time.Millisecond)
+		b, bt := cpuStat()
+		if bt == at || float64(b-a)/float64(bt-at) >= frac || time.Now().After(deadline) {
+			return
+		}
+	}
+}
+
+func cpuStat() (idle, total uint64) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		total += n
+		if i == 3 || i == 4 { // idle, iowait
+			idle += n
+		}
+	}
+	return idle, total
+}
+
+// treeRSS sums the resident memory of the processes whose ancestors include one of roots.
+func treeRSS(roots map[int]bool) uint64 {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	parent := map[int]int{}
+	rss := map[int]uint64{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 22 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		pages, _ := strconv.ParseUint(f[21], 10, 64)
+		parent[pid] = pp
+		rss[pid] = pages * uint64(os.Getpagesize())
+	}
+	var sum uint64
+	for pid, r := range rss {
+		for p, hops := pid, 0; p > 1 && hops < 64; p, hops = parent[p], hops+1 {
+			if roots[p] {
+				sum += r
+				break
+			}
+		}
+	}
+	return sum
+}
+
+// A meter samples the memory of the process trees it is given.
+type meter struct {
+	mu    sync.Mutex
+	roots map[int]bool
+	peak  uint64
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func newMeter() *meter {
+	m := &meter{roots: map[int]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(25 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+				m.mu.Lock()
+				roots := map[int]bool{}
+				for k := range m.roots {
+					roots[k] = true
+				}
+				m.mu.Unlock()
+				if len(roots) > 0 {
+					if v := treeRSS(roots); v > m.peak {
+						m.peak = v
+					}
+				}
+			}
+		}
+	}()
+	return m
+}
+
+func (m *meter) track(pid int) { m.mu.Lock(); m.roots[pid] = true; m.mu.Unlock() }
+
+// add folds in a waited-for process's own rusage peak (it sees what sampling missed).
+func (m *meter) add(ps *os.ProcessState) {
+	if ps == nil {
+		return
+	}
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		m.mu.Lock()
+		if v := uint64(ru.Maxrss) * 1024; v > m.peak {
+			m.peak = v
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *meter) finish() float64 {
+	close(m.stop)
+	<-m.done
+	return float64(m.peak) / (1 << 20)
+}
+
+// A runner runs the commands of one build, logging to one buffer.
+type runner struct {
+	m   *meter
+	log *bytes.Buffer
+	env []string
+}
+
+func (r *runner) cmd(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = r.log, r.log
+	cmd.Env = r.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	fmt.Fprintf(r.log, "$ %s %s\n", name, strings.Join(args, " "))
+	return cmd
+}
+
+// run runs a command to its end, measured.
+func (r *runner) run(name string, args ...string) error {
+	cmd := r.cmd(name, args...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.m.track(cmd.Process.Pid)
+	err := cmd.Wait()
+	r.m.add(cmd.ProcessState)
+	if err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(name), err)
+	}
+	return nil
+}
+
+func baseEnv() []string {
+	return []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}
+}
+
+// build runs one build of case cs, scenario sc, with tool, from a fresh state.
+func build(c *config, tool, cs, sc, ctx, repo string) result {
+	base := c.busybox
+	if cs == "bigbase" {
+		base = c.debian
+	}
+	dest := repo + ":" + sc
+	cacheRepo := repo + "-cache"
+	state, err := os.MkdirTemp(filepath.Join(c.work, "state"), tool+"-")
+	if err != nil {
+		return result{err: err}
+	}
+	defer os.RemoveAll(state)
+	log := &bytes.Buffer{}
+	r := &runner{log: log, env: baseEnv()}
+	var prepare func() error
+	var do func() error
+	switch tool {
+	case "slipway":
+		do = func() error {
+			return r.run(c.bin["slipway"], "--context=dir://"+ctx, "--destination="+dest,
+				"--insecure-registry="+c.registry, "--cache=true", "--cache-repo="+cacheRepo,
+				"--isolation=chroot", "--work-dir="+filepath.Join(state, "work"),
+				"--result-file="+filepath.Join(state, "result.json"), "--build-arg", "BASE="+base)
+		}
+	case "kaniko", "kaniko-ccl":
+		root := filepath.Join(state, "root")
+		prepare = func() error { return kanikoRoot(c, root) }
+		args := []string{"--force", "--context", "dir:///workspace", "--dockerfile", "/workspace/Dockerfile",
+			"--destination", dest, "--insecure", "--insecure-pull", "--insecure-registry", c.registry,
+			"--cache=true", "--cache-repo", cacheRepo, "--snapshot-mode=redo", "--build-arg", "BASE=" + base}
+		if tool == "kaniko-ccl" {
+			args = append(args, "--cache-copy-layers")
+		}
+		do = func() error { return kanikoRun(r, root, ctx, args) }
+	case "buildah":
+		g := []string{"--root", filepath.Join(state, "root"), "--runroot", filepath.Join(state, "run"), "--storage-driver", c.buildahSD}
+		r.env = append(r.env, "TMPDIR="+filepath.Join(state, "tmp"))
+		prepare = func() error { return os.MkdirAll(filepath.Join(state, "tmp"), 0o755) }
+		do = func() error {
+			bud := append(append([]string{}, g...), "bud", "--isolation", "chroot", "--layers", "--format", "docker",
+				"--tls-verify=false", "--cache-to", cacheRepo, "--cache-from", cacheRepo,
+				"--build-arg", "BASE="+base, "-f", filepath.Join(ctx, "Dockerfile"), "-t", dest, ctx)
+			if err := r.run(c.bin["buildah"], bud...); err != nil {
+				return err
+			}
+			push := append(append([]string{}, g...), "push", "--tls-verify=false", dest, "docker://"+dest)
+			return r.run(c.bin["buildah"], push...)
+		}
+	case "buildkit":
+		do = func() error { return buildkitRun(c, r, state, ctx, dest, cacheRepo, base) }
+	default:
+		return result{err: fmt.Errorf("unknown tool %s", tool)}
+	}
+	if prepare != nil {
+		if err := prepare(); err != nil {
+			return result{err: fmt.Errorf("preparing: %w", err), log: log.String()}
+		}
+	}
+	r.m = newMeter()
+	start := time.Now()
+	err = do()
+	secs := time.Since(start).Seconds()
+	mb := r.m.finish()
+	if tool == "buildah" {
+		// buildah leaves overlay mounts under its root; unmount them before removing it.
+		exec.Command("sh", "-c", `grep -o " $0/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l`, state).Run()
+	}
+	logPath := filepath.Join(c.logDir, fmt.Sprintf("%s-%s-%s-%d.log", cs, sc, tool, time.Now().UnixNano()))
+	os.WriteFile(logPath, log.Bytes(), 0o644)
+	if c.verbose {
+		os.Stderr.Write(log.Bytes())
+	}
+	return result{secs: secs, mb: mb, err: err, log: log.String()}
+}
+
+// kanikoRoot makes a throwaway root laid out like kaniko's image.
+func kanikoRoot(c *config, root string) error {
+	for _, d := range []string{"kaniko/ssl/certs", "kaniko/.docker", "etc", "proc", "dev", "workspace", "root"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o777); err != nil {
+		return err
+	}
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	if err := copyFile(c.bin["kaniko"], filepath.Join(root, "kaniko/executor"), 0o755); err != nil {
+		return err
+	}
+	if err := copyFile(c.kanikoCert, filepath.Join(root, "kaniko/ssl/certs/ca-certificates.crt"), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "kaniko/.docker/config.json"), []byte("{}\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(root, "etc/nsswitch.conf"), []byte("hosts: files dns\n"), 0o644)
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, mode)
+}
+
+const kanikoShell = `set -e
+R=$1; C=$2; shift 2
+mount --bind "$R" "$R"
+mount -t proc proc "$R/proc"
+mount -t tmpfs -o mode=755 tmpfs "$R/dev"
+for d in null zero random urandom full tty; do : > "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
+mount --bind "$C" "$R/workspace"
+mount -o remount,bind,ro "$R/workspace"
+exec chroot "$R" /kaniko/executor "$@"
+`
+
+func kanikoRun(r *runner, root, ctx string, args []string) error {
+	r.env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/kaniko",
+		"HOME=/root", "USER=root", "SSL_CERT_DIR=/kaniko/ssl/certs", "DOCKER_CONFIG=/kaniko/.docker/"}
+	a := append([]string{"--mount", "--pid", "--fork", "--propagation", "private", "sh", "-c", kanikoShell, "sh", root, ctx}, args...)
+	return r.run("unshare", a...)
+}
+
+func buildkitRun(c *config, r *runner, state, ctx, dest, cacheRepo, base string) error {
+	sock := "unix://" + filepath.Join(state, "buildkitd.sock")
+	cfg := fmt.Sprintf(`root = %q
+[grpc]
+  address = [%q]
+[worker.oci]
+  enabled = true
+  snapshotter = "overlayfs"
+  binary = %q
+  gc = false
+[worker.containerd]
+  enabled = false
+[registry.%q]
+  http = true
+  insecure = true
+`, filepath.Join(state, "root"), sock, c.bin["runc"], c.registry)
+	cfgPath := filepath.Join(state, "buildkitd.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	r.env = append(r.env, "XDG_RUNTIME_DIR="+filepath.Join(state, "xdg"), "TMPDIR="+state)
+	d := r.cmd(c.bin["buildkitd"], "--config", cfgPath)
+	if err := d.Start(); err != nil {
+		return err
+	}
+	r.m.track(d.Process.Pid)
+	exited := make(chan error, 1)
+	go func() { exited <- d.Wait() }()
+	defer func() {
+		d.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-d.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		r.m.add(d.ProcessState)
+		exec.Command("sh", "-c", `grep -o " $0/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l`, state).Run()
+	}()
+	ready := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-exited:
+			exited <- err
+			return fmt.Errorf("buildkitd exited: %v", err)
+		default:
+		}
+		q := exec.Command(c.bin["buildctl"], "--addr", sock, "debug", "workers")
+		q.Env = r.env
+		if q.Run() == nil {
+			ready = true
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !ready {
+		return errors.New("buildkitd did not answer in 30s")
+	}
+	return r.run(c.bin["buildctl"], "--addr", sock, "build", "--frontend", "dockerfile.v0",
+		"--local", "context="+ctx, "--local", "dockerfile="+ctx, "--opt", "build-arg:BASE="+base,
+		"--output", "type=image,name="+dest+",push=true,registry.insecure=true",
+		"--export-cache", "type=registry,ref="+cacheRepo+":cache,mode=max,registry.insecure=true",
+		"--import-cache", "type=registry,ref="+cacheRepo+":cache,registry.insecure=true")
+}
+
+// ---- the table
+
+func median(rs []result) (secs, mb float64, ok bool) {
+	var ts, ms []float64
+	for _, r := range rs {
+		if r.err != nil {
+			return 0, 0, false
+		}
+		ts = append(ts, r.secs)
+		ms = append(ms, r.mb)
+	}
+	if len(ts) == 0 {
+		return 0, 0, false
+	}
+	return med(ts), med(ms), true
+}
+
+func med(v []float64) float64 {
+	sort.Float64s(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// missed lists the targets of issue 3 that our cell misses against peer.
+func missed(cs, sc, peer string, ours, theirs, oursMB, theirsMB float64) []string {
+	var m []string
+	ratio := theirs / ours
+	kaniko := strings.HasPrefix(peer, "kaniko")
+	switch {
+	case kaniko && sc == "warm" && theirs > 2 && ratio < 10:
+		m = append(m, "warm<10x")
+	case kaniko && sc == "change" && ratio < 3:
+		m = append(m, "change<3x")
+	case kaniko && sc == "cold" && cs != "hello" && ratio < 1.5:
+		m = append(m, "cold<1.5x")
+	case !kaniko && ratio < 1:
+		m = append(m, "slower")
+	}
+	if peer == "kaniko" && oursMB > theirsMB {
+		m = append(m, "mem>kaniko")
+	}
+	return m
+}
+
+func printTable(c *config, results map[cell][]result) {
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	fmt.Fprintf(w, "\nSlipway benchmark: medians of %d run(s), wall seconds / peak MB of the process tree (BuildKit: daemon start-up and memory included)\n", c.runs)
+	fmt.Fprintf(w, "registry %s on tmpfs; buildah storage %s; ratio = peer time / our time; '!' marks a missed target of issue 3\n\n", c.registry, c.buildahSD)
+	fmt.Fprintf(w, "%-10s %-6s", "case", "scen.")
+	for _, t := range c.tools {
+		fmt.Fprintf(w, " | %-16s", t)
+	}
+	hasOurs := false
+	for _, t := range c.tools {
+		if t == "slipway" {
+			hasOurs = true
+		}
+	}
+	if hasOurs {
+		for _, t := range c.tools {
+			if t != "slipway" {
+				fmt.Fprintf(w, " | %-22s", "x "+t)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	var notes []string
+	for _, cs := range c.cases {
+		for _, sc := range scenarios {
+			fmt.Fprintf(w, "%-10s %-6s", cs, sc)
+			for _, t := range c.tools {
+				s, m, ok := median(results[cell{cs, sc, t}])
+				txt := "FAIL"
+				if ok {
+					txt = fmt.Sprintf("%6.2fs %5.0fMB", s, m)
+				} else if len(results[cell{cs, sc, t}]) == 0 {
+					txt = "-"
+				}
+				fmt.Fprintf(w, " | %-16s", txt)
+			}
+			if hasOurs {
+				os, om, ook := median(results[cell{cs, sc, "slipway"}])
+				if ook && sc == "warm" && os >= 0.5 {
+					notes = append(notes, fmt.Sprintf("%s warm: %.2fs, target under 0.5s", cs, os))
+				}
+				for _, t := range c.tools {
+					if t == "slipway" {
+						continue
+					}
+					ts, tm, tok := median(results[cell{cs, sc, t}])
+					txt := "-"
+					if ook && tok {
+						txt = fmt.Sprintf("%.2fx", ts/os)
+						if ms := missed(cs, sc, t, os, ts, om, tm); len(ms) > 0 {
+							txt += " !" + strings.Join(ms, ",")
+						}
+					}
+					fmt.Fprintf(w, " | %-22s", txt)
+				}
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, "! "+n)
+		}
+	}
+	fmt.Fprintf(w, "\nper-build logs: %s\n", c.logDir)
+}

@@ -1,0 +1,414 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+)
+
+// Keys as the build makes them: hex SHA-256 sums, valid as tags.
+const (
+	key1 = "1111111111111111111111111111111111111111111111111111111111111111"
+	key2 = "2222222222222222222222222222222222222222222222222222222222222222"
+	key3 = "3333333333333333333333333333333333333333333333333333333333333333"
+)
+
+// testRegistry is an in-memory registry that counts blob downloads.
+type testRegistry struct {
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	blobGET map[string]int // digest → GET count
+	fail    func(r *http.Request) int
+}
+
+func newTestRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	tr := &testRegistry{blobGET: map[string]int{}}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	tr.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tr.mu.Lock()
+		fail := tr.fail
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			tr.blobGET[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+		}
+		tr.mu.Unlock()
+		if fail != nil {
+			if code := fail(r); code != 0 {
+				http.Error(w, "injected failure", code)
+				return
+			}
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(tr.srv.Close)
+	return tr
+}
+
+func (tr *testRegistry) repo(t *testing.T, path string) name.Repository {
+	t.Helper()
+	r, err := name.NewRepository(strings.TrimPrefix(tr.srv.URL, "http://") + "/" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (tr *testRegistry) gets(h v1.Hash) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.blobGET[h.String()]
+}
+
+func randomLayer(t *testing.T) v1.Layer {
+	t.Helper()
+	img, err := random.Image(2048, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls[0]
+}
+
+func clockAt(t time.Time) func() time.Time { return func() time.Time { return t } }
+
+var t0 = time.Date(2024, 5, 1, 12, 0, 0, 123456789, time.UTC)
+
+func TestCache_Lookup_afterStore(t *testing.T) {
+	tr := newTestRegistry(t)
+	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
+	l := randomLayer(t)
+	c.Store(key1, l, t0)
+	c.Store(key2, nil, t0)
+	if n, err := c.Wait(); n != 2 || err != nil {
+		t.Fatalf("Wait = %d, %v; want 2, nil", n, err)
+	}
+
+	type entry struct {
+		Digest, DiffID v1.Hash
+		Size           int64
+		HasLayer       bool
+		Created        time.Time
+	}
+	summarize := func(e Entry) entry {
+		s := entry{Created: e.Created.UTC()}
+		if e.Layer != nil {
+			s.HasLayer = true
+			s.Digest, _ = e.Layer.Digest()
+			s.DiffID, _ = e.Layer.DiffID()
+			s.Size, _ = e.Layer.Size()
+		}
+		return s
+	}
+	wantDigest, _ := l.Digest()
+	wantDiffID, _ := l.DiffID()
+	wantSize, _ := l.Size()
+
+	tests := []struct {
+		key  string
+		want entry
+	}{
+		{key: key1, want: entry{Digest: wantDigest, DiffID: wantDiffID, Size: wantSize, HasLayer: true, Created: t0}},
+		{key: key2, want: entry{Created: t0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key[:4], func(t *testing.T) {
+			// A fresh Cache, as a new build would have.
+			c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0.Add(time.Hour)), TTL: 24 * time.Hour})
+			e, err := c.Lookup(context.Background(), tc.key)
+			if err != nil {
+				t.Fatalf("Lookup: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, summarize(e)); diff != "" {
+				t.Errorf("entry (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// A lookup reads no layer bytes; reading the hit's layer does.
+	if n := tr.gets(wantDigest); n != 0 {
+		t.Errorf("layer blob downloaded %d times by Store and Lookup, want 0", n)
+	}
+	e, err := c.Lookup(context.Background(), key1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := e.Layer.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, rc)
+	rc.Close()
+	if n := tr.gets(wantDigest); n != 1 {
+		t.Errorf("layer blob downloaded %d times after reading it, want 1", n)
+	}
+}
+
+func TestCache_Store_plainImage(t *testing.T) {
+	tr := newTestRegistry(t)
+	repo := tr.repo(t, "team/cache")
+	c := New(Options{Repo: repo, Now: clockAt(t0)})
+	c.Store(key1, randomLayer(t), t0)
+	c.Store(key2, nil, t0)
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{key1, key2} {
+		img, err := remote.Image(repo.Tag(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(img); err != nil {
+			t.Errorf("validate.Image(%s): %v", key[:4], err)
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.MediaType != types.DockerManifestSchema2 || m.Config.MediaType != types.DockerConfigJSON {
+			t.Errorf("%s: media types %s, %s; want Docker schema 2", key[:4], m.MediaType, m.Config.MediaType)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cf.Config.Labels[keyLabel]; got != key {
+			t.Errorf("%s: key label = %q", key[:4], got)
+		}
+	}
+}
+
+func TestCache_Lookup_miss(t *testing.T) {
+	tr := newTestRegistry(t)
+	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
+	c.Store(key1, nil, t0)
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		repo string
+		key  string
+	}{
+		{name: "unknown key", repo: "cache", key: key3},
+		{name: "unknown repository", repo: "nothing/here", key: key1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(Options{Repo: tr.repo(t, tc.repo)})
+			e, err := c.Lookup(context.Background(), tc.key)
+			if !errors.Is(err, ErrMiss) {
+				t.Errorf("Lookup = %+v, %v; want ErrMiss", e, err)
+			}
+		})
+	}
+}
+
+func TestCache_Lookup_ttl(t *testing.T) {
+	tr := newTestRegistry(t)
+	repo := tr.repo(t, "cache")
+	c := New(Options{Repo: repo, Now: clockAt(t0)})
+	c.Store(key1, randomLayer(t), t0)
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 14 * 24 * time.Hour
+	tests := []struct {
+		name    string
+		ttl     time.Duration
+		now     time.Time
+		wantHit bool
+	}{
+		{name: "fresh", ttl: ttl, now: t0.Add(time.Minute), wantHit: true},
+		{name: "just before expiry", ttl: ttl, now: t0.Add(ttl - time.Second), wantHit: true},
+		{name: "expired", ttl: ttl, now: t0.Add(ttl + time.Second), wantHit: false},
+		{name: "no TTL is forever", ttl: 0, now: t0.Add(100 * ttl), wantHit: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(Options{Repo: repo, TTL: tc.ttl, Now: clockAt(tc.now)})
+			e, err := c.Lookup(context.Background(), key1)
+			if tc.wantHit {
+				if err != nil || e.Layer == nil {
+					t.Errorf("Lookup = %+v, %v; want a hit", e, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMiss) {
+				t.Errorf("Lookup = %+v, %v; want ErrMiss", e, err)
+			}
+		})
+	}
+}
+
+func TestCache_Lookup_corrupt(t *testing.T) {
+	tr := newTestRegistry(t)
+	repo := tr.repo(t, "cache")
+	withLabels := func(img v1.Image, labels map[string]string) v1.Image {
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf = cf.DeepCopy()
+		cf.Config.Labels = labels
+		cf.Created = v1.Time{Time: t0}
+		img, err = mutate.ConfigFile(img, cf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	twoLayers, err := mutate.AppendLayers(empty.Image, randomLayer(t), randomLayer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		img  v1.Image
+	}{
+		{name: "no key label", img: withLabels(empty.Image, nil)},
+		{name: "another key's label", img: withLabels(empty.Image, map[string]string{keyLabel: key2})},
+		{name: "two layers", img: withLabels(twoLayers, map[string]string{keyLabel: key1})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := remote.Write(repo.Tag(key1), tc.img); err != nil {
+				t.Fatal(err)
+			}
+			c := New(Options{Repo: repo, Now: clockAt(t0)})
+			e, err := c.Lookup(context.Background(), key1)
+			if err == nil {
+				t.Fatalf("Lookup = %+v, want an error", e)
+			}
+			if errors.Is(err, ErrMiss) {
+				t.Errorf("Lookup error %v is ErrMiss, want a read error", err)
+			}
+			if e.Layer != nil {
+				t.Errorf("Lookup returned a layer with the error")
+			}
+		})
+	}
+}
+
+func TestCache_Lookup_unreachable(t *testing.T) {
+	t.Run("closed server", func(t *testing.T) {
+		tr := newTestRegistry(t)
+		repo := tr.repo(t, "cache")
+		tr.srv.Close()
+		c := New(Options{Repo: repo})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		e, err := c.Lookup(ctx, key1)
+		if err == nil || errors.Is(err, ErrMiss) {
+			t.Errorf("Lookup = %+v, %v; want an error that is not ErrMiss", e, err)
+		}
+	})
+	for _, code := range []int{http.StatusInternalServerError, http.StatusForbidden, http.StatusUnauthorized} {
+		t.Run(http.StatusText(code), func(t *testing.T) {
+			tr := newTestRegistry(t)
+			tr.fail = func(*http.Request) int { return code }
+			c := New(Options{Repo: tr.repo(t, "cache"), Remote: func(bool) []remote.Option {
+				return []remote.Option{remote.WithRetryBackoff(remote.Backoff{Steps: 1})}
+			}})
+			e, err := c.Lookup(context.Background(), key1)
+			if err == nil || errors.Is(err, ErrMiss) {
+				t.Errorf("Lookup = %+v, %v; want an error that is not ErrMiss", e, err)
+			}
+		})
+	}
+}
+
+// failingLayer is a layer whose bytes cannot be read.
+type failingLayer struct{ v1.Layer }
+
+func (failingLayer) Compressed() (io.ReadCloser, error) { return nil, errors.New("layer file vanished") }
+
+func TestCache_Wait(t *testing.T) {
+	tests := []struct {
+		name      string
+		layers    []v1.Layer // one Store each, keys derived from the index
+		down      bool       // the registry rejects every write
+		wantCount int
+		wantErr   string
+	}{
+		{name: "nothing stored"},
+		{name: "several", layers: []v1.Layer{randomLayer(t), nil, randomLayer(t), nil, randomLayer(t)}, wantCount: 5},
+		{name: "one fails", layers: []v1.Layer{randomLayer(t), failingLayer{randomLayer(t)}, nil}, wantCount: 2, wantErr: "layer file vanished"},
+		{name: "registry rejects writes", layers: []v1.Layer{randomLayer(t), nil}, down: true, wantCount: 0, wantErr: "writing cache entry"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTestRegistry(t)
+			if tc.down {
+				tr.fail = func(r *http.Request) int {
+					if r.Method != http.MethodGet && r.Method != http.MethodHead {
+						return http.StatusForbidden
+					}
+					return 0
+				}
+			}
+			c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
+			for i, l := range tc.layers {
+				c.Store(strings.Repeat(string(rune('a'+i)), 64), l, t0)
+			}
+			n, err := c.Wait()
+			if n != tc.wantCount {
+				t.Errorf("Wait count = %d, want %d", n, tc.wantCount)
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Errorf("Wait error = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Wait error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestCache_Wait_again(t *testing.T) {
+	// Wait reports the stores started so far; more may follow.
+	tr := newTestRegistry(t)
+	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
+	c.Store(key1, nil, t0)
+	if n, err := c.Wait(); n != 1 || err != nil {
+		t.Fatalf("first Wait = %d, %v", n, err)
+	}
+	c.Store(key2, randomLayer(t), t0)
+	if n, err := c.Wait(); n != 2 || err != nil {
+		t.Fatalf("second Wait = %d, %v; want 2, nil", n, err)
+	}
+}
+
+func TestCache_Repo(t *testing.T) {
+	repo, err := name.NewRepository("example.com/a/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := New(Options{Repo: repo}).Repo(); got != repo {
+		t.Errorf("Repo() = %v, want %v", got, repo)
+	}
+}

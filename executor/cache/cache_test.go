@@ -342,7 +342,9 @@ func TestCache_Lookup_unreachable(t *testing.T) {
 // failingLayer is a layer whose bytes cannot be read.
 type failingLayer struct{ v1.Layer }
 
-func (failingLayer) Compressed() (io.ReadCloser, error) { return nil, errors.New("layer file vanished") }
+func (failingLayer) Compressed() (io.ReadCloser, error) {
+	return nil, errors.New("layer file vanished")
+}
 
 func TestCache_Wait(t *testing.T) {
 	tests := []struct {

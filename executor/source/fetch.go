@@ -23,8 +23,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// ErrGitUnsupported is returned by Fetch for git contexts (git://, ssh://,
-// https://….git): they are not implemented yet.
+// ErrGitUnsupported was returned by Fetch for git contexts before they were
+// implemented.
+//
+// Deprecated: Fetch now fetches git contexts (see FetchWithInfo).
 var ErrGitUnsupported = errors.New("git contexts are not supported yet")
 
 // Fetch makes the build context named by contextURL available as a local
@@ -37,8 +39,9 @@ var ErrGitUnsupported = errors.New("git contexts are not supported yet")
 //     detected by magic bytes, not by name), extracted into workDir. No entry
 //     may land outside workDir: absolute names, ".." and paths through
 //     symlinks that leave workDir are refused;
-//   - "git://…", "ssh://…", "git@…" and "http(s)://….git" return an error
-//     wrapping ErrGitUnsupported.
+//   - "git://…", "ssh://…", "git@…" and "http(s)://…" are git contexts,
+//     checked out into workDir by FetchWithInfo (which also reports the
+//     commit and takes the --git options).
 //
 // subPath must be relative and stay inside the context; symlinks in it are
 // resolved inside the context.
@@ -48,7 +51,8 @@ func Fetch(ctx context.Context, contextURL, subPath, workDir string) (dir string
 	case contextURL == "":
 		return "", errors.New("fetching context: no context given")
 	case isGit(contextURL):
-		return "", fmt.Errorf("fetching context %s: %w", contextURL, ErrGitUnsupported)
+		f, err := FetchWithInfo(ctx, contextURL, subPath, workDir, FetchOptions{})
+		return f.Dir, err
 	case strings.HasPrefix(contextURL, "tar://"):
 		p := strings.TrimPrefix(contextURL, "tar://")
 		if workDir == "" {

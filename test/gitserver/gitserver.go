@@ -74,8 +74,8 @@ func Commit(t testing.TB, dir, message string) string {
 	return Git(t, dir, "rev-parse", "HEAD")
 }
 
-// Publish makes a bare copy of the work repository work at root/name (name
-// like "org/repo.git"), with every branch and tag, and returns the bare
+// Publish makes a bare mirror of the work repository work at root/name (name
+// like "org/repo.git"), with all its refs, and returns the bare
 // repository's path. allowSHA makes the server serve any reachable commit
 // by its SHA (uploadpack.allowReachableSHA1InWant), as GitHub and GitLab do.
 func Publish(t testing.TB, work, root, name string, allowSHA bool) string {
@@ -89,7 +89,7 @@ func Publish(t testing.TB, work, root, name string, allowSHA bool) string {
 			t.Fatal(err)
 		}
 	}
-	Git(t, filepath.Dir(bare), "clone", "-q", "--bare", "--no-local", work, bare)
+	Git(t, filepath.Dir(bare), "clone", "-q", "--mirror", "--no-local", work, bare)
 	Git(t, bare, "config", "http.receivepack", "false")
 	Git(t, bare, "config", "uploadpack.allowReachableSHA1InWant", fmt.Sprint(allowSHA))
 	Git(t, bare, "config", "uploadpack.allowFilter", "true")

@@ -1,0 +1,591 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-git/go-billy/v5/osfs"
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+)
+
+// GitOptions are kaniko's --git options, plus one of ours.
+type GitOptions struct {
+	// Branch is the branch to build when the context URL names no
+	// revision ("branch=").
+	Branch string
+	// SingleBranch is accepted for kaniko compatibility ("single-branch="):
+	// only one ref is ever fetched.
+	SingleBranch bool
+	// RecurseSubmodules checks out submodules, recursively, at the
+	// commits the superproject records ("recurse-submodules=").
+	RecurseSubmodules bool
+	// InsecureSkipTLS does not verify the server's TLS certificate
+	// ("insecure-skip-tls=").
+	InsecureSkipTLS bool
+	// InsecureIgnoreHostKey accepts any SSH host key
+	// ("insecure-ignore-host-key=", ours). By default the host key must be
+	// in a known_hosts file.
+	InsecureIgnoreHostKey bool
+}
+
+// ParseGitOptions parses the value of --git: comma-separated key=value pairs
+// with the keys branch, single-branch, recurse-submodules,
+// insecure-skip-tls and insecure-ignore-host-key. An empty string is the
+// zero GitOptions.
+func ParseGitOptions(s string) (GitOptions, error) {
+	var o GitOptions
+	if strings.TrimSpace(s) == "" {
+		return o, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return o, fmt.Errorf("--git: %q is not key=value", kv)
+		}
+		if k == "branch" {
+			o.Branch = v
+			continue
+		}
+		var dst *bool
+		switch k {
+		case "single-branch":
+			dst = &o.SingleBranch
+		case "recurse-submodules":
+			dst = &o.RecurseSubmodules
+		case "insecure-skip-tls":
+			dst = &o.InsecureSkipTLS
+		case "insecure-ignore-host-key":
+			dst = &o.InsecureIgnoreHostKey
+		default:
+			return o, fmt.Errorf("--git: unknown key %q (branch, single-branch, recurse-submodules, insecure-skip-tls, insecure-ignore-host-key)", k)
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("--git: %s=%q is not a boolean", k, v)
+		}
+		*dst = b
+	}
+	return o, nil
+}
+
+// GitSource names a revision of a git repository and a directory in it.
+type GitSource struct {
+	// URL is the repository: https://, http://, ssh:// or scp-like
+	// user@host:path. User information in an http(s) URL is moved into
+	// Auth and never shown.
+	URL string
+	// Ref is the revision: a branch, a tag (lightweight or annotated), a
+	// full or abbreviated commit SHA, or any ref such as refs/pull/42/head.
+	// Empty means Options.Branch, or else the remote's HEAD.
+	Ref string
+	// SubDir is the directory of the repository to use as the context.
+	SubDir string
+	// Options are the --git options.
+	Options GitOptions
+	// Auth are the credentials; the zero value is anonymous.
+	Auth GitAuth
+}
+
+// ParseGitURL splits a git context into repository URL, ref and
+// sub-directory. The forms are kaniko's, git://host/org/repo.git#ref, where
+// git:// stands for https:// (or for GIT_PULL_METHOD://, as in kaniko, when
+// pullMethod is "http"), and BuildKit's https://…, ssh://… and
+// user@host:path URLs with a "#ref:subdir" fragment (git refs cannot
+// contain ':', so the split is unambiguous). Either part of the fragment
+// may be empty.
+func ParseGitURL(contextURL, pullMethod string) (GitSource, error) {
+	var src GitSource
+	u, frag, _ := strings.Cut(contextURL, "#")
+	src.Ref, src.SubDir, _ = strings.Cut(frag, ":")
+	if rest, ok := strings.CutPrefix(u, "git://"); ok {
+		switch pullMethod {
+		case "", "https":
+			u = "https://" + rest
+		case "http":
+			u = "http://" + rest
+		default:
+			return src, fmt.Errorf("GIT_PULL_METHOD %q is neither https nor http", pullMethod)
+		}
+	}
+	if strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://") {
+		pu, err := url.Parse(u)
+		if err != nil {
+			return src, fmt.Errorf("parsing git URL %s: %w", RedactURL(u), errors.Unwrap(err))
+		}
+		if pu.User != nil {
+			src.Auth.Username = pu.User.Username()
+			src.Auth.Password, _ = pu.User.Password()
+			pu.User = nil
+		}
+		u = pu.String()
+	}
+	if u == "" {
+		return src, errors.New("git context without a repository URL")
+	}
+	src.URL = u
+	return src, nil
+}
+
+// RedactURL returns u without the password of its user information (and
+// without a user name for http(s), where it may be a token).
+func RedactURL(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil || pu.User == nil {
+		if i := strings.Index(u, "://"); i >= 0 {
+			if j := strings.LastIndex(u[i+3:], "@"); j >= 0 && !strings.Contains(u[i+3:i+3+j], "/") {
+				return u[:i+3] + "***@" + u[i+3+j+1:]
+			}
+		}
+		return u
+	}
+	if pu.Scheme == "http" || pu.Scheme == "https" {
+		pu.User = nil
+	} else {
+		pu.User = url.User(pu.User.Username())
+	}
+	return pu.String()
+}
+
+// FetchGit fetches the revision src.Ref of src.URL into dest (created if
+// needed) and returns the SHA of the commit checked out.
+//
+// Only that revision is fetched, at depth 1, when the server advertises it
+// (a branch, a tag, any ref, or a commit at the tip of one) or serves
+// commits by SHA (uploadpack.allowReachableSHA1InWant, as GitHub and GitLab
+// do). An abbreviated SHA, or a full one the server does not serve by SHA,
+// needs the history: the branch of Options.Branch, else every branch and
+// tag, is fetched in full and the commit looked up in it.
+//
+// Objects are written to gitDir, which must be outside dest, and read from
+// disk (large blobs are streamed, not cached), so memory stays bounded on
+// large repositories. dest gets the files only: no .git, in submodules
+// neither. With Options.RecurseSubmodules, submodules are checked out
+// recursively at their recorded commits; credentials are sent to a
+// submodule only when it is on the superproject's host.
+func FetchGit(ctx context.Context, src GitSource, dest, gitDir string) (commit string, err error) {
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return "", fmt.Errorf("fetching git context %s: %w", RedactURL(src.URL), err)
+	}
+	f := &gitFetcher{opts: src.Options, auth: src.Auth}
+	h, err := f.fetch(ctx, src.URL, src.Ref, src.Options.Branch, dest, gitDir, 0)
+	if err != nil {
+		return "", err
+	}
+	return h.String(), nil
+}
+
+// maxSubmoduleDepth bounds submodule recursion (a repository may name
+// itself).
+const maxSubmoduleDepth = 10
+
+type gitFetcher struct {
+	opts     GitOptions
+	auth     GitAuth
+	rootHost string
+}
+
+// gitError is a failed fetch: what a person can act on, with the URL
+// (without credentials) and the ref asked for.
+type gitError struct {
+	url, ref string
+	msg      string
+	err      error
+}
+
+func (e *gitError) Error() string {
+	ref := e.ref
+	if ref == "" {
+		ref = "HEAD"
+	}
+	s := fmt.Sprintf("fetching git context %s at %s: %s", e.url, ref, e.msg)
+	if e.err != nil {
+		s += ": " + e.err.Error()
+	}
+	return s
+}
+
+func (e *gitError) Unwrap() error { return e.err }
+
+var hexRE = regexp.MustCompile(`^[0-9a-fA-F]{4,40}$`)
+
+func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitDir string, depth int) (plumbing.Hash, error) {
+	redacted := RedactURL(repoURL)
+	fail := func(msg string, err error) (plumbing.Hash, error) {
+		return plumbing.ZeroHash, &gitError{url: redacted, ref: ref, msg: msg, err: f.scrub(err)}
+	}
+	if depth == 0 {
+		f.rootHost = hostOf(repoURL)
+	}
+	auth, err := f.auth.method(repoURL, f.opts.InsecureIgnoreHostKey, depth == 0 || hostOf(repoURL) == f.rootHost)
+	if err != nil {
+		return fail("preparing credentials", err)
+	}
+
+	st := filesystem.NewStorageWithOptions(osfs.New(gitDir), cache.NewObjectLRU(16*cache.MiByte),
+		filesystem.Options{ExclusiveAccess: true, LargeObjectThreshold: 1 << 20})
+	repo, err := git.Init(st, osfs.New(dest))
+	if err != nil {
+		return fail("initialising the repository", err)
+	}
+	// Init links the work tree to gitDir with a ".git" file; the context
+	// must not have one.
+	if err := os.Remove(filepath.Join(dest, ".git")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fail("initialising the repository", err)
+	}
+	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{repoURL}})
+	if err != nil {
+		return fail("adding the remote", err)
+	}
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, InsecureSkipTLS: f.opts.InsecureSkipTLS, PeelingOption: git.AppendPeeled})
+	if err != nil {
+		return fail(f.explain(err, auth != nil), err)
+	}
+
+	want := ref
+	if want == "" {
+		want = branch
+	}
+	const local = "refs/slipway/fetched"
+	var commit plumbing.Hash
+	name, isName := resolveRefName(refs, want)
+	full := plumbing.ZeroHash
+	if !isName && len(want) == 40 && hexRE.MatchString(want) {
+		full = plumbing.NewHash(want)
+		// A commit at the tip of a ref is fetched through that ref.
+		if n, ok := refPointingAt(refs, full); ok {
+			name, isName = n, true
+		}
+	}
+	fo := &git.FetchOptions{Auth: auth, InsecureSkipTLS: f.opts.InsecureSkipTLS, Tags: git.NoTags, Depth: 1}
+	switch {
+	case isName:
+		fo.RefSpecs = []config.RefSpec{config.RefSpec("+" + name.String() + ":" + local)}
+		if err := remote.FetchContext(ctx, fo); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return fail("fetching "+name.String(), err)
+		}
+		r, err := repo.Reference(local, true)
+		if err != nil {
+			return fail("reading the fetched ref", err)
+		}
+		commit, err = peel(repo, r.Hash())
+		if err != nil {
+			return fail("reading the fetched ref", err)
+		}
+		if !full.IsZero() && commit != full {
+			return fail("resolving the revision", fmt.Errorf("%s does not point at %s", name, full))
+		}
+	case !full.IsZero():
+		fo.RefSpecs = []config.RefSpec{config.RefSpec("+" + full.String() + ":" + local)}
+		err := remote.FetchContext(ctx, fo)
+		if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
+			commit = full
+			break
+		}
+		if !errors.Is(err, git.ErrExactSHA1NotSupported) {
+			return fail("fetching commit "+full.String(), err)
+		}
+		fallthrough
+	case hexRE.MatchString(want):
+		// The commit is not at a tip, and the server does not serve it by
+		// its SHA: fetch the history it is in.
+		specs := []config.RefSpec{"+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"}
+		if branch != "" && branch != want {
+			specs = []config.RefSpec{config.RefSpec("+" + plumbing.NewBranchReferenceName(strings.TrimPrefix(branch, "refs/heads/")).String() + ":refs/remotes/origin/" + path.Base(branch))}
+		}
+		fo.Depth, fo.RefSpecs = 0, specs
+		if err := remote.FetchContext(ctx, fo); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return fail("fetching history to find the commit", err)
+		}
+		h, err := repo.ResolveRevision(plumbing.Revision(want))
+		if err != nil {
+			return fail("unknown revision: no branch, tag or commit of that name", nil)
+		}
+		commit, err = peel(repo, *h)
+		if err != nil {
+			return fail("resolving the revision", err)
+		}
+	default:
+		return fail("unknown revision: no branch, tag or ref of that name", nil)
+	}
+
+	wt, err := repo.Worktree()
+	if err != nil {
+		return fail("opening the work tree", err)
+	}
+	if err := wt.Checkout(&git.CheckoutOptions{Hash: commit, Force: true}); err != nil {
+		return fail("checking out "+commit.String(), err)
+	}
+	if f.opts.RecurseSubmodules {
+		if err := f.submodules(ctx, repo, repoURL, commit, dest, gitDir, depth); err != nil {
+			return fail("checking out submodules of "+commit.String(), err)
+		}
+	}
+	return commit, nil
+}
+
+// resolveRefName finds want among the advertised refs as git rev-parse
+// does: the exact name, then refs/<want>, refs/tags/<want>,
+// refs/heads/<want>. Empty want is HEAD.
+func resolveRefName(refs []*plumbing.Reference, want string) (plumbing.ReferenceName, bool) {
+	if want == "" {
+		want = "HEAD"
+	}
+	names := make(map[plumbing.ReferenceName]bool, len(refs))
+	for _, r := range refs {
+		names[r.Name()] = true
+	}
+	for _, c := range []string{want, "refs/" + want, "refs/tags/" + want, "refs/heads/" + want} {
+		if names[plumbing.ReferenceName(c)] {
+			return plumbing.ReferenceName(c), true
+		}
+	}
+	return "", false
+}
+
+// refPointingAt finds an advertised ref whose commit (peeled) is h.
+func refPointingAt(refs []*plumbing.Reference, h plumbing.Hash) (plumbing.ReferenceName, bool) {
+	for _, r := range refs {
+		if r.Type() == plumbing.HashReference && r.Hash() == h {
+			return plumbing.ReferenceName(strings.TrimSuffix(r.Name().String(), "^{}")), true
+		}
+	}
+	return "", false
+}
+
+// peel follows annotated tags to the commit.
+func peel(repo *git.Repository, h plumbing.Hash) (plumbing.Hash, error) {
+	for range 10 {
+		obj, err := repo.Storer.EncodedObject(plumbing.AnyObject, h)
+		if err != nil {
+			return h, err
+		}
+		switch obj.Type() {
+		case plumbing.CommitObject:
+			return h, nil
+		case plumbing.TagObject:
+			tag, err := object.DecodeTag(repo.Storer, obj)
+			if err != nil {
+				return h, err
+			}
+			h = tag.Target
+		default:
+			return h, fmt.Errorf("%s is a %s, not a commit", h, obj.Type())
+		}
+	}
+	return h, errors.New("too many nested tags")
+}
+
+// submodules checks out the submodules recorded in commit, each into its
+// path under dest, recursively.
+func (f *gitFetcher) submodules(ctx context.Context, repo *git.Repository, repoURL string, commit plumbing.Hash, dest, gitDir string, depth int) error {
+	c, err := repo.CommitObject(commit)
+	if err != nil {
+		return err
+	}
+	file, err := c.File(".gitmodules")
+	if errors.Is(err, object.ErrFileNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	text, err := file.Contents()
+	if err != nil {
+		return err
+	}
+	mods := config.NewModules()
+	if err := mods.Unmarshal([]byte(text)); err != nil {
+		return fmt.Errorf("parsing .gitmodules: %w", err)
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return err
+	}
+	if depth+1 > maxSubmoduleDepth {
+		return fmt.Errorf("submodules nested deeper than %d", maxSubmoduleDepth)
+	}
+	for i, name := range slices.Sorted(maps.Keys(mods.Submodules)) {
+		m := mods.Submodules[name]
+		if err := m.Validate(); err != nil {
+			return fmt.Errorf("submodule %q: %w", name, err)
+		}
+		p := path.Clean(m.Path)
+		if path.IsAbs(p) || p == ".." || strings.HasPrefix(p, "../") || p == "." {
+			return fmt.Errorf("submodule %q: path %q leaves the repository", name, m.Path)
+		}
+		entry, err := tree.FindEntry(p)
+		if err != nil || entry.Mode != filemode.Submodule {
+			// Listed in .gitmodules but not recorded in the tree: git
+			// skips it too.
+			continue
+		}
+		subURL, err := resolveSubmoduleURL(repoURL, m.URL)
+		if err != nil {
+			return fmt.Errorf("submodule %q: %w", name, err)
+		}
+		subDest, err := joinSubPath(dest, p)
+		if err != nil {
+			return fmt.Errorf("submodule %q: %w", name, err)
+		}
+		subGit := filepath.Join(gitDir, "modules", strconv.Itoa(i))
+		if _, err := f.fetch(ctx, subURL, entry.Hash.String(), "", subDest, subGit, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveSubmoduleURL resolves a relative submodule URL ("./x", "../x")
+// against the superproject's URL, as git does.
+func resolveSubmoduleURL(base, rel string) (string, error) {
+	if !strings.HasPrefix(rel, "./") && !strings.HasPrefix(rel, "../") {
+		return rel, nil
+	}
+	if pu, err := url.Parse(base); err == nil && pu.Scheme != "" {
+		pu.Path = path.Join(strings.TrimSuffix(pu.Path, "/"), rel)
+		return pu.String(), nil
+	}
+	// scp-like user@host:path
+	host, p, ok := strings.Cut(base, ":")
+	if !ok {
+		return path.Join(base, rel), nil
+	}
+	return host + ":" + path.Join(p, rel), nil
+}
+
+// hostOf is the host of a git URL, "" if there is none.
+func hostOf(u string) string {
+	if pu, err := url.Parse(u); err == nil && pu.Host != "" {
+		return pu.Hostname()
+	}
+	if ep, err := transport.NewEndpoint(u); err == nil {
+		return ep.Host
+	}
+	return ""
+}
+
+// explain says in words why listing the remote failed.
+func (f *gitFetcher) explain(err error, withAuth bool) string {
+	var ne net.Error
+	var oe *net.OpError
+	var dnse *net.DNSError
+	switch {
+	case errors.Is(err, transport.ErrRepositoryNotFound):
+		return "repository not found (or not visible with these credentials)"
+	case errors.Is(err, transport.ErrAuthenticationRequired) && withAuth,
+		errors.Is(err, transport.ErrAuthorizationFailed):
+		return "the server refused the credentials"
+	case errors.Is(err, transport.ErrAuthenticationRequired):
+		return "the server requires credentials (GIT_USERNAME and GIT_PASSWORD or GIT_TOKEN, or a basic-auth secret in GIT_SECRET_DIR)"
+	case isHostKeyChanged(err):
+		return "the SSH host key does not match known_hosts (it changed, or someone is in the middle)"
+	case isHostKeyUnknown(err):
+		return "the SSH host key is not in known_hosts (add it to the ssh-auth secret's known_hosts)"
+	case strings.Contains(err.Error(), "unable to authenticate"):
+		return "the server refused the SSH key"
+	case errors.As(err, &dnse):
+		return "the host name does not resolve"
+	case errors.As(err, &oe), errors.As(err, &ne):
+		return "the host is unreachable"
+	}
+	return "listing the remote's refs"
+}
+
+// scrub removes every secret of f.auth from err's message.
+func (f *gitFetcher) scrub(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	out := f.auth.scrub(msg)
+	if out == msg {
+		return err
+	}
+	return errors.New(out)
+}
+
+// Fetched is a build context made available by FetchWithInfo.
+type Fetched struct {
+	// Dir is the context directory, with the sub-path applied.
+	Dir string
+	// Commit is the SHA of the commit checked out, for git contexts.
+	Commit string
+}
+
+// FetchOptions configure FetchWithInfo.
+type FetchOptions struct {
+	// Git is the value of kaniko's --git flag (see ParseGitOptions).
+	Git string
+	// Getenv reads GIT_USERNAME, GIT_PASSWORD, GIT_TOKEN, GIT_SECRET_DIR
+	// and GIT_PULL_METHOD. The default is os.Getenv.
+	Getenv func(string) string
+}
+
+// FetchWithInfo is Fetch that also fetches git contexts and reports the
+// commit. A git context (git://, https://, http://, ssh://, user@host:path)
+// is checked out into workDir by FetchGit, with its objects in the sibling
+// directory workDir+".git" (outside the context); the fragment's
+// sub-directory and then subPath are applied. Every git error is a
+// *gitError naming the URL without credentials and the ref.
+func FetchWithInfo(ctx context.Context, contextURL, subPath, workDir string, o FetchOptions) (Fetched, error) {
+	if contextURL == "" || !isGit(contextURL) {
+		dir, err := Fetch(ctx, contextURL, subPath, workDir)
+		return Fetched{Dir: dir}, err
+	}
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	src, err := ParseGitURL(contextURL, getenv("GIT_PULL_METHOD"))
+	if err != nil {
+		return Fetched{}, fmt.Errorf("fetching context: %w", err)
+	}
+	if src.Options, err = ParseGitOptions(o.Git); err != nil {
+		return Fetched{}, fmt.Errorf("fetching context %s: %w", RedactURL(src.URL), err)
+	}
+	auth, err := GitAuthFromEnv(getenv)
+	if err != nil {
+		return Fetched{}, fmt.Errorf("fetching context %s: %w", RedactURL(src.URL), err)
+	}
+	// Credentials in the URL win over the environment's.
+	if src.Auth.Username == "" && src.Auth.Password == "" {
+		src.Auth.Username, src.Auth.Password = auth.Username, auth.Password
+	}
+	src.Auth.SSHKey, src.Auth.KnownHostsFiles = auth.SSHKey, auth.KnownHostsFiles
+	if workDir == "" {
+		return Fetched{}, fmt.Errorf("fetching context %s: no work directory to check out into", RedactURL(src.URL))
+	}
+	workDir = filepath.Clean(workDir)
+	commit, err := FetchGit(ctx, src, workDir, workDir+".git")
+	if err != nil {
+		return Fetched{}, err
+	}
+	dir := workDir
+	for _, sub := range []string{src.SubDir, subPath} {
+		if sub == "" {
+			continue
+		}
+		if dir, err = joinSubPath(dir, sub); err != nil {
+			return Fetched{}, fmt.Errorf("fetching context %s at %s: %w", RedactURL(src.URL), src.Ref, err)
+		}
+	}
+	return Fetched{Dir: dir, Commit: commit}, nil
+}

@@ -9,6 +9,7 @@ package gitserver
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -137,6 +138,9 @@ func StartHTTP(t testing.TB, root string, opts ...HTTPOption) *HTTPServer {
 			"GIT_CONFIG_NOSYSTEM=1",
 			"HOME=" + root,
 		},
+		// http-backend complains on stderr about unknown repositories,
+		// which tests ask for on purpose.
+		Stderr: io.Discard,
 	}
 	var h http.Handler = backend
 	if c.user != "" {

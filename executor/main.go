@@ -248,9 +248,13 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	}
 
 	fetchStart := time.Now()
-	contextDir, err := source.Fetch(ctx, o.context, o.contextSubPath, filepath.Join(workDir, "context"))
+	fetched, err := source.FetchWithInfo(ctx, o.context, o.contextSubPath, filepath.Join(workDir, "context"), source.FetchOptions{Git: o.git})
 	if err != nil {
 		return failWith(result.ReasonSourceFetchFailed, err)
+	}
+	contextDir := fetched.Dir
+	if res.Commit = fetched.Commit; res.Commit != "" {
+		fmt.Fprintf(logw, "Fetched git context at commit %s\n", res.Commit)
 	}
 	res.FetchMillis = result.Millis(time.Since(fetchStart))
 	dockerfilePath := o.dockerfile

@@ -69,15 +69,34 @@ type Request struct {
 	HTTPClient *http.Client
 }
 
-// SourceFile is one source entry the step read, for cache keys.
+// SourceFile is one source entry a step reads: what of it affects the
+// copied result, for cache keys. Modification times are left out on
+// purpose (keys never include timestamps), as are owners when the step
+// does not keep them.
 type SourceFile struct {
-	// Path is SrcRoot-relative (slash-separated), or the URL.
+	// Path is SrcRoot-relative (slash-separated), or the URL. A top-level
+	// source that is a symlink is recorded at the path it resolves to.
 	Path string
-	// Mode is the entry's type and permission bits.
+	// Mode is the entry's type and permission bits, setuid, setgid and
+	// sticky included. A URL is recorded as 0600, the mode Copy gives it.
 	Mode fs.FileMode
+	// UID and GID are the entry's owner, recorded only when the step keeps
+	// owners (Request.KeepOwner without Chown); zero otherwise.
+	UID int `json:"Uid,omitempty"`
+	GID int `json:"Gid,omitempty"`
 	// Link is a symlink's target.
 	Link string `json:",omitempty"`
-	// Digest is "sha256:<hex>" of a regular file's content.
+	// HardLink is the Path of an earlier regular file of the same step
+	// sharing this one's inode: Copy writes this entry as a hard link to it.
+	HardLink string `json:",omitempty"`
+	// Rdev is a device node's device number.
+	Rdev uint64 `json:",omitempty"`
+	// Xattrs are the extended attributes Copy carries over (file
+	// capabilities among them), except security.selinux.
+	Xattrs map[string][]byte `json:",omitempty"`
+	// Digest is "sha256:<hex>" of a regular file's content. For an ADD URL,
+	// Copy records the digest of what it downloaded and Sources the
+	// server's validators ("url:..." or "", see Sources).
 	Digest string `json:",omitempty"`
 }
 
@@ -86,7 +105,9 @@ type Result struct {
 	// Changed are the DestRoot-relative slash paths the step created or
 	// changed, each once, parents before children.
 	Changed []string
-	// Sources are the entries read, in the order they were copied.
+	// Sources are the entries read, sorted by Path (stable: an entry read
+	// twice, through two sources, appears twice). For local sources this
+	// is exactly what Sources returns for the same request.
 	Sources []SourceFile
 }
 
@@ -129,65 +150,34 @@ type Result struct {
 //     and downloads http(s) URLs (never extracted) to the name in the URL's
 //     path, mode 0600 unless --chmod, mtime from Last-Modified.
 func Copy(ctx context.Context, r Request) (Result, error) {
-	c := &copier{req: r, inodes: map[inode]string{}, changed: map[string]bool{}}
+	c := &copier{walker: newWalker(r), inodes: map[inode]linkedFile{}, changed: map[string]bool{}}
 	if err := c.run(ctx); err != nil {
 		return Result{}, err
 	}
+	sortSources(c.sources)
 	return Result{Changed: c.changedList, Sources: c.sources}, nil
 }
 
-type inode struct{ dev, ino uint64 }
-
 type copier struct {
-	req         Request
-	inodes      map[inode]string
+	*walker
+	// inodes maps a multiply-linked source file's inode to its first copy.
+	inodes      map[inode]linkedFile
 	changed     map[string]bool
 	changedList []string
 	sources     []SourceFile
 }
 
-// match is one source path after wildcard expansion.
-type match struct {
-	url  string // ADD URL, else empty
-	rel  string // SrcRoot-relative path as written (cleaned)
-	abs  string // resolved path on disk (symlinks followed inside SrcRoot)
-	name string // base name as written, used inside a directory destination
-	fi   fs.FileInfo
-}
-
-func (c *copier) instr() string {
-	if c.req.Add {
-		return "ADD"
-	}
-	return "COPY"
-}
+// linkedFile is the first copy of a multiply-linked source file.
+type linkedFile struct{ target, digest string }
 
 func (c *copier) run(ctx context.Context) error {
 	r := c.req
-	if len(r.Sources) == 0 {
-		return fmt.Errorf("%s: no source files were specified", c.instr())
-	}
-	if r.DestRoot == "" {
+	if len(r.Sources) > 0 && r.DestRoot == "" {
 		return errors.New("copying: no destination root")
 	}
-
-	var matches []match
-	for _, src := range r.Sources {
-		if isURL(src) {
-			if !r.Add {
-				return fmt.Errorf("copying %s: source can't be a URL for COPY", src)
-			}
-			matches = append(matches, match{url: src})
-			continue
-		}
-		m, err := c.expand(src)
-		if err != nil {
-			return err
-		}
-		matches = append(matches, m...)
-	}
-	if len(matches) == 0 {
-		return fmt.Errorf("%s %s: no source files were specified", c.instr(), strings.Join(r.Sources, " "))
+	matches, err := c.plan(ctx)
+	if err != nil {
+		return err
 	}
 
 	destPath, destIsDir := c.destPath()
@@ -219,7 +209,7 @@ func (c *copier) run(ctx context.Context) error {
 				done, err = c.tryUnpack(ctx, m, destAbs)
 			}
 			if !done && err == nil {
-				err = c.copyFileSource(ctx, m, destAbs, destIsDir)
+				err = c.copyFileSource(m, destAbs, destIsDir)
 			}
 		}
 		if err != nil {
@@ -243,164 +233,6 @@ func (c *copier) destPath() (string, bool) {
 		d = path.Join(wd, d)
 	}
 	return path.Clean("/" + d), isDir
-}
-
-func isURL(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
-}
-
-func containsWildcards(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '*', '?', '[':
-			return true
-		}
-	}
-	return false
-}
-
-// expand resolves one local source into its matches.
-func (c *copier) expand(src string) ([]match, error) {
-	clean := path.Clean("/" + filepath.ToSlash(src)) // clamps ".." at SrcRoot, as Docker does
-	if !containsWildcards(clean) {
-		m, ok, err := c.resolve(strings.TrimPrefix(clean, "/"))
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, fmt.Errorf("%s %s: %q: not found", c.instr(), src, clean)
-		}
-		return []match{m}, nil
-	}
-
-	parts := strings.Split(strings.TrimPrefix(clean, "/"), "/")
-	i := 0
-	for i < len(parts) && !containsWildcards(parts[i]) {
-		i++
-	}
-	bases := []string{path.Join(parts[:i]...)}
-	for _, pat := range parts[i:] {
-		var next []string
-		for _, b := range bases {
-			dir, err := securejoin.SecureJoin(c.req.SrcRoot, b)
-			if err != nil {
-				return nil, fmt.Errorf("resolving %s: %w", b, err)
-			}
-			entries, err := os.ReadDir(dir)
-			if err != nil {
-				if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-					continue
-				}
-				return nil, fmt.Errorf("reading %s: %w", b, err)
-			}
-			for _, e := range entries {
-				ok, err := path.Match(pat, e.Name())
-				if err != nil {
-					return nil, fmt.Errorf("%s %s: bad pattern: %w", c.instr(), src, err)
-				}
-				if ok {
-					next = append(next, path.Join(b, e.Name()))
-				}
-			}
-		}
-		bases = next
-	}
-	var out []match
-	for _, rel := range bases {
-		m, ok, err := c.resolve(rel)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, m)
-		}
-	}
-	return out, nil
-}
-
-// resolve looks up a SrcRoot-relative path, following it if it is a
-// symlink; ok is false when it does not exist or is ignored entirely.
-func (c *copier) resolve(rel string) (match, bool, error) {
-	abs, err := securejoin.SecureJoin(c.req.SrcRoot, rel)
-	if err != nil {
-		return match{}, false, fmt.Errorf("resolving %s: %w", rel, err)
-	}
-	fi, err := os.Lstat(abs)
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return match{}, false, nil
-	}
-	if err != nil {
-		return match{}, false, fmt.Errorf("reading %s: %w", rel, err)
-	}
-	realRel, err := filepath.Rel(c.req.SrcRoot, abs)
-	if err != nil {
-		return match{}, false, err
-	}
-	realRel = filepath.ToSlash(realRel)
-	if c.req.Ignore != nil && realRel != "." {
-		for _, p := range []string{rel, realRel} {
-			ignored, err := c.req.Ignore(p)
-			if err != nil {
-				return match{}, false, err
-			}
-			if ignored && !(fi.IsDir() && c.hasIncluded(abs, realRel)) {
-				return match{}, false, nil
-			}
-		}
-	}
-	name := path.Base("/" + rel)
-	return match{rel: rel, abs: abs, name: name, fi: fi}, true, nil
-}
-
-func (c *copier) ignored(rel string) (bool, error) {
-	if c.req.Ignore == nil || rel == "." || rel == "" {
-		return false, nil
-	}
-	return c.req.Ignore(rel)
-}
-
-func (c *copier) descend(rel string) bool {
-	if c.req.IgnoreDescend == nil {
-		return true
-	}
-	return c.req.IgnoreDescend(rel)
-}
-
-// hasIncluded reports whether the ignored directory abs holds any entry
-// that is not ignored.
-func (c *copier) hasIncluded(abs, rel string) bool {
-	if !c.descend(rel) {
-		return false
-	}
-	entries, err := os.ReadDir(abs)
-	if err != nil {
-		return false
-	}
-	for _, e := range entries {
-		r := path.Join(rel, e.Name())
-		ig, err := c.ignored(r)
-		if err != nil {
-			return false
-		}
-		if !ig {
-			return true
-		}
-		if e.IsDir() && c.hasIncluded(filepath.Join(abs, e.Name()), r) {
-			return true
-		}
-	}
-	return false
-}
-
-// srcRel is the SrcRoot-relative slash path of an absolute source path.
-func (c *copier) srcRel(abs string) string {
-	rel, err := filepath.Rel(c.req.SrcRoot, abs)
-	if err != nil {
-		return abs
-	}
-	return filepath.ToSlash(rel)
 }
 
 // destRel is the DestRoot-relative slash path of an absolute destination path.
@@ -466,41 +298,28 @@ func (c *copier) copyDirSource(ctx context.Context, m match, destAbs string) err
 		return err
 	}
 	// The top directory keeps its own metadata (fsutil's copyDirContents).
-	return c.copyChildren(ctx, m.abs, c.srcRel(m.abs), destAbs, false)
-}
-
-// copyChildren copies the entries of srcDir into dstDir. ignoredParent is
-// true when srcDir itself is ignored and is only searched for exceptions.
-func (c *copier) copyChildren(ctx context.Context, srcDir, srcRel, dstDir string, ignoredParent bool) error {
-	entries, err := os.ReadDir(srcDir)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", srcRel, err)
+	// The walker lists parents before children, so every target's parent
+	// exists when it is reached; directory metadata is set last, deepest
+	// first, so modes that forbid writing and mtimes stick.
+	type dir struct {
+		it     item
+		target string
 	}
-	for _, e := range entries {
+	var dirs []dir
+	for _, it := range m.items {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		src := filepath.Join(srcDir, e.Name())
-		rel := path.Join(srcRel, e.Name())
-		fi, err := os.Lstat(src)
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", rel, err)
-		}
-		ig, err := c.ignored(rel)
-		if err != nil {
+		target := filepath.Join(destAbs, filepath.FromSlash(it.sub))
+		if err := c.copyItem(it, target); err != nil {
 			return err
 		}
-		if ig {
-			// An ignored directory appears only as the parent of entries an
-			// exception takes back, as the context Docker sends would hold it.
-			if fi.IsDir() && c.hasIncluded(src, rel) {
-				if err := c.copyEntry(ctx, src, rel, fi, filepath.Join(dstDir, e.Name())); err != nil {
-					return err
-				}
-			}
-			continue
+		if it.fi.IsDir() {
+			dirs = append(dirs, dir{it, target})
 		}
-		if err := c.copyEntry(ctx, src, rel, fi, filepath.Join(dstDir, e.Name())); err != nil {
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := c.copyMetadata(dirs[i].it, dirs[i].target); err != nil {
 			return err
 		}
 	}
@@ -508,7 +327,7 @@ func (c *copier) copyChildren(ctx context.Context, srcDir, srcRel, dstDir string
 }
 
 // copyFileSource copies a non-directory source.
-func (c *copier) copyFileSource(ctx context.Context, m match, destAbs string, destIsDir bool) error {
+func (c *copier) copyFileSource(m match, destAbs string, destIsDir bool) error {
 	target := destAbs
 	if destIsDir {
 		if err := c.mkdirAll(destAbs); err != nil {
@@ -522,21 +341,27 @@ func (c *copier) copyFileSource(ctx context.Context, m match, destAbs string, de
 			return err
 		}
 	}
-	return c.copyEntry(ctx, m.abs, c.srcRel(m.abs), m.fi, target)
+	return c.copyItem(m.items[0], target)
 }
 
-// copyEntry copies one entry (recursively for directories) to target, whose
-// parent exists and was reached without following symlinks below the
-// resolved destination.
-func (c *copier) copyEntry(ctx context.Context, src, rel string, fi fs.FileInfo, target string) error {
+// record adds it to the step's sources.
+func (c *copier) record(it item, digest string) {
+	c.sources = append(c.sources, c.sourceFile(it, digest))
+}
+
+// copyItem copies one entry to target, whose parent exists and was reached
+// without following symlinks below the resolved destination. A directory
+// is created (or merged into) but its metadata is left to the caller.
+func (c *copier) copyItem(it item, target string) error {
 	existing, err := os.Lstat(target)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("reading /%s: %w", c.destRel(target), err)
 	}
-	sf := SourceFile{Path: rel, Mode: fi.Mode()}
-
-	switch {
-	case fi.IsDir():
+	rel, fi := it.rel, it.fi
+	if existing != nil && existing.IsDir() && !fi.IsDir() {
+		return fmt.Errorf("copying %s: cannot replace to directory /%s with file", rel, c.destRel(target))
+	}
+	if fi.IsDir() {
 		if existing != nil && !existing.IsDir() {
 			return fmt.Errorf("copying %s: cannot copy to non-directory: /%s", rel, c.destRel(target))
 		}
@@ -545,95 +370,58 @@ func (c *copier) copyEntry(ctx context.Context, src, rel string, fi fs.FileInfo,
 				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
 			}
 		}
-		c.sources = append(c.sources, sf)
+		c.record(it, "")
 		c.markChanged(target)
-		ig, err := c.ignored(rel)
-		if err != nil {
-			return err
+		return nil
+	}
+	if existing != nil {
+		if err := os.Remove(target); err != nil {
+			return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
 		}
-		if err := c.copyChildren(ctx, src, rel, target, ig); err != nil {
-			return err
-		}
-		// Metadata after the contents, so the mtime sticks.
-		return c.copyMetadata(src, fi, target)
+	}
 
+	var digest string
+	switch {
 	case fi.Mode().IsRegular():
-		if existing != nil && existing.IsDir() {
-			return fmt.Errorf("copying %s: cannot replace to directory /%s with file", rel, c.destRel(target))
-		}
-		if existing != nil {
-			if err := os.Remove(target); err != nil {
-				return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
-			}
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		key := inode{uint64(st.Dev), st.Ino}
-		if first, ok := c.inodes[key]; ok && st.Nlink > 1 {
-			if err := os.Link(first, target); err != nil {
+		if first, ok := c.inodes[it.ino]; ok && it.linked != "" && first.target != target {
+			if err := os.Link(first.target, target); err != nil {
 				return fmt.Errorf("linking /%s: %w", c.destRel(target), err)
 			}
-			sum, err := fileDigest(src)
-			if err != nil {
-				return err
-			}
-			sf.Digest = sum
-			c.sources = append(c.sources, sf)
+			c.record(it, first.digest)
 			c.markChanged(target)
 			return nil
 		}
-		sum, err := copyFileContent(src, target)
+		sum, err := copyFileContent(it.abs, target)
 		if err != nil {
 			return fmt.Errorf("copying %s to /%s: %w", rel, c.destRel(target), err)
 		}
-		sf.Digest = sum
-		if st.Nlink > 1 {
-			c.inodes[key] = target
+		digest = sum
+		if fi.Sys().(*syscall.Stat_t).Nlink > 1 {
+			if _, ok := c.inodes[it.ino]; !ok {
+				c.inodes[it.ino] = linkedFile{target: target, digest: sum}
+			}
 		}
 
 	case fi.Mode()&fs.ModeSymlink != 0:
-		if existing != nil && existing.IsDir() {
-			return fmt.Errorf("copying %s: cannot replace to directory /%s with file", rel, c.destRel(target))
-		}
-		link, err := os.Readlink(src)
-		if err != nil {
-			return fmt.Errorf("reading link %s: %w", rel, err)
-		}
-		sf.Link = link
-		if existing != nil {
-			if err := os.Remove(target); err != nil {
-				return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
-			}
-		}
-		if err := os.Symlink(link, target); err != nil {
+		if err := os.Symlink(it.link, target); err != nil {
 			return fmt.Errorf("creating symlink /%s: %w", c.destRel(target), err)
 		}
 
-	case fi.Mode()&(fs.ModeDevice|fs.ModeNamedPipe) != 0:
-		if existing != nil && existing.IsDir() {
-			return fmt.Errorf("copying %s: cannot replace to directory /%s with file", rel, c.destRel(target))
-		}
-		if existing != nil {
-			if err := os.Remove(target); err != nil {
-				return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
-			}
-		}
+	default: // device or named pipe; the walker refuses anything else
 		st := fi.Sys().(*syscall.Stat_t)
 		if err := unix.Mknod(target, st.Mode, int(st.Rdev)); err != nil {
 			return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
 		}
-
-	default:
-		// Sockets cannot be copied; fsutil refuses them too.
-		return fmt.Errorf("copying %s: unsupported file type %s", rel, fi.Mode().Type())
 	}
-	c.sources = append(c.sources, sf)
+	c.record(it, digest)
 	c.markChanged(target)
-	return c.copyMetadata(src, fi, target)
+	return c.copyMetadata(it, target)
 }
 
 // copyMetadata sets owner, mode, xattrs and times of target from the
 // source, with --chown and --chmod applied (fsutil's copyFileInfo).
-func (c *copier) copyMetadata(src string, fi fs.FileInfo, target string) error {
+func (c *copier) copyMetadata(it item, target string) error {
+	fi := it.fi
 	st := fi.Sys().(*syscall.Stat_t)
 	uid, gid := 0, 0
 	switch {
@@ -655,39 +443,14 @@ func (c *copier) copyMetadata(src string, fi fs.FileInfo, target string) error {
 			return fmt.Errorf("setting mode of /%s: %w", c.destRel(target), err)
 		}
 	}
-	copyXattrs(src, target) // best effort, as BuildKit (it logs and goes on)
+	for name, val := range it.xattrs {
+		_ = unix.Lsetxattr(target, name, val, 0) // best effort, as BuildKit (it logs and goes on)
+	}
 	ts := []unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, target, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("setting times of /%s: %w", c.destRel(target), err)
 	}
 	return nil
-}
-
-func copyXattrs(src, dst string) {
-	size, err := unix.Llistxattr(src, nil)
-	if err != nil || size <= 0 {
-		return
-	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(src, buf)
-	if err != nil {
-		return
-	}
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		if name == "" {
-			continue
-		}
-		vs, err := unix.Lgetxattr(src, name, nil)
-		if err != nil || vs < 0 {
-			continue
-		}
-		val := make([]byte, vs)
-		vs, err = unix.Lgetxattr(src, name, val)
-		if err != nil {
-			continue
-		}
-		_ = unix.Lsetxattr(dst, name, val[:vs], 0)
-	}
 }
 
 // copyFileContent copies src to the new file dst and returns the content
@@ -808,7 +571,7 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 			}
 		}
 	}
-	c.sources = append(c.sources, SourceFile{Path: rawURL, Mode: mode, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil))})
+	c.sources = append(c.sources, SourceFile{Path: rawURL, Mode: urlMode, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil))})
 	c.markChanged(target)
 	return nil
 }

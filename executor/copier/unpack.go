@@ -67,7 +67,7 @@ func (c *copier) tryUnpack(ctx context.Context, m match, destAbs string) (bool, 
 	if err := c.untar(ctx, r, destAbs); err != nil {
 		return true, fmt.Errorf("extracting %s: %w", m.rel, err)
 	}
-	c.sources = append(c.sources, SourceFile{Path: c.srcRel(m.abs), Mode: m.fi.Mode(), Digest: sum})
+	c.record(m.items[0], sum)
 	return true, nil
 }
 

@@ -1,0 +1,295 @@
+package copier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// urlMode is the mode recorded for an ADD URL: the mode Copy gives the
+// download without --chmod (--chmod is part of the instruction text).
+const urlMode fs.FileMode = 0o600
+
+// Sources enumerates and digests exactly the source entries Copy would read for r, without
+// writing anything (DestRoot, Dest, WorkDir, Chown, Chmod are not used). For ADD URLs it does not
+// download: it records the URL with the validators a HEAD request returns (ETag, Last-Modified,
+// Content-Length) in SourceFile.Digest as "url:<etag or last-modified+length>", or "" when the
+// server gives none (then the caller must treat the step as uncacheable).
+//
+// For local sources the result equals Copy's Result.Sources for the same
+// request, sorted by Path, and a source Copy would not find (or that is
+// ignored entirely) fails with Copy's error. Errors that depend on the
+// destination (several sources to a non-directory, a file over a
+// directory) are Copy's alone. Content digests are computed by up to
+// GOMAXPROCS*2 goroutines; a file with several links in the step is read
+// once.
+//
+// URL validators: a strong ETag is used as is; a weak one (W/"...") only
+// promises equivalent content, not the same bytes, so it is ignored and
+// Last-Modified with Content-Length is used instead, which needs both. A
+// HEAD answered with a non-2xx status (some servers refuse HEAD) gives ""
+// too, leaving the step to Copy, whose GET reports the real status. The
+// URL is recorded with Mode 0600 (Copy's mode for a download).
+// Request.HTTPClient sends the HEAD requests; nil means
+// http.DefaultClient.
+func Sources(ctx context.Context, r Request) ([]SourceFile, error) {
+	w := newWalker(r)
+	matches, err := w.plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		files []SourceFile
+		jobs  []digestJob
+	)
+	for _, m := range matches {
+		if m.url != "" {
+			sf, err := urlSource(ctx, r.HTTPClient, m.url)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, sf)
+			continue
+		}
+		for _, it := range m.items {
+			if it.fi.Mode().IsRegular() && it.linked == "" {
+				jobs = append(jobs, digestJob{index: len(files), abs: it.abs, rel: it.rel})
+			}
+			files = append(files, w.sourceFile(it, ""))
+		}
+	}
+	if err := digestAll(ctx, jobs); err != nil {
+		return nil, err
+	}
+	byPath := make(map[string]string, len(jobs))
+	for _, j := range jobs {
+		files[j.index].Digest = j.digest
+		byPath[j.rel] = j.digest
+	}
+	for i := range files {
+		if files[i].HardLink != "" {
+			files[i].Digest = byPath[files[i].HardLink]
+		}
+	}
+	sortSources(files)
+	return files, nil
+}
+
+// sortSources puts files in Result.Sources order: by Path, stable.
+func sortSources(files []SourceFile) {
+	sort.SliceStable(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+}
+
+type digestJob struct {
+	index    int
+	abs, rel string
+	digest   string
+}
+
+// digestAll fills the digest of every job, with at most GOMAXPROCS*2
+// files open at once. It stops at the first error.
+func digestAll(ctx context.Context, jobs []digestJob) error {
+	workers := min(runtime.GOMAXPROCS(0)*2, len(jobs))
+	if workers == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next     = make(chan int)
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 32<<10)
+			for i := range next {
+				sum, err := digestFile(jobs[i].abs, buf)
+				if err != nil {
+					errOnce.Do(func() {
+						firstErr = fmt.Errorf("reading %s: %w", jobs[i].rel, err)
+						cancel()
+					})
+					continue
+				}
+				jobs[i].digest = sum
+			}
+		}()
+	}
+feed:
+	for i := range jobs {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+// digestFile returns "sha256:<hex>" of the content of p, reading through
+// buf.
+func digestFile(p string, buf []byte) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	// Hide WriterTo so the caller's buffer is used.
+	if _, err := io.CopyBuffer(h, struct{ io.Reader }{f}, buf); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// urlSource records an ADD URL with the validators of a HEAD request.
+func urlSource(ctx context.Context, client *http.Client, rawURL string) (SourceFile, error) {
+	sf := SourceFile{Path: rawURL, Mode: urlMode}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, rawURL, nil)
+	if err != nil {
+		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), err)
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		sf.Digest = urlValidators(resp.Header)
+	}
+	return sf, nil
+}
+
+// urlValidators is "url:<strong etag>", else "url:<last-modified>+<length>"
+// when both are given, else "".
+func urlValidators(h http.Header) string {
+	if et := h.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+		return "url:" + et
+	}
+	lm, cl := h.Get("Last-Modified"), h.Get("Content-Length")
+	if lm == "" || cl == "" {
+		return ""
+	}
+	if _, err := strconv.ParseUint(cl, 10, 63); err != nil {
+		return ""
+	}
+	return "url:" + lm + "+" + cl
+}
+
+// redactURL hides a password in a URL meant for an error message.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	return u.Redacted()
+}
+
+// keyVersion names the encoding KeyOf hashes; change it when the encoding
+// changes, so old keys miss instead of colliding.
+const keyVersion = "slipway.copier.sources.v1"
+
+// KeyOf returns the hex sha256 of a canonical encoding of files, for cache
+// keys. It depends only on the fields' values, not on the machine, the Go
+// version or the order of files: each file is encoded as a record of
+// length-prefixed fields (path, Unix-style mode with type letter and
+// setuid/setgid/sticky bits, uid, gid, symlink target, hard-link path,
+// device number, xattrs sorted by name, digest), and the records are
+// sorted bytewise before hashing. Records repeat as often as files do.
+func KeyOf(files []SourceFile) string {
+	records := make([][]byte, len(files))
+	for i, f := range files {
+		var b bytes.Buffer
+		field := func(s string) {
+			b.WriteString(strconv.Itoa(len(s)))
+			b.WriteByte(':')
+			b.WriteString(s)
+		}
+		field(f.Path)
+		field(unixMode(f.Mode))
+		field(strconv.Itoa(f.UID))
+		field(strconv.Itoa(f.GID))
+		field(f.Link)
+		field(f.HardLink)
+		field(strconv.FormatUint(f.Rdev, 10))
+		names := make([]string, 0, len(f.Xattrs))
+		for n := range f.Xattrs {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		field(strconv.Itoa(len(names)))
+		for _, n := range names {
+			field(n)
+			field(string(f.Xattrs[n]))
+		}
+		field(f.Digest)
+		records[i] = b.Bytes()
+	}
+	slices.SortFunc(records, bytes.Compare)
+	h := sha256.New()
+	fmt.Fprintf(h, "%d:%s", len(keyVersion), keyVersion)
+	fmt.Fprintf(h, "%d:", len(records))
+	for _, r := range records {
+		fmt.Fprintf(h, "%d:", len(r))
+		h.Write(r)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// unixMode spells m as a type letter and four octal digits ("-4755",
+// "d0750", "l0777"), independent of Go's FileMode bit layout.
+func unixMode(m fs.FileMode) string {
+	t := byte('-')
+	switch {
+	case m.IsDir():
+		t = 'd'
+	case m&fs.ModeSymlink != 0:
+		t = 'l'
+	case m&fs.ModeCharDevice != 0:
+		t = 'c'
+	case m&fs.ModeDevice != 0:
+		t = 'b'
+	case m&fs.ModeNamedPipe != 0:
+		t = 'p'
+	case m&fs.ModeSocket != 0:
+		t = 's'
+	case !m.IsRegular():
+		t = '?'
+	}
+	p := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		p |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		p |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		p |= 0o1000
+	}
+	return fmt.Sprintf("%c%04o", t, p)
+}

@@ -1,0 +1,407 @@
+package copier
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/moby/patternmatcher"
+)
+
+// sourcesTree is the context the Sources tests read.
+var sourcesTree = tree{
+	"a.txt":            "f:644:A",
+	"b.txt":            "f:755:B",
+	"suid":             "f:4755:S",
+	"dir":              "d:750",
+	"dir/x":            "f:600:X",
+	"dir/sub":          "d:755",
+	"dir/sub/y":        "f:644:Y",
+	"dir/link":         "l:x",
+	"dir/hl":           "h:a.txt",
+	"link-to-a":        "l:a.txt",
+	"link-to-dir":      "l:/dir",
+	"dangling":         "l:nowhere",
+	"escape":           "l:../../../etc",
+	"ign":              "d:755",
+	"ign/keep":         "f:644:K",
+	"ign/drop":         "f:644:D",
+	"ign/deep":         "d:755",
+	"ign/deep/keep.md": "f:644:M",
+	"ign/deep/x.log":   "f:644:L",
+	"secret":           "f:644:S",
+	"debug.log":        "f:644:LOG",
+	"hl1":              "f:644:H",
+	"hl2":              "h:hl1",
+	"onlyignored":      "d:755",
+	"onlyignored/z":    "f:644:Z",
+}
+
+// dockerignore is the .dockerignore the Sources tests apply, with
+// exceptions.
+var dockerignore = []string{"secret", "*.log", "**/*.log", "ign", "!ign/keep", "!ign/deep/*.md", "onlyignored"}
+
+func ignoreFunc(t testing.TB, patterns []string) func(string) (bool, error) {
+	t.Helper()
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pm.MatchesOrParentMatches
+}
+
+func TestSources_matchesCopy(t *testing.T) {
+	u1000 := &Owner{UID: 1000, GID: 1000}
+	chmod := fs.FileMode(0o640)
+	tests := []struct {
+		name    string
+		req     Request
+		extra   func(t *testing.T, root string) // adds what the tree builder cannot
+		wantErr string
+	}{
+		{name: "one file", req: Request{Sources: []string{"a.txt"}, Dest: "/new"}},
+		{name: "several files", req: Request{Sources: []string{"b.txt", "a.txt", "suid"}, Dest: "/d/"}},
+		{name: "directory", req: Request{Sources: []string{"dir"}, Dest: "/out/"}},
+		{name: "whole context with ignore exceptions", req: Request{Sources: []string{"."}, Dest: "/all/"}},
+		{name: "ignored directory searched for exceptions", req: Request{Sources: []string{"ign"}, Dest: "/i/"}},
+		{name: "wildcard", req: Request{Sources: []string{"*.txt"}, Dest: "/w/"}},
+		{name: "wildcard in a directory", req: Request{Sources: []string{"dir/*"}, Dest: "/w/"}},
+		{name: "wildcard skips ignored", req: Request{Sources: []string{"*"}, Dest: "/w/"}},
+		{name: "wildcard matching nothing beside a match", req: Request{Sources: []string{"a.txt", "*.nope"}, Dest: "/w/"}},
+		{name: "top-level symlink followed", req: Request{Sources: []string{"link-to-a"}, Dest: "/t/"}},
+		{name: "top-level symlink to a directory", req: Request{Sources: []string{"link-to-dir"}, Dest: "/t/"}},
+		{name: "hardlinks in one step", req: Request{Sources: []string{"hl1", "hl2", "dir"}, Dest: "/h/"}},
+		{name: "same file twice", req: Request{Sources: []string{"a.txt", "dir/../a.txt"}, Dest: "/h/"}},
+		{name: "keep owner", req: Request{Sources: []string{"dir", "suid"}, Dest: "/k/", KeepOwner: true}},
+		{name: "chown wins over keep owner", req: Request{Sources: []string{"dir"}, Dest: "/k/", KeepOwner: true, Chown: u1000}},
+		{name: "chmod does not change what is read", req: Request{Sources: []string{"dir"}, Dest: "/m/", Chmod: &chmod}},
+		{name: "ADD of a local archive", req: Request{Sources: []string{"arch.tar"}, Dest: "/x/", Add: true},
+			extra: func(t *testing.T, root string) {
+				if err := os.WriteFile(filepath.Join(root, "arch.tar"), tarball(t, false, &tar.Header{Name: "f", Typeflag: tar.TypeReg, Mode: 0o644}), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "fifo", req: Request{Sources: []string{"fifo"}, Dest: "/p"},
+			extra: func(t *testing.T, root string) {
+				if err := syscall.Mkfifo(filepath.Join(root, "fifo"), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "socket refused", req: Request{Sources: []string{"sockdir"}, Dest: "/s/"},
+			extra: func(t *testing.T, root string) {
+				os.Mkdir(filepath.Join(root, "sockdir"), 0o755)
+				l, err := net.Listen("unix", filepath.Join(root, "sockdir", "sock"))
+				if err != nil {
+					t.Skipf("cannot make a socket: %v", err)
+				}
+				t.Cleanup(func() { l.Close() })
+			},
+			wantErr: "unsupported file type"},
+		{name: "missing source", req: Request{Sources: []string{"missing"}, Dest: "/w/"}, wantErr: "not found"},
+		{name: "missing beside a match", req: Request{Sources: []string{"a.txt", "missing"}, Dest: "/w/"}, wantErr: "not found"},
+		{name: "ignored source", req: Request{Sources: []string{"secret"}, Dest: "/w/"}, wantErr: "not found"},
+		{name: "entirely ignored directory", req: Request{Sources: []string{"onlyignored"}, Dest: "/w/"}, wantErr: "not found"},
+		{name: "dangling symlink", req: Request{Sources: []string{"dangling"}, Dest: "/w/"}, wantErr: "not found"},
+		{name: "symlink escaping", req: Request{Sources: []string{"escape"}, Dest: "/w/"}, wantErr: "not found"},
+		{name: "wildcard matching nothing", req: Request{Sources: []string{"*.nope"}, Dest: "/w/"}, wantErr: "no source files were specified"},
+		{name: "no sources", req: Request{Dest: "/w/"}, wantErr: "no source files were specified"},
+		{name: "url for COPY", req: Request{Sources: []string{"https://user:pw@127.0.0.1/x"}, Dest: "/w/"}, wantErr: "source can't be a URL for COPY"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srcRoot, destRoot := t.TempDir(), t.TempDir()
+			build(t, srcRoot, sourcesTree)
+			if tc.extra != nil {
+				tc.extra(t, srcRoot)
+			}
+			r := tc.req
+			r.SrcRoot, r.DestRoot, r.WorkDir = srcRoot, destRoot, "/"
+			r.Ignore = ignoreFunc(t, dockerignore)
+
+			got, err := Sources(t.Context(), r)
+			res, copyErr := Copy(t.Context(), r)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Sources() error = %v, want one containing %q", err, tc.wantErr)
+				}
+				if copyErr == nil || copyErr.Error() != err.Error() {
+					t.Fatalf("Sources() error = %q, Copy() error = %v: want the same", err, copyErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Sources(): %v", err)
+			}
+			if copyErr != nil {
+				t.Fatalf("Copy(): %v", copyErr)
+			}
+			if diff := cmp.Diff(res.Sources, got); diff != "" {
+				t.Errorf("Sources() differs from Copy's Result.Sources (-copy +sources):\n%s", diff)
+			}
+			if !slices.IsSortedFunc(got, func(a, b SourceFile) int { return strings.Compare(a.Path, b.Path) }) {
+				t.Errorf("Sources() not sorted by path: %v", got)
+			}
+			if strings.Contains(strings.ReplaceAll(fmt.Sprint(got), "debug.log", ""), ".log") {
+				t.Errorf("Sources() read an ignored file: %v", got)
+			}
+		})
+	}
+}
+
+func TestSources(t *testing.T) {
+	const (
+		sumA = "sha256:559aead08264d5795d3909718cdd05abd49572e84fe55590eef31a88a08fdffd" // sha256("A")
+		sumX = "sha256:4b68ab3847feda7d6c62c1fbcbeebfa35eab7351ed5e78f4ddadea5df64b8015" // sha256("X")
+	)
+	tests := []struct {
+		name string
+		req  Request
+		want []SourceFile
+	}{
+		{name: "file keeps setuid, not owner", req: Request{Sources: []string{"suid"}},
+			want: []SourceFile{{Path: "suid", Mode: fs.ModeSetuid | 0o755, Digest: digestOf("S")}}},
+		{name: "top-level symlink recorded where it leads", req: Request{Sources: []string{"link-to-a"}},
+			want: []SourceFile{{Path: "a.txt", Mode: 0o644, Digest: sumA}}},
+		{name: "directory contents with link targets and owners", req: Request{Sources: []string{"dir"}, KeepOwner: true},
+			want: []SourceFile{
+				{Path: "dir/hl", Mode: 0o644, UID: 1000, GID: 1000, Digest: sumA},
+				{Path: "dir/link", Mode: fs.ModeSymlink | 0o777, UID: 1000, GID: 1000, Link: "x"},
+				{Path: "dir/sub", Mode: fs.ModeDir | 0o755, UID: 1000, GID: 1000},
+				{Path: "dir/sub/y", Mode: 0o644, UID: 1000, GID: 1000, Digest: digestOf("Y")},
+				{Path: "dir/x", Mode: 0o600, UID: 1000, GID: 1000, Digest: sumX},
+			}},
+		{name: "hard link to an earlier file of the step", req: Request{Sources: []string{"a.txt", "dir/hl"}},
+			want: []SourceFile{
+				{Path: "a.txt", Mode: 0o644, Digest: sumA},
+				{Path: "dir/hl", Mode: 0o644, HardLink: "a.txt", Digest: sumA},
+			}},
+		{name: "ignored directory only as parent of exceptions", req: Request{Sources: []string{"ign"}},
+			want: []SourceFile{
+				{Path: "ign/deep", Mode: fs.ModeDir | 0o755},
+				{Path: "ign/deep/keep.md", Mode: 0o644, Digest: digestOf("M")},
+				{Path: "ign/keep", Mode: 0o644, Digest: digestOf("K")},
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			build(t, root, sourcesTree)
+			r := tc.req
+			r.SrcRoot, r.Ignore = root, ignoreFunc(t, dockerignore)
+			got, err := Sources(t.Context(), r)
+			if err != nil {
+				t.Fatalf("Sources(): %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Sources() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSources_url(t *testing.T) {
+	var gets atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodHead {
+			gets.Add(1)
+		}
+		h := w.Header()
+		switch r.URL.Path {
+		case "/etag":
+			h.Set("ETag", `"v1"`)
+			h.Set("Last-Modified", "Mon, 06 May 2019 07:08:09 GMT")
+		case "/weak":
+			h.Set("ETag", `W/"v1"`)
+			h.Set("Last-Modified", "Mon, 06 May 2019 07:08:09 GMT")
+			h.Set("Content-Length", "42")
+		case "/weak-only":
+			h.Set("ETag", `W/"v1"`)
+		case "/modified":
+			h.Set("Last-Modified", "Mon, 06 May 2019 07:08:09 GMT")
+			h.Set("Content-Length", "42")
+		case "/modified-no-length":
+			h.Set("Last-Modified", "Mon, 06 May 2019 07:08:09 GMT")
+		case "/refused":
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+
+	tests := []struct {
+		name string
+		path string
+		want string
+	}{
+		{name: "strong etag", path: "/etag", want: `url:"v1"`},
+		{name: "weak etag falls back to last-modified", path: "/weak", want: "url:Mon, 06 May 2019 07:08:09 GMT+42"},
+		{name: "weak etag alone", path: "/weak-only", want: ""},
+		{name: "last-modified and length", path: "/modified", want: "url:Mon, 06 May 2019 07:08:09 GMT+42"},
+		{name: "last-modified without length", path: "/modified-no-length", want: ""},
+		{name: "no validators", path: "/none", want: ""},
+		{name: "HEAD refused", path: "/refused", want: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := srv.URL + tc.path
+			got, err := Sources(t.Context(), Request{Sources: []string{u}, Add: true, SrcRoot: t.TempDir(), HTTPClient: srv.Client()})
+			if err != nil {
+				t.Fatalf("Sources(): %v", err)
+			}
+			want := []SourceFile{{Path: u, Mode: 0o600, Digest: tc.want}}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Sources() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if n := gets.Load(); n != 0 {
+		t.Errorf("Sources() sent %d GET requests, want none", n)
+	}
+}
+
+func TestSources_url_unreachable(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	u := strings.Replace(srv.URL, "http://", "http://user:hunter2@", 1) + "/x"
+	srv.Close()
+	_, err := Sources(t.Context(), Request{Sources: []string{u}, Add: true})
+	if err == nil {
+		t.Fatal("Sources() of an unreachable URL succeeded")
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Sources() error leaks the URL's password: %v", err)
+	}
+}
+
+func TestSources_writesNothing(t *testing.T) {
+	srcRoot, destRoot := t.TempDir(), t.TempDir()
+	build(t, srcRoot, sourcesTree)
+	if _, err := Sources(t.Context(), Request{SrcRoot: srcRoot, DestRoot: destRoot, Sources: []string{"."}, Dest: "/out/"}); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(destRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("Sources() wrote into DestRoot: %v", entries)
+	}
+}
+
+func TestKeyOf(t *testing.T) {
+	base := []SourceFile{
+		{Path: "a", Mode: 0o644, Digest: digestOf("A")},
+		{Path: "d", Mode: fs.ModeDir | 0o755},
+		{Path: "l", Mode: fs.ModeSymlink | 0o777, Link: "a"},
+	}
+	with := func(i int, f func(*SourceFile)) []SourceFile {
+		out := slices.Clone(base)
+		f(&out[i])
+		return out
+	}
+	tests := []struct {
+		name  string
+		other []SourceFile
+		same  bool
+	}{
+		{name: "same list", other: slices.Clone(base), same: true},
+		{name: "order does not matter", other: []SourceFile{base[2], base[0], base[1]}, same: true},
+		{name: "empty xattrs equal nil", other: with(0, func(f *SourceFile) { f.Xattrs = map[string][]byte{} }), same: true},
+		{name: "content", other: with(0, func(f *SourceFile) { f.Digest = digestOf("B") })},
+		{name: "permission", other: with(0, func(f *SourceFile) { f.Mode = 0o755 })},
+		{name: "setuid", other: with(0, func(f *SourceFile) { f.Mode |= fs.ModeSetuid })},
+		{name: "type", other: with(1, func(f *SourceFile) { f.Mode = 0o755 })},
+		{name: "path", other: with(0, func(f *SourceFile) { f.Path = "b" })},
+		{name: "uid", other: with(0, func(f *SourceFile) { f.UID = 1 })},
+		{name: "gid", other: with(0, func(f *SourceFile) { f.GID = 1 })},
+		{name: "symlink target", other: with(2, func(f *SourceFile) { f.Link = "d" })},
+		{name: "hard link", other: with(2, func(f *SourceFile) { f.HardLink = "a" })},
+		{name: "device number", other: with(1, func(f *SourceFile) { f.Rdev = 1 })},
+		{name: "xattr", other: with(0, func(f *SourceFile) { f.Xattrs = map[string][]byte{"security.capability": {1}} })},
+		{name: "field boundary", other: with(2, func(f *SourceFile) { f.Path, f.Link = "la", "" })},
+		{name: "an entry read twice", other: append(slices.Clone(base), base[0])},
+		{name: "missing entry", other: base[:2]},
+	}
+	key := KeyOf(base)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := KeyOf(tc.other)
+			if (got == key) != tc.same {
+				t.Errorf("KeyOf() equal = %v, want %v (%s vs %s)", got == key, tc.same, got, key)
+			}
+		})
+	}
+}
+
+// TestKeyOf_stable pins the encoding: keys are shared through the
+// registry by every machine and every version of the executor, so a change
+// here must come with a new keyVersion.
+func TestKeyOf_stable(t *testing.T) {
+	tests := []struct {
+		name  string
+		files []SourceFile
+		want  string
+	}{
+		{name: "empty", files: nil, want: "23c64bb35e0a3d95e58c3b34878360fac0d970fe9f8e0009817c5355244254e5"},
+		{name: "one of each", files: []SourceFile{
+			{Path: "bin/ping", Mode: fs.ModeSetuid | 0o755, UID: 0, GID: 0, Xattrs: map[string][]byte{"security.capability": {1, 0, 0, 2}}, Digest: digestOf("ping")},
+			{Path: "etc", Mode: fs.ModeDir | 0o755},
+			{Path: "etc/l", Mode: fs.ModeSymlink | 0o777, Link: "../bin/ping"},
+			{Path: "https://example.com/x", Mode: 0o600, Digest: `url:"v1"`},
+		}, want: "0d2801faee6fe139b966f5fc21840ba125e7a52fc40435864ce7c589df085821"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := KeyOf(tc.files); got != tc.want {
+				t.Errorf("KeyOf() = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func digestOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// BenchmarkSources enumerates and digests 20,000 small files in 100
+// directories, with a .dockerignore.
+func BenchmarkSources(b *testing.B) {
+	root := b.TempDir()
+	for d := range 100 {
+		dir := filepath.Join(root, fmt.Sprintf("pkg%03d", d))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for f := range 200 {
+			body := fmt.Sprintf("package pkg%03d // file %d\n%s", d, f, strings.Repeat("x", 200+f))
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d.go", f)), []byte(body), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	r := Request{SrcRoot: root, Sources: []string{"."}, Ignore: ignoreFunc(b, []string{"*.log", "!keep.log"})}
+	b.ResetTimer()
+	for b.Loop() {
+		files, err := Sources(b.Context(), r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(files) != 20100 {
+			b.Fatalf("Sources() listed %d entries, want 20100", len(files))
+		}
+	}
+}

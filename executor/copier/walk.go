@@ -1,0 +1,402 @@
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+)
+
+// The walker is the one place that decides what a step reads: wildcard
+// expansion, .dockerignore and --exclude (with "!" exceptions), symlink and
+// hardlink rules. Copy copies what it lists; Sources digests it. Neither
+// looks at the source tree any other way, so the two cannot disagree.
+
+// walker enumerates the entries a Request reads, in copy order.
+type walker struct {
+	req Request
+	// seen maps the inode of every multiply-linked regular file already
+	// listed to its SrcRoot-relative path.
+	seen map[inode]string
+}
+
+type inode struct{ dev, ino uint64 }
+
+// match is one source path after wildcard expansion.
+type match struct {
+	url  string // ADD URL, else empty
+	rel  string // SrcRoot-relative path as written (cleaned)
+	abs  string // resolved path on disk (symlinks followed inside SrcRoot)
+	name string // base name as written, used inside a directory destination
+	fi   fs.FileInfo
+	// items are the entries read for this match, parents before children:
+	// the match itself when it is not a directory, else what is below it.
+	items []item
+}
+
+// item is one source entry Copy reads.
+type item struct {
+	abs string // path on disk
+	rel string // SrcRoot-relative slash path
+	sub string // slash path below the match's destination; "" for a non-directory match
+	fi  fs.FileInfo
+	ino inode
+	// link is a symlink's target.
+	link string
+	// linked is the rel of an earlier regular file of this step with the
+	// same inode: Copy makes this entry a hard link to that one's copy.
+	linked string
+	// xattrs are the extended attributes Copy carries over.
+	xattrs map[string][]byte
+}
+
+func newWalker(r Request) *walker {
+	return &walker{req: r, seen: map[inode]string{}}
+}
+
+func (w *walker) instr() string {
+	if w.req.Add {
+		return "ADD"
+	}
+	return "COPY"
+}
+
+// plan expands every source and lists the entries each match reads. Its
+// errors are the ones Copy returns before it writes anything: no sources,
+// a URL for COPY, a source not found (or ignored entirely), a wildcard step
+// matching nothing, an unreadable or unsupported entry.
+func (w *walker) plan(ctx context.Context) ([]match, error) {
+	r := w.req
+	if len(r.Sources) == 0 {
+		return nil, fmt.Errorf("%s: no source files were specified", w.instr())
+	}
+	var matches []match
+	for _, src := range r.Sources {
+		if isURL(src) {
+			if !r.Add {
+				return nil, fmt.Errorf("copying %s: source can't be a URL for COPY", redactURL(src))
+			}
+			matches = append(matches, match{url: src})
+			continue
+		}
+		m, err := w.expand(src)
+		if err != nil {
+			return nil, err
+		}
+		matches = append(matches, m...)
+	}
+	if len(matches) == 0 {
+		return nil, fmt.Errorf("%s %s: no source files were specified", w.instr(), strings.Join(r.Sources, " "))
+	}
+	for i := range matches {
+		m := &matches[i]
+		if m.url != "" {
+			continue
+		}
+		rel := w.srcRel(m.abs)
+		if m.fi.IsDir() {
+			// The directory itself is not copied, only what is below it.
+			if err := w.walkDir(ctx, m.abs, rel, "", &m.items); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		it, err := w.item(m.abs, rel, "", m.fi)
+		if err != nil {
+			return nil, err
+		}
+		m.items = []item{it}
+	}
+	return matches, nil
+}
+
+// walkDir lists the entries below dir (SrcRoot-relative rel), skipping
+// ignored ones; an ignored directory is listed only as the parent of
+// entries an exception takes back, as the context Docker sends would hold
+// it.
+func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", rel, err)
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		abs := filepath.Join(dir, e.Name())
+		r := path.Join(rel, e.Name())
+		fi, err := os.Lstat(abs)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", r, err)
+		}
+		ig, err := w.ignored(r)
+		if err != nil {
+			return err
+		}
+		if ig && !(fi.IsDir() && w.hasIncluded(abs, r)) {
+			continue
+		}
+		it, err := w.item(abs, r, path.Join(sub, e.Name()), fi)
+		if err != nil {
+			return err
+		}
+		*out = append(*out, it)
+		if fi.IsDir() {
+			if err := w.walkDir(ctx, abs, r, it.sub, out); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// item reads what Copy needs of one entry besides its content.
+func (w *walker) item(abs, rel, sub string, fi fs.FileInfo) (item, error) {
+	st := fi.Sys().(*syscall.Stat_t)
+	it := item{abs: abs, rel: rel, sub: sub, fi: fi, ino: inode{uint64(st.Dev), st.Ino}}
+	switch mode := fi.Mode(); {
+	case mode.IsDir():
+	case mode.IsRegular():
+		if st.Nlink > 1 {
+			if first, ok := w.seen[it.ino]; !ok {
+				w.seen[it.ino] = rel
+			} else if first != rel {
+				it.linked = first
+			}
+		}
+	case mode&fs.ModeSymlink != 0:
+		link, err := os.Readlink(abs)
+		if err != nil {
+			return item{}, fmt.Errorf("reading link %s: %w", rel, err)
+		}
+		it.link = link
+	case mode&(fs.ModeDevice|fs.ModeNamedPipe) != 0:
+	default:
+		// Sockets cannot be copied; fsutil refuses them too.
+		return item{}, fmt.Errorf("copying %s: unsupported file type %s", rel, mode.Type())
+	}
+	it.xattrs = readXattrs(abs)
+	return it, nil
+}
+
+// readXattrs returns the extended attributes of p (not following a
+// symlink), nil when there are none or they cannot be read: Copy carries
+// them over best effort, as BuildKit does.
+func readXattrs(p string) map[string][]byte {
+	size, err := unix.Llistxattr(p, nil)
+	if err != nil || size <= 0 {
+		return nil
+	}
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil
+	}
+	var out map[string][]byte
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		if name == "" {
+			continue
+		}
+		vs, err := unix.Lgetxattr(p, name, nil)
+		if err != nil || vs < 0 {
+			continue
+		}
+		val := make([]byte, vs)
+		vs, err = unix.Lgetxattr(p, name, val)
+		if err != nil {
+			continue
+		}
+		if out == nil {
+			out = map[string][]byte{}
+		}
+		out[name] = val[:vs]
+	}
+	return out
+}
+
+// sourceFile describes it for Result.Sources and cache keys; digest is the
+// content digest of a regular file.
+func (w *walker) sourceFile(it item, digest string) SourceFile {
+	sf := SourceFile{Path: it.rel, Mode: it.fi.Mode(), Link: it.link, HardLink: it.linked, Digest: digest}
+	st := it.fi.Sys().(*syscall.Stat_t)
+	if w.req.KeepOwner && w.req.Chown == nil {
+		sf.UID, sf.GID = int(st.Uid), int(st.Gid)
+	}
+	if it.fi.Mode()&fs.ModeDevice != 0 {
+		sf.Rdev = uint64(st.Rdev)
+	}
+	for name, val := range it.xattrs {
+		if name == "security.selinux" {
+			// A label of the machine that checked the context out, not of
+			// the content: keep it out so keys match across nodes.
+			continue
+		}
+		if sf.Xattrs == nil {
+			sf.Xattrs = map[string][]byte{}
+		}
+		sf.Xattrs[name] = val
+	}
+	return sf
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+func containsWildcards(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '*', '?', '[':
+			return true
+		}
+	}
+	return false
+}
+
+// expand resolves one local source into its matches.
+func (w *walker) expand(src string) ([]match, error) {
+	clean := path.Clean("/" + filepath.ToSlash(src)) // clamps ".." at SrcRoot, as Docker does
+	if !containsWildcards(clean) {
+		m, ok, err := w.resolve(strings.TrimPrefix(clean, "/"))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s %s: %q: not found", w.instr(), src, clean)
+		}
+		return []match{m}, nil
+	}
+
+	parts := strings.Split(strings.TrimPrefix(clean, "/"), "/")
+	i := 0
+	for i < len(parts) && !containsWildcards(parts[i]) {
+		i++
+	}
+	bases := []string{path.Join(parts[:i]...)}
+	for _, pat := range parts[i:] {
+		var next []string
+		for _, b := range bases {
+			dir, err := securejoin.SecureJoin(w.req.SrcRoot, b)
+			if err != nil {
+				return nil, fmt.Errorf("resolving %s: %w", b, err)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+					continue
+				}
+				return nil, fmt.Errorf("reading %s: %w", b, err)
+			}
+			for _, e := range entries {
+				ok, err := path.Match(pat, e.Name())
+				if err != nil {
+					return nil, fmt.Errorf("%s %s: bad pattern: %w", w.instr(), src, err)
+				}
+				if ok {
+					next = append(next, path.Join(b, e.Name()))
+				}
+			}
+		}
+		bases = next
+	}
+	var out []match
+	for _, rel := range bases {
+		m, ok, err := w.resolve(rel)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// resolve looks up a SrcRoot-relative path, following it if it is a
+// symlink; ok is false when it does not exist or is ignored entirely.
+func (w *walker) resolve(rel string) (match, bool, error) {
+	abs, err := securejoin.SecureJoin(w.req.SrcRoot, rel)
+	if err != nil {
+		return match{}, false, fmt.Errorf("resolving %s: %w", rel, err)
+	}
+	fi, err := os.Lstat(abs)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return match{}, false, nil
+	}
+	if err != nil {
+		return match{}, false, fmt.Errorf("reading %s: %w", rel, err)
+	}
+	realRel := w.srcRel(abs)
+	if w.req.Ignore != nil && realRel != "." {
+		for _, p := range []string{rel, realRel} {
+			ignored, err := w.req.Ignore(p)
+			if err != nil {
+				return match{}, false, err
+			}
+			if ignored && !(fi.IsDir() && w.hasIncluded(abs, realRel)) {
+				return match{}, false, nil
+			}
+		}
+	}
+	name := path.Base("/" + rel)
+	return match{rel: rel, abs: abs, name: name, fi: fi}, true, nil
+}
+
+func (w *walker) ignored(rel string) (bool, error) {
+	if w.req.Ignore == nil || rel == "." || rel == "" {
+		return false, nil
+	}
+	return w.req.Ignore(rel)
+}
+
+func (w *walker) descend(rel string) bool {
+	if w.req.IgnoreDescend == nil {
+		return true
+	}
+	return w.req.IgnoreDescend(rel)
+}
+
+// hasIncluded reports whether the ignored directory abs holds any entry
+// that is not ignored.
+func (w *walker) hasIncluded(abs, rel string) bool {
+	if !w.descend(rel) {
+		return false
+	}
+	entries, err := os.ReadDir(abs)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		r := path.Join(rel, e.Name())
+		ig, err := w.ignored(r)
+		if err != nil {
+			return false
+		}
+		if !ig {
+			return true
+		}
+		if e.IsDir() && w.hasIncluded(filepath.Join(abs, e.Name()), r) {
+			return true
+		}
+	}
+	return false
+}
+
+// srcRel is the SrcRoot-relative slash path of an absolute source path.
+func (w *walker) srcRel(abs string) string {
+	rel, err := filepath.Rel(w.req.SrcRoot, abs)
+	if err != nil {
+		return abs
+	}
+	return filepath.ToSlash(rel)
+}

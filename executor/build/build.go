@@ -153,7 +153,8 @@ func shorten(s string, n int) string {
 }
 
 // Build parses the Dockerfile, builds the stages the target needs and
-// returns the target's image.
+// returns the target's image. The image's base and cached layers are read
+// lazily with ctx, so ctx must stay alive until the image is published.
 func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if o.Now == nil {
 		o.Now = time.Now

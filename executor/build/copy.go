@@ -110,7 +110,11 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 				// Only an ONBUILD trigger can name a stage the plan left out.
 				return fail(result.ReasonDockerfileInvalid, fmt.Errorf("COPY --from=%s: the stage is not built for this target (an ONBUILD trigger cannot add stages)", s.from))
 			}
-			keyParts = append(keyParts, "stage", g.b.stages[src.Index].g.key, req.Sources)
+			if k := g.b.stages[src.Index].g.key; k == "" {
+				keyParts = nil // the stage is not cacheable
+			} else {
+				keyParts = append(keyParts, "stage", k, req.Sources)
+			}
 			srcRoot = func(ctx context.Context) (string, error) {
 				tree, err := g.b.stageTree(ctx, src.Index)
 				if err != nil {

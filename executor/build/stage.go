@@ -174,7 +174,14 @@ func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context
 	s := g.cur()
 	s.hist = g.history(createdBy, false)
 	s.action = action
-	if g.b.opts.Cache != nil && keyParts != nil {
+	if g.b.opts.Cache != nil {
+		if keyParts == nil || g.key == "" {
+			// An uncacheable step makes everything built on it
+			// uncacheable too: later steps, stages FROM this one and
+			// COPY --from it.
+			g.key = ""
+			return nil
+		}
 		h := sha256.New()
 		enc := json.NewEncoder(h)
 		enc.Encode(g.key)
@@ -184,9 +191,6 @@ func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context
 	}
 	return nil
 }
-
-// uncacheable marks the current step as never served from the cache.
-func (g *stage) uncacheable() []any { return nil }
 
 func (g *stage) cur() *step { return g.steps[len(g.steps)-1] }
 

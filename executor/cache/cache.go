@@ -71,7 +71,7 @@ type Entry struct {
 	// Layer is the step's layer, nil when the step changed nothing. Its
 	// bytes are fetched only when read.
 	Layer v1.Layer
-	// Created is when the entry was written.
+	// Created is when the step made its layer (what Store was given).
 	Created time.Time
 }
 

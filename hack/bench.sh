@@ -80,7 +80,9 @@ cleanup() {
 }
 trap cleanup EXIT
 mount -t tmpfs -o "size=${BENCH_TMPFS_SIZE:-16g},mode=755" slipway-bench "${work}"
-mkdir -p "${work}/registry/storage" "${work}/state" "${work}/logs"
+mkdir -p "${work}/registry/storage" "${work}/state"
+logs=${cache}/logs/$(date +%Y%m%d-%H%M%S)
+mkdir -p "${logs}"
 
 say "Starting docker-registry on ${host} (storage on tmpfs ${work})"
 cat >"${work}/registry/config.yml" <<YAML
@@ -115,7 +117,7 @@ echo "${bases[*]}" >&2
 
 say "Benchmarking: cases ${cases[*]}; tools ${tools[*]}; ${BENCH_RUNS:-3} run(s) each"
 rc=0
-env BENCH_REGISTRY="${host}" BENCH_WORK="${work}" BENCH_BUSYBOX="${bases[0]}" BENCH_DEBIAN="${bases[1]:-}" \
+env BENCH_REGISTRY="${host}" BENCH_WORK="${work}" BENCH_LOGS="${logs}" BENCH_BUSYBOX="${bases[0]}" BENCH_DEBIAN="${bases[1]:-}" \
 	BENCH_SLIPWAY="${BENCH_SLIPWAY:-}" \
 	BENCH_KANIKO="${bin}/kaniko-executor-${KANIKO_VERSION}" \
 	BENCH_BUILDKITD="${bin}/buildkitd-${BUILDKIT_VERSION}" BENCH_BUILDCTL="${bin}/buildctl-${BUILDKIT_VERSION}" \

@@ -43,15 +43,8 @@ func debianTarball(ctx context.Context, path, suite, mirror string) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("debootstrap: %w", err)
 	}
-	// Files an image should not carry: apt's downloaded lists and packages.
-	for _, p := range []string{"var/cache/apt/archives", "var/lib/apt/lists"} {
-		ents, _ := os.ReadDir(filepath.Join(root, p))
-		for _, e := range ents {
-			if e.Type().IsRegular() && e.Name() != "lock" {
-				os.Remove(filepath.Join(root, p, e.Name()))
-			}
-		}
-	}
+	// apt's downloaded packages and lists stay: with them the base is about
+	// 300 MB unpacked (without, 130 MB), the size the benchmark's bigbase wants.
 	tmp := path + ".tmp"
 	sh := `tar -C "$1" --numeric-owner --sort=name --xattrs --exclude=./proc/* --exclude=./sys/* --exclude=./dev/* -cf - . | gzip -1 >"$2"`
 	cmd = exec.CommandContext(ctx, "sh", "-c", sh, "sh", root, tmp)

@@ -42,6 +42,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	// The slow part first: the Debian tarball, when it is to be made.
+	if *debTar != "" {
+		if err := debianTarball(ctx, *debTar, *debSuite, *debMirror); err != nil {
+			fmt.Fprintf(os.Stderr, "baseimage: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	ref, err := pushBusybox(ctx, *registry, *repo)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "baseimage: %v\n", err)
@@ -49,10 +56,6 @@ func main() {
 	}
 	fmt.Println(ref)
 	if *debTar != "" {
-		if err := debianTarball(ctx, *debTar, *debSuite, *debMirror); err != nil {
-			fmt.Fprintf(os.Stderr, "baseimage: %v\n", err)
-			os.Exit(1)
-		}
 		ref, err := pushDebian(ctx, *registry, *debRepo, *debTar)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "baseimage: %v\n", err)

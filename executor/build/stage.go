@@ -245,6 +245,7 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		}
 		g.layers = slices.Clone(base.layers)
 		baseHistory = base.cfg.History
+		fmt.Fprintf(b.log, "%s FROM %s\n", prefix(1), st.Base)
 	case g.baseImage != nil:
 		g.layers = slices.Clone(g.baseImage.layers)
 		baseHistory = g.cfg.History[:g.baseHist]
@@ -318,7 +319,11 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			b.lastInPlace = nil
 		}
 	}
-	fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), g.hits, len(g.steps))
+	if b.opts.Cache != nil {
+		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), g.hits, g.keyed)
+	} else {
+		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", st.DisplayName(), time.Since(start).Seconds())
+	}
 	return nil
 }
 

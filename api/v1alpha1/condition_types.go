@@ -1,0 +1,67 @@
+package v1alpha1
+
+// Condition types of an ImageBuild. They follow kstatus
+// (sigs.k8s.io/cli-utils/pkg/kstatus), so that kubectl wait, Flux and Argo CD read an
+// ImageBuild without knowing it.
+const (
+	// ConditionReady is "normal-true": True once the image of the observed generation has been
+	// built and pushed; False with the reason of the failure, or of the wait, otherwise.
+	// `kubectl wait --for=condition=Ready imagebuild/NAME` waits for a successful build.
+	ConditionReady = "Ready"
+
+	// ConditionReconciling is "abnormal-true": True while a build is queued, starting, running
+	// or waiting to be retried; removed once the build has ended (either way).
+	ConditionReconciling = "Reconciling"
+
+	// ConditionStalled is "abnormal-true": True when the controller cannot make progress without
+	// a change to the spec or a rebuild request: the build failed for a reason that retrying
+	// cannot fix, or it ran out of retries. Removed otherwise.
+	ConditionStalled = "Stalled"
+)
+
+// Reasons of the conditions, also used as status.failure.reason. Reasons coming from the
+// executor (SourceFetchFailed, DockerfileInvalid, RunFailed, PushFailed, ...) are copied from its
+// result as they are.
+const (
+	// ReasonSucceeded: the image was built and pushed.
+	ReasonSucceeded = "Succeeded"
+	// ReasonQueued: the build waits for a free slot (--max-concurrent-builds).
+	ReasonQueued = "Queued"
+	// ReasonPodCreated: the executor pod was created and is not running yet.
+	ReasonPodCreated = "PodCreated"
+	// ReasonBuilding: the executor pod is running.
+	ReasonBuilding = "Building"
+	// ReasonRetrying: an attempt failed for a reason that may be transient; another follows
+	// after a backoff.
+	ReasonRetrying = "Retrying"
+	// ReasonSecretNotFound: a referenced Secret or ConfigMap does not exist (yet), or has the
+	// wrong type; retried with backoff.
+	ReasonSecretNotFound = "SecretNotFound"
+
+	// ReasonBuildFailed: the executor failed without a readable result.
+	ReasonBuildFailed = "BuildFailed"
+	// ReasonOOMKilled: the executor was killed for exceeding its memory limit.
+	ReasonOOMKilled = "OOMKilled"
+	// ReasonEvicted: the executor pod was evicted from its node.
+	ReasonEvicted = "Evicted"
+	// ReasonPodDeleted: the executor pod was deleted before it ended.
+	ReasonPodDeleted = "PodDeleted"
+	// ReasonTimeout: the build ran longer than spec.timeout.
+	ReasonTimeout = "Timeout"
+	// ReasonPodFailed: the executor pod could not start or ended in an unexpected way.
+	ReasonPodFailed = "PodFailed"
+)
+
+// Labels and annotations.
+const (
+	// RebuildAnnotation on an ImageBuild asks for a new build of an unchanged spec: set it to any
+	// value that differs from the previous one (a timestamp, for instance).
+	RebuildAnnotation = "build.slipway.dev/rebuild"
+
+	// LabelImageBuild on an executor pod names its ImageBuild.
+	LabelImageBuild = "build.slipway.dev/imagebuild"
+	// LabelGeneration on an executor pod is the ImageBuild generation it builds.
+	LabelGeneration = "build.slipway.dev/generation"
+	// LabelAttempt on an executor pod is the build attempt it runs (see status.attempt).
+	LabelAttempt = "build.slipway.dev/attempt"
+)

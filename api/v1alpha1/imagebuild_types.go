@@ -1,0 +1,448 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ImageBuildSpec is the image to build: where its source is, how to build it and where to push it.
+// +kubebuilder:validation:XValidation:rule="!has(self.cache) || !has(self.cache.repository) || !self.cache.disabled",message="cache.repository cannot be set when cache.disabled is true"
+type ImageBuildSpec struct {
+	// source is where the build context comes from.
+	// +required
+	Source Source `json:"source"`
+
+	// dockerfile is the path of the Dockerfile, relative to the build context.
+	// +kubebuilder:default=Dockerfile
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",message="must be a relative path inside the build context"
+	// +optional
+	Dockerfile string `json:"dockerfile,omitempty"`
+
+	// target is the stage of a multi-stage Dockerfile to build; the last stage when empty.
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9_.-]*$`
+	// +optional
+	Target string `json:"target,omitempty"`
+
+	// buildArgs are the values of the Dockerfile's ARG instructions.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	BuildArgs []BuildArg `json:"buildArgs,omitempty"`
+
+	// labels are added to the image's configuration (like LABEL instructions).
+	// +kubebuilder:validation:MaxProperties=64
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// output is where the image is pushed.
+	// +required
+	Output Output `json:"output"`
+
+	// cache configures the registry-backed layer cache. It is enabled by default.
+	// +optional
+	Cache *Cache `json:"cache,omitempty"`
+
+	// timeout bounds the duration of one build attempt (the executor pod's
+	// activeDeadlineSeconds). A build that runs longer fails with reason Timeout.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s') && duration(self) <= duration('24h')",message="must be between 10s and 24h"
+	// +kubebuilder:default="1h"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// resources of the executor container. The manager's defaults apply when empty.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// nodeSelector of the executor pod.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations of the executor pod.
+	// +listType=atomic
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity of the executor pod.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// priorityClassName of the executor pod.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// serviceAccountName of the executor pod. Its token is never mounted; the account only
+	// matters for image pull secrets and admission policies.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// executorImage overrides the manager's executor image (--executor-image) for this build.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	ExecutorImage string `json:"executorImage,omitempty"`
+
+	// retention says how long a finished executor pod is kept, so that its logs can be read.
+	// +optional
+	Retention *Retention `json:"retention,omitempty"`
+}
+
+// Source is the build context.
+type Source struct {
+	// git is the repository the build context is fetched from.
+	// +required
+	Git GitSource `json:"git"`
+
+	// contextDir is the directory of the repository used as the build context; the
+	// repository's root when empty.
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",message="must be a relative path inside the repository"
+	// +optional
+	ContextDir string `json:"contextDir,omitempty"`
+}
+
+// GitSource is a git repository at a revision.
+type GitSource struct {
+	// url of the repository: https://, http://, ssh:// or git://, or scp-like
+	// user@host:path.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?|ssh|git)://[^\\\\s/@]+(@[^\\\\s/]+)?/[^\\\\s#]*$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\\\s#]+$')",message="must be an https://, http://, ssh:// or git:// URL with a host and a path, or scp-like user@host:path, without a #fragment"
+	// +required
+	URL string `json:"url"`
+
+	// revision is a branch, a tag, a commit SHA or any ref (refs/pull/42/head); the
+	// repository's default branch when empty.
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[^\s:#~^?*\[\\]+$`
+	// +optional
+	Revision string `json:"revision,omitempty"`
+
+	// secretRef names a Secret of the ImageBuild's namespace with the credentials of the
+	// repository: type kubernetes.io/basic-auth (username and password, or a token as the
+	// password) for http(s), or kubernetes.io/ssh-auth (ssh-privatekey, and known_hosts) for ssh.
+	// +optional
+	SecretRef *corev1.LocalObjectReference `json:"secretRef,omitempty"`
+
+	// submodules, when true, fetches the repository's submodules recursively.
+	// +optional
+	Submodules bool `json:"submodules,omitempty"`
+}
+
+// BuildArg is the value of one ARG.
+// +kubebuilder:validation:XValidation:rule="!(has(self.value) && has(self.valueFrom))",message="value and valueFrom are mutually exclusive"
+// +kubebuilder:validation:XValidation:rule="!has(self.valueFrom) || !(self.name in ['PATH', 'HOME', 'HOSTNAME', 'DOCKER_CONFIG', 'GIT_USERNAME', 'GIT_PASSWORD', 'GIT_TOKEN', 'GIT_SSH_KEY_FILE', 'GIT_SSH_KNOWN_HOSTS', 'SSL_CERT_FILE', 'SSL_CERT_DIR'])",message="a build argument read from valueFrom is passed as an environment variable of the same name and cannot be one the executor uses"
+type BuildArg struct {
+	// name of the ARG.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +required
+	Name string `json:"name"`
+
+	// value of the ARG.
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Value *string `json:"value,omitempty"`
+
+	// valueFrom reads the value from a key of a Secret or a ConfigMap. Like Docker's build
+	// arguments, a value read from a Secret can end up in the image's history if a RUN step
+	// uses it; prefer secret mounts for real secrets.
+	// +optional
+	ValueFrom *BuildArgSource `json:"valueFrom,omitempty"`
+}
+
+// BuildArgSource is the origin of a build argument's value.
+// +kubebuilder:validation:XValidation:rule="has(self.secretKeyRef) != has(self.configMapKeyRef)",message="exactly one of secretKeyRef and configMapKeyRef must be set"
+type BuildArgSource struct {
+	// secretKeyRef selects a key of a Secret of the ImageBuild's namespace.
+	// +optional
+	SecretKeyRef *corev1.SecretKeySelector `json:"secretKeyRef,omitempty"`
+
+	// configMapKeyRef selects a key of a ConfigMap of the ImageBuild's namespace.
+	// +optional
+	ConfigMapKeyRef *corev1.ConfigMapKeySelector `json:"configMapKeyRef,omitempty"`
+}
+
+// Output is where the built image goes.
+type Output struct {
+	// image is the reference the image is pushed to: [registry/]repository[:tag], without a
+	// digest. The tag is "latest" when omitted.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?([.][A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$')",message="must be an image reference [registry/]repository[:tag] without a digest"
+	// +required
+	Image string `json:"image"`
+
+	// additionalTags are more tags of the same repository that the image is pushed to.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`
+	// +optional
+	AdditionalTags []string `json:"additionalTags,omitempty"`
+
+	// pushSecretRef names a Secret of type kubernetes.io/dockerconfigjson of the ImageBuild's
+	// namespace with the credentials of the registry (and of the cache repository).
+	// +optional
+	PushSecretRef *corev1.LocalObjectReference `json:"pushSecretRef,omitempty"`
+
+	// insecure allows a registry served over plain HTTP or with an untrusted certificate.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// Cache configures the layer cache.
+type Cache struct {
+	// repository where cached layers are stored; "<output image repository>/cache" when empty.
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?([.][A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$')",message="must be a repository [registry/]path without a tag or digest"
+	// +optional
+	Repository string `json:"repository,omitempty"`
+
+	// ttl is how long a cached layer is used after it was pushed; the executor's default
+	// (two weeks) when empty.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="must be at least 1m"
+	// +optional
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// disabled turns the cache off.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+}
+
+// Retention says how long finished executor pods are kept.
+type Retention struct {
+	// ttlSecondsAfterFinished is how long a finished executor pod is kept before the
+	// controller deletes it; kept until the ImageBuild is deleted when unset.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2592000
+	// +optional
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+}
+
+// BuildPhase is a coarse summary of where a build is; conditions carry the details.
+// +kubebuilder:validation:Enum=Pending;Queued;Running;Succeeded;Failed
+type BuildPhase string
+
+// Phases of a build.
+const (
+	// PhasePending: the executor pod is being created or waits to be scheduled or retried.
+	PhasePending BuildPhase = "Pending"
+	// PhaseQueued: the build waits for a free slot (--max-concurrent-builds).
+	PhaseQueued BuildPhase = "Queued"
+	// PhaseRunning: the executor pod is running.
+	PhaseRunning BuildPhase = "Running"
+	// PhaseSucceeded: the image was pushed.
+	PhaseSucceeded BuildPhase = "Succeeded"
+	// PhaseFailed: the build failed and will not be retried.
+	PhaseFailed BuildPhase = "Failed"
+)
+
+// Finished reports whether a build in phase p has ended.
+func (p BuildPhase) Finished() bool { return p == PhaseSucceeded || p == PhaseFailed }
+
+// ImageBuildStatus is what the controller observed of the latest build.
+type ImageBuildStatus struct {
+	// phase of the latest build.
+	// +optional
+	Phase BuildPhase `json:"phase,omitempty"`
+
+	// conditions: Ready, Reconciling and Stalled (kstatus).
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// observedGeneration is the generation the latest build is for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// observedRebuild is the value of the build.slipway.dev/rebuild annotation the latest
+	// build is for.
+	// +optional
+	ObservedRebuild string `json:"observedRebuild,omitempty"`
+
+	// attempt counts the executor pods started for the observed generation (1 for the first).
+	// +optional
+	Attempt int32 `json:"attempt,omitempty"`
+
+	// retries counts the attempts of the latest build that were retried after a transient
+	// failure.
+	// +optional
+	Retries int32 `json:"retries,omitempty"`
+
+	// nextRetryTime is when the next attempt starts, while phase is Pending after a
+	// retryable failure.
+	// +optional
+	NextRetryTime *metav1.Time `json:"nextRetryTime,omitempty"`
+
+	// podName is the executor pod of the latest attempt.
+	// +optional
+	PodName string `json:"podName,omitempty"`
+
+	// startTime is when the executor container of the latest attempt started.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the latest build ended.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// duration is completionTime - startTime, for people (1m23s).
+	// +optional
+	Duration string `json:"duration,omitempty"`
+
+	// source is what was fetched.
+	// +optional
+	Source *SourceStatus `json:"source,omitempty"`
+
+	// image is what was pushed.
+	// +optional
+	Image *ImageStatus `json:"image,omitempty"`
+
+	// cache counts the layer cache lookups of the build.
+	// +optional
+	Cache *CacheStatus `json:"cache,omitempty"`
+
+	// stages summarises each built stage, in build order.
+	// +listType=atomic
+	// +optional
+	Stages []StageStatus `json:"stages,omitempty"`
+
+	// failure says why and where the latest build failed.
+	// +optional
+	Failure *Failure `json:"failure,omitempty"`
+}
+
+// SourceStatus is the fetched source.
+type SourceStatus struct {
+	// commit is the resolved git commit that was built.
+	// +optional
+	Commit string `json:"commit,omitempty"`
+}
+
+// ImageStatus is the pushed image.
+type ImageStatus struct {
+	// digest of the image manifest (sha256:...).
+	// +optional
+	Digest string `json:"digest,omitempty"`
+
+	// shortDigest is the first 12 hex digits of digest, for kubectl get.
+	// +optional
+	ShortDigest string `json:"shortDigest,omitempty"`
+
+	// references are the pushed references, each with the digest (repo@sha256:...).
+	// +listType=atomic
+	// +optional
+	References []string `json:"references,omitempty"`
+}
+
+// CacheStatus counts layer cache lookups.
+type CacheStatus struct {
+	// hits is the number of instructions served from the cache.
+	// +optional
+	Hits int32 `json:"hits"`
+
+	// misses is the number of instructions that were built.
+	// +optional
+	Misses int32 `json:"misses"`
+}
+
+// StageStatus summarises one built stage.
+type StageStatus struct {
+	// name of the stage, or its index when it has none.
+	// +optional
+	Name string `json:"name"`
+
+	// instructions is the number of instructions of the stage (FROM excluded).
+	// +optional
+	Instructions int32 `json:"instructions"`
+
+	// cacheHits is the number of instructions served from the cache.
+	// +optional
+	CacheHits int32 `json:"cacheHits"`
+
+	// duration of the stage (1.5s).
+	// +optional
+	Duration string `json:"duration,omitempty"`
+}
+
+// Failure says why and where a build failed.
+type Failure struct {
+	// reason is machine-readable: an executor reason (SourceFetchFailed, DockerfileInvalid,
+	// RunFailed, PushFailed, ...) or one of the pod's (OOMKilled, Evicted, PodDeleted, Timeout,
+	// PodFailed, BuildFailed).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+
+	// message is for people.
+	// +optional
+	Message string `json:"message,omitempty"`
+
+	// line is the 1-based line of the failing Dockerfile instruction.
+	// +optional
+	Line int32 `json:"line,omitempty"`
+
+	// instruction is the failing instruction as written, shortened.
+	// +optional
+	Instruction string `json:"instruction,omitempty"`
+
+	// exitCode is the exit status of a failed RUN step, or of the executor.
+	// +optional
+	ExitCode int32 `json:"exitCode,omitempty"`
+
+	// pod is the executor pod that failed.
+	// +optional
+	Pod string `json:"pod,omitempty"`
+
+	// container is the container of the pod that failed.
+	// +optional
+	Container string `json:"container,omitempty"`
+}
+
+// ImageBuild builds a container image from a git repository in the cluster and pushes it to a
+// registry.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ib,categories=slipway
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.output.image`
+// +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.image.shortDigest`
+// +kubebuilder:printcolumn:name="Cache-Hits",type=integer,JSONPath=`.status.cache.hits`
+// +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failure.reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters (it names the executor pods and labels them)"
+type ImageBuild struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the image to build.
+	// +required
+	Spec ImageBuildSpec `json:"spec"`
+
+	// status is what the controller observed.
+	// +optional
+	Status ImageBuildStatus `json:"status,omitempty"`
+}
+
+// ImageBuildList is a list of ImageBuilds.
+// +kubebuilder:object:root=true
+type ImageBuildList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ImageBuild `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ImageBuild{}, &ImageBuildList{})
+}

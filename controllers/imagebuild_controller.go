@@ -1,0 +1,726 @@
+// Package controllers holds the ImageBuild controller: it runs one executor pod per build
+// attempt and reports the executor's result on the ImageBuild's status.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/slipway-dev/slipway/api/v1alpha1"
+)
+
+// ownerIndex is the field index of executor pods by the name of their controlling ImageBuild.
+const ownerIndex = ".metadata.controller.imagebuild"
+
+// Options configure an ImageBuildReconciler. The zero value of a field means its default.
+type Options struct {
+	// ExecutorImage is the executor pods' image unless an ImageBuild overrides it. Required.
+	ExecutorImage string
+	// HostUsers false runs executor pods in user namespaces (hostUsers: false); set it only on
+	// clusters that support them. The default is false, i.e. pods share the host's user
+	// namespace... see main.go's --host-users, which defaults to true.
+	HostUsers bool
+	// MaxConcurrentBuilds bounds the executor pods running at once across the cluster; builds
+	// beyond it wait in phase Queued, oldest first. 0 means no bound.
+	MaxConcurrentBuilds int
+	// Resources apply to executor containers of ImageBuilds without spec.resources.
+	Resources corev1.ResourceRequirements
+	// MaxRetries is the number of retries of a build that failed for a transient reason.
+	// The default is 3.
+	MaxRetries int32
+	// RetryBackoff is the wait before the first retry, doubling each time up to
+	// MaxRetryBackoff. The defaults are 10s and 5m.
+	RetryBackoff, MaxRetryBackoff time.Duration
+}
+
+// ImageBuildReconciler reconciles ImageBuilds with their executor pods.
+//
+// It runs with one worker: the queue of --max-concurrent-builds is decided one build at a time.
+type ImageBuildReconciler struct {
+	// Client reads pods and ImageBuilds from the manager's cache and writes to the API server.
+	Client client.Client
+	// APIReader reads directly from the API server: the ImageBuild at the start of each
+	// reconcile (its status must not be stale, or a build could start twice), and Secrets
+	// (which the manager does not cache).
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	// Clock is the time source; the real clock when nil.
+	Clock   clock.PassiveClock
+	Options Options
+
+	slots   slotTracker
+	metrics *buildMetrics
+}
+
+// +kubebuilder:rbac:groups=build.slipway.dev,resources=imagebuilds,verbs=get;list;watch
+// +kubebuilder:rbac:groups=build.slipway.dev,resources=imagebuilds/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// pendingEvent is an Event emitted once the status patch of the reconcile succeeded.
+type pendingEvent struct {
+	related      runtime.Object
+	typ, reason  string
+	action, note string
+}
+
+// Reconcile brings one ImageBuild one step closer to a finished build, and writes its status
+// once, in a deferred patch; the events of the step are emitted after that patch succeeds.
+func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	logger := log.FromContext(ctx)
+
+	ib := &v1alpha1.ImageBuild{}
+	if err := r.APIReader.Get(ctx, req.NamespacedName, ib); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.slots.forget(req.NamespacedName)
+			return ctrl.Result{}, r.deleteOrphans(ctx, req.NamespacedName)
+		}
+		return ctrl.Result{}, fmt.Errorf("getting ImageBuild: %w", err)
+	}
+	if ib.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+
+	orig := ib.DeepCopy()
+	var evs []pendingEvent
+	defer func() {
+		if equality.Semantic.DeepEqual(orig.Status, ib.Status) {
+			r.emit(ib, evs)
+			return
+		}
+		if err := r.Client.Status().Patch(ctx, ib, client.MergeFrom(orig)); err != nil {
+			if !apierrors.IsNotFound(err) {
+				retErr = errors.Join(retErr, fmt.Errorf("patching ImageBuild status: %w", err))
+			}
+			return
+		}
+		r.observe(orig, ib)
+		r.emit(ib, evs)
+	}()
+
+	res, evs, err := r.reconcileBuild(ctx, ib)
+	if err != nil {
+		return res, err
+	}
+	if ib.Status.Phase != orig.Status.Phase {
+		logger.Info("Changed phase", "imagebuild", klog.KObj(ib), "from", orig.Status.Phase, "to", ib.Status.Phase,
+			"pod", ib.Status.PodName)
+	}
+	return res, nil
+}
+
+// reconcileBuild is one step of the state machine; it changes ib.Status and nothing else of ib.
+//
+//  1. Pods of other builds still running are deleted; nothing starts until they are gone.
+//  2. A new generation or rebuild annotation starts a new build (newBuildStatus).
+//  3. A finished build only applies the pods' retention.
+//  4. A build waiting for a retry starts its next attempt when the backoff has passed.
+//  5. A build without a pod creates it, unless the queue is full (phase Queued), or a
+//     referenced Secret or ConfigMap is missing (Ready=False/SecretNotFound, error for backoff).
+//  6. A build with a pod takes its status from it (computeStatus), then maybe a retry
+//     (planRetry).
+func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.ImageBuild) (ctrl.Result, []pendingEvent, error) {
+	now := r.now()
+	var evs []pendingEvent
+
+	pods, err := r.ownedPods(ctx, ib)
+	if err != nil {
+		return ctrl.Result{}, nil, err
+	}
+	if isNewBuild(ib) {
+		ib.Status = newBuildStatus(ib)
+	}
+	// 1. Never two builds: stop every running pod that is not the current attempt's.
+	stopping, err := r.stopOthers(ctx, ib, pods, &evs)
+	if err != nil {
+		return ctrl.Result{}, evs, err
+	}
+
+	// 3. Finished.
+	if ib.Status.Phase.Finished() {
+		r.slots.release(client.ObjectKeyFromObject(ib))
+		return r.applyRetention(ctx, ib, pods, now), evs, nil
+	}
+
+	// 4. Waiting for a retry.
+	if t := ib.Status.NextRetryTime; t != nil {
+		if wait := t.Sub(now); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, evs, nil
+		}
+		ib.Status.NextRetryTime = nil
+		ib.Status.Attempt++
+		ib.Status.PodName = ""
+		ib.Status.StartTime = nil
+	}
+
+	// 5. No pod yet: adopt the one a previous reconcile created, or create it.
+	if ib.Status.PodName == "" {
+		name := podName(ib, ib.Status.Attempt)
+		if pod, err := r.getPod(ctx, ib.Namespace, name); err != nil {
+			return ctrl.Result{}, evs, err
+		} else if pod != nil {
+			ib.Status.PodName = name
+		} else {
+			if stopping {
+				setCondition(&ib.Status, ib.Generation, v1alpha1.ConditionReconciling, metav1.ConditionTrue,
+					v1alpha1.ReasonPodCreated, "Waiting for the executor pod of the previous build to stop")
+				return ctrl.Result{}, evs, nil
+			}
+			return r.startPod(ctx, ib, now, evs)
+		}
+	}
+
+	// 6. Observe the pod.
+	pod, err := r.getPod(ctx, ib.Namespace, ib.Status.PodName)
+	if err != nil {
+		return ctrl.Result{}, evs, err
+	}
+	prev := ib.Status.Phase
+	ib.Status = computeStatus(ib, pod, now)
+	var result ctrl.Result
+	if ib.Status.Phase == v1alpha1.PhaseFailed {
+		failure := *ib.Status.Failure
+		if wait := planRetry(&ib.Status, ib.Generation, r.retryPolicy(), now); wait > 0 {
+			r.slots.release(client.ObjectKeyFromObject(ib))
+			evs = append(evs, pendingEvent{related: related(pod), typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonRetrying,
+				action: "Retry", note: fmt.Sprintf("Attempt %d failed with %s; retrying in %s", ib.Status.Attempt, failure.Reason, wait)})
+			return ctrl.Result{RequeueAfter: wait}, evs, nil
+		}
+	}
+	if ib.Status.Phase.Finished() && !prev.Finished() {
+		r.slots.release(client.ObjectKeyFromObject(ib))
+		r.metrics.finished(&ib.Status)
+		evs = append(evs, finishedEvent(ib, pod))
+		if pod != nil {
+			result = r.applyRetention(ctx, ib, []corev1.Pod{*pod}, now)
+		}
+	}
+	return result, evs, nil
+}
+
+// startPod creates the executor pod of the current attempt, or leaves the build Queued when
+// --max-concurrent-builds pods already run or older builds wait. It sets phase Pending or
+// Queued with Ready=False and Reconciling=True.
+func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
+	key := client.ObjectKeyFromObject(ib)
+	gen := ib.Generation
+
+	opts, problem, err := r.podOptions(ctx, ib)
+	if err != nil {
+		return ctrl.Result{}, evs, err
+	}
+	if problem != "" {
+		ib.Status.Phase = v1alpha1.PhasePending
+		setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound, problem)
+		setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonSecretNotFound, problem)
+		return ctrl.Result{}, evs, errors.New(problem)
+	}
+
+	if ok, running, err := r.haveSlot(ctx, ib); err != nil {
+		return ctrl.Result{}, evs, err
+	} else if !ok {
+		msg := fmt.Sprintf("Waiting for a build slot: %d of %d in use", running, r.Options.MaxConcurrentBuilds)
+		if ib.Status.Phase != v1alpha1.PhaseQueued {
+			evs = append(evs, pendingEvent{typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonQueued, action: "Queue", note: msg})
+		}
+		ib.Status.Phase = v1alpha1.PhaseQueued
+		setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonQueued, msg)
+		setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonQueued, msg)
+		r.slots.queue(key)
+		return ctrl.Result{}, evs, nil
+	}
+
+	pod := constructPod(ib, opts)
+	if err := r.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+		return ctrl.Result{}, evs, fmt.Errorf("creating executor pod %s: %w", pod.Name, err)
+	}
+	r.slots.launch(key, types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, now)
+	ib.Status.PodName = pod.Name
+	ib.Status.Phase = v1alpha1.PhasePending
+	msg := fmt.Sprintf("Created executor pod %s (attempt %d)", pod.Name, ib.Status.Attempt)
+	setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonPodCreated, msg)
+	setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonPodCreated, msg)
+	evs = append(evs, pendingEvent{related: pod, typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonPodCreated, action: "Build", note: msg})
+	return ctrl.Result{}, evs, nil
+}
+
+// podOptions resolves what constructPod needs beyond the ImageBuild, checking that the
+// referenced Secrets and ConfigMaps exist. problem says, for people, what is missing; it never
+// contains a Secret's data.
+func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.ImageBuild) (podOptions, string, error) {
+	opts := podOptions{executorImage: r.Options.ExecutorImage, hostUsers: r.Options.HostUsers, resources: r.Options.Resources}
+	ns := ib.Namespace
+
+	if ref := ib.Spec.Source.Git.SecretRef; ref != nil {
+		s, problem, err := r.getSecret(ctx, ns, ref.Name, "spec.source.git.secretRef")
+		if err != nil || problem != "" {
+			return opts, problem, err
+		}
+		switch {
+		case s.Type == corev1.SecretTypeSSHAuth || s.Data[corev1.SSHAuthPrivateKey] != nil:
+			opts.gitAuth = gitAuthSSH
+		case s.Type == corev1.SecretTypeBasicAuth || s.Data[corev1.BasicAuthPasswordKey] != nil:
+			opts.gitAuth = gitAuthBasic
+		default:
+			return opts, fmt.Sprintf("Secret %q (spec.source.git.secretRef) is neither of type %s nor %s",
+				ref.Name, corev1.SecretTypeBasicAuth, corev1.SecretTypeSSHAuth), nil
+		}
+	}
+	if ref := ib.Spec.Output.PushSecretRef; ref != nil {
+		s, problem, err := r.getSecret(ctx, ns, ref.Name, "spec.output.pushSecretRef")
+		if err != nil || problem != "" {
+			return opts, problem, err
+		}
+		if s.Data[corev1.DockerConfigJsonKey] == nil {
+			return opts, fmt.Sprintf("Secret %q (spec.output.pushSecretRef) has no %s key; it must be of type %s",
+				ref.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson), nil
+		}
+	}
+	for i, a := range ib.Spec.BuildArgs {
+		if a.ValueFrom == nil {
+			continue
+		}
+		field := fmt.Sprintf("spec.buildArgs[%d].valueFrom", i)
+		if s := a.ValueFrom.SecretKeyRef; s != nil && !ptrTrue(s.Optional) {
+			sec, problem, err := r.getSecret(ctx, ns, s.Name, field+".secretKeyRef")
+			if err != nil || problem != "" {
+				return opts, problem, err
+			}
+			if _, ok := sec.Data[s.Key]; !ok {
+				return opts, fmt.Sprintf("Secret %q (%s.secretKeyRef) has no key %q", s.Name, field, s.Key), nil
+			}
+		}
+		if c := a.ValueFrom.ConfigMapKeyRef; c != nil && !ptrTrue(c.Optional) {
+			cm := &corev1.ConfigMap{}
+			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: c.Name}, cm); err != nil {
+				if apierrors.IsNotFound(err) {
+					return opts, fmt.Sprintf("ConfigMap %q (%s.configMapKeyRef) not found", c.Name, field), nil
+				}
+				return opts, "", fmt.Errorf("getting ConfigMap %s: %w", c.Name, err)
+			}
+			_, inData := cm.Data[c.Key]
+			_, inBinary := cm.BinaryData[c.Key]
+			if !inData && !inBinary {
+				return opts, fmt.Sprintf("ConfigMap %q (%s.configMapKeyRef) has no key %q", c.Name, field, c.Key), nil
+			}
+		}
+	}
+	return opts, "", nil
+}
+
+func (r *ImageBuildReconciler) getSecret(ctx context.Context, ns, name, field string) (*corev1.Secret, string, error) {
+	s := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Sprintf("Secret %q (%s) not found", name, field), nil
+		}
+		return nil, "", fmt.Errorf("getting Secret %s: %w", name, err)
+	}
+	return s, "", nil
+}
+
+// haveSlot reports whether ib may start a pod: fewer than MaxConcurrentBuilds executor pods run
+// (counting those this manager just created and its cache may not show yet), counting the
+// builds that have waited longer than ib as running.
+func (r *ImageBuildReconciler) haveSlot(ctx context.Context, ib *v1alpha1.ImageBuild) (bool, int, error) {
+	limit := r.Options.MaxConcurrentBuilds
+	if limit <= 0 {
+		return true, 0, nil
+	}
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.MatchingLabels{managedByLabel: managedByValue}); err != nil {
+		return false, 0, fmt.Errorf("listing executor pods: %w", err)
+	}
+	cached := map[types.NamespacedName]bool{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		cached[client.ObjectKeyFromObject(p)] = !podFinished(p)
+	}
+	running := r.slots.active(cached, r.now())
+	if running >= limit {
+		return false, running, nil
+	}
+
+	var ibs v1alpha1.ImageBuildList
+	if err := r.Client.List(ctx, &ibs); err != nil {
+		return false, running, fmt.Errorf("listing ImageBuilds: %w", err)
+	}
+	older := 0
+	for i := range ibs.Items {
+		other := &ibs.Items[i]
+		if other.UID == ib.UID || other.Status.Phase != v1alpha1.PhaseQueued || r.slots.launched(client.ObjectKeyFromObject(other)) {
+			continue
+		}
+		if olderThan(other, ib) {
+			older++
+		}
+	}
+	return running+older < limit, running, nil
+}
+
+// olderThan orders the queue: creation time, then namespace and name.
+func olderThan(a, b *v1alpha1.ImageBuild) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+// ownedPods lists the executor pods of ib's name from the cache, by index.
+func (r *ImageBuildReconciler) ownedPods(ctx context.Context, ib *v1alpha1.ImageBuild) ([]corev1.Pod, error) {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ib.Namespace), client.MatchingFields{ownerIndex: ib.Name}); err != nil {
+		return nil, fmt.Errorf("listing executor pods: %w", err)
+	}
+	return pods.Items, nil
+}
+
+// stopOthers deletes the unfinished pods that are not the current attempt's (an older
+// generation's, a previous ImageBuild of the same name's), and reports whether any is
+// still there.
+func (r *ImageBuildReconciler) stopOthers(ctx context.Context, ib *v1alpha1.ImageBuild, pods []corev1.Pod, evs *[]pendingEvent) (bool, error) {
+	current := podName(ib, ib.Status.Attempt)
+	stopping := false
+	for i := range pods {
+		p := &pods[i]
+		ours := metav1.IsControlledBy(p, ib)
+		if (ours && p.Name == current) || podFinished(p) && ours {
+			continue
+		}
+		stopping = true
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.Client.Delete(ctx, p, client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return true, fmt.Errorf("deleting executor pod %s of a previous build: %w", p.Name, err)
+		}
+		*evs = append(*evs, pendingEvent{related: p.DeepCopy(), typ: corev1.EventTypeNormal, reason: "PodStopped", action: "Delete",
+			note: fmt.Sprintf("Deleted executor pod %s of a previous build", p.Name)})
+	}
+	return stopping, nil
+}
+
+// applyRetention deletes finished pods older than spec.retention.ttlSecondsAfterFinished and
+// asks to be called again when the next one expires.
+func (r *ImageBuildReconciler) applyRetention(ctx context.Context, ib *v1alpha1.ImageBuild, pods []corev1.Pod, now time.Time) ctrl.Result {
+	ret := ib.Spec.Retention
+	if ret == nil || ret.TTLSecondsAfterFinished == nil {
+		return ctrl.Result{}
+	}
+	ttl := time.Duration(*ret.TTLSecondsAfterFinished) * time.Second
+	var next time.Duration
+	for i := range pods {
+		p := &pods[i]
+		if !podFinished(p) || p.DeletionTimestamp != nil {
+			continue
+		}
+		end := podFinishedAt(p)
+		if end.IsZero() && ib.Status.CompletionTime != nil {
+			end = ib.Status.CompletionTime.Time
+		}
+		if wait := end.Add(ttl).Sub(now); wait > 0 {
+			if next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
+		if err := r.Client.Delete(ctx, p, client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) {
+			log.FromContext(ctx).Error(err, "Could not delete expired executor pod", "pod", klog.KObj(p))
+		}
+	}
+	return ctrl.Result{RequeueAfter: next}
+}
+
+// deleteOrphans deletes the unfinished pods of a deleted ImageBuild at once, without waiting
+// for the garbage collector.
+func (r *ImageBuildReconciler) deleteOrphans(ctx context.Context, key types.NamespacedName) error {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(key.Namespace), client.MatchingFields{ownerIndex: key.Name}); err != nil {
+		return fmt.Errorf("listing executor pods: %w", err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.Client.Delete(ctx, p, client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting executor pod %s of a deleted ImageBuild: %w", p.Name, err)
+		}
+		log.FromContext(ctx).Info("Deleted executor pod of a deleted ImageBuild", "pod", klog.KObj(p))
+	}
+	return nil
+}
+
+// getPod reads a pod from the cache, and from the API server when the cache does not have it
+// (it may not have seen a pod just created). It returns nil when the pod does not exist.
+func (r *ImageBuildReconciler) getPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	key := types.NamespacedName{Namespace: ns, Name: name}
+	pod := &corev1.Pod{}
+	err := r.Client.Get(ctx, key, pod)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, pod)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("getting executor pod %s: %w", name, err)
+	}
+	return pod, nil
+}
+
+func (r *ImageBuildReconciler) retryPolicy() retryPolicy {
+	p := retryPolicy{maxRetries: r.Options.MaxRetries, backoff: r.Options.RetryBackoff, maxBackoff: r.Options.MaxRetryBackoff}
+	if p.maxRetries == 0 {
+		p.maxRetries = 3
+	}
+	if p.backoff == 0 {
+		p.backoff = 10 * time.Second
+	}
+	if p.maxBackoff == 0 {
+		p.maxBackoff = 5 * time.Minute
+	}
+	return p
+}
+
+func (r *ImageBuildReconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+// observe records what a successful status patch changed.
+func (r *ImageBuildReconciler) observe(orig, ib *v1alpha1.ImageBuild) {
+	if orig.Status.Phase == v1alpha1.PhaseQueued && ib.Status.Phase != v1alpha1.PhaseQueued {
+		r.slots.dequeue(client.ObjectKeyFromObject(ib))
+	}
+}
+
+func (r *ImageBuildReconciler) emit(ib *v1alpha1.ImageBuild, evs []pendingEvent) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, e := range evs {
+		r.Recorder.Eventf(ib, e.related, e.typ, e.reason, e.action, "%s", e.note)
+	}
+}
+
+// related is pod as an event's related object; nil when pod is.
+func related(pod *corev1.Pod) runtime.Object {
+	if pod == nil {
+		return nil
+	}
+	return pod
+}
+
+func finishedEvent(ib *v1alpha1.ImageBuild, pod *corev1.Pod) pendingEvent {
+	if ib.Status.Phase == v1alpha1.PhaseSucceeded {
+		return pendingEvent{related: related(pod), typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonSucceeded, action: "Build",
+			note: apimeta.FindStatusCondition(ib.Status.Conditions, v1alpha1.ConditionReady).Message}
+	}
+	f := ib.Status.Failure
+	return pendingEvent{related: related(pod), typ: corev1.EventTypeWarning, reason: f.Reason, action: "Build", note: f.Message}
+}
+
+// SetupWithManager registers the pod index, the metrics and the controller.
+func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Options.ExecutorImage == "" {
+		return errors.New("setting up the ImageBuild controller: no executor image")
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, ownerIndex, indexOwner); err != nil {
+		return fmt.Errorf("indexing pods by ImageBuild: %w", err)
+	}
+	m, err := registerMetrics(mgr.GetClient())
+	if err != nil {
+		return err
+	}
+	r.metrics = m
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.ImageBuild{}).
+		Owns(&corev1.Pod{}).
+		// A pod that ends or goes away frees a slot: wake the queued builds.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.queuedBuilds), builder.WithPredicates(slotFreed{})).
+		// One worker: the queue is decided one build at a time.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		Complete(r)
+}
+
+// queuedBuilds lists the queued ImageBuilds, from the cache and from this manager's memory
+// (the cache may not show a build it just queued).
+func (r *ImageBuildReconciler) queuedBuilds(ctx context.Context, _ client.Object) []reconcile.Request {
+	seen := map[types.NamespacedName]bool{}
+	var ibs v1alpha1.ImageBuildList
+	if err := r.Client.List(ctx, &ibs); err == nil {
+		for i := range ibs.Items {
+			if ibs.Items[i].Status.Phase == v1alpha1.PhaseQueued {
+				seen[client.ObjectKeyFromObject(&ibs.Items[i])] = true
+			}
+		}
+	}
+	for _, k := range r.slots.queued() {
+		seen[k] = true
+	}
+	reqs := make([]reconcile.Request, 0, len(seen))
+	for k := range seen {
+		reqs = append(reqs, reconcile.Request{NamespacedName: k})
+	}
+	sort.Slice(reqs, func(i, j int) bool { return reqs[i].String() < reqs[j].String() })
+	return reqs
+}
+
+func indexOwner(obj client.Object) []string {
+	owner := metav1.GetControllerOf(obj)
+	if owner == nil || owner.Kind != "ImageBuild" || owner.APIVersion != v1alpha1.GroupVersion.String() {
+		return nil
+	}
+	return []string{owner.Name}
+}
+
+// slotTracker remembers what the cache may not show yet: pods this manager created (which
+// take a slot at once) and builds it queued.
+type slotTracker struct {
+	mu       sync.Mutex
+	launches map[types.NamespacedName]launch // by ImageBuild
+	waiting  map[types.NamespacedName]bool
+}
+
+type launch struct {
+	pod types.NamespacedName
+	at  time.Time
+}
+
+// launchGrace is how long a created pod counts as running even when the cache does not show it.
+const launchGrace = time.Minute
+
+func (s *slotTracker) launch(ib, pod types.NamespacedName, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.launches == nil {
+		s.launches = map[types.NamespacedName]launch{}
+	}
+	s.launches[ib] = launch{pod: pod, at: now}
+	delete(s.waiting, ib)
+}
+
+func (s *slotTracker) release(ib types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.launches, ib)
+}
+
+func (s *slotTracker) forget(ib types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.launches, ib)
+	delete(s.waiting, ib)
+}
+
+func (s *slotTracker) queue(ib types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waiting == nil {
+		s.waiting = map[types.NamespacedName]bool{}
+	}
+	s.waiting[ib] = true
+}
+
+func (s *slotTracker) dequeue(ib types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.waiting, ib)
+}
+
+func (s *slotTracker) queued() []types.NamespacedName {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]types.NamespacedName, 0, len(s.waiting))
+	for k := range s.waiting {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func (s *slotTracker) launched(ib types.NamespacedName) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.launches[ib]
+	return ok
+}
+
+// active counts the running pods: the unfinished ones of the cache (cached maps each cached
+// pod to whether it is unfinished), and those launched within launchGrace that the cache does
+// not show yet.
+func (s *slotTracker) active(cached map[types.NamespacedName]bool, now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, unfinished := range cached {
+		if unfinished {
+			n++
+		}
+	}
+	for ib, l := range s.launches {
+		if now.Sub(l.at) > launchGrace {
+			delete(s.launches, ib)
+			continue
+		}
+		if _, seen := cached[l.pod]; !seen {
+			n++
+		}
+	}
+	return n
+}
+
+// slotFreed passes the pod events that free a build slot: a pod that finished or went away.
+type slotFreed struct{ predicate.Funcs }
+
+func (slotFreed) Create(event.CreateEvent) bool   { return false }
+func (slotFreed) Generic(event.GenericEvent) bool { return false }
+func (slotFreed) Delete(event.DeleteEvent) bool   { return true }
+func (slotFreed) Update(e event.UpdateEvent) bool {
+	oldPod, ok1 := e.ObjectOld.(*corev1.Pod)
+	newPod, ok2 := e.ObjectNew.(*corev1.Pod)
+	return ok1 && ok2 && !podFinished(oldPod) && podFinished(newPod)
+}
+
+func ptrTrue(b *bool) bool { return b != nil && *b }
+
+// CacheOptions are the manager's cache options the controller needs: only executor pods
+// (labelled app.kubernetes.io/managed-by=slipway) are cached, not every pod of the cluster.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{managedByLabel: managedByValue})},
+	}}
+}

@@ -1,0 +1,367 @@
+package controllers
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/executor/result"
+)
+
+// newBuildStatus is the status of a build that starts for ib's current generation and rebuild
+// annotation: attempt 1 of a new generation, or the next attempt of a rebuild. Everything
+// observed of the previous build is cleared.
+func newBuildStatus(ib *v1alpha1.ImageBuild) v1alpha1.ImageBuildStatus {
+	attempt := int32(1)
+	if ib.Status.ObservedGeneration == ib.Generation {
+		attempt = ib.Status.Attempt + 1
+	}
+	st := v1alpha1.ImageBuildStatus{
+		Phase:              v1alpha1.PhasePending,
+		Conditions:         ib.Status.Conditions,
+		ObservedGeneration: ib.Generation,
+		ObservedRebuild:    ib.Annotations[v1alpha1.RebuildAnnotation],
+		Attempt:            attempt,
+	}
+	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)
+	return st
+}
+
+// isNewBuild reports whether ib asks for a build that its status does not describe yet: a new
+// generation, or a new value of the rebuild annotation.
+func isNewBuild(ib *v1alpha1.ImageBuild) bool {
+	return ib.Status.ObservedGeneration != ib.Generation ||
+		ib.Status.ObservedRebuild != ib.Annotations[v1alpha1.RebuildAnnotation]
+}
+
+// computeStatus returns ib's status after observing pod, the executor pod named
+// ib.Status.PodName (nil when it does not exist). It is a pure function.
+//
+//   - pending pod:   phase Pending, Ready=False/PodCreated, Reconciling=True.
+//   - running pod:   phase Running, startTime, Ready=False/Building, Reconciling=True.
+//   - succeeded pod: phase Succeeded with the executor's result (image, commit, cache,
+//     stages), completionTime, duration; Ready=True/Succeeded; Reconciling and Stalled removed.
+//   - failed, deleted or evicted pod: phase Failed with status.failure (see podFailure);
+//     Ready=False and Stalled=True with the failure's reason; Reconciling removed. Whether
+//     the failure is retried is decided afterwards by planRetry.
+//
+// A finished status, or one without a pod yet, is returned unchanged.
+func computeStatus(ib *v1alpha1.ImageBuild, pod *corev1.Pod, now time.Time) v1alpha1.ImageBuildStatus {
+	st := *ib.Status.DeepCopy()
+	if st.Phase.Finished() || st.PodName == "" || st.NextRetryTime != nil {
+		return st
+	}
+	gen := ib.Generation
+
+	if pod == nil || (pod.DeletionTimestamp != nil && !podFinished(pod)) {
+		f := podFailure(pod, st.PodName)
+		fail(&st, gen, f, now)
+		return st
+	}
+
+	switch pod.Status.Phase {
+	case corev1.PodSucceeded:
+		res, ok := podResult(pod)
+		if ok && !res.Success && res.Failure != nil {
+			fail(&st, gen, podFailure(pod, st.PodName), now)
+			return st
+		}
+		succeed(&st, gen, pod, res, now)
+	case corev1.PodFailed:
+		fail(&st, gen, podFailure(pod, st.PodName), now)
+	case corev1.PodRunning:
+		st.Phase = v1alpha1.PhaseRunning
+		if st.StartTime == nil {
+			st.StartTime = containerStarted(pod)
+		}
+		setCondition(&st, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonBuilding,
+			fmt.Sprintf("Executor pod %s is running (attempt %d)", pod.Name, st.Attempt))
+		setCondition(&st, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonBuilding,
+			fmt.Sprintf("Building %s", ib.Spec.Output.Image))
+	default:
+		st.Phase = v1alpha1.PhasePending
+		msg := fmt.Sprintf("Executor pod %s is pending (attempt %d)", pod.Name, st.Attempt)
+		if w := waitingReason(pod); w != "" {
+			msg += ": " + w
+		}
+		setCondition(&st, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonPodCreated, msg)
+		setCondition(&st, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonPodCreated, msg)
+	}
+	return st
+}
+
+func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res result.Result, now time.Time) {
+	st.Phase = v1alpha1.PhaseSucceeded
+	st.Failure = nil
+	if st.StartTime == nil {
+		st.StartTime = containerStarted(pod)
+	}
+	st.CompletionTime = containerFinished(pod, now)
+	st.Duration = duration(st.StartTime, st.CompletionTime)
+	if res.Commit != "" {
+		st.Source = &v1alpha1.SourceStatus{Commit: res.Commit}
+	}
+	if res.Digest != "" || len(res.References) > 0 {
+		st.Image = &v1alpha1.ImageStatus{
+			Digest:      res.Digest,
+			ShortDigest: shortDigest(res.Digest),
+			References:  res.References,
+		}
+	}
+	st.Cache = &v1alpha1.CacheStatus{Hits: int32(res.CacheHits), Misses: int32(res.CacheMisses)}
+	st.Stages = nil
+	for _, s := range res.Stages {
+		st.Stages = append(st.Stages, v1alpha1.StageStatus{
+			Name:         s.Name,
+			Instructions: int32(s.Instructions),
+			CacheHits:    int32(s.CacheHits),
+			Duration:     (time.Duration(s.Millis) * time.Millisecond).String(),
+		})
+	}
+	msg := "Built and pushed the image"
+	if st.Image != nil && st.Image.Digest != "" {
+		msg = "Built and pushed " + st.Image.Digest
+	}
+	if st.Duration != "" {
+		msg += " in " + st.Duration
+	}
+	msg += fmt.Sprintf(", %d of %d cache lookups hit", res.CacheHits, res.CacheHits+res.CacheMisses)
+	setCondition(st, gen, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, msg)
+	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionReconciling)
+	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)
+}
+
+func fail(st *v1alpha1.ImageBuildStatus, gen int64, f v1alpha1.Failure, now time.Time) {
+	st.Phase = v1alpha1.PhaseFailed
+	st.Failure = &f
+	st.CompletionTime = &metav1.Time{Time: now}
+	st.Duration = duration(st.StartTime, st.CompletionTime)
+	msg := f.Message
+	if f.Line > 0 {
+		msg = fmt.Sprintf("Dockerfile line %d: %s", f.Line, msg)
+	}
+	setCondition(st, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, f.Reason, msg)
+	setCondition(st, gen, v1alpha1.ConditionStalled, metav1.ConditionTrue, f.Reason, msg)
+	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionReconciling)
+}
+
+// podFailure says why pod failed, in one place. pod may be nil (deleted). The order matters:
+// the pod-level reasons set by the kubelet (deadline, eviction) explain a killed executor
+// better than its exit code, and an executor that wrote a result knows best otherwise.
+func podFailure(pod *corev1.Pod, name string) v1alpha1.Failure {
+	f := v1alpha1.Failure{Pod: name}
+	if pod == nil {
+		f.Reason = v1alpha1.ReasonPodDeleted
+		f.Message = fmt.Sprintf("Executor pod %s was deleted before the build ended", name)
+		return f
+	}
+	term := executorTerminated(pod)
+	if term != nil {
+		f.Container = executorContainer
+		f.ExitCode = term.ExitCode
+	}
+	res, hasResult := podResult(pod)
+
+	switch {
+	case pod.Status.Reason == "DeadlineExceeded":
+		f.Reason = v1alpha1.ReasonTimeout
+		f.Message = fmt.Sprintf("The build ran longer than its timeout (%ds)", deref(pod.Spec.ActiveDeadlineSeconds))
+	case pod.Status.Reason == "Evicted":
+		f.Reason = v1alpha1.ReasonEvicted
+		f.Message = "Executor pod was evicted: " + pod.Status.Message
+	case disruption(pod) != "":
+		f.Reason = v1alpha1.ReasonEvicted
+		f.Message = "Executor pod was disrupted: " + disruption(pod)
+	case pod.DeletionTimestamp != nil && !podFinished(pod):
+		f.Reason = v1alpha1.ReasonPodDeleted
+		f.Message = fmt.Sprintf("Executor pod %s was deleted before the build ended", name)
+	case term != nil && term.Reason == "OOMKilled":
+		f.Reason = v1alpha1.ReasonOOMKilled
+		f.Message = "The executor ran out of memory; raise spec.resources.limits.memory"
+	case hasResult && res.Failure != nil:
+		f.Reason = string(res.Failure.Reason)
+		f.Message = res.Failure.Message
+		f.Line = int32(res.Failure.Line)
+		f.Instruction = res.Failure.Instruction
+		if res.Failure.ExitCode != 0 {
+			f.ExitCode = int32(res.Failure.ExitCode)
+		}
+	case term != nil:
+		f.Reason = v1alpha1.ReasonBuildFailed
+		f.Message = fmt.Sprintf("The executor exited with code %d without a result", term.ExitCode)
+	default:
+		f.Reason = v1alpha1.ReasonPodFailed
+		f.Message = "Executor pod failed"
+		if pod.Status.Reason != "" {
+			f.Message += ": " + pod.Status.Reason
+		}
+		if pod.Status.Message != "" {
+			f.Message += ": " + pod.Status.Message
+		}
+	}
+	return f
+}
+
+// retryable reports whether a build that failed for reason may succeed if run again: the pod
+// was lost, or the executor reports a failure that may be transient (executor/result). Source,
+// Dockerfile and RUN errors, timeouts and OOM kills (with the same limits) are not retried.
+func retryable(reason string) bool {
+	switch reason {
+	case v1alpha1.ReasonPodDeleted, v1alpha1.ReasonEvicted, v1alpha1.ReasonPodFailed,
+		string(result.ReasonPushFailed), string(result.ReasonInternal):
+		return true
+	}
+	return false
+}
+
+// retryPolicy bounds retries of retryable failures.
+type retryPolicy struct {
+	// maxRetries is the number of retries after the first attempt.
+	maxRetries int32
+	// backoff is the wait before the first retry; it doubles for each next one, up to maxBackoff.
+	backoff, maxBackoff time.Duration
+}
+
+// planRetry turns a Failed status into a retry when its reason is retryable and retries are
+// left: phase Pending, nextRetryTime set, Ready=False and Reconciling=True with reason
+// Retrying, Stalled removed, the failure kept for people to read. It returns the wait, zero
+// when st is left as it is.
+func planRetry(st *v1alpha1.ImageBuildStatus, gen int64, p retryPolicy, now time.Time) time.Duration {
+	if st.Phase != v1alpha1.PhaseFailed || st.Failure == nil || !retryable(st.Failure.Reason) || st.Retries >= p.maxRetries {
+		return 0
+	}
+	wait := p.backoff << st.Retries
+	if wait > p.maxBackoff || wait <= 0 {
+		wait = p.maxBackoff
+	}
+	st.Retries++
+	st.Phase = v1alpha1.PhasePending
+	st.NextRetryTime = &metav1.Time{Time: now.Add(wait)}
+	st.CompletionTime = nil
+	st.Duration = ""
+	msg := fmt.Sprintf("Attempt %d failed (%s: %s); retry %d of %d in %s",
+		st.Attempt, st.Failure.Reason, st.Failure.Message, st.Retries, p.maxRetries, wait)
+	setCondition(st, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonRetrying, msg)
+	setCondition(st, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonRetrying, msg)
+	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)
+	return wait
+}
+
+func setCondition(st *v1alpha1.ImageBuildStatus, gen int64, typ string, status metav1.ConditionStatus, reason, msg string) {
+	apimeta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type:               typ,
+		Status:             status,
+		Reason:             reason,
+		Message:            msg,
+		ObservedGeneration: gen,
+	})
+}
+
+// podResult decodes the executor's termination message.
+func podResult(pod *corev1.Pod) (result.Result, bool) {
+	term := executorTerminated(pod)
+	if term == nil || strings.TrimSpace(term.Message) == "" {
+		return result.Result{}, false
+	}
+	res, err := result.Decode([]byte(term.Message))
+	return res, err == nil
+}
+
+func executorTerminated(pod *corev1.Pod) *corev1.ContainerStateTerminated {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == executorContainer {
+			return cs.State.Terminated
+		}
+	}
+	return nil
+}
+
+func podFinished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+// disruption is the message of the pod's DisruptionTarget condition (eviction API,
+// preemption, node shutdown), empty when it has none.
+func disruption(pod *corev1.Pod) string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
+			if c.Message != "" {
+				return c.Reason + ": " + c.Message
+			}
+			return c.Reason
+		}
+	}
+	return ""
+}
+
+// waitingReason is why the executor container waits (ErrImagePull, ...), empty if it does not.
+func waitingReason(pod *corev1.Pod) string {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == executorContainer && cs.State.Waiting != nil && cs.State.Waiting.Reason != "" {
+			w := cs.State.Waiting
+			if w.Message != "" {
+				return w.Reason + ": " + w.Message
+			}
+			return w.Reason
+		}
+	}
+	return ""
+}
+
+func containerStarted(pod *corev1.Pod) *metav1.Time {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name != executorContainer {
+			continue
+		}
+		if r := cs.State.Running; r != nil && !r.StartedAt.IsZero() {
+			return r.StartedAt.DeepCopy()
+		}
+		if t := cs.State.Terminated; t != nil && !t.StartedAt.IsZero() {
+			return t.StartedAt.DeepCopy()
+		}
+	}
+	return pod.Status.StartTime.DeepCopy()
+}
+
+func containerFinished(pod *corev1.Pod, now time.Time) *metav1.Time {
+	if t := executorTerminated(pod); t != nil && !t.FinishedAt.IsZero() {
+		return t.FinishedAt.DeepCopy()
+	}
+	return &metav1.Time{Time: now}
+}
+
+// podFinishedAt is when a finished pod ended, for retention; zero when unknown.
+func podFinishedAt(pod *corev1.Pod) time.Time {
+	if t := executorTerminated(pod); t != nil {
+		return t.FinishedAt.Time
+	}
+	return time.Time{}
+}
+
+func duration(start, end *metav1.Time) string {
+	if start == nil || end == nil || end.Before(start) {
+		return ""
+	}
+	return end.Sub(start.Time).Round(time.Second).String()
+}
+
+// shortDigest is the first 12 hex digits of a sha256 digest.
+func shortDigest(d string) string {
+	_, hex, ok := strings.Cut(d, ":")
+	if !ok || len(hex) < 12 {
+		return hex
+	}
+	return hex[:12]
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}

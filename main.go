@@ -1,0 +1,120 @@
+// Command manager runs the Slipway controller manager: the ImageBuild controller.
+package main
+
+import (
+	"flag"
+	"os"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/klog/v2/textlogger"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/controllers"
+)
+
+func main() {
+	var (
+		metricsAddr, probeAddr string
+		leaderElect            bool
+		leaderElectionNS       string
+		opts                   controllers.Options
+		cpu, memory            string
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one of several replicas reconciles.")
+	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; the manager's own when empty.")
+	flag.StringVar(&opts.ExecutorImage, "executor-image", "", "Image of the executor pods, unless an ImageBuild sets spec.executorImage. Required.")
+	flag.BoolVar(&opts.HostUsers, "host-users", true, "Run executor pods in the host's user namespace; false sets hostUsers: false (the cluster must support user namespaces).")
+	flag.IntVar(&opts.MaxConcurrentBuilds, "max-concurrent-builds", 0, "Executor pods running at once in the cluster; more builds wait in phase Queued, oldest first. 0 means no bound.")
+	var maxRetries int
+	flag.IntVar(&maxRetries, "max-build-retries", 3, "Retries of a build whose pod was lost or whose push failed.")
+	flag.DurationVar(&opts.RetryBackoff, "build-retry-backoff", 10*time.Second, "Wait before the first retry; doubled for each next one.")
+	flag.DurationVar(&opts.MaxRetryBackoff, "max-build-retry-backoff", 5*time.Minute, "Longest wait between retries.")
+	flag.StringVar(&cpu, "executor-cpu-request", "500m", "CPU request of executor pods without spec.resources.")
+	flag.StringVar(&memory, "executor-memory-request", "512Mi", "Memory request of executor pods without spec.resources.")
+	logConfig := textlogger.NewConfig()
+	logConfig.AddFlags(flag.CommandLine)
+	flag.Parse()
+	opts.MaxRetries = int32(maxRetries)
+
+	ctrl.SetLogger(textlogger.NewLogger(logConfig))
+	setupLog := ctrl.Log.WithName("setup")
+
+	if opts.ExecutorImage == "" {
+		setupLog.Error(nil, "Missing --executor-image")
+		os.Exit(2)
+	}
+	for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpu, corev1.ResourceMemory: memory} {
+		v, err := resource.ParseQuantity(q)
+		if err != nil {
+			setupLog.Error(err, "Invalid executor resource request", "resource", name)
+			os.Exit(2)
+		}
+		if opts.Resources.Requests == nil {
+			opts.Resources.Requests = corev1.ResourceList{}
+		}
+		opts.Resources.Requests[name] = v
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		setupLog.Error(err, "Could not build the scheme")
+		os.Exit(1)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		setupLog.Error(err, "Could not build the scheme")
+		os.Exit(1)
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElect,
+		LeaderElectionID:              "manager.build.slipway.dev",
+		LeaderElectionNamespace:       leaderElectionNS,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(),
+	})
+	if err != nil {
+		setupLog.Error(err, "Could not create the manager")
+		os.Exit(1)
+	}
+
+	r := &controllers.ImageBuildReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("slipway-controller"),
+		Clock:     clock.RealClock{},
+		Options:   opts,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "Could not set up the ImageBuild controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "Could not add the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "Could not add the readiness check")
+		os.Exit(1)
+	}
+
+	setupLog.Info("Starting the manager", "executorImage", opts.ExecutorImage,
+		"maxConcurrentBuilds", opts.MaxConcurrentBuilds, "hostUsers", opts.HostUsers)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "Manager stopped")
+		os.Exit(1)
+	}
+}

@@ -227,9 +227,12 @@ func (e *gitError) Unwrap() error { return e.err }
 var hexRE = regexp.MustCompile(`^[0-9a-fA-F]{4,40}$`)
 
 func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitDir string, depth int) (plumbing.Hash, error) {
-	redacted := RedactURL(repoURL)
+	redacted, shown := RedactURL(repoURL), ref
+	if shown == "" {
+		shown = branch
+	}
 	fail := func(msg string, err error) (plumbing.Hash, error) {
-		return plumbing.ZeroHash, &gitError{url: redacted, ref: ref, msg: msg, err: f.scrub(err)}
+		return plumbing.ZeroHash, &gitError{url: redacted, ref: shown, msg: msg, err: f.scrub(err)}
 	}
 	if depth == 0 {
 		f.rootHost = hostOf(repoURL)

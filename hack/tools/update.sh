@@ -24,7 +24,8 @@ new_module "${here}" github.com/slipway-dev/slipway/hack/tools
 new_module "${here}/etcd" github.com/slipway-dev/slipway/hack/tools/etcd
 (cd "${here}/etcd" && go get -tool "go.etcd.io/etcd/server/v3@${ETCD_VERSION}")
 
-# kube-apiserver (hack/envtest.sh). k8s.io/kubernetes replaces its staging modules with local
+# kube-apiserver (hack/envtest.sh), kubelet, kube-controller-manager, kube-scheduler
+# (hack/cluster.sh). k8s.io/kubernetes replaces its staging modules with local
 # paths; a module that depends on it must replace each of them with the published version.
 new_module "${here}/kubernetes" github.com/slipway-dev/slipway/hack/tools/kubernetes
 kmod=$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/^\s*"GoMod": "\(.*\)",\?$/\1/p')
@@ -35,5 +36,8 @@ staging="v0.${K8S_VERSION#v1.}"
 	grep -E '^\s*k8s\.io/[^ ]+ => \./staging/' "${kmod}" | awk '{print $1}' | grep -v '^k8s.io/sample-' |
 		while read -r m; do go mod edit -replace="${m}=${m}@${staging}"; done
 	go get -tool k8s.io/kubernetes/cmd/kube-apiserver
+	# The rest of a node (hack/cluster.sh): same module, same versions.
+	go get -tool k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager \
+		k8s.io/kubernetes/cmd/kube-scheduler
 	go mod tidy
 )

@@ -1,0 +1,2 @@
+package com.example;
+class Greeter { static void greet() { System.out.println("hi"); } }

@@ -18,6 +18,9 @@ packages=(
 	debootstrap     # the larger Debian base image
 	uidmap          # newuidmap/newgidmap for user namespaces
 	ca-certificates # TLS to registries
+	containerd                  # the node of hack/cluster.sh
+	containernetworking-plugins # its CNI bridge (/usr/lib/cni)
+	iptables                    # the kubelet's and CNI's chains
 )
 if (($# > 0)); then
 	packages=("$@")

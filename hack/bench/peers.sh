@@ -26,8 +26,16 @@ modsrc() {
 	echo "${dst}"
 }
 
+# lock NAME: one build of a peer at a time (two `make bench` at once wait for each other).
+lock() {
+	exec {lockfd}>"${bin}/.lock-$1"
+	flock "${lockfd}"
+}
+
 build_kaniko() {
 	local out=${bin}/kaniko-executor-${KANIKO_VERSION}
+	[[ -x "${out}" ]] && return 0
+	lock kaniko
 	[[ -x "${out}" ]] && return 0
 	echo "peers.sh: building kaniko ${KANIKO_VERSION} (a few minutes, once)" >&2
 	local src
@@ -38,9 +46,12 @@ build_kaniko() {
 }
 
 build_buildkit() {
-	if [[ -x "${bin}/buildkitd-${BUILDKIT_VERSION}" && -x "${bin}/buildctl-${BUILDKIT_VERSION}" ]]; then
-		return 0
-	fi
+	local c
+	for c in buildkitd buildctl ""; do
+		[[ -z "${c}" ]] && return 0
+		[[ -x "${bin}/${c}-${BUILDKIT_VERSION}" ]] || break
+	done
+	lock buildkit
 	echo "peers.sh: building BuildKit ${BUILDKIT_VERSION} (a few minutes, once)" >&2
 	local src
 	src=$(modsrc "github.com/moby/buildkit@${BUILDKIT_VERSION}" "buildkit-${BUILDKIT_VERSION}")

@@ -23,7 +23,7 @@ func newBuildStatus(ib *v1alpha1.ImageBuild) v1alpha1.ImageBuildStatus {
 	}
 	st := v1alpha1.ImageBuildStatus{
 		Phase:              v1alpha1.PhasePending,
-		Conditions:         ib.Status.Conditions,
+		Conditions:         append([]metav1.Condition(nil), ib.Status.Conditions...),
 		ObservedGeneration: ib.Generation,
 		ObservedRebuild:    ib.Annotations[v1alpha1.RebuildAnnotation],
 		Attempt:            attempt,

@@ -1,0 +1,312 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/slipway-dev/slipway/api/v1alpha1"
+)
+
+var testResources = corev1.ResourceRequirements{Requests: corev1.ResourceList{
+	corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("512Mi")}}
+
+// wantPod is the pod of makeImageBuild("app", "ns") at attempt 1 with default options.
+func wantPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      "app-1-1",
+			Namespace: "ns",
+			Labels: map[string]string{
+				"app.kubernetes.io/managed-by": "slipway",
+				"build.slipway.dev/imagebuild": "app",
+				"build.slipway.dev/generation": "1",
+				"build.slipway.dev/attempt":    "1",
+			},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "build.slipway.dev/v1alpha1", Kind: "ImageBuild", Name: "app", UID: "uid-app",
+				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+			}},
+		},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: ptr.To(false),
+			EnableServiceLinks:           ptr.To(false),
+			SecurityContext: &corev1.PodSecurityContext{
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name:            "executor",
+				Image:           "slipway/executor:test",
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Args: []string{
+					"--context=https://git.example.com/org/app.git",
+					"--dockerfile=Dockerfile",
+					"--destination=registry.example.com/org/app:v1",
+					"--cache=true",
+					"--cache-repo=registry.example.com/org/app/cache",
+					"--result-file=/dev/termination-log",
+					"--isolation=inplace",
+				},
+				Resources:                testResources,
+				TerminationMessagePath:   "/dev/termination-log",
+				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+				SecurityContext: &corev1.SecurityContext{
+					Privileged:               ptr.To(false),
+					AllowPrivilegeEscalation: ptr.To(false),
+					Capabilities: &corev1.Capabilities{
+						Drop: []corev1.Capability{"ALL"},
+						Add:  []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETFCAP", "SYS_CHROOT"},
+					},
+				},
+			}},
+		},
+	}
+}
+
+func TestImageBuild_constructPod(t *testing.T) {
+	base := podOptions{executorImage: "slipway/executor:test", hostUsers: true, resources: testResources}
+	str := func(s string) *string { return &s }
+
+	tests := []struct {
+		name string
+		ib   func() *v1alpha1.ImageBuild
+		opts func(o *podOptions)
+		want func(p *corev1.Pod)
+	}{
+		{
+			name: "minimal",
+			ib:   func() *v1alpha1.ImageBuild { return makeImageBuild("app", "ns").Obj() },
+			want: func(*corev1.Pod) {},
+		},
+		{
+			name: "name from generation and attempt",
+			ib: func() *v1alpha1.ImageBuild {
+				return makeImageBuild("app", "ns").Generation(4).Status(v1alpha1.ImageBuildStatus{Attempt: 3}).Obj()
+			},
+			want: func(p *corev1.Pod) {
+				p.Name = "app-4-3"
+				p.Labels["build.slipway.dev/generation"] = "4"
+				p.Labels["build.slipway.dev/attempt"] = "3"
+			},
+		},
+		{
+			name: "every build flag",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Revision("refs/tags/v1").Obj()
+				ib.Spec.Source.ContextDir = "services/api"
+				ib.Spec.Source.Git.Submodules = true
+				ib.Spec.Dockerfile = "build/Dockerfile.prod"
+				ib.Spec.Target = "runtime"
+				ib.Spec.Output.AdditionalTags = []string{"latest", "stable"}
+				ib.Spec.BuildArgs = []v1alpha1.BuildArg{{Name: "VERSION", Value: str("1.2")}, {Name: "EMPTY"}}
+				ib.Spec.Labels = map[string]string{"b": "2", "a": "1"}
+				ib.Spec.Cache = &v1alpha1.Cache{Repository: "cache.example.com/layers", TTL: &metav1.Duration{Duration: 6 * time.Hour}}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Args = []string{
+					"--context=https://git.example.com/org/app.git#refs/tags/v1",
+					"--context-sub-path=services/api",
+					"--git=recurse-submodules=true",
+					"--dockerfile=build/Dockerfile.prod",
+					"--destination=registry.example.com/org/app:v1",
+					"--destination=registry.example.com/org/app:latest",
+					"--destination=registry.example.com/org/app:stable",
+					"--build-arg=VERSION=1.2",
+					"--build-arg=EMPTY=",
+					"--label=a=1",
+					"--label=b=2",
+					"--target=runtime",
+					"--cache=true",
+					"--cache-repo=cache.example.com/layers",
+					"--cache-ttl=6h0m0s",
+					"--result-file=/dev/termination-log",
+					"--isolation=inplace",
+				}
+			},
+		},
+		{
+			name: "insecure registry with a port and no cache",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Image("127.0.0.1:5999/hello").Obj()
+				ib.Spec.Output.Insecure = true
+				ib.Spec.Cache = &v1alpha1.Cache{Disabled: true}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Args = []string{
+					"--context=https://git.example.com/org/app.git",
+					"--dockerfile=Dockerfile",
+					"--destination=127.0.0.1:5999/hello",
+					"--cache=false",
+					"--insecure", "--skip-tls-verify", "--insecure-registry=127.0.0.1:5999",
+					"--result-file=/dev/termination-log",
+					"--isolation=inplace",
+				}
+			},
+		},
+		{
+			name: "insecure with a cache on another registry",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Image("localhost:5000/hello:v2").Obj()
+				ib.Spec.Output.Insecure = true
+				ib.Spec.Cache = &v1alpha1.Cache{Repository: "cache.internal:5001/c"}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Args = []string{
+					"--context=https://git.example.com/org/app.git",
+					"--dockerfile=Dockerfile",
+					"--destination=localhost:5000/hello:v2",
+					"--cache=true", "--cache-repo=cache.internal:5001/c",
+					"--insecure", "--skip-tls-verify",
+					"--insecure-registry=localhost:5000", "--insecure-registry=cache.internal:5001",
+					"--result-file=/dev/termination-log",
+					"--isolation=inplace",
+				}
+			},
+		},
+		{
+			name: "basic-auth git secret as environment variables",
+			ib:   func() *v1alpha1.ImageBuild { return makeImageBuild("app", "ns").GitSecret("git-creds").Obj() },
+			opts: func(o *podOptions) { o.gitAuth = gitAuthBasic },
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Env = []corev1.EnvVar{
+					{Name: "GIT_USERNAME", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "git-creds"}, Key: "username"}}},
+					{Name: "GIT_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "git-creds"}, Key: "password"}}},
+				}
+			},
+		},
+		{
+			name: "ssh git secret mounted read-only, push secret as docker config",
+			ib: func() *v1alpha1.ImageBuild {
+				return makeImageBuild("app", "ns").Git("ssh://git@git.example.com/org/app.git").GitSecret("ssh").PushSecret("push").Obj()
+			},
+			opts: func(o *podOptions) { o.gitAuth = gitAuthSSH },
+			want: func(p *corev1.Pod) {
+				c := &p.Spec.Containers[0]
+				c.Args[0] = "--context=ssh://git@git.example.com/org/app.git"
+				c.Env = []corev1.EnvVar{
+					{Name: "GIT_SSH_KEY_FILE", Value: "/var/run/secrets/slipway/git/ssh-privatekey"},
+					{Name: "GIT_SSH_KNOWN_HOSTS", Value: "/var/run/secrets/slipway/git/known_hosts"},
+					{Name: "DOCKER_CONFIG", Value: "/kaniko/.docker"},
+				}
+				c.VolumeMounts = []corev1.VolumeMount{
+					{Name: "git-credentials", MountPath: "/var/run/secrets/slipway/git", ReadOnly: true},
+					{Name: "push-credentials", MountPath: "/kaniko/.docker", ReadOnly: true},
+				}
+				p.Spec.Volumes = []corev1.Volume{
+					{Name: "git-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: "ssh", DefaultMode: ptr.To[int32](0o400)}}},
+					{Name: "push-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: "push", DefaultMode: ptr.To[int32](0o400),
+						Items: []corev1.KeyToPath{{Key: ".dockerconfigjson", Path: "config.json"}}}}},
+				}
+			},
+		},
+		{
+			name: "build arguments from a Secret and a ConfigMap",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.BuildArgs = []v1alpha1.BuildArg{
+					{Name: "TOKEN", ValueFrom: &v1alpha1.BuildArgSource{SecretKeyRef: &corev1.SecretKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "token"}}},
+					{Name: "MIRROR", ValueFrom: &v1alpha1.BuildArgSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "mirror"}}},
+				}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				c := &p.Spec.Containers[0]
+				c.Args = append(c.Args[:3:3], append([]string{"--build-arg=TOKEN", "--build-arg=MIRROR"}, c.Args[3:]...)...)
+				c.Env = []corev1.EnvVar{
+					{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "token"}}},
+					{Name: "MIRROR", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "mirror"}}},
+				}
+			},
+		},
+		{
+			name: "timeout, placement, resources, executor image and user namespaces",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Timeout(90*time.Second + 500*time.Millisecond).Obj()
+				ib.Spec.NodeSelector = map[string]string{"pool": "builders"}
+				ib.Spec.Tolerations = []corev1.Toleration{{Key: "builds", Operator: corev1.TolerationOpExists}}
+				ib.Spec.PriorityClassName = "low"
+				ib.Spec.ServiceAccountName = "builder"
+				ib.Spec.ExecutorImage = "example.com/exec:dev"
+				ib.Spec.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}
+				return ib
+			},
+			opts: func(o *podOptions) { o.hostUsers = false },
+			want: func(p *corev1.Pod) {
+				p.Spec.ActiveDeadlineSeconds = ptr.To[int64](91)
+				p.Spec.NodeSelector = map[string]string{"pool": "builders"}
+				p.Spec.Tolerations = []corev1.Toleration{{Key: "builds", Operator: corev1.TolerationOpExists}}
+				p.Spec.PriorityClassName = "low"
+				p.Spec.ServiceAccountName = "builder"
+				p.Spec.HostUsers = ptr.To(false)
+				p.Spec.Containers[0].Image = "example.com/exec:dev"
+				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := base
+			if tc.opts != nil {
+				tc.opts(&opts)
+			}
+			ib := tc.ib()
+			if ib.Status.Attempt == 0 {
+				ib.Status.Attempt = 1
+			}
+			want := wantPod()
+			tc.want(want)
+			got := constructPod(ib, opts)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("constructPod() (-want +got):\n%s", diff)
+			}
+			// Pure: the same input gives the same pod.
+			if diff := cmp.Diff(got, constructPod(ib, opts)); diff != "" {
+				t.Errorf("constructPod() is not deterministic (-first +second):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestImageBuild_splitImage(t *testing.T) {
+	tests := []struct{ in, repo, tag string }{
+		{"busybox", "busybox", ""},
+		{"busybox:1.36", "busybox", "1.36"},
+		{"localhost:5000/hello", "localhost:5000/hello", ""},
+		{"localhost:5000/a/b:v1", "localhost:5000/a/b", "v1"},
+	}
+	for _, tc := range tests {
+		repo, tag := splitImage(tc.in)
+		if repo != tc.repo || tag != tc.tag {
+			t.Errorf("splitImage(%q) = %q, %q; want %q, %q", tc.in, repo, tag, tc.repo, tc.tag)
+		}
+	}
+}
+
+func TestImageBuild_registryHost(t *testing.T) {
+	tests := map[string]string{
+		"busybox": "docker.io", "library/busybox": "docker.io", "localhost/x": "localhost",
+		"127.0.0.1:5000/x": "127.0.0.1:5000", "ghcr.io/org/x": "ghcr.io",
+	}
+	for in, want := range tests {
+		if got := registryHost(in); got != want {
+			t.Errorf("registryHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

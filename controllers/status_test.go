@@ -1,0 +1,341 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/executor/result"
+)
+
+var (
+	t0  = time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	t1  = t0.Add(83 * time.Second)
+	now = t0.Add(2 * time.Minute)
+)
+
+func mt(t time.Time) *metav1.Time { return &metav1.Time{Time: t} }
+
+func cond(typ string, s metav1.ConditionStatus, reason, msg string) metav1.Condition {
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: 1}
+}
+
+// started is the status of a build whose pod app-1-1 was created.
+func started() v1alpha1.ImageBuildStatus {
+	return v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhasePending, ObservedGeneration: 1, Attempt: 1, PodName: "app-1-1"}
+}
+
+func TestImageBuild_computeStatus(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	failed := func(f v1alpha1.Failure, msg string, start *metav1.Time, dur string) v1alpha1.ImageBuildStatus {
+		st := started()
+		st.Phase = v1alpha1.PhaseFailed
+		st.StartTime = start
+		st.CompletionTime = mt(now)
+		st.Duration = dur
+		st.Failure = &f
+		st.Conditions = []metav1.Condition{
+			cond("Ready", metav1.ConditionFalse, f.Reason, msg),
+			cond("Stalled", metav1.ConditionTrue, f.Reason, msg),
+		}
+		return st
+	}
+
+	tests := []struct {
+		name   string
+		status v1alpha1.ImageBuildStatus
+		pod    *corev1.Pod
+		want   v1alpha1.ImageBuildStatus
+	}{
+		{
+			name:   "pending pod",
+			status: started(),
+			pod:    makePod("app-1-1").Phase(corev1.PodPending).Obj(),
+			want: func() v1alpha1.ImageBuildStatus {
+				st := started()
+				msg := "Executor pod app-1-1 is pending (attempt 1)"
+				st.Conditions = []metav1.Condition{
+					cond("Ready", metav1.ConditionFalse, "PodCreated", msg),
+					cond("Reconciling", metav1.ConditionTrue, "PodCreated", msg),
+				}
+				return st
+			}(),
+		},
+		{
+			name:   "pending pod that cannot pull the executor image",
+			status: started(),
+			pod:    makePod("app-1-1").Phase(corev1.PodPending).Waiting("ImagePullBackOff", "Back-off pulling image").Obj(),
+			want: func() v1alpha1.ImageBuildStatus {
+				st := started()
+				msg := "Executor pod app-1-1 is pending (attempt 1): ImagePullBackOff: Back-off pulling image"
+				st.Conditions = []metav1.Condition{
+					cond("Ready", metav1.ConditionFalse, "PodCreated", msg),
+					cond("Reconciling", metav1.ConditionTrue, "PodCreated", msg),
+				}
+				return st
+			}(),
+		},
+		{
+			name:   "running pod",
+			status: started(),
+			pod:    makePod("app-1-1").Running(t0).Obj(),
+			want: func() v1alpha1.ImageBuildStatus {
+				st := started()
+				st.Phase = v1alpha1.PhaseRunning
+				st.StartTime = mt(t0)
+				st.Conditions = []metav1.Condition{
+					cond("Ready", metav1.ConditionFalse, "Building", "Executor pod app-1-1 is running (attempt 1)"),
+					cond("Reconciling", metav1.ConditionTrue, "Building", "Building registry.example.com/org/app:v1"),
+				}
+				return st
+			}(),
+		},
+		{
+			name:   "succeeded with a result",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 0, "Completed", encodeResult(result.Result{
+				Success: true, Digest: digest,
+				References: []string{"registry.example.com/org/app:v1@" + digest},
+				Commit:     "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+				Stages: []result.Stage{
+					{Name: "build", Instructions: 4, CacheHits: 3, Millis: 1500},
+					{Name: "1", Instructions: 2, CacheHits: 0, Millis: 200},
+				},
+				CacheHits: 3, CacheMisses: 3,
+			})).Obj(),
+			want: v1alpha1.ImageBuildStatus{
+				Phase: v1alpha1.PhaseSucceeded, ObservedGeneration: 1, Attempt: 1, PodName: "app-1-1",
+				StartTime: mt(t0), CompletionTime: mt(t1), Duration: "1m23s",
+				Source: &v1alpha1.SourceStatus{Commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904"},
+				Image: &v1alpha1.ImageStatus{Digest: digest, ShortDigest: "0123456789ab",
+					References: []string{"registry.example.com/org/app:v1@" + digest}},
+				Cache: &v1alpha1.CacheStatus{Hits: 3, Misses: 3},
+				Stages: []v1alpha1.StageStatus{
+					{Name: "build", Instructions: 4, CacheHits: 3, Duration: "1.5s"},
+					{Name: "1", Instructions: 2, Duration: "200ms"},
+				},
+				Conditions: []metav1.Condition{cond("Ready", metav1.ConditionTrue, "Succeeded",
+					"Built and pushed "+digest+" in 1m23s, 3 of 6 cache lookups hit")},
+			},
+		},
+		{
+			name: "succeeded after a retry clears the failure and Reconciling",
+			status: func() v1alpha1.ImageBuildStatus {
+				st := started()
+				st.Phase = v1alpha1.PhaseRunning
+				st.Retries = 1
+				st.Failure = &v1alpha1.Failure{Reason: "Evicted"}
+				st.Conditions = []metav1.Condition{cond("Reconciling", metav1.ConditionTrue, "Building", "x")}
+				return st
+			}(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 0, "Completed", encodeResult(result.Result{Success: true})).Obj(),
+			want: v1alpha1.ImageBuildStatus{
+				Phase: v1alpha1.PhaseSucceeded, ObservedGeneration: 1, Attempt: 1, Retries: 1, PodName: "app-1-1",
+				StartTime: mt(t0), CompletionTime: mt(t1), Duration: "1m23s",
+				Cache: &v1alpha1.CacheStatus{},
+				Conditions: []metav1.Condition{cond("Ready", metav1.ConditionTrue, "Succeeded",
+					"Built and pushed the image in 1m23s, 0 of 0 cache lookups hit")},
+			},
+		},
+		{
+			name:   "Dockerfile error names the line",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonDockerfileInvalid, Message: "unknown instruction: FORM", Line: 3, Instruction: "FORM busybox"},
+			})).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "DockerfileInvalid", Message: "unknown instruction: FORM", Line: 3,
+				Instruction: "FORM busybox", ExitCode: 1, Pod: "app-1-1", Container: "executor"},
+				"Dockerfile line 3: unknown instruction: FORM", nil, ""),
+		},
+		{
+			name:   "RUN failure with its exit code",
+			status: func() v1alpha1.ImageBuildStatus { st := started(); st.StartTime = mt(t0); return st }(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN exited with 2", Line: 5, ExitCode: 2},
+			})).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "RunFailed", Message: "RUN exited with 2", Line: 5, ExitCode: 2,
+				Pod: "app-1-1", Container: "executor"}, "Dockerfile line 5: RUN exited with 2", mt(t0), "2m0s"),
+		},
+		{
+			name:   "OOMKilled",
+			status: started(),
+			pod:    makePod("app-1-1").Terminated(t0, t1, 137, "OOMKilled", "").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "OOMKilled", Message: "The executor ran out of memory; raise spec.resources.limits.memory",
+				ExitCode: 137, Pod: "app-1-1", Container: "executor"},
+				"The executor ran out of memory; raise spec.resources.limits.memory", nil, ""),
+		},
+		{
+			name:   "evicted by the kubelet",
+			status: started(),
+			pod:    makePod("app-1-1").Phase(corev1.PodFailed).Reason("Evicted", "The node was low on resource: ephemeral-storage.").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "Evicted", Message: "Executor pod was evicted: The node was low on resource: ephemeral-storage.", Pod: "app-1-1"},
+				"Executor pod was evicted: The node was low on resource: ephemeral-storage.", nil, ""),
+		},
+		{
+			name:   "evicted through the eviction API",
+			status: started(),
+			pod: makePod("app-1-1").Running(t0).Deleting(now).
+				Disrupted("EvictionByEvictionAPI", "Eviction API: evicting").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "Evicted", Message: "Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting", Pod: "app-1-1"},
+				"Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting", nil, ""),
+		},
+		{
+			name:   "deadline exceeded is a timeout",
+			status: started(),
+			pod:    makePod("app-1-1").Deadline(600).Terminated(t0, t1, 137, "Error", "").Reason("DeadlineExceeded", "Pod was active on the node longer than the specified deadline").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "Timeout", Message: "The build ran longer than its timeout (600s)", ExitCode: 137, Pod: "app-1-1", Container: "executor"},
+				"The build ran longer than its timeout (600s)", nil, ""),
+		},
+		{
+			name:   "pod gone mid-build",
+			status: started(),
+			pod:    nil,
+			want: failed(v1alpha1.Failure{Reason: "PodDeleted", Message: "Executor pod app-1-1 was deleted before the build ended", Pod: "app-1-1"},
+				"Executor pod app-1-1 was deleted before the build ended", nil, ""),
+		},
+		{
+			name:   "pod being deleted mid-build",
+			status: started(),
+			pod:    makePod("app-1-1").Running(t0).Deleting(now).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "PodDeleted", Message: "Executor pod app-1-1 was deleted before the build ended", Pod: "app-1-1"},
+				"Executor pod app-1-1 was deleted before the build ended", nil, ""),
+		},
+		{
+			name:   "exit without a result",
+			status: started(),
+			pod:    makePod("app-1-1").Terminated(t0, t1, 2, "Error", "panic: oops").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "BuildFailed", Message: "The executor exited with code 2 without a result", ExitCode: 2, Pod: "app-1-1", Container: "executor"},
+				"The executor exited with code 2 without a result", nil, ""),
+		},
+		{
+			name:   "failed pod without a container status",
+			status: started(),
+			pod:    makePod("app-1-1").Phase(corev1.PodFailed).Reason("NodeLost", "node went away").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "PodFailed", Message: "Executor pod failed: NodeLost: node went away", Pod: "app-1-1"},
+				"Executor pod failed: NodeLost: node went away", nil, ""),
+		},
+		{
+			name:   "exit 0 with a failed result",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 0, "Completed", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonPushFailed, Message: "pushing: 401"}})).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "PushFailed", Message: "pushing: 401", Pod: "app-1-1", Container: "executor"},
+				"pushing: 401", nil, ""),
+		},
+		{
+			name:   "finished status is left alone",
+			status: v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhaseSucceeded, PodName: "app-1-1"},
+			pod:    nil,
+			want:   v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhaseSucceeded, PodName: "app-1-1"},
+		},
+		{
+			name:   "waiting for a retry is left alone",
+			status: v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhasePending, PodName: "app-1-1", NextRetryTime: mt(now)},
+			pod:    nil,
+			want:   v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhasePending, PodName: "app-1-1", NextRetryTime: mt(now)},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ib := makeImageBuild("app", "ns").Status(tc.status).Obj()
+			got := computeStatus(ib, tc.pod, now)
+			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreFields(metav1.Condition{}, "LastTransitionTime")); diff != "" {
+				t.Errorf("computeStatus() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestImageBuild_planRetry(t *testing.T) {
+	policy := retryPolicy{maxRetries: 2, backoff: 10 * time.Second, maxBackoff: 15 * time.Second}
+	failedWith := func(reason string, retries int32) v1alpha1.ImageBuildStatus {
+		st := started()
+		st.Phase = v1alpha1.PhaseFailed
+		st.Retries = retries
+		st.CompletionTime = mt(now)
+		st.Duration = "1s"
+		st.Failure = &v1alpha1.Failure{Reason: reason, Message: "m"}
+		st.Conditions = []metav1.Condition{cond("Stalled", metav1.ConditionTrue, reason, "m")}
+		return st
+	}
+	retrying := func(reason string, retries int32, wait time.Duration, msg string) v1alpha1.ImageBuildStatus {
+		st := started()
+		st.Retries = retries
+		st.NextRetryTime = mt(now.Add(wait))
+		st.Failure = &v1alpha1.Failure{Reason: reason, Message: "m"}
+		st.Conditions = []metav1.Condition{
+			cond("Ready", metav1.ConditionFalse, "Retrying", msg),
+			cond("Reconciling", metav1.ConditionTrue, "Retrying", msg),
+		}
+		return st
+	}
+	tests := []struct {
+		name     string
+		status   v1alpha1.ImageBuildStatus
+		want     v1alpha1.ImageBuildStatus
+		wantWait time.Duration
+	}{
+		{"pod deleted is retried", failedWith("PodDeleted", 0),
+			retrying("PodDeleted", 1, 10*time.Second, "Attempt 1 failed (PodDeleted: m); retry 1 of 2 in 10s"), 10 * time.Second},
+		{"backoff doubles up to the bound", failedWith("Evicted", 1),
+			retrying("Evicted", 2, 15*time.Second, "Attempt 1 failed (Evicted: m); retry 2 of 2 in 15s"), 15 * time.Second},
+		{"push failure is retried", failedWith("PushFailed", 0),
+			retrying("PushFailed", 1, 10*time.Second, "Attempt 1 failed (PushFailed: m); retry 1 of 2 in 10s"), 10 * time.Second},
+		{"retries run out", failedWith("PodDeleted", 2), failedWith("PodDeleted", 2), 0},
+		{"Dockerfile errors are never retried", failedWith("DockerfileInvalid", 0), failedWith("DockerfileInvalid", 0), 0},
+		{"source errors are never retried", failedWith("SourceFetchFailed", 0), failedWith("SourceFetchFailed", 0), 0},
+		{"OOM kills are not retried with the same limits", failedWith("OOMKilled", 0), failedWith("OOMKilled", 0), 0},
+		{"timeouts are not retried", failedWith("Timeout", 0), failedWith("Timeout", 0), 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := tc.status
+			wait := planRetry(&st, 1, policy, now)
+			if wait != tc.wantWait {
+				t.Errorf("planRetry() wait = %s, want %s", wait, tc.wantWait)
+			}
+			if diff := cmp.Diff(tc.want, st, cmpopts.IgnoreFields(metav1.Condition{}, "LastTransitionTime")); diff != "" {
+				t.Errorf("planRetry() status (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestImageBuild_newBuildStatus(t *testing.T) {
+	prev := v1alpha1.ImageBuildStatus{
+		Phase: v1alpha1.PhaseFailed, ObservedGeneration: 1, Attempt: 2, Retries: 1, PodName: "app-1-2",
+		Failure:    &v1alpha1.Failure{Reason: "RunFailed"},
+		Conditions: []metav1.Condition{cond("Ready", metav1.ConditionFalse, "RunFailed", "x"), cond("Stalled", metav1.ConditionTrue, "RunFailed", "x")},
+	}
+	t.Run("new generation starts at attempt 1", func(t *testing.T) {
+		ib := makeImageBuild("app", "ns").Generation(2).Status(prev).Obj()
+		if !isNewBuild(ib) {
+			t.Fatal("isNewBuild() = false, want true")
+		}
+		want := v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhasePending, ObservedGeneration: 2, Attempt: 1,
+			Conditions: []metav1.Condition{cond("Ready", metav1.ConditionFalse, "RunFailed", "x")}}
+		if diff := cmp.Diff(want, newBuildStatus(ib)); diff != "" {
+			t.Errorf("newBuildStatus() (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("rebuild continues the attempts", func(t *testing.T) {
+		ib := makeImageBuild("app", "ns").Status(prev).Obj()
+		if isNewBuild(ib) {
+			t.Fatal("isNewBuild() = true before the annotation")
+		}
+		ib.Annotations = map[string]string{v1alpha1.RebuildAnnotation: "2026-01-01"}
+		if !isNewBuild(ib) {
+			t.Fatal("isNewBuild() = false, want true")
+		}
+		want := v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhasePending, ObservedGeneration: 1, ObservedRebuild: "2026-01-01", Attempt: 3,
+			Conditions: []metav1.Condition{cond("Ready", metav1.ConditionFalse, "RunFailed", "x")}}
+		if diff := cmp.Diff(want, newBuildStatus(ib)); diff != "" {
+			t.Errorf("newBuildStatus() (-want +got):\n%s", diff)
+		}
+	})
+}

@@ -1,0 +1,723 @@
+#!/usr/bin/env bash
+# A real one-node Kubernetes cluster on this machine, on loopback, without Docker or downloads
+# (../shared/REAL-CLUSTER.md): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+# kubelet built from their Go modules (hack/cluster/build.sh, cached), Debian's containerd, runc
+# and CNI plugins. Everything it starts, writes and mounts lives under
+# ${SLIPWAY_STATE:-$PWD/_output}/cluster; it needs root.
+#
+#   hack/cluster.sh up          # build or reuse the binaries, start everything, wait for the node
+#   hack/cluster.sh down        # stop it all, leave no process, mount, iptables chain or bridge
+#   hack/cluster.sh status      # what runs; exit 0 when the apiserver answers and the node is Ready
+#   hack/cluster.sh kubeconfig  # prints the path of the admin kubeconfig:
+#                               #   export KUBECONFIG=$(hack/cluster.sh kubeconfig)
+#
+# The node is called `localhost` (the kubelet serves on 127.0.0.1 with a certificate for it, so
+# `kubectl logs` and `exec` work). There is no kube-proxy and no DNS: the `kubernetes` Service
+# has no endpoints (--endpoint-reconciler-type=none, the apiserver is on loopback), so an
+# in-cluster client needs hostNetwork and KUBERNETES_SERVICE_HOST=127.0.0.1
+# KUBERNETES_SERVICE_PORT=<apiserver port>. Pods on the CNI bridge cannot reach servers on the
+# host's 127.0.0.1 (a registry there): use hostNetwork for those. containerd pulls from the
+# local registry (hack/registry.sh, SLIPWAY_REGISTRY_PORT) over plain HTTP.
+#
+# Ports and networks (environment; defaults avoid the common ports):
+#   SLIPWAY_CLUSTER_APISERVER_PORT      36443
+#   SLIPWAY_CLUSTER_ETCD_PORT           32379   (client)
+#   SLIPWAY_CLUSTER_ETCD_PEER_PORT      32380
+#   SLIPWAY_CLUSTER_KUBELET_PORT        30250
+#   SLIPWAY_CLUSTER_KUBELET_HEALTHZ_PORT 30248
+#   SLIPWAY_REGISTRY_PORT               35000   (the plain-HTTP registry containerd may pull from)
+#   SLIPWAY_CLUSTER_POD_SUBNET          10.217.0.0/24  (CNI bridge)
+#   SLIPWAY_CLUSTER_SERVICE_SUBNET      10.218.0.0/24
+#   SLIPWAY_CLUSTER_BRIDGE              slipway0
+#   SLIPWAY_CLUSTER_POD_SECURITY        privileged     (Pod Security admission's cluster default
+#                                                       level; namespaces may label stricter)
+# The controller-manager and the scheduler serve no port; containerd's streaming server takes
+# a random loopback port. Logs: <state>/cluster/logs/, PID files: <state>/cluster/run/.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+state=${SLIPWAY_STATE:-${PWD}/_output}
+mkdir -p "${state}"
+state=$(cd "${state}" && pwd)
+dir=${state}/cluster
+
+APISERVER_PORT=${SLIPWAY_CLUSTER_APISERVER_PORT:-36443}
+ETCD_PORT=${SLIPWAY_CLUSTER_ETCD_PORT:-32379}
+ETCD_PEER_PORT=${SLIPWAY_CLUSTER_ETCD_PEER_PORT:-32380}
+KUBELET_PORT=${SLIPWAY_CLUSTER_KUBELET_PORT:-30250}
+KUBELET_HEALTHZ_PORT=${SLIPWAY_CLUSTER_KUBELET_HEALTHZ_PORT:-30248}
+REGISTRY_PORT=${SLIPWAY_REGISTRY_PORT:-35000}
+POD_SUBNET=${SLIPWAY_CLUSTER_POD_SUBNET:-10.217.0.0/24}
+SERVICE_SUBNET=${SLIPWAY_CLUSTER_SERVICE_SUBNET:-10.218.0.0/24}
+BRIDGE=${SLIPWAY_CLUSTER_BRIDGE:-slipway0}
+POD_SECURITY=${SLIPWAY_CLUSTER_POD_SECURITY:-privileged}
+NODE=localhost
+PAUSE_IMAGE=localhost/slipway/pause:1
+CNI_BIN=${SLIPWAY_CLUSTER_CNI_BIN:-/usr/lib/cni}
+
+pki=${dir}/pki
+logs=${dir}/logs
+run=${dir}/run
+sock=${dir}/containerd/containerd.sock
+kubeconfig=${dir}/kubeconfig
+podlogs=${dir}/pod-logs
+# The processes hack/cluster.sh starts, in the order they start; down stops them in reverse.
+components=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet)
+
+log() { echo "cluster.sh: $*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+# --- processes, by PID file only --------------------------------------------------------------
+
+# pid_of NAME prints the PID in NAME's PID file when that process lives and is ours: every
+# command this script starts names the cluster directory on its command line, so a recycled
+# PID is never taken for one of ours.
+pid_of() {
+	local f=${run}/$1.pid pid
+	[[ -f "${f}" ]] || return 1
+	pid=$(<"${f}")
+	[[ "${pid}" =~ ^[0-9]+$ ]] || return 1
+	kill -0 "${pid}" 2>/dev/null || return 1
+	tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${dir}/" || return 1
+	echo "${pid}"
+}
+
+# start NAME CMD...: starts CMD in its own session, outliving this script, logging to
+# logs/NAME.log (truncated), with its PID in run/NAME.pid.
+start() {
+	local name=$1
+	shift
+	: >"${logs}/${name}.log"
+	setsid "$@" >>"${logs}/${name}.log" 2>&1 </dev/null &
+	echo $! >"${run}/${name}.pid"
+}
+
+# stop NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 10).
+stop() {
+	local name=$1 wait=${2:-10} pid i
+	if ! pid=$(pid_of "${name}"); then
+		rm -f "${run}/${name}.pid"
+		return 0
+	fi
+	kill -TERM "${pid}" 2>/dev/null || true
+	for ((i = 0; i < wait * 10; i++)); do
+		kill -0 "${pid}" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "${pid}" 2>/dev/null; then
+		log "${name} (${pid}) ignored SIGTERM for ${wait} s: SIGKILL"
+		kill -KILL "${pid}" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do
+			kill -0 "${pid}" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	rm -f "${run}/${name}.pid"
+}
+
+# alive NAME: dies with the end of NAME's log when NAME has exited.
+alive() {
+	if ! pid_of "$1" >/dev/null; then
+		log "$1 exited; the end of ${logs}/$1.log:"
+		tail -n 30 "${logs}/$1.log" >&2 || true
+		exit 1
+	fi
+}
+
+# --- clients ---------------------------------------------------------------------------------
+
+bin=""
+kubectl() {
+	command "${KUBECTL:-kubectl}" --kubeconfig "${kubeconfig}" "$@"
+}
+ctr_() {
+	command ctr --address "${sock}" "$@"
+}
+
+apiserver_ready() {
+	curl -sf --max-time 2 --cacert "${pki}/ca.crt" --cert "${pki}/admin.crt" --key "${pki}/admin.key" \
+		"https://127.0.0.1:${APISERVER_PORT}/readyz" >/dev/null 2>&1
+}
+
+node_ready() {
+	[[ "$(kubectl get node "${NODE}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' \
+		2>/dev/null)" == True ]]
+}
+
+# --- iptables chains, bridges, cgroups: what existed before `up` ---------------------------------
+
+# chains prints "<binary> <table> <chain>" for every user-defined chain.
+chains() {
+	local ipt t
+	for ipt in iptables ip6tables; do
+		command -v "${ipt}" >/dev/null 2>&1 || continue
+		for t in filter nat mangle raw; do
+			"${ipt}" -w 5 -t "${t}" -S 2>/dev/null | awk -v i="${ipt}" -v t="${t}" '$1 == "-N" {print i, t, $2}'
+		done
+	done
+}
+
+# our_chains prints the KUBE-* and CNI-* chains that did not exist before `up`.
+our_chains() {
+	local before=${run}/chains.before
+	[[ -f "${before}" ]] || before=/dev/null
+	chains | grep -E ' (KUBE|CNI)-' | grep -vxF -f "${before}" || true
+}
+
+remove_chains() {
+	local list ipt t c n target ref
+	list=$(our_chains)
+	[[ -n "${list}" ]] || return 0
+	# 1. Rules anywhere that jump to one of them; 2. flush them; 3. delete them.
+	while read -r ipt t; do
+		local doomed
+		doomed=$(awk -v i="${ipt}" -v t="${t}" '$1 == i && $2 == t {print $3}' <<<"${list}")
+		for ref in $("${ipt}" -w 5 -t "${t}" -S | awk '$1 == "-N" || $1 == "-P" {print $2}'); do
+			grep -qxF "${ref}" <<<"${doomed}" && continue
+			# Rule numbers of jumps from ${ref}, highest first so the others keep their number.
+			"${ipt}" -w 5 -t "${t}" -L "${ref}" -n --line-numbers 2>/dev/null | awk 'NR > 2 {print $1, $2}' |
+				sort -rn | while read -r n target; do
+				if grep -qxF "${target}" <<<"${doomed}"; then
+					"${ipt}" -w 5 -t "${t}" -D "${ref}" "${n}" || true
+				fi
+			done
+		done
+		for c in ${doomed}; do
+			"${ipt}" -w 5 -t "${t}" -F "${c}" 2>/dev/null || true
+		done
+		for c in ${doomed}; do
+			"${ipt}" -w 5 -t "${t}" -X "${c}" 2>/dev/null || true
+		done
+	done < <(awk '{print $1, $2}' <<<"${list}" | sort -u)
+}
+
+cgroup_roots() {
+	local d
+	for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/kubepods.slice; do
+		[[ -d "${d}" ]] && echo "${d}"
+	done
+	return 0
+}
+
+# --- mounts ----------------------------------------------------------------------------------
+
+# mounts_under prints the mount points at or under the cluster directory, the last mounted
+# first (mountinfo is in mount order), with mountinfo's octal escapes decoded.
+mounts_under() {
+	awk '{print $5}' /proc/self/mountinfo | while read -r m; do
+		m=$(printf '%b' "${m}")
+		if [[ "${m}" == "${dir}" || "${m}" == "${dir}/"* ]]; then
+			echo "${m}"
+		fi
+	done | tac
+}
+
+# The network namespaces containerd made for the pods (in /run/netns, outside our directory),
+# recorded while containerd ran so that down can remove them if containerd could not.
+netns_file=${run}/netns
+
+record_netns() {
+	local ids id
+	pid_of containerd >/dev/null || return 0
+	ids=$(ctr_ -n k8s.io containers ls -q 2>/dev/null) || return 0
+	for id in ${ids}; do
+		ctr_ -n k8s.io containers info "${id}" 2>/dev/null |
+			grep -oE '"path": *"/(var/)?run/netns/[^"]+"' | sed -E 's/.*"(\/[^"]+)"$/\1/' || true
+	done | sort -u >>"${netns_file}"
+}
+
+# shim_tree prints the PIDs of containerd shims started by our containerd (they name its socket
+# on their command line) and of all their descendants (the containers' processes).
+shim_tree() {
+	local p ppid
+	for p in /proc/[0-9]*; do
+		p=${p#/proc/}
+		ppid=$(awk '/^PPid:/ {print $2}' "/proc/${p}/status" 2>/dev/null) || continue
+		[[ -n "${ppid}" ]] || continue
+		if tr '\0' ' ' <"/proc/${p}/cmdline" 2>/dev/null | grep -qF -- "-address ${sock} "; then
+			echo "${p} ${ppid} shim"
+		else
+			echo "${p} ${ppid}"
+		fi
+	done | awk '
+		{ parent[$1] = $2; if ($3 == "shim") ours[$1] = 1 }
+		END {
+			do {
+				changed = 0
+				for (p in parent) if (!(p in ours) && (parent[p] in ours)) { ours[p] = 1; changed = 1 }
+			} while (changed)
+			for (p in ours) print p
+		}'
+}
+
+# --- up ----------------------------------------------------------------------------------------
+
+check_port() {
+	if ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; then
+		die "port $1 ($2) is in use; choose another with $3"
+	fi
+}
+
+write_kubeconfig() { # path user cert-name
+	cat >"$1" <<-EOF
+		apiVersion: v1
+		kind: Config
+		clusters:
+		- name: slipway
+		  cluster:
+		    server: https://127.0.0.1:${APISERVER_PORT}
+		    certificate-authority-data: $(base64 -w0 <"${pki}/ca.crt")
+		users:
+		- name: $2
+		  user:
+		    client-certificate-data: $(base64 -w0 <"${pki}/$3.crt")
+		    client-key-data: $(base64 -w0 <"${pki}/$3.key")
+		contexts:
+		- name: $2@slipway
+		  context:
+		    cluster: slipway
+		    user: $2
+		current-context: $2@slipway
+	EOF
+	chmod 600 "$1"
+}
+
+wait_for() { # seconds description command...
+	local secs=$1 what=$2 i
+	shift 2
+	for ((i = 0; i < secs * 5; i++)); do
+		if "$@"; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	die "timed out after ${secs} s waiting for ${what}"
+}
+
+up() {
+	((EUID == 0)) || die "up needs root (containerd, runc, kubelet)"
+	local t0=${SECONDS} c
+	for c in containerd ctr runc containerd-shim-runc-v2 iptables ip ss curl "${KUBECTL:-kubectl}"; do
+		command -v "${c}" >/dev/null 2>&1 || die "${c} is missing: hack/deps.sh installs the Debian packages"
+	done
+	[[ -x "${CNI_BIN}/bridge" && -x "${CNI_BIN}/host-local" && -x "${CNI_BIN}/loopback" ]] ||
+		die "no CNI plugins in ${CNI_BIN}: install Debian's containernetworking-plugins (hack/deps.sh)"
+	# A unix socket path has at most 107 bytes; containerd's ttrpc socket adds ".ttrpc".
+	((${#sock} + 6 <= 107)) || die "the state directory ${state} is too long for containerd's socket path"
+
+	local running=()
+	for c in "${components[@]}"; do
+		pid_of "${c}" >/dev/null && running+=("${c}")
+	done
+	if ((${#running[@]} == ${#components[@]})) && apiserver_ready && node_ready; then
+		log "already up; export KUBECONFIG=${kubeconfig}"
+		return 0
+	fi
+	if ((${#running[@]} > 0)); then
+		die "partly running (${running[*]}): run hack/cluster.sh down first"
+	fi
+
+	check_port "${APISERVER_PORT}" apiserver SLIPWAY_CLUSTER_APISERVER_PORT
+	check_port "${ETCD_PORT}" etcd SLIPWAY_CLUSTER_ETCD_PORT
+	check_port "${ETCD_PEER_PORT}" "etcd peer" SLIPWAY_CLUSTER_ETCD_PEER_PORT
+	check_port "${KUBELET_PORT}" kubelet SLIPWAY_CLUSTER_KUBELET_PORT
+	check_port "${KUBELET_HEALTHZ_PORT}" "kubelet healthz" SLIPWAY_CLUSTER_KUBELET_HEALTHZ_PORT
+	if ip link show "${BRIDGE}" >/dev/null 2>&1 && [[ ! -f "${run}/bridge.before" ]]; then
+		die "a network interface ${BRIDGE} exists already; choose another with SLIPWAY_CLUSTER_BRIDGE"
+	fi
+
+	bin=$("${root}/hack/cluster/build.sh")
+	local tb=${SECONDS}
+	mkdir -p "${pki}" "${logs}" "${run}" "${podlogs}" "${dir}/etcd" "${dir}/kubelet" \
+		"${dir}/containerd/certs.d/127.0.0.1:${REGISTRY_PORT}" "${dir}/cni/net.d" "${dir}/cni/ipam" "${dir}/config"
+	chmod 700 "${dir}/etcd"
+
+	# What exists before us, so that down removes only what this cluster made.
+	[[ -f "${run}/chains.before" ]] || chains >"${run}/chains.before"
+	[[ -f "${run}/cgroups.before" ]] || cgroup_roots >"${run}/cgroups.before"
+	touch "${run}/bridge.before"
+	: >"${netns_file}"
+
+	# The service IP: the first address of the service subnet (a /24 or larger ending in .0).
+	local svc_base=${SERVICE_SUBNET%/*}
+	local service_ip=${svc_base%.*}.$((${svc_base##*.} + 1))
+
+	(cd "${root}" && go run ./hack/cluster/certs -dir "${pki}" -node "${NODE}" -service-ip "${service_ip}")
+	write_kubeconfig "${kubeconfig}" admin admin
+	write_kubeconfig "${dir}/config/controller-manager.kubeconfig" controller-manager controller-manager
+	write_kubeconfig "${dir}/config/scheduler.kubeconfig" scheduler scheduler
+	write_kubeconfig "${dir}/config/kubelet.kubeconfig" kubelet kubelet-client
+
+	# The pause image: a static Go binary that writes its own image.
+	(cd "${root}" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "${dir}/config/pause" ./hack/cluster/pause)
+	"${dir}/config/pause" -image "${dir}/config/pause.tar" -ref "${PAUSE_IMAGE}"
+
+	# etcd: plain HTTP on loopback, no fsync (a throwaway cluster), fresh each time.
+	rm -rf "${dir}/etcd" && mkdir -m 700 "${dir}/etcd"
+	start etcd "${bin}/etcd" --name default --data-dir "${dir}/etcd" \
+		--listen-client-urls "http://127.0.0.1:${ETCD_PORT}" --advertise-client-urls "http://127.0.0.1:${ETCD_PORT}" \
+		--listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" \
+		--initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" \
+		--initial-cluster "default=http://127.0.0.1:${ETCD_PEER_PORT}" \
+		--unsafe-no-fsync --log-level warn
+
+	# containerd, with everything under our directory.
+	rm -rf "${dir}/containerd/state"
+	cat >"${dir}/containerd/certs.d/127.0.0.1:${REGISTRY_PORT}/hosts.toml" <<-EOF
+		server = "http://127.0.0.1:${REGISTRY_PORT}"
+		[host."http://127.0.0.1:${REGISTRY_PORT}"]
+		  capabilities = ["pull", "resolve", "push"]
+	EOF
+	cat >"${dir}/containerd/config.toml" <<-EOF
+		version = 2
+		root = "${dir}/containerd/root"
+		state = "${dir}/containerd/state"
+		disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+		[grpc]
+		  address = "${sock}"
+		[ttrpc]
+		  address = "${sock}.ttrpc"
+		[debug]
+		  level = "info"
+		[plugins."io.containerd.internal.v1.opt"]
+		  path = "${dir}/containerd/opt"
+		[plugins."io.containerd.grpc.v1.cri"]
+		  sandbox_image = "${PAUSE_IMAGE}"
+		  restrict_oom_score_adj = true
+		  stream_server_address = "127.0.0.1"
+		  stream_server_port = "0"
+		  enable_selinux = false
+		  [plugins."io.containerd.grpc.v1.cri".containerd]
+		    snapshotter = "overlayfs"
+		    default_runtime_name = "runc"
+		    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+		      runtime_type = "io.containerd.runc.v2"
+		      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+		        SystemdCgroup = false
+		        Root = "${dir}/containerd/runc"
+		  [plugins."io.containerd.grpc.v1.cri".cni]
+		    bin_dir = "${CNI_BIN}"
+		    conf_dir = "${dir}/cni/net.d"
+		    max_conf_num = 1
+		  [plugins."io.containerd.grpc.v1.cri".registry]
+		    config_path = "${dir}/containerd/certs.d"
+	EOF
+	cat >"${dir}/cni/net.d/10-slipway.conflist" <<-EOF
+		{
+		  "cniVersion": "0.4.0",
+		  "name": "slipway",
+		  "plugins": [
+		    {
+		      "type": "bridge",
+		      "bridge": "${BRIDGE}",
+		      "isGateway": true,
+		      "ipMasq": true,
+		      "hairpinMode": true,
+		      "ipam": {
+		        "type": "host-local",
+		        "ranges": [[{"subnet": "${POD_SUBNET}"}]],
+		        "routes": [{"dst": "0.0.0.0/0"}],
+		        "dataDir": "${dir}/cni/ipam"
+		      }
+		    },
+		    {"type": "portmap", "capabilities": {"portMappings": true}}
+		  ]
+		}
+	EOF
+	start containerd containerd --config "${dir}/containerd/config.toml"
+
+	local admission=${dir}/config/admission.yaml
+	cat >"${admission}" <<-EOF
+		apiVersion: apiserver.config.k8s.io/v1
+		kind: AdmissionConfiguration
+		plugins:
+		- name: PodSecurity
+		  configuration:
+		    apiVersion: pod-security.admission.config.k8s.io/v1
+		    kind: PodSecurityConfiguration
+		    defaults:
+		      enforce: "${POD_SECURITY}"
+		      enforce-version: latest
+		      audit: "${POD_SECURITY}"
+		      audit-version: latest
+		      warn: "${POD_SECURITY}"
+		      warn-version: latest
+		    exemptions:
+		      usernames: []
+		      runtimeClasses: []
+		      namespaces: []
+	EOF
+	start kube-apiserver "${bin}/kube-apiserver" \
+		--etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
+		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${APISERVER_PORT}" \
+		--tls-cert-file "${pki}/apiserver.crt" --tls-private-key-file "${pki}/apiserver.key" \
+		--client-ca-file "${pki}/ca.crt" \
+		--kubelet-client-certificate "${pki}/apiserver-kubelet-client.crt" \
+		--kubelet-client-key "${pki}/apiserver-kubelet-client.key" \
+		--kubelet-certificate-authority "${pki}/ca.crt" \
+		--kubelet-preferred-address-types Hostname,InternalIP \
+		--service-cluster-ip-range "${SERVICE_SUBNET}" \
+		--service-account-issuer https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file "${pki}/sa.pub" \
+		--service-account-signing-key-file "${pki}/sa.key" \
+		--authorization-mode Node,RBAC \
+		--enable-admission-plugins NodeRestriction \
+		--admission-control-config-file "${admission}" \
+		--allow-privileged=true \
+		--endpoint-reconciler-type none \
+		--profiling=false \
+		--cert-dir "${dir}/config/apiserver-certs"
+
+	# containerd: wait, then the pause image.
+	wait_for 30 containerd eval 'alive containerd; ctr_ version >/dev/null 2>&1'
+	ctr_ -n k8s.io images import "${dir}/config/pause.tar" >/dev/null
+
+	# The kubelet: node `localhost`, serving on 127.0.0.1 with its certificate.
+	local kubelet_config=${dir}/config/kubelet.yaml
+	cat >"${kubelet_config}" <<-EOF
+		apiVersion: kubelet.config.k8s.io/v1beta1
+		kind: KubeletConfiguration
+		address: 127.0.0.1
+		port: ${KUBELET_PORT}
+		readOnlyPort: 0
+		healthzBindAddress: 127.0.0.1
+		healthzPort: ${KUBELET_HEALTHZ_PORT}
+		tlsCertFile: ${pki}/kubelet.crt
+		tlsPrivateKeyFile: ${pki}/kubelet.key
+		authentication:
+		  anonymous:
+		    enabled: false
+		  webhook:
+		    enabled: true
+		  x509:
+		    clientCAFile: ${pki}/ca.crt
+		authorization:
+		  mode: Webhook
+		containerRuntimeEndpoint: unix://${sock}
+		cgroupDriver: cgroupfs
+		failCgroupV1: false
+		failSwapOn: false
+		imagePullCredentialsVerificationPolicy: NeverVerify
+		podLogsDir: ${podlogs}
+		clusterDomain: cluster.local
+		serializeImagePulls: false
+		rotateCertificates: false
+		serverTLSBootstrap: false
+		imageGCHighThresholdPercent: 100
+		imageGCLowThresholdPercent: 99
+		evictionHard:
+		  memory.available: 100Mi
+		  nodefs.available: 1%
+		  nodefs.inodesFree: 1%
+		  imagefs.available: 1%
+		  imagefs.inodesFree: 1%
+		nodeStatusReportFrequency: 10s
+		resolvConf: /etc/resolv.conf
+	EOF
+
+	wait_for 60 "the apiserver on 127.0.0.1:${APISERVER_PORT}" eval 'alive etcd; alive kube-apiserver; apiserver_ready'
+
+	start kube-controller-manager "${bin}/kube-controller-manager" \
+		--kubeconfig "${dir}/config/controller-manager.kubeconfig" \
+		--secure-port 0 --leader-elect=false \
+		--service-account-private-key-file "${pki}/sa.key" --root-ca-file "${pki}/ca.crt" \
+		--use-service-account-credentials=true \
+		--cluster-signing-cert-file "${pki}/ca.crt" --cluster-signing-key-file "${pki}/ca.key" \
+		--service-cluster-ip-range "${SERVICE_SUBNET}" \
+		--profiling=false
+	start kube-scheduler "${bin}/kube-scheduler" \
+		--kubeconfig "${dir}/config/scheduler.kubeconfig" \
+		--secure-port 0 --leader-elect=false --profiling=false
+	start kubelet "${bin}/kubelet" \
+		--config "${kubelet_config}" --kubeconfig "${dir}/config/kubelet.kubeconfig" \
+		--hostname-override "${NODE}" --root-dir "${dir}/kubelet" --cert-dir "${dir}/config/kubelet-certs" \
+		--v 1
+
+	wait_for 60 "node ${NODE} Ready" eval 'alive kubelet; alive containerd; node_ready'
+	# Pods need their namespace's default ServiceAccount (the controller-manager makes it).
+	wait_for 30 "the default ServiceAccount" eval \
+		'alive kube-controller-manager; alive kube-scheduler; kubectl -n default get serviceaccount default >/dev/null 2>&1'
+
+	log "up in $((SECONDS - t0)) s ($((SECONDS - tb)) s after the binaries); export KUBECONFIG=${kubeconfig}"
+}
+
+# --- down --------------------------------------------------------------------------------------
+
+down() {
+	((EUID == 0)) || die "down needs root"
+	local t0=${SECONDS}
+	mkdir -p "${run}"
+
+	# 1. Pods, through the kubelet, so that containerd tears their networks down (CNI DEL) and
+	#    removes their network namespaces. No controller may make new ones meanwhile.
+	stop kube-controller-manager
+	stop kube-scheduler
+	if pid_of kubelet >/dev/null && pid_of containerd >/dev/null && apiserver_ready; then
+		record_netns
+		if [[ -n "$(kubectl get pods -A -o name 2>/dev/null)" ]]; then
+			kubectl delete pods --all -A --grace-period=2 --timeout=45s >/dev/null 2>&1 ||
+				log "pods were not all deleted in time; their containers are killed below"
+		fi
+		# The kubelet stops the sandboxes after the API objects are gone.
+		for ((i = 0; i < 150; i++)); do
+			[[ -z "$(ctr_ -n k8s.io tasks ls -q 2>/dev/null)" ]] && break
+			sleep 0.2
+		done
+	fi
+	stop kubelet 20
+
+	# 2. What is left in containerd: kill and delete tasks, delete containers.
+	if pid_of containerd >/dev/null; then
+		record_netns
+		local ns id
+		for ns in $(ctr_ namespaces ls -q 2>/dev/null); do
+			for id in $(ctr_ -n "${ns}" tasks ls -q 2>/dev/null); do
+				ctr_ -n "${ns}" tasks kill -s SIGKILL "${id}" >/dev/null 2>&1 || true
+			done
+			for id in $(ctr_ -n "${ns}" tasks ls -q 2>/dev/null); do
+				ctr_ -n "${ns}" tasks delete -f "${id}" >/dev/null 2>&1 || true
+			done
+			for id in $(ctr_ -n "${ns}" containers ls -q 2>/dev/null); do
+				ctr_ -n "${ns}" containers delete "${id}" >/dev/null 2>&1 || true
+			done
+		done
+	fi
+	stop containerd 20
+
+	# Shims that outlived their containerd, and their containers: by PID, found from our socket.
+	local p pids
+	pids=$(shim_tree)
+	if [[ -n "${pids}" ]]; then
+		log "killing leftover shims and container processes: $(echo ${pids})"
+		# shellcheck disable=SC2086
+		kill -KILL ${pids} 2>/dev/null || true
+		sleep 0.5
+	fi
+
+	# 3. The control plane.
+	stop kube-apiserver
+	stop etcd
+
+	# 4. Mounts under our directory (kubelet's bind mount of its root, volumes, containerd's
+	#    rootfs and shm), then the pods' network namespaces containerd did not remove.
+	local m pass
+	for pass in 1 2 3; do
+		while read -r m; do
+			[[ -n "${m}" ]] && umount "${m}" 2>/dev/null || true
+		done < <(mounts_under)
+		[[ -z "$(mounts_under)" ]] && break
+	done
+	if [[ -f "${netns_file}" ]]; then
+		while read -r m; do
+			[[ -n "${m}" && -e "${m}" ]] || continue
+			umount "${m}" 2>/dev/null || true
+			rm -f "${m}" 2>/dev/null || true
+		done < <(sort -u "${netns_file}")
+	fi
+
+	# 5. iptables chains the kubelet and the CNI plugins made, the bridge, the cgroups.
+	remove_chains
+	if [[ -f "${run}/bridge.before" ]] && ip link show "${BRIDGE}" >/dev/null 2>&1; then
+		ip link delete "${BRIDGE}" 2>/dev/null || true
+	fi
+	local cg
+	while read -r cg; do
+		[[ -n "${cg}" ]] || continue
+		if [[ -f "${run}/cgroups.before" ]] && grep -qxF "${cg}" "${run}/cgroups.before"; then
+			continue
+		fi
+		find "${cg}" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+	done < <(cgroup_roots)
+	# The kubelet's symbolic links to our pod logs.
+	if [[ -d /var/log/containers ]]; then
+		find /var/log/containers -maxdepth 1 -type l -lname "${podlogs}/*" -delete 2>/dev/null || true
+	fi
+
+	# 6. Verify, and only then remove the runtime state (never through a mount).
+	local left=()
+	for c in "${components[@]}"; do
+		if p=$(pid_of "${c}"); then
+			left+=("process ${c} (${p})")
+		fi
+	done
+	for p in $(shim_tree); do
+		left+=("process ${p}: $(tr '\0' ' ' <"/proc/${p}/cmdline" 2>/dev/null | cut -c1-120)")
+	done
+	while read -r m; do
+		[[ -n "${m}" ]] && left+=("mount ${m}")
+	done < <(mounts_under)
+	if [[ -f "${netns_file}" ]]; then
+		while read -r m; do
+			[[ -n "${m}" ]] || continue
+			grep -qF " ${m} " /proc/self/mountinfo && left+=("mount ${m}")
+		done < <(sort -u "${netns_file}")
+	fi
+	while read -r m; do
+		[[ -n "${m}" ]] && left+=("iptables chain ${m}")
+	done < <(our_chains)
+	if [[ -f "${run}/bridge.before" ]] && ip link show "${BRIDGE}" >/dev/null 2>&1; then
+		left+=("network interface ${BRIDGE}")
+	fi
+	while read -r cg; do
+		[[ -n "${cg}" ]] || continue
+		[[ -f "${run}/cgroups.before" ]] && grep -qxF "${cg}" "${run}/cgroups.before" && continue
+		left+=("cgroup ${cg}")
+	done < <(cgroup_roots)
+
+	if ((${#left[@]} > 0)); then
+		log "down left these behind:"
+		printf '  %s\n' "${left[@]}" >&2
+		exit 1
+	fi
+	# Nothing is mounted under ${dir}: the runtime state can go. The PKI (the cluster's
+	# identity), containerd's image store (pulled images) and the logs stay.
+	rm -rf --one-file-system "${dir}/etcd" "${dir}/kubelet" "${dir}/containerd/state" "${dir}/containerd/runc" \
+		"${dir}/cni/ipam" "${podlogs}"
+	rm -f "${run}"/*.pid "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" "${netns_file}"
+	log "down in $((SECONDS - t0)) s; no process, mount, iptables chain, bridge or cgroup left"
+}
+
+# --- status ------------------------------------------------------------------------------------
+
+status() {
+	local c p ok=0
+	for c in "${components[@]}"; do
+		if p=$(pid_of "${c}"); then
+			printf '%-24s running (pid %s)\n' "${c}" "${p}"
+		else
+			printf '%-24s stopped\n' "${c}"
+			ok=1
+		fi
+	done
+	if apiserver_ready; then
+		echo "apiserver                https://127.0.0.1:${APISERVER_PORT} ready"
+		if node_ready; then
+			echo "node ${NODE}           Ready"
+		else
+			echo "node ${NODE}           not Ready"
+			ok=1
+		fi
+	else
+		echo "apiserver                not answering on 127.0.0.1:${APISERVER_PORT}"
+		ok=1
+	fi
+	echo "kubeconfig               ${kubeconfig}"
+	return "${ok}"
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status) status ;;
+kubeconfig)
+	[[ -f "${kubeconfig}" ]] || die "no kubeconfig at ${kubeconfig}: run hack/cluster.sh up"
+	echo "${kubeconfig}"
+	;;
+*)
+	echo "usage: $0 up|down|status|kubeconfig" >&2
+	exit 2
+	;;
+esac

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -247,7 +248,8 @@ type RunOptions struct {
 // Run extracts img into a directory and runs its Entrypoint and Cmd there
 // as a container runtime would: with the image's Env (plus HOME of the
 // user when Env has none), WorkingDir (created if missing) and User
-// (names resolved in the image's /etc/passwd and /etc/group), chrooted in
+// (names resolved in the image's /etc/passwd and /etc/group, the primary
+// group also among the supplementary ones), chrooted in
 // fresh namespaces by executor/run.Chroot, which needs root and run.Init in
 // TestMain. It returns the command's stdout; a failure to start or a
 // non-zero exit is an error that includes stderr.
@@ -295,10 +297,16 @@ func Run(ctx context.Context, img v1.Image, opts RunOptions) (string, error) {
 	if err := os.MkdirAll(path.Join(root, path.Clean("/"+dir)), 0o755); err != nil {
 		return "", fmt.Errorf("creating the working directory: %w", err)
 	}
+	// Runtimes put the primary group among the supplementary ones
+	// (runtime-spec: gid must be in the list; containerd, runc).
+	groups := append([]uint32{}, u.Groups...)
+	if !slices.Contains(groups, u.GID) {
+		groups = append(groups, u.GID)
+	}
 	var stdout, stderr bytes.Buffer
 	err = run.Chroot().Run(ctx, run.Spec{
 		Root: root, Args: args, Env: env, Dir: dir,
-		UID: u.UID, GID: u.GID, Groups: u.Groups,
+		UID: u.UID, GID: u.GID, Groups: groups,
 		Stdout: &stdout, Stderr: &stderr,
 	})
 	if err != nil {

@@ -158,7 +158,7 @@ func TestRun(t *testing.T) {
 	}
 	cfg = cfg.DeepCopy()
 	cfg.Config.Entrypoint = []string{"/bin/sh", "-c"}
-	cfg.Config.Cmd = []string{`echo "$(id -u):$(id -g) $(id -G) $PWD $GREETING $HOME"`}
+	cfg.Config.Cmd = []string{`echo "$(id -u):$(id -g) $(awk '/^Groups:/ {print $2, $3}' /proc/self/status) $PWD $GREETING $HOME"`}
 	cfg.Config.Env = append(cfg.Config.Env, "GREETING=hi")
 	cfg.Config.User = "app"
 	cfg.Config.WorkingDir = "/srv/made"
@@ -170,7 +170,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "1000:1000 1000 50 /srv/made hi /home/app\n"; got != want {
+	if want := "1000:1000 50 1000 /srv/made hi /home/app\n"; got != want {
 		t.Errorf("Run() = %q, want %q", got, want)
 	}
 

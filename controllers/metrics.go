@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,10 +104,17 @@ var phases = &phaseCollector{
 // drift from what the API server holds.
 type phaseCollector struct {
 	running, queued *prometheus.Desc
-	reader          client.Reader
+
+	mu     sync.Mutex
+	reader client.Reader
 }
 
-func (p *phaseCollector) set(c client.Reader) { p.reader = c }
+// set makes the collector count from c, the cache of the latest manager.
+func (p *phaseCollector) set(c client.Reader) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reader = c
+}
 
 func (p *phaseCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- p.running
@@ -114,13 +122,16 @@ func (p *phaseCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (p *phaseCollector) Collect(ch chan<- prometheus.Metric) {
-	if p.reader == nil {
+	p.mu.Lock()
+	reader := p.reader
+	p.mu.Unlock()
+	if reader == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var ibs v1alpha1.ImageBuildList
-	if err := p.reader.List(ctx, &ibs); err != nil {
+	if err := reader.List(ctx, &ibs); err != nil {
 		return
 	}
 	var running, queued float64

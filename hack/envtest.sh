@@ -31,7 +31,7 @@ build() {
 	fi
 	log "building ${name} (${pkg}) into ${dir}; the first time takes minutes"
 	local start=${SECONDS}
-	(cd "${mod}" && CGO_ENABLED=0 GOFLAGS=-mod=mod "${GO}" build -trimpath -ldflags "${ldflags}" \
+	(cd "${mod}" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" "${GO}" build -trimpath -ldflags "${ldflags}" \
 		-o "${dir}/.${name}.tmp" "${pkg}") >&2
 	mv -f "${dir}/.${name}.tmp" "${dir}/${name}"
 	log "built ${name} in $((SECONDS - start)) s"

@@ -45,7 +45,10 @@ func (w *ibWrapper) PushSecret(name string) *ibWrapper {
 	w.Spec.Output.PushSecretRef = &corev1.LocalObjectReference{Name: name}
 	return w
 }
-func (w *ibWrapper) Status(st v1alpha1.ImageBuildStatus) *ibWrapper { w.ImageBuild.Status = st; return w }
+func (w *ibWrapper) Status(st v1alpha1.ImageBuildStatus) *ibWrapper {
+	w.ImageBuild.Status = st
+	return w
+}
 
 // podWrapper builds executor pods for tests.
 type podWrapper struct{ corev1.Pod }

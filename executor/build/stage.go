@@ -462,7 +462,7 @@ func extractLayers(ctx context.Context, root string, layers []v1.Layer, opts []r
 			return err
 		}
 		d, _ := l.Digest()
-		rc, err := l.Uncompressed()
+		rc, err := layer.Uncompressed(l)
 		if err != nil {
 			return fmt.Errorf("fetching layer %s: %w", d, err)
 		}

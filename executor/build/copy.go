@@ -77,7 +77,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		if err != nil || m > 0o7777 {
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", s.chmod))
 		}
-		mode := fs.FileMode(m)
+		mode := fileMode(uint32(m))
 		req.Chmod = &mode
 	}
 	if len(s.exclude) > 0 {
@@ -271,4 +271,20 @@ func parsePort(raw string) ([]string, error) {
 		out = append(out, fmt.Sprintf("%d/%s", p, proto))
 	}
 	return out, nil
+}
+
+// fileMode converts Unix permission bits (as --chmod writes them) to an
+// fs.FileMode, whose setuid, setgid and sticky bits are not the Unix ones.
+func fileMode(m uint32) fs.FileMode {
+	mode := fs.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= fs.ModeSticky
+	}
+	return mode
 }

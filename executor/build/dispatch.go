@@ -363,7 +363,7 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 			Dir:    wd,
 			UID:    user.UID,
 			GID:    user.GID,
-			Groups: user.Groups,
+			Groups: withPrimaryGroup(user.Groups, user.GID),
 			Stdout: out,
 			Stderr: out,
 		})
@@ -462,4 +462,13 @@ func (l *linePrefixer) Flush() {
 		l.buf.Reset()
 		io.WriteString(l.w, l.prefix+rest+"\n")
 	}
+}
+
+// withPrimaryGroup adds the primary group to the supplementary ones, as
+// BuildKit does (moby/buildkit#3651) and as `id` then shows it.
+func withPrimaryGroup(groups []uint32, gid uint32) []uint32 {
+	if slices.Contains(groups, gid) {
+		return groups
+	}
+	return append(slices.Clone(groups), gid)
 }

@@ -456,10 +456,30 @@ func (m *meter) finish() float64 {
 	return float64(m.peak) / (1 << 20)
 }
 
+// lockedBuffer is a log that concurrent processes (buildkitd and buildctl) write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]byte(nil), l.b.Bytes()...)
+}
+
+func (l *lockedBuffer) String() string { return string(l.Bytes()) }
+
 // A runner runs the commands of one build, logging to one buffer.
 type runner struct {
 	m   *meter
-	log *bytes.Buffer
+	log *lockedBuffer
 	env []string
 }
 
@@ -504,7 +524,7 @@ func build(c *config, tool, cs, sc, ctx, repo string) result {
 		return result{err: err}
 	}
 	defer os.RemoveAll(state)
-	log := &bytes.Buffer{}
+	log := &lockedBuffer{}
 	r := &runner{log: log, env: baseEnv()}
 	var prepare func() error
 	var do func() error
@@ -645,6 +665,9 @@ func buildkitRun(c *config, r *runner, state, ctx, dest, cacheRepo, base string)
 `, filepath.Join(state, "root"), sock, c.bin["runc"], c.registry)
 	cfgPath := filepath.Join(state, "buildkitd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(state, "xdg"), 0o700); err != nil {
 		return err
 	}
 	r.env = append(r.env, "XDG_RUNTIME_DIR="+filepath.Join(state, "xdg"), "TMPDIR="+state)

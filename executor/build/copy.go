@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -190,9 +191,9 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	}
 	msg = append(msg, s.params.DestPath)
 
-	return g.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, g *stage) ([]string, error) {
+	err := g.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, g *stage, root string) ([]string, error) {
 		req := req
-		req.DestRoot = g.root
+		req.DestRoot = root
 		if heredocs != nil {
 			dir, err := os.MkdirTemp(g.b.opts.WorkDir, "heredoc-")
 			if err != nil {
@@ -213,7 +214,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 			req.SrcRoot = root
 		}
 		if s.chown != "" {
-			uid, gid, err := idtools.ResolveChown(g.root, s.chown)
+			uid, gid, err := idtools.ResolveChown(root, s.chown)
 			if err != nil {
 				return nil, fail(result.ReasonCopyFailed, fmt.Errorf("resolving --chown=%s: %w", s.chown, err))
 			}
@@ -228,6 +229,12 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		}
 		return res.Changed, nil
 	})
+	dest := s.params.DestPath
+	if !path.IsAbs(dest) {
+		dest = path.Join(req.WorkDir, dest)
+	}
+	g.cur().copyDest = path.Clean("/" + dest)
+	return err
 }
 
 // securePath resolves p (absolute in the stage's file system) to a host

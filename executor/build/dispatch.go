@@ -221,8 +221,8 @@ func (g *stage) workdir(c *instructions.WorkdirCommand) error {
 		return g.meta("WORKDIR " + wd)
 	}
 	user := g.cfg.Config.User
-	return g.fsStep("WORKDIR "+wd, []any{"WORKDIR", wd, user}, func(ctx context.Context, g *stage) ([]string, error) {
-		created, err := g.mkdirAll(wd, user)
+	return g.fsStep("WORKDIR "+wd, []any{"WORKDIR", wd, user}, func(ctx context.Context, g *stage, root string) ([]string, error) {
+		created, err := g.mkdirAll(root, wd, user)
 		if err != nil {
 			return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating WORKDIR %s: %w", wd, err))
 		}
@@ -236,10 +236,10 @@ func (g *stage) workdir(c *instructions.WorkdirCommand) error {
 // mkdirAll creates dir (absolute, inside the stage root) and its missing
 // parents with mode 0755, owned by user, and returns the created paths
 // (relative to the root). Symlinks on the way resolve inside the root.
-func (g *stage) mkdirAll(dir, user string) ([]string, error) {
+func (g *stage) mkdirAll(root, dir, user string) ([]string, error) {
 	var uid, gid int
 	if user != "" {
-		u, err := idtools.ResolveUser(g.root, user)
+		u, err := idtools.ResolveUser(root, user)
 		if err != nil {
 			return nil, err
 		}
@@ -249,7 +249,7 @@ func (g *stage) mkdirAll(dir, user string) ([]string, error) {
 	cur := "/"
 	for _, part := range strings.Split(strings.Trim(dir, "/"), "/") {
 		next := path.Join(cur, part)
-		host, err := g.hostPath(next)
+		host, err := securePath(root, next)
 		if err != nil {
 			return nil, err
 		}
@@ -265,22 +265,16 @@ func (g *stage) mkdirAll(dir, user string) ([]string, error) {
 			if err := os.Lchown(host, uid, gid); err != nil && os.Geteuid() == 0 {
 				return nil, err
 			}
-			rel, _ := filepath.Rel(g.root, host)
+			rel, _ := filepath.Rel(root, host)
 			created = append(created, filepath.ToSlash(rel))
 		default:
 			return nil, err
 		}
 		// Continue from the resolved location (a symlinked parent).
-		rel, _ := filepath.Rel(g.root, host)
+		rel, _ := filepath.Rel(root, host)
 		cur = "/" + filepath.ToSlash(rel)
 	}
 	return created, nil
-}
-
-// hostPath resolves an absolute path of the stage's file system to a host
-// path, following symlinks as a chroot would (never out of the root).
-func (g *stage) hostPath(p string) (string, error) {
-	return securePath(g.root, p)
 }
 
 func (g *stage) expose(c *instructions.ExposeCommand) error {
@@ -339,8 +333,8 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 		wd = "/"
 	}
 	createdBy := "RUN " + runCommandString(args, g.args, g.env) + " # buildkit"
-	return g.fsStep(createdBy, []any{"RUN", args, keyEnv, wd, userSpec}, func(ctx context.Context, g *stage) ([]string, error) {
-		user, err := idtools.ResolveUser(g.root, userSpec)
+	return g.fsStep(createdBy, []any{"RUN", args, keyEnv, wd, userSpec}, func(ctx context.Context, g *stage, root string) ([]string, error) {
+		user, err := idtools.ResolveUser(root, userSpec)
 		if err != nil {
 			return nil, fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
 		}
@@ -351,13 +345,13 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 		if wd != "/" {
 			// The runtime creates a missing working directory (owned by
 			// root); the snapshot after the step records it.
-			if _, err := g.mkdirAll(wd, ""); err != nil {
+			if _, err := g.mkdirAll(root, wd, ""); err != nil {
 				return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
 			}
 		}
 		out := newLinePrefixer(g.b.log, g.prefix+" ")
 		err = g.b.opts.Runner.Run(ctx, run.Spec{
-			Root:   g.root,
+			Root:   root,
 			Args:   args,
 			Env:    env.Slice(),
 			Dir:    wd,

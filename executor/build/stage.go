@@ -68,7 +68,11 @@ type step struct {
 	// returns the paths it changed (then only they are snapshotted), nil
 	// to snapshot the whole tree, or an empty non-nil slice when nothing
 	// changed.
-	action func(ctx context.Context, g *stage) ([]string, error)
+	action func(ctx context.Context, g *stage, root string) ([]string, error)
+	// copyDest is, for COPY and ADD, the absolute destination: the part of
+	// the tree the step depends on (with its parents), so it can run on a
+	// partial tree (see copyOnPartialTree).
+	copyDest string
 	// key is the step's cache key ("" when the cache is off).
 	key string
 	// hit is set when the cache holds the step; cached is its layer (nil
@@ -170,7 +174,7 @@ func (g *stage) meta(createdBy string) error {
 // fsStep records a step that changes files: its history entry (its
 // empty_layer is settled when it runs), its action and, with the cache on,
 // its key: the parent key and the step's inputs, never a timestamp.
-func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, g *stage) ([]string, error)) error {
+func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, g *stage, root string) ([]string, error)) error {
 	s := g.cur()
 	s.hist = g.history(createdBy, false)
 	s.action = action
@@ -285,23 +289,34 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		missed = true
 		g.prefix = prefix(n + 2)
 		fmt.Fprintf(b.log, "%s %s\n", g.prefix, line)
-		if err := g.materialize(ctx); err != nil {
-			return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
+		var l v1.Layer
+		done := false
+		if sp.copyDest != "" && !g.ready && copiesOnly(g.steps[n:]) {
+			var err error
+			if l, done, err = g.copyOnPartialTree(ctx, sp); err != nil {
+				return withLine(err, sp.cmd)
+			}
 		}
-		paths, err := sp.action(ctx, g)
-		if err != nil {
-			return withLine(err, sp.cmd)
-		}
-		l, err := g.snapshot(paths)
-		if err != nil {
-			return withLine(err, sp.cmd)
+		if !done {
+			if err := g.materialize(ctx); err != nil {
+				return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
+			}
+			paths, err := sp.action(ctx, g, g.root)
+			if err != nil {
+				return withLine(err, sp.cmd)
+			}
+			if l, err = g.snapshot(g.snap, paths); err != nil {
+				return withLine(err, sp.cmd)
+			}
+			if l != nil {
+				g.applied = len(g.layers) + 1
+			}
 		}
 		histAt(sp).EmptyLayer = l == nil
 		created := b.opts.Now().UTC().Truncate(time.Second)
 		g.dated(histAt(sp), created)
 		if l != nil {
 			g.layers = append(g.layers, l)
-			g.applied = len(g.layers)
 		}
 		if c := b.opts.Cache; c != nil && sp.key != "" {
 			c.Store(sp.key, l, created)
@@ -325,6 +340,18 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", st.DisplayName(), time.Since(start).Seconds())
 	}
 	return nil
+}
+
+// copiesOnly reports whether the file system steps among steps are all
+// COPY or ADD: then none needs the whole tree, and unpacking it (only to
+// unpack it again for a later RUN) is avoided.
+func copiesOnly(steps []*step) bool {
+	for _, sp := range steps {
+		if sp.action != nil && sp.copyDest == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // dated sets the time of a file system step's history entry: when its
@@ -401,9 +428,9 @@ func (g *stage) materialize(ctx context.Context) error {
 	return nil
 }
 
-// snapshot writes the changes since the last snapshot as a layer (nil when
-// nothing changed).
-func (g *stage) snapshot(paths []string) (v1.Layer, error) {
+// snapshot writes the changes snap sees since its last snapshot as a layer
+// (nil when nothing changed).
+func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, error) {
 	if paths != nil && len(paths) == 0 {
 		return nil, nil
 	}
@@ -415,7 +442,7 @@ func (g *stage) snapshot(paths []string) (v1.Layer, error) {
 		sopts = append(sopts, rootfs.ModTime(*e))
 	}
 	l, err := layer.Write(g.b.layers, g.b.opts.Layers, func(w io.Writer) (bool, error) {
-		return g.snap.Snapshot(w, sopts...)
+		return snap.Snapshot(w, sopts...)
 	})
 	if err != nil {
 		return nil, fail(result.ReasonInternal, fmt.Errorf("snapshotting the file system: %w", err))

@@ -46,6 +46,8 @@ type testRegistry struct {
 
 	mu      sync.Mutex
 	blobGET map[string]int // "sha256:..." → GET count
+	uploads int            // blob upload sessions started without a mount
+	mounts  int            // cross-repository mount requests
 	fail    int            // when set, every request gets this status
 }
 
@@ -58,6 +60,13 @@ func newTestRegistry(t *testing.T) *testRegistry {
 		fail := tr.fail
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			tr.blobGET[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+		}
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/blobs/uploads/") {
+			if r.URL.Query().Get("mount") != "" {
+				tr.mounts++
+			} else {
+				tr.uploads++
+			}
 		}
 		tr.mu.Unlock()
 		if fail != 0 {

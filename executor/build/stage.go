@@ -315,11 +315,16 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		histAt(sp).EmptyLayer = l == nil
 		created := b.opts.Now().UTC().Truncate(time.Second)
 		g.dated(histAt(sp), created)
-		if l != nil {
-			g.layers = append(g.layers, l)
-		}
 		if c := b.opts.Cache; c != nil && sp.key != "" {
 			c.Store(sp.key, l, created)
+			if l != nil {
+				// The push happens after the cache is written: it mounts
+				// the blob from there instead of uploading it again.
+				l = &remote.MountableLayer{Layer: l, Reference: c.Repo().Tag(sp.key)}
+			}
+		}
+		if l != nil {
+			g.layers = append(g.layers, l)
 		}
 	}
 	s.cfg, s.layers = g.cfg, g.layers

@@ -6,7 +6,6 @@ import (
 )
 
 // ImageBuildSpec is the image to build: where its source is, how to build it and where to push it.
-// +kubebuilder:validation:XValidation:rule="!has(self.cache) || !has(self.cache.repository) || !self.cache.disabled",message="cache.repository cannot be set when cache.disabled is true"
 type ImageBuildSpec struct {
 	// source is where the build context comes from.
 	// +required
@@ -197,6 +196,7 @@ type Output struct {
 }
 
 // Cache configures the layer cache.
+// +kubebuilder:validation:XValidation:rule="!(has(self.repository) && self.repository != '' && has(self.disabled) && self.disabled)",message="repository cannot be set when disabled is true"
 type Cache struct {
 	// repository where cached layers are stored; "<output image repository>/cache" when empty.
 	// +kubebuilder:validation:MaxLength=512

@@ -196,7 +196,7 @@ type Output struct {
 }
 
 // Cache configures the layer cache.
-// +kubebuilder:validation:XValidation:rule="!(has(self.repository) && self.repository != ” && has(self.disabled) && self.disabled)",message="repository cannot be set when disabled is true"
+// +kubebuilder:validation:XValidation:rule="!(has(self.repository) && size(self.repository) > 0 && has(self.disabled) && self.disabled)",message="repository cannot be set when disabled is true"
 type Cache struct {
 	// repository where cached layers are stored; "<output image repository>/cache" when empty.
 	// +kubebuilder:validation:MaxLength=512

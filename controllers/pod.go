@@ -25,7 +25,8 @@ const (
 	// dockerConfigDir holds config.json, the push secret's .dockerconfigjson (kaniko's path).
 	dockerConfigDir = "/kaniko/.docker"
 
-	// gitSecretDir holds the files of an ssh-auth git secret (ssh-privatekey, known_hosts).
+	// gitSecretDir holds the files of an ssh-auth git secret (ssh-privatekey, known_hosts); the
+	// executor finds it through GIT_SECRET_DIR (executor/source.GitAuthFromEnv).
 	gitSecretDir = "/var/run/secrets/slipway/git"
 
 	gitVolume  = "git-credentials"
@@ -50,7 +51,7 @@ const (
 	gitAuthNone gitAuth = iota
 	// gitAuthBasic: kubernetes.io/basic-auth, passed as GIT_USERNAME and GIT_PASSWORD.
 	gitAuthBasic
-	// gitAuthSSH: kubernetes.io/ssh-auth, mounted at gitSecretDir.
+	// gitAuthSSH: kubernetes.io/ssh-auth, mounted at gitSecretDir and named by GIT_SECRET_DIR.
 	gitAuthSSH
 )
 
@@ -108,9 +109,7 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 				}},
 			})
 			mounts = append(mounts, corev1.VolumeMount{Name: gitVolume, MountPath: gitSecretDir, ReadOnly: true})
-			env = append(env,
-				corev1.EnvVar{Name: "GIT_SSH_KEY_FILE", Value: gitSecretDir + "/" + corev1.SSHAuthPrivateKey},
-				corev1.EnvVar{Name: "GIT_SSH_KNOWN_HOSTS", Value: gitSecretDir + "/known_hosts"})
+			env = append(env, corev1.EnvVar{Name: "GIT_SECRET_DIR", Value: gitSecretDir})
 		}
 	}
 	if ref := spec.Output.PushSecretRef; ref != nil {

@@ -195,8 +195,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 				c := &p.Spec.Containers[0]
 				c.Args[0] = "--context=ssh://git@git.example.com/org/app.git"
 				c.Env = []corev1.EnvVar{
-					{Name: "GIT_SSH_KEY_FILE", Value: "/var/run/secrets/slipway/git/ssh-privatekey"},
-					{Name: "GIT_SSH_KNOWN_HOSTS", Value: "/var/run/secrets/slipway/git/known_hosts"},
+					{Name: "GIT_SECRET_DIR", Value: "/var/run/secrets/slipway/git"},
 					{Name: "DOCKER_CONFIG", Value: "/kaniko/.docker"},
 				}
 				c.VolumeMounts = []corev1.VolumeMount{

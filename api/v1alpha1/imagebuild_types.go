@@ -107,10 +107,11 @@ type Source struct {
 
 // GitSource is a git repository at a revision.
 type GitSource struct {
-	// url of the repository: https://, http://, ssh:// or git://, or scp-like
-	// user@host:path.
+	// url of the repository: https://, http://, ssh://, scp-like user@host:path, or git://,
+	// which (as in kaniko) stands for https://. Credentials go in secretRef, never in the URL.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(https?|git)://[^/]*@')",message="must not carry credentials; put them in a Secret named by secretRef"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?|ssh|git)://[^\\\\s/@]+(@[^\\\\s/]+)?/[^\\\\s#]*$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\\\s#]+$')",message="must be an https://, http://, ssh:// or git:// URL with a host and a path, or scp-like user@host:path, without a #fragment"
 	// +required
 	URL string `json:"url"`
@@ -135,7 +136,7 @@ type GitSource struct {
 
 // BuildArg is the value of one ARG.
 // +kubebuilder:validation:XValidation:rule="!(has(self.value) && has(self.valueFrom))",message="value and valueFrom are mutually exclusive"
-// +kubebuilder:validation:XValidation:rule="!has(self.valueFrom) || !(self.name in ['PATH', 'HOME', 'HOSTNAME', 'DOCKER_CONFIG', 'GIT_USERNAME', 'GIT_PASSWORD', 'GIT_TOKEN', 'GIT_SSH_KEY_FILE', 'GIT_SSH_KNOWN_HOSTS', 'SSL_CERT_FILE', 'SSL_CERT_DIR'])",message="a build argument read from valueFrom is passed as an environment variable of the same name and cannot be one the executor uses"
+// +kubebuilder:validation:XValidation:rule="!has(self.valueFrom) || !(self.name in ['PATH', 'HOME', 'HOSTNAME', 'DOCKER_CONFIG', 'GIT_USERNAME', 'GIT_PASSWORD', 'GIT_TOKEN', 'GIT_SECRET_DIR', 'GIT_PULL_METHOD', 'SSL_CERT_FILE', 'SSL_CERT_DIR'])",message="a build argument read from valueFrom is passed as an environment variable of the same name and cannot be one the executor uses"
 type BuildArg struct {
 	// name of the ARG.
 	// +kubebuilder:validation:MinLength=1

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -504,4 +505,109 @@ func TestImageBuild_validation(t *testing.T) {
 	if ok.Spec.Dockerfile != "Dockerfile" || ok.Spec.Timeout == nil || ok.Spec.Timeout.Duration != time.Hour {
 		t.Errorf("defaults: dockerfile=%q timeout=%v", ok.Spec.Dockerfile, ok.Spec.Timeout)
 	}
+}
+
+func TestImageBuildReconciler_Reconcile_adoptsAPodCreatedBeforeItsStatusWasWritten(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	ctx := context.Background()
+
+	// A manager created the pod and stopped before it could write the status.
+	key := newImageBuild(t, c, ns, "app")
+	ib := &v1alpha1.ImageBuild{}
+	if err := c.Get(ctx, key, ib); err != nil {
+		t.Fatal(err)
+	}
+	ib.Status.Attempt = 1
+	pod := constructPod(ib, podOptions{executorImage: "slipway/executor:test", hostUsers: true})
+	if err := c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+
+	startManager(t, ns, Options{})
+	got := waitStatus(t, c, key, "the pod adopted", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.PodName == "app-1-1" })
+	if got.Status.Attempt != 1 {
+		t.Errorf("status: %s", describe(got))
+	}
+	time.Sleep(500 * time.Millisecond)
+	if names := podNames(t, c, ns); len(names) != 1 {
+		t.Errorf("pods = %v, want only app-1-1", names)
+	}
+}
+
+func TestImageBuildReconciler_Reconcile_retention(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, Options{})
+	k := kubelet{t, c}
+
+	key := newImageBuild(t, c, ns, "app", func(ib *v1alpha1.ImageBuild) {
+		ib.Spec.Retention = &v1alpha1.Retention{TTLSecondsAfterFinished: ptr.To[int32](1)}
+	})
+	k.finish(ns, "app-1-1", 0, "Completed", succeededResult())
+	waitStatus(t, c, key, "Ready", conditionIs("Ready", metav1.ConditionTrue, "Succeeded"))
+	waitPodGone(t, c, ns, "app-1-1")
+	// The status outlives the pod.
+	ib := waitStatus(t, c, key, "still Ready", conditionIs("Ready", metav1.ConditionTrue, "Succeeded"))
+	if ib.Status.Image == nil || ib.Status.Image.Digest != testDigest {
+		t.Errorf("status after the pod was deleted: %s", describe(ib))
+	}
+}
+
+func TestImageBuildReconciler_Reconcile_metrics(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, Options{})
+	k := kubelet{t, c}
+
+	before := counterValue(t, "slipway_builds_total", map[string]string{"result": "succeeded"})
+	hitsBefore := counterValue(t, "slipway_build_cache_hits_total", nil)
+	key := newImageBuild(t, c, ns, "app")
+	k.finish(ns, "app-1-1", 0, "Completed", succeededResult())
+	waitStatus(t, c, key, "Ready", conditionIs("Ready", metav1.ConditionTrue, "Succeeded"))
+	eventually(t, 5*time.Second, "the build counted", func() (bool, string) {
+		got := counterValue(t, "slipway_builds_total", map[string]string{"result": "succeeded"})
+		hits := counterValue(t, "slipway_build_cache_hits_total", nil)
+		return got == before+1 && hits == hitsBefore+2, fmt.Sprintf("builds %v -> %v, hits %v -> %v", before, got, hitsBefore, hits)
+	})
+	if n := counterValue(t, "slipway_builds_running", nil); n < 0 {
+		t.Errorf("slipway_builds_running = %v", n)
+	}
+}
+
+// counterValue sums the samples of a metric of controller-runtime's registry whose labels
+// include labels.
+func counterValue(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gathering metrics: %v", err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for k, v := range labels {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == k && l.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
 }

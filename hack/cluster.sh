@@ -65,6 +65,12 @@ podlogs=${dir}/pod-logs
 components=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet)
 
 log() { echo "cluster.sh: $*" >&2; }
+# trace: a progress line with the seconds since the command began, with SLIPWAY_CLUSTER_VERBOSE=1.
+trace() {
+	if [[ "${SLIPWAY_CLUSTER_VERBOSE:-}" == 1 ]]; then
+		log "[${SECONDS} s] $*"
+	fi
+}
 die() {
 	log "$*"
 	exit 1
@@ -81,7 +87,7 @@ pid_of() {
 	pid=$(<"${f}")
 	[[ "${pid}" =~ ^[0-9]+$ ]] || return 1
 	kill -0 "${pid}" 2>/dev/null || return 1
-	tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${dir}/" || return 1
+	{ tr '\0' ' ' <"/proc/${pid}/cmdline"; } 2>/dev/null | grep -qF -- "${dir}/" || return 1
 	echo "${pid}"
 }
 
@@ -92,30 +98,56 @@ start() {
 	shift
 	: >"${logs}/${name}.log"
 	setsid "$@" >>"${logs}/${name}.log" 2>&1 </dev/null &
-	echo $! >"${run}/${name}.pid"
+	local pid=$! i
+	echo "${pid}" >"${run}/${name}.pid"
+	# Until the child has exec'd, its command line is this script's, and pid_of would not
+	# know it.
+	for ((i = 0; i < 100; i++)); do
+		pid_of "${name}" >/dev/null && return 0
+		kill -0 "${pid}" 2>/dev/null || return 0
+		sleep 0.05
+	done
 }
 
-# stop NAME [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 10).
+# stop SECONDS NAME...: SIGTERM to all of them at once, then SIGKILL to those still there after
+# SECONDS.
 stop() {
-	local name=$1 wait=${2:-10} pid i
-	if ! pid=$(pid_of "${name}"); then
-		rm -f "${run}/${name}.pid"
-		return 0
-	fi
-	kill -TERM "${pid}" 2>/dev/null || true
+	local wait=$1 name pid i pids=() names=()
+	shift
+	for name in "$@"; do
+		if pid=$(pid_of "${name}"); then
+			kill -TERM "${pid}" 2>/dev/null || true
+			pids+=("${pid}")
+			names+=("${name}")
+		fi
+	done
 	for ((i = 0; i < wait * 10; i++)); do
-		kill -0 "${pid}" 2>/dev/null || break
+		pid=""
+		for pid in "${pids[@]}"; do
+			kill -0 "${pid}" 2>/dev/null && break
+			pid=""
+		done
+		[[ -z "${pid}" ]] && break
 		sleep 0.1
 	done
-	if kill -0 "${pid}" 2>/dev/null; then
-		log "${name} (${pid}) ignored SIGTERM for ${wait} s: SIGKILL"
-		kill -KILL "${pid}" 2>/dev/null || true
-		for ((i = 0; i < 50; i++)); do
-			kill -0 "${pid}" 2>/dev/null || break
-			sleep 0.1
+	for i in "${!pids[@]}"; do
+		if kill -0 "${pids[i]}" 2>/dev/null; then
+			log "${names[i]} (${pids[i]}) ignored SIGTERM for ${wait} s: SIGKILL"
+			kill -KILL "${pids[i]}" 2>/dev/null || true
+		fi
+	done
+	for ((i = 0; i < 50; i++)); do
+		pid=""
+		for pid in "${pids[@]}"; do
+			kill -0 "${pid}" 2>/dev/null && break
+			pid=""
 		done
-	fi
-	rm -f "${run}/${name}.pid"
+		[[ -z "${pid}" ]] && break
+		sleep 0.1
+	done
+	for name in "$@"; do
+		rm -f "${run}/${name}.pid"
+	done
 }
 
 # alive NAME: dies with the end of NAME's log when NAME has exited.
@@ -202,6 +234,10 @@ cgroup_roots() {
 	return 0
 }
 
+# Directories outside ours that the kubelet and containerd create when missing (the kubelet's
+# links to container logs, containerd's shim sockets); down removes them when empty and new.
+host_dirs=(/var/log/containers /run/containerd/s /run/containerd)
+
 # --- mounts ----------------------------------------------------------------------------------
 
 # mounts_under prints the mount points at or under the cluster directory, the last mounted
@@ -219,7 +255,20 @@ mounts_under() {
 # recorded while containerd ran so that down can remove them if containerd could not.
 netns_file=${run}/netns
 
+# netns_on_bridge prints the network namespaces (/run/netns/NAME) at the other end of the veths
+# on our bridge: those of our pods, whether or not containerd still knows them.
+netns_on_bridge() {
+	local links ids id
+	links=$(ip -o link show master "${BRIDGE}" 2>/dev/null) || return 0
+	grep -oE 'link-netns [^ ]+' <<<"${links}" | awk '{print "/run/netns/" $2}' || true
+	ids=$(grep -oE 'link-netnsid [0-9]+' <<<"${links}" | awk '{print $2}') || true
+	for id in ${ids}; do
+		ip netns list 2>/dev/null | awk -v id="${id}" '$2 == "(id:" && $3 == id ")" {print "/run/netns/" $1}'
+	done
+}
+
 record_netns() {
+	netns_on_bridge >>"${netns_file}"
 	local ids id
 	pid_of containerd >/dev/null || return 0
 	ids=$(ctr_ -n k8s.io containers ls -q 2>/dev/null) || return 0
@@ -229,21 +278,23 @@ record_netns() {
 	done | sort -u >>"${netns_file}"
 }
 
-# shim_tree prints the PIDs of containerd shims started by our containerd (they name its socket
-# on their command line) and of all their descendants (the containers' processes).
+# shim_tree prints the PIDs of the containerd shims of our containerd (a containerd-shim*
+# command naming its socket) and of all their descendants (the containers' processes).
 shim_tree() {
-	local p ppid
-	for p in /proc/[0-9]*; do
-		p=${p#/proc/}
-		ppid=$(awk '/^PPid:/ {print $2}' "/proc/${p}/status" 2>/dev/null) || continue
-		[[ -n "${ppid}" ]] || continue
-		if tr '\0' ' ' <"/proc/${p}/cmdline" 2>/dev/null | grep -qF -- "-address ${sock} "; then
-			echo "${p} ${ppid} shim"
-		else
-			echo "${p} ${ppid}"
+	local f p shims=()
+	for f in $(grep -lsaF -- "${sock}" /proc/[0-9]*/cmdline); do
+		p=${f#/proc/}
+		p=${p%/cmdline}
+		if [[ "$({ tr '\0' '\n' <"${f}"; } 2>/dev/null | head -n1)" == *containerd-shim* ]]; then
+			shims+=("${p}")
 		fi
-	done | awk '
-		{ parent[$1] = $2; if ($3 == "shim") ours[$1] = 1 }
+	done
+	((${#shims[@]} > 0)) || return 0
+	# /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+	cat /proc/[0-9]*/stat 2>/dev/null | sed -E 's/^([0-9]+) \(.*\) [A-Za-z] ([0-9]+) .*/\1 \2/' |
+		awk -v shims="${shims[*]}" '
+		BEGIN { n = split(shims, s, " "); for (i = 1; i <= n; i++) ours[s[i]] = 1 }
+		{ parent[$1] = $2 }
 		END {
 			do {
 				changed = 0
@@ -338,6 +389,11 @@ up() {
 	# What exists before us, so that down removes only what this cluster made.
 	[[ -f "${run}/chains.before" ]] || chains >"${run}/chains.before"
 	[[ -f "${run}/cgroups.before" ]] || cgroup_roots >"${run}/cgroups.before"
+	if [[ ! -f "${run}/dirs.before" ]]; then
+		for c in "${host_dirs[@]}"; do
+			[[ -d "${c}" ]] && echo "${c}"
+		done >"${run}/dirs.before"
+	fi
 	touch "${run}/bridge.before"
 	: >"${netns_file}"
 
@@ -345,6 +401,7 @@ up() {
 	local svc_base=${SERVICE_SUBNET%/*}
 	local service_ip=${svc_base%.*}.$((${svc_base##*.} + 1))
 
+	trace "certificates"
 	(cd "${root}" && go run ./hack/cluster/certs -dir "${pki}" -node "${NODE}" -service-ip "${service_ip}")
 	write_kubeconfig "${kubeconfig}" admin admin
 	write_kubeconfig "${dir}/config/controller-manager.kubeconfig" controller-manager controller-manager
@@ -352,11 +409,13 @@ up() {
 	write_kubeconfig "${dir}/config/kubelet.kubeconfig" kubelet kubelet-client
 
 	# The pause image: a static Go binary that writes its own image.
+	trace "pause image"
 	(cd "${root}" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "${dir}/config/pause" ./hack/cluster/pause)
 	"${dir}/config/pause" -image "${dir}/config/pause.tar" -ref "${PAUSE_IMAGE}"
 
 	# etcd: plain HTTP on loopback, no fsync (a throwaway cluster), fresh each time.
 	rm -rf "${dir}/etcd" && mkdir -m 700 "${dir}/etcd"
+	trace "starting etcd"
 	start etcd "${bin}/etcd" --name default --data-dir "${dir}/etcd" \
 		--listen-client-urls "http://127.0.0.1:${ETCD_PORT}" --advertise-client-urls "http://127.0.0.1:${ETCD_PORT}" \
 		--listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" \
@@ -427,6 +486,7 @@ up() {
 		  ]
 		}
 	EOF
+	trace "starting containerd"
 	start containerd containerd --config "${dir}/containerd/config.toml"
 
 	local admission=${dir}/config/admission.yaml
@@ -450,6 +510,7 @@ up() {
 		      runtimeClasses: []
 		      namespaces: []
 	EOF
+	trace "starting the apiserver"
 	start kube-apiserver "${bin}/kube-apiserver" \
 		--etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${APISERVER_PORT}" \
@@ -472,6 +533,7 @@ up() {
 		--cert-dir "${dir}/config/apiserver-certs"
 
 	# containerd: wait, then the pause image.
+	trace "waiting for containerd"
 	wait_for 30 containerd eval 'alive containerd; ctr_ version >/dev/null 2>&1'
 	ctr_ -n k8s.io images import "${dir}/config/pause.tar" >/dev/null
 
@@ -518,8 +580,10 @@ up() {
 		resolvConf: /etc/resolv.conf
 	EOF
 
+	trace "waiting for the apiserver"
 	wait_for 60 "the apiserver on 127.0.0.1:${APISERVER_PORT}" eval 'alive etcd; alive kube-apiserver; apiserver_ready'
 
+	trace "starting the controller-manager, the scheduler, the kubelet"
 	start kube-controller-manager "${bin}/kube-controller-manager" \
 		--kubeconfig "${dir}/config/controller-manager.kubeconfig" \
 		--secure-port 0 --leader-elect=false \
@@ -536,8 +600,10 @@ up() {
 		--hostname-override "${NODE}" --root-dir "${dir}/kubelet" --cert-dir "${dir}/config/kubelet-certs" \
 		--v 1
 
+	trace "waiting for the node"
 	wait_for 60 "node ${NODE} Ready" eval 'alive kubelet; alive containerd; node_ready'
 	# Pods need their namespace's default ServiceAccount (the controller-manager makes it).
+	trace "waiting for the default ServiceAccount"
 	wait_for 30 "the default ServiceAccount" eval \
 		'alive kube-controller-manager; alive kube-scheduler; kubectl -n default get serviceaccount default >/dev/null 2>&1'
 
@@ -553,22 +619,26 @@ down() {
 
 	# 1. Pods, through the kubelet, so that containerd tears their networks down (CNI DEL) and
 	#    removes their network namespaces. No controller may make new ones meanwhile.
-	stop kube-controller-manager
-	stop kube-scheduler
+	trace "stopping the controller-manager and the scheduler"
+	stop 10 kube-controller-manager kube-scheduler
 	if pid_of kubelet >/dev/null && pid_of containerd >/dev/null && apiserver_ready; then
 		record_netns
 		if [[ -n "$(kubectl get pods -A -o name 2>/dev/null)" ]]; then
+			trace "deleting the pods"
 			kubectl delete pods --all -A --grace-period=2 --timeout=45s >/dev/null 2>&1 ||
 				log "pods were not all deleted in time; their containers are killed below"
 		fi
 		# The kubelet stops the sandboxes after the API objects are gone.
+		trace "waiting for containerd's tasks to end"
 		for ((i = 0; i < 150; i++)); do
 			[[ -z "$(ctr_ -n k8s.io tasks ls -q 2>/dev/null)" ]] && break
 			sleep 0.2
 		done
 	fi
-	stop kubelet 20
+	trace "stopping the kubelet"
+	stop 20 kubelet
 
+	trace "containerd: tasks and containers"
 	# 2. What is left in containerd: kill and delete tasks, delete containers.
 	if pid_of containerd >/dev/null; then
 		record_netns
@@ -585,7 +655,8 @@ down() {
 			done
 		done
 	fi
-	stop containerd 20
+	trace "stopping containerd"
+	stop 20 containerd
 
 	# Shims that outlived their containerd, and their containers: by PID, found from our socket.
 	local p pids
@@ -598,9 +669,11 @@ down() {
 	fi
 
 	# 3. The control plane.
-	stop kube-apiserver
-	stop etcd
+	trace "stopping the apiserver, then etcd"
+	stop 10 kube-apiserver # before etcd: without etcd it does not finish its shutdown
+	stop 10 etcd
 
+	trace "unmounting"
 	# 4. Mounts under our directory (kubelet's bind mount of its root, volumes, containerd's
 	#    rootfs and shm), then the pods' network namespaces containerd did not remove.
 	local m pass
@@ -610,6 +683,7 @@ down() {
 		done < <(mounts_under)
 		[[ -z "$(mounts_under)" ]] && break
 	done
+	netns_on_bridge >>"${netns_file}"
 	if [[ -f "${netns_file}" ]]; then
 		while read -r m; do
 			[[ -n "${m}" && -e "${m}" ]] || continue
@@ -618,6 +692,7 @@ down() {
 		done < <(sort -u "${netns_file}")
 	fi
 
+	trace "iptables chains, bridge, cgroups"
 	# 5. iptables chains the kubelet and the CNI plugins made, the bridge, the cgroups.
 	remove_chains
 	if [[ -f "${run}/bridge.before" ]] && ip link show "${BRIDGE}" >/dev/null 2>&1; then
@@ -635,7 +710,13 @@ down() {
 	if [[ -d /var/log/containers ]]; then
 		find /var/log/containers -maxdepth 1 -type l -lname "${podlogs}/*" -delete 2>/dev/null || true
 	fi
+	if [[ -f "${run}/dirs.before" ]]; then
+		for c in "${host_dirs[@]}"; do
+			grep -qxF "${c}" "${run}/dirs.before" || rmdir "${c}" 2>/dev/null || true
+		done
+	fi
 
+	trace "verifying"
 	# 6. Verify, and only then remove the runtime state (never through a mount).
 	local left=()
 	for c in "${components[@]}"; do
@@ -644,22 +725,21 @@ down() {
 		fi
 	done
 	for p in $(shim_tree); do
-		left+=("process ${p}: $(tr '\0' ' ' <"/proc/${p}/cmdline" 2>/dev/null | cut -c1-120)")
+		left+=("process ${p}: $({ tr '\0' ' ' <"/proc/${p}/cmdline"; } 2>/dev/null | cut -c1-120)")
 	done
 	while read -r m; do
 		[[ -n "${m}" ]] && left+=("mount ${m}")
 	done < <(mounts_under)
-	if [[ -f "${netns_file}" ]]; then
-		while read -r m; do
-			[[ -n "${m}" ]] || continue
-			grep -qF " ${m} " /proc/self/mountinfo && left+=("mount ${m}")
-		done < <(sort -u "${netns_file}")
-	fi
 	while read -r m; do
 		[[ -n "${m}" ]] && left+=("iptables chain ${m}")
 	done < <(our_chains)
 	if [[ -f "${run}/bridge.before" ]] && ip link show "${BRIDGE}" >/dev/null 2>&1; then
-		left+=("network interface ${BRIDGE}")
+		left+=("network interface ${BRIDGE}: $(ip -o link show master "${BRIDGE}" 2>/dev/null | wc -l) interfaces on it")
+	fi
+	if [[ -f "${netns_file}" ]]; then
+		while read -r m; do
+			[[ -n "${m}" && -e "${m}" ]] && left+=("network namespace ${m}")
+		done < <(sort -u "${netns_file}")
 	fi
 	while read -r cg; do
 		[[ -n "${cg}" ]] || continue
@@ -676,7 +756,8 @@ down() {
 	# identity), containerd's image store (pulled images) and the logs stay.
 	rm -rf --one-file-system "${dir}/etcd" "${dir}/kubelet" "${dir}/containerd/state" "${dir}/containerd/runc" \
 		"${dir}/cni/ipam" "${podlogs}"
-	rm -f "${run}"/*.pid "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" "${netns_file}"
+	rm -f "${run}"/*.pid "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" \
+		"${run}/dirs.before" "${netns_file}"
 	log "down in $((SECONDS - t0)) s; no process, mount, iptables chain, bridge or cgroup left"
 }
 

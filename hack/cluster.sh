@@ -535,6 +535,23 @@ up() {
 	# containerd: wait, then the pause image.
 	trace "waiting for containerd"
 	wait_for 30 containerd eval 'alive containerd; ctr_ version >/dev/null 2>&1'
+	# Containers of a cluster that did not go down cleanly (containerd had died): no kubelet
+	# runs yet, so none is wanted. containerd's CRI plugin loaded them at start: delete them,
+	# then restart it.
+	local ns id stale=0
+	for ns in $(ctr_ namespaces ls -q 2>/dev/null); do
+		for id in $(ctr_ -n "${ns}" containers ls -q 2>/dev/null); do
+			ctr_ -n "${ns}" tasks delete -f "${id}" >/dev/null 2>&1 || true
+			ctr_ -n "${ns}" containers delete "${id}" >/dev/null 2>&1 || true
+			stale=1
+		done
+	done
+	if ((stale)); then
+		log "deleted the containers a previous cluster left in containerd; restarting containerd"
+		stop 20 containerd
+		start containerd containerd --config "${dir}/containerd/config.toml"
+		wait_for 30 containerd eval 'alive containerd; ctr_ version >/dev/null 2>&1'
+	fi
 	ctr_ -n k8s.io images import "${dir}/config/pause.tar" >/dev/null
 
 	# The kubelet: node `localhost`, serving on 127.0.0.1 with its certificate.

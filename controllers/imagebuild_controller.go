@@ -42,9 +42,9 @@ const ownerIndex = ".metadata.controller.imagebuild"
 type Options struct {
 	// ExecutorImage is the executor pods' image unless an ImageBuild overrides it. Required.
 	ExecutorImage string
-	// HostUsers false runs executor pods in user namespaces (hostUsers: false); set it only on
-	// clusters that support them. The default is false, i.e. pods share the host's user
-	// namespace... see main.go's --host-users, which defaults to true.
+	// HostUsers true leaves executor pods in the host's user namespace (hostUsers unset);
+	// false sets hostUsers: false, for clusters that support user namespaces. Beware that the
+	// zero value asks for user namespaces; main.go's --host-users defaults to true.
 	HostUsers bool
 	// MaxConcurrentBuilds bounds the executor pods running at once across the cluster; builds
 	// beyond it wait in phase Queued, oldest first. 0 means no bound.

@@ -39,6 +39,13 @@ build() {
 
 mkdir -p "${dir}"
 
+# Several sessions may share the machine and the cache: one builds, the others wait for it.
+exec 9>"${dir}/.lock"
+if ! flock -n 9; then
+	log "waiting for another hack/envtest.sh that is building into ${dir}"
+	flock 9
+fi
+
 build etcd "${tools}/etcd" go.etcd.io/etcd/server/v3 \
 	"-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
 

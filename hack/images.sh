@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Builds Slipway's two images without Docker, reproducibly, and prints their references with
+# digests:
+#
+#   hack/images.sh --registry HOST:PORT   # push REGISTRY/slipway/executor:TAG and .../manager:TAG
+#   hack/images.sh --tar DIR              # write DIR/executor.tar and DIR/manager.tar (docker load)
+#
+# Options: --tag TAG (default: the commit's short hash, or "dev" outside git), --insecure
+# (plain HTTP to the registry; implied for 127.0.0.1 and localhost). Either output also writes
+# DIR/executor.digest and DIR/manager.digest (with --registry, under
+# ${SLIPWAY_STATE:-$PWD/_output}/images).
+#
+# Both images are built BY OUR EXECUTOR (dogfooding): the freshly built static executor binary
+# builds executor/Dockerfile (with itself in the context) and hack/images/manager/Dockerfile,
+# with --reproducible. The manager image is built the same way rather than ko-style with
+# go-containerregistry: one build path, one reproducibility story, and a Dockerfile that says
+# what the image holds. The output lines are
+#
+#   executor REF@sha256:...
+#   manager  REF@sha256:...
+#
+# Reproducible: the binaries are built with -trimpath, an empty build ID and -buildvcs=false,
+# so they depend on the source and the Go toolchain only; --reproducible sets every time in the
+# image to the Unix epoch (or to SOURCE_DATE_EPOCH when that is set). The same commit, Go
+# version and Debian ca-certificates package give the same digests (hack/images/images_test.go
+# builds twice and compares).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "${root}"
+GO=${GO:-go}
+
+usage() {
+	echo "usage: $0 (--registry HOST:PORT | --tar DIR) [--tag TAG] [--insecure]" >&2
+	exit 2
+}
+
+registry='' tardir='' tag='' insecure=''
+while (($#)); do
+	case "$1" in
+	--registry) registry=${2:?--registry needs HOST:PORT}; shift 2 ;;
+	--registry=*) registry=${1#*=}; shift ;;
+	--tar) tardir=${2:?--tar needs a directory}; shift 2 ;;
+	--tar=*) tardir=${1#*=}; shift ;;
+	--tag) tag=${2:?--tag needs a value}; shift 2 ;;
+	--tag=*) tag=${1#*=}; shift ;;
+	--insecure) insecure=1; shift ;;
+	-h | --help) usage ;;
+	*) echo "images.sh: unknown argument $1" >&2; usage ;;
+	esac
+done
+if [[ -n "${registry}" && -n "${tardir}" ]] || [[ -z "${registry}" && -z "${tardir}" ]]; then
+	usage
+fi
+if [[ -z "${tag}" ]]; then
+	tag=$(git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+fi
+case "${registry}" in
+127.0.0.1:* | localhost:* | 127.0.0.1 | localhost) insecure=1 ;;
+esac
+
+ca=/etc/ssl/certs/ca-certificates.crt
+if [[ ! -s "${ca}" ]]; then
+	echo "images.sh: ${ca} is missing: install Debian's ca-certificates (apt-get install ca-certificates)" >&2
+	exit 1
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/slipway-images.XXXXXX")
+trap 'rm -rf "${work}"' EXIT
+if [[ -n "${tardir}" ]]; then
+	mkdir -p "${tardir}"
+	out=$(cd "${tardir}" && pwd)
+else
+	out=${SLIPWAY_STATE:-${root}/_output}/images
+	mkdir -p "${out}"
+fi
+
+# gobuild PKG OUT: a static binary that depends on the source and the toolchain only.
+gobuild() {
+	CGO_ENABLED=0 nice -n 19 "${GO}" build -trimpath -buildvcs=false -ldflags=-buildid= -o "$2" "$1"
+}
+
+# Build contexts: exactly the files each Dockerfile copies. Modes are set by COPY --chmod and
+# times by --reproducible, so nothing of this checkout's file metadata reaches a layer.
+ectx=${work}/executor-context mctx=${work}/manager-context
+mkdir -p "${ectx}" "${mctx}"
+echo "images.sh: building the executor and manager binaries" >&2
+gobuild ./executor "${ectx}/executor"
+gobuild . "${mctx}/manager"
+cp "${ca}" "${ectx}/ca-certificates.crt"
+cp "${ca}" "${mctx}/ca-certificates.crt"
+: >"${ectx}/executor-image"
+
+# The builder is the executor binary that goes into the image. It runs with chroot isolation
+# (the default outside the executor image); neither Dockerfile has a RUN step.
+executor=${work}/executor
+cp "${ectx}/executor" "${executor}"
+
+# build NAME CONTEXT DOCKERFILE: builds one image and prints "NAME REF@DIGEST".
+build() {
+	local name=$1 context=$2 dockerfile=$3 ref
+	local args=(--context="dir://${context}" --dockerfile="${root}/${dockerfile}" --reproducible
+		--digest-file="${out}/${name}.digest" --result-file="${work}/${name}.result.json"
+		--work-dir="${work}/${name}-build" --verbosity=warn)
+	if [[ -n "${registry}" ]]; then
+		ref=${registry}/slipway/${name}:${tag}
+		args+=(--destination="${ref}")
+		[[ -z "${insecure}" ]] || args+=(--insecure-registry="${registry}")
+	else
+		ref=slipway/${name}:${tag}
+		args+=(--no-push --destination="${ref}" --tar-path="${out}/${name}.tar")
+	fi
+	echo "images.sh: building ${ref} from ${dockerfile}" >&2
+	if ! "${executor}" "${args[@]}" >"${work}/${name}.log" 2>&1; then
+		cat "${work}/${name}.log" >&2
+		echo "images.sh: building ${ref} failed" >&2
+		exit 1
+	fi
+	printf '%-8s %s@%s\n' "${name}" "${ref}" "$(<"${out}/${name}.digest")"
+}
+
+build executor "${ectx}" executor/Dockerfile
+build manager "${mctx}" hack/images/manager/Dockerfile

@@ -422,6 +422,17 @@ func TestImageBuildReconciler_Reconcile_podSecurityBaseline(t *testing.T) {
 	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
 		t.Error("the service account token is mounted")
 	}
+	// Options.HostUsers is false here: the pod runs in a user namespace, and is still admitted.
+	if pod.Spec.HostUsers == nil || *pod.Spec.HostUsers {
+		t.Errorf("hostUsers = %v, want false", pod.Spec.HostUsers)
+	}
+	var env []string
+	for _, e := range pod.Spec.Containers[0].Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	if strings.Join(env, " ") != "GIT_SECRET_DIR=/var/run/secrets/slipway/git" {
+		t.Errorf("env = %v, want the ssh-auth secret named by GIT_SECRET_DIR", env)
+	}
 }
 
 // TestImageBuild_validation checks that the API server refuses bad ImageBuilds with a message

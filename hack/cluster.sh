@@ -381,6 +381,8 @@ up() {
 	fi
 
 	bin=$("${root}/hack/cluster/build.sh")
+	# On failure what started keeps running, for a look at it; down stops it.
+	trap 'if (($? != 0)); then log "up failed: logs in ${logs}/; hack/cluster.sh down stops what started"; fi' EXIT
 	local tb=${SECONDS}
 	mkdir -p "${pki}" "${logs}" "${run}" "${podlogs}" "${dir}/etcd" "${dir}/kubelet" \
 		"${dir}/containerd/certs.d/127.0.0.1:${REGISTRY_PORT}" "${dir}/cni/net.d" "${dir}/cni/ipam" "${dir}/config"

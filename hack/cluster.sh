@@ -236,7 +236,7 @@ cgroup_roots() {
 
 # Directories outside ours that the kubelet and containerd create when missing (the kubelet's
 # links to container logs, containerd's shim sockets); down removes them when empty and new.
-host_dirs=(/var/log/containers /run/containerd/s /run/containerd)
+host_dirs=(/var/log/containers /run/containerd/s /run/containerd /run/netns)
 
 # --- mounts ----------------------------------------------------------------------------------
 
@@ -682,9 +682,19 @@ down() {
 	pids=$(shim_tree)
 	if [[ -n "${pids}" ]]; then
 		log "killing leftover shims and container processes: $(echo ${pids})"
+		# A shim killed leaves its socket, /run/containerd/s/<sha256 of address/namespace/id>.
+		local sockets=() args ns id
+		for p in ${pids}; do
+			args=$({ tr '\0' '\n' <"/proc/${p}/cmdline"; } 2>/dev/null) || continue
+			[[ "$(head -n1 <<<"${args}")" == *containerd-shim* ]] || continue
+			ns=$(grep -A1 -x -- -namespace <<<"${args}" | tail -n1)
+			id=$(grep -A1 -x -- -id <<<"${args}" | tail -n1)
+			sockets+=("/run/containerd/s/$(printf '%s' "${sock}/${ns}/${id}" | sha256sum | cut -d' ' -f1)")
+		done
 		# shellcheck disable=SC2086
 		kill -KILL ${pids} 2>/dev/null || true
 		sleep 0.5
+		rm -f "${sockets[@]}"
 	fi
 
 	# 3. The control plane.

@@ -5,8 +5,10 @@ BIN ?= $(CURDIR)/bin
 # The cache of costly binaries (etcd, kube-apiserver, ...), reused when present.
 SLIPWAY_CACHE ?= $(HOME)/.cache/slipway
 export SLIPWAY_CACHE
+# helm, built from its Go module by hack/tools/helm/build.sh (`make helm`) into the cache.
+HELM := $(SLIPWAY_CACHE)/bin/helm
 
-.PHONY: all build test test-unit bench generate manifests verify demo fmt vet clean
+.PHONY: all build test test-unit bench generate manifests verify demo fmt vet clean images chart helm verify-chart
 
 all: build
 
@@ -38,9 +40,30 @@ generate:
 ## manifests: CRD, RBAC and webhook manifests from the markers.
 manifests:
 	hack/generate.sh manifests
+	cp config/crd/bases/*.yaml charts/slipway/crds/
+	cp config/rbac/role.yaml charts/slipway/files/manager-role.yaml
+
+## images: the executor and manager images, built by the executor (hack/images.sh);
+## REGISTRY=HOST:PORT pushes them, otherwise tarballs in IMAGES_DIR (default _output/images).
+images:
+	hack/images.sh $(if $(REGISTRY),--registry $(REGISTRY),--tar $(or $(IMAGES_DIR),_output/images))
+
+## helm: helm from its Go module (hack/tools/helm), cached in $(SLIPWAY_CACHE)/bin.
+helm:
+	@hack/tools/helm/build.sh >/dev/null
+
+## chart: helm lint and helm template of charts/slipway (go test ./test/chart checks what it renders).
+chart: helm verify-chart
+	$(HELM) lint --strict charts/slipway
+	$(HELM) template slipway charts/slipway --namespace slipway-system >/dev/null
+
+## verify-chart: the chart's CRDs and manager rules are config/'s generated files (make manifests copies them).
+verify-chart:
+	@diff -ru config/crd/bases charts/slipway/crds || { echo "charts/slipway/crds differs from config/crd/bases: run make manifests" >&2; exit 1; }
+	@diff -u config/rbac/role.yaml charts/slipway/files/manager-role.yaml || { echo "charts/slipway/files/manager-role.yaml differs from config/rbac/role.yaml: run make manifests" >&2; exit 1; }
 
 ## verify: regenerate, format and vet; fails on any difference.
-verify: generate manifests fmt vet
+verify: verify-chart generate manifests fmt vet
 	git diff --exit-code -- api config charts
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 

@@ -41,3 +41,9 @@ staging="v0.${K8S_VERSION#v1.}"
 		k8s.io/kubernetes/cmd/kube-scheduler
 	go mod tidy
 )
+
+# helm (hack/tools/helm/build.sh: make chart, test/chart). Its own module, so that its
+# dependencies never move controller-gen's.
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+new_module "${here}/helm" github.com/slipway-dev/slipway/hack/tools/helm
+(cd "${here}/helm" && go get -tool "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" && go mod tidy)

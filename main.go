@@ -2,6 +2,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"os"
 	"time"
@@ -27,6 +28,9 @@ func main() {
 		leaderElectionNS       string
 		opts                   controllers.Options
 		cpu, memory            string
+		cpuLimit, memoryLimit  string
+		nodeSelector           string
+		tolerations            string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
@@ -41,6 +45,10 @@ func main() {
 	flag.DurationVar(&opts.MaxRetryBackoff, "max-build-retry-backoff", 5*time.Minute, "Longest wait between retries.")
 	flag.StringVar(&cpu, "executor-cpu-request", "500m", "CPU request of executor pods without spec.resources.")
 	flag.StringVar(&memory, "executor-memory-request", "512Mi", "Memory request of executor pods without spec.resources.")
+	flag.StringVar(&cpuLimit, "executor-cpu-limit", "", "CPU limit of executor pods without spec.resources; none when empty.")
+	flag.StringVar(&memoryLimit, "executor-memory-limit", "", "Memory limit of executor pods without spec.resources; none when empty.")
+	flag.StringVar(&nodeSelector, "executor-node-selector", "", `Node selector of executor pods whose ImageBuild sets none, as JSON: {"key":"value"}.`)
+	flag.StringVar(&tolerations, "executor-tolerations", "", `Tolerations of executor pods whose ImageBuild sets none, as a JSON list of corev1 tolerations.`)
 	logConfig := textlogger.NewConfig()
 	logConfig.AddFlags(flag.CommandLine)
 	flag.Parse()
@@ -63,6 +71,32 @@ func main() {
 			opts.Resources.Requests = corev1.ResourceList{}
 		}
 		opts.Resources.Requests[name] = v
+	}
+	for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpuLimit, corev1.ResourceMemory: memoryLimit} {
+		if q == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(q)
+		if err != nil {
+			setupLog.Error(err, "Invalid executor resource limit", "resource", name)
+			os.Exit(2)
+		}
+		if opts.Resources.Limits == nil {
+			opts.Resources.Limits = corev1.ResourceList{}
+		}
+		opts.Resources.Limits[name] = v
+	}
+	if nodeSelector != "" {
+		if err := json.Unmarshal([]byte(nodeSelector), &opts.NodeSelector); err != nil {
+			setupLog.Error(err, "Invalid --executor-node-selector: want a JSON object of strings")
+			os.Exit(2)
+		}
+	}
+	if tolerations != "" {
+		if err := json.Unmarshal([]byte(tolerations), &opts.Tolerations); err != nil {
+			setupLog.Error(err, "Invalid --executor-tolerations: want a JSON list of tolerations")
+			os.Exit(2)
+		}
 	}
 
 	scheme := runtime.NewScheme()

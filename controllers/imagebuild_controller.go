@@ -51,6 +51,9 @@ type Options struct {
 	MaxConcurrentBuilds int
 	// Resources apply to executor containers of ImageBuilds without spec.resources.
 	Resources corev1.ResourceRequirements
+	// NodeSelector and Tolerations place executor pods of ImageBuilds that set none.
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
 	// MaxRetries is the number of retries of a build that failed for a transient reason.
 	// The default is 3.
 	MaxRetries int32
@@ -276,7 +279,8 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 // referenced Secrets and ConfigMaps exist. problem says, for people, what is missing; it never
 // contains a Secret's data.
 func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.ImageBuild) (podOptions, string, error) {
-	opts := podOptions{executorImage: r.Options.ExecutorImage, hostUsers: r.Options.HostUsers, resources: r.Options.Resources}
+	opts := podOptions{executorImage: r.Options.ExecutorImage, hostUsers: r.Options.HostUsers, resources: r.Options.Resources,
+		nodeSelector: r.Options.NodeSelector, tolerations: r.Options.Tolerations}
 	ns := ib.Namespace
 
 	if ref := ib.Spec.Source.Git.SecretRef; ref != nil {

@@ -64,6 +64,9 @@ type podOptions struct {
 	hostUsers bool
 	// resources apply when spec.resources is empty.
 	resources corev1.ResourceRequirements
+	// nodeSelector and tolerations apply when the spec sets none.
+	nodeSelector map[string]string
+	tolerations  []corev1.Toleration
 	// gitAuth says how spec.source.git.secretRef is passed to the executor.
 	gitAuth gitAuth
 }
@@ -84,6 +87,13 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	image := opts.executorImage
 	if spec.ExecutorImage != "" {
 		image = spec.ExecutorImage
+	}
+	nodeSelector, tolerations := spec.NodeSelector, spec.Tolerations
+	if nodeSelector == nil {
+		nodeSelector = opts.nodeSelector
+	}
+	if tolerations == nil {
+		tolerations = opts.tolerations
 	}
 	resources := opts.resources
 	if spec.Resources != nil {
@@ -163,8 +173,8 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 			AutomountServiceAccountToken: ptr.To(false),
 			EnableServiceLinks:           ptr.To(false),
 			ServiceAccountName:           spec.ServiceAccountName,
-			NodeSelector:                 spec.NodeSelector,
-			Tolerations:                  spec.Tolerations,
+			NodeSelector:                 nodeSelector,
+			Tolerations:                  tolerations,
 			Affinity:                     spec.Affinity,
 			PriorityClassName:            spec.PriorityClassName,
 			SecurityContext: &corev1.PodSecurityContext{

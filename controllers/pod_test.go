@@ -258,6 +258,28 @@ func TestImageBuild_constructPod(t *testing.T) {
 				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}
 			},
 		},
+		{
+			name: "the manager's default placement applies when the spec has none",
+			ib:   func() *v1alpha1.ImageBuild { return makeImageBuild("app", "ns").Obj() },
+			opts: func(o *podOptions) {
+				o.nodeSelector = map[string]string{"pool": "default-builders"}
+				o.tolerations = []corev1.Toleration{{Key: "default", Operator: corev1.TolerationOpExists}}
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.NodeSelector = map[string]string{"pool": "default-builders"}
+				p.Spec.Tolerations = []corev1.Toleration{{Key: "default", Operator: corev1.TolerationOpExists}}
+			},
+		},
+		{
+			name: "the spec's placement wins over the manager's default",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.NodeSelector = map[string]string{"pool": "builders"}
+				return ib
+			},
+			opts: func(o *podOptions) { o.nodeSelector = map[string]string{"pool": "default-builders"} },
+			want: func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"pool": "builders"} },
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

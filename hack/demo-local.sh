@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's main command (`make demo`): a real build of examples/hello by the executor.
+# The executor alone, on this machine (no cluster): a real build of examples/hello.
+# `make demo` (hack/demo.sh) is the same build inside the local Kubernetes cluster.
 #
 # It installs the Debian packages it needs, starts a local registry on
 # 127.0.0.1:${SLIPWAY_REGISTRY_PORT:-35000} (hack/registry.sh), pushes the busybox base image
@@ -8,7 +9,7 @@
 # file, then runs the built image's CMD in a chroot and prints what it says. A second run
 # is served from the cache.
 #
-# `hack/demo.sh stop` stops the registry.
+# `hack/demo-local.sh stop` stops the registry.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

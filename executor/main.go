@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,7 +78,28 @@ type options struct {
 func main() {
 	// When re-executed as the chroot helper, this runs the step and exits.
 	run.Init()
-	os.Exit(execute(os.Args[1:], os.Stderr))
+	os.Exit(profiled(func() int { return execute(os.Args[1:], os.Stderr) }))
+}
+
+// profiled runs f, writing a CPU profile to $SLIPWAY_CPUPROFILE when set
+// (for performance work; see hack/bench).
+func profiled(f func() int) int {
+	path := os.Getenv("SLIPWAY_CPUPROFILE")
+	if path == "" {
+		return f()
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "warning: SLIPWAY_CPUPROFILE: %v\n", err)
+		return f()
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		fmt.Fprintf(os.Stderr, "warning: SLIPWAY_CPUPROFILE: %v\n", err)
+		return f()
+	}
+	defer pprof.StopCPUProfile()
+	return f()
 }
 
 // execute runs the executor and returns its exit status: 0 only when every

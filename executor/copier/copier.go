@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"io"
 	"io/fs"
 	"net/http"
@@ -17,7 +18,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -160,6 +163,8 @@ func Copy(ctx context.Context, r Request) (Result, error) {
 
 type copier struct {
 	*walker
+	// mu guards the fields below while files are copied concurrently.
+	mu sync.Mutex
 	// inodes maps a multiply-linked source file's inode to its first copy.
 	inodes      map[inode]linkedFile
 	changed     map[string]bool
@@ -246,6 +251,8 @@ func (c *copier) destRel(abs string) string {
 
 func (c *copier) markChanged(abs string) {
 	rel := c.destRel(abs)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if rel == "." || c.changed[rel] {
 		return
 	}
@@ -305,18 +312,37 @@ func (c *copier) copyDirSource(ctx context.Context, m match, destAbs string) err
 		it     item
 		target string
 	}
-	var dirs []dir
+	var dirs, files []dir
 	for _, it := range m.items {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		target := filepath.Join(destAbs, filepath.FromSlash(it.sub))
+		if it.fi.Mode().IsRegular() && it.fi.Sys().(*syscall.Stat_t).Nlink == 1 {
+			// Plain files are copied below, several at once: the copy is
+			// bound by system calls, which run concurrently.
+			files = append(files, dir{it, target})
+			continue
+		}
 		if err := c.copyItem(it, target); err != nil {
 			return err
 		}
 		if it.fi.IsDir() {
 			dirs = append(dirs, dir{it, target})
 		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2 * runtime.GOMAXPROCS(0))
+	for _, f := range files {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			return c.copyItem(f.it, f.target)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
 		if err := c.copyMetadata(dirs[i].it, dirs[i].target); err != nil {
@@ -346,7 +372,10 @@ func (c *copier) copyFileSource(m match, destAbs string, destIsDir bool) error {
 
 // record adds it to the step's sources.
 func (c *copier) record(it item, digest string) {
-	c.sources = append(c.sources, c.sourceFile(it, digest))
+	sf := c.sourceFile(it, digest)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sources = append(c.sources, sf)
 }
 
 // copyItem copies one entry to target, whose parent exists and was reached
@@ -456,25 +485,62 @@ func (c *copier) copyMetadata(it item, target string) error {
 // copyFileContent copies src to the new file dst and returns the content
 // digest.
 func copyFileContent(src, dst string) (string, error) {
-	in, err := os.Open(src)
+	// Raw system calls: os.File's poller registration and finalizer cost
+	// more than copying a small file, and a context can hold tens of
+	// thousands.
+	in, err := unix.Open(src, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", err
+		return "", &os.PathError{Op: "open", Path: src, Err: err}
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	defer unix.Close(in)
+	out, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return "", err
+		return "", &os.PathError{Op: "open", Path: dst, Err: err}
 	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(out, h), in)
-	if cerr := out.Close(); err == nil {
-		err = cerr
+	for err == nil {
+		var n int
+		n, err = unix.Read(in, buf)
+		if err == unix.EINTR {
+			err = nil
+			continue
+		}
+		if err != nil {
+			err = &os.PathError{Op: "read", Path: src, Err: err}
+			break
+		}
+		if n == 0 {
+			break
+		}
+		h.Write(buf[:n])
+		for b := buf[:n]; len(b) > 0 && err == nil; {
+			var w int
+			w, err = unix.Write(out, b)
+			if err == unix.EINTR {
+				err = nil
+				continue
+			}
+			if err != nil {
+				err = &os.PathError{Op: "write", Path: dst, Err: err}
+				break
+			}
+			b = b[w:]
+		}
+	}
+	if cerr := unix.Close(out); err == nil && cerr != nil {
+		err = &os.PathError{Op: "close", Path: dst, Err: cerr}
 	}
 	if err != nil {
 		return "", err
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// copyBufs are the buffers of concurrent file copies.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 func fileDigest(p string) (string, error) {
 	f, err := os.Open(p)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -227,7 +228,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		if res.Changed == nil {
 			return []string{}, nil
 		}
-		return res.Changed, nil
+		return topmost(res.Changed), nil
 	})
 	dest := s.params.DestPath
 	if !path.IsAbs(dest) {
@@ -294,4 +295,26 @@ func fileMode(m uint32) fs.FileMode {
 		mode |= fs.ModeSticky
 	}
 	return mode
+}
+
+// topmost drops the paths that lie under another one of paths: a snapshot
+// of a path covers what is below it, and tens of thousands of scopes cost
+// more to resolve than one walk.
+func topmost(paths []string) []string {
+	in := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		in[p] = true
+	}
+	var out []string
+	for _, p := range paths {
+		covered := false
+		for d := path.Dir(p); d != "." && d != "/" && !covered; d = path.Dir(d) {
+			covered = in[d]
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

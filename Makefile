@@ -8,7 +8,7 @@ export SLIPWAY_CACHE
 # helm, built from its Go module by hack/tools/helm/build.sh (`make helm`) into the cache.
 HELM := $(SLIPWAY_CACHE)/bin/helm
 
-.PHONY: all build test test-unit bench generate manifests verify demo fmt vet clean images chart helm verify-chart
+.PHONY: all build test test-unit test-e2e bench generate manifests verify demo demo-local fmt vet clean images chart helm verify-chart
 
 all: build
 
@@ -17,13 +17,21 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/executor ./executor
 	@if [ -f main.go ]; then CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/manager . ; fi
 
-## demo: the main job: a real build of examples/hello into a local registry.
+## demo: the main job: the local cluster, the chart, and an ImageBuild of examples/hello built in it.
 demo:
 	hack/demo.sh
+
+## demo-local: the executor alone on this machine: examples/hello built into a local registry.
+demo-local:
+	hack/demo-local.sh
 
 ## test: everything CI runs (installs Debian packages, builds the test binaries it needs).
 test:
 	hack/test.sh
+
+## test-e2e: test/e2e on the local cluster through the Helm-installed manager; takes the cluster down after.
+test-e2e:
+	hack/e2e.sh
 
 ## test-unit: go test without the costly set-up (tests that need a missing tool fail and say which).
 test-unit:

@@ -22,3 +22,9 @@ if [[ -n "${unformatted}" ]]; then
 	exit 1
 fi
 go test -count=1 -timeout 60m "$@" ./...
+
+# End-to-end: the local cluster, the chart and test/e2e (hack/e2e.sh takes the cluster down
+# whatever happens). SLIPWAY_SKIP_E2E=1 leaves it out.
+if [[ "${SLIPWAY_SKIP_E2E:-}" != 1 ]]; then
+	hack/e2e.sh
+fi

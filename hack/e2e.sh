@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# End-to-end tests (`make test-e2e`, and the last step of hack/test.sh): test/e2e on the local
+# cluster, through the manager the Helm chart installs.
+#
+#  1. hack/cluster.sh up (the first time it builds the Kubernetes binaries: 20-25 minutes on
+#     2 cores; afterwards about 15 s);
+#  2. hack/demo.sh install: Debian packages, the local registry, the git server, the executor and
+#     manager images built by the executor, the chart (manager on the host network);
+#  3. SLIPWAY_E2E=1 go test ./test/e2e (arguments are passed to go test, e.g. -run TestTimeout);
+#     each test starts its own registry and git server requiring basic auth;
+#  4. whatever happened: hack/demo.sh down (git server, registry, hack/cluster.sh down), unless
+#     SLIPWAY_E2E_KEEP=1.
+# On a failure the tests print the manager's log, the pods' logs and the events of their
+# namespace. The full output is in <state>/e2e/go-test.log.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+state=${SLIPWAY_STATE:-${PWD}/_output}
+mkdir -p "${state}/e2e"
+state=$(cd "${state}" && pwd)
+t0=${SECONDS}
+timings=()
+mark() { timings+=("$(printf '%5d s  %s' "$((SECONDS - $1))" "$2")"); }
+
+cleanup() {
+	local rc=$? t=${SECONDS}
+	if [[ "${SLIPWAY_E2E_KEEP:-}" == 1 ]]; then
+		echo "e2e.sh: SLIPWAY_E2E_KEEP=1: the cluster stays up (hack/demo.sh down stops it)" >&2
+	else
+		echo "e2e.sh: taking the cluster down" >&2
+		hack/demo.sh down || rc=1
+		mark "${t}" "hack/demo.sh down"
+	fi
+	printf '\n==> e2e timings\n'
+	printf '%s\n' "${timings[@]}"
+	printf '%5d s  total (exit %d)\n' "$((SECONDS - t0))" "${rc}"
+	exit "${rc}"
+}
+trap cleanup EXIT
+
+t=${SECONDS}
+# The tests run on the local cluster, never on whatever the current kubeconfig names.
+hack/cluster.sh up
+KUBECONFIG=$(hack/cluster.sh kubeconfig)
+export KUBECONFIG
+mark "${t}" "hack/cluster.sh up"
+
+t=${SECONDS}
+hack/demo.sh install
+# shellcheck disable=SC1091
+source "${state}/demo/env"
+mark "${t}" "hack/demo.sh install"
+
+t=${SECONDS}
+echo "e2e.sh: go test ./test/e2e (log: ${state}/e2e/go-test.log)" >&2
+set +e
+SLIPWAY_E2E=1 go test -count=1 -v -timeout 30m "$@" ./test/e2e 2>&1 | tee "${state}/e2e/go-test.log"
+rc=${PIPESTATUS[0]}
+set -e
+mark "${t}" "go test ./test/e2e"
+printf '\n==> e2e results\n'
+grep -E '^(--- |ok|FAIL)' "${state}/e2e/go-test.log" || true
+exit "${rc}"

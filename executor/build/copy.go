@@ -1,10 +1,10 @@
 package build
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -79,7 +79,9 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		if err != nil || m > 0o7777 {
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", s.chmod))
 		}
-		mode := fileMode(uint32(m))
+		// tar's FileInfo maps the Unix setuid, setgid and sticky bits,
+		// which fs.FileMode keeps elsewhere.
+		mode := (&tar.Header{Mode: int64(m)}).FileInfo().Mode()
 		req.Chmod = &mode
 	}
 	if len(s.exclude) > 0 {
@@ -279,22 +281,6 @@ func parsePort(raw string) ([]string, error) {
 		out = append(out, fmt.Sprintf("%d/%s", p, proto))
 	}
 	return out, nil
-}
-
-// fileMode converts Unix permission bits (as --chmod writes them) to an
-// fs.FileMode, whose setuid, setgid and sticky bits are not the Unix ones.
-func fileMode(m uint32) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
 }
 
 // topmost drops the paths that lie under another one of paths: a snapshot

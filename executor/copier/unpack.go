@@ -182,7 +182,7 @@ func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
 			return fmt.Errorf("setting owner of /%s: %w", c.destRel(target), err)
 		}
 		if hdr.Typeflag != tar.TypeSymlink {
-			if err := os.Chmod(target, tarMode(hdr.Mode)); err != nil {
+			if err := os.Chmod(target, hdr.FileInfo().Mode()); err != nil {
 				return fmt.Errorf("setting mode of /%s: %w", c.destRel(target), err)
 			}
 		}
@@ -217,20 +217,6 @@ func archiveName(n string) (string, error) {
 		return "", nil
 	}
 	return p, nil
-}
-
-func tarMode(m int64) fs.FileMode {
-	mode := fs.FileMode(m).Perm()
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
 }
 
 func lutimes(p string, atime, mtime time.Time) error {

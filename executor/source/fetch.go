@@ -218,7 +218,8 @@ func ExtractTar(ctx context.Context, r io.Reader, dest string) error {
 				return fmt.Errorf("creating parent of %s: %w", hdr.Name, err)
 			}
 		}
-		mode := fs.FileMode(hdr.Mode).Perm() | modeBits(hdr.Mode)
+		// FileInfo maps the Unix setuid, setgid and sticky bits too.
+		mode := hdr.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if fi, err := root.Lstat(name); err == nil && !fi.IsDir() {
@@ -303,20 +304,6 @@ func entryName(n string) (string, error) {
 		}
 	}
 	return path.Clean(n), nil
-}
-
-func modeBits(m int64) fs.FileMode {
-	var out fs.FileMode
-	if m&0o4000 != 0 {
-		out |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		out |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		out |= fs.ModeSticky
-	}
-	return out
 }
 
 func removeExisting(root *os.Root, name string) error {

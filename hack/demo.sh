@@ -233,8 +233,16 @@ install() {
 	manager_image=$(awk '$1 == "manager" {print $2}' <<<"${images}")
 
 	step "Installing the chart (charts/slipway) in ${NAMESPACE}"
-	local helm
+	local helm local_apiserver=''
 	helm=$(hack/tools/helm/build.sh)
+	if [[ "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')" == https://127.0.0.1:* ]]; then
+		local_apiserver=1
+	fi
+	# See below: on the host network an upgrade must replace the manager pod, not roll.
+	if [[ -n "${local_apiserver}" ]] && kubectl -n "${NAMESPACE}" get deployment "${DEPLOYMENT}" >/dev/null 2>&1; then
+		kubectl -n "${NAMESPACE}" patch deployment "${DEPLOYMENT}" --type=strategic \
+			-p '{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}' >/dev/null
+	fi
 	"${helm}" upgrade --install "${RELEASE}" charts/slipway --namespace "${NAMESPACE}" --create-namespace \
 		--set image.repository="${manager_image%@*}" --set image.digest="${manager_image#*@}" \
 		--set executor.image.repository="${executor_image%@*}" --set executor.image.digest="${executor_image#*@}" \
@@ -242,11 +250,14 @@ install() {
 		--set buildRetryBackoff=2s >"${out}/helm.log"
 	echo "helm: release ${RELEASE} installed (notes in ${out}/helm.log)"
 	# The local cluster's apiserver is on loopback and has no kube-proxy: the manager joins the
-	# host's network and is told where the apiserver is.
-	if [[ "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')" == https://127.0.0.1:* ]]; then
+	# host's network and is told where the apiserver is. On the host network two manager pods
+	# cannot run at once (same ports): an upgrade replaces the pod instead of rolling. Helm keeps
+	# these fields on upgrades (they are not in the chart's manifests).
+	if [[ -n "${local_apiserver}" ]]; then
 		kubectl -n "${NAMESPACE}" patch deployment "${DEPLOYMENT}" --type=strategic -p "$(
 			cat <<-EOF
-				{"spec":{"template":{"spec":{"hostNetwork":true,"dnsPolicy":"ClusterFirstWithHostNet",
+				{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null},
+				 "template":{"spec":{"hostNetwork":true,"dnsPolicy":"ClusterFirstWithHostNet",
 				 "containers":[{"name":"manager","env":[
 				  {"name":"KUBERNETES_SERVICE_HOST","value":"127.0.0.1"},
 				  {"name":"KUBERNETES_SERVICE_PORT","value":"${APISERVER_PORT}"}]}]}}}}

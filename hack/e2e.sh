@@ -2,7 +2,7 @@
 # End-to-end tests (`make test-e2e`, and the last step of hack/test.sh): test/e2e on the local
 # cluster, through the manager the Helm chart installs.
 #
-#  1. hack/cluster.sh up (the first time it builds the Kubernetes binaries: 20-25 minutes on
+#  1. hack/deps.sh, hack/cluster.sh up (the first time it builds the Kubernetes binaries: 20-25 minutes on
 #     2 cores; afterwards about 15 s);
 #  2. hack/demo.sh install: Debian packages, the local registry, the git server, the executor and
 #     manager images built by the executor, the chart (manager on the host network);
@@ -39,6 +39,8 @@ cleanup() {
 trap cleanup EXIT
 
 t=${SECONDS}
+# containerd, runc, the CNI plugins, git, docker-registry, ... (hack/deps.sh, once).
+hack/deps.sh
 # The tests run on the local cluster, never on whatever the current kubeconfig names.
 hack/cluster.sh up
 KUBECONFIG=$(hack/cluster.sh kubeconfig)

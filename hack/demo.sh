@@ -23,8 +23,8 @@
 # layer cache.
 #
 # The local cluster has no kube-proxy and no DNS, and its apiserver is on loopback: the manager
-# runs with hostNetwork and KUBERNETES_SERVICE_HOST=127.0.0.1 (patched onto the chart's
-# Deployment). Executor pods are ordinary pods on the CNI bridge, which cannot reach the host's
+# runs with hostNetwork and KUBERNETES_SERVICE_HOST=127.0.0.1 (the chart's hostNetwork and
+# extraEnv values). Executor pods are ordinary pods on the CNI bridge, which cannot reach the host's
 # 127.0.0.1: they reach the git server and the registry at the bridge's own address on the host
 # (slipway0, 10.217.0.1 by default; hack/gitserve listens there and forwards the registry port).
 # The kubelet pulls from 127.0.0.1, so the built image runs as 127.0.0.1:PORT/...@DIGEST (the
@@ -238,31 +238,22 @@ install() {
 	if [[ "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')" == https://127.0.0.1:* ]]; then
 		local_apiserver=1
 	fi
-	# See below: on the host network an upgrade must replace the manager pod, not roll.
-	if [[ -n "${local_apiserver}" ]] && kubectl -n "${NAMESPACE}" get deployment "${DEPLOYMENT}" >/dev/null 2>&1; then
-		kubectl -n "${NAMESPACE}" patch deployment "${DEPLOYMENT}" --type=strategic \
-			-p '{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}' >/dev/null
+	# The local cluster's apiserver is on loopback and has no kube-proxy: the manager joins the
+	# host's network and is told where the apiserver is; two manager pods cannot run at once
+	# there (same ports), so an upgrade replaces the pod instead of rolling.
+	local network_values=()
+	if [[ -n "${local_apiserver}" ]]; then
+		network_values=(--set hostNetwork=true --set strategy.type=Recreate
+			--set "extraEnv[0].name=KUBERNETES_SERVICE_HOST" --set "extraEnv[0].value=127.0.0.1"
+			--set "extraEnv[1].name=KUBERNETES_SERVICE_PORT" --set-string "extraEnv[1].value=${APISERVER_PORT}")
 	fi
 	"${helm}" upgrade --install "${RELEASE}" charts/slipway --namespace "${NAMESPACE}" --create-namespace \
 		--set image.repository="${manager_image%@*}" --set image.digest="${manager_image#*@}" \
 		--set executor.image.repository="${executor_image%@*}" --set executor.image.digest="${executor_image#*@}" \
 		--set metrics.port="${METRICS_PORT}" --set probes.port="${PROBE_PORT}" \
-		--set buildRetryBackoff=2s >"${out}/helm.log"
+		--set buildRetryBackoff=2s "${network_values[@]}" >"${out}/helm.log"
 	echo "helm: release ${RELEASE} installed (notes in ${out}/helm.log)"
-	# The local cluster's apiserver is on loopback and has no kube-proxy: the manager joins the
-	# host's network and is told where the apiserver is. On the host network two manager pods
-	# cannot run at once (same ports): an upgrade replaces the pod instead of rolling. Helm keeps
-	# these fields on upgrades (they are not in the chart's manifests).
 	if [[ -n "${local_apiserver}" ]]; then
-		kubectl -n "${NAMESPACE}" patch deployment "${DEPLOYMENT}" --type=strategic -p "$(
-			cat <<-EOF
-				{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null},
-				 "template":{"spec":{"hostNetwork":true,"dnsPolicy":"ClusterFirstWithHostNet",
-				 "containers":[{"name":"manager","env":[
-				  {"name":"KUBERNETES_SERVICE_HOST","value":"127.0.0.1"},
-				  {"name":"KUBERNETES_SERVICE_PORT","value":"${APISERVER_PORT}"}]}]}}}}
-			EOF
-		)" >/dev/null
 		echo "manager: hostNetwork, KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=${APISERVER_PORT}"
 	fi
 	if ! kubectl -n "${NAMESPACE}" rollout status deployment/"${DEPLOYMENT}" --timeout=180s; then

@@ -425,6 +425,22 @@ func TestChart_template_values(t *testing.T) {
 			}
 		},
 	}, {
+		name: "host network for a loopback cluster",
+		set: []string{"hostNetwork=true", "strategy.type=Recreate",
+			"extraEnv[0].name=KUBERNETES_SERVICE_HOST", "extraEnv[0].value=127.0.0.1"},
+		check: func(t *testing.T, objs map[string]object) {
+			d, c := manager(t, objs)
+			if !d.Spec.Template.Spec.HostNetwork || d.Spec.Template.Spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+				t.Errorf("hostNetwork %v, dnsPolicy %q", d.Spec.Template.Spec.HostNetwork, d.Spec.Template.Spec.DNSPolicy)
+			}
+			if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+				t.Errorf("strategy %q, want Recreate", d.Spec.Strategy.Type)
+			}
+			if len(c.Env) != 1 || c.Env[0].Name != "KUBERNETES_SERVICE_HOST" || c.Env[0].Value != "127.0.0.1" {
+				t.Errorf("env %v", c.Env)
+			}
+		},
+	}, {
 		name: "ServiceMonitor",
 		set:  []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom"},
 		check: func(t *testing.T, objs map[string]object) {

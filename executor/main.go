@@ -201,6 +201,11 @@ func parseFlags(args []string) (*options, error) {
 	if len(o.destinations) == 0 && !o.noPush {
 		return o, errors.New("no --destination given: pass one or more, or --no-push")
 	}
+	switch o.verbosity {
+	case "panic", "fatal", "error", "warn", "info", "debug", "trace":
+	default:
+		return o, fmt.Errorf("--verbosity=%s: want panic, fatal, error, warn, info, debug or trace", o.verbosity)
+	}
 	if o.compression != "gzip" && o.compression != "zstd" {
 		return o, fmt.Errorf("--compression=%s: want gzip or zstd", o.compression)
 	}
@@ -330,7 +335,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		},
 		Layers:          layer.Options{Compression: layer.Compression(o.compression), Level: o.compressionLevel, OCI: o.ociMediaTypes},
 		SourceDateEpoch: epoch,
-		Log:             logw,
+		Log:             levelFilter(o.verbosity, logw),
 	}
 	if o.cache {
 		c, err := newCache(ctx, o, destinations)
@@ -437,6 +442,34 @@ func newCache(ctx context.Context, o *options, destinations []name.Reference) (*
 			return o.reg.Remote(ctx, ref, !pull)
 		},
 	}), nil
+}
+
+// levelFilter returns where the build's log goes at a kaniko log level:
+// everything at info and above, only warnings at warn, nothing at error
+// and below (errors are reported by execute itself).
+func levelFilter(level string, w io.Writer) io.Writer {
+	switch level {
+	case "panic", "fatal", "error":
+		return io.Discard
+	case "warn":
+		return &warnOnly{w: w}
+	}
+	return w
+}
+
+// warnOnly passes on the lines that are warnings. The build writes whole
+// lines.
+type warnOnly struct{ w io.Writer }
+
+func (f *warnOnly) Write(p []byte) (int, error) {
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if strings.HasPrefix(line, "WARNING") {
+			if _, err := io.WriteString(f.w, line); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return len(p), nil
 }
 
 // inPlaceExcludes are the paths an in-place build must never clear or

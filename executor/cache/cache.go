@@ -8,7 +8,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -179,10 +178,4 @@ func (c *Cache) Wait() (stored int, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.stored, c.storeErr
-}
-
-// MarshalKey is a helper for callers that build keys from parts.
-func MarshalKey(parts ...any) []byte {
-	b, _ := json.Marshal(parts)
-	return b
 }

@@ -45,11 +45,6 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Errorf returns an *Error for the instruction cmd.
-func Errorf(cmd instructions.Command, format string, args ...any) error {
-	return WithLine(fmt.Errorf(format, args...), cmd)
-}
-
 // WithLine attaches the location of cmd to err, unless err already has one.
 func WithLine(err error, cmd instructions.Command) error {
 	if err == nil {

@@ -23,12 +23,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// ErrGitUnsupported was returned by Fetch for git contexts before they were
-// implemented.
-//
-// Deprecated: Fetch now fetches git contexts (see FetchWithInfo).
-var ErrGitUnsupported = errors.New("git contexts are not supported yet")
-
 // Fetch makes the build context named by contextURL available as a local
 // directory and returns it, with subPath (kaniko's --context-sub-path)
 // applied.

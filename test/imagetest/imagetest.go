@@ -194,16 +194,6 @@ func removeUnder(tree map[string]Entry, dir string) {
 	}
 }
 
-// Paths returns the paths of tree, sorted.
-func Paths(tree map[string]Entry) []string {
-	ps := make([]string, 0, len(tree))
-	for p := range tree {
-		ps = append(ps, p)
-	}
-	sort.Strings(ps)
-	return ps
-}
-
 // DiffTrees lists the paths where want and got differ, one line each,
 // sorted: "-/path: want" for a path only in want, "+/path: got" for one
 // only in got, and "~/path: want => got" for a changed one. ignore, if not

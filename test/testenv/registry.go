@@ -210,10 +210,6 @@ func (r *Registry) Host() string { return r.host }
 // this registry: HOST:PORT/repo.
 func (r *Registry) Ref(repo string) string { return r.host + "/" + repo }
 
-// Dir returns the registry's directory: its config.yml, registry.log,
-// htpasswd and storage/.
-func (r *Registry) Dir() string { return r.dir }
-
 // Auth returns the authenticator for this registry: basic with the
 // credentials of WithBasicAuth, or anonymous.
 func (r *Registry) Auth() authn.Authenticator {

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -113,6 +115,7 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 		if err != nil {
 			return nil, err
 		}
+		it.xattrs = readXattrs(m.abs)
 		m.items = []item{it}
 	}
 	return matches, nil
@@ -127,13 +130,14 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", rel, err)
 	}
-	for _, e := range entries {
+	stats := lstatAll(dir, entries)
+	for i, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		abs := filepath.Join(dir, e.Name())
 		r := path.Join(rel, e.Name())
-		fi, err := os.Lstat(abs)
+		fi, err := stats[i].fi, stats[i].err
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", r, err)
 		}
@@ -148,6 +152,7 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 		if err != nil {
 			return err
 		}
+		it.xattrs = stats[i].xattrs
 		*out = append(*out, it)
 		if fi.IsDir() {
 			if err := w.walkDir(ctx, abs, r, it.sub, out); err != nil {
@@ -158,7 +163,8 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 	return nil
 }
 
-// item reads what Copy needs of one entry besides its content.
+// item reads what Copy needs of one entry besides its content and its
+// extended attributes (which the caller reads: see lstatAll).
 func (w *walker) item(abs, rel, sub string, fi fs.FileInfo) (item, error) {
 	st := fi.Sys().(*syscall.Stat_t)
 	it := item{abs: abs, rel: rel, sub: sub, fi: fi, ino: inode{uint64(st.Dev), st.Ino}}
@@ -183,8 +189,52 @@ func (w *walker) item(abs, rel, sub string, fi fs.FileInfo) (item, error) {
 		// Sockets cannot be copied; fsutil refuses them too.
 		return item{}, fmt.Errorf("copying %s: unsupported file type %s", rel, mode.Type())
 	}
-	it.xattrs = readXattrs(abs)
 	return it, nil
+}
+
+// entryStat is what lstatAll read of one directory entry.
+type entryStat struct {
+	fi     fs.FileInfo
+	xattrs map[string][]byte
+	err    error
+}
+
+// lstatAll lstats the entries of dir and reads their extended attributes,
+// several at once: a context directory can hold thousands of entries, and
+// the walk is bound by these system calls.
+func lstatAll(dir string, entries []fs.DirEntry) []entryStat {
+	out := make([]entryStat, len(entries))
+	stat := func(i int) {
+		abs := filepath.Join(dir, entries[i].Name())
+		fi, err := os.Lstat(abs)
+		out[i] = entryStat{fi: fi, err: err}
+		if err == nil {
+			out[i].xattrs = readXattrs(abs)
+		}
+	}
+	if len(entries) < 16 {
+		for i := range entries {
+			stat(i)
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(2*runtime.GOMAXPROCS(0), len(entries)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				stat(i)
+			}
+		}()
+	}
+	for i := range entries {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
 }
 
 // readXattrs returns the extended attributes of p (not following a

@@ -1,15 +1,12 @@
 package build
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-
-	"golang.org/x/sync/errgroup"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -45,8 +42,10 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 		return nil, false, err
 	}
 	opts := g.b.rootfsOptions()
-	if err := extractFiltered(ctx, scratch, g.layers, keep, opts); err != nil {
-		return nil, false, err
+	for _, l := range g.layers {
+		if err := extractFiltered(ctx, scratch, l, keep, opts); err != nil {
+			return nil, false, err
+		}
 	}
 	// A symlink on the way to the destination could lead anywhere in the
 	// tree: only the full tree answers then.
@@ -85,63 +84,26 @@ func isUnder(p, anc string) bool {
 	return anc == "" || p == anc || strings.HasPrefix(p, anc+"/")
 }
 
-// extractFiltered extracts the entries of layers that keep accepts into
-// root. Reading a layer through is bound by its decompression, one core per
-// layer: the layers are filtered at once into small files, which are then
-// applied in order.
-func extractFiltered(ctx context.Context, root string, layers []v1.Layer, keep func(string) bool, opts []rootfs.Option) error {
-	dir, err := os.MkdirTemp(filepath.Dir(root), "filtered-")
+// extractFiltered extracts the entries of l that keep accepts into root,
+// streaming l through the filter.
+func extractFiltered(ctx context.Context, root string, l v1.Layer, keep func(string) bool, opts []rootfs.Option) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d, _ := l.Digest()
+	rc, err := layer.Uncompressed(l)
 	if err != nil {
-		return err
+		return fmt.Errorf("fetching layer %s: %w", d, err)
 	}
-	defer os.RemoveAll(dir)
-	files := make([]string, len(layers))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i, l := range layers {
-		files[i] = filepath.Join(dir, fmt.Sprintf("%d.tar", i))
-		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
-				return err
-			}
-			d, _ := l.Digest()
-			rc, err := layer.Uncompressed(l)
-			if err != nil {
-				return fmt.Errorf("fetching layer %s: %w", d, err)
-			}
-			defer rc.Close()
-			f, err := os.Create(files[i])
-			if err != nil {
-				return err
-			}
-			w := bufio.NewWriter(f)
-			err = rootfs.Filter(rc, w, keep)
-			if err == nil {
-				err = w.Flush()
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("reading layer %s: %w", d, err)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	for i, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			return err
-		}
-		err = rootfs.Extract(root, bufio.NewReader(f), opts...)
-		f.Close()
-		if err != nil {
-			d, _ := layers[i].Digest()
-			return fmt.Errorf("extracting layer %s: %w", d, err)
-		}
+	defer rc.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(rootfs.Filter(rc, pw, keep))
+	}()
+	err = rootfs.Extract(root, pr, opts...)
+	pr.CloseWithError(err)
+	if err != nil {
+		return fmt.Errorf("extracting layer %s: %w", d, err)
 	}
 	return nil
 }

@@ -11,7 +11,7 @@
 #   BENCH_CASES=hello,multistage,manyfiles,bigbase   (default: all)
 #   BENCH_TOOLS=slipway,kaniko,kaniko-ccl,buildah,buildkit   (default: all)
 #   BENCH_RUNS=3            runs per cell (medians)
-#   BENCH_PORT=35500        the registry's port
+#   BENCH_PORT=25500        the registry's port
 #   BENCH_IDLE=0.8          the idle CPU fraction to wait for before each build ...
 #   BENCH_IDLE_WAIT=20s     ... for at most this long
 #   BENCH_BUILDAH_DRIVER=overlay   buildah's storage driver (vfs also works; slower)
@@ -29,7 +29,7 @@ fi
 
 cache=${SLIPWAY_CACHE:-${HOME}/.cache/slipway}/bench
 bin=${cache}/bin
-port=${BENCH_PORT:-35500}
+port=${BENCH_PORT:-25500}
 host=127.0.0.1:${port}
 KANIKO_VERSION=${KANIKO_VERSION:-v1.23.2}
 BUILDKIT_VERSION=${BUILDKIT_VERSION:-v0.34.2}

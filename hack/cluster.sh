@@ -19,13 +19,15 @@
 # host's 127.0.0.1 (a registry there): use hostNetwork for those. containerd pulls from the
 # local registry (hack/registry.sh, SLIPWAY_REGISTRY_PORT) over plain HTTP.
 #
-# Ports and networks (environment; defaults avoid the common ports):
-#   SLIPWAY_CLUSTER_APISERVER_PORT      36443
+# Ports and networks (environment). The default ports avoid the common ones and lie below the
+# kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default), so no outgoing
+# connection can be holding one when a server binds it:
+#   SLIPWAY_CLUSTER_APISERVER_PORT      26443
 #   SLIPWAY_CLUSTER_ETCD_PORT           32379   (client)
 #   SLIPWAY_CLUSTER_ETCD_PEER_PORT      32380
 #   SLIPWAY_CLUSTER_KUBELET_PORT        30250
 #   SLIPWAY_CLUSTER_KUBELET_HEALTHZ_PORT 30248
-#   SLIPWAY_REGISTRY_PORT               35000   (the plain-HTTP registry containerd may pull from)
+#   SLIPWAY_REGISTRY_PORT               25000   (the plain-HTTP registry containerd may pull from)
 #   SLIPWAY_CLUSTER_POD_SUBNET          10.217.0.0/24  (CNI bridge)
 #   SLIPWAY_CLUSTER_SERVICE_SUBNET      10.218.0.0/24
 #   SLIPWAY_CLUSTER_BRIDGE              slipway0
@@ -41,12 +43,12 @@ mkdir -p "${state}"
 state=$(cd "${state}" && pwd)
 dir=${state}/cluster
 
-APISERVER_PORT=${SLIPWAY_CLUSTER_APISERVER_PORT:-36443}
+APISERVER_PORT=${SLIPWAY_CLUSTER_APISERVER_PORT:-26443}
 ETCD_PORT=${SLIPWAY_CLUSTER_ETCD_PORT:-32379}
 ETCD_PEER_PORT=${SLIPWAY_CLUSTER_ETCD_PEER_PORT:-32380}
 KUBELET_PORT=${SLIPWAY_CLUSTER_KUBELET_PORT:-30250}
 KUBELET_HEALTHZ_PORT=${SLIPWAY_CLUSTER_KUBELET_HEALTHZ_PORT:-30248}
-REGISTRY_PORT=${SLIPWAY_REGISTRY_PORT:-35000}
+REGISTRY_PORT=${SLIPWAY_REGISTRY_PORT:-25000}
 POD_SUBNET=${SLIPWAY_CLUSTER_POD_SUBNET:-10.217.0.0/24}
 SERVICE_SUBNET=${SLIPWAY_CLUSTER_SERVICE_SUBNET:-10.218.0.0/24}
 BRIDGE=${SLIPWAY_CLUSTER_BRIDGE:-slipway0}
@@ -306,9 +308,13 @@ shim_tree() {
 
 # --- up ----------------------------------------------------------------------------------------
 
+# check_port PORT WHAT VARIABLE: dies, naming the socket that holds PORT, when any TCP socket on
+# the host has it as its local port (a listener, or a connection that would make bind fail).
 check_port() {
-	if ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; then
-		die "port $1 ($2) is in use; choose another with $3"
+	local held
+	held=$(ss -Htanp "sport = :$1" 2>/dev/null | head -3)
+	if [[ -n "${held}" ]]; then
+		die "port $1 ($2) is in use; choose another with $3. Held by:"$'\n'"${held}"
 	fi
 }
 

@@ -3,7 +3,7 @@
 # `make demo` (hack/demo.sh) is the same build inside the local Kubernetes cluster.
 #
 # It installs the Debian packages it needs, starts a local registry on
-# 127.0.0.1:${SLIPWAY_REGISTRY_PORT:-35000} (hack/registry.sh), pushes the busybox base image
+# 127.0.0.1:${SLIPWAY_REGISTRY_PORT:-25000} (hack/registry.sh), pushes the busybox base image
 # made from Debian's busybox-static, builds examples/hello with the executor (chroot
 # isolation, layer cache in the same registry), prints the pushed digest and the result
 # file, then runs the built image's CMD in a chroot and prints what it says. A second run

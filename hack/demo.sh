@@ -11,9 +11,9 @@
 #  2. uses the cluster of the current kubeconfig when one answers, else brings the local
 #     cluster up (hack/cluster.sh; the first time it builds the Kubernetes binaries from their
 #     Go modules, 20-25 minutes on 2 cores, and says which are ready every 30 s);
-#  3. starts the local registry (hack/registry.sh, 127.0.0.1:${SLIPWAY_REGISTRY_PORT:-35000})
+#  3. starts the local registry (hack/registry.sh, 127.0.0.1:${SLIPWAY_REGISTRY_PORT:-25000})
 #     and pushes the busybox base image to it;
-#  4. starts a git server (hack/gitserve: `git http-backend`, 127.0.0.1:${SLIPWAY_GIT_PORT:-35001})
+#  4. starts a git server (hack/gitserve: `git http-backend`, 127.0.0.1:${SLIPWAY_GIT_PORT:-25001})
 #     and pushes examples/hello to it;
 #  5. builds the executor and manager images with the executor (hack/images.sh) and pushes them;
 #  6. installs the chart (charts/slipway, helm from hack/tools/helm) in slipway-system;
@@ -30,20 +30,20 @@
 # The kubelet pulls from 127.0.0.1, so the built image runs as 127.0.0.1:PORT/...@DIGEST (the
 # same registry, the same digest).
 #
-# Environment: SLIPWAY_REGISTRY_PORT (35000), SLIPWAY_GIT_PORT (35001),
-# SLIPWAY_MANAGER_METRICS_PORT (35080) and SLIPWAY_MANAGER_PROBE_PORT (35081) (the manager is on
-# the host network), SLIPWAY_CLUSTER_APISERVER_PORT (36443), SLIPWAY_CLUSTER_BRIDGE (slipway0),
+# Environment: SLIPWAY_REGISTRY_PORT (25000), SLIPWAY_GIT_PORT (25001),
+# SLIPWAY_MANAGER_METRICS_PORT (25080) and SLIPWAY_MANAGER_PROBE_PORT (25081) (the manager is on
+# the host network), SLIPWAY_CLUSTER_APISERVER_PORT (26443), SLIPWAY_CLUSTER_BRIDGE (slipway0),
 # SLIPWAY_DEMO_HOST (the address pods reach the host at; default the bridge's),
 # SLIPWAY_DEMO_TIMEOUT (600 s for the build), SLIPWAY_STATE (<repo>/_output).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=${PWD}
 
-REGISTRY_PORT=${SLIPWAY_REGISTRY_PORT:-35000}
-GIT_PORT=${SLIPWAY_GIT_PORT:-35001}
-METRICS_PORT=${SLIPWAY_MANAGER_METRICS_PORT:-35080}
-PROBE_PORT=${SLIPWAY_MANAGER_PROBE_PORT:-35081}
-APISERVER_PORT=${SLIPWAY_CLUSTER_APISERVER_PORT:-36443}
+REGISTRY_PORT=${SLIPWAY_REGISTRY_PORT:-25000}
+GIT_PORT=${SLIPWAY_GIT_PORT:-25001}
+METRICS_PORT=${SLIPWAY_MANAGER_METRICS_PORT:-25080}
+PROBE_PORT=${SLIPWAY_MANAGER_PROBE_PORT:-25081}
+APISERVER_PORT=${SLIPWAY_CLUSTER_APISERVER_PORT:-26443}
 BRIDGE=${SLIPWAY_CLUSTER_BRIDGE:-slipway0}
 TIMEOUT=${SLIPWAY_DEMO_TIMEOUT:-600}
 NAMESPACE=slipway-system
@@ -246,6 +246,15 @@ install() {
 		network_values=(--set hostNetwork=true --set strategy.type=Recreate
 			--set "extraEnv[0].name=KUBERNETES_SERVICE_HOST" --set "extraEnv[0].value=127.0.0.1"
 			--set "extraEnv[1].name=KUBERNETES_SERVICE_PORT" --set-string "extraEnv[1].value=${APISERVER_PORT}")
+		# A manager already installed holds its own ports; otherwise they must be free.
+		if ! kubectl -n "${NAMESPACE}" get deployment "${DEPLOYMENT}" >/dev/null 2>&1; then
+			local port held
+			for port in "${METRICS_PORT}" "${PROBE_PORT}"; do
+				held=$(ss -Htanp "sport = :${port}" 2>/dev/null | head -3)
+				[[ -z "${held}" ]] || die "port ${port} (the manager's, on the host network) is in use;" \
+					"choose others with SLIPWAY_MANAGER_METRICS_PORT and SLIPWAY_MANAGER_PROBE_PORT. Held by:"$'\n'"${held}"
+			done
+		fi
 	fi
 	"${helm}" upgrade --install "${RELEASE}" charts/slipway --namespace "${NAMESPACE}" --create-namespace \
 		--set image.repository="${manager_image%@*}" --set image.digest="${manager_image#*@}" \

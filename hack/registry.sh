@@ -8,11 +8,11 @@
 #   hack/registry.sh status   # exit 0 when it runs
 #   hack/registry.sh env      # prints `export SLIPWAY_REGISTRY=127.0.0.1:PORT`, for eval
 #
-# SLIPWAY_REGISTRY_PORT (default 35000) chooses the port. Tests do not use this script:
+# SLIPWAY_REGISTRY_PORT (default 25000) chooses the port. Tests do not use this script:
 # test/testenv starts a registry per test.
 set -euo pipefail
 
-port=${SLIPWAY_REGISTRY_PORT:-35000}
+port=${SLIPWAY_REGISTRY_PORT:-25000}
 state=${SLIPWAY_STATE:-${PWD}/_output}
 dir=${state}/registry
 pidfile=${dir}/registry.pid

@@ -1,8 +1,8 @@
 // Command baseimage pushes the base images of the demo and the benchmarks
 // to a registry and prints their references, one a line:
 //
-//	go run ./hack/baseimage --registry 127.0.0.1:35000
-//	127.0.0.1:35000/library/busybox:latest
+//	go run ./hack/baseimage --registry 127.0.0.1:25000
+//	127.0.0.1:25000/library/busybox:latest
 //
 // The busybox image is test/testenv's BusyboxImage, made from Debian's
 // busybox-static, so tests and the demo use the same base (same digest).

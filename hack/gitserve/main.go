@@ -6,8 +6,8 @@
 // hack/demo.sh listens on the bridge's address as well, and forwards a port there to the
 // registry on 127.0.0.1 (hack/registry.sh binds loopback only). It runs until SIGTERM.
 //
-//	gitserve --root DIR --listen 127.0.0.1:35001 --listen 10.217.0.1:35001 \
-//	    --forward 10.217.0.1:35000=127.0.0.1:35000
+//	gitserve --root DIR --listen 127.0.0.1:25001 --listen 10.217.0.1:25001 \
+//	    --forward 10.217.0.1:25000=127.0.0.1:25000
 package main
 
 import (

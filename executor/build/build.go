@@ -251,6 +251,11 @@ type builder struct {
 	// lastInPlace is the stage whose tree the container's root holds now
 	// (in-place isolation only).
 	lastInPlace *stageState
+
+	// indexed holds the digests of the layers whose index this build has
+	// stored, is storing or has read (see rootfs.Index); indexes holds
+	// those indexes (gzip-compressed), by digest.
+	indexed, indexes sync.Map
 }
 
 // buildAll plans every stage the target needs (in order: a stage's plan

@@ -1,15 +1,20 @@
 package build
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
 
+	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/rootfs"
 )
@@ -19,10 +24,11 @@ import (
 // cache), without unpacking the whole tree: a COPY reads nothing of the
 // lower file system but its destination's parents, the destination itself
 // and what is below it (merged into or refused), and /etc/passwd and
-// /etc/group for --chown. Those are extracted from the layers into a
-// scratch root — the layers are still read through, but almost nothing is
-// written — and the copy's layer is snapshotted there, entry for entry what
-// it would be on the full tree.
+// /etc/group for --chown. Those are extracted into a scratch root from the
+// layers' indexes, which the cache keeps next to its entries (a layer
+// without one is read through, and indexed for the next build), and the
+// copy's layer is snapshotted there, entry for entry what it would be on
+// the full tree.
 //
 // It reports done=false, having changed nothing, when the destination's
 // path crosses a symlink (its target could be anywhere), so the caller
@@ -42,11 +48,22 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 		return nil, false, err
 	}
 	opts := g.b.rootfsOptions()
-	for _, l := range g.layers {
-		if err := extractFiltered(ctx, scratch, l, keep, opts); err != nil {
+	indexes := g.b.fetchIndexes(ctx, g.layers)
+	fromIndex := 0
+	for i, l := range g.layers {
+		if indexes[i] != nil {
+			fromIndex++
+			if err := extractIndexFiltered(scratch, l, indexes[i], keep, opts); err != nil {
+				return nil, false, err
+			}
+			continue
+		}
+		if err := g.b.extractFiltered(ctx, scratch, l, keep, opts); err != nil {
 			return nil, false, err
 		}
 	}
+	fmt.Fprintf(g.b.log, "%s copying onto a partial tree: %d of %d layers below read through their indexes\n",
+		g.prefix, fromIndex, len(g.layers))
 	// A symlink on the way to the destination could lead anywhere in the
 	// tree: only the full tree answers then.
 	cur := scratch
@@ -84,9 +101,63 @@ func isUnder(p, anc string) bool {
 	return anc == "" || p == anc || strings.HasPrefix(p, anc+"/")
 }
 
+// fetchIndexes returns the indexes of layers: those this build made or read
+// already, the others fetched from the cache at once. An index that is
+// missing or unreadable is nil (its layer is read instead).
+func (b *builder) fetchIndexes(ctx context.Context, layers []v1.Layer) [][]byte {
+	out := make([][]byte, len(layers))
+	c := b.opts.Cache
+	if c == nil {
+		return out
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, l := range layers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			d, err := l.Digest()
+			if err != nil {
+				return
+			}
+			if data, ok := b.indexes.Load(d); ok {
+				out[i] = data.([]byte)
+				return
+			}
+			data, err := c.Index(ctx, d)
+			switch {
+			case err == nil:
+				out[i] = data
+				b.indexed.Store(d, true)
+				b.indexes.Store(d, data)
+			case !errors.Is(err, cache.ErrMiss):
+				fmt.Fprintf(b.log, "WARNING: reading layer %s instead of its index: %v\n", d, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// extractIndexFiltered extracts the entries of l's index (gzip-compressed)
+// that keep accepts into root.
+func extractIndexFiltered(root string, l v1.Layer, index []byte, keep func(string) bool, opts []rootfs.Option) error {
+	d, _ := l.Digest()
+	zr, err := gzip.NewReader(bytes.NewReader(index))
+	if err != nil {
+		return fmt.Errorf("reading the index of layer %s: %w", d, err)
+	}
+	if err := filterInto(root, zr, keep, nil, opts); err != nil {
+		return fmt.Errorf("extracting the index of layer %s: %w", d, err)
+	}
+	return nil
+}
+
 // extractFiltered extracts the entries of l that keep accepts into root,
-// streaming l through the filter.
-func extractFiltered(ctx context.Context, root string, l v1.Layer, keep func(string) bool, opts []rootfs.Option) error {
+// streaming l through the filter, and indexes l on the way.
+func (b *builder) extractFiltered(ctx context.Context, root string, l v1.Layer, keep func(string) bool, opts []rootfs.Option) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -96,14 +167,33 @@ func extractFiltered(ctx context.Context, root string, l v1.Layer, keep func(str
 		return fmt.Errorf("fetching layer %s: %w", d, err)
 	}
 	defer rc.Close()
-	pr, pw := io.Pipe()
-	go func() {
-		pw.CloseWithError(rootfs.Filter(rc, pw, keep))
-	}()
-	err = rootfs.Extract(root, pr, opts...)
-	pr.CloseWithError(err)
-	if err != nil {
+	ix := b.newIndex(d)
+	if err := filterInto(root, rc, keep, ix, opts); err != nil {
 		return fmt.Errorf("extracting layer %s: %w", d, err)
 	}
+	b.storeIndex(d, ix)
 	return nil
+}
+
+// filterInto extracts the entries of the layer tar r that keep accepts into
+// root, recording all of them in ix when it is not nil.
+func filterInto(root string, r io.Reader, keep func(string) bool, ix *rootfs.Index, opts []rootfs.Option) error {
+	pr, pw := io.Pipe()
+	filtered := make(chan error, 1)
+	go func() {
+		err := rootfs.Filter(r, pw, keep, ix)
+		pw.CloseWithError(err)
+		filtered <- err
+	}()
+	err := rootfs.Extract(root, pr, opts...)
+	if err == nil {
+		// What Extract left (the trailer's end) lets Filter finish.
+		_, err = io.Copy(io.Discard, pr)
+	}
+	pr.CloseWithError(err)
+	ferr := <-filtered
+	if err != nil {
+		return err
+	}
+	return ferr
 }

@@ -33,9 +33,19 @@ func TestBuild_partialTreeCopy(t *testing.T) {
 	mustBuild(t, f, partialDockerfile, true)
 
 	writeContext(t, f.ctxDir, map[string]string{"app.sh": "echo v2\n", "conf/a.conf": "a=2\n"})
+	f.reg.resetCounts()
 	changed, rep := mustBuild(t, f, partialDockerfile, true)
 	if diff := cmp.Diff(counts{3, 2}, cacheCounts(rep)); diff != "" {
 		t.Errorf("cache counts (-want +got):\n%s", diff)
+	}
+	// The cold build indexed every layer: the copies read the indexes, not
+	// a byte of the layers below them.
+	lower := layerDigests(t, changed)
+	lower = lower[:len(lower)-2]
+	for _, d := range lower {
+		if n := f.reg.gets(d); n != 0 {
+			t.Errorf("layer %s below the copies downloaded %d times, want 0 (read through its index)", d, n)
+		}
 	}
 	if err := validate.Image(changed); err != nil {
 		t.Errorf("validate.Image: %v", err)

@@ -379,7 +379,7 @@ func (g *stage) materialize(ctx context.Context) error {
 		if g.applied == len(g.layers) {
 			return nil
 		}
-		if err := extractLayers(ctx, g.root, g.layers[g.applied:], opts); err != nil {
+		if err := b.extractLayers(ctx, g.root, g.layers[g.applied:], opts); err != nil {
 			return err
 		}
 		g.applied = len(g.layers)
@@ -399,10 +399,10 @@ func (g *stage) materialize(ctx context.Context) error {
 			if err := rootfs.Clear(g.root, opts...); err != nil {
 				return fmt.Errorf("clearing the root filesystem: %w", err)
 			}
-			if err := extractLayers(ctx, g.root, g.layers, opts); err != nil {
+			if err := b.extractLayers(ctx, g.root, g.layers, opts); err != nil {
 				return err
 			}
-		} else if err := extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
+		} else if err := b.extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
 			return err
 		}
 		b.lastInPlace = nil
@@ -412,14 +412,14 @@ func (g *stage) materialize(ctx context.Context) error {
 			return err
 		}
 		if base != nil && base.takeRoot(g.root) {
-			if err := extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
+			if err := b.extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
 				return err
 			}
 		} else {
 			if err := os.Mkdir(g.root, 0o755); err != nil {
 				return err
 			}
-			if err := extractLayers(ctx, g.root, g.layers, opts); err != nil {
+			if err := b.extractLayers(ctx, g.root, g.layers, opts); err != nil {
 				return err
 			}
 		}
@@ -446,11 +446,21 @@ func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, er
 	if e := g.b.opts.SourceDateEpoch; e != nil {
 		sopts = append(sopts, rootfs.ModTime(*e))
 	}
+	var ix *rootfs.Index
+	if g.b.opts.Cache != nil {
+		ix = rootfs.NewIndex()
+		sopts = append(sopts, rootfs.IndexTo(ix))
+	}
 	l, err := layer.Write(g.b.layers, g.b.opts.Layers, func(w io.Writer) (bool, error) {
 		return snap.Snapshot(w, sopts...)
 	})
 	if err != nil {
 		return nil, fail(result.ReasonInternal, fmt.Errorf("snapshotting the file system: %w", err))
+	}
+	if l != nil && ix != nil {
+		d, _ := l.Digest()
+		g.b.indexed.Store(d, true)
+		g.b.storeIndex(d, ix)
 	}
 	return l, nil
 }
@@ -487,24 +497,60 @@ func (b *builder) rootfsOptions() []rootfs.Option {
 }
 
 // extractLayers unpacks layers in order into root, streaming each from the
-// registry (or its file) straight into the extraction.
-func extractLayers(ctx context.Context, root string, layers []v1.Layer, opts []rootfs.Option) error {
+// registry (or its file) straight into the extraction, and indexes them on
+// the way.
+func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.Layer, opts []rootfs.Option) error {
 	for _, l := range layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		d, _ := l.Digest()
+		ix := b.newIndex(d)
+		lopts := opts
+		if ix != nil {
+			lopts = append(slices.Clone(opts), rootfs.WithIndex(ix))
+		}
 		rc, err := layer.Uncompressed(l)
 		if err != nil {
 			return fmt.Errorf("fetching layer %s: %w", d, err)
 		}
-		err = rootfs.Extract(root, rc, opts...)
+		err = rootfs.Extract(root, rc, lopts...)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("extracting layer %s: %w", d, err)
 		}
+		b.storeIndex(d, ix)
 	}
 	return nil
+}
+
+// newIndex returns an index to fill while reading the whole layer whose
+// digest is d, or nil when there is no cache or this build already stores
+// that index.
+func (b *builder) newIndex(d v1.Hash) *rootfs.Index {
+	if b.opts.Cache == nil {
+		return nil
+	}
+	if _, seen := b.indexed.LoadOrStore(d, true); seen {
+		return nil
+	}
+	return rootfs.NewIndex()
+}
+
+// storeIndex stores ix, filled from the layer whose digest is d, in the
+// cache (in the background). A layer that could not be indexed is only
+// read in full when a later build needs it.
+func (b *builder) storeIndex(d v1.Hash, ix *rootfs.Index) {
+	if ix == nil {
+		return
+	}
+	data, err := ix.Bytes()
+	if err != nil {
+		fmt.Fprintf(b.log, "not indexing layer %s: %v\n", d, err)
+		return
+	}
+	b.indexes.Store(d, data)
+	b.opts.Cache.StoreIndex(d, data)
 }
 
 func emptyImage() dockerspec.DockerOCIImage {
@@ -598,7 +644,7 @@ func (b *builder) extractTree(ctx context.Context, id string, layers []v1.Layer)
 	if err != nil {
 		return "", err
 	}
-	if err := extractLayers(ctx, dir, layers, nil); err != nil {
+	if err := b.extractLayers(ctx, dir, layers, nil); err != nil {
 		return "", err
 	}
 	return dir, nil

@@ -4,12 +4,19 @@
 // registry stores it. A lookup reads the manifest and the small config
 // only: the layer's bytes stay in the registry until a later step needs
 // the file system, and pushes of the built image mount them from there.
+//
+// Next to the entries, the repository holds layer indexes (tagged
+// "sha256-HEX.index"): each layer's tar headers without the file contents,
+// the same kind of plain image. A copy that misses after hits reads them
+// instead of the layers below it (see rootfs.Index).
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"sync"
@@ -21,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -169,6 +177,104 @@ func (c *Cache) store(key string, layer v1.Layer, created time.Time) error {
 		return fmt.Errorf("writing cache entry %s: %w", ref, err)
 	}
 	return nil
+}
+
+// indexTag is the tag of layer's index in the cache repository.
+func indexTag(layer v1.Hash) string {
+	return layer.Algorithm + "-" + layer.Hex + ".index"
+}
+
+// indexKey is what an index image's key label holds.
+func indexKey(layer v1.Hash) string { return "index:" + layer.String() }
+
+// StoreIndex writes, in the background, the index of the layer whose
+// (compressed) digest is layer: the gzip-compressed tar of its headers that
+// rootfs.Index makes. It is stored as a plain single-layer image dated at
+// the epoch, unless the repository has it already. Wait reports the outcome.
+func (c *Cache) StoreIndex(layer v1.Hash, index []byte) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		err := c.storeIndex(layer, index)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil && c.storeErr == nil {
+			c.storeErr = err
+		}
+	}()
+}
+
+func (c *Cache) storeIndex(layer v1.Hash, index []byte) error {
+	ref := c.o.Repo.Tag(indexTag(layer))
+	if _, err := remote.Head(ref, c.o.Remote(true)...); err == nil {
+		return nil
+	}
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(index)), nil
+	})
+	if err != nil {
+		return err
+	}
+	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
+	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
+	if img, err = mutate.AppendLayers(img, l); err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	cf.Config.Labels = map[string]string{keyLabel: indexKey(layer)}
+	cf.OS, cf.Architecture = runtime.GOOS, runtime.GOARCH
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return err
+	}
+	if err := remote.Write(ref, img, c.o.Remote(false)...); err != nil {
+		return fmt.Errorf("writing layer index %s: %w", ref, err)
+	}
+	return nil
+}
+
+// Index returns the index of the layer whose digest is layer, as
+// StoreIndex was given it (gzip-compressed): ErrMiss when there is none,
+// another error when it could not be read. Indexes do not expire: they
+// describe a layer, which never changes.
+func (c *Cache) Index(ctx context.Context, layer v1.Hash) ([]byte, error) {
+	ref := c.o.Repo.Tag(indexTag(layer))
+	img, err := remote.Image(ref, append(c.o.Remote(true), remote.WithContext(ctx))...)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || isUnknown(te)) {
+			return nil, ErrMiss
+		}
+		return nil, fmt.Errorf("looking up %s: %w", ref, err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading layer index %s: %w", ref, err)
+	}
+	if cfg.Config.Labels[keyLabel] != indexKey(layer) {
+		return nil, fmt.Errorf("layer index %s is not the index of %s", ref, layer)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("reading layer index %s: %w", ref, err)
+	}
+	if len(layers) != 1 {
+		return nil, fmt.Errorf("layer index %s has %d layers, want one", ref, len(layers))
+	}
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("reading layer index %s: %w", ref, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("reading layer index %s: %w", ref, err)
+	}
+	return data, nil
 }
 
 // Wait waits for the stores started so far and returns how many succeeded

@@ -1,6 +1,9 @@
 package cache
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -412,5 +415,83 @@ func TestCache_Repo(t *testing.T) {
 	}
 	if got := New(Options{Repo: repo}).Repo(); got != repo {
 		t.Errorf("Repo() = %v, want %v", got, repo)
+	}
+}
+
+// indexOf is an index as rootfs.Index makes them: a gzip-compressed tar of
+// empty entries.
+func indexOf(t *testing.T, names ...string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, n := range names {
+		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestCache_Index checks that a stored layer index is a valid plain image
+// read back whole, that another layer's index is a miss, and that an image
+// under an index's tag that is not that index is refused.
+func TestCache_Index(t *testing.T) {
+	tr := newTestRegistry(t)
+	repo := tr.repo(t, "cache")
+	c := New(Options{Repo: repo, Now: clockAt(t0)})
+	layer := randomLayer(t)
+	d, err := layer.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := indexOf(t, "etc/hostname", "srv/app")
+	c.StoreIndex(d, index)
+	c.StoreIndex(d, index) // stored already: a no-op
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(repo.Tag(indexTag(d)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("validate.Image: %v", err)
+	}
+
+	got, err := New(Options{Repo: repo}).Index(context.Background(), d)
+	if err != nil {
+		t.Fatalf("Index: %v", err)
+	}
+	if !bytes.Equal(got, index) {
+		t.Errorf("Index = %q, want what was stored", got)
+	}
+
+	other := randomLayer(t)
+	od, _ := other.Digest()
+	if _, err := c.Index(context.Background(), od); !errors.Is(err, ErrMiss) {
+		t.Errorf("Index of a layer never indexed: %v, want ErrMiss", err)
+	}
+
+	// A cache entry pushed under the other layer's index tag.
+	c.Store(key1, layer, t0)
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	entry, err := remote.Image(repo.Tag(key1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(repo.Tag(indexTag(od)), entry); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Index(context.Background(), od); err == nil || errors.Is(err, ErrMiss) {
+		t.Errorf("Index of a tag holding something else: %v, want an error naming it", err)
 	}
 }

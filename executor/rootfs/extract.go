@@ -72,7 +72,11 @@ func Extract(root string, r io.Reader, opts ...Option) error {
 		if err != nil {
 			return fmt.Errorf("reading layer: %w", err)
 		}
-		if err := x.entry(hdr, tr); err != nil {
+		var content io.Reader = tr
+		if o.index != nil {
+			content = o.index.add(hdr, tr)
+		}
+		if err := x.entry(hdr, content); err != nil {
 			return fmt.Errorf("extracting layer entry %q: %w", hdr.Name, err)
 		}
 	}

@@ -16,8 +16,9 @@ import (
 // markers when keep accepts their directory; a hard link whose target is
 // filtered out becomes an empty regular file (its type and metadata are
 // kept, not its content). Nothing is written to w for an empty result
-// but the tar trailer.
-func Filter(r io.Reader, w io.Writer, keep func(rel string) bool) error {
+// but the tar trailer. When ix is not nil, every entry of r, kept or not, is
+// recorded in it.
+func Filter(r io.Reader, w io.Writer, keep func(rel string) bool, ix *Index) error {
 	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
 	kept := map[string]bool{}
@@ -28,6 +29,10 @@ func Filter(r io.Reader, w io.Writer, keep func(rel string) bool) error {
 		}
 		if err != nil {
 			return fmt.Errorf("reading layer: %w", err)
+		}
+		var content io.Reader = tr
+		if ix != nil {
+			content = ix.add(hdr, tr)
 		}
 		rel := cleanRel(hdr.Name)
 		dir, base := path.Split(rel)
@@ -54,7 +59,7 @@ func Filter(r io.Reader, w io.Writer, keep func(rel string) bool) error {
 			return fmt.Errorf("writing filtered layer: %w", err)
 		}
 		if h.Size > 0 {
-			if _, err := io.Copy(tw, tr); err != nil {
+			if _, err := io.Copy(tw, content); err != nil {
 				return fmt.Errorf("copying %s: %w", rel, err)
 			}
 		}

@@ -38,7 +38,7 @@ func TestFilter(t *testing.T) {
 
 	var out bytes.Buffer
 	keep := func(rel string) bool { return rel == "app" || strings.HasPrefix(rel, "app/") }
-	if err := Filter(&in, &out, keep); err != nil {
+	if err := Filter(&in, &out, keep, nil); err != nil {
 		t.Fatal(err)
 	}
 	type entry struct {

@@ -21,6 +21,7 @@ type options struct {
 	exclude     []func(rel string) bool
 	noOwnership bool
 	skipped     func(rel string, err error)
+	index       *Index
 }
 
 func newOptions(opts []Option) *options {
@@ -69,6 +70,12 @@ func WithSkipped(fn func(rel string, err error)) Option {
 }
 
 // excluded reports whether rel or one of its ancestors is excluded.
+// WithIndex makes Extract record every entry of the layer it reads in ix
+// (excluded ones too: the index is the layer's, not the tree's).
+func WithIndex(ix *Index) Option {
+	return func(o *options) { o.index = ix }
+}
+
 func (o *options) excluded(rel string) bool {
 	if len(o.exclude) == 0 || rel == "" {
 		return false

@@ -88,6 +88,7 @@ type snapshotOptions struct {
 	full     bool
 	modTime  time.Time
 	clampSet bool
+	index    *Index
 }
 
 // Paths limits a snapshot to these subtrees and their parent directories,
@@ -112,6 +113,11 @@ func Paths(rels ...string) SnapshotOption {
 // their own times (to the second) and whiteouts the epoch.
 func ModTime(t time.Time) SnapshotOption {
 	return func(o *snapshotOptions) { o.modTime, o.clampSet = t, true }
+}
+
+// IndexTo makes Snapshot record the layer it writes in ix.
+func IndexTo(ix *Index) SnapshotOption {
+	return func(o *snapshotOptions) { o.index = ix }
 }
 
 // Snapshot compares the tree with the recorded state and writes to w an
@@ -490,6 +496,7 @@ func (s *Snapshotter) write(t *tree, w io.Writer, items []item, so *snapshotOpti
 	for _, it := range items {
 		if it.kind != kindEntry {
 			hdr := &tar.Header{Name: it.name, Typeflag: tar.TypeReg, ModTime: whiteoutTime}
+			so.index.add(hdr, nil)
 			if err := tw.WriteHeader(hdr); err != nil {
 				return fmt.Errorf("writing %s: %w", it.name, err)
 			}
@@ -564,11 +571,16 @@ func (s *Snapshotter) writeEntry(t *tree, tw *tar.Writer, it item, so *snapshotO
 	if err != nil {
 		return err
 	}
+	var content io.Reader
+	if file != nil {
+		content = io.LimitReader(file, hdr.Size)
+	}
+	content = so.index.add(hdr, content)
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
 	if file != nil {
-		n, err := io.CopyBuffer(tw, io.LimitReader(file, hdr.Size), s.buf)
+		n, err := io.CopyBuffer(tw, content, s.buf)
 		if err != nil {
 			return err
 		}

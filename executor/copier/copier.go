@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
@@ -153,7 +154,7 @@ type Result struct {
 //     and downloads http(s) URLs (never extracted) to the name in the URL's
 //     path, mode 0600 unless --chmod, mtime from Last-Modified.
 func Copy(ctx context.Context, r Request) (Result, error) {
-	c := &copier{walker: newWalker(r), inodes: map[inode]linkedFile{}, changed: map[string]bool{}}
+	c := &copier{walker: newWalker(r), fresh: map[string]bool{}, inodes: map[inode]linkedFile{}, changed: map[string]bool{}}
 	if err := c.run(ctx); err != nil {
 		return Result{}, err
 	}
@@ -163,6 +164,9 @@ func Copy(ctx context.Context, r Request) (Result, error) {
 
 type copier struct {
 	*walker
+	// fresh holds the directories this copy created: nothing else is in
+	// them. Written only while nothing is copied concurrently.
+	fresh map[string]bool
 	// mu guards the fields below while files are copied concurrently.
 	mu sync.Mutex
 	// inodes maps a multiply-linked source file's inode to its first copy.
@@ -279,7 +283,9 @@ func (c *copier) mkdirAll(abs string) error {
 	if err := c.mkdirAll(filepath.Dir(abs)); err != nil {
 		return err
 	}
-	if err := os.Mkdir(abs, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(abs, 0o755); err == nil {
+		c.fresh[abs] = true
+	} else if !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("creating %s: %w", c.destRel(abs), err)
 	}
 	uid, gid := 0, 0
@@ -382,9 +388,28 @@ func (c *copier) record(it item, digest string) {
 // without following symlinks below the resolved destination. A directory
 // is created (or merged into) but its metadata is left to the caller.
 func (c *copier) copyItem(it item, target string) error {
-	existing, err := os.Lstat(target)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("reading /%s: %w", c.destRel(target), err)
+	if c.fresh[filepath.Dir(target)] {
+		// A directory this copy created holds nothing but what it copied,
+		// most often not target yet: create it without looking first, and
+		// look only when it is there (copied twice, through two sources).
+		// Nothing was created when that fails.
+		if err := c.copyItemAt(it, target, false); !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return c.copyItemAt(it, target, true)
+}
+
+// copyItemAt is copyItem; when look is false, target is taken to be
+// missing.
+func (c *copier) copyItemAt(it item, target string, look bool) error {
+	var existing fs.FileInfo
+	if look {
+		var err error
+		existing, err = os.Lstat(target)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("reading /%s: %w", c.destRel(target), err)
+		}
 	}
 	rel, fi := it.rel, it.fi
 	if existing != nil && existing.IsDir() && !fi.IsDir() {
@@ -398,6 +423,7 @@ func (c *copier) copyItem(it item, target string) error {
 			if err := os.Mkdir(target, 0o700); err != nil {
 				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
 			}
+			c.fresh[target] = true
 		}
 		c.record(it, "")
 		c.markChanged(target)
@@ -420,16 +446,19 @@ func (c *copier) copyItem(it item, target string) error {
 			c.markChanged(target)
 			return nil
 		}
-		sum, err := copyFileContent(it.abs, target)
+		m := c.metadata(it)
+		sum, err := copyFileContent(it.abs, target, func(fd int) error { return c.setMetadataFd(m, fd, target) })
 		if err != nil {
 			return fmt.Errorf("copying %s to /%s: %w", rel, c.destRel(target), err)
 		}
-		digest = sum
 		if fi.Sys().(*syscall.Stat_t).Nlink > 1 {
 			if _, ok := c.inodes[it.ino]; !ok {
 				c.inodes[it.ino] = linkedFile{target: target, digest: sum}
 			}
 		}
+		c.record(it, sum)
+		c.markChanged(target)
+		return nil
 
 	case fi.Mode()&fs.ModeSymlink != 0:
 		if err := os.Symlink(it.link, target); err != nil {
@@ -447,44 +476,96 @@ func (c *copier) copyItem(it item, target string) error {
 	return c.copyMetadata(it, target)
 }
 
-// copyMetadata sets owner, mode, xattrs and times of target from the
-// source, with --chown and --chmod applied (fsutil's copyFileInfo).
-func (c *copier) copyMetadata(it item, target string) error {
+// meta is the metadata a copied entry gets.
+type meta struct {
+	uid, gid int
+	mode     fs.FileMode // permissions with setuid, setgid and sticky
+	setMode  bool        // false for symlinks
+	xattrs   map[string][]byte
+	times    [2]unix.Timespec // access, modification
+}
+
+// metadata is what it's copy gets from the source, with --chown and
+// --chmod applied (fsutil's copyFileInfo).
+func (c *copier) metadata(it item) meta {
 	fi := it.fi
 	st := fi.Sys().(*syscall.Stat_t)
-	uid, gid := 0, 0
+	m := meta{xattrs: it.xattrs, times: [2]unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}}
 	switch {
 	case c.req.Chown != nil:
-		uid, gid = c.req.Chown.UID, c.req.Chown.GID
+		m.uid, m.gid = c.req.Chown.UID, c.req.Chown.GID
 	case c.req.KeepOwner:
-		uid, gid = int(st.Uid), int(st.Gid)
+		m.uid, m.gid = int(st.Uid), int(st.Gid)
 	}
-	if err := os.Lchown(target, uid, gid); err != nil {
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		m.setMode = true
+		m.mode = fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
+		if c.req.Chmod != nil {
+			m.mode = *c.req.Chmod
+		}
+	}
+	return m
+}
+
+// copyMetadata sets owner, mode, xattrs and times of target from the
+// source. The owner goes first: changing it clears setuid and setgid.
+func (c *copier) copyMetadata(it item, target string) error {
+	m := c.metadata(it)
+	if err := os.Lchown(target, m.uid, m.gid); err != nil {
 		return fmt.Errorf("setting owner of /%s: %w", c.destRel(target), err)
 	}
-	isLink := fi.Mode()&fs.ModeSymlink != 0
-	if !isLink {
-		mode := fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
-		if c.req.Chmod != nil {
-			mode = *c.req.Chmod
-		}
-		if err := os.Chmod(target, mode); err != nil {
+	if m.setMode {
+		if err := os.Chmod(target, m.mode); err != nil {
 			return fmt.Errorf("setting mode of /%s: %w", c.destRel(target), err)
 		}
 	}
-	for name, val := range it.xattrs {
+	for name, val := range m.xattrs {
 		_ = unix.Lsetxattr(target, name, val, 0) // best effort, as BuildKit (it logs and goes on)
 	}
-	ts := []unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, target, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, target, m.times[:], unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("setting times of /%s: %w", c.destRel(target), err)
 	}
 	return nil
 }
 
-// copyFileContent copies src to the new file dst and returns the content
-// digest.
-func copyFileContent(src, dst string) (string, error) {
+// setMetadataFd is copyMetadata for a regular file open as fd: no path
+// is resolved again.
+func (c *copier) setMetadataFd(m meta, fd int, target string) error {
+	if err := unix.Fchown(fd, m.uid, m.gid); err != nil {
+		return fmt.Errorf("setting owner of /%s: %w", c.destRel(target), err)
+	}
+	if err := unix.Fchmod(fd, uint32(m.mode.Perm())|unixModeBits(m.mode)); err != nil {
+		return fmt.Errorf("setting mode of /%s: %w", c.destRel(target), err)
+	}
+	for name, val := range m.xattrs {
+		_ = unix.Fsetxattr(fd, name, val, 0) // best effort, as in copyMetadata
+	}
+	// futimens(2): utimensat with a NULL path.
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&m.times)), 0, 0, 0); errno != 0 {
+		return fmt.Errorf("setting times of /%s: %w", c.destRel(target), errno)
+	}
+	return nil
+}
+
+// unixModeBits are the setuid, setgid and sticky bits of mode as chmod(2)
+// takes them.
+func unixModeBits(mode fs.FileMode) uint32 {
+	var b uint32
+	if mode&fs.ModeSetuid != 0 {
+		b |= unix.S_ISUID
+	}
+	if mode&fs.ModeSetgid != 0 {
+		b |= unix.S_ISGID
+	}
+	if mode&fs.ModeSticky != 0 {
+		b |= unix.S_ISVTX
+	}
+	return b
+}
+
+// copyFileContent copies src to the new file dst, calls setMeta with the
+// open file, and returns the content digest.
+func copyFileContent(src, dst string, setMeta func(fd int) error) (string, error) {
 	// Raw system calls: os.File's poller registration and finalizer cost
 	// more than copying a small file, and a context can hold tens of
 	// thousands.
@@ -529,6 +610,9 @@ func copyFileContent(src, dst string) (string, error) {
 			}
 			b = b[w:]
 		}
+	}
+	if err == nil {
+		err = setMeta(out)
 	}
 	if cerr := unix.Close(out); err == nil && cerr != nil {
 		err = &os.PathError{Op: "close", Path: dst, Err: cerr}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 var mtime = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -416,4 +417,43 @@ func gzBytes(s string) []byte {
 	zw.Write([]byte(s))
 	zw.Close()
 	return z.Bytes()
+}
+
+// TestCopy_fileMetadataOnFd checks what a plain file copied into a
+// directory the copy creates gets (its metadata is set on the open file):
+// the nanoseconds of its mtime, a user xattr, setuid kept through --chown,
+// and a second copy of the same file replacing the first.
+func TestCopy_fileMetadataOnFd(t *testing.T) {
+	srcRoot, destRoot := t.TempDir(), t.TempDir()
+	build(t, srcRoot, tree{"d": "d:755", "d/suid": "f:4750:S"})
+	p := filepath.Join(srcRoot, "d/suid")
+	ns := time.Date(2023, 4, 5, 6, 7, 8, 123456789, time.UTC)
+	if err := os.Chtimes(p, ns, ns); err != nil {
+		t.Fatal(err)
+	}
+	xattr := unix.Setxattr(p, "user.slipway.test", []byte("v"), 0) == nil
+	chown := Owner{UID: 7, GID: 8}
+	_, err := Copy(t.Context(), Request{SrcRoot: srcRoot, DestRoot: destRoot, WorkDir: "/",
+		Sources: []string{"d", "d/suid"}, Dest: "/new/", Chown: &chown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(destRoot, "new/suid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode()&fs.ModeSetuid == 0 || fi.Mode().Perm() != 0o750 || st.Uid != 7 || st.Gid != 8 {
+		t.Errorf("new/suid: mode %v, owner %d:%d; want setuid 0750, 7:8", fi.Mode(), st.Uid, st.Gid)
+	}
+	if !fi.ModTime().Equal(ns) {
+		t.Errorf("new/suid mtime %v, want %v", fi.ModTime(), ns)
+	}
+	if xattr {
+		buf := make([]byte, 16)
+		n, err := unix.Lgetxattr(filepath.Join(destRoot, "new/suid"), "user.slipway.test", buf)
+		if err != nil || string(buf[:n]) != "v" {
+			t.Errorf("user.slipway.test = %q, %v; want v", buf[:max(n, 0)], err)
+		}
+	}
 }

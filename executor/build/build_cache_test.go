@@ -679,6 +679,21 @@ func TestBuild_errors(t *testing.T) {
 			dockerfile: "FROM {{BASE}}\nFROB x\n",
 			want:       build.Error{Reason: result.ReasonDockerfileInvalid, Line: 2},
 		},
+		{
+			name:       "ADD --checksum of a local file",
+			dockerfile: "FROM {{BASE}}\nADD --checksum=sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d a.txt /a\n",
+			want:       build.Error{Reason: result.ReasonDockerfileInvalid, Line: 2},
+		},
+		{
+			name:       "ADD --checksum of two URLs",
+			dockerfile: "FROM {{BASE}}\nADD --checksum=sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d http://127.0.0.1:1/a http://127.0.0.1:1/b /d/\n",
+			want:       build.Error{Reason: result.ReasonDockerfileInvalid, Line: 2},
+		},
+		{
+			name:       "ADD --checksum that is not a digest",
+			dockerfile: "FROM {{BASE}}\nARG SUM=md5:abc\nADD --checksum=$SUM http://127.0.0.1:1/a /a\n",
+			want:       build.Error{Reason: result.ReasonDockerfileInvalid, Line: 3},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

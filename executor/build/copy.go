@@ -15,6 +15,7 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/patternmatcher"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/slipway-dev/slipway/executor/copier"
 	"github.com/slipway-dev/slipway/executor/idtools"
@@ -61,10 +62,25 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	if s.parents {
 		return fail(result.ReasonDockerfileInvalid, fmt.Errorf("%s --parents is not supported by this executor", name))
 	}
+	var checksum digest.Digest
 	if s.checksum != "" {
-		return fail(result.ReasonDockerfileInvalid, errors.New("ADD --checksum is not supported by this executor"))
+		// BuildKit's rules (dockerfile2llb's dispatchCopy).
+		if len(s.params.SourcePaths) != 1 {
+			return fail(result.ReasonDockerfileInvalid, errors.New("checksum can't be specified for multiple sources"))
+		}
+		if src := s.params.SourcePaths[0]; !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+			return fail(result.ReasonDockerfileInvalid, errors.New("checksum can't be specified for non-HTTP(S) sources"))
+		}
+		sum, err := g.expand(s.checksum)
+		if err != nil {
+			return fail(result.ReasonDockerfileInvalid, err)
+		}
+		if checksum, err = digest.Parse(sum); err != nil {
+			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("invalid checksum digest format: %w", err))
+		}
 	}
 	req := copier.Request{
+		Checksum:   checksum,
 		Sources:    s.params.SourcePaths,
 		Dest:       s.params.DestPath,
 		WorkDir:    g.cfg.Config.WorkingDir,

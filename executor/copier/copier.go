@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"golang.org/x/sync/errgroup"
 	"io"
 	"io/fs"
 	"net/http"
@@ -25,6 +24,8 @@ import (
 	"unsafe"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,6 +72,10 @@ type Request struct {
 	Add bool
 	// HTTPClient downloads ADD URLs. Nil: http.DefaultClient.
 	HTTPClient *http.Client
+	// Checksum is ADD --checksum: the digest the one URL source's content
+	// must have. Sources keys the URL by it without asking the server, and
+	// Copy fails, keeping nothing, when the download does not match it.
+	Checksum digest.Digest
 }
 
 // SourceFile is one source entry a step reads: what of it affects the
@@ -645,7 +650,7 @@ func fileDigest(p string) (string, error) {
 func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir bool) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return fmt.Errorf("parsing %s: %w", rawURL, err)
+		return fmt.Errorf("parsing %s: %w", redactURL(rawURL), err)
 	}
 	name := "__unnamed__"
 	if base := path.Base(u.Path); base != "." && base != "/" && base != "" {
@@ -665,7 +670,7 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return fmt.Errorf("downloading %s: %w", rawURL, err)
+		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
 	}
 	client := c.req.HTTPClient
 	if client == nil {
@@ -673,16 +678,16 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("downloading %s: %w", rawURL, err)
+		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return fmt.Errorf("downloading %s: invalid response status %s", rawURL, resp.Status)
+		return fmt.Errorf("downloading %s: invalid response status %s", redactURL(rawURL), resp.Status)
 	}
 
 	if fi, err := os.Lstat(target); err == nil {
 		if fi.IsDir() {
-			return fmt.Errorf("downloading %s: cannot replace to directory /%s with file", rawURL, c.destRel(target))
+			return fmt.Errorf("downloading %s: cannot replace to directory /%s with file", redactURL(rawURL), c.destRel(target))
 		}
 		if err := os.Remove(target); err != nil {
 			return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
@@ -693,12 +698,22 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 		return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
 	}
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(out, h), resp.Body)
+	var verifier digest.Verifier
+	w := io.MultiWriter(out, h)
+	if c.req.Checksum != "" {
+		verifier = c.req.Checksum.Verifier()
+		w = io.MultiWriter(out, h, verifier)
+	}
+	_, err = io.Copy(w, resp.Body)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && verifier != nil && !verifier.Verified() {
+		err = fmt.Errorf("the content does not match --checksum=%s", c.req.Checksum)
+	}
 	if err != nil {
-		return fmt.Errorf("downloading %s: %w", rawURL, err)
+		os.Remove(target)
+		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
 	}
 	uid, gid := 0, 0
 	if o := c.req.Chown; o != nil {

@@ -12,11 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 )
 
@@ -343,6 +346,7 @@ func TestCopy_add(t *testing.T) {
 		"comp.tgz":  tarball(t, true, &tar.Header{Name: "z", Typeflag: tar.TypeReg, Mode: 0o600}),
 		"evil.tar":  tarball(t, false, &tar.Header{Name: "../../evil", Typeflag: tar.TypeReg, Mode: 0o644}),
 		"notar.gz":  gzBytes("just text"),
+		"comp.txz":  xzBytes(t, tarball(t, false, &tar.Header{Name: "xzd/", Typeflag: tar.TypeDir, Mode: 0o750}, &tar.Header{Name: "xzd/x", Typeflag: tar.TypeReg, Mode: 0o640})),
 		"evil2.tar": tarball(t, false, &tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/"}, &tar.Header{Name: "l/etc/x", Typeflag: tar.TypeReg, Mode: 0o644}),
 	}
 	u1000 := &Owner{UID: 1000, GID: 1000}
@@ -356,6 +360,8 @@ func TestCopy_add(t *testing.T) {
 			want: map[string]string{"x/p/file": "f 4755 7:8 p/file", "x/p/sym": "l 0:0 /etc/passwd", "x/plain.tar": "missing"}},
 		{name: "gzip tar extracted with chown", req: Request{Sources: []string{"comp.tgz"}, Dest: "/x/", Chown: u1000},
 			want: map[string]string{"x/z": "f 600 1000:1000 z", "x": "d 755 1000:1000"}},
+		{name: "xz tar extracted", req: Request{Sources: []string{"comp.txz"}, Dest: "/x/"},
+			want: map[string]string{"x/xzd": "d 750 0:0", "x/xzd/x": "f 640 0:0 xzd/x", "x/comp.txz": "missing"}},
 		{name: "tar with dotdot refused", req: Request{Sources: []string{"evil.tar"}, Dest: "/x/"},
 			wantErr: "outside of the destination"},
 		{name: "symlink in tar cannot lead out", req: Request{Sources: []string{"evil2.tar"}, Dest: "/x/"},
@@ -411,6 +417,22 @@ func TestCopy_add(t *testing.T) {
 	}
 }
 
+func xzBytes(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var z bytes.Buffer
+	zw, err := xz.NewWriter(&z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return z.Bytes()
+}
+
 func gzBytes(s string) []byte {
 	var z bytes.Buffer
 	zw := gzip.NewWriter(&z)
@@ -455,5 +477,53 @@ func TestCopy_fileMetadataOnFd(t *testing.T) {
 		if err != nil || string(buf[:n]) != "v" {
 			t.Errorf("user.slipway.test = %q, %v; want v", buf[:max(n, 0)], err)
 		}
+	}
+}
+
+// TestCopy_addChecksum checks ADD --checksum: Sources keys the URL by the
+// checksum without a request, a matching download is kept, and one that
+// does not match fails naming the checksum and leaves no file behind.
+func TestCopy_addChecksum(t *testing.T) {
+	body := []byte("release 1.2.3\n")
+	var heads int
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			mu.Lock()
+			heads++
+			mu.Unlock()
+		}
+		w.Header().Set("ETag", `"v1"`)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	good := digest.FromBytes(body)
+	bad := digest.FromString("something else")
+
+	r := Request{Sources: []string{srv.URL + "/rel.txt"}, Dest: "/opt/", WorkDir: "/", Add: true, Checksum: good}
+	files, err := Sources(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 1 || files[0].Digest != good.String() || heads != 0 {
+		t.Errorf("Sources = %+v after %d HEAD requests; want the URL keyed by %s without one", files, heads, good)
+	}
+
+	r.SrcRoot, r.DestRoot = t.TempDir(), t.TempDir()
+	if _, err := Copy(t.Context(), r); err != nil {
+		t.Fatalf("Copy with the right checksum: %v", err)
+	}
+	if got := describe(r.DestRoot, "opt/rel.txt"); got != "f 600 0:0 "+string(body) {
+		t.Errorf("opt/rel.txt: %s", got)
+	}
+
+	r.DestRoot = t.TempDir()
+	r.Checksum = bad
+	_, err = Copy(t.Context(), r)
+	if err == nil || !strings.Contains(err.Error(), "does not match --checksum="+bad.String()) {
+		t.Errorf("Copy with a wrong checksum: %v, want a mismatch naming it", err)
+	}
+	if got := describe(r.DestRoot, "opt/rel.txt"); got != "missing" {
+		t.Errorf("opt/rel.txt after a mismatch: %s, want missing", got)
 	}
 }

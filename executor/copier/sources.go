@@ -56,6 +56,11 @@ func Sources(ctx context.Context, r Request) ([]SourceFile, error) {
 		jobs  []digestJob
 	)
 	for _, m := range matches {
+		if m.url != "" && r.Checksum != "" {
+			// The content is pinned: no need to ask the server.
+			files = append(files, SourceFile{Path: m.url, Mode: urlMode, Digest: r.Checksum.String()})
+			continue
+		}
 		if m.url != "" {
 			sf, err := urlSource(ctx, r.HTTPClient, m.url)
 			if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 )
 
 // Fetch makes the build context named by contextURL available as a local
@@ -122,7 +123,7 @@ func joinSubPath(root, subPath string) (string, error) {
 }
 
 // Decompress returns a reader of r's content, decompressed when it starts
-// with the magic bytes of gzip, bzip2 or zstd, and the name of the
+// with the magic bytes of gzip, bzip2, zstd or xz, and the name of the
 // compression ("" for none). The returned closer releases the decompressor.
 func Decompress(r io.Reader) (io.Reader, string, func(), error) {
 	br := bufio.NewReader(r)
@@ -145,6 +146,12 @@ func Decompress(r io.Reader) (io.Reader, string, func(), error) {
 			return nil, "", nil, err
 		}
 		return zr, "zstd", zr.Close, nil
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X'}):
+		xr, err := xz.NewReader(br)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return xr, "xz", func() {}, nil
 	}
 	return br, "", func() {}, nil
 }

@@ -89,38 +89,49 @@ var ErrMiss = errors.New("not in the cache")
 // expired, another error when the cache could not be read (which callers
 // treat as a miss too).
 func (c *Cache) Lookup(ctx context.Context, key string) (Entry, error) {
-	ref := c.o.Repo.Tag(key)
-	img, err := remote.Image(ref, append(c.o.Remote(true), remote.WithContext(ctx))...)
+	cfg, layers, err := c.read(ctx, key, key, "cache entry")
 	if err != nil {
-		var te *transport.Error
-		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || isUnknown(te)) {
-			return Entry{}, ErrMiss
-		}
-		return Entry{}, fmt.Errorf("looking up %s: %w", ref, err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return Entry{}, fmt.Errorf("reading cache entry %s: %w", ref, err)
-	}
-	if cfg.Config.Labels[keyLabel] != key {
-		return Entry{}, fmt.Errorf("cache entry %s does not hold key %s", ref, key)
+		return Entry{}, err
 	}
 	e := Entry{Created: cfg.Created.Time.UTC()}
 	if c.o.TTL > 0 && c.o.Now().Sub(e.Created) > c.o.TTL {
 		return Entry{}, ErrMiss
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return Entry{}, fmt.Errorf("reading cache entry %s: %w", ref, err)
 	}
 	switch len(layers) {
 	case 0:
 	case 1:
 		e.Layer = layers[0]
 	default:
-		return Entry{}, fmt.Errorf("cache entry %s has %d layers, want at most one", ref, len(layers))
+		return Entry{}, fmt.Errorf("cache entry %s has %d layers, want at most one", c.o.Repo.Tag(key), len(layers))
 	}
 	return e, nil
+}
+
+// read reads the image tagged tag, which must carry key in its key label
+// (what names it in errors): its config and layers, ErrMiss when there is
+// no such tag.
+func (c *Cache) read(ctx context.Context, tag, key, what string) (*v1.ConfigFile, []v1.Layer, error) {
+	ref := c.o.Repo.Tag(tag)
+	img, err := remote.Image(ref, append(c.o.Remote(true), remote.WithContext(ctx))...)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || isUnknown(te)) {
+			return nil, nil, ErrMiss
+		}
+		return nil, nil, fmt.Errorf("looking up %s: %w", ref, err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+	}
+	if cfg.Config.Labels[keyLabel] != key {
+		return nil, nil, fmt.Errorf("%s %s does not hold %s", what, ref, key)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+	}
+	return cfg, layers, nil
 }
 
 func isUnknown(te *transport.Error) bool {
@@ -137,22 +148,36 @@ func isUnknown(te *transport.Error) bool {
 // the entry later dates the step with it, so its image is the same). Wait
 // reports the outcome.
 func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
+	c.background(true, func() error {
+		ref := c.o.Repo.Tag(key)
+		if err := c.write(ref, layer, created, key); err != nil {
+			return fmt.Errorf("writing cache entry %s: %w", ref, err)
+		}
+		return nil
+	})
+}
+
+// background runs store in the background for Wait to report; entry says
+// whether it stores an entry (which Wait counts).
+func (c *Cache) background(entry bool, store func() error) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		err := c.store(key, layer, created)
+		err := store()
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if err != nil && c.storeErr == nil {
 			c.storeErr = err
 		}
-		if err == nil {
+		if err == nil && entry {
 			c.stored++
 		}
 	}()
 }
 
-func (c *Cache) store(key string, layer v1.Layer, created time.Time) error {
+// write pushes to ref a plain image of layer (none when nil), created at
+// created, with key in its key label.
+func (c *Cache) write(ref name.Tag, layer v1.Layer, created time.Time, key string) error {
 	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
 	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
 	if layer != nil {
@@ -172,11 +197,7 @@ func (c *Cache) store(key string, layer v1.Layer, created time.Time) error {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
 	}
-	ref := c.o.Repo.Tag(key)
-	if err := remote.Write(ref, img, c.o.Remote(false)...); err != nil {
-		return fmt.Errorf("writing cache entry %s: %w", ref, err)
-	}
-	return nil
+	return remote.Write(ref, img, c.o.Remote(false)...)
 }
 
 // indexTag is the tag of layer's index in the cache repository.
@@ -192,49 +213,22 @@ func indexKey(layer v1.Hash) string { return "index:" + layer.String() }
 // rootfs.Index makes. It is stored as a plain single-layer image dated at
 // the epoch, unless the repository has it already. Wait reports the outcome.
 func (c *Cache) StoreIndex(layer v1.Hash, index []byte) {
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		err := c.storeIndex(layer, index)
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if err != nil && c.storeErr == nil {
-			c.storeErr = err
+	c.background(false, func() error {
+		ref := c.o.Repo.Tag(indexTag(layer))
+		if _, err := remote.Head(ref, c.o.Remote(true)...); err == nil {
+			return nil
 		}
-	}()
-}
-
-func (c *Cache) storeIndex(layer v1.Hash, index []byte) error {
-	ref := c.o.Repo.Tag(indexTag(layer))
-	if _, err := remote.Head(ref, c.o.Remote(true)...); err == nil {
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(index)), nil
+		})
+		if err == nil {
+			err = c.write(ref, l, time.Unix(0, 0), indexKey(layer))
+		}
+		if err != nil {
+			return fmt.Errorf("writing layer index %s: %w", ref, err)
+		}
 		return nil
-	}
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(index)), nil
 	})
-	if err != nil {
-		return err
-	}
-	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
-	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
-	if img, err = mutate.AppendLayers(img, l); err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cf = cf.DeepCopy()
-	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
-	cf.Config.Labels = map[string]string{keyLabel: indexKey(layer)}
-	cf.OS, cf.Architecture = runtime.GOOS, runtime.GOARCH
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return err
-	}
-	if err := remote.Write(ref, img, c.o.Remote(false)...); err != nil {
-		return fmt.Errorf("writing layer index %s: %w", ref, err)
-	}
-	return nil
 }
 
 // Index returns the index of the layer whose digest is layer, as
@@ -243,24 +237,9 @@ func (c *Cache) storeIndex(layer v1.Hash, index []byte) error {
 // describe a layer, which never changes.
 func (c *Cache) Index(ctx context.Context, layer v1.Hash) ([]byte, error) {
 	ref := c.o.Repo.Tag(indexTag(layer))
-	img, err := remote.Image(ref, append(c.o.Remote(true), remote.WithContext(ctx))...)
+	_, layers, err := c.read(ctx, indexTag(layer), indexKey(layer), "layer index")
 	if err != nil {
-		var te *transport.Error
-		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || isUnknown(te)) {
-			return nil, ErrMiss
-		}
-		return nil, fmt.Errorf("looking up %s: %w", ref, err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, fmt.Errorf("reading layer index %s: %w", ref, err)
-	}
-	if cfg.Config.Labels[keyLabel] != indexKey(layer) {
-		return nil, fmt.Errorf("layer index %s is not the index of %s", ref, layer)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, fmt.Errorf("reading layer index %s: %w", ref, err)
+		return nil, err
 	}
 	if len(layers) != 1 {
 		return nil, fmt.Errorf("layer index %s has %d layers, want one", ref, len(layers))
@@ -277,8 +256,8 @@ func (c *Cache) Index(ctx context.Context, layer v1.Hash) ([]byte, error) {
 	return data, nil
 }
 
-// Wait waits for the stores started so far and returns how many succeeded
-// and the first error.
+// Wait waits for the stores started so far (entries and indexes) and
+// returns how many entries were stored and the first error.
 func (c *Cache) Wait() (stored int, err error) {
 	c.wg.Wait()
 	c.mu.Lock()

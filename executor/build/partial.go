@@ -48,19 +48,9 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 		return nil, false, err
 	}
 	opts := g.b.rootfsOptions()
-	indexes := g.b.fetchIndexes(ctx, g.layers)
-	fromIndex := 0
-	for i, l := range g.layers {
-		if indexes[i] != nil {
-			fromIndex++
-			if err := extractIndexFiltered(scratch, l, indexes[i], keep, opts); err != nil {
-				return nil, false, err
-			}
-			continue
-		}
-		if err := g.b.extractFiltered(ctx, scratch, l, keep, opts); err != nil {
-			return nil, false, err
-		}
+	fromIndex, err := g.fillPartialTree(ctx, scratch, keep, opts)
+	if err != nil {
+		return nil, false, err
 	}
 	fmt.Fprintf(g.b.log, "%s copying onto a partial tree: %d of %d layers below read through their indexes\n",
 		g.prefix, fromIndex, len(g.layers))
@@ -95,6 +85,44 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 	return l, true, nil
 }
 
+// fillPartialTree extracts what keep accepts of every layer of the stage
+// into scratch, from the layers' indexes where it can, and returns how many
+// indexes it used. An index that cannot be read is a miss, as a corrupt
+// cache entry is: scratch is emptied and filled again with that layer read
+// in full (and indexed anew, replacing the bad index).
+func (g *stage) fillPartialTree(ctx context.Context, scratch string, keep func(string) bool, opts []rootfs.Option) (int, error) {
+	for {
+		indexes := g.b.fetchIndexes(ctx, g.layers)
+		fromIndex := 0
+		var bad error
+		for i, l := range g.layers {
+			if indexes[i] == nil {
+				if err := g.b.extractFiltered(ctx, scratch, l, keep, opts); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			if bad = extractIndexFiltered(scratch, l, indexes[i], keep, opts); bad != nil {
+				d, _ := l.Digest()
+				g.b.indexes.Store(d, []byte(nil)) // fetchIndexes gives nil now
+				g.b.indexed.Delete(d)
+				break
+			}
+			fromIndex++
+		}
+		if bad == nil {
+			return fromIndex, nil
+		}
+		fmt.Fprintf(g.b.log, "WARNING: %v; reading that layer instead\n", bad)
+		if err := os.RemoveAll(scratch); err != nil {
+			return 0, err
+		}
+		if err := os.Mkdir(scratch, 0o755); err != nil {
+			return 0, err
+		}
+	}
+}
+
 // isUnder reports whether p is anc or below it (slash paths relative to the
 // root, "" being the root).
 func isUnder(p, anc string) bool {
@@ -123,7 +151,7 @@ func (b *builder) fetchIndexes(ctx context.Context, layers []v1.Layer) [][]byte 
 				return
 			}
 			if data, ok := b.indexes.Load(d); ok {
-				out[i] = data.([]byte)
+				out[i] = data.([]byte) // nil: the cache's could not be read
 				return
 			}
 			data, err := c.Index(ctx, d)

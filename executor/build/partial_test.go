@@ -6,6 +6,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
@@ -92,5 +98,54 @@ COPY x.txt /link/
 	img, _ := mustBuild(t, f, df, true)
 	if got, ok := fileContent(t, img, "real/x.txt"); !ok || strings.TrimSpace(got) != "two" {
 		t.Errorf("real/x.txt = %q (found %v), want two", got, ok)
+	}
+}
+
+// TestBuild_partialTreeCopy_corruptIndex checks that layer indexes that
+// cannot be read are a miss: the copy reads the layers instead, the image
+// is the one a full build gives, and the indexes are written again.
+func TestBuild_partialTreeCopy_corruptIndex(t *testing.T) {
+	files := map[string]string{"app.sh": "echo v1\n", "conf/a.conf": "a=1\n"}
+	f := newFixture(t, files)
+	epoch := time.Unix(1700000000, 0).UTC()
+	f.epoch = &epoch
+	cold, _ := mustBuild(t, f, partialDockerfile, true)
+
+	// Every index of the cold image's layers now holds bytes that are not
+	// a gzip stream, under the right tag and label.
+	for _, d := range layerDigests(t, cold) {
+		img, err := mutate.AppendLayers(empty.Image, static.NewLayer([]byte("not an index"), types.DockerLayer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err = mutate.Config(img, v1.Config{Labels: map[string]string{"dev.slipway.cache.key": "index:" + d.String()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(f.cacheTo.Tag("sha256-"+d.Hex+".index"), img); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	writeContext(t, f.ctxDir, map[string]string{"app.sh": "echo v2\n", "conf/a.conf": "a=2\n"})
+	changed, rep := mustBuild(t, f, partialDockerfile, true)
+	if diff := cmp.Diff(counts{3, 2}, cacheCounts(rep)); diff != "" {
+		t.Errorf("cache counts (-want +got):\n%s", diff)
+	}
+	full, _ := mustBuild(t, f, partialDockerfile, false)
+	if c, w := digest(t, changed), digest(t, full); c != w {
+		t.Errorf("build past corrupt indexes %s, full build %s", c, w)
+	}
+
+	// That build wrote the indexes again: the next change reads none of
+	// the layers below the copies.
+	writeContext(t, f.ctxDir, map[string]string{"app.sh": "echo v3\n", "conf/a.conf": "a=3\n"})
+	f.reg.resetCounts()
+	healed, _ := mustBuild(t, f, partialDockerfile, true)
+	lower := layerDigests(t, healed)
+	for _, d := range lower[:len(lower)-2] {
+		if n := f.reg.gets(d); n != 0 {
+			t.Errorf("layer %s downloaded %d times after its index was rewritten, want 0", d, n)
+		}
 	}
 }

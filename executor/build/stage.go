@@ -549,8 +549,9 @@ func (b *builder) storeIndex(d v1.Hash, ix *rootfs.Index) {
 		fmt.Fprintf(b.log, "not indexing layer %s: %v\n", d, err)
 		return
 	}
+	_, bad := b.indexes.Load(d) // only an unreadable index is there before
 	b.indexes.Store(d, data)
-	b.opts.Cache.StoreIndex(d, data)
+	b.opts.Cache.StoreIndex(d, data, bad)
 }
 
 func emptyImage() dockerspec.DockerOCIImage {

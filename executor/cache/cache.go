@@ -211,12 +211,16 @@ func indexKey(layer v1.Hash) string { return "index:" + layer.String() }
 // StoreIndex writes, in the background, the index of the layer whose
 // (compressed) digest is layer: the gzip-compressed tar of its headers that
 // rootfs.Index makes. It is stored as a plain single-layer image dated at
-// the epoch, unless the repository has it already. Wait reports the outcome.
-func (c *Cache) StoreIndex(layer v1.Hash, index []byte) {
+// the epoch, unless the repository has it already and replace is false
+// (replace overwrites an index that could not be read). Wait reports the
+// outcome.
+func (c *Cache) StoreIndex(layer v1.Hash, index []byte, replace bool) {
 	c.background(false, func() error {
 		ref := c.o.Repo.Tag(indexTag(layer))
-		if _, err := remote.Head(ref, c.o.Remote(true)...); err == nil {
-			return nil
+		if !replace {
+			if _, err := remote.Head(ref, c.o.Remote(true)...); err == nil {
+				return nil
+			}
 		}
 		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(index)), nil

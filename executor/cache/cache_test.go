@@ -452,8 +452,8 @@ func TestCache_Index(t *testing.T) {
 		t.Fatal(err)
 	}
 	index := indexOf(t, "etc/hostname", "srv/app")
-	c.StoreIndex(d, index)
-	c.StoreIndex(d, index) // stored already: a no-op
+	c.StoreIndex(d, index, false)
+	c.StoreIndex(d, indexOf(t, "other"), false) // stored already: a no-op
 	if _, err := c.Wait(); err != nil {
 		t.Fatal(err)
 	}

@@ -111,6 +111,9 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	// srcRoot resolves the source tree when the step runs.
 	var srcRoot func(ctx context.Context) (string, error)
 	var heredocs map[string]string
+	// walked is the walk of the context the key was made from, which the
+	// copy reads again rather than walking the context twice.
+	var walked *copier.Walked
 	keyParts := []any{name, s.params.DestPath, req.WorkDir, s.chown, s.chmod, s.exclude}
 	switch {
 	case len(s.params.SourceContents) > 0:
@@ -176,10 +179,15 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		req.SrcRoot = bc.Dir
 		srcRoot = func(context.Context) (string, error) { return bc.Dir, nil }
 		if g.b.opts.Cache != nil {
-			files, err := copier.Sources(ctx, req)
+			w, err := copier.Walk(ctx, req)
 			if err != nil {
 				return fail(result.ReasonCopyFailed, err)
 			}
+			files, err := w.Sources(ctx)
+			if err != nil {
+				return fail(result.ReasonCopyFailed, err)
+			}
+			walked = w
 			sum := copier.KeyOf(files)
 			for _, f := range files {
 				if strings.Contains(f.Path, "://") && f.Digest == "" {
@@ -239,7 +247,14 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 			}
 			req.Chown = &copier.Owner{UID: uid, GID: gid}
 		}
-		res, err := copier.Copy(ctx, req)
+		var res copier.Result
+		var err error
+		if walked != nil {
+			res, err = walked.Copy(ctx, req)
+			walked = nil // the step runs once; let the walk go
+		} else {
+			res, err = copier.Copy(ctx, req)
+		}
 		if err != nil {
 			return nil, fail(result.ReasonCopyFailed, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -72,6 +74,10 @@ type Request struct {
 	Add bool
 	// HTTPClient downloads ADD URLs. Nil: http.DefaultClient.
 	HTTPClient *http.Client
+	// RecordSources makes Copy fill Result.Sources (hashing what it
+	// copies); they cost memory and time for large trees, and Sources
+	// gives the same list before the copy.
+	RecordSources bool
 	// Checksum is ADD --checksum: the digest the one URL source's content
 	// must have. Sources keys the URL by it without asking the server, and
 	// Copy fails, keeping nothing, when the download does not match it.
@@ -112,9 +118,12 @@ type SourceFile struct {
 // Result is what a step did.
 type Result struct {
 	// Changed are the DestRoot-relative slash paths the step created or
-	// changed, each once, parents before children.
+	// changed, each once, parents before children. What is inside a
+	// directory the step created is not listed: the directory stands for
+	// it (a copy of many files into a new directory lists one path).
 	Changed []string
-	// Sources are the entries read, sorted by Path (stable: an entry read
+	// Sources, with Request.RecordSources, are the entries read, sorted by
+	// Path (stable: an entry read
 	// twice, through two sources, appears twice). For local sources this
 	// is exactly what Sources returns for the same request.
 	Sources []SourceFile
@@ -159,8 +168,48 @@ type Result struct {
 //     and downloads http(s) URLs (never extracted) to the name in the URL's
 //     path, mode 0600 unless --chmod, mtime from Last-Modified.
 func Copy(ctx context.Context, r Request) (Result, error) {
-	c := &copier{walker: newWalker(r), fresh: map[string]bool{}, inodes: map[inode]linkedFile{}, changed: map[string]bool{}}
-	if err := c.run(ctx); err != nil {
+	w := newWalker(r)
+	matches, err := w.plan(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	return copyMatches(ctx, w, matches)
+}
+
+// Walked is a request whose sources were walked once, so that Sources and
+// then Copy of the same sources read that walk instead of walking the tree
+// again. The source tree must not change in between (a build context).
+type Walked struct {
+	w       *walker
+	matches []match
+}
+
+// Walk walks r's sources as Sources and Copy would, failing as they would.
+func Walk(ctx context.Context, r Request) (*Walked, error) {
+	w := newWalker(r)
+	matches, err := w.plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Walked{w: w, matches: matches}, nil
+}
+
+// Sources is Sources of the walked request.
+func (p *Walked) Sources(ctx context.Context) ([]SourceFile, error) {
+	return sourcesOf(ctx, p.w, p.matches)
+}
+
+// Copy is Copy of r, which must name the walked sources, in the same tree
+// (SrcRoot, Sources, Ignore, IgnoreDescend and Add as walked); what is
+// copied where and how (DestRoot, Dest, WorkDir, Chown, Chmod) may be set
+// now.
+func (p *Walked) Copy(ctx context.Context, r Request) (Result, error) {
+	return copyMatches(ctx, &walker{req: r, seen: p.w.seen}, p.matches)
+}
+
+func copyMatches(ctx context.Context, w *walker, matches []match) (Result, error) {
+	c := &copier{walker: w, fresh: map[string]bool{}, inodes: map[inode]linkedFile{}, changed: map[string]bool{}}
+	if err := c.run(ctx, matches); err != nil {
 		return Result{}, err
 	}
 	sortSources(c.sources)
@@ -184,14 +233,10 @@ type copier struct {
 // linkedFile is the first copy of a multiply-linked source file.
 type linkedFile struct{ target, digest string }
 
-func (c *copier) run(ctx context.Context) error {
+func (c *copier) run(ctx context.Context, matches []match) error {
 	r := c.req
 	if len(r.Sources) > 0 && r.DestRoot == "" {
 		return errors.New("copying: no destination root")
-	}
-	matches, err := c.plan(ctx)
-	if err != nil {
-		return err
 	}
 
 	destPath, destIsDir := c.destPath()
@@ -259,6 +304,9 @@ func (c *copier) destRel(abs string) string {
 }
 
 func (c *copier) markChanged(abs string) {
+	if c.fresh[filepath.Dir(abs)] {
+		return // its new parent stands for it
+	}
 	rel := c.destRel(abs)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -319,44 +367,41 @@ func (c *copier) copyDirSource(ctx context.Context, m match, destAbs string) err
 	// The walker lists parents before children, so every target's parent
 	// exists when it is reached; directory metadata is set last, deepest
 	// first, so modes that forbid writing and mtimes stick.
-	type dir struct {
-		it     item
-		target string
-	}
-	var dirs, files []dir
-	for _, it := range m.items {
+	// Items are referred to by index: a context holds tens of thousands.
+	target := func(i int) string { return filepath.Join(destAbs, filepath.FromSlash(m.items[i].sub)) }
+	var dirs, files []int
+	for i, it := range m.items {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		target := filepath.Join(destAbs, filepath.FromSlash(it.sub))
 		if it.fi.Mode().IsRegular() && it.fi.Sys().(*syscall.Stat_t).Nlink == 1 {
 			// Plain files are copied below, several at once: the copy is
 			// bound by system calls, which run concurrently.
-			files = append(files, dir{it, target})
+			files = append(files, i)
 			continue
 		}
-		if err := c.copyItem(it, target); err != nil {
+		if err := c.copyItem(it, target(i)); err != nil {
 			return err
 		}
 		if it.fi.IsDir() {
-			dirs = append(dirs, dir{it, target})
+			dirs = append(dirs, i)
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(2 * runtime.GOMAXPROCS(0))
-	for _, f := range files {
+	for _, i := range files {
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			return c.copyItem(f.it, f.target)
+			return c.copyItem(m.items[i], target(i))
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := c.copyMetadata(dirs[i].it, dirs[i].target); err != nil {
+	for _, i := range slices.Backward(dirs) {
+		if err := c.copyMetadata(m.items[i], target(i)); err != nil {
 			return err
 		}
 	}
@@ -383,6 +428,9 @@ func (c *copier) copyFileSource(m match, destAbs string, destIsDir bool) error {
 
 // record adds it to the step's sources.
 func (c *copier) record(it item, digest string) {
+	if !c.req.RecordSources {
+		return
+	}
 	sf := c.sourceFile(it, digest)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -452,7 +500,8 @@ func (c *copier) copyItemAt(it item, target string, look bool) error {
 			return nil
 		}
 		m := c.metadata(it)
-		sum, err := copyFileContent(it.abs, target, func(fd int) error { return c.setMetadataFd(m, fd, target) })
+		sum, err := copyFileContent(it.abs, target, c.req.RecordSources || fi.Sys().(*syscall.Stat_t).Nlink > 1,
+			func(fd int) error { return c.setMetadataFd(m, fd, target) })
 		if err != nil {
 			return fmt.Errorf("copying %s to /%s: %w", rel, c.destRel(target), err)
 		}
@@ -569,8 +618,8 @@ func unixModeBits(mode fs.FileMode) uint32 {
 }
 
 // copyFileContent copies src to the new file dst, calls setMeta with the
-// open file, and returns the content digest.
-func copyFileContent(src, dst string, setMeta func(fd int) error) (string, error) {
+// open file, and returns the content digest when withDigest is set.
+func copyFileContent(src, dst string, withDigest bool, setMeta func(fd int) error) (string, error) {
 	// Raw system calls: os.File's poller registration and finalizer cost
 	// more than copying a small file, and a context can hold tens of
 	// thousands.
@@ -586,7 +635,10 @@ func copyFileContent(src, dst string, setMeta func(fd int) error) (string, error
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
-	h := sha256.New()
+	var h hash.Hash
+	if withDigest {
+		h = sha256.New()
+	}
 	for err == nil {
 		var n int
 		n, err = unix.Read(in, buf)
@@ -601,7 +653,9 @@ func copyFileContent(src, dst string, setMeta func(fd int) error) (string, error
 		if n == 0 {
 			break
 		}
-		h.Write(buf[:n])
+		if h != nil {
+			h.Write(buf[:n])
+		}
 		for b := buf[:n]; len(b) > 0 && err == nil; {
 			var w int
 			w, err = unix.Write(out, b)
@@ -622,7 +676,7 @@ func copyFileContent(src, dst string, setMeta func(fd int) error) (string, error
 	if cerr := unix.Close(out); err == nil && cerr != nil {
 		err = &os.PathError{Op: "close", Path: dst, Err: cerr}
 	}
-	if err != nil {
+	if err != nil || h == nil {
 		return "", err
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil

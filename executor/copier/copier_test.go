@@ -268,7 +268,7 @@ func TestCopy(t *testing.T) {
 func TestCopy_metadata(t *testing.T) {
 	srcRoot, destRoot := t.TempDir(), t.TempDir()
 	build(t, srcRoot, tree{"d": "d:755", "d/f": "f:644:F", "d/g": "h:d/f"})
-	res, err := Copy(t.Context(), Request{SrcRoot: srcRoot, DestRoot: destRoot, WorkDir: "/", Sources: []string{"d"}, Dest: "/o/"})
+	res, err := Copy(t.Context(), Request{SrcRoot: srcRoot, DestRoot: destRoot, WorkDir: "/", Sources: []string{"d"}, Dest: "/o/", RecordSources: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,8 +283,20 @@ func TestCopy_metadata(t *testing.T) {
 	if !os.SameFile(fi, fg) {
 		t.Errorf("hardlinked sources were not copied as hardlinks")
 	}
-	if diff := cmp.Diff([]string{"o", "o/f", "o/g"}, res.Changed); diff != "" {
+	// o is new: it stands for what is in it.
+	if diff := cmp.Diff([]string{"o"}, res.Changed); diff != "" {
 		t.Errorf("Changed mismatch (-want +got):\n%s", diff)
+	}
+	// Copied again into the o that exists now, each entry is listed.
+	res2, err := Copy(t.Context(), Request{SrcRoot: srcRoot, DestRoot: destRoot, WorkDir: "/", Sources: []string{"d"}, Dest: "/o/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"o/f", "o/g"}, res2.Changed); diff != "" {
+		t.Errorf("Changed of the second copy (-want +got):\n%s", diff)
+	}
+	if res2.Sources != nil {
+		t.Errorf("Sources recorded without RecordSources: %v", res2.Sources)
 	}
 	want := "sha256:f67ab10ad4e4c53121b6a5fe4da9c10ddee905b978d3788d2723d7bfacbe28a9" // sha256("F")
 	for _, s := range res.Sources {

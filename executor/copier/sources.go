@@ -51,6 +51,11 @@ func Sources(ctx context.Context, r Request) ([]SourceFile, error) {
 	if err != nil {
 		return nil, err
 	}
+	return sourcesOf(ctx, w, matches)
+}
+
+func sourcesOf(ctx context.Context, w *walker, matches []match) ([]SourceFile, error) {
+	r := w.req
 	var (
 		files []SourceFile
 		jobs  []digestJob

@@ -130,9 +130,27 @@ func TestSources_matchesCopy(t *testing.T) {
 			r := tc.req
 			r.SrcRoot, r.DestRoot, r.WorkDir = srcRoot, destRoot, "/"
 			r.Ignore = ignoreFunc(t, dockerignore)
+			r.RecordSources = true
 
 			got, err := Sources(t.Context(), r)
 			res, copyErr := Copy(t.Context(), r)
+			if err == nil {
+				// One walk for both gives what the two walks give.
+				w, werr := Walk(t.Context(), r)
+				if werr != nil {
+					t.Fatalf("Walk(): %v", werr)
+				}
+				wgot, werr := w.Sources(t.Context())
+				if diff := cmp.Diff(got, wgot); werr != nil || diff != "" {
+					t.Errorf("Walked.Sources() = %v (-Sources +Walked.Sources):\n%s", werr, diff)
+				}
+				r2 := r
+				r2.DestRoot = t.TempDir()
+				wres, werr := w.Copy(t.Context(), r2)
+				if copyErr == nil && (werr != nil || !cmp.Equal(res, wres)) {
+					t.Errorf("Walked.Copy() = %v, %v; want Copy's %v", wres, werr, res)
+				}
+			}
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Sources() error = %v, want one containing %q", err, tc.wantErr)

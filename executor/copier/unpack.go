@@ -50,9 +50,11 @@ func (c *copier) tryUnpack(ctx context.Context, m match, destAbs string) (bool, 
 	if err := c.mkdirAll(destAbs); err != nil {
 		return true, err
 	}
-	sum, err := fileDigest(m.abs)
-	if err != nil {
-		return true, err
+	var sum string
+	if c.req.RecordSources {
+		if sum, err = fileDigest(m.abs); err != nil {
+			return true, err
+		}
 	}
 	f, err := os.Open(m.abs)
 	if err != nil {

@@ -12,10 +12,11 @@ import (
 	"github.com/slipway-dev/slipway/test/imagetest"
 )
 
-// inplaceCase is the multi-stage corpus case built both ways.
-const inplaceCase = "java-multistage"
+// inplaceCases are the corpus cases built both ways: a multi-stage build,
+// and RUN --mount (emulated in the root the build runs in).
+var inplaceCases = []string{"java-multistage", "run-mounts"}
 
-// TestExecute_inplace builds a multi-stage corpus case with
+// TestExecute_inplace builds corpus cases (inplaceCases) with
 // --isolation=inplace inside a throwaway root, as the executor runs in its
 // own image in a pod (PEERS.md runs kaniko the same way), and with
 // --isolation=chroot in-process, both with --reproducible, and checks that
@@ -33,18 +34,23 @@ func TestExecute_inplace(t *testing.T) {
 		}
 	}
 	env := newCorpusEnv(t)
-	var c *corpusCase
+	cases := map[string]*corpusCase{}
 	for _, cc := range loadCorpus(t) {
-		if cc.name == inplaceCase {
-			c = cc
-		}
+		cases[cc.name] = cc
 	}
-	if c == nil {
-		t.Fatalf("corpus case %s is missing", inplaceCase)
-	}
-	ctxDir := env.prepareContext(t, c)
-
+	// One root for all: an in-place build clears it first.
 	root := makeExecutorRoot(t)
+	for _, name := range inplaceCases {
+		c := cases[name]
+		if c == nil {
+			t.Fatalf("corpus case %s is missing", name)
+		}
+		t.Run(name, func(t *testing.T) { buildInPlaceAndChroot(t, env, c, root) })
+	}
+}
+
+func buildInPlaceAndChroot(t *testing.T, env *corpusEnv, c *corpusCase, root string) {
+	ctxDir := env.prepareContext(t, c)
 	inplaceRef := env.reg.Ref("inplace/" + c.name + ":inplace")
 	args := []string{
 		"--isolation=inplace",

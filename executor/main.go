@@ -47,6 +47,7 @@ const terminationLog = "/dev/termination-log"
 type options struct {
 	context, contextSubPath, dockerfile string
 	destinations, buildArgs, labels     []string
+	secrets                             []string
 	target                              string
 	noPush                              bool
 	tarPath, ociLayoutPath              string
@@ -145,6 +146,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringArrayVarP(&o.destinations, "destination", "d", nil, "Image reference to push to (repeatable).")
 	fs.StringArrayVar(&o.buildArgs, "build-arg", nil, "Build argument K=V, or K to take it from the environment (repeatable).")
 	fs.StringArrayVar(&o.labels, "label", nil, "Label K=V set on the image (repeatable).")
+	fs.StringArrayVar(&o.secrets, "secret", nil, "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR, as docker buildx takes it (repeatable).")
 	fs.StringVar(&o.target, "target", "", "Stage to build (default: the last).")
 	fs.BoolVar(&o.noPush, "no-push", false, "Build without pushing.")
 	fs.StringVar(&o.tarPath, "tar-path", "", "Write the image as a tarball that docker load and podman load accept.")
@@ -315,6 +317,10 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	if err != nil {
 		return failWith(result.ReasonInvalidArguments, err)
 	}
+	secrets, err := readSecrets(o.secrets)
+	if err != nil {
+		return failWith(result.ReasonInvalidArguments, err)
+	}
 	epoch, err := sourceDateEpoch(o.reproducible, buildArgs)
 	if err != nil {
 		return failWith(result.ReasonInvalidArguments, err)
@@ -336,6 +342,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		Layers:          layer.Options{Compression: layer.Compression(o.compression), Level: o.compressionLevel, OCI: o.ociMediaTypes},
 		SourceDateEpoch: epoch,
 		Log:             levelFilter(o.verbosity, logw),
+		Secrets:         secrets,
 	}
 	if o.cache {
 		c, err := newCache(ctx, o, destinations)
@@ -490,6 +497,63 @@ func inPlaceExcludes(workDir, contextDir string, extra []string) []string {
 		}
 	}
 	return append(ex, extra...)
+}
+
+// readSecrets reads --secret values: "id=ID,src=FILE" (also source=),
+// "id=ID,env=VAR", or "env=VAR" alone (the id is then VAR), with an
+// optional type=file or type=env, as docker buildx takes them. Errors name
+// the flag, never a secret's value.
+func readSecrets(flags []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, f := range flags {
+		var id, src, env, typ string
+		for _, field := range strings.Split(f, ",") {
+			k, v, ok := strings.Cut(field, "=")
+			if !ok {
+				return nil, fmt.Errorf("--secret %q: want KEY=VALUE fields (id, src, env, type)", f)
+			}
+			switch strings.ToLower(k) {
+			case "id":
+				id = v
+			case "src", "source":
+				src = v
+			case "env":
+				env = v
+			case "type":
+				typ = v
+			default:
+				return nil, fmt.Errorf("--secret %q: unknown field %q (want id, src, env or type)", f, k)
+			}
+		}
+		if typ != "" && typ != "file" && typ != "env" {
+			return nil, fmt.Errorf("--secret %q: type %q (want file or env)", f, typ)
+		}
+		if typ == "env" && env == "" {
+			env, src = src, ""
+		}
+		if id == "" {
+			id = env
+		}
+		switch {
+		case id == "":
+			return nil, fmt.Errorf("--secret %q: no id", f)
+		case (src == "") == (env == ""):
+			return nil, fmt.Errorf("--secret %q: want one of src=FILE or env=VAR", f)
+		case src != "":
+			data, err := os.ReadFile(src)
+			if err != nil {
+				return nil, fmt.Errorf("--secret id=%s: %w", id, err)
+			}
+			out[id] = data
+		default:
+			v, ok := os.LookupEnv(env)
+			if !ok {
+				return nil, fmt.Errorf("--secret id=%s: environment variable %s is not set", id, env)
+			}
+			out[id] = []byte(v)
+		}
+	}
+	return out, nil
 }
 
 func parseBuildArgs(args []string) (map[string]string, error) {

@@ -84,6 +84,9 @@ type Options struct {
 	Now func() time.Time
 	// Cache is the layer cache; nil builds without one.
 	Cache *cache.Cache
+	// Secrets are what RUN --mount=type=secret can read, by id (executor
+	// --secret). They never enter a cache key, a layer or the log.
+	Secrets map[string][]byte
 }
 
 // Report summarises a finished build for the result file.

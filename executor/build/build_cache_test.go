@@ -142,6 +142,8 @@ type fixture struct {
 	epoch   *time.Time
 	// cacheRemote, when set, are the options of the cache's registry calls.
 	cacheRemote []remote.Option
+	// secrets are given to the build (executor --secret).
+	secrets map[string][]byte
 }
 
 func newFixture(t *testing.T, files map[string]string) *fixture {
@@ -174,6 +176,7 @@ func (f *fixture) build(t *testing.T, dockerfile string, withCache bool) (v1.Ima
 		WorkDir:         t.TempDir(),
 		SourceDateEpoch: f.epoch,
 		Log:             &syncBuilder{b: &logBuf},
+		Secrets:         f.secrets,
 	}
 	if withCache {
 		remoteOpts := f.cacheRemote

@@ -307,8 +307,14 @@ func (g *stage) expose(c *instructions.ExposeCommand) error {
 // it sees (ENV, ARGs in scope, proxy build args) and its working directory
 // and user, all fixed now; the step runs later in the stage's root.
 func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
-	if len(c.FlagsUsed) > 0 {
-		return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", c.FlagsUsed[0]))
+	for _, f := range c.FlagsUsed {
+		switch {
+		case f == "mount":
+		case f == "network" && (instructions.GetNetwork(c) == instructions.NetworkDefault || instructions.GetNetwork(c) == instructions.NetworkHost):
+			// The step has the executor's network either way.
+		default:
+			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", f))
+		}
 	}
 	args := c.CmdLine
 	if len(c.Files) > 0 {
@@ -334,8 +340,19 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	if wd == "" {
 		wd = "/"
 	}
+	mounts, mountKeys, cacheable, err := g.planMounts(ctx, c, wd)
+	if err != nil {
+		return err
+	}
+	keyParts := []any{"RUN", args, keyEnv, wd, userSpec}
+	if len(mountKeys) > 0 {
+		keyParts = append(keyParts, "mounts", mountKeys)
+	}
+	if !cacheable {
+		keyParts = nil
+	}
 	createdBy := "RUN " + runCommandString(args, g.args, g.env) + " # buildkit"
-	return g.fsStep(createdBy, []any{"RUN", args, keyEnv, wd, userSpec}, func(ctx context.Context, g *stage, root string) ([]string, error) {
+	return g.fsStep(createdBy, keyParts, func(ctx context.Context, g *stage, root string) ([]string, error) {
 		user, err := idtools.ResolveUser(root, userSpec)
 		if err != nil {
 			return nil, fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
@@ -351,6 +368,15 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 				return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
 			}
 		}
+		for _, m := range mounts {
+			if m.env != "" {
+				env.Set(m.env, string(m.secret))
+			}
+		}
+		unmount, err := g.mount(ctx, root, mounts)
+		if err != nil {
+			return nil, err
+		}
 		out := newLinePrefixer(g.b.log, g.prefix+" ")
 		releaseMemory()
 		err = g.b.opts.Runner.Run(ctx, run.Spec{
@@ -365,6 +391,9 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 			Stderr: out,
 		})
 		out.Flush()
+		if uerr := unmount(); uerr != nil && err == nil {
+			return nil, fail(result.ReasonRunFailed, uerr)
+		}
 		if err != nil {
 			var xe *run.ExitError
 			if errors.As(err, &xe) {

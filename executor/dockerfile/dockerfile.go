@@ -250,16 +250,27 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 			deps[s.Index] = append(deps[s.Index], s.BaseStage)
 		}
 		for _, cmd := range s.Commands {
-			c, ok := cmd.(*instructions.CopyCommand)
-			if !ok || c.From == "" {
-				continue
+			// COPY --from and RUN --mount=from name what they read.
+			var froms []string
+			switch c := cmd.(type) {
+			case *instructions.CopyCommand:
+				froms = append(froms, c.From)
+			case *instructions.RunCommand:
+				for _, m := range instructions.GetMounts(c) {
+					froms = append(froms, m.From)
+				}
 			}
-			idx, isStage, err := p.resolveFrom(c.From, s.Index, byName)
-			if err != nil {
-				return nil, WithLine(err, c)
-			}
-			if isStage {
-				deps[s.Index] = append(deps[s.Index], idx)
+			for _, from := range froms {
+				if from == "" {
+					continue
+				}
+				idx, isStage, err := p.resolveFrom(from, s.Index, byName)
+				if err != nil {
+					return nil, WithLine(err, cmd)
+				}
+				if isStage {
+					deps[s.Index] = append(deps[s.Index], idx)
+				}
 			}
 		}
 	}

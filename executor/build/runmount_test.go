@@ -1,0 +1,162 @@
+package build_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/slipway-dev/slipway/executor/build"
+	"github.com/slipway-dev/slipway/executor/result"
+)
+
+// lastLayerFiles lists the entries of the image's last layer.
+func lastLayerFiles(t *testing.T, img v1.Image) []string {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layerFiles(t, ls[len(ls)-1])
+}
+
+// TestBuild_runMounts checks RUN --mount of each kind: the command sees the
+// mount, and the step's layer holds only what it wrote elsewhere: no
+// target, no parent made for it, and what the target hid is still there.
+func TestBuild_runMounts(t *testing.T) {
+	files := map[string]string{
+		"src/a.txt":     "from the context\n",
+		"src/secret.db": "ignored\n",
+		".dockerignore": "src/secret.db\n",
+	}
+	f := newFixture(t, files)
+	f.secrets = map[string][]byte{"token": []byte("s3cr3t")}
+	tests := []struct {
+		name       string
+		run        string // the RUN line, after "FROM {{BASE}}\nRUN mkdir -p /data && echo keep > /data/k\n"
+		wantOut    string // what the RUN wrote to /out
+		wantAbsent []string
+	}{
+		{
+			name:       "bind of the context",
+			run:        `RUN --mount=type=bind,source=src,target=/mnt/src sh -c 'cat /mnt/src/a.txt; ls /mnt/src' > /out`,
+			wantOut:    "from the context\na.txt\n",
+			wantAbsent: []string{"mnt", "mnt/src"},
+		},
+		{
+			name:       "bind of the whole context, relative target",
+			run:        `RUN --mount=target=ctx cat /ctx/src/a.txt > /out`,
+			wantOut:    "from the context\n",
+			wantAbsent: []string{"ctx"},
+		},
+		{
+			name:       "cache hides what was there, which stays",
+			run:        `RUN --mount=type=cache,target=/data sh -c 'ls -A /data; echo new > /data/n; stat -c %a /data' > /out`,
+			wantOut:    "755\n",
+			wantAbsent: []string{"data/n"},
+		},
+		{
+			name:       "cache with owner and mode under a new parent",
+			run:        `RUN --mount=type=cache,target=/root/.cache/x,uid=7,gid=8,mode=0700 stat -c '%u %g %a' /root/.cache/x > /out`,
+			wantOut:    "7 8 700\n",
+			wantAbsent: []string{"root/.cache", "root/.cache/x"},
+		},
+		{
+			name:       "tmpfs",
+			run:        `RUN --mount=type=tmpfs,target=/scratch sh -c 'touch /scratch/t && stat -c %a /scratch' > /out`,
+			wantOut:    "1777\n",
+			wantAbsent: []string{"scratch"},
+		},
+		{
+			name:       "secret as a file and as a variable",
+			run:        `RUN --mount=type=secret,id=token --mount=type=secret,id=token,env=TOKEN sh -c 'cat /run/secrets/token; echo; echo $TOKEN; stat -c %a /run/secrets/token' > /out`,
+			wantOut:    "s3cr3t\ns3cr3t\n400\n",
+			wantAbsent: []string{"run/secrets", "run/secrets/token"},
+		},
+		{
+			name:       "optional secret that was not given",
+			run:        `RUN --mount=type=secret,id=nope sh -c 'test -e /run/secrets/nope && echo there || echo absent' > /out`,
+			wantOut:    "absent\n",
+			wantAbsent: []string{"run/secrets"},
+		},
+		{
+			name:       "bind from another stage",
+			run:        "RUN --mount=type=bind,from=tools,source=/tool,target=/opt/tool /opt/tool > /out",
+			wantOut:    "tool ran\n",
+			wantAbsent: []string{"opt/tool"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			df := "FROM {{BASE}} AS tools\nRUN printf '#!/bin/sh\\necho tool ran\\n' > /tool && chmod 755 /tool\n" +
+				"FROM {{BASE}}\nRUN mkdir -p /data && echo keep > /data/k\n" + tc.run + "\n"
+			img, _ := mustBuild(t, f, df, false)
+			if got, _ := fileContent(t, img, "out"); got != tc.wantOut {
+				t.Errorf("/out = %q, want %q", got, tc.wantOut)
+			}
+			if got, ok := fileContent(t, img, "data/k"); !ok || got != "keep\n" {
+				t.Errorf("/data/k = %q (found %v), want keep", got, ok)
+			}
+			tree := flatten(t, img)
+			for _, p := range tc.wantAbsent {
+				if _, ok := tree[p]; ok {
+					t.Errorf("%s is in the image; the mount should leave nothing", p)
+				}
+			}
+			if diff := cmp.Diff([]string{"out"}, lastLayerFiles(t, img)); diff != "" {
+				t.Errorf("the RUN's layer (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestBuild_runMountCacheKey checks that a RUN binding the context is keyed
+// on what it binds: a change there runs it again, a change elsewhere in
+// the context does not; and that secrets' values are not in the key.
+func TestBuild_runMountCacheKey(t *testing.T) {
+	f := newFixture(t, map[string]string{"src/a.txt": "1\n", "other.txt": "x\n"})
+	f.secrets = map[string][]byte{"token": []byte("one")}
+	const df = "FROM {{BASE}}\nRUN --mount=source=src,target=/s --mount=type=secret,id=token cat /s/a.txt > /out\n"
+	mustBuild(t, f, df, true)
+
+	writeContext(t, f.ctxDir, map[string]string{"other.txt": "y\n"})
+	f.secrets = map[string][]byte{"token": []byte("two")}
+	_, rep := mustBuild(t, f, df, true)
+	if diff := cmp.Diff(counts{1, 0}, cacheCounts(rep)); diff != "" {
+		t.Errorf("after changing an unbound file and the secret (-want +got):\n%s", diff)
+	}
+
+	writeContext(t, f.ctxDir, map[string]string{"src/a.txt": "2\n"})
+	img, rep := mustBuild(t, f, df, true)
+	if diff := cmp.Diff(counts{0, 1}, cacheCounts(rep)); diff != "" {
+		t.Errorf("after changing the bound file (-want +got):\n%s", diff)
+	}
+	if got, _ := fileContent(t, img, "out"); got != "2\n" {
+		t.Errorf("/out = %q, want 2", got)
+	}
+}
+
+// TestBuild_runMountErrors checks the mounts refused, each with its line.
+func TestBuild_runMountErrors(t *testing.T) {
+	f := newFixture(t, map[string]string{"a.txt": "a\n"})
+	for _, tc := range []struct{ name, run, want string }{
+		{"required secret missing", "RUN --mount=type=secret,id=k,required true", "the secret is required"},
+		{"ssh", "RUN --mount=type=ssh true", "type=ssh is not supported"},
+		{"missing bind source", "RUN --mount=source=nope,target=/n true", "nope"},
+		{"cache without a target", "RUN --mount=type=cache true", "needs a target"},
+		{"network none", "RUN --network=none true", "RUN --network is not supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := f.build(t, "FROM {{BASE}}\n"+tc.run+"\n", false)
+			var be *build.Error
+			if !errors.As(err, &be) || be.Line != 2 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Build error %v, want one on line 2 containing %q", err, tc.want)
+			}
+			if be.Reason != result.ReasonDockerfileInvalid && be.Reason != result.ReasonCopyFailed {
+				t.Errorf("reason %s", be.Reason)
+			}
+		})
+	}
+}

@@ -308,6 +308,16 @@ func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.Imag
 				ref.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson), nil
 		}
 	}
+	for i, bs := range ib.Spec.Secrets {
+		field := fmt.Sprintf("spec.secrets[%d].secretKeyRef", i)
+		sec, problem, err := r.getSecret(ctx, ns, bs.SecretKeyRef.Name, field)
+		if err != nil || problem != "" {
+			return opts, problem, err
+		}
+		if _, ok := sec.Data[bs.SecretKeyRef.Key]; !ok {
+			return opts, fmt.Sprintf("Secret %q (%s) has no key %q", bs.SecretKeyRef.Name, field, bs.SecretKeyRef.Key), nil
+		}
+	}
 	for i, a := range ib.Spec.BuildArgs {
 		if a.ValueFrom == nil {
 			continue

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -360,6 +362,8 @@ func TestImageBuildReconciler_Reconcile_missingSecret(t *testing.T) {
 	key := newImageBuild(t, c, ns, "app", func(ib *v1alpha1.ImageBuild) {
 		ib.Spec.Output.PushSecretRef = &corev1.LocalObjectReference{Name: "push"}
 		ib.Spec.Source.Git.SecretRef = &corev1.LocalObjectReference{Name: "git"}
+		ib.Spec.Secrets = []v1alpha1.BuildSecret{{ID: "token",
+			SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "api"}, Key: "token"}}}
 	})
 	ib := waitStatus(t, c, key, "SecretNotFound", conditionIs("Ready", metav1.ConditionFalse, "SecretNotFound"))
 	if msg := apimeta.FindStatusCondition(ib.Status.Conditions, "Ready").Message; !strings.Contains(msg, "spec.source.git.secretRef") {
@@ -371,10 +375,24 @@ func TestImageBuildReconciler_Reconcile_missingSecret(t *testing.T) {
 			StringData: map[string]string{"username": "u", "password": password}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "push", Namespace: ns}, Type: corev1.SecretTypeDockerConfigJson,
 			StringData: map[string]string{".dockerconfigjson": `{"auths":{"registry.example.com":{"auth":"` + password + `"}}}`}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: ns}, StringData: map[string]string{"other": password}},
 	} {
 		if err := c.Create(context.Background(), s); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The build secret's Secret exists, without the key.
+	ib = waitStatus(t, c, key, "the build secret's key named", func(ib *v1alpha1.ImageBuild) bool {
+		cond := apimeta.FindStatusCondition(ib.Status.Conditions, "Ready")
+		return cond != nil && cond.Reason == "SecretNotFound" && strings.Contains(cond.Message, `spec.secrets[0].secretKeyRef) has no key "token"`)
+	})
+	api := &corev1.Secret{}
+	if err := c.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "api"}, api); err != nil {
+		t.Fatal(err)
+	}
+	api.StringData = map[string]string{"token": password}
+	if err := c.Update(context.Background(), api); err != nil {
+		t.Fatal(err)
 	}
 	pod := waitPod(t, c, ns, "app-1-1")
 	ib = waitStatus(t, c, key, "PodCreated", conditionIs("Ready", metav1.ConditionFalse, "PodCreated"))
@@ -389,8 +407,8 @@ func TestImageBuildReconciler_Reconcile_missingSecret(t *testing.T) {
 		}
 		vols = append(vols, m.MountPath)
 	}
-	if len(vols) != 1 || vols[0] != "/kaniko/.docker" {
-		t.Errorf("mounts = %v, want the push secret at /kaniko/.docker", vols)
+	if want := []string{"/kaniko/.docker", "/var/run/secrets/slipway/build/token"}; !slices.Equal(vols, want) {
+		t.Errorf("mounts = %v, want %v: the push secret and the build secret", vols, want)
 	}
 }
 
@@ -457,6 +475,12 @@ func TestImageBuild_validation(t *testing.T) {
 		{"context outside the repository", func(ib *v1alpha1.ImageBuild) { ib.Spec.Source.ContextDir = "a/../../etc" }, "spec.source.contextDir"},
 		{"absolute Dockerfile", func(ib *v1alpha1.ImageBuild) { ib.Spec.Dockerfile = "/etc/passwd" }, "spec.dockerfile"},
 		{"timeout too short", func(ib *v1alpha1.ImageBuild) { ib.Spec.Timeout = &metav1.Duration{Duration: time.Second} }, "spec.timeout"},
+		{"build secret id climbing out", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Secrets = []v1alpha1.BuildSecret{{ID: "..", SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "k"}}}
+		}, "spec.secrets[0].id"},
+		{"optional build secret", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Secrets = []v1alpha1.BuildSecret{{ID: "t", SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "k", Optional: ptr.To(true)}}}
+		}, "optional is not supported"},
 		{"value and valueFrom", func(ib *v1alpha1.ImageBuild) {
 			ib.Spec.BuildArgs = []v1alpha1.BuildArg{{Name: "A", Value: str("1"), ValueFrom: &v1alpha1.BuildArgSource{
 				ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "c"}, Key: "k"}}}}

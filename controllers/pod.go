@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"math"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,10 @@ const (
 	// gitSecretDir holds the files of an ssh-auth git secret (ssh-privatekey, known_hosts); the
 	// executor finds it through GIT_SECRET_DIR (executor/source.GitAuthFromEnv).
 	gitSecretDir = "/var/run/secrets/slipway/git"
+	// buildSecretsDir holds a directory per spec.secrets entry, named by its id, with the
+	// value in buildSecretFile.
+	buildSecretsDir = "/var/run/secrets/slipway/build"
+	buildSecretFile = "value"
 
 	gitVolume  = "git-credentials"
 	pushVolume = "push-credentials"
@@ -134,6 +139,18 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 		mounts = append(mounts, corev1.VolumeMount{Name: pushVolume, MountPath: dockerConfigDir, ReadOnly: true})
 		env = append(env, corev1.EnvVar{Name: "DOCKER_CONFIG", Value: dockerConfigDir})
 	}
+	for i, bs := range spec.Secrets {
+		name := fmt.Sprintf("build-secret-%d", i)
+		volumes = append(volumes, corev1.Volume{
+			Name: name,
+			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName:  bs.SecretKeyRef.Name,
+				Items:       []corev1.KeyToPath{{Key: bs.SecretKeyRef.Key, Path: buildSecretFile}},
+				DefaultMode: ptr.To[int32](0o400),
+			}},
+		})
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: buildSecretDir(bs.ID), ReadOnly: true})
+	}
 	for _, a := range spec.BuildArgs {
 		if a.ValueFrom == nil {
 			continue
@@ -208,6 +225,9 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	return pod
 }
 
+// buildSecretDir is where the secret of spec.secrets with this id is mounted.
+func buildSecretDir(id string) string { return path.Join(buildSecretsDir, id) }
+
 // executorArgs are the executor's command line: kaniko's flags, and --result-file and
 // --isolation of ours.
 func executorArgs(ib *v1alpha1.ImageBuild) []string {
@@ -258,6 +278,9 @@ func executorArgs(ib *v1alpha1.ImageBuild) []string {
 	}
 	if spec.Target != "" {
 		args = append(args, "--target="+spec.Target)
+	}
+	for _, bs := range spec.Secrets {
+		args = append(args, "--secret=id="+bs.ID+",src="+path.Join(buildSecretDir(bs.ID), buildSecretFile))
 	}
 
 	cacheRepo := cacheRepository(ib)

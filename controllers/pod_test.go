@@ -235,6 +235,34 @@ func TestImageBuild_constructPod(t *testing.T) {
 			},
 		},
 		{
+			name: "build secrets mounted read-only, one directory each, named by --secret",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Secrets = []v1alpha1.BuildSecret{
+					{ID: "npmrc", SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "npm"}, Key: ".npmrc"}},
+					{ID: "token", SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "api"}, Key: "token"}},
+				}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				c := &p.Spec.Containers[0]
+				c.Args = append(c.Args[:3:3], append([]string{
+					"--secret=id=npmrc,src=/var/run/secrets/slipway/build/npmrc/value",
+					"--secret=id=token,src=/var/run/secrets/slipway/build/token/value",
+				}, c.Args[3:]...)...)
+				c.VolumeMounts = []corev1.VolumeMount{
+					{Name: "build-secret-0", MountPath: "/var/run/secrets/slipway/build/npmrc", ReadOnly: true},
+					{Name: "build-secret-1", MountPath: "/var/run/secrets/slipway/build/token", ReadOnly: true},
+				}
+				p.Spec.Volumes = []corev1.Volume{
+					{Name: "build-secret-0", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: "npm", DefaultMode: ptr.To[int32](0o400), Items: []corev1.KeyToPath{{Key: ".npmrc", Path: "value"}}}}},
+					{Name: "build-secret-1", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: "api", DefaultMode: ptr.To[int32](0o400), Items: []corev1.KeyToPath{{Key: "token", Path: "value"}}}}},
+				}
+			},
+		},
+		{
 			name: "timeout, placement, resources, executor image and user namespaces",
 			ib: func() *v1alpha1.ImageBuild {
 				ib := makeImageBuild("app", "ns").Timeout(90*time.Second + 500*time.Millisecond).Obj()

@@ -32,6 +32,15 @@ type ImageBuildSpec struct {
 	// +optional
 	BuildArgs []BuildArg `json:"buildArgs,omitempty"`
 
+	// secrets are what the Dockerfile's RUN --mount=type=secret,id=ID steps read, each the value
+	// of a key of a Secret of the ImageBuild's namespace. They never reach the image, its
+	// history, the layer cache's keys or the logs.
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Secrets []BuildSecret `json:"secrets,omitempty"`
+
 	// labels are added to the image's configuration (like LABEL instructions).
 	// +kubebuilder:validation:MaxProperties=64
 	// +optional
@@ -155,6 +164,23 @@ type BuildArg struct {
 	// uses it; prefer secret mounts for real secrets.
 	// +optional
 	ValueFrom *BuildArgSource `json:"valueFrom,omitempty"`
+}
+
+// BuildSecret is a secret of the build (RUN --mount=type=secret).
+type BuildSecret struct {
+	// id is the id the Dockerfile names: RUN --mount=type=secret,id=ID.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*$`
+	// +required
+	ID string `json:"id"`
+
+	// secretKeyRef selects the key of a Secret of the ImageBuild's namespace that holds the
+	// value. The Secret and the key must exist: until they do, the build does not start
+	// (Ready=False, SecretNotFound), as for the other Secrets it names.
+	// +kubebuilder:validation:XValidation:rule="!has(self.optional) || !self.optional",message="optional is not supported: leave the secret out instead"
+	// +required
+	SecretKeyRef corev1.SecretKeySelector `json:"secretKeyRef"`
 }
 
 // BuildArgSource is the origin of a build argument's value.

@@ -6,12 +6,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/test/imagetest"
 )
 
 // appFiles is the repository of the tests: a multi-stage Dockerfile, a broken one (line 4) and
@@ -34,6 +37,14 @@ CMD ["/bin/sh", "/greet.sh"]
 FROM ${BASE}
 RUN true
 COPPY greet.sh /greet.sh
+`,
+	"Dockerfile.mounts": `ARG BASE=busybox:latest
+FROM ${BASE}
+RUN --mount=type=secret,id=token,required \
+    --mount=type=bind,source=message.txt,target=/mnt/message.txt \
+    --mount=type=cache,target=/var/cache/e2e \
+    sh -c 'test "$(cat /run/secrets/token)" = "e2e-build-secret" && echo "the secret was there" > /result && cat /mnt/message.txt >> /result'
+CMD ["cat", "/result"]
 `,
 	"Dockerfile.slow": `ARG BASE=busybox:latest
 FROM ${BASE}
@@ -77,6 +88,51 @@ func TestPrivateMultiStageAndCache(t *testing.T) {
 	e.checkPushed("e2e/app", again.Status.Image.Digest)
 	if out := e.run("e2e/app", again.Status.Image.Digest); !strings.Contains(out, "HELLO FROM A PRIVATE REPOSITORY") {
 		t.Errorf("the cached image said %q", out)
+	}
+}
+
+// TestRunMounts: RUN --mount of a build secret from spec.secrets, a file of the context and a
+// cache, in the executor pod: the command sees them, the image keeps none of them.
+func TestRunMounts(t *testing.T) {
+	e := newEnv(t, nil, appFiles)
+	const value = "e2e-build-secret"
+	if err := k8s.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "build-token", Namespace: e.ns},
+		StringData: map[string]string{"token": value}}); err != nil {
+		t.Fatal(err)
+	}
+	ib := e.imageBuild("mounts", "e2e/mounts")
+	ib.Spec.Dockerfile = "Dockerfile.mounts"
+	ib.Spec.Secrets = []v1alpha1.BuildSecret{{ID: "token", SecretKeyRef: corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "build-token"}, Key: "token"}}}
+	e.create(ib)
+	ib = e.waitSucceeded("mounts")
+	e.checkPushed("e2e/mounts", ib.Status.Image.Digest)
+	out := e.run("e2e/mounts", ib.Status.Image.Digest)
+	if !strings.Contains(out, "the secret was there") || !strings.Contains(out, "hello from a private repository") {
+		t.Errorf("the image said %q", out)
+	}
+	if strings.Contains(out, value) {
+		t.Errorf("the secret's value reached the image's output: %q", out)
+	}
+	ref, err := name.ParseReference(e.reg.Ref("e2e/mounts@"+ib.Status.Image.Digest), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, remote.WithAuth(e.reg.Auth()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := imagetest.Flatten(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tree["/result"]; !ok {
+		t.Errorf("/result is not in the image")
+	}
+	for _, p := range []string{"/run/secrets", "/run/secrets/token", "/mnt", "/mnt/message.txt", "/var/cache/e2e"} {
+		if _, ok := tree[p]; ok {
+			t.Errorf("%s is in the image; mounts must leave nothing", p)
+		}
 	}
 }
 

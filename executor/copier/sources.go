@@ -76,7 +76,7 @@ func sourcesOf(ctx context.Context, w *walker, matches []match) ([]SourceFile, e
 		}
 		for _, it := range m.items {
 			if it.fi.Mode().IsRegular() && it.linked == "" {
-				jobs = append(jobs, digestJob{index: len(files), abs: it.abs, rel: it.rel})
+				jobs = append(jobs, digestJob{index: len(files), abs: it.abs, rel: it.rel, size: it.fi.Size()})
 			}
 			files = append(files, w.sourceFile(it, ""))
 		}
@@ -106,6 +106,7 @@ func sortSources(files []SourceFile) {
 type digestJob struct {
 	index    int
 	abs, rel string
+	size     int64 // as the walk saw it
 	digest   string
 }
 
@@ -130,7 +131,7 @@ func digestAll(ctx context.Context, jobs []digestJob) error {
 			defer wg.Done()
 			buf := make([]byte, 32<<10)
 			for i := range next {
-				sum, err := digestFile(jobs[i].abs, buf)
+				sum, err := digestFile(jobs[i].abs, jobs[i].size, buf)
 				if err != nil {
 					errOnce.Do(func() {
 						firstErr = fmt.Errorf("reading %s: %w", jobs[i].rel, err)
@@ -160,7 +161,11 @@ feed:
 
 // digestFile returns "sha256:<hex>" of the content of p, reading through
 // buf.
-func digestFile(p string, buf []byte) (string, error) {
+// digestFile hashes the file at p, whose size the walk saw: once that many
+// bytes are read, one more read confirms the end only when the buffer was
+// filled (a file that grew since is hashed whole), so a small file costs
+// open, read and close.
+func digestFile(p string, size int64, buf []byte) (string, error) {
 	// Raw system calls: os.Open registers every file with the runtime's
 	// poller and a finalizer, which costs more than reading a small file
 	// (a context holds tens of thousands).
@@ -170,6 +175,7 @@ func digestFile(p string, buf []byte) (string, error) {
 	}
 	defer unix.Close(fd)
 	h := sha256.New()
+	var total int64
 	for {
 		n, err := unix.Read(fd, buf)
 		if err == unix.EINTR {
@@ -182,6 +188,12 @@ func digestFile(p string, buf []byte) (string, error) {
 			break
 		}
 		h.Write(buf[:n])
+		total += int64(n)
+		if total == size && n < len(buf) {
+			// A short read at the expected size: regular files return
+			// all they have, so this is the end.
+			break
+		}
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -2,6 +2,7 @@ package copier
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -423,4 +424,25 @@ func BenchmarkSources(b *testing.B) {
 		}
 	}
 	b.ReportMetric(20100*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+// TestDigestFile checks that a file is hashed whole whatever size the walk
+// saw: the same, smaller (it grew since), larger (it shrank since), or
+// larger than the read buffer.
+func TestDigestFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 100, 32 << 10, 100000} {
+		data := bytes.Repeat([]byte("x"), n)
+		p := filepath.Join(dir, fmt.Sprint(n))
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+		for _, seen := range []int64{int64(n), int64(n) / 2, int64(n) + 7} {
+			got, err := digestFile(p, seen, make([]byte, 32<<10))
+			if err != nil || got != want {
+				t.Errorf("%d bytes seen as %d: %s, %v; want %s", n, seen, got, err, want)
+			}
+		}
+	}
 }

@@ -12,6 +12,7 @@ packages=(
 	docker-registry # the CNCF distribution registry: test/testenv, hack/registry.sh
 	busybox-static  # the busybox base image: test/testenv, hack/baseimage
 	buildah         # the peer of the benchmarks
+	podman          # loads --tar-path tarballs in the tests, as users would
 	runc            # RUN steps and the peers' containers
 	git             # git:// build contexts and the git test server
 	openssh-server  # the SSH git test server

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -393,6 +394,54 @@ func TestWriteTarball(t *testing.T) {
 				t.Errorf("temporary files left: %v (%v)", leftovers, err)
 			}
 		})
+	}
+}
+
+// TestWriteTarball_podmanLoad checks that podman (Debian's) loads the tarball as the image it
+// holds: the same image ID (the config digest) and layers, under the destination's name.
+func TestWriteTarball_podmanLoad(t *testing.T) {
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		t.Fatalf("podman: %v (hack/deps.sh installs it)", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("podman's own storage needs root here")
+	}
+	img := testImage(t)
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "image.tar")
+	const ref = "127.0.0.1:5000/app:v1"
+	if err := WriteTarball(path, img, parseRefs(t, anonymous, ref)); err != nil {
+		t.Fatal(err)
+	}
+	// Its own store under the test's directory (vfs: plain directories, no mounts).
+	store := []string{"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"), "--storage-driver", "vfs"}
+	podmanDo := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(podman, append(store, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := podmanDo("load", "-i", path); !strings.Contains(out, "Loaded image: "+ref) {
+		t.Errorf("podman load said %q, want it to name %s", out, ref)
+	}
+	got := strings.Fields(podmanDo("image", "inspect", "--format", "{{.Id}} {{range .RootFS.Layers}}{{.}} {{end}}", ref))
+	want := []string{cfg.Hex}
+	for _, d := range cf.RootFS.DiffIDs {
+		want = append(want, d.String())
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("podman's image ID and layers (-want +got):\n%s", diff)
 	}
 }
 

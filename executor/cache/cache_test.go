@@ -453,6 +453,9 @@ func TestCache_Index(t *testing.T) {
 	}
 	index := indexOf(t, "etc/hostname", "srv/app")
 	c.StoreIndex(d, index, false)
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
 	c.StoreIndex(d, indexOf(t, "other"), false) // stored already: a no-op
 	if _, err := c.Wait(); err != nil {
 		t.Fatal(err)

@@ -66,16 +66,14 @@ type mountKey struct {
 	Content                    string // a bind source's content key
 }
 
-// planMounts turns a RUN's --mount flags into mounts, and what the cache
-// key needs of them (nil when the step cannot be cached: a bind of a stage
-// that is not).
-func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd string) ([]*runMount, []mountKey, bool, error) {
+// planMounts turns a RUN's --mount flags into mounts, with what the cache
+// key needs of them; cacheable is false when the step cannot be cached (it
+// binds a stage that cannot be).
+func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd string) (mounts []*runMount, keys []mountKey, cacheable bool, err error) {
 	if err := c.Expand(g.expand); err != nil {
 		return nil, nil, false, fail(result.ReasonDockerfileInvalid, err)
 	}
-	var mounts []*runMount
-	var keys []mountKey
-	cacheable := true
+	cacheable = true
 	for _, m := range instructions.GetMounts(c) {
 		rm := &runMount{typ: m.Type}
 		k := mountKey{Type: string(m.Type), From: m.From, Source: m.Source, ReadOnly: m.ReadOnly}
@@ -96,7 +94,7 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 			val, ok := g.b.opts.Secrets[id]
 			if !ok {
 				if m.Required {
-					return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: the secret is required and was not given (executor --secret id=%s,src=FILE)", id, id))
+					return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: the secret is required and was not given (the ImageBuild's spec.secrets, or executor --secret id=%s,src=FILE)", id, id))
 				}
 				continue // as BuildKit: an optional secret that is missing is not mounted
 			}
@@ -313,7 +311,7 @@ func (g *stage) fill(ctx context.Context, root string, rm *runMount, host string
 			return err
 		}
 	}
-	if err := os.Lchown(host, rm.uid, rm.gid); err != nil {
+	if err := os.Lchown(host, rm.uid, rm.gid); err != nil && os.Geteuid() == 0 {
 		return err
 	}
 	return os.Chmod(host, rm.mode)

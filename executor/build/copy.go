@@ -40,6 +40,8 @@ type copyStep struct {
 	exclude  []string
 	parents  bool
 	checksum string
+	// keepGitDir is ADD --keep-git-dir, nil when not given.
+	keepGitDir *bool
 }
 
 func (g *stage) copy(ctx context.Context, c *instructions.CopyCommand) error {
@@ -47,7 +49,7 @@ func (g *stage) copy(ctx context.Context, c *instructions.CopyCommand) error {
 }
 
 func (g *stage) add(ctx context.Context, c *instructions.AddCommand) error {
-	return g.copyFiles(ctx, copyStep{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum})
+	return g.copyFiles(ctx, copyStep{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, keepGitDir: c.KeepGitDir})
 }
 
 // copyFiles plans a COPY or ADD: where the sources come from (the context,
@@ -62,8 +64,15 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	if s.parents {
 		return fail(result.ReasonDockerfileInvalid, fmt.Errorf("%s --parents is not supported by this executor", name))
 	}
+	refs, err := gitRefs(s.params.SourcePaths)
+	if err != nil {
+		return fail(result.ReasonDockerfileInvalid, err)
+	}
+	if refs != nil && !s.add {
+		return fail(result.ReasonDockerfileInvalid, errors.New("source can't be a git ref for COPY"))
+	}
 	var checksum digest.Digest
-	if s.checksum != "" {
+	if s.checksum != "" && refs == nil {
 		// BuildKit's rules (dockerfile2llb's dispatchCopy).
 		if len(s.params.SourcePaths) != 1 {
 			return fail(result.ReasonDockerfileInvalid, errors.New("checksum can't be specified for multiple sources"))
@@ -115,7 +124,21 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	// copy reads again rather than walking the context twice.
 	var walked *copier.Walked
 	keyParts := []any{name, s.params.DestPath, req.WorkDir, s.chown, s.chmod, s.exclude}
+	// gits are the repositories of an ADD of git sources, checked out.
+	var gits []gitSource
 	switch {
+	case refs != nil:
+		sum, err := g.expand(s.checksum)
+		if err != nil {
+			return fail(result.ReasonDockerfileInvalid, err)
+		}
+		if gits, err = g.fetchGitSources(ctx, refs, s.keepGitDir, sum); err != nil {
+			return err
+		}
+		for _, gs := range gits {
+			keyParts = append(keyParts, "git", gs.remote, gs.ref, gs.subdir, gs.commit)
+		}
+		req.Sources = []string{"."}
 	case len(s.params.SourceContents) > 0:
 		if len(s.params.SourcePaths) > 0 {
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("%s with both heredocs and paths is not supported by this executor", name))
@@ -218,7 +241,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	}
 	msg = append(msg, s.params.DestPath)
 
-	err := g.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, g *stage, root string) ([]string, error) {
+	err = g.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, g *stage, root string) ([]string, error) {
 		req := req
 		req.DestRoot = root
 		if heredocs != nil {
@@ -233,7 +256,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 				}
 			}
 			req.SrcRoot = dir
-		} else {
+		} else if srcRoot != nil { // git sources set it per repository
 			root, err := srcRoot(ctx)
 			if err != nil {
 				return nil, fail(result.ReasonCopyFailed, err)
@@ -249,10 +272,21 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		}
 		var res copier.Result
 		var err error
-		if walked != nil {
+		switch {
+		case walked != nil:
 			res, err = walked.Copy(ctx, req)
 			walked = nil // the step runs once; let the walk go
-		} else {
+		case gits != nil:
+			// Each repository's tree goes to the destination, in order.
+			for _, gs := range gits {
+				req.SrcRoot = gs.dir
+				var r copier.Result
+				if r, err = copier.Copy(ctx, req); err != nil {
+					break
+				}
+				res.Changed = append(res.Changed, r.Changed...)
+			}
+		default:
 			res, err = copier.Copy(ctx, req)
 		}
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/slipway-dev/slipway/executor/copier"
 	"github.com/slipway-dev/slipway/executor/idtools"
 	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/source"
 )
 
 // copyFrom returns the --from of a COPY, or "".
@@ -237,7 +238,10 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 			msg = append(msg, "<<"+sc.Path)
 		}
 	} else {
-		msg = append(msg, s.params.SourcePaths...)
+		for _, src := range s.params.SourcePaths {
+			// A URL's password never reaches the image's history.
+			msg = append(msg, source.RedactURL(src))
+		}
 	}
 	msg = append(msg, s.params.DestPath)
 

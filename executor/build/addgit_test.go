@@ -69,6 +69,19 @@ func TestBuild_addGit(t *testing.T) {
 		t.Errorf("ADD at the pinned commit: src/README = %q, want v1", got)
 	}
 
+	// Credentials in the URL are used, and stay out of the image's history.
+	withCreds := strings.Replace(repo, "http://", "http://builder:s3cr3t-t0ken@", 1)
+	img, _ = mustBuild(t, f, "FROM {{BASE}}\nADD "+withCreds+"#main /src\n", false)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range cf.History {
+		if strings.Contains(h.CreatedBy, "s3cr3t") {
+			t.Errorf("history %q carries the URL's password", h.CreatedBy)
+		}
+	}
+
 	for _, tc := range []struct{ df, want string }{
 		{"COPY " + repo + " /src\n", "source can't be a git ref for COPY"},
 		{"ADD --keep-git-dir=true " + repo + " /src\n", "keeping the .git directory is not supported"},

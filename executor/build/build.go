@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/dockerfile"
@@ -353,30 +354,24 @@ func (b *builder) lookupAll(ctx context.Context) {
 		}
 	}
 	var once sync.Once
-	var mu sync.Mutex
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(16)
 	for _, sp := range steps {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			e, err := c.Lookup(ctx, sp.key)
 			switch {
 			case err == nil:
-				mu.Lock()
 				sp.hit, sp.cached, sp.created = true, e.Layer, e.Created
-				mu.Unlock()
 			case errors.Is(err, cache.ErrMiss):
 			default:
 				once.Do(func() {
 					fmt.Fprintf(b.log, "WARNING: the layer cache could not be read, building without it: %v\n", err)
 				})
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	g.Wait()
 }
 
 // errDependency marks the failure of a stage whose dependency failed.

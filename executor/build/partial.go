@@ -9,10 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/layer"
@@ -138,21 +138,17 @@ func (b *builder) fetchIndexes(ctx context.Context, layers []v1.Layer) [][]byte 
 	if c == nil {
 		return out
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	var g errgroup.Group
+	g.SetLimit(8)
 	for i, l := range layers {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			d, err := l.Digest()
 			if err != nil {
-				return
+				return nil
 			}
 			if data, ok := b.indexes.Load(d); ok {
 				out[i] = data.([]byte) // nil: the cache's could not be read
-				return
+				return nil
 			}
 			data, err := c.Index(ctx, d)
 			switch {
@@ -163,9 +159,10 @@ func (b *builder) fetchIndexes(ctx context.Context, layers []v1.Layer) [][]byte 
 			case !errors.Is(err, cache.ErrMiss):
 				fmt.Fprintf(b.log, "WARNING: reading layer %s instead of its index: %v\n", d, err)
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	g.Wait()
 	return out
 }
 

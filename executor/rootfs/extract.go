@@ -72,11 +72,8 @@ func Extract(root string, r io.Reader, opts ...Option) error {
 		if err != nil {
 			return fmt.Errorf("reading layer: %w", err)
 		}
-		var content io.Reader = tr
-		if o.index != nil {
-			content = o.index.add(hdr, tr)
-		}
-		if err := x.entry(hdr, content); err != nil {
+		// add passes tr through when there is no index.
+		if err := x.entry(hdr, o.index.add(hdr, tr)); err != nil {
 			return fmt.Errorf("extracting layer entry %q: %w", hdr.Name, err)
 		}
 	}

@@ -30,10 +30,7 @@ func Filter(r io.Reader, w io.Writer, keep func(rel string) bool, ix *Index) err
 		if err != nil {
 			return fmt.Errorf("reading layer: %w", err)
 		}
-		var content io.Reader = tr
-		if ix != nil {
-			content = ix.add(hdr, tr)
-		}
+		content := ix.add(hdr, tr) // tr itself when ix is nil
 		rel := cleanRel(hdr.Name)
 		dir, base := path.Split(rel)
 		dir = strings.TrimSuffix(dir, "/")

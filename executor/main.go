@@ -19,6 +19,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -241,8 +242,16 @@ func inExecutorImage() bool {
 
 // buildAndPublish does the work and describes it as a result.
 func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Result {
+	if o.verbosity == "trace" {
+		o.reg.Trace = &lockedWriter{w: logw}
+	}
+	o.reg.Share()
 	var res result.Result
+	pushRefused := func() error { return nil }
 	failWith := func(reason result.Reason, err error) result.Result {
+		if refused := pushRefused(); refused != nil {
+			reason, err = result.ReasonPushFailed, refused
+		}
 		res.Success = false
 		f := &result.Failure{Reason: reason, Message: err.Error()}
 		var be *build.Error
@@ -261,9 +270,25 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		}
 		destinations = append(destinations, ref)
 	}
+	// The push permission is checked while the build starts (fetching the
+	// context, the base image and the cache) rather than before it. A
+	// refusal stops the build, and is what the result reports whatever
+	// else failed meanwhile, as when it was checked first.
 	if !o.noPush {
-		if err := publish.CheckPush(ctx, destinations, o.reg); err != nil {
-			return failWith(result.ReasonPushFailed, err)
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		done := make(chan struct{})
+		var refused error
+		go func() {
+			defer close(done)
+			if refused = publish.CheckPush(ctx, destinations, o.reg); refused != nil {
+				cancel(refused)
+			}
+		}()
+		pushRefused = func() error {
+			<-done
+			return refused
 		}
 	}
 
@@ -355,7 +380,12 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		bo.Exclude = inPlaceExcludes(workDir, contextDir, o.ignorePaths)
 	}
 	buildStart := time.Now()
+	bo.CacheInBackground = true
 	img, rep, err := build.Build(ctx, bo)
+	if err == nil {
+		// The last cache entries are written while the image is pushed.
+		defer build.WaitCache(bo.Cache, bo.Log)
+	}
 	res.BuildMillis = result.Millis(time.Since(buildStart))
 	if rep != nil {
 		res.Stages = rep.Stages
@@ -371,6 +401,9 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	res.Digest = digest.String()
 	fmt.Fprintf(logw, "Built image %s in %.1fs\n", digest, time.Since(buildStart).Seconds())
 
+	if err := pushRefused(); err != nil {
+		return failWith(result.ReasonPushFailed, err)
+	}
 	pushStart := time.Now()
 	if err := writeOutputs(ctx, o, img, digest, destinations, &res, logw); err != nil {
 		return failWith(result.ReasonPushFailed, err)
@@ -462,6 +495,18 @@ func levelFilter(level string, w io.Writer) io.Writer {
 		return &warnOnly{w: w}
 	}
 	return w
+}
+
+// lockedWriter serialises writes from concurrent requests.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // warnOnly passes on the lines that are warnings. The build writes whole

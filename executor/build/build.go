@@ -85,6 +85,11 @@ type Options struct {
 	Now func() time.Time
 	// Cache is the layer cache; nil builds without one.
 	Cache *cache.Cache
+	// CacheInBackground lets a successful Build return while the last
+	// cache entries are still being written, so that publishing the image
+	// overlaps them. The caller must then call WaitCache before it exits.
+	// A failed Build always waits.
+	CacheInBackground bool
 	// Secrets are what RUN --mount=type=secret can read, by id (executor
 	// --secret). They never enter a cache key, a layer or the log.
 	Secrets map[string][]byte
@@ -213,13 +218,8 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	}
 
 	err = b.buildAll(ctx)
-	if c := o.Cache; c != nil {
-		// Entries are written while the build goes on; wait for the last.
-		if n, serr := c.Wait(); serr != nil {
-			fmt.Fprintf(b.log, "WARNING: writing the layer cache: %v\n", serr)
-		} else if n > 0 {
-			fmt.Fprintf(b.log, "Wrote %d layer cache entries to %s\n", n, c.Repo())
-		}
+	if err != nil || !o.CacheInBackground {
+		WaitCache(o.Cache, b.log)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -238,6 +238,20 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 		rep.CacheMisses += b.stages[i].g.keyed - b.stages[i].g.hits
 	}
 	return img, rep, nil
+}
+
+// WaitCache waits for the cache entries that a build writes while it goes
+// on, and logs how many were written or why the last ones were not. A
+// failed write fails no build: it is a warning. c may be nil.
+func WaitCache(c *cache.Cache, log io.Writer) {
+	if c == nil {
+		return
+	}
+	if n, err := c.Wait(); err != nil {
+		fmt.Fprintf(log, "WARNING: writing the layer cache: %v\n", err)
+	} else if n > 0 {
+		fmt.Fprintf(log, "Wrote %d layer cache entries to %s\n", n, c.Repo())
+	}
 }
 
 // builder holds the state of one build.

@@ -13,8 +13,10 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -51,6 +53,29 @@ type RegistryOptions struct {
 	// Jobs is how many blobs are uploaded or downloaded at once per
 	// repository. The default, 0, is go-containerregistry's (4).
 	Jobs int
+	// Trace, when set, gets a line for every registry request: its method,
+	// host and path (never its query or headers, which may carry tokens),
+	// the response status and how long it took. --verbosity=trace sets it.
+	Trace io.Writer
+
+	clients *clients
+}
+
+// clients are the shared go-containerregistry clients of Share, by
+// registry and direction.
+type clients struct {
+	mu      sync.Mutex
+	pullers map[string]*remote.Puller
+	pushers map[string]*remote.Pusher
+}
+
+// Share makes the Remote options of every later call reuse one client per
+// registry and direction (go-containerregistry's Puller and Pusher). A
+// client pings its registry and exchanges a token once per repository, and
+// a Pusher uploads a blob once however many images hold it, where separate
+// calls would each start over. A build shares its clients from start to end.
+func (o *RegistryOptions) Share() {
+	o.clients = &clients{pullers: map[string]*remote.Puller{}, pushers: map[string]*remote.Pusher{}}
 }
 
 // retryDelay is the first wait between push attempts and between
@@ -100,15 +125,39 @@ var (
 // transport returns the shared HTTP transport for reg, so that connections
 // are reused between the permission check, pulls and pushes.
 func (o RegistryOptions) transport(reg name.Registry, forPush bool) http.RoundTripper {
-	if !o.skipVerify(reg, forPush) {
-		return remote.DefaultTransport
+	t := remote.DefaultTransport
+	if o.skipVerify(reg, forPush) {
+		skipVerifyOnce.Do(func() {
+			t := remote.DefaultTransport.(*http.Transport).Clone()
+			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by --skip-tls-verify
+			skipVerifyTransport = t
+		})
+		t = skipVerifyTransport
 	}
-	skipVerifyOnce.Do(func() {
-		t := remote.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by --skip-tls-verify
-		skipVerifyTransport = t
-	})
-	return skipVerifyTransport
+	if o.Trace != nil {
+		return traceTransport{w: o.Trace, inner: t}
+	}
+	return t
+}
+
+// traceTransport writes a line per request to w.
+type traceTransport struct {
+	w     io.Writer
+	inner http.RoundTripper
+}
+
+func (t traceTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.inner.RoundTrip(req)
+	status := ""
+	if err != nil {
+		status = "error"
+	} else {
+		status = strconv.Itoa(resp.StatusCode)
+	}
+	fmt.Fprintf(t.w, "%s registry: %s %s%s -> %s in %.1fms\n", start.Format("15:04:05.000"), req.Method, req.URL.Host, req.URL.Path, status,
+		float64(time.Since(start).Microseconds())/1000)
+	return resp, err
 }
 
 // Remote returns the options of a remote call (pull when forPush is false)
@@ -127,7 +176,40 @@ func (o RegistryOptions) Remote(ctx context.Context, ref name.Reference, forPush
 	if o.Jobs > 0 {
 		opts = append(opts, remote.WithJobs(o.Jobs))
 	}
+	if o.clients != nil {
+		if reuse, ok := o.clients.reuse(reg.RegistryStr(), forPush, opts); ok {
+			opts = append(opts, reuse)
+		}
+	}
 	return opts
+}
+
+// reuse returns the option that reuses the client of reg for pushes or
+// pulls, made with opts the first time. It reports false when no client
+// could be made; each call then makes its own, and reports the error.
+func (c *clients) reuse(reg string, forPush bool, opts []remote.Option) (remote.Option, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if forPush {
+		p, ok := c.pushers[reg]
+		if !ok {
+			var err error
+			if p, err = remote.NewPusher(opts...); err != nil {
+				return nil, false
+			}
+			c.pushers[reg] = p
+		}
+		return remote.Reuse(p), true
+	}
+	p, ok := c.pullers[reg]
+	if !ok {
+		var err error
+		if p, err = remote.NewPuller(opts...); err != nil {
+			return nil, false
+		}
+		c.pullers[reg] = p
+	}
+	return remote.Reuse(p), true
 }
 
 // ParseReference parses s as a tag or digest reference (a missing tag is

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/test/testenv"
+)
+
+// runExecutor runs the executor in-process with args plus a result file
+// and a work directory, and returns its exit code, result and log.
+func runExecutor(t *testing.T, args ...string) (int, result.Result, string) {
+	t.Helper()
+	resultFile := filepath.Join(t.TempDir(), "result.json")
+	args = append(args, "--result-file="+resultFile, "--isolation=chroot",
+		"--work-dir="+filepath.Join(t.TempDir(), "work"))
+	var log bytes.Buffer
+	exit := execute(args, &log)
+	raw, err := os.ReadFile(resultFile)
+	if err != nil {
+		t.Fatalf("reading the result file: %v; log:\n%s", err, log.String())
+	}
+	res, err := result.Decode(raw)
+	if err != nil {
+		t.Fatalf("decoding the result file %q: %v", raw, err)
+	}
+	return exit, res, log.String()
+}
+
+func writeDockerfile(t *testing.T, dockerfile string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a.txt"), []byte("a\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// The push permission is checked while the build starts. A refusal stops
+// the build (a RUN that would take a minute does not finish), pushes
+// nothing, and is what the result reports, even when the Dockerfile fails
+// too, as when the check came first.
+func TestExecute_pushRefusedStopsTheBuild(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the executor's chroot isolation needs root")
+	}
+	open := testenv.StartRegistry(t)
+	base := testenv.PushBusybox(t, open)
+	locked := testenv.StartRegistry(t, testenv.WithBasicAuth("builder", "s3cret-pw"))
+	// Credentials for neither registry: the open one needs none.
+	t.Setenv("DOCKER_CONFIG", open.DockerConfig(t))
+
+	for _, tc := range []struct {
+		name, dockerfile string
+	}{
+		{"long RUN", "ARG BASE\nFROM $BASE\nCOPY a.txt /a.txt\nRUN sleep 60 && echo done > /done\n"},
+		{"bad Dockerfile", "ARG BASE\nFROM $BASE\nRUN --mount=type=nope true\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := locked.Ref("app/refused:latest")
+			exit, res, log := runExecutor(t, "--context=dir://"+writeDockerfile(t, tc.dockerfile),
+				"--destination="+dest, "--insecure-registry="+open.Host(), "--insecure-registry="+locked.Host(),
+				"--cache=true", "--cache-repo="+open.Ref("app/cache"), "--build-arg=BASE="+base)
+			if exit == 0 || res.Success {
+				t.Fatalf("exit %d, success %v; want a failure; log:\n%s", exit, res.Success, log)
+			}
+			if res.Failure == nil || res.Failure.Reason != result.ReasonPushFailed {
+				t.Fatalf("failure %+v; want reason %s; log:\n%s", res.Failure, result.ReasonPushFailed, log)
+			}
+			if !strings.Contains(res.Failure.Message, "checking push permission for "+dest) {
+				t.Errorf("message %q does not name the check and %s", res.Failure.Message, dest)
+			}
+			if strings.Contains(log, "Built image") || res.Digest != "" {
+				t.Errorf("the build went on to the end after the refusal; log:\n%s", log)
+			}
+			if strings.Contains(res.Failure.Message, "s3cret-pw") || strings.Contains(log, "s3cret-pw") {
+				t.Errorf("the password leaked")
+			}
+		})
+	}
+}
+
+// --verbosity=trace logs every registry request: method, host, path,
+// status and duration, never a query. A build shares one client per
+// registry and direction, so a warm build of many cached steps pings the
+// registry a few times, not once per step.
+func TestExecute_traceAndSharedClients(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the executor's chroot isolation needs root")
+	}
+	reg := testenv.StartRegistry(t)
+	base := testenv.PushBusybox(t, reg)
+	t.Setenv("DOCKER_CONFIG", reg.DockerConfig(t))
+	var df strings.Builder
+	df.WriteString("ARG BASE\nFROM $BASE\n")
+	const steps = 8
+	for i := range steps {
+		df.WriteString("RUN echo " + strings.Repeat("x", i+1) + " >> /steps\n")
+	}
+	ctxDir := writeDockerfile(t, df.String())
+	build := func(tag string) (result.Result, string) {
+		exit, res, log := runExecutor(t, "--context=dir://"+ctxDir, "--destination="+reg.Ref("app/traced:"+tag),
+			"--insecure-registry="+reg.Host(), "--cache=true", "--cache-repo="+reg.Ref("app/cache"),
+			"--build-arg=BASE="+base, "--verbosity=trace")
+		if exit != 0 || !res.Success {
+			t.Fatalf("build %s failed: exit %d, %+v; log:\n%s", tag, exit, res.Failure, log)
+		}
+		return res, log
+	}
+	build("cold")
+	res, log := build("warm")
+	if res.CacheHits != steps {
+		t.Fatalf("warm build: %d cache hits, want %d; log:\n%s", res.CacheHits, steps, log)
+	}
+
+	line := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} registry: (GET|HEAD|POST|PUT|PATCH|DELETE) ` +
+		regexp.QuoteMeta(reg.Host()) + `(/v2/\S*) -> (\d{3}|error) in \d+\.\dms$`)
+	var requests, pings, lookups int
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, " registry: ") {
+			continue
+		}
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			t.Errorf("trace line %q is not METHOD HOST/PATH -> STATUS in DURATION", l)
+			continue
+		}
+		requests++
+		switch {
+		case m[2] == "/v2/":
+			pings++
+		case m[1] == "GET" && strings.HasPrefix(m[2], "/v2/app/cache/manifests/"):
+			lookups++
+		}
+	}
+	if lookups != steps {
+		t.Errorf("the trace shows %d cache manifest reads, want %d; log:\n%s", lookups, steps, log)
+	}
+	// One client each: pulls of the base and of the cache repository, the
+	// push permission check, the push; each pings https first, then http.
+	if pings > 2*4 {
+		t.Errorf("%d pings of the registry in a warm build of %d cached steps, want at most 8 (one per client); log:\n%s",
+			pings, steps, log)
+	}
+	t.Logf("warm build: %d registry requests, %d pings", requests, pings)
+}

@@ -9,6 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/opencontainers/go-digest"
@@ -65,7 +66,7 @@ func newImage(cfg dockerspec.DockerOCIImage, layers []v1.Layer, oci bool) (v1.Im
 			Digest:    v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])},
 		},
 	}
-	img := &builtImage{rawConfig: rawConfig, mediaType: manifestType, layers: layers, byDigest: map[v1.Hash]v1.Layer{}}
+	img := &builtImage{rawConfig: rawConfig, mediaType: manifestType, byDigest: map[v1.Hash]v1.Layer{}}
 	for _, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
@@ -79,7 +80,11 @@ func newImage(cfg dockerspec.DockerOCIImage, layers []v1.Layer, oci bool) (v1.Im
 		if err != nil {
 			return nil, err
 		}
-		m.Layers = append(m.Layers, v1.Descriptor{MediaType: convertLayerType(mt, oci), Size: size, Digest: d})
+		if conv := convertLayerType(mt, oci); conv != mt {
+			mt, l = conv, withMediaType(l, conv)
+		}
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: mt, Size: size, Digest: d})
+		img.layers = append(img.layers, l)
 		img.byDigest[d] = l
 	}
 	if img.rawManifest, err = json.Marshal(m); err != nil {
@@ -104,10 +109,28 @@ func convertLayerType(mt types.MediaType, oci bool) types.MediaType {
 	return mt
 }
 
+// withMediaType returns l under media type mt (of the other family: the
+// same bytes), still mountable from its repository when it was.
+func withMediaType(l v1.Layer, mt types.MediaType) v1.Layer {
+	if ml, ok := l.(*remote.MountableLayer); ok {
+		return &remote.MountableLayer{Layer: &typedLayer{Layer: ml.Layer, mt: mt}, Reference: ml.Reference}
+	}
+	return &typedLayer{Layer: l, mt: mt}
+}
+
+// typedLayer is a layer under another media type.
+type typedLayer struct {
+	v1.Layer
+	mt types.MediaType
+}
+
+func (l *typedLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
+
 // builtImage implements v1.Image itself (rather than through partial's
-// extenders) so that its layers are the very values it was given: remote
-// layers stay *remote.MountableLayer, which lets a push mount them across
-// repositories instead of uploading them.
+// extenders) so that its layers are the values it was given (under the
+// manifest's media type when that differs): remote layers stay
+// *remote.MountableLayer, which lets a push mount them across repositories
+// instead of uploading them.
 var _ v1.Image = (*builtImage)(nil)
 
 func (i *builtImage) RawConfigFile() ([]byte, error)      { return i.rawConfig, nil }

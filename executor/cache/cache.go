@@ -1,9 +1,12 @@
 // Package cache is the registry-backed layer cache. Each cached step is a
-// plain single-layer image (or a layer-less one, for a step that changed
-// nothing) tagged with the step's key in the cache repository, so any OCI
-// registry stores it. A lookup reads the manifest and the small config
-// only: the layer's bytes stay in the registry until a later step needs
-// the file system, and pushes of the built image mount them from there.
+// plain single-layer OCI image (or a layer-less one, for a step that
+// changed nothing) tagged with the step's key in the cache repository, so
+// any OCI registry stores it. Its manifest carries, as annotations, the key,
+// when the step made it and its layer's diff ID, so a lookup is one
+// manifest read: the layer's bytes stay in the registry until a later step
+// needs the file system, and pushes of the built image mount them from
+// there. Entries written before the annotations (Docker manifests) are
+// still read, through their config.
 //
 // Next to the entries, the repository holds layer indexes (tagged
 // "sha256-HEX.index"): each layer's tar headers without the file contents,
@@ -32,8 +35,16 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// keyLabel is set on every cache image, with the key it stores.
-const keyLabel = "dev.slipway.cache.key"
+// keyLabel is set on every cache image's config, with the key it stores;
+// keyAnnotation on its manifest too. createdAnnotation (the standard one)
+// dates the manifest as the config's created field does, and
+// diffIDAnnotation gives each layer descriptor its layer's diff ID.
+const (
+	keyLabel          = "dev.slipway.cache.key"
+	keyAnnotation     = keyLabel
+	createdAnnotation = "org.opencontainers.image.created"
+	diffIDAnnotation  = "dev.slipway.cache.diff-id"
+)
 
 // Options configure a Cache.
 type Options struct {
@@ -89,11 +100,11 @@ var ErrMiss = errors.New("not in the cache")
 // expired, another error when the cache could not be read (which callers
 // treat as a miss too).
 func (c *Cache) Lookup(ctx context.Context, key string) (Entry, error) {
-	cfg, layers, err := c.read(ctx, key, key, "cache entry")
+	created, layers, err := c.read(ctx, key, key, "cache entry")
 	if err != nil {
 		return Entry{}, err
 	}
-	e := Entry{Created: cfg.Created.Time.UTC()}
+	e := Entry{Created: created}
 	if c.o.TTL > 0 && c.o.Now().Sub(e.Created) > c.o.TTL {
 		return Entry{}, ErrMiss
 	}
@@ -107,32 +118,81 @@ func (c *Cache) Lookup(ctx context.Context, key string) (Entry, error) {
 	return e, nil
 }
 
-// read reads the image tagged tag, which must carry key in its key label
-// (what names it in errors): its config and layers, ErrMiss when there is
-// no such tag.
-func (c *Cache) read(ctx context.Context, tag, key, what string) (*v1.ConfigFile, []v1.Layer, error) {
+// read reads the image tagged tag, which must hold key (what names it in
+// errors): when it was made and its layers, ErrMiss when there is no such
+// tag. An annotated manifest says all of that; an entry without the
+// annotations is read through its config.
+func (c *Cache) read(ctx context.Context, tag, key, what string) (time.Time, []v1.Layer, error) {
 	ref := c.o.Repo.Tag(tag)
-	img, err := remote.Image(ref, append(c.o.Remote(true), remote.WithContext(ctx))...)
+	opts := append(c.o.Remote(true), remote.WithContext(ctx))
+	desc, err := remote.Get(ref, opts...)
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || isUnknown(te)) {
-			return nil, nil, ErrMiss
+			return time.Time{}, nil, ErrMiss
 		}
-		return nil, nil, fmt.Errorf("looking up %s: %w", ref, err)
+		return time.Time{}, nil, fmt.Errorf("looking up %s: %w", ref, err)
+	}
+	if !desc.MediaType.IsImage() {
+		return time.Time{}, nil, fmt.Errorf("%s %s is a %s, not an image", what, ref, desc.MediaType)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+	}
+	if held, ok := m.Annotations[keyAnnotation]; ok {
+		if held != key {
+			return time.Time{}, nil, fmt.Errorf("%s %s does not hold %s", what, ref, key)
+		}
+		created, err := time.Parse(time.RFC3339Nano, m.Annotations[createdAnnotation])
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("reading %s %s: annotation %s: %w", what, ref, createdAnnotation, err)
+		}
+		layers := make([]v1.Layer, 0, len(m.Layers))
+		for _, d := range m.Layers {
+			diffID, err := v1.NewHash(d.Annotations[diffIDAnnotation])
+			if err != nil {
+				return time.Time{}, nil, fmt.Errorf("reading %s %s: layer %s: annotation %s: %w", what, ref, d.Digest, diffIDAnnotation, err)
+			}
+			l, err := remote.Layer(c.o.Repo.Digest(d.Digest.String()), opts...)
+			if err != nil {
+				return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+			}
+			layers = append(layers, &describedLayer{Layer: l, desc: d, diffID: diffID})
+		}
+		return created.UTC(), layers, nil
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
 	}
 	if cfg.Config.Labels[keyLabel] != key {
-		return nil, nil, fmt.Errorf("%s %s does not hold %s", what, ref, key)
+		return time.Time{}, nil, fmt.Errorf("%s %s does not hold %s", what, ref, key)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
 	}
-	return cfg, layers, nil
+	return cfg.Created.Time.UTC(), layers, nil
 }
+
+// describedLayer is a layer of an annotated entry: what its descriptor
+// says is answered without a request; its bytes are fetched when read.
+type describedLayer struct {
+	v1.Layer
+	desc   v1.Descriptor
+	diffID v1.Hash
+}
+
+func (l *describedLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *describedLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *describedLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *describedLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
+func (l *describedLayer) Descriptor() (*v1.Descriptor, error) { d := l.desc; return &d, nil }
 
 func isUnknown(te *transport.Error) bool {
 	for _, d := range te.Errors {
@@ -178,11 +238,22 @@ func (c *Cache) background(entry bool, store func() error) {
 // write pushes to ref a plain image of layer (none when nil), created at
 // created, with key in its key label.
 func (c *Cache) write(ref name.Tag, layer v1.Layer, created time.Time, key string) error {
-	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
-	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	if layer != nil {
-		var err error
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
+		diffID, err := layer.DiffID()
+		if err != nil {
+			return err
+		}
+		mt, err := layer.MediaType()
+		if err != nil {
+			return err
+		}
+		if img, err = mutate.Append(img, mutate.Addendum{
+			Layer:       layer,
+			MediaType:   ociLayerType(mt),
+			Annotations: map[string]string{diffIDAnnotation: diffID.String()},
+		}); err != nil {
 			return err
 		}
 	}
@@ -197,7 +268,25 @@ func (c *Cache) write(ref name.Tag, layer v1.Layer, created time.Time, key strin
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
 	}
+	// RFC 3339 with nanoseconds, as the config's created field is written,
+	// so that an entry read either way dates its step alike.
+	img = mutate.Annotations(img, map[string]string{
+		keyAnnotation:     key,
+		createdAnnotation: cf.Created.Format(time.RFC3339Nano),
+	}).(v1.Image)
 	return remote.Write(ref, img, c.o.Remote(false)...)
+}
+
+// ociLayerType is the OCI media type of a layer of type mt: the same bytes
+// under the name an OCI manifest uses.
+func ociLayerType(mt types.MediaType) types.MediaType {
+	switch mt {
+	case types.DockerLayer:
+		return types.OCILayer
+	case types.DockerUncompressedLayer:
+		return types.OCIUncompressedLayer
+	}
+	return mt
 }
 
 // indexTag is the tag of layer's index in the cache repository.

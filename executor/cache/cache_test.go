@@ -38,9 +38,10 @@ const (
 type testRegistry struct {
 	srv *httptest.Server
 
-	mu      sync.Mutex
-	blobGET map[string]int // digest → GET count
-	fail    func(r *http.Request) int
+	mu       sync.Mutex
+	blobGET  map[string]int // digest → GET count
+	requests []string       // "METHOD PATH" of every request
+	fail     func(r *http.Request) int
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -50,6 +51,7 @@ func newTestRegistry(t *testing.T) *testRegistry {
 	tr.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tr.mu.Lock()
 		fail := tr.fail
+		tr.requests = append(tr.requests, r.Method+" "+r.URL.Path)
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			tr.blobGET[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
 		}
@@ -79,6 +81,19 @@ func (tr *testRegistry) gets(h v1.Hash) int {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return tr.blobGET[h.String()]
+}
+
+// since returns the requests made after the first n.
+func (tr *testRegistry) since(n int) []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return append([]string(nil), tr.requests[n:]...)
+}
+
+func (tr *testRegistry) count() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.requests)
 }
 
 func randomLayer(t *testing.T) v1.Layer {
@@ -168,11 +183,20 @@ func TestCache_Lookup_afterStore(t *testing.T) {
 	}
 }
 
+// An entry is a plain OCI image: OCI media types (the layer's bytes under
+// the OCI name), the key in the config's label and in an annotation, the
+// creation time in the standard annotation, the layer's diff ID on its
+// descriptor.
 func TestCache_Store_plainImage(t *testing.T) {
 	tr := newTestRegistry(t)
 	repo := tr.repo(t, "team/cache")
 	c := New(Options{Repo: repo, Now: clockAt(t0)})
-	c.Store(key1, randomLayer(t), t0)
+	l := randomLayer(t)
+	if mt, _ := l.MediaType(); mt != types.DockerLayer {
+		t.Fatalf("the test layer is a %s, want a Docker layer", mt)
+	}
+	wantDiffID, _ := l.DiffID()
+	c.Store(key1, l, t0)
 	c.Store(key2, nil, t0)
 	if _, err := c.Wait(); err != nil {
 		t.Fatal(err)
@@ -189,8 +213,21 @@ func TestCache_Store_plainImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.MediaType != types.DockerManifestSchema2 || m.Config.MediaType != types.DockerConfigJSON {
-			t.Errorf("%s: media types %s, %s; want Docker schema 2", key[:4], m.MediaType, m.Config.MediaType)
+		if m.MediaType != types.OCIManifestSchema1 || m.Config.MediaType != types.OCIConfigJSON {
+			t.Errorf("%s: media types %s, %s; want OCI's", key[:4], m.MediaType, m.Config.MediaType)
+		}
+		wantAnn := map[string]string{keyAnnotation: key, createdAnnotation: "2024-05-01T12:00:00.123456789Z"}
+		if diff := cmp.Diff(wantAnn, m.Annotations); diff != "" {
+			t.Errorf("%s: manifest annotations (-want +got):\n%s", key[:4], diff)
+		}
+		if key == key1 {
+			if len(m.Layers) != 1 {
+				t.Fatalf("%s: %d layers, want 1", key[:4], len(m.Layers))
+			}
+			if d := m.Layers[0]; d.MediaType != types.OCILayer || d.Annotations[diffIDAnnotation] != wantDiffID.String() {
+				t.Errorf("%s: layer descriptor %s with annotations %v; want %s with diff ID %s",
+					key[:4], d.MediaType, d.Annotations, types.OCILayer, wantDiffID)
+			}
 		}
 		cf, err := img.ConfigFile()
 		if err != nil {
@@ -199,6 +236,102 @@ func TestCache_Store_plainImage(t *testing.T) {
 		if got := cf.Config.Labels[keyLabel]; got != key {
 			t.Errorf("%s: key label = %q", key[:4], got)
 		}
+		if !cf.Created.Time.Equal(t0) {
+			t.Errorf("%s: config created %v, want %v", key[:4], cf.Created.Time, t0)
+		}
+	}
+}
+
+// A lookup is one request, the manifest's: the layer's digest, diff ID,
+// size and media type come from it, and nothing is fetched until the
+// layer's bytes are read.
+func TestCache_Lookup_oneRequest(t *testing.T) {
+	tr := newTestRegistry(t)
+	repo := tr.repo(t, "cache")
+	l := randomLayer(t)
+	// A fresh Cache, as a new build would have; its client is shared, as
+	// the executor's are, so the registry's ping is made once, up front.
+	puller, err := remote.NewPuller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Head(repo.Tag("ping"), remote.Reuse(puller)); err == nil {
+		t.Fatal("HEAD of an unknown tag succeeded")
+	}
+	store := New(Options{Repo: repo})
+	store.Store(key1, l, t0)
+	if _, err := store.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	c := New(Options{Repo: repo, Remote: func(bool) []remote.Option { return []remote.Option{remote.Reuse(puller)} }})
+	n := tr.count()
+	e, err := c.Lookup(context.Background(), key1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := e.Layer.Digest()
+	diffID, _ := e.Layer.DiffID()
+	size, _ := e.Layer.Size()
+	mt, _ := e.Layer.MediaType()
+	wantD, _ := l.Digest()
+	wantDiffID, _ := l.DiffID()
+	wantSize, _ := l.Size()
+	if d != wantD || diffID != wantDiffID || size != wantSize || mt != types.OCILayer {
+		t.Errorf("layer %s, diff ID %s, size %d, %s; want %s, %s, %d, %s", d, diffID, size, mt, wantD, wantDiffID, wantSize, types.OCILayer)
+	}
+	want := []string{"GET /v2/cache/manifests/" + key1}
+	if diff := cmp.Diff(want, tr.since(n)); diff != "" {
+		t.Errorf("requests of a lookup (-want +got):\n%s", diff)
+	}
+	rc, err := e.Layer.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrc, _ := l.Compressed()
+	wantBytes, _ := io.ReadAll(wrc)
+	if !bytes.Equal(got, wantBytes) {
+		t.Errorf("the layer's bytes differ from what was stored")
+	}
+}
+
+// Entries that earlier versions wrote (Docker manifests without
+// annotations) are read through their config, and give the same entry.
+func TestCache_Lookup_dockerEntry(t *testing.T) {
+	tr := newTestRegistry(t)
+	repo := tr.repo(t, "cache")
+	l := randomLayer(t)
+	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.DockerManifestSchema2), types.DockerConfigJSON), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Created = v1.Time{Time: t0}
+	cf.Config.Labels = map[string]string{keyLabel: key1}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(repo.Tag(key1), img); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Options{Repo: repo}).Lookup(context.Background(), key1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := e.Layer.Digest()
+	diffID, _ := e.Layer.DiffID()
+	wantD, _ := l.Digest()
+	wantDiffID, _ := l.DiffID()
+	if d != wantD || diffID != wantDiffID || !e.Created.Equal(t0) {
+		t.Errorf("entry: layer %s, diff ID %s, created %v; want %s, %s, %v", d, diffID, e.Created, wantD, wantDiffID, t0)
 	}
 }
 
@@ -286,6 +419,13 @@ func TestCache_Lookup_corrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	oneLayer, err := mutate.AppendLayers(empty.Image, randomLayer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	annotated := func(img v1.Image, ann map[string]string) v1.Image {
+		return mutate.Annotations(img, ann).(v1.Image)
+	}
 	tests := []struct {
 		name string
 		img  v1.Image
@@ -293,6 +433,12 @@ func TestCache_Lookup_corrupt(t *testing.T) {
 		{name: "no key label", img: withLabels(empty.Image, nil)},
 		{name: "another key's label", img: withLabels(empty.Image, map[string]string{keyLabel: key2})},
 		{name: "two layers", img: withLabels(twoLayers, map[string]string{keyLabel: key1})},
+		{name: "another key's annotation", img: annotated(withLabels(empty.Image, map[string]string{keyLabel: key1}),
+			map[string]string{keyAnnotation: key2, createdAnnotation: t0.Format(time.RFC3339Nano)})},
+		{name: "unreadable created annotation", img: annotated(empty.Image,
+			map[string]string{keyAnnotation: key1, createdAnnotation: "yesterday"})},
+		{name: "layer without its diff ID", img: annotated(withLabels(oneLayer, map[string]string{keyLabel: key1}),
+			map[string]string{keyAnnotation: key1, createdAnnotation: t0.Format(time.RFC3339Nano)})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -404,6 +404,11 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	if err := pushRefused(); err != nil {
 		return failWith(result.ReasonPushFailed, err)
 	}
+	if bo.Cache != nil {
+		// The new layers are mounted from the cache repository, not
+		// uploaded twice; the rest of the entries is written meanwhile.
+		bo.Cache.WaitLayers()
+	}
 	pushStart := time.Now()
 	if err := writeOutputs(ctx, o, img, digest, destinations, &res, logw); err != nil {
 		return failWith(result.ReasonPushFailed, err)

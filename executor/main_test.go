@@ -89,9 +89,10 @@ func TestExecute_pushRefusedStopsTheBuild(t *testing.T) {
 }
 
 // --verbosity=trace logs every registry request: method, host, path,
-// status and duration, never a query. A build shares one client per
-// registry and direction, so a warm build of many cached steps pings the
-// registry a few times, not once per step.
+// status and duration, never a query. A cold build mounts its new layers
+// from the cache repository instead of uploading them twice. A build
+// shares one client per registry and direction, so a warm build of many
+// cached steps pings the registry a few times, not once per step.
 func TestExecute_traceAndSharedClients(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the executor's chroot isolation needs root")
@@ -115,7 +116,16 @@ func TestExecute_traceAndSharedClients(t *testing.T) {
 		}
 		return res, log
 	}
-	build("cold")
+	_, coldLog := build("cold")
+	// Every new layer reaches the destination by a mount from the cache
+	// repository (POST -> 201), not by a second upload, as the base's
+	// layer does from its own: only the config is uploaded there.
+	mounts := regexp.MustCompile(`registry: POST \S+/v2/app/traced/blobs/uploads/ -> 201 `).FindAllString(coldLog, -1)
+	uploads := regexp.MustCompile(`registry: PUT \S+/v2/app/traced/blobs/uploads/\S+ -> 201 `).FindAllString(coldLog, -1)
+	if len(mounts) != steps+1 || len(uploads) != 1 {
+		t.Errorf("cold build: %d layers mounted and %d blobs uploaded to the destination, want %d and 1 (the config); log:\n%s",
+			len(mounts), len(uploads), steps+1, coldLog)
+	}
 	res, log := build("warm")
 	if res.CacheHits != steps {
 		t.Fatalf("warm build: %d cache hits, want %d; log:\n%s", res.CacheHits, steps, log)

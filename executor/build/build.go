@@ -87,8 +87,10 @@ type Options struct {
 	Cache *cache.Cache
 	// CacheInBackground lets a successful Build return while the last
 	// cache entries are still being written, so that publishing the image
-	// overlaps them. The caller must then call WaitCache before it exits.
-	// A failed Build always waits.
+	// overlaps them. The caller must then call WaitCache before it exits,
+	// and should wait for Cache.WaitLayers before it pushes, so that the
+	// push mounts the new layers from the cache instead of uploading them
+	// again. A failed Build always waits.
 	CacheInBackground bool
 	// Secrets are what RUN --mount=type=secret can read, by id (executor
 	// --secret). They never enter a cache key, a layer or the log.

@@ -196,7 +196,7 @@ func (b *builder) extractFiltered(ctx context.Context, root string, l v1.Layer, 
 	if err := filterInto(root, rc, keep, ix, opts); err != nil {
 		return fmt.Errorf("extracting layer %s: %w", d, err)
 	}
-	b.storeIndex(d, ix)
+	b.storeIndex(d, ix, false)
 	return nil
 }
 

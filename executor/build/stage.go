@@ -318,8 +318,9 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		if c := b.opts.Cache; c != nil && sp.key != "" {
 			c.Store(sp.key, l, created)
 			if l != nil {
-				// The push happens after the cache is written: it mounts
-				// the blob from there instead of uploading it again.
+				// The push waits for the cache's layer uploads
+				// (Cache.WaitLayers) and mounts the blob from there
+				// instead of uploading it again.
 				l = &remote.MountableLayer{Layer: l, Reference: c.Repo().Tag(sp.key)}
 			}
 		}
@@ -460,7 +461,7 @@ func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, er
 	if l != nil && ix != nil {
 		d, _ := l.Digest()
 		g.b.indexed.Store(d, true)
-		g.b.storeIndex(d, ix)
+		g.b.storeIndex(d, ix, true)
 	}
 	return l, nil
 }
@@ -519,7 +520,7 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 		if err != nil {
 			return fmt.Errorf("extracting layer %s: %w", d, err)
 		}
-		b.storeIndex(d, ix)
+		b.storeIndex(d, ix, false)
 	}
 	return nil
 }
@@ -538,9 +539,11 @@ func (b *builder) newIndex(d v1.Hash) *rootfs.Index {
 }
 
 // storeIndex stores ix, filled from the layer whose digest is d, in the
-// cache (in the background). A layer that could not be indexed is only
-// read in full when a later build needs it.
-func (b *builder) storeIndex(d v1.Hash, ix *rootfs.Index) {
+// cache (in the background); made says this build made the layer, whose
+// index the cache can then only hold if the very same layer was made
+// before, so it is written without asking. A layer that could not be
+// indexed is only read in full when a later build needs it.
+func (b *builder) storeIndex(d v1.Hash, ix *rootfs.Index, made bool) {
 	if ix == nil {
 		return
 	}
@@ -551,7 +554,7 @@ func (b *builder) storeIndex(d v1.Hash, ix *rootfs.Index) {
 	}
 	_, bad := b.indexes.Load(d) // only an unreadable index is there before
 	b.indexes.Store(d, data)
-	b.opts.Cache.StoreIndex(d, data, bad)
+	b.opts.Cache.StoreIndex(d, data, bad || made)
 }
 
 func emptyImage() dockerspec.DockerOCIImage {

@@ -65,6 +65,7 @@ type Cache struct {
 	o Options
 
 	wg       sync.WaitGroup
+	layers   sync.WaitGroup // uploads of the entries' layers
 	mu       sync.Mutex
 	storeErr error
 	stored   int
@@ -208,8 +209,20 @@ func isUnknown(te *transport.Error) bool {
 // the entry later dates the step with it, so its image is the same). Wait
 // reports the outcome.
 func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
+	if layer != nil {
+		c.layers.Add(1)
+	}
 	c.background(true, func() error {
 		ref := c.o.Repo.Tag(key)
+		if layer != nil {
+			// The layer first, for WaitLayers; writing the entry then finds
+			// it there.
+			err := remote.WriteLayer(c.o.Repo, layer, c.o.Remote(false)...)
+			c.layers.Done()
+			if err != nil {
+				return fmt.Errorf("writing cache entry %s: %w", ref, err)
+			}
+		}
 		if err := c.write(ref, layer, created, key); err != nil {
 			return fmt.Errorf("writing cache entry %s: %w", ref, err)
 		}
@@ -301,8 +314,8 @@ func indexKey(layer v1.Hash) string { return "index:" + layer.String() }
 // (compressed) digest is layer: the gzip-compressed tar of its headers that
 // rootfs.Index makes. It is stored as a plain single-layer image dated at
 // the epoch, unless the repository has it already and replace is false
-// (replace overwrites an index that could not be read). Wait reports the
-// outcome.
+// (replace overwrites an index that could not be read, and saves asking
+// whether there is one). Wait reports the outcome.
 func (c *Cache) StoreIndex(layer v1.Hash, index []byte, replace bool) {
 	c.background(false, func() error {
 		ref := c.o.Repo.Tag(indexTag(layer))
@@ -348,6 +361,13 @@ func (c *Cache) Index(ctx context.Context, layer v1.Hash) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// WaitLayers waits until the layers of the entries stored so far are in
+// the cache repository, or failed to get there; the rest of each entry
+// (and the indexes) may still be being written. A push that waits for them
+// mounts those layers from the cache repository instead of uploading them
+// a second time.
+func (c *Cache) WaitLayers() { c.layers.Wait() }
 
 // Wait waits for the stores started so far (entries and indexes) and
 // returns how many entries were stored and the first error.

@@ -88,11 +88,25 @@ func TestExecute_pushRefusedStopsTheBuild(t *testing.T) {
 	}
 }
 
+// runBuild builds ctxDir with the cache in app/cache, pushes to repo (of
+// reg) and returns the result and the log at --verbosity=trace.
+func runBuild(t *testing.T, ctxDir string, reg *testenv.Registry, base, repo string) (result.Result, string) {
+	t.Helper()
+	exit, res, log := runExecutor(t, "--context=dir://"+ctxDir, "--destination="+reg.Ref(repo),
+		"--insecure-registry="+reg.Host(), "--cache=true", "--cache-repo="+reg.Ref("app/cache"),
+		"--build-arg=BASE="+base, "--verbosity=trace")
+	if exit != 0 || !res.Success {
+		t.Fatalf("build to %s failed: exit %d, %+v; log:\n%s", repo, exit, res.Failure, log)
+	}
+	return res, log
+}
+
 // --verbosity=trace logs every registry request: method, host, path,
 // status and duration, never a query. A cold build mounts its new layers
 // from the cache repository instead of uploading them twice. A build
 // shares one client per registry and direction, so a warm build of many
-// cached steps pings the registry a few times, not once per step.
+// cached steps pings the registry a few times, not once per step. A build
+// from the cache to a new repository mounts every layer there.
 func TestExecute_traceAndSharedClients(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the executor's chroot isolation needs root")
@@ -108,13 +122,7 @@ func TestExecute_traceAndSharedClients(t *testing.T) {
 	}
 	ctxDir := writeDockerfile(t, df.String())
 	build := func(tag string) (result.Result, string) {
-		exit, res, log := runExecutor(t, "--context=dir://"+ctxDir, "--destination="+reg.Ref("app/traced:"+tag),
-			"--insecure-registry="+reg.Host(), "--cache=true", "--cache-repo="+reg.Ref("app/cache"),
-			"--build-arg=BASE="+base, "--verbosity=trace")
-		if exit != 0 || !res.Success {
-			t.Fatalf("build %s failed: exit %d, %+v; log:\n%s", tag, exit, res.Failure, log)
-		}
-		return res, log
+		return runBuild(t, ctxDir, reg, base, "app/traced:"+tag)
 	}
 	_, coldLog := build("cold")
 	// Every new layer reaches the destination by a mount from the cache
@@ -161,4 +169,14 @@ func TestExecute_traceAndSharedClients(t *testing.T) {
 			pings, steps, log)
 	}
 	t.Logf("warm build: %d registry requests, %d pings", requests, pings)
+
+	// From the cache to a repository that has none of it: every layer is
+	// mounted, none is downloaded.
+	_, log = runBuild(t, ctxDir, reg, base, "app/other:latest")
+	mounts = regexp.MustCompile(`registry: POST \S+/v2/app/other/blobs/uploads/ -> 201 `).FindAllString(log, -1)
+	downloads := regexp.MustCompile(`registry: GET \S+/blobs/sha256:`).FindAllString(log, -1)
+	if len(mounts) != steps+1 || len(downloads) != 1 {
+		t.Errorf("warm build to a new repository: %d layers mounted, %d blobs downloaded; want %d and 1 (the base's config); log:\n%s",
+			len(mounts), len(downloads), steps+1, log)
+	}
 }

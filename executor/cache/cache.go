@@ -159,7 +159,13 @@ func (c *Cache) read(ctx context.Context, tag, key, what string) (time.Time, []v
 			if err != nil {
 				return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
 			}
-			layers = append(layers, &describedLayer{Layer: l, desc: d, diffID: diffID})
+			// Still a MountableLayer outside, so that pushes mount it.
+			if ml, ok := l.(*remote.MountableLayer); ok {
+				l = &remote.MountableLayer{Layer: &describedLayer{Layer: ml.Layer, desc: d, diffID: diffID}, Reference: ml.Reference}
+			} else {
+				l = &describedLayer{Layer: l, desc: d, diffID: diffID}
+			}
+			layers = append(layers, l)
 		}
 		return created.UTC(), layers, nil
 	}
@@ -249,7 +255,7 @@ func (c *Cache) background(entry bool, store func() error) {
 }
 
 // write pushes to ref a plain image of layer (none when nil), created at
-// created, with key in its key label.
+// created, with key in its key label and its annotations.
 func (c *Cache) write(ref name.Tag, layer v1.Layer, created time.Time, key string) error {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)

@@ -203,11 +203,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		req.SrcRoot = bc.Dir
 		srcRoot = func(context.Context) (string, error) { return bc.Dir, nil }
 		if g.b.opts.Cache != nil {
-			w, err := copier.Walk(ctx, req)
-			if err != nil {
-				return fail(result.ReasonCopyFailed, err)
-			}
-			files, err := w.Sources(ctx)
+			w, files, err := copier.WalkSources(ctx, req)
 			if err != nil {
 				return fail(result.ReasonCopyFailed, err)
 			}

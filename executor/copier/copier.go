@@ -194,6 +194,23 @@ func Walk(ctx context.Context, r Request) (*Walked, error) {
 	return &Walked{w: w, matches: matches}, nil
 }
 
+// WalkSources is Walk followed by Sources of the walk, reading each
+// regular file below a directory source once for both.
+func WalkSources(ctx context.Context, r Request) (*Walked, []SourceFile, error) {
+	w := newWalker(r)
+	w.digest = true
+	matches, err := w.plan(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &Walked{w: w, matches: matches}
+	files, err := p.Sources(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, files, nil
+}
+
 // Sources is Sources of the walked request.
 func (p *Walked) Sources(ctx context.Context) ([]SourceFile, error) {
 	return sourcesOf(ctx, p.w, p.matches)

@@ -47,6 +47,7 @@ const urlMode fs.FileMode = 0o600
 // http.DefaultClient.
 func Sources(ctx context.Context, r Request) ([]SourceFile, error) {
 	w := newWalker(r)
+	w.digest = true
 	matches, err := w.plan(ctx)
 	if err != nil {
 		return nil, err
@@ -76,7 +77,7 @@ func sourcesOf(ctx context.Context, w *walker, matches []match) ([]SourceFile, e
 		}
 		for _, it := range m.items {
 			if it.fi.Mode().IsRegular() && it.linked == "" {
-				jobs = append(jobs, digestJob{index: len(files), abs: it.abs, rel: it.rel, size: it.fi.Size()})
+				jobs = append(jobs, digestJob{index: len(files), abs: it.abs, rel: it.rel, size: it.fi.Size(), digest: it.digest})
 			}
 			files = append(files, w.sourceFile(it, ""))
 		}
@@ -110,10 +111,17 @@ type digestJob struct {
 	digest   string
 }
 
-// digestAll fills the digest of every job, with at most GOMAXPROCS*2
-// files open at once. It stops at the first error.
+// digestAll fills the digest of every job that has none yet (the walk
+// reads most), with at most GOMAXPROCS*2 files open at once. It stops at
+// the first error.
 func digestAll(ctx context.Context, jobs []digestJob) error {
-	workers := min(runtime.GOMAXPROCS(0)*2, len(jobs))
+	var todo []int
+	for i := range jobs {
+		if jobs[i].digest == "" {
+			todo = append(todo, i)
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0)*2, len(todo))
 	if workers == 0 {
 		return nil
 	}
@@ -129,7 +137,7 @@ func digestAll(ctx context.Context, jobs []digestJob) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 32<<10)
+			buf := make([]byte, digestBufSize)
 			for i := range next {
 				sum, err := digestFile(jobs[i].abs, jobs[i].size, buf)
 				if err != nil {
@@ -144,7 +152,7 @@ func digestAll(ctx context.Context, jobs []digestJob) error {
 		}()
 	}
 feed:
-	for i := range jobs {
+	for _, i := range todo {
 		select {
 		case next <- i:
 		case <-ctx.Done():
@@ -174,6 +182,18 @@ func digestFile(p string, size int64, buf []byte) (string, error) {
 		return "", &os.PathError{Op: "open", Path: p, Err: err}
 	}
 	defer unix.Close(fd)
+	sum, err := digestFD(fd, size, buf)
+	if err != nil {
+		return "", &os.PathError{Op: "read", Path: p, Err: err}
+	}
+	return sum, nil
+}
+
+// digestBufSize is the size of the buffers files are hashed through.
+const digestBufSize = 32 << 10
+
+// digestFD is digestFile of the open file fd.
+func digestFD(fd int, size int64, buf []byte) (string, error) {
 	h := sha256.New()
 	var total int64
 	for {
@@ -182,7 +202,7 @@ func digestFile(p string, size int64, buf []byte) (string, error) {
 			continue
 		}
 		if err != nil {
-			return "", &os.PathError{Op: "read", Path: p, Err: err}
+			return "", err
 		}
 		if n == 0 {
 			break
@@ -256,14 +276,23 @@ const keyVersion = "slipway.copier.sources.v1"
 // device number, xattrs sorted by name, digest), and the records are
 // sorted bytewise before hashing. Records repeat as often as files do.
 func KeyOf(files []SourceFile) string {
-	records := make([][]byte, len(files))
+	// All records in one buffer (a context can hold tens of thousands of
+	// files): ends[i] is where record i stops.
+	size := 0
+	for _, f := range files {
+		// Path and digest, the other fields' usual lengths and the
+		// fields' length prefixes.
+		size += len(f.Path) + len(f.Link) + len(f.HardLink) + len(f.Digest) + 40
+	}
+	buf := make([]byte, 0, size)
+	ends := make([]int, len(files))
+	field := func(s string) {
+		buf = strconv.AppendInt(buf, int64(len(s)), 10)
+		buf = append(buf, ':')
+		buf = append(buf, s...)
+	}
+	var names []string
 	for i, f := range files {
-		var b bytes.Buffer
-		field := func(s string) {
-			b.WriteString(strconv.Itoa(len(s)))
-			b.WriteByte(':')
-			b.WriteString(s)
-		}
 		field(f.Path)
 		field(unixMode(f.Mode))
 		field(strconv.Itoa(f.UID))
@@ -271,7 +300,7 @@ func KeyOf(files []SourceFile) string {
 		field(f.Link)
 		field(f.HardLink)
 		field(strconv.FormatUint(f.Rdev, 10))
-		names := make([]string, 0, len(f.Xattrs))
+		names = names[:0]
 		for n := range f.Xattrs {
 			names = append(names, n)
 		}
@@ -282,14 +311,27 @@ func KeyOf(files []SourceFile) string {
 			field(string(f.Xattrs[n]))
 		}
 		field(f.Digest)
-		records[i] = b.Bytes()
+		ends[i] = len(buf)
+	}
+	records := make([][]byte, len(files))
+	start := 0
+	for i, end := range ends {
+		records[i] = buf[start:end:end]
+		start = end
 	}
 	slices.SortFunc(records, bytes.Compare)
 	h := sha256.New()
-	fmt.Fprintf(h, "%d:%s", len(keyVersion), keyVersion)
-	fmt.Fprintf(h, "%d:", len(records))
+	var num []byte
+	lengthPrefix := func(n int) {
+		num = strconv.AppendInt(num[:0], int64(n), 10)
+		num = append(num, ':')
+		h.Write(num)
+	}
+	lengthPrefix(len(keyVersion))
+	h.Write([]byte(keyVersion))
+	lengthPrefix(len(records))
 	for _, r := range records {
-		fmt.Fprintf(h, "%d:", len(r))
+		lengthPrefix(len(r))
 		h.Write(r)
 	}
 	return hex.EncodeToString(h.Sum(nil))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/moby/patternmatcher"
+	"golang.org/x/sys/unix"
 )
 
 // sourcesTree is the context the Sources tests read.
@@ -125,6 +126,17 @@ func TestSources_matchesCopy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srcRoot, destRoot := t.TempDir(), t.TempDir()
 			build(t, srcRoot, sourcesTree)
+			// A file read in several pieces, with the setgid and sticky
+			// bits and an extended attribute (where the file system keeps
+			// them): what the digesting walk reads through one descriptor.
+			big := filepath.Join(srcRoot, "dir", "big")
+			if err := os.WriteFile(big, bytes.Repeat([]byte("0123456789abcdef"), 6000), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(big, 0o755|os.ModeSetgid|os.ModeSticky); err != nil {
+				t.Fatal(err)
+			}
+			unix.Setxattr(big, "user.slipway.test", []byte("v"), 0)
 			if tc.extra != nil {
 				tc.extra(t, srcRoot)
 			}
@@ -150,6 +162,19 @@ func TestSources_matchesCopy(t *testing.T) {
 				wres, werr := w.Copy(t.Context(), r2)
 				if copyErr == nil && (werr != nil || !cmp.Equal(res, wres)) {
 					t.Errorf("Walked.Copy() = %v, %v; want Copy's %v", wres, werr, res)
+				}
+				// The walk that digests as it goes gives the same again.
+				ws, wsgot, werr := WalkSources(t.Context(), r)
+				if diff := cmp.Diff(got, wsgot); werr != nil || diff != "" {
+					t.Errorf("WalkSources() = %v (-Sources +WalkSources):\n%s", werr, diff)
+				}
+				if werr == nil {
+					r3 := r
+					r3.DestRoot = t.TempDir()
+					wres, werr := ws.Copy(t.Context(), r3)
+					if copyErr == nil && (werr != nil || !cmp.Equal(res, wres)) {
+						t.Errorf("Copy() of WalkSources' walk = %v, %v; want Copy's %v", wres, werr, res)
+					}
 				}
 			}
 			if tc.wantErr != "" {

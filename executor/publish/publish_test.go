@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -151,6 +153,61 @@ func TestPush_tagsOnlyAfterAllBlobs(t *testing.T) {
 	var te *transport.Error
 	if !errors.As(err, &te) || te.StatusCode != http.StatusNotFound {
 		t.Errorf("HEAD %s after a failed push: err = %v, want 404: the tag must not exist", refs[0], err)
+	}
+}
+
+// Into one repository, the manifest is put under each tag and never by
+// digest, and still only after every blob: a repository that refuses
+// blobs gets no tag.
+func TestPush_oneRepository(t *testing.T) {
+	var mu sync.Mutex
+	var puts []string
+	refuseBlobs := false
+	host := newRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+				puts = append(puts, r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:])
+			}
+			refuse := refuseBlobs && strings.Contains(r.URL.Path, "/blobs/uploads/")
+			mu.Unlock()
+			if refuse {
+				http.Error(w, `{"errors":[{"code":"DENIED","message":"no"}]}`, http.StatusForbidden)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	img := testImage(t)
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dests := []string{host + "/app:v1", host + "/app:latest", host + "/app@" + digest.String()}
+	if _, err := Push(context.Background(), img, parseRefs(t, anonymous, dests...), anonymous); err != nil {
+		t.Fatal(err)
+	}
+	for _, dest := range dests {
+		if got := pulled(t, dest, anonymous); got != digest {
+			t.Errorf("%s has digest %s, want %s", dest, got, digest)
+		}
+	}
+	slices.Sort(puts)
+	if diff := cmp.Diff([]string{"latest", "v1"}, puts); diff != "" {
+		t.Errorf("manifest PUTs (-want +got):\n%s", diff)
+	}
+
+	mu.Lock()
+	refuseBlobs = true
+	mu.Unlock()
+	ref := parseRefs(t, anonymous, host+"/other:v1")
+	if _, err := Push(context.Background(), testImage(t), ref, anonymous); err == nil {
+		t.Fatal("Push() succeeded into a repository that refuses blobs")
+	}
+	_, err = remote.Head(ref[0], anonymous.Remote(context.Background(), ref[0], false)...)
+	var te *transport.Error
+	if !errors.As(err, &te) || te.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD %s after a failed push: err = %v, want 404: the tag must not exist", ref[0], err)
 	}
 }
 

@@ -58,8 +58,10 @@ func (t ctxTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // the image is pushed by digest to every distinct repository at once, its
 // blobs uploaded in parallel (o.Jobs per repository) and its manifest
 // last. Only when every repository holds the whole image are the tags
-// written, which costs one manifest PUT each. A destination given by
-// digest must name img's digest.
+// written, which costs one manifest PUT each. When every destination is
+// in one repository, the first phase is left out: a tag's manifest goes
+// up only after all the blobs, which is all it guarded. A destination
+// given by digest must name img's digest.
 //
 // Each step is tried 1+o.Retries times with exponential backoff; errors
 // that another attempt cannot fix (401, 403, 404 and other client errors,
@@ -101,6 +103,11 @@ func Push(ctx context.Context, img v1.Image, refs []name.Reference, o RegistryOp
 		}
 	}
 
+	// With a single repository, the PUT of a tag's manifest comes only
+	// after every blob, as the PUT by digest would: the image is pushed
+	// once, under its first tag, and the push by digest is left out.
+	byTagOnly := len(order) == 1 && len(tags) > 0
+
 	g, gctx := errgroup.WithContext(ctx)
 	for _, rp := range order {
 		p, err := remote.NewPusher(o.Remote(gctx, rp.first, true)...)
@@ -108,6 +115,9 @@ func Push(ctx context.Context, img v1.Image, refs []name.Reference, o RegistryOp
 			return nil, fmt.Errorf("pushing %s: %w", rp.first, err)
 		}
 		rp.pusher = p
+		if byTagOnly {
+			break
+		}
 		byDigest := rp.repo.Digest(digest.String())
 		g.Go(func() error {
 			err := withRetries(gctx, o.Retries, func() error {

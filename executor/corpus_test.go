@@ -248,15 +248,11 @@ type buildResult struct {
 // pushes to ref.
 func (e *corpusEnv) executorBuild(t *testing.T, c *corpusCase, ctxDir, ref string, extra ...string) buildResult {
 	t.Helper()
-	resultFile := filepath.Join(t.TempDir(), "result.json")
 	args := []string{
 		"--context=dir://" + ctxDir,
 		"--dockerfile=" + c.Dockerfile,
 		"--destination=" + ref,
 		"--insecure-registry=" + e.reg.Host(),
-		"--result-file=" + resultFile,
-		"--isolation=chroot",
-		"--work-dir=" + filepath.Join(t.TempDir(), "work"),
 	}
 	for _, a := range e.buildArgs(c) {
 		args = append(args, "--build-arg="+a)
@@ -264,18 +260,7 @@ func (e *corpusEnv) executorBuild(t *testing.T, c *corpusCase, ctxDir, ref strin
 	if c.Target != "" {
 		args = append(args, "--target="+c.Target)
 	}
-	args = append(args, extra...)
-	var log bytes.Buffer
-	exit := execute(args, &log)
-	raw, err := os.ReadFile(resultFile)
-	if err != nil {
-		t.Fatalf("reading the result file: %v; log:\n%s", err, log.String())
-	}
-	res, err := result.Decode(raw)
-	if err != nil {
-		t.Fatalf("decoding the result file %q: %v", raw, err)
-	}
-	return buildResult{exit: exit, res: res, resRaw: string(raw), log: log.String()}
+	return runExecutor(t, append(args, extra...)...)
 }
 
 // pullImage fetches ref from the test registry and validates it.

@@ -242,8 +242,11 @@ func inExecutorImage() bool {
 
 // buildAndPublish does the work and describes it as a result.
 func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Result {
+	// The build, the registry trace and this function write to logw from
+	// several goroutines.
+	logw = &lockedWriter{w: logw}
 	if o.verbosity == "trace" {
-		o.reg.Trace = &lockedWriter{w: logw}
+		o.reg.Trace = logw
 	}
 	o.reg.Share()
 	var res result.Result
@@ -502,7 +505,7 @@ func levelFilter(level string, w io.Writer) io.Writer {
 	return w
 }
 
-// lockedWriter serialises writes from concurrent requests.
+// lockedWriter serialises writes from concurrent goroutines.
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer

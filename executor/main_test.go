@@ -12,9 +12,9 @@ import (
 	"github.com/slipway-dev/slipway/test/testenv"
 )
 
-// runExecutor runs the executor in-process with args plus a result file
-// and a work directory, and returns its exit code, result and log.
-func runExecutor(t *testing.T, args ...string) (int, result.Result, string) {
+// runExecutor runs the executor in-process with args plus a result file,
+// chroot isolation and a work directory, and returns what it did.
+func runExecutor(t *testing.T, args ...string) buildResult {
 	t.Helper()
 	resultFile := filepath.Join(t.TempDir(), "result.json")
 	args = append(args, "--result-file="+resultFile, "--isolation=chroot",
@@ -29,7 +29,7 @@ func runExecutor(t *testing.T, args ...string) (int, result.Result, string) {
 	if err != nil {
 		t.Fatalf("decoding the result file %q: %v", raw, err)
 	}
-	return exit, res, log.String()
+	return buildResult{exit: exit, res: res, resRaw: string(raw), log: log.String()}
 }
 
 func writeDockerfile(t *testing.T, dockerfile string) string {
@@ -66,9 +66,10 @@ func TestExecute_pushRefusedStopsTheBuild(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dest := locked.Ref("app/refused:latest")
-			exit, res, log := runExecutor(t, "--context=dir://"+writeDockerfile(t, tc.dockerfile),
+			b := runExecutor(t, "--context=dir://"+writeDockerfile(t, tc.dockerfile),
 				"--destination="+dest, "--insecure-registry="+open.Host(), "--insecure-registry="+locked.Host(),
 				"--cache=true", "--cache-repo="+open.Ref("app/cache"), "--build-arg=BASE="+base)
+			exit, res, log := b.exit, b.res, b.log
 			if exit == 0 || res.Success {
 				t.Fatalf("exit %d, success %v; want a failure; log:\n%s", exit, res.Success, log)
 			}
@@ -92,13 +93,13 @@ func TestExecute_pushRefusedStopsTheBuild(t *testing.T) {
 // reg) and returns the result and the log at --verbosity=trace.
 func runBuild(t *testing.T, ctxDir string, reg *testenv.Registry, base, repo string) (result.Result, string) {
 	t.Helper()
-	exit, res, log := runExecutor(t, "--context=dir://"+ctxDir, "--destination="+reg.Ref(repo),
+	b := runExecutor(t, "--context=dir://"+ctxDir, "--destination="+reg.Ref(repo),
 		"--insecure-registry="+reg.Host(), "--cache=true", "--cache-repo="+reg.Ref("app/cache"),
 		"--build-arg=BASE="+base, "--verbosity=trace")
-	if exit != 0 || !res.Success {
-		t.Fatalf("build to %s failed: exit %d, %+v; log:\n%s", repo, exit, res.Failure, log)
+	if b.exit != 0 || !b.res.Success {
+		t.Fatalf("build to %s failed: exit %d, %s; log:\n%s", repo, b.exit, b.resRaw, b.log)
 	}
-	return res, log
+	return b.res, b.log
 }
 
 // --verbosity=trace logs every registry request: method, host, path,

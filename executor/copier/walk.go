@@ -140,25 +140,25 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 		return fmt.Errorf("reading %s: %w", rel, err)
 	}
 	abss := make([]string, len(entries))
+	rels := make([]string, len(entries))
+	ignored := make([]bool, len(entries))
 	for i, e := range entries {
-		abss[i] = joinName(dir, e.Name())
+		abss[i], rels[i] = joinName(dir, e.Name()), joinName(rel, e.Name())
+		if ignored[i], err = w.ignored(rels[i]); err != nil {
+			return err
+		}
 	}
-	stats := w.statAll(dir, entries, abss)
+	stats := w.statAll(dir, entries, abss, ignored)
 	for i, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		abs := abss[i]
-		r := joinName(rel, e.Name())
+		abs, r := abss[i], rels[i]
 		fi, err := stats[i].fi, stats[i].err
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", r, err)
 		}
-		ig, err := w.ignored(r)
-		if err != nil {
-			return err
-		}
-		if ig && !(fi.IsDir() && w.hasIncluded(abs, r)) {
+		if ignored[i] && !(fi.IsDir() && w.hasIncluded(abs, r)) {
 			continue
 		}
 		it, err := w.item(abs, r, joinName(sub, e.Name()), fi)
@@ -229,10 +229,10 @@ func joinName(dir, name string) string {
 // statAll lstats the entries of dir (at paths) and reads their extended
 // attributes, several at once: a context directory can hold thousands of
 // entries, and the walk is bound by these system calls. When the walker
-// digests, a regular file is opened once, relative to dir, for its
-// status, attributes and content: a third of the system calls, and one
-// path lookup instead of three.
-func (w *walker) statAll(dir string, entries []fs.DirEntry, paths []string) []entryStat {
+// digests, a regular file that is not ignored is opened once, relative to
+// dir, for its status, attributes and content: one lookup of its name
+// instead of three of its whole path (lstat, llistxattr, open).
+func (w *walker) statAll(dir string, entries []fs.DirEntry, paths []string, ignored []bool) []entryStat {
 	dirfd := -1
 	if w.digest {
 		if fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
@@ -242,7 +242,7 @@ func (w *walker) statAll(dir string, entries []fs.DirEntry, paths []string) []en
 	}
 	out := make([]entryStat, len(paths))
 	stat := func(i int, buf []byte) {
-		if dirfd >= 0 && entries[i].Type().IsRegular() {
+		if dirfd >= 0 && !ignored[i] && entries[i].Type().IsRegular() {
 			if es, ok := statDigest(dirfd, entries[i].Name(), buf); ok {
 				out[i] = es
 				return

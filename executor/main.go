@@ -408,7 +408,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		return failWith(result.ReasonPushFailed, err)
 	}
 	if bo.Cache != nil {
-		// The new layers are mounted from the cache repository, not
+		// The new large layers are mounted from the cache repository, not
 		// uploaded twice; the rest of the entries is written meanwhile.
 		bo.Cache.WaitLayers()
 	}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/test/testenv"
 )
@@ -117,9 +119,11 @@ func TestExecute_traceAndSharedClients(t *testing.T) {
 	t.Setenv("DOCKER_CONFIG", reg.DockerConfig(t))
 	var df strings.Builder
 	df.WriteString("ARG BASE\nFROM $BASE\n")
+	// Layers large enough (cache.MountWorthwhile) that the push waits to
+	// mount them rather than upload them again.
 	const steps = 8
 	for i := range steps {
-		df.WriteString("RUN echo " + strings.Repeat("x", i+1) + " >> /steps\n")
+		fmt.Fprintf(&df, "RUN head -c %d /dev/urandom > /r%d\n", cache.MountWorthwhile+4096, i)
 	}
 	ctxDir := writeDockerfile(t, df.String())
 	build := func(tag string) (result.Result, string) {

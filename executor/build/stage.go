@@ -318,9 +318,10 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		if c := b.opts.Cache; c != nil && sp.key != "" {
 			c.Store(sp.key, l, created)
 			if l != nil {
-				// The push waits for the cache's layer uploads
-				// (Cache.WaitLayers) and mounts the blob from there
-				// instead of uploading it again.
+				// The push waits for the cache's uploads of large layers
+				// (Cache.WaitLayers) and mounts them from there instead of
+				// uploading them again; a small one it mounts if it is
+				// there already, else uploads.
 				l = &remote.MountableLayer{Layer: l, Reference: c.Repo().Tag(sp.key)}
 			}
 		}

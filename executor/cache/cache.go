@@ -215,8 +215,12 @@ func isUnknown(te *transport.Error) bool {
 // the entry later dates the step with it, so its image is the same). Wait
 // reports the outcome.
 func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
+	big := false
 	if layer != nil {
-		c.layers.Add(1)
+		if size, err := layer.Size(); err == nil && size >= MountWorthwhile {
+			big = true
+			c.layers.Add(1)
+		}
 	}
 	c.background(true, func() error {
 		ref := c.o.Repo.Tag(key)
@@ -224,7 +228,9 @@ func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
 			// The layer first, for WaitLayers; writing the entry then finds
 			// it there.
 			err := remote.WriteLayer(c.o.Repo, layer, c.o.Remote(false)...)
-			c.layers.Done()
+			if big {
+				c.layers.Done()
+			}
 			if err != nil {
 				return fmt.Errorf("writing cache entry %s: %w", ref, err)
 			}
@@ -368,11 +374,18 @@ func (c *Cache) Index(ctx context.Context, layer v1.Hash) ([]byte, error) {
 	return data, nil
 }
 
-// WaitLayers waits until the layers of the entries stored so far are in
-// the cache repository, or failed to get there; the rest of each entry
-// (and the indexes) may still be being written. A push that waits for them
-// mounts those layers from the cache repository instead of uploading them
-// a second time.
+// MountWorthwhile is the compressed size from which a push had better wait
+// for a new layer to reach the cache repository and mount it from there
+// than upload it a second time at once. A smaller layer costs less to send
+// again than the wait; the push's mount attempt then simply turns into
+// its upload.
+const MountWorthwhile = 1 << 20
+
+// WaitLayers waits until the layers of at least MountWorthwhile bytes of
+// the entries stored so far are in the cache repository, or failed to get
+// there; the rest of each entry (and the indexes) may still be being
+// written. A push that waits for them mounts those layers from the cache
+// repository instead of uploading them a second time.
 func (c *Cache) WaitLayers() { c.layers.Wait() }
 
 // Wait waits for the stores started so far (entries and indexes) and

@@ -89,8 +89,8 @@ type Options struct {
 	// cache entries are still being written, so that publishing the image
 	// overlaps them. The caller must then call WaitCache before it exits,
 	// and should wait for Cache.WaitLayers before it pushes, so that the
-	// push mounts the new layers from the cache instead of uploading them
-	// again. A failed Build always waits.
+	// push mounts the large new layers from the cache instead of uploading
+	// them again. A failed Build always waits.
 	CacheInBackground bool
 	// Secrets are what RUN --mount=type=secret can read, by id (executor
 	// --secret). They never enter a cache key, a layer or the log.

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/moby/patternmatcher"
@@ -468,6 +469,56 @@ func TestDigestFile(t *testing.T) {
 			if err != nil || got != want {
 				t.Errorf("%d bytes seen as %d: %s, %v; want %s", n, seen, got, err, want)
 			}
+		}
+	}
+}
+
+// The walk that digests reads only what the step reads: files that
+// .dockerignore excludes stay unread. Seen through access times, on a
+// tmpfs mounted with strictatime so that every read updates them.
+func TestWalkSources_ignoredUnread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_STRICTATIME, "mode=0755"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	past := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	files := map[string]bool{"kept.txt": true, "secret.key": false, "sub/kept.txt": true, "sub/cache.bin": false}
+	for name := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("content of "+name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := Request{SrcRoot: dir, Sources: []string{"."}, Dest: "/app/", WorkDir: "/",
+		Ignore: ignoreFunc(t, []string{"*.key", "sub/*.bin"})}
+	_, got, err := WalkSources(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, f := range got {
+		paths = append(paths, f.Path)
+	}
+	if diff := cmp.Diff([]string{"kept.txt", "sub", "sub/kept.txt"}, paths); diff != "" {
+		t.Errorf("WalkSources() paths (-want +got):\n%s", diff)
+	}
+	for name, read := range files {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(dir, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if wasRead := time.Unix(st.Atim.Unix()).After(past); wasRead != read {
+			t.Errorf("%s: read = %v, want %v", name, wasRead, read)
 		}
 	}
 }

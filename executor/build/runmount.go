@@ -165,18 +165,20 @@ func (g *stage) planBind(ctx context.Context, m *instructions.Mount, rm *runMoun
 			return fail(result.ReasonCopyFailed, errors.New("RUN --mount=type=bind needs a build context, and this build has none"))
 		}
 		rm.req.SrcRoot, rm.req.Ignore, rm.req.IgnoreDescend = bc.Dir, bc.Excluded, bc.MayContainIncluded
-		w, err := copier.Walk(ctx, rm.req)
+		if g.b.opts.Cache == nil {
+			w, err := copier.Walk(ctx, rm.req)
+			if err != nil {
+				return fail(result.ReasonCopyFailed, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", src, err))
+			}
+			rm.src = w
+			return nil
+		}
+		w, files, err := copier.WalkSources(ctx, rm.req)
 		if err != nil {
 			return fail(result.ReasonCopyFailed, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", src, err))
 		}
 		rm.src = w
-		if g.b.opts.Cache != nil {
-			files, err := w.Sources(ctx)
-			if err != nil {
-				return fail(result.ReasonCopyFailed, err)
-			}
-			k.Content = "context:" + copier.KeyOf(files)
-		}
+		k.Content = "context:" + copier.KeyOf(files)
 		return nil
 	}
 	rm.req.KeepOwner = true

@@ -357,15 +357,11 @@ func unixMode(m fs.FileMode) string {
 	case !m.IsRegular():
 		t = '?'
 	}
-	p := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		p |= 0o4000
+	p := uint32(m.Perm()) | unixModeBits(m)
+	b := make([]byte, 1, 5)
+	b[0] = t
+	for shift := 9; shift >= 0; shift -= 3 {
+		b = append(b, byte('0'+(p>>shift)&7))
 	}
-	if m&fs.ModeSetgid != 0 {
-		p |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		p |= 0o1000
-	}
-	return fmt.Sprintf("%c%04o", t, p)
+	return string(b)
 }

@@ -522,3 +522,26 @@ func TestWalkSources_ignoredUnread(t *testing.T) {
 		}
 	}
 }
+
+// TestUnixMode pins how keys spell modes: a type letter and four octal
+// digits, special bits included.
+func TestUnixMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode fs.FileMode
+		want string
+	}{
+		{0o644, "-0644"},
+		{fs.ModeSetuid | fs.ModeSetgid | 0o755, "-6755"},
+		{fs.ModeDir | fs.ModeSticky | 0o777, "d1777"},
+		{fs.ModeSymlink | 0o777, "l0777"},
+		{fs.ModeDevice | fs.ModeCharDevice | 0o620, "c0620"},
+		{fs.ModeDevice | 0o660, "b0660"},
+		{fs.ModeNamedPipe | 0o600, "p0600"},
+		{fs.ModeSocket | 0o755, "s0755"},
+		{fs.ModeIrregular, "?0000"},
+	} {
+		if got := unixMode(tc.mode); got != tc.want {
+			t.Errorf("unixMode(%v) = %q, want %q", tc.mode, got, tc.want)
+		}
+	}
+}

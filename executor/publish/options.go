@@ -191,25 +191,22 @@ func (c *clients) reuse(reg string, forPush bool, opts []remote.Option) (remote.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if forPush {
-		p, ok := c.pushers[reg]
-		if !ok {
-			var err error
-			if p, err = remote.NewPusher(opts...); err != nil {
-				return nil, false
-			}
-			c.pushers[reg] = p
-		}
-		return remote.Reuse(p), true
+		return reuseOf(c.pushers, reg, remote.NewPusher, opts)
 	}
-	p, ok := c.pullers[reg]
+	return reuseOf(c.pullers, reg, remote.NewPuller, opts)
+}
+
+// reuseOf is reuse for one kind of client, kept in made.
+func reuseOf[C *remote.Puller | *remote.Pusher](made map[string]C, reg string, newClient func(...remote.Option) (C, error), opts []remote.Option) (remote.Option, bool) {
+	cl, ok := made[reg]
 	if !ok {
 		var err error
-		if p, err = remote.NewPuller(opts...); err != nil {
+		if cl, err = newClient(opts...); err != nil {
 			return nil, false
 		}
-		c.pullers[reg] = p
+		made[reg] = cl
 	}
-	return remote.Reuse(p), true
+	return remote.Reuse(cl), true
 }
 
 // ParseReference parses s as a tag or digest reference (a missing tag is

@@ -123,3 +123,91 @@ func TestExtract_containment(t *testing.T) {
 		})
 	}
 }
+
+// TestExtract_whiteoutNames feeds whiteouts whose name is no file of their
+// directory (".wh." of "", "." or ".."), at the top and below it, and checks
+// that each is refused with an error naming the entry, and that nothing was
+// deleted: not the canary outside the root, not the root's own files, not an
+// excluded path. The legitimate names starting the same way still work.
+func TestExtract_whiteoutNames(t *testing.T) {
+	for _, name := range []string{
+		".wh.",           // whiteout of ""
+		".wh..",          // whiteout of "."
+		".wh...",         // whiteout of ".."
+		"a/.wh.",         //
+		"a/.wh..",        //
+		"a/.wh...",       // a/.. is the root
+		"a/b/.wh...",     //
+		"./.wh...",       //
+		"/.wh...",        //
+		"a/../.wh...",    // cleaned to .wh...
+		"l/.wh...",       // l is a symlink to a, made by the layer
+		"up/.wh...",      // up is a symlink to .., made by the layer
+		".wh...wh..opq",  // not the opaque marker: the whiteout of "..wh..opq", allowed below
+		".wh..wh..opq/x", // below a directory of that name: a file
+	} {
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			outside := filepath.Join(base, "outside")
+			root := filepath.Join(base, "root")
+			writeFile(t, filepath.Join(outside, "canary"), "canary", 0o644)
+			writeFile(t, filepath.Join(root, "a/b/lower"), "lower", 0o644)
+			writeFile(t, filepath.Join(root, "top"), "top", 0o644)
+			writeFile(t, filepath.Join(root, "excluded/secret"), "secret", 0o600)
+			writeFile(t, filepath.Join(root, "..wh..opq"), "odd but legal", 0o644)
+			before := dump(t, base)
+			entries := []entry{symlinkE("l", "a"), symlinkE("up", ".."), fileE(name, "", 0)}
+			err := Extract(root, bytes.NewReader(layerTar(t, entries...)), WithExcludedPaths("excluded"))
+			got := dump(t, base)
+			delete(got, "root/l")
+			delete(got, "root/up")
+			switch name {
+			case ".wh...wh..opq":
+				if err != nil {
+					t.Fatalf("Extract() = %v, want the whiteout of ..wh..opq applied", err)
+				}
+				delete(before, "root/..wh..opq")
+			case ".wh..wh..opq/x":
+				if err != nil {
+					t.Fatalf("Extract() = %v, want a file", err)
+				}
+				delete(got, "root/.wh..wh..opq")
+				delete(got, "root/.wh..wh..opq/x")
+			default:
+				if err == nil || !strings.Contains(err.Error(), "extracting layer entry") || !strings.Contains(err.Error(), "whiteout") {
+					t.Errorf("Extract() = %v, want the whiteout refused with an error naming the entry", err)
+				}
+			}
+			// Directory times may change (the symlinks were added); the
+			// files and the directories themselves must all be there.
+			for p, n := range before {
+				g, ok := got[p]
+				if !ok {
+					t.Errorf("%s was deleted", p)
+					continue
+				}
+				if n.Type != "dir" {
+					if diff := cmp.Diff(n, g); diff != "" {
+						t.Errorf("%s (-want +got):\n%s", p, diff)
+					}
+				}
+			}
+		})
+	}
+	// The names that start like these and are legitimate.
+	t.Run("legitimate", func(t *testing.T) {
+		root := t.TempDir()
+		writeFile(t, filepath.Join(root, ".hidden"), "h", 0o644)
+		writeFile(t, filepath.Join(root, "d/..x"), "x", 0o644)
+		writeFile(t, filepath.Join(root, "o/lower"), "l", 0o644)
+		mustExtract(t, root, layerTar(t,
+			fileE(".wh..hidden", "", 0), fileE("d/.wh...x", "", 0), opqE("o"),
+			fileE(".wh..wh.plnk", "", 0), fileE(".wh..wh.aufs", "", 0),
+		))
+		got := summarize(dump(t, root))
+		want := map[string]string{"d": "dir", "o": "dir"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("tree (-want +got):\n%s", diff)
+		}
+	})
+}

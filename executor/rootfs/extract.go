@@ -31,7 +31,9 @@ const (
 //     meeting a directory entry is kept and gets the entry's metadata;
 //   - ".wh.NAME" removes NAME as lower layers left it; ".wh..wh..opq" empties
 //     its directory of what lower layers put there, keeping what this layer
-//     adds, whatever the order of the entries;
+//     adds, whatever the order of the entries; other ".wh..wh." names are
+//     AUFS metadata and ignored; ".wh.", ".wh.." and ".wh..." (whiteouts of
+//     "", "." and "..") are refused;
 //   - device nodes that cannot be made (EPERM) and extended attributes that
 //     cannot be set in the security and trusted namespaces (EPERM, ENOTSUP),
 //     or in any namespace on a filesystem without support (ENOTSUP), are
@@ -391,8 +393,30 @@ func utimes(pfd int, name, real string, atime, mtime time.Time) error {
 	return nil
 }
 
-// whiteout applies ".wh.NAME" or ".wh..wh..opq" found in dir.
+// whiteoutTarget returns the name a whiteout entry's name (".wh.NAME")
+// deletes, and aufs=true for the AUFS metadata names (".wh..wh.plnk",
+// ".wh..wh.aufs", any ".wh..wh." but the opaque marker), which delete
+// nothing. A whiteout of "", "." or ".." names no entry of its directory
+// (it would delete the directory itself or its parent, which may be outside
+// the root): it is an error.
+func whiteoutTarget(name string) (target string, aufs bool, err error) {
+	target = strings.TrimPrefix(name, whiteoutPrefix)
+	switch {
+	case target == "" || target == "." || target == "..":
+		return "", false, fmt.Errorf("invalid whiteout %q: it names no entry of its directory", name)
+	case name != whiteoutOpaque && strings.HasPrefix(target, whiteoutPrefix):
+		return "", true, nil
+	}
+	return target, false, nil
+}
+
+// whiteout applies ".wh.NAME" or ".wh..wh..opq" found in dir. It deletes
+// only entries of dir (resolved in the root), never dir itself or its parent.
 func (x *extractor) whiteout(dir, name string) error {
+	target, aufs, err := whiteoutTarget(name)
+	if err != nil || aufs {
+		return err
+	}
 	if x.t.opts.excluded(dir) {
 		return nil
 	}
@@ -410,11 +434,6 @@ func (x *extractor) whiteout(dir, name string) error {
 		}
 		x.dropParent()
 		return x.purge(fd, real)
-	}
-	target := strings.TrimPrefix(name, whiteoutPrefix)
-	if strings.HasPrefix(target, whiteoutPrefix) || target == "" {
-		// AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): nothing to apply.
-		return nil
 	}
 	fd, preal, err := x.t.openDir(dir)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {

@@ -167,8 +167,13 @@ type remover struct {
 
 // removeAll removes name (rel inside the root) from the directory open as
 // dirfd. It returns kept=true when an excluded path (or another filesystem)
-// inside it had to stay, in which case the directory remains.
+// inside it had to stay, in which case the directory remains. name must be
+// one entry of dirfd: "", ".", ".." and names with a slash are refused, so
+// that it never reaches dirfd itself or its parent.
 func (r remover) removeAll(dirfd int, name, rel string) (kept bool, err error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return false, fmt.Errorf("removing %q: not an entry of its directory", rel)
+	}
 	if r.t.opts.excluded(rel) {
 		return true, nil
 	}

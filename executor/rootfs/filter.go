@@ -15,8 +15,9 @@ import (
 // paths. Whiteouts are kept when keep accepts the path they delete, opaque
 // markers when keep accepts their directory; a hard link whose target is
 // filtered out becomes an empty regular file (its type and metadata are
-// kept, not its content). Nothing is written to w for an empty result
-// but the tar trailer. When ix is not nil, every entry of r, kept or not, is
+// kept, not its content), AUFS metadata (".wh..wh.plnk") is dropped, and
+// whiteouts of "", "." or ".." are refused as Extract refuses them. Nothing
+// is written to w for an empty result but the tar trailer. When ix is not nil, every entry of r, kept or not, is
 // recorded in it.
 func Filter(r io.Reader, w io.Writer, keep func(rel string) bool, ix *Index) error {
 	tr := tar.NewReader(r)
@@ -35,12 +36,16 @@ func Filter(r io.Reader, w io.Writer, keep func(rel string) bool, ix *Index) err
 		dir, base := path.Split(rel)
 		dir = strings.TrimSuffix(dir, "/")
 		switch {
-		case base == ".wh..wh..opq":
+		case base == whiteoutOpaque:
 			if !keep(dir) {
 				continue
 			}
-		case strings.HasPrefix(base, ".wh."):
-			if !keep(path.Join(dir, strings.TrimPrefix(base, ".wh."))) {
+		case strings.HasPrefix(base, whiteoutPrefix):
+			target, aufs, err := whiteoutTarget(base)
+			if err != nil {
+				return fmt.Errorf("reading layer entry %q: %w", hdr.Name, err)
+			}
+			if aufs || !keep(path.Join(dir, target)) {
 				continue
 			}
 		default:

@@ -74,3 +74,22 @@ func TestFilter(t *testing.T) {
 		t.Errorf("filtered layer (-want +got):\n%s", diff)
 	}
 }
+
+// TestFilter_invalidWhiteout checks that Filter refuses the whiteouts
+// Extract refuses, whatever keep says, naming the entry.
+func TestFilter_invalidWhiteout(t *testing.T) {
+	for _, name := range []string{".wh.", ".wh..", ".wh...", "app/.wh...", "other/.wh.."} {
+		t.Run(name, func(t *testing.T) {
+			layer := layerTar(t, fileE(name, "", 0))
+			for _, keep := range []func(string) bool{
+				func(string) bool { return true },
+				func(rel string) bool { return strings.HasPrefix(rel, "app") },
+			} {
+				err := Filter(bytes.NewReader(layer), io.Discard, keep, nil)
+				if err == nil || !strings.Contains(err.Error(), `"`+name+`"`) {
+					t.Errorf("Filter() = %v, want an error naming %q", err, name)
+				}
+			}
+		})
+	}
+}

@@ -139,8 +139,10 @@ func IndexTo(ix *Index) SnapshotOption {
 // opaque marker follows its directory), directories end with "/", owner
 // names, access and change times are left out, and modification times are
 // truncated to the second, so equal trees give identical bytes. Excluded
-// paths and sockets never appear. When nothing changed, Snapshot writes
-// nothing and returns changed=false.
+// paths and sockets never appear. A file named ".wh.", ".wh.." or ".wh..."
+// cannot be stored (it would read as a whiteout of "", "." or ".."): its
+// snapshot fails. When nothing changed, Snapshot writes nothing and returns
+// changed=false.
 func (s *Snapshotter) Snapshot(w io.Writer, opts ...SnapshotOption) (changed bool, err error) {
 	var so snapshotOptions
 	for _, opt := range opts {
@@ -513,6 +515,13 @@ func (s *Snapshotter) write(t *tree, w io.Writer, items []item, so *snapshotOpti
 }
 
 func (s *Snapshotter) writeEntry(t *tree, tw *tar.Writer, it item, so *snapshotOptions, links map[inodeKey]string) error {
+	if _, name := split(it.name); strings.HasPrefix(name, whiteoutPrefix) {
+		// A file the step named ".wh.." would be read back as a whiteout
+		// of ".", which Extract (and containerd) refuse.
+		if _, _, err := whiteoutTarget(name); err != nil {
+			return fmt.Errorf("storing %s in a layer: %w", it.name, err)
+		}
+	}
 	st := it.st
 	mtime := time.Unix(st.mtime/1e9, st.mtime%1e9).Truncate(time.Second)
 	if so.clampSet && mtime.After(so.modTime) {

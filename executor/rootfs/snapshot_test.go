@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -378,4 +379,29 @@ func BenchmarkSnapshotter_Snapshot(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSnapshotter_Snapshot_whiteoutNames checks that a step cannot plant a
+// whiteout of "." or "..": a file so named fails the snapshot, naming it,
+// and a file that only starts like one is stored.
+func TestSnapshotter_Snapshot_whiteoutNames(t *testing.T) {
+	for _, name := range []string{".wh.", ".wh..", ".wh..."} {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			s, err := NewSnapshotter(root)
+			must(t, err)
+			writeFile(t, filepath.Join(root, "tmp", name), "", 0o644)
+			_, err = s.Snapshot(io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "tmp/"+name) {
+				t.Errorf("Snapshot() = %v, want an error naming tmp/%s", err, name)
+			}
+		})
+	}
+	root := t.TempDir()
+	s, err := NewSnapshotter(root)
+	must(t, err)
+	writeFile(t, filepath.Join(root, ".wh..hidden"), "", 0o644)
+	if _, err := s.Snapshot(io.Discard); err != nil {
+		t.Errorf("Snapshot() = %v, want .wh..hidden stored", err)
+	}
 }

@@ -144,6 +144,20 @@ func ParseGitURL(contextURL, pullMethod string) (GitSource, error) {
 	return src, nil
 }
 
+// ContextOrigin is the origin (GitOrigin) of a git context as
+// FetchWithInfo fetches it (git:// is https:// unless pullMethod is
+// "http"), "" for any other context.
+func ContextOrigin(contextURL, pullMethod string) string {
+	if contextURL == "" || !isGit(contextURL) {
+		return ""
+	}
+	src, err := ParseGitURL(contextURL, pullMethod)
+	if err != nil {
+		return ""
+	}
+	return GitOrigin(src.URL)
+}
+
 // RedactURL returns u without the password of its user information (and
 // without a user name for http(s), where it may be a token).
 func RedactURL(u string) string {
@@ -178,8 +192,8 @@ func RedactURL(u string) string {
 // disk (large blobs are streamed, not cached), so memory stays bounded on
 // large repositories. dest gets the files only: no .git, in submodules
 // neither. With Options.RecurseSubmodules, submodules are checked out
-// recursively at their recorded commits; credentials are sent to a
-// submodule only when it is on the superproject's host.
+// recursively at their recorded commits. Credentials go where src.Auth
+// scopes them (see GitAuth), to the superproject and its submodules alike.
 func FetchGit(ctx context.Context, src GitSource, dest, gitDir string) (commit string, err error) {
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return "", fmt.Errorf("fetching git context %s: %w", RedactURL(src.URL), err)
@@ -197,9 +211,8 @@ func FetchGit(ctx context.Context, src GitSource, dest, gitDir string) (commit s
 const maxSubmoduleDepth = 10
 
 type gitFetcher struct {
-	opts     GitOptions
-	auth     GitAuth
-	rootHost string
+	opts GitOptions
+	auth GitAuth
 }
 
 // gitError is a failed fetch: what a person can act on, with the URL
@@ -234,10 +247,7 @@ func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitD
 	fail := func(msg string, err error) (plumbing.Hash, error) {
 		return plumbing.ZeroHash, &gitError{url: redacted, ref: shown, msg: msg, err: f.scrub(err)}
 	}
-	if depth == 0 {
-		f.rootHost = hostOf(repoURL)
-	}
-	auth, err := f.auth.method(repoURL, f.opts.InsecureIgnoreHostKey, depth == 0 || hostOf(repoURL) == f.rootHost)
+	auth, err := f.auth.method(repoURL, f.opts.InsecureIgnoreHostKey)
 	if err != nil {
 		return fail("preparing credentials", err)
 	}
@@ -474,17 +484,6 @@ func resolveSubmoduleURL(base, rel string) (string, error) {
 	return host + ":" + path.Join(p, rel), nil
 }
 
-// hostOf is the host of a git URL, "" if there is none.
-func hostOf(u string) string {
-	if pu, err := url.Parse(u); err == nil && pu.Host != "" {
-		return pu.Hostname()
-	}
-	if ep, err := transport.NewEndpoint(u); err == nil {
-		return ep.Host
-	}
-	return ""
-}
-
 // explain says in words why listing the remote failed.
 func (f *gitFetcher) explain(err error, withAuth bool) string {
 	var ne net.Error
@@ -537,9 +536,12 @@ type Fetched struct {
 type FetchOptions struct {
 	// Git is the value of kaniko's --git flag (see ParseGitOptions).
 	Git string
-	// Getenv reads GIT_USERNAME, GIT_PASSWORD, GIT_TOKEN, GIT_SECRET_DIR
-	// and GIT_PULL_METHOD. The default is os.Getenv.
+	// Getenv reads GIT_PULL_METHOD, and when Auth is nil GIT_USERNAME,
+	// GIT_PASSWORD, GIT_TOKEN and GIT_SECRET_DIR. The default is os.Getenv.
 	Getenv func(string) string
+	// Auth are the credentials, scoped by their Origin (see GitAuth). Nil:
+	// GitAuthFromEnv's, scoped to the URL fetched.
+	Auth *GitAuth
 }
 
 // FetchWithInfo is Fetch that also fetches git contexts and reports the
@@ -564,15 +566,19 @@ func FetchWithInfo(ctx context.Context, contextURL, subPath, workDir string, o F
 	if src.Options, err = ParseGitOptions(o.Git); err != nil {
 		return Fetched{}, fmt.Errorf("fetching context %s: %w", RedactURL(src.URL), err)
 	}
-	auth, err := GitAuthFromEnv(getenv)
-	if err != nil {
+	var auth GitAuth
+	if o.Auth != nil {
+		auth = *o.Auth
+	} else if auth, err = GitAuthFromEnv(getenv); err != nil {
 		return Fetched{}, fmt.Errorf("fetching context %s: %w", RedactURL(src.URL), err)
+	} else {
+		auth.Origin = GitOrigin(src.URL)
 	}
-	// Credentials in the URL win over the environment's.
-	if src.Auth.Username == "" && src.Auth.Password == "" {
-		src.Auth.Username, src.Auth.Password = auth.Username, auth.Password
+	// Credentials in the URL are for that URL, and win over the others.
+	if src.Auth.Username != "" || src.Auth.Password != "" {
+		auth.Origin, auth.Username, auth.Password, auth.SSHKey = GitOrigin(src.URL), src.Auth.Username, src.Auth.Password, nil
 	}
-	src.Auth.SSHKey, src.Auth.KnownHostsFiles = auth.SSHKey, auth.KnownHostsFiles
+	src.Auth = auth
 	if workDir == "" {
 		return Fetched{}, fmt.Errorf("fetching context %s: no work directory to check out into", RedactURL(src.URL))
 	}

@@ -3,10 +3,14 @@ package source
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -14,20 +18,90 @@ import (
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"golang.org/x/sys/unix"
 )
 
-// GitAuth are the credentials of a git fetch. They never appear in an
-// error: every error message is scrubbed of them.
+// GitAuth are the credentials of git fetches, and where each may be sent.
+// They never appear in an error: every error message is scrubbed of them.
+//
+// Untrusted input decides which URLs are fetched (a Dockerfile's ADD, a
+// repository's .gitmodules), so credentials are scoped: Username, Password
+// and SSHKey go only to Origin, the scheme, host and port of the URL they
+// were given for (the git context's); a URL elsewhere, even another port or
+// scheme of the same host, is fetched anonymously unless HostTokens or
+// HostHeaders name its host, as BuildKit's GIT_AUTH_TOKEN.<host> and
+// GIT_AUTH_HEADER.<host> secrets do. go-git drops credentials on a redirect
+// that leaves the origin.
 type GitAuth struct {
+	// Origin is where Username, Password and SSHKey may be sent, as
+	// GitOrigin returns it ("https://git.example.com:443"). Empty: nowhere.
+	Origin string
 	// Username and Password are HTTP basic-auth credentials; Password may
 	// be a token.
 	Username, Password string
 	// SSHKey is a PEM private key (unencrypted) for ssh:// and scp-like URLs.
 	SSHKey []byte
-	// KnownHostsFiles are known_hosts files that the SSH host key is
-	// checked against. None means SSH_KNOWN_HOSTS, ~/.ssh/known_hosts and
+	// KnownHosts is the content of a known_hosts file (public keys, held in
+	// memory so that no file of it need stay where a RUN step could change
+	// it). KnownHostsFiles are further files. With neither, the host key is
+	// checked against SSH_KNOWN_HOSTS, ~/.ssh/known_hosts and
 	// /etc/ssh/ssh_known_hosts, as OpenSSH does.
+	KnownHosts      []byte
 	KnownHostsFiles []string
+	// HostTokens are tokens for other hosts, by host as a URL names it
+	// (host or host:port): sent as basic auth (user x-access-token, as
+	// BuildKit does) to https URLs of exactly that host, never over plain
+	// HTTP. HostHeaders are whole Authorization header values, likewise.
+	HostTokens, HostHeaders map[string]string
+}
+
+// Build secrets whose ids name a host's git credentials, as BuildKit reads
+// them: GIT_AUTH_TOKEN.<host> and GIT_AUTH_HEADER.<host>.
+const (
+	SecretGitAuthToken  = "GIT_AUTH_TOKEN."
+	SecretGitAuthHeader = "GIT_AUTH_HEADER."
+)
+
+// WithHostSecrets returns a with the per-host git credentials found among
+// build secrets (ids GIT_AUTH_TOKEN.<host> and GIT_AUTH_HEADER.<host>).
+func (a GitAuth) WithHostSecrets(secrets map[string][]byte) GitAuth {
+	for id, v := range secrets {
+		val := strings.TrimRight(string(v), "\r\n")
+		if host, ok := strings.CutPrefix(id, SecretGitAuthToken); ok && host != "" {
+			a.HostTokens = withEntry(a.HostTokens, strings.ToLower(host), val)
+		}
+		if host, ok := strings.CutPrefix(id, SecretGitAuthHeader); ok && host != "" {
+			a.HostHeaders = withEntry(a.HostHeaders, strings.ToLower(host), val)
+		}
+	}
+	return a
+}
+
+func withEntry(m map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	maps.Copy(out, m)
+	out[k] = v
+	return out
+}
+
+// GitOrigin returns the scheme, host and port of a git URL, the port made
+// explicit ("https://h:443", "ssh://h:22"; an scp-like user@h:path is
+// ssh://h:22): what credentials are scoped to. It is "" for a URL without a
+// host, which no credential matches.
+func GitOrigin(u string) string {
+	ep, err := transport.NewEndpoint(u)
+	if err != nil || ep.Host == "" {
+		return ""
+	}
+	scheme := strings.ToLower(ep.Protocol)
+	if scheme == "git+ssh" || scheme == "ssh+git" {
+		scheme = "ssh"
+	}
+	port := ep.Port
+	if port == 0 {
+		port = map[string]int{"http": 80, "https": 443, "ssh": 22, "git": 9418}[scheme]
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(strings.Trim(ep.Host, "[]")), strconv.Itoa(port))
 }
 
 // Environment variables and secret files that GitAuthFromEnv reads.
@@ -91,9 +165,12 @@ func GitAuthFromEnv(getenv func(string) string) (GitAuth, error) {
 		if key != "" {
 			a.SSHKey = []byte(key)
 		}
-		kh := filepath.Join(dir, "known_hosts")
-		if _, err := os.Stat(kh); err == nil {
-			a.KnownHostsFiles = append(a.KnownHostsFiles, kh)
+		kh, err := read("known_hosts")
+		if err != nil {
+			return a, err
+		}
+		if kh != "" {
+			a.KnownHosts = append(append(a.KnownHosts, kh...), '\n')
 		}
 	}
 	return a, nil
@@ -112,15 +189,16 @@ func isSSH(u string) bool {
 	return err == nil && ep.Protocol == "ssh"
 }
 
-// method returns the go-git auth method for u, nil for anonymous HTTP.
-// sendSecrets false (a submodule on another host) keeps HTTP credentials
-// and the SSH key to their own host.
-func (a GitAuth) method(u string, insecureHostKey, sendSecrets bool) (transport.AuthMethod, error) {
+// method returns the go-git auth method for u: the credentials scoped to
+// u's origin or host (see GitAuth), nil for anonymous HTTP.
+func (a GitAuth) method(u string, insecureHostKey bool) (transport.AuthMethod, error) {
+	origin := GitOrigin(u)
+	own := origin != "" && origin == a.Origin
 	if !isSSH(u) {
-		if !sendSecrets || (a.Username == "" && a.Password == "") {
-			return nil, nil
+		if own && (a.Username != "" || a.Password != "") {
+			return &githttp.BasicAuth{Username: a.Username, Password: a.Password}, nil
 		}
-		return &githttp.BasicAuth{Username: a.Username, Password: a.Password}, nil
+		return a.hostAuth(u), nil
 	}
 	ep, err := transport.NewEndpoint(u)
 	if err != nil {
@@ -134,18 +212,15 @@ func (a GitAuth) method(u string, insecureHostKey, sendSecrets bool) (transport.
 	if insecureHostKey {
 		helper.HostKeyCallback = ssh.InsecureIgnoreHostKey()
 	} else {
-		db, err := gitssh.NewKnownHostsDb(a.KnownHostsFiles...)
-		if err != nil {
-			return nil, fmt.Errorf("reading known_hosts: %w", err)
-		}
-		helper.HostKeyCallback = db.HostKeyCallback()
 		hostport := ep.Host
 		if ep.Port != 0 && ep.Port != 22 {
 			hostport = net.JoinHostPort(ep.Host, fmt.Sprint(ep.Port))
 		}
-		helper.HostKeyAlgorithms = db.HostKeyAlgorithms(hostport)
+		if helper, err = a.knownHosts(hostport); err != nil {
+			return nil, fmt.Errorf("reading known_hosts: %w", err)
+		}
 	}
-	if len(a.SSHKey) == 0 || !sendSecrets {
+	if len(a.SSHKey) == 0 || !own {
 		return &gitssh.PublicKeysCallback{User: user, Callback: noKeys, HostKeyCallbackHelper: helper}, nil
 	}
 	signer, err := ssh.ParsePrivateKey(a.SSHKey)
@@ -154,6 +229,58 @@ func (a GitAuth) method(u string, insecureHostKey, sendSecrets bool) (transport.
 		return nil, fmt.Errorf("parsing the SSH private key: %w", err)
 	}
 	return &gitssh.PublicKeys{User: user, Signer: signer, HostKeyCallbackHelper: helper}, nil
+}
+
+// hostAuth returns the per-host credentials of an https URL, nil if it
+// has none.
+func (a GitAuth) hostAuth(u string) transport.AuthMethod {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Scheme != "https" {
+		return nil
+	}
+	host := strings.ToLower(pu.Host)
+	if h, ok := a.HostHeaders[host]; ok {
+		return headerAuth(h)
+	}
+	if tok, ok := a.HostTokens[host]; ok {
+		return &githttp.BasicAuth{Username: "x-access-token", Password: tok}
+	}
+	return nil
+}
+
+// headerAuth sends a whole Authorization header value (GIT_AUTH_HEADER).
+type headerAuth string
+
+func (h headerAuth) SetAuth(r *http.Request) { r.Header.Set("Authorization", string(h)) }
+func (headerAuth) Name() string              { return "http-authorization-header" }
+func (headerAuth) String() string            { return "http-authorization-header: ***" }
+
+// knownHosts checks host keys of hostport against KnownHosts (read through
+// a memory file, so no copy of it is on a file system) and KnownHostsFiles;
+// with neither, against OpenSSH's files.
+func (a GitAuth) knownHosts(hostport string) (gitssh.HostKeyCallbackHelper, error) {
+	var helper gitssh.HostKeyCallbackHelper
+	files := slices.Clone(a.KnownHostsFiles)
+	if len(a.KnownHosts) > 0 {
+		fd, err := unix.MemfdCreate("known_hosts", unix.MFD_CLOEXEC)
+		if err != nil {
+			return helper, err
+		}
+		f := os.NewFile(uintptr(fd), "known_hosts")
+		defer f.Close()
+		if _, err := f.Write(a.KnownHosts); err != nil {
+			return helper, err
+		}
+		files = append(files, fmt.Sprintf("/proc/self/fd/%d", fd))
+	}
+	// The files are read here, while f is open.
+	db, err := gitssh.NewKnownHostsDb(files...)
+	if err != nil {
+		return helper, err
+	}
+	helper.HostKeyCallback = db.HostKeyCallback()
+	helper.HostKeyAlgorithms = db.HostKeyAlgorithms(hostport)
+	return helper, nil
 }
 
 func noKeys() ([]ssh.Signer, error) { return nil, nil }

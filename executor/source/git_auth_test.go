@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/slipway-dev/slipway/test/gitserver"
@@ -229,6 +231,122 @@ func TestRedactURL(t *testing.T) {
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestFetchGit_credentialsStayWithTheirOrigin is finding 3 of issue 10: a
+// submodule on another port of the context's host received the context's
+// credentials, because only host names were compared. Credentials now go
+// to the context's exact scheme, host and port; the spy server (the same
+// host, another port) must see no Authorization header at all.
+func TestFetchGit_credentialsStayWithTheirOrigin(t *testing.T) {
+	root := t.TempDir()
+	var spy gitserver.Spy
+	other := gitserver.StartHTTP(t, root, gitserver.WithSpy(&spy))
+	lib := gitserver.NewWorkRepo(t)
+	gitserver.WriteFiles(t, lib, map[string]string{"lib.txt": "lib\n"})
+	gitserver.Commit(t, lib, "lib")
+	libBare := gitserver.Publish(t, lib, root, "org/lib.git", true)
+
+	w := gitserver.NewWorkRepo(t)
+	gitserver.WriteFiles(t, w, map[string]string{"Dockerfile": "FROM scratch\n"})
+	gitserver.Git(t, w, "-c", "protocol.file.allow=always", "submodule", "add", "-q", libBare, "lib")
+	gitserver.Git(t, w, "config", "-f", ".gitmodules", "submodule.lib.url", other.URL+"/org/lib.git")
+	gitserver.Commit(t, w, "with lib")
+	gitserver.Publish(t, w, root, "org/app.git", true)
+	own := gitserver.StartHTTP(t, root, gitserver.WithBasicAuth("alice", secretPassword))
+
+	dest := filepath.Join(t.TempDir(), "context")
+	_, err := FetchWithInfo(t.Context(), own.URL+"/org/app.git", "", dest, FetchOptions{
+		Git:    "recurse-submodules=true",
+		Getenv: envOf(map[string]string{"GIT_USERNAME": "alice", "GIT_PASSWORD": secretPassword}),
+	})
+	if err != nil {
+		t.Fatalf("FetchWithInfo: %v", err)
+	}
+	if got := readFile(t, filepath.Join(dest, "lib/lib.txt")); got != "lib\n" {
+		t.Errorf("lib/lib.txt = %q: the submodule was not checked out", got)
+	}
+	if spy.Requests() == 0 {
+		t.Fatal("the submodule's server received no request")
+	}
+	if got := spy.Credentialed(); len(got) != 0 {
+		t.Errorf("the submodule on another port received credentials: %q", got)
+	}
+}
+
+// TestGitAuth_method checks where each credential may go: the context's
+// to its exact origin, per-host tokens and headers to https URLs of their
+// host only.
+func TestGitAuth_method(t *testing.T) {
+	a := GitAuth{
+		Origin: GitOrigin("http://git.example.com/org/app.git"), Username: "alice", Password: secretPassword,
+		SSHKey: []byte(testOtherKey), KnownHosts: []byte("git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"),
+	}.WithHostSecrets(map[string][]byte{
+		"GIT_AUTH_TOKEN.tokens.example.com:8443": []byte("tok\n"),
+		"GIT_AUTH_HEADER.headers.example.com":    []byte("Bearer hdr"),
+		"GIT_AUTH_TOKEN.":                        []byte("no host"),
+	})
+	tests := []struct {
+		url  string
+		want string // the method's Name and user, "" for none
+	}{
+		{url: "http://git.example.com/org/lib.git", want: "http-basic-auth alice"},
+		{url: "http://git.example.com:80/org/lib.git", want: "http-basic-auth alice"},
+		{url: "http://GIT.example.com/org/lib.git", want: "http-basic-auth alice"},
+		{url: "http://git.example.com:8080/org/lib.git"},
+		{url: "https://git.example.com/org/lib.git"},
+		{url: "http://evil.example.com/org/lib.git"},
+		{url: "https://tokens.example.com:8443/x.git", want: "http-basic-auth x-access-token"},
+		{url: "https://tokens.example.com/x.git"},
+		{url: "http://tokens.example.com:8443/x.git"},
+		{url: "https://headers.example.com/x.git", want: "http-authorization-header"},
+		{url: "ssh://git@git.example.com/org/lib.git", want: "ssh-public-key-callback git"},
+	}
+	for _, tc := range tests {
+		m, err := a.method(tc.url, false)
+		if err != nil {
+			t.Errorf("method(%s): %v", tc.url, err)
+			continue
+		}
+		got := ""
+		switch m := m.(type) {
+		case nil:
+		case *githttp.BasicAuth:
+			got = m.Name() + " " + m.Username
+		case *gitssh.PublicKeysCallback:
+			got = m.Name() + " " + m.User
+		default:
+			got = m.Name()
+		}
+		if got != tc.want {
+			t.Errorf("method(%s) = %q, want %q", tc.url, got, tc.want)
+		}
+	}
+	own := GitAuth{Origin: GitOrigin("git@git.example.com:org/app.git"), SSHKey: a.SSHKey, KnownHosts: a.KnownHosts}
+	m, err := own.method("ssh://git@git.example.com:22/org/lib.git", false)
+	if _, ok := m.(*gitssh.PublicKeys); !ok || err != nil {
+		t.Errorf("the SSH key is not offered to its own origin: %T, %v", m, err)
+	}
+	if m, _ := own.method("ssh://git@git.example.com:2222/org/lib.git", false); m.Name() != gitssh.PublicKeysCallbackName {
+		t.Errorf("the SSH key is offered to another port: %T", m)
+	}
+}
+
+func TestGitOrigin(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://h.example/r.git":     "https://h.example:443",
+		"http://u:p@H.example:8080/r": "http://h.example:8080",
+		"git@h.example:org/r.git":     "ssh://h.example:22",
+		"ssh://git@h.example:2222/r":  "ssh://h.example:2222",
+		"git://h.example/r":           "git://h.example:9418",
+		"http://[::1]:3000/r.git":     "http://[::1]:3000",
+		"/local/path":                 "",
+		"file:///srv/git/r.git":       "",
+	} {
+		if got := GitOrigin(in); got != want {
+			t.Errorf("GitOrigin(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

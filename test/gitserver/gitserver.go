@@ -16,7 +16,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -108,7 +110,45 @@ type HTTPServer struct {
 // HTTPOption configures StartHTTP.
 type HTTPOption func(*httpConfig)
 
-type httpConfig struct{ user, password string }
+type httpConfig struct {
+	user, password string
+	spy            *Spy
+}
+
+// Spy records the Authorization headers a server received, to prove that
+// credentials did not go where they must not.
+type Spy struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+// WithSpy records every request's Authorization header (empty when it had
+// none) in spy.
+func WithSpy(spy *Spy) HTTPOption {
+	return func(c *httpConfig) { c.spy = spy }
+}
+
+// Authorizations returns the Authorization headers received so far, one
+// per request, empty for a request without one.
+func (s *Spy) Authorizations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.seen)
+}
+
+// Requests is how many requests the server received.
+func (s *Spy) Requests() int { return len(s.Authorizations()) }
+
+// Credentialed returns the Authorization headers that were not empty.
+func (s *Spy) Credentialed() []string {
+	var out []string
+	for _, a := range s.Authorizations() {
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
 
 // WithBasicAuth makes the server answer 401 to any request without user
 // and password. By default no credentials are needed.
@@ -152,6 +192,15 @@ func StartHTTP(t testing.TB, root string, opts ...HTTPOption) *HTTPServer {
 				return
 			}
 			backend.ServeHTTP(w, r)
+		})
+	}
+	if spy := c.spy; spy != nil {
+		next := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			spy.mu.Lock()
+			spy.seen = append(spy.seen, r.Header.Get("Authorization"))
+			spy.mu.Unlock()
+			next.ServeHTTP(w, r)
 		})
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -11,12 +11,14 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
-	"golang.org/x/sys/unix"
 
 	"github.com/slipway-dev/slipway/executor/copier"
 	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/rootfs"
 )
 
 // RUN --mount is emulated in the stage's root without mount(2): the
@@ -201,18 +203,51 @@ func (g *stage) planBind(ctx context.Context, m *instructions.Mount, rm *runMoun
 	return nil
 }
 
-// mounted is a mount made in a root, to be undone.
+// mounted is a mount made in a root, to be undone. It holds descriptors
+// of the directories it changed, opened before the step ran, so that
+// undoing it acts on those directories wherever the step moved them, and
+// never follows a symlink the step planted: nothing outside the root can
+// be reached.
 type mounted struct {
-	host    string   // the target, resolved in the root
-	stash   string   // where what was at host waits; "" for nothing
-	stubs   []string // parent directories made for it, outermost first
-	anc     string   // the deepest directory that existed, whose entries change
-	ancTime [2]unix.Timespec
-	ancMod  unix.Timespec // its mtime once the mount was made; zero if unknown
+	rel     string       // the target, resolved in the root (for messages)
+	parent  *rootfs.Dir  // the target's parent
+	name    string       // the target's name in parent
+	stash   string       // the name in parent of what was at the target; "" for nothing
+	stubs   []mountStub  // parent directories made for it, outermost first
+	anc     *rootfs.Dir  // the deepest directory that existed, whose entries change
+	ancTime [2]time.Time // its times before the mount
+	ancMod  time.Time    // its mtime once the mount was made; zero if unknown
 }
 
-// mount makes the mounts in root and returns how to undo them.
+// mountStub is a directory made for a mount: name in parent.
+type mountStub struct {
+	parent, dir *rootfs.Dir
+	name        string
+}
+
+func (m *mounted) close() {
+	m.parent.Close()
+	m.anc.Close()
+	for _, s := range m.stubs {
+		s.dir.Close()
+	}
+}
+
+// mount makes the mounts in root and returns how to undo them. Everything
+// it does and undoes goes through descriptors of directories in root,
+// opened with RESOLVE_IN_ROOT (see rootfs.Root): what a target's path or
+// its parents resolve to, now or after the step changed them, stays in
+// root, and excluded paths (the executor's own, in place) cannot be
+// targets.
 func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (func() error, error) {
+	if !slices.ContainsFunc(mounts, func(rm *runMount) bool { return rm.target != "" }) {
+		return func() error { return nil }, nil
+	}
+	r, err := rootfs.OpenRoot(root, g.b.rootfsOptions()...)
+	if err != nil {
+		return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount: %w", err))
+	}
+	defer r.Close()
 	var done []*mounted
 	undo := func() error {
 		var first error
@@ -220,6 +255,7 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 			if err := m.undo(); err != nil && first == nil {
 				first = err
 			}
+			m.close()
 		}
 		return first
 	}
@@ -227,7 +263,7 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 		if rm.target == "" {
 			continue // a secret given as a variable only
 		}
-		m, err := g.mountOne(ctx, root, rm)
+		m, err := g.mountOne(ctx, root, r, rm)
 		if m != nil {
 			done = append(done, m)
 		}
@@ -239,65 +275,90 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 	return undo, nil
 }
 
-func (g *stage) mountOne(ctx context.Context, root string, rm *runMount) (*mounted, error) {
+func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *runMount) (*mounted, error) {
+	// The target with the symlinks on its way (its own included) resolved
+	// in the root as they are now, as a mount would resolve them.
 	host, err := securePath(root, rm.target)
 	if err != nil {
 		return nil, err
 	}
-	m := &mounted{host: host}
-	// The deepest existing directory above the target: its entries are
-	// what making the mount changes.
-	m.anc = filepath.Dir(host)
-	for {
-		if fi, err := os.Lstat(m.anc); err == nil && fi.IsDir() {
+	rel, err := filepath.Rel(root, host)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, errors.New("the target resolves to the root")
+	}
+	rel = filepath.ToSlash(rel)
+	if r.Excluded(rel) {
+		return nil, fmt.Errorf("/%s is a path the executor keeps for itself", rel)
+	}
+	dir, name := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	m := &mounted{rel: "/" + rel, name: name}
+	// anc: the deepest directory of the way that exists.
+	var parts []string
+	if dir != "" {
+		parts = strings.Split(dir, "/")
+	}
+	n := len(parts)
+	for ; ; n-- {
+		m.anc, err = r.OpenDir(strings.Join(parts[:n], "/"))
+		if err == nil {
 			break
 		}
-		if m.anc == root {
-			break
+		if n == 0 || !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
 		}
-		m.anc = filepath.Dir(m.anc)
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(m.anc, &st); err != nil {
-		return nil, err
+	if atime, mtime, err := m.anc.Times(); err == nil {
+		m.ancTime = [2]time.Time{atime, mtime}
 	}
-	m.ancTime = [2]unix.Timespec{st.Atim, st.Mtim}
-	rel, _ := filepath.Rel(root, filepath.Dir(host))
-	created, err := g.mkdirAll(root, "/"+filepath.ToSlash(rel), "")
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range created {
-		m.stubs = append(m.stubs, filepath.Join(root, filepath.FromSlash(c)))
-	}
-	if _, err := os.Lstat(host); err == nil {
-		var b [8]byte
-		rand.Read(b[:])
-		m.stash = filepath.Join(filepath.Dir(host), ".slipway-mount-"+hex.EncodeToString(b[:]))
-		if err := os.Rename(host, m.stash); err != nil {
-			m.stash = ""
+	// Make the missing directories (mode 0755, owned by root, as Docker
+	// makes them); the last one, or anc, is the parent.
+	cur := m.anc
+	for _, part := range parts[n:] {
+		next, err := cur.Mkdir(part, 0o755, owner(0), 0)
+		if err != nil {
 			return m, err
 		}
+		m.stubs = append(m.stubs, mountStub{parent: cur, dir: next, name: part})
+		cur = next
 	}
-	if err := g.fill(ctx, root, rm, host); err != nil {
+	m.parent = cur
+	if _, err := m.parent.Lstat(name); err == nil {
+		var b [8]byte
+		rand.Read(b[:])
+		stash := ".slipway-mount-" + hex.EncodeToString(b[:])
+		if err := m.parent.Rename(name, stash); err != nil {
+			return m, err
+		}
+		m.stash = stash
+	}
+	if err := g.fill(ctx, root, rm, m.parent, name); err != nil {
 		return m, err
 	}
-	if err := unix.Lstat(m.anc, &st); err == nil {
-		m.ancMod = st.Mtim
+	if _, mtime, err := m.anc.Times(); err == nil {
+		m.ancMod = mtime
 	}
 	return m, nil
 }
 
-// fill makes the mount's content at host.
-func (g *stage) fill(ctx context.Context, root string, rm *runMount, host string) error {
+// owner is uid for a chown, or -1 (leave it) when the executor cannot
+// chown, not being root.
+func owner(uid int) int {
+	if os.Geteuid() != 0 {
+		return -1
+	}
+	return uid
+}
+
+// fill makes the mount's content at name in parent.
+func (g *stage) fill(ctx context.Context, root string, rm *runMount, parent *rootfs.Dir, name string) error {
 	switch rm.typ {
 	case instructions.MountTypeSecret:
-		if err := os.WriteFile(host, rm.secret, 0o600); err != nil {
-			return err
-		}
+		return parent.WriteFile(name, rm.secret, rm.mode, owner(rm.uid), rm.gid)
 	case instructions.MountTypeBind:
+		// The copier resolves the target in the root as this did.
 		req := rm.req
-		req.DestRoot, req.Dest = root, rm.target
+		req.DestRoot, req.Dest = root, "/"+path.Join(parent.Rel(), name)
 		var err error
 		if rm.src != nil {
 			_, err = rm.src.Copy(ctx, req)
@@ -309,39 +370,43 @@ func (g *stage) fill(ctx context.Context, root string, rm *runMount, host string
 		}
 		return err
 	default:
-		if err := os.Mkdir(host, 0o700); err != nil {
+		d, err := parent.Mkdir(name, rm.mode, owner(rm.uid), rm.gid)
+		if err != nil {
 			return err
 		}
+		return d.Close()
 	}
-	if err := os.Lchown(host, rm.uid, rm.gid); err != nil && os.Geteuid() == 0 {
-		return err
-	}
-	return os.Chmod(host, rm.mode)
 }
 
 // undo removes the mount and what the command wrote under it, puts back
-// what was there, removes the parents it made when they are still empty,
-// and gives the directory whose entries it changed its times back when the
-// command did not change them too.
+// what was there, removes the parents it made when they are still empty
+// and still theirs, and gives the directory whose entries it changed its
+// times back when the command did not change them too. It works in the
+// directories opened before the step, wherever the step moved them.
 func (m *mounted) undo() error {
-	var st unix.Stat_t
-	untouched := m.ancMod != (unix.Timespec{}) && unix.Lstat(m.anc, &st) == nil && st.Mtim == m.ancMod
-	if err := os.RemoveAll(m.host); err != nil {
-		return fmt.Errorf("removing the mount %s: %w", m.host, err)
+	untouched := false
+	if !m.ancMod.IsZero() {
+		if _, mtime, err := m.anc.Times(); err == nil && mtime.Equal(m.ancMod) {
+			untouched = true
+		}
 	}
-	if m.stash != "" {
-		if err := os.Rename(m.stash, m.host); err != nil {
-			return fmt.Errorf("putting %s back: %w", m.host, err)
+	if m.parent != nil {
+		if err := m.parent.RemoveAll(m.name); err != nil {
+			return fmt.Errorf("removing the mount %s: %w", m.rel, err)
+		}
+		if m.stash != "" {
+			if err := m.parent.Rename(m.stash, m.name); err != nil {
+				return fmt.Errorf("putting %s back: %w", m.rel, err)
+			}
 		}
 	}
 	for _, s := range slices.Backward(m.stubs) {
-		if err := os.Remove(s); err != nil {
-			break // the command put something there: it stays
+		if removed, err := s.parent.RemoveDir(s.name, s.dir); err != nil || !removed {
+			break // the command put something there, or moved it: it stays
 		}
 	}
-	if untouched {
-		ts := m.ancTime
-		_ = unix.UtimesNanoAt(unix.AT_FDCWD, m.anc, ts[:], unix.AT_SYMLINK_NOFOLLOW)
+	if untouched && !m.ancTime[1].IsZero() {
+		_ = m.anc.SetTimes(m.ancTime[0], m.ancTime[1])
 	}
 	return nil
 }

@@ -2,6 +2,9 @@ package build_test
 
 import (
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -159,4 +162,112 @@ func TestBuild_runMountErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBuild_runMountCleanupStaysInRoot plays a step that, around its
+// mount, replaces the mount's parent with a symlink to a directory outside
+// the stage's root (absolute, or climbing out with ".."), which holds
+// entries named like the mount target and like the parents made for it.
+// Putting the mount away afterwards must not touch them.
+func TestBuild_runMountCleanupStaysInRoot(t *testing.T) {
+	f := newFixture(t, map[string]string{"src/a.txt": "a\n"})
+	tests := []struct {
+		name string
+		run  string // VICTIM stands for the victim directory, UP for enough ../ to reach /
+		// What the image holds where the step moved the mount's parent:
+		// the mount is gone from there, what it hid is back.
+		absent, present []string
+	}{
+		{"cache, parent replaced by an absolute symlink",
+			`RUN --mount=type=cache,target=/a/b sh -c "mv /a /a.old && ln -s VICTIM /a"`,
+			[]string{"a.old/b"}, []string{"a.old/h"}},
+		{"cache, parent replaced by a relative symlink climbing out",
+			`RUN --mount=type=cache,target=/a/b sh -c "mv /a /a.old && ln -s UPVICTIM /a"`,
+			[]string{"a.old/b"}, []string{"a.old/h"}},
+		{"cache, grandparent replaced",
+			`RUN --mount=type=cache,target=/a/b/c sh -c "mv /a /a.old && ln -s VICTIM/n /a"`,
+			[]string{"a.old/b"}, []string{"a.old/h"}},
+		{"cache under parents the mount made",
+			`RUN --mount=type=cache,target=/x/y/z sh -c "mv /x /x.old && ln -s VICTIM /x"`,
+			[]string{"x.old/y"}, []string{"x.old"}},
+		{"cache that hid an entry",
+			`RUN --mount=type=cache,target=/a/h sh -c "mv /a /a.old && ln -s VICTIM /a"`,
+			nil, []string{"a.old/h"}},
+		{"bind of the context",
+			`RUN --mount=type=bind,source=src,target=/a/b sh -c "mv /a /a.old && ln -s VICTIM /a"`,
+			[]string{"a.old/b"}, []string{"a.old/h"}},
+		{"tmpfs",
+			`RUN --mount=type=tmpfs,target=/a/b sh -c "mv /a /a.old && ln -s UPVICTIM /a"`,
+			[]string{"a.old/b"}, []string{"a.old/h"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			victim := t.TempDir()
+			writeContext(t, victim, map[string]string{
+				"b/keep":   "victim\n",
+				"n/b/c/k":  "victim\n",
+				"h":        "victim\n",
+				"y/z/keep": "victim\n",
+				".keep":    "victim\n",
+			})
+			// Empty directories, named like the ones the cleanup removes
+			// when they are empty.
+			for _, d := range []string{"y/z/empty", "empty"} {
+				if err := os.MkdirAll(filepath.Join(victim, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := treeOf(t, victim)
+			run := strings.ReplaceAll(tc.run, "UP", strings.Repeat("../", 40))
+			run = strings.ReplaceAll(run, "VICTIM", victim)
+			df := "FROM {{BASE}}\nRUN mkdir -p /a && echo hidden > /a/h\n" + run + "\n"
+			img, _, err := f.build(t, df, false)
+			if diff := cmp.Diff(before, treeOf(t, victim)); diff != "" {
+				t.Errorf("the directory outside the root changed (-before +after):\n%s", diff)
+			}
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			tree := flatten(t, img)
+			for _, p := range tc.absent {
+				if _, ok := tree[p]; ok {
+					t.Errorf("%s is in the image; the mount moved there should be gone", p)
+				}
+			}
+			for _, p := range tc.present {
+				if _, ok := tree[p]; !ok {
+					t.Errorf("%s is not in the image", p)
+				}
+			}
+		})
+	}
+}
+
+// treeOf lists the entries under dir with their types, and files' content.
+func treeOf(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		switch {
+		case d.IsDir():
+			out[rel] = "dir"
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = string(b)
+		default:
+			out[rel] = d.Type().String()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

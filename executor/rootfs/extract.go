@@ -47,8 +47,14 @@ const (
 // root. Excluded paths are skipped silently, also when reached through a
 // symlink.
 //
+// Size: with WithMaxSize, the content of the layer's files is bounded, and
+// a layer that expands past the bound fails on the entry that would cross
+// it, before it is written.
+//
 // Extract streams: it keeps no temporary files and does not sync. An error
-// names the entry and leaves the entries before it applied.
+// names the entry and leaves the entries before it applied (and the entry
+// itself, partly written, when reading or writing its content failed): the
+// root is then not a faithful tree and must not be used as one.
 func Extract(root string, r io.Reader, opts ...Option) error {
 	o := newOptions(opts)
 	t, err := openTree(root, o)
@@ -82,6 +88,10 @@ func Extract(root string, r io.Reader, opts ...Option) error {
 	return x.setDirTimes()
 }
 
+// ErrLayerTooLarge is what Extract's error wraps when a layer expands past
+// the WithMaxSize limit.
+var ErrLayerTooLarge = errors.New("the layer expands past the size limit")
+
 type dirTime struct {
 	rel          string
 	atime, mtime time.Time
@@ -95,6 +105,8 @@ type extractor struct {
 	written, keep map[string]bool
 	dirTimes      []dirTime
 	buf           []byte
+	// size is the content written so far, bounded by t.opts.maxSize.
+	size int64
 	// The last parent directory opened, since consecutive entries mostly
 	// share one. Dropped whenever something is removed.
 	pdir, preal string
@@ -285,9 +297,8 @@ func (x *extractor) writeFile(pfd int, name, real string, hdr *tar.Header, mode 
 	}
 	f := os.NewFile(uintptr(fd), real)
 	defer f.Close()
-	// Hide ReadFrom and WriteTo so that the big buffer is used.
-	if _, err := io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{r}, x.buf); err != nil {
-		return fmt.Errorf("writing %s: %w", real, err)
+	if err := x.copyContent(f, r, real, hdr.Size); err != nil {
+		return err
 	}
 	if !x.t.opts.noOwnership {
 		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
@@ -307,6 +318,31 @@ func (x *extractor) writeFile(pfd int, name, real string, hdr *tar.Header, mode 
 		return &os.PathError{Op: "fchmod", Path: real, Err: err}
 	}
 	return f.Close()
+}
+
+// copyContent writes the entry's content, of size bytes as its header says,
+// to f, counting it against the layer's limit: it fails before writing when
+// size goes past it, and while writing should the content be longer.
+func (x *extractor) copyContent(f *os.File, r io.Reader, real string, size int64) error {
+	max := x.t.opts.maxSize
+	if max > 0 {
+		if size > max-x.size {
+			return fmt.Errorf("%w of %d bytes: its files hold %d bytes before %s, which has %d", ErrLayerTooLarge, max, x.size, real, size)
+		}
+		// The tar reader holds an entry to its size; this holds it
+		// to the limit whatever the reader does.
+		r = io.LimitReader(r, max-x.size+1)
+	}
+	// Hide ReadFrom and WriteTo so that the big buffer is used.
+	n, err := io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{r}, x.buf)
+	x.size += n
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", real, err)
+	}
+	if max > 0 && x.size > max {
+		return fmt.Errorf("%w of %d bytes: writing %s", ErrLayerTooLarge, max, real)
+	}
+	return nil
 }
 
 // setMeta sets ownership (when chown), then extended attributes, then the

@@ -22,6 +22,7 @@ type options struct {
 	noOwnership bool
 	skipped     func(rel string, err error)
 	index       *Index
+	maxSize     int64
 }
 
 func newOptions(opts []Option) *options {
@@ -69,13 +70,23 @@ func WithSkipped(fn func(rel string, err error)) Option {
 	return func(o *options) { o.skipped = fn }
 }
 
-// excluded reports whether rel or one of its ancestors is excluded.
+// WithMaxSize bounds what one layer may expand to: Extract fails, with an
+// error naming the entry and satisfying errors.Is(err, ErrLayerTooLarge),
+// before the content of the layer's regular files would add up to more than
+// n bytes (counted as written: a sparse or zero-filled file counts its full
+// size, files skipped as excluded do not count). Options after it override
+// it. The default, as n <= 0, is no limit.
+func WithMaxSize(n int64) Option {
+	return func(o *options) { o.maxSize = n }
+}
+
 // WithIndex makes Extract record every entry of the layer it reads in ix
 // (excluded ones too: the index is the layer's, not the tree's).
 func WithIndex(ix *Index) Option {
 	return func(o *options) { o.index = ix }
 }
 
+// excluded reports whether rel or one of its ancestors is excluded.
 func (o *options) excluded(rel string) bool {
 	if len(o.exclude) == 0 || rel == "" {
 		return false

@@ -321,18 +321,22 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		fmt.Fprintf(logw, "Fetched git context at commit %s\n", res.Commit)
 	}
 	res.FetchMillis = result.Millis(time.Since(fetchStart))
-	dockerfilePath := o.dockerfile
-	if !filepath.IsAbs(dockerfilePath) {
-		inContext := filepath.Join(contextDir, dockerfilePath)
-		if _, err := os.Stat(inContext); err == nil || !fileExists(dockerfilePath) {
-			dockerfilePath = inContext
-		}
+	// The Dockerfile (and its ignore file) is read inside the context: the
+	// repository may link it anywhere, but what is read is in the context
+	// (source.ReadFile), so no file of the executor's reaches a message.
+	// An absolute --dockerfile is the operator's choice, read as given;
+	// the controller passes a relative one (its API refuses others). A
+	// relative one is never looked up outside the context, unlike kaniko,
+	// which tries the working directory first.
+	dockerfileRoot := contextDir
+	if filepath.IsAbs(o.dockerfile) {
+		dockerfileRoot = "/"
 	}
-	dt, err := os.ReadFile(dockerfilePath)
+	dt, err := source.ReadFile(dockerfileRoot, o.dockerfile)
 	if err != nil {
-		return failWith(result.ReasonDockerfileInvalid, fmt.Errorf("reading the Dockerfile: %w", err))
+		return failWith(result.ReasonDockerfileInvalid, err)
 	}
-	bctx, err := source.Open(contextDir, dockerfilePath)
+	bctx, err := source.Open(contextDir, o.dockerfile)
 	if err != nil {
 		return failWith(result.ReasonSourceFetchFailed, err)
 	}
@@ -356,7 +360,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 
 	bo := build.Options{
 		Dockerfile:     dt,
-		DockerfilePath: dockerfilePath,
+		DockerfilePath: o.dockerfile,
 		Context:        bctx,
 		BuildArgs:      buildArgs,
 		Labels:         labels,

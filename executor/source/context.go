@@ -1,15 +1,20 @@
 package source
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 )
@@ -29,13 +34,20 @@ type Context struct {
 }
 
 // Open opens the build context at dir for the Dockerfile at dockerfilePath
-// (absolute, or relative to dir).
+// (relative to dir, or absolute when the operator gave an absolute
+// --dockerfile).
 //
 // The ignore file is chosen as Docker (BuildKit's dockerui) does: a file
 // named "<Dockerfile name>.dockerignore" beside the Dockerfile takes
 // precedence, else ".dockerignore" at the context root; neither is fine.
-// Patterns are parsed with Docker's parser (patternmatcher/ignorefile, which
-// buildkit's frontend/dockerfile/dockerignore.ReadAll now aliases).
+// Both are read with ReadFile, so inside the context (for an absolute
+// Dockerfile, its ignore file is the operator's too), and a symlink that
+// leads nowhere inside the context is an error, not a missing ignore file:
+// BuildKit would silently build without it, and send what it meant to
+// exclude. Patterns are parsed with Docker's parser
+// (patternmatcher/ignorefile, which buildkit's
+// frontend/dockerfile/dockerignore.ReadAll now aliases); no error quotes
+// the file's content.
 func Open(dir, dockerfilePath string) (*Context, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -46,37 +58,143 @@ func Open(dir, dockerfilePath string) (*Context, error) {
 	}
 	c := &Context{Dir: abs}
 
-	var candidates []string
-	if dockerfilePath != "" {
-		df := dockerfilePath
-		if !filepath.IsAbs(df) {
-			df = filepath.Join(abs, df)
-		}
-		candidates = append(candidates, df+".dockerignore")
+	type candidate struct{ root, name string }
+	var candidates []candidate
+	switch {
+	case dockerfilePath == "":
+	case filepath.IsAbs(dockerfilePath):
+		candidates = append(candidates, candidate{"/", dockerfilePath + ".dockerignore"})
+	default:
+		candidates = append(candidates, candidate{abs, dockerfilePath + ".dockerignore"})
 	}
-	candidates = append(candidates, filepath.Join(abs, ".dockerignore"))
+	candidates = append(candidates, candidate{abs, ".dockerignore"})
 
-	for _, p := range candidates {
-		f, err := os.Open(p)
+	for _, cand := range candidates {
+		dt, err := ReadFile(cand.root, cand.name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("opening ignore file %s: %w", p, err)
+			return nil, fmt.Errorf("opening ignore file: %w", err)
 		}
-		patterns, err := ignorefile.ReadAll(f)
-		f.Close()
+		patterns, err := ignorefile.ReadAll(bytes.NewReader(dt))
 		if err != nil {
-			return nil, fmt.Errorf("reading ignore file %s: %w", p, err)
+			return nil, fmt.Errorf("reading ignore file %s: %w", cand.name, err)
 		}
 		m, err := patternmatcher.New(patterns)
 		if err != nil {
-			return nil, fmt.Errorf("parsing ignore file %s: %w", p, err)
+			// Its errors name a syntax rule, never the pattern.
+			return nil, fmt.Errorf("parsing ignore file %s: %w", cand.name, err)
 		}
-		c.IgnoreFile, c.Patterns, c.matcher = p, patterns, m
+		c.IgnoreFile, c.Patterns, c.matcher = filepath.Join(cand.root, cand.name), patterns, m
 		break
 	}
 	return c, nil
+}
+
+// MaxFileSize bounds the Dockerfile and the ignore file: BuildKit's limit
+// for the files its frontend reads from the context (dockerui.ReadFile:
+// containerd's default gRPC message size, 16 MiB).
+const MaxFileSize = 16 << 20
+
+// ReadFile reads the file name (a path relative to root; an absolute one
+// is taken from root too) as BuildKit reads a Dockerfile from the context:
+// symlinks are resolved as if root were "/" (openat2 RESOLVE_IN_ROOT, with
+// no magic links, through pathrs-lite), so no path leaves root whatever
+// the repository links where; anything but a regular file (a FIFO, a
+// device, a directory) is refused before it is opened for reading; a file
+// larger than MaxFileSize is refused before it is read.
+//
+// Errors name name, never a file's content nor where a symlink led outside
+// root. A name that does not exist gives an error that is
+// fs.ErrNotExist; one that exists only as a symlink (or through one) that
+// leads to nothing inside root gives one that is not, so that a caller
+// that tolerates a missing file does not tolerate that.
+func ReadFile(root, name string) ([]byte, error) {
+	return readFileLimit(root, name, MaxFileSize)
+}
+
+func readFileLimit(root, name string, limit int64) ([]byte, error) {
+	handle, err := pathrs.OpenInRoot(root, name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			if via := symlinkedTo(root, name); via != "" {
+				return nil, fmt.Errorf("reading %s: it leads through a symlink to %s, which does not exist in the build context: symlinks are resolved inside the context, never out of it", name, via)
+			}
+		}
+		return nil, fmt.Errorf("reading %s: %w", name, bareErrno(err))
+	}
+	defer handle.Close()
+	fi, err := handle.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, bareErrno(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("reading %s: not a regular file (%s)", name, fileType(fi.Mode()))
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("reading %s: its size, %d bytes, exceeds the maximum allowed size of %d bytes", name, fi.Size(), limit)
+	}
+	f, err := pathrs.Reopen(handle, os.O_RDONLY)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, bareErrno(err))
+	}
+	defer f.Close()
+	// The size may grow meanwhile, or lie (procfs): read one byte more.
+	dt, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, bareErrno(err))
+	}
+	if int64(len(dt)) > limit {
+		return nil, fmt.Errorf("reading %s: it exceeds the maximum allowed size of %d bytes", name, limit)
+	}
+	return dt, nil
+}
+
+// symlinkedTo returns where name leads inside root (as a path from root,
+// "/"-rooted) when a symlink on the way changed it, else "". It is for
+// messages only: the file is opened by descriptor, not by this path.
+func symlinkedTo(root, name string) string {
+	resolved, err := securejoin.SecureJoin(root, name)
+	if err != nil {
+		return ""
+	}
+	lexical := filepath.Join(root, filepath.Clean("/"+name))
+	if resolved == lexical {
+		return ""
+	}
+	rel, err := filepath.Rel(root, resolved)
+	if err != nil {
+		return ""
+	}
+	return "/" + filepath.ToSlash(rel)
+}
+
+// bareErrno reduces a resolution error to its errno, so that a message
+// never quotes a path pathrs met on the way (which may be a host path), and
+// errors.Is still tells what happened.
+func bareErrno(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}
+
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "type " + m.Type().String()
 }
 
 // cleanRel turns a context-relative path as a user may write it ("./a",

@@ -74,6 +74,11 @@ type Options struct {
 	ParseReference func(s string) (name.Reference, error)
 	// Layers says how new layers are compressed and typed.
 	Layers layer.Options
+	// MaxLayerSize bounds what the files of one layer read by the build
+	// (base image, cache hit, COPY --from or RUN --mount=from image) may
+	// expand to, in bytes: past it the build fails (executor
+	// --max-layer-size). Zero or less is no limit.
+	MaxLayerSize int64
 	// SourceDateEpoch, when set, makes the build reproducible: it is the
 	// image's creation time, and file times newer than it are clamped to it.
 	SourceDateEpoch *time.Time

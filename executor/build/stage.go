@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -495,12 +496,12 @@ func (b *builder) rootfsOptions() []rootfs.Option {
 	if os.Geteuid() != 0 {
 		opts = append(opts, rootfs.WithoutOwnership())
 	}
-	return opts
+	return append(opts, rootfs.WithMaxSize(b.opts.MaxLayerSize))
 }
 
 // extractLayers unpacks layers in order into root, streaming each from the
 // registry (or its file) straight into the extraction, and indexes them on
-// the way.
+// the way. Each layer is held to MaxLayerSize.
 func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.Layer, opts []rootfs.Option) error {
 	for _, l := range layers {
 		if err := ctx.Err(); err != nil {
@@ -508,9 +509,9 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 		}
 		d, _ := l.Digest()
 		ix := b.newIndex(d)
-		lopts := opts
+		lopts := append(slices.Clone(opts), rootfs.WithMaxSize(b.opts.MaxLayerSize))
 		if ix != nil {
-			lopts = append(slices.Clone(opts), rootfs.WithIndex(ix))
+			lopts = append(lopts, rootfs.WithIndex(ix))
 		}
 		rc, err := layer.Uncompressed(l)
 		if err != nil {
@@ -518,6 +519,9 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 		}
 		err = rootfs.Extract(root, rc, lopts...)
 		rc.Close()
+		if errors.Is(err, rootfs.ErrLayerTooLarge) {
+			return fmt.Errorf("extracting layer %s: %w (the executor's --max-layer-size)", d, err)
+		}
 		if err != nil {
 			return fmt.Errorf("extracting layer %s: %w", d, err)
 		}

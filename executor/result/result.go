@@ -79,24 +79,38 @@ type Stage struct {
 	Millis int64 `json:"millis"`
 }
 
-// Failure says why and where a build failed.
+// Failure says why and where a build failed. Its texts follow the rule of
+// Redact and Excerpt (see redact.go); Encode applies them again.
 type Failure struct {
-	Reason  Reason `json:"reason"`
+	Reason Reason `json:"reason"`
+	// Message says what failed; it quotes no file's content but an
+	// excerpt of the failing Dockerfile instruction, and no URL user info.
 	Message string `json:"message"`
 	// Line is the 1-based Dockerfile line of the failing instruction, 0 if none.
 	Line int `json:"line,omitempty"`
-	// Instruction is the failing instruction as written, shortened.
+	// Instruction is the failing instruction as written, as an Excerpt
+	// of at most MaxInstruction bytes.
 	Instruction string `json:"instruction,omitempty"`
 	// ExitCode is the exit status of a failed RUN.
 	ExitCode int `json:"exitCode,omitempty"`
 }
+
+// MaxInstruction bounds Failure.Instruction, in bytes.
+const MaxInstruction = 200
 
 // Millis converts a duration to whole milliseconds.
 func Millis(d time.Duration) int64 { return d.Milliseconds() }
 
 // Encode marshals r so that it fits in MaxSize bytes, dropping the
 // per-stage summary and then shortening the failure message if needed.
+// The failure's texts are sanitised (Sanitize, Excerpt) whoever made them.
 func Encode(r Result) []byte {
+	if r.Failure != nil {
+		f := *r.Failure
+		f.Message = Sanitize(f.Message)
+		f.Instruction = Excerpt(f.Instruction, MaxInstruction)
+		r.Failure = &f
+	}
 	b, _ := json.Marshal(r)
 	if len(b) <= MaxSize {
 		return b
@@ -106,13 +120,21 @@ func Encode(r Result) []byte {
 	if len(b) <= MaxSize || r.Failure == nil {
 		return b
 	}
-	f := *r.Failure
-	r.Failure = &f
-	over := len(b) - MaxSize + len("…")
-	if over < len(f.Message) {
-		f.Message = f.Message[:len(f.Message)-over] + "…"
+	// JSON escapes may make the message longer encoded than it is, so
+	// shorten it until the document fits.
+	for len(b) > MaxSize && r.Failure.Message != "" {
+		msg := r.Failure.Message
+		enc, _ := json.Marshal(msg)
+		// Keep the share of the message that fits, as if its escapes
+		// were spread evenly; the loop corrects the guess.
+		budget := max(len(enc)-(len(b)-MaxSize), 0)
+		n := min(len(msg)*budget/len(enc), len(msg)-1)
+		if msg = Truncate(msg, n); msg == "…" {
+			msg = ""
+		}
+		r.Failure.Message = msg
+		b, _ = json.Marshal(r)
 	}
-	b, _ = json.Marshal(r)
 	return b
 }
 

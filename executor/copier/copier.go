@@ -721,7 +721,7 @@ func fileDigest(p string) (string, error) {
 func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir bool) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return fmt.Errorf("parsing %s: %w", redactURL(rawURL), err)
+		return fmt.Errorf("downloading %s: not a valid URL", redactURL(rawURL))
 	}
 	name := "__unnamed__"
 	if base := path.Base(u.Path); base != "." && base != "/" && base != "" {
@@ -741,7 +741,7 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
 	}
 	client := c.req.HTTPClient
 	if client == nil {
@@ -749,11 +749,12 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return fmt.Errorf("downloading %s: invalid response status %s", redactURL(rawURL), resp.Status)
+		// The status code, not the server's own reason phrase.
+		return fmt.Errorf("downloading %s: invalid response status %d %s", redactURL(rawURL), resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 
 	if fi, err := os.Lstat(target); err == nil {

@@ -539,3 +539,45 @@ func TestCopy_addChecksum(t *testing.T) {
 		t.Errorf("opt/rel.txt after a mismatch: %s, want missing", got)
 	}
 }
+
+// An ADD URL's user info, the user name included, reaches no error, nor
+// does a refused archive entry's name (the archive's content).
+func TestCopy_errorsQuoteNoSecret(t *testing.T) {
+	const secret = "s3cr3t"
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	files := map[string][]byte{
+		"evil.tar": tarball(t, false, &tar.Header{Name: "../" + secret, Typeflag: tar.TypeReg, Mode: 0o644}),
+		"hard.tar": tarball(t, false, &tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../" + secret}),
+	}
+	for _, tc := range []struct {
+		name    string
+		sources []string
+		wantErr string
+	}{
+		{"404", []string{"http://user:" + secret + "@" + host + "/missing"}, "downloading http://***@" + host + "/missing: invalid response status 404 Not Found"},
+		{"token as user name", []string{"http://" + secret + "@" + host + "/missing"}, "downloading http://***@" + host + "/missing: invalid response status 404"},
+		{"connection refused", []string{"http://user:" + secret + "@127.0.0.1:1/x"}, "downloading http://***@127.0.0.1:1/x: dial tcp 127.0.0.1:1: connect: connection refused"},
+		{"unparsable", []string{"http://user:" + secret + "@[::1/x"}, "downloading http://…: not a valid URL"},
+		{"bad port", []string{"http://user:" + secret + "/x@host/x"}, "downloading http://…: not a valid URL"},
+		{"tar entry", []string{"evil.tar"}, "extracting evil.tar: tar entry 1 is outside of the destination"},
+		{"tar hardlink", []string{"hard.tar"}, "extracting hard.tar: tar entry 1, the hardlink /x/h: its target is invalid or outside of the destination"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := t.TempDir()
+			for n, data := range files {
+				if err := os.WriteFile(filepath.Join(src, n), data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Copy(context.Background(), Request{SrcRoot: src, DestRoot: t.TempDir(), Sources: tc.sources, Dest: "/x/", Add: true})
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v; want it to contain %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("the error quotes the secret: %v", err)
+			}
+		})
+	}
+}

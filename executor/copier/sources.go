@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"golang.org/x/sys/unix"
 	"io/fs"
@@ -223,14 +224,14 @@ func urlSource(ctx context.Context, client *http.Client, rawURL string) (SourceF
 	sf := SourceFile{Path: rawURL, Mode: urlMode}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, rawURL, nil)
 	if err != nil {
-		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), err)
+		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), withoutURL(err))
 	}
 	if client == nil {
 		client = http.DefaultClient
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), err)
+		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), withoutURL(err))
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -255,13 +256,38 @@ func urlValidators(h http.Header) string {
 	return "url:" + lm + "+" + cl
 }
 
-// redactURL hides a password in a URL meant for an error message.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
+// redactURL is rawURL as a message shows it: its user info, user name
+// included (a token is often given as one), replaced by "***", as
+// result.Redact does. A URL that does not parse shows its scheme only,
+// since where its user info ends is unknown.
+func redactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
 	if err != nil {
-		return "<unparsable URL>"
+		if scheme, _, ok := strings.Cut(rawURL, "://"); ok && !strings.ContainsAny(scheme, "@:/") {
+			return scheme + "://…"
+		}
+		return "an unparsable URL"
 	}
-	return u.Redacted()
+	if u.User == nil {
+		return u.String()
+	}
+	u.User = nil // url.User would escape "*"
+	return strings.Replace(u.String(), "://", "://***@", 1)
+}
+
+// withoutURL is the cause of a failed request without the URL that
+// net/url and net/http put in their errors: all of it when it does not
+// parse (password and all), else with its user name (net/http hides the
+// password only). The caller names the URL, redacted.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if _, parsing := ue.Err.(*url.Error); parsing || ue.Op == "parse" {
+			return errors.New("not a valid URL")
+		}
+		return ue.Err
+	}
+	return err
 }
 
 // keyVersion names the encoding KeyOf hashes; change it when the encoding

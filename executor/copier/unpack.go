@@ -77,6 +77,10 @@ func (c *copier) tryUnpack(ctx context.Context, m match, destAbs string) (bool, 
 // (symlinks met on the way are resolved inside it), names that climb out
 // of dest are refused, an existing entry is replaced unless both are
 // directories, owners come from the archive unless --chown.
+//
+// Its errors name an entry that is refused by its position in the archive
+// (1 for the first), not by its name: the archive's content, which no
+// message quotes. Paths created in the image are named.
 func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
 	type dirTime struct {
 		path         string
@@ -84,7 +88,7 @@ func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
 	}
 	var dirs []dirTime
 	tr := tar.NewReader(r)
-	for {
+	for entry := 1; ; entry++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -93,18 +97,18 @@ func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
 			break
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("tar entry %d: %w", entry, err)
 		}
 		name, err := archiveName(hdr.Name)
 		if err != nil {
-			return err
+			return fmt.Errorf("tar entry %d %w", entry, err)
 		}
 		if name == "" {
 			continue
 		}
 		parent, err := securejoin.SecureJoin(dest, path.Dir(name))
 		if err != nil {
-			return fmt.Errorf("resolving %s: %w", hdr.Name, err)
+			return fmt.Errorf("tar entry %d: resolving its parent directory: %w", entry, bareErrno(err))
 		}
 		if err := c.mkdirAll(parent); err != nil {
 			return err
@@ -144,11 +148,11 @@ func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
 		case tar.TypeLink:
 			ln, err := archiveName(hdr.Linkname)
 			if err != nil || ln == "" {
-				return fmt.Errorf("hardlink %s to %q: invalid target", hdr.Name, hdr.Linkname)
+				return fmt.Errorf("tar entry %d, the hardlink /%s: its target is invalid or outside of the destination", entry, c.destRel(target))
 			}
 			old, err := securejoin.SecureJoin(dest, ln)
 			if err != nil {
-				return fmt.Errorf("resolving %s: %w", hdr.Linkname, err)
+				return fmt.Errorf("tar entry %d, the hardlink /%s: resolving its target: %w", entry, c.destRel(target), bareErrno(err))
 			}
 			if err := os.Link(old, target); err != nil {
 				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
@@ -213,12 +217,22 @@ func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
 func archiveName(n string) (string, error) {
 	p := path.Clean(strings.TrimLeft(n, "/"))
 	if p == ".." || strings.HasPrefix(p, "../") {
-		return "", fmt.Errorf("tar entry %q is outside of the destination", n)
+		return "", errors.New("is outside of the destination")
 	}
 	if p == "." {
 		return "", nil
 	}
 	return p, nil
+}
+
+// bareErrno is err's errno when it has one: securejoin's errors quote the
+// path they met, which comes from the archive.
+func bareErrno(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return errors.New("the path cannot be resolved")
 }
 
 func lutimes(p string, atime, mtime time.Time) error {

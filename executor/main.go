@@ -256,7 +256,9 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 			reason, err = result.ReasonPushFailed, refused
 		}
 		res.Success = false
-		f := &result.Failure{Reason: reason, Message: err.Error()}
+		// No URL user info, no control characters, whatever the error
+		// quotes (see result.Redact for what a message may show).
+		f := &result.Failure{Reason: reason, Message: result.Sanitize(err.Error())}
 		var be *build.Error
 		if errors.As(err, &be) {
 			f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, shortInstr(be.Instruction), be.ExitCode
@@ -685,10 +687,8 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
+// shortInstr is the failing instruction as the result shows it: an
+// excerpt without URL user info.
 func shortInstr(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 200 {
-		return s[:199] + "…"
-	}
-	return s
+	return result.Excerpt(s, result.MaxInstruction)
 }

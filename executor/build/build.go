@@ -112,13 +112,22 @@ type Report struct {
 // Error is a build failure with the machine-readable reason, the Dockerfile
 // line and, for RUN, the exit code.
 type Error struct {
-	Reason      result.Reason
-	Line        int
+	Reason result.Reason
+	Line   int
+	// Instruction is the failing instruction as written, with the user
+	// info of its URLs redacted (result.Redact).
 	Instruction string
 	ExitCode    int
 	Err         error
 }
 
+// maxErrorText bounds the text of the cause in Error: a parser error may
+// quote a word of the Dockerfile, which may be a whole line.
+const maxErrorText = 1024
+
+// Error is one line: the Dockerfile line, an excerpt of the instruction
+// and the cause, sanitised as result.Sanitize does (no URL user info, no
+// control characters).
 func (e *Error) Error() string {
 	var b strings.Builder
 	if e.Line > 0 {
@@ -129,11 +138,11 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	}
 	var de *dockerfile.Error
+	cause := e.Err.Error()
 	if errors.As(e.Err, &de) {
-		b.WriteString(de.Err.Error())
-	} else {
-		b.WriteString(e.Err.Error())
+		cause = de.Err.Error()
 	}
+	b.WriteString(result.Truncate(result.Sanitize(cause), maxErrorText))
 	return b.String()
 }
 
@@ -151,7 +160,7 @@ func fail(reason result.Reason, err error) error {
 	e := &Error{Reason: reason, Err: err}
 	var de *dockerfile.Error
 	if errors.As(err, &de) {
-		e.Line, e.Instruction = de.Line, de.Instruction
+		e.Line, e.Instruction = de.Line, result.Redact(de.Instruction)
 	}
 	var xe *run.ExitError
 	if errors.As(err, &xe) {
@@ -160,12 +169,10 @@ func fail(reason result.Reason, err error) error {
 	return e
 }
 
+// shorten is how an instruction shows in the log and in messages: one
+// line of at most n bytes, without URL user info or control characters.
 func shorten(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		return s[:n-1] + "…"
-	}
-	return s
+	return result.Excerpt(s, n)
 }
 
 // Build parses the Dockerfile, builds the stages the target needs and
@@ -202,7 +209,8 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 		return nil, nil, fail(result.ReasonDockerfileInvalid, err)
 	}
 	for _, w := range plan.Warnings {
-		fmt.Fprintf(o.Log, "WARNING: %s\n", w)
+		// The parser's warnings quote Dockerfile lines.
+		fmt.Fprintf(o.Log, "WARNING: %s\n", shorten(w, 300))
 	}
 	b := &builder{
 		opts:    o,

@@ -237,13 +237,14 @@ func (m *mounted) close() {
 // it does and undoes goes through descriptors of directories in root,
 // opened with RESOLVE_IN_ROOT (see rootfs.Root): what a target's path or
 // its parents resolve to, now or after the step changed them, stays in
-// root, and excluded paths (the executor's own, in place) cannot be
-// targets.
+// root. The build's exclusions do not apply: in place, a secret's default
+// target is in /run/secrets, which snapshots exclude, and a step that runs
+// in place can change the excluded paths itself anyway.
 func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (func() error, error) {
 	if !slices.ContainsFunc(mounts, func(rm *runMount) bool { return rm.target != "" }) {
 		return func() error { return nil }, nil
 	}
-	r, err := rootfs.OpenRoot(root, g.b.rootfsOptions()...)
+	r, err := rootfs.OpenRoot(root)
 	if err != nil {
 		return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount: %w", err))
 	}
@@ -287,9 +288,6 @@ func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *r
 		return nil, errors.New("the target resolves to the root")
 	}
 	rel = filepath.ToSlash(rel)
-	if r.Excluded(rel) {
-		return nil, fmt.Errorf("/%s is a path the executor keeps for itself", rel)
-	}
 	dir, name := path.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
 	m := &mounted{rel: "/" + rel, name: name}

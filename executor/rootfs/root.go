@@ -43,10 +43,6 @@ func (r *Root) Close() error {
 	return nil
 }
 
-// Excluded reports whether rel (root-relative) or one of its ancestors is
-// excluded.
-func (r *Root) Excluded(rel string) bool { return r.t.opts.excluded(cleanRel(rel)) }
-
 // OpenDir opens the directory rel (root-relative; a leading slash is
 // allowed), resolving symlinks inside the root. The error satisfies
 // errors.Is(err, fs.ErrNotExist) when a component is missing, and

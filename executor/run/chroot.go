@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"syscall"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,75 +20,134 @@ import (
 // privileges (CAP_SYS_ADMIN, CAP_SYS_CHROOT) and Init.
 //
 // Each Run re-executes the current binary (/proc/self/exe) as a helper in new mount, PID,
-// UTS and IPC namespaces; the helper is PID 1 there. It makes every mount private, mounts
-// inside Spec.Root:
+// UTS and IPC namespaces; the helper is PID 1 there, and stays root of the host. It makes
+// every mount private, starts the init stage (this binary again, in a new user namespace
+// where the host allows one: see WithUserNamespace), makes the root a mount of its own
+// (nodev: a device node in the image opens nothing; not nosuid: setuid programs such as su
+// and sudo work, as in a docker build; idmapped for the user namespace), mounts inside it:
 //
-//   - /proc: a proc of the new PID namespace;
-//   - /dev: a tmpfs (mode 755) with null, zero, full, random, urandom and tty bound from the
-//     host's /dev, pts (a new devpts instance), ptmx -> pts/ptmx, shm (a tmpfs, mode 1777),
-//     and the fd, stdin, stdout, stderr and core symlinks into /proc;
+//   - /proc: a proc of the new PID namespace, with Docker's masked paths (/proc/kcore,
+//     /proc/keys, …, hidden) and read-only paths (/proc/sys, /proc/sysrq-trigger, …);
+//   - /dev: a tmpfs (mode 755, nodev) with null, zero, full, random, urandom and tty bound
+//     from the host's /dev, pts (a new devpts instance), ptmx -> pts/ptmx, shm (a tmpfs,
+//     mode 1777), and the fd, stdin, stdout, stderr and core symlinks into /proc;
 //   - /sys: a read-only sysfs, or a read-only bind of the host's /sys if sysfs is refused;
 //   - /etc/hosts and /etc/resolv.conf: read-only binds of the host's files (of generated
 //     localhost-only files if the host has none). A path that exists in the root as
 //     something other than a regular file is left alone.
 //
-// then runs the command chrooted into Root as a child, reaps orphans, and reports the
-// command's status. The hostname is the host's. When the command exits, the helper exits,
-// which kills whatever the command left behind and discards every mount with the
-// namespaces; if ctx is done first, the helper is killed, with the same effect.
+// and pivot_root(2)s into it, detaching the host's root, so that no path the helper, the
+// command or its children can name (/proc/1/root included) leads out of the root. The
+// init stage, moved into the root with the helper, then keeps only Docker's default
+// capabilities (DefaultCapabilities: bounding, permitted and effective sets for UID 0, the
+// bounding set only for another user, no inheritable or ambient ones), installs Docker's
+// default seccomp profile (see compileFilter for the two ways ours is narrower), takes the
+// user and groups of the Spec and execs the command. The helper reaps orphans and reports
+// the command's status; the command can neither signal nor trace it. The hostname is the
+// host's, and so is the network namespace (in a user namespace, NET_RAW and
+// NET_BIND_SERVICE then count for nothing: no ping, no port below 1024). When the command
+// exits, the helper exits, which kills whatever the command left behind and discards
+// every mount with the namespaces; if ctx is done first, the helper is killed, with the
+// same effect.
+//
+// The command runs without no_new_privs unless WithNoNewPrivileges is given: BuildKit's
+// RUN does the same (oci.WithNewPrivileges), so that a setuid program (sudo in a RUN under
+// a non-root USER) works. The Dockerfile chooses the user a step runs as anyway, root
+// included, so setuid adds nothing an attacker lacks.
 //
 // Afterwards Run removes the mount points it had to create in the root (including /etc
 // itself if the root had none, unless the command put something in it) and restores the
 // access and modification times of the directories it created them in, so a snapshot
 // comparing lstat results (except ctime, which cannot be set) sees only what the command
-// changed. A directory's times the command changed keep the command's values. The ctime
-// of such a parent does change (nothing can set it): a snapshotter comparing ctime sees,
-// say, /etc as changed, with the same metadata, when the root has /etc but no /etc/hosts.
-// If the process dies during Run, the created mount points stay (the mounts do not).
+// changed. It does so through descriptors opened before the step, never by path, so what
+// the command did to the root (a directory renamed, a symlink to a host directory in its
+// place) cannot turn the cleanup onto another file. A directory's times the command
+// changed keep the command's values. The ctime of such a parent does change (nothing can
+// set it): a snapshotter comparing ctime sees, say, /etc as changed, with the same
+// metadata, when the root has /etc but no /etc/hosts. If the process dies during Run, the
+// created mount points stay (the mounts do not).
 //
 // Runs on different roots may happen concurrently; two at once on one root may not.
-func Chroot() Runner { return chrootRunner{} }
+func Chroot(opts ...ChrootOption) Runner {
+	r := &chrootRunner{userns: defaultUserNamespace}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
 
-// helperEnv marks the process as the namespace helper; see Init.
+// A ChrootOption configures Chroot.
+type ChrootOption func(*chrootRunner)
+
+// WithNoNewPrivileges sets no_new_privs on every command: setuid and setgid bits and file
+// capabilities then raise no privileges, so a RUN under a non-root USER cannot use sudo or
+// su. The default is off, as in BuildKit.
+func WithNoNewPrivileges() ChrootOption {
+	return func(r *chrootRunner) { r.noNewPrivs = true }
+}
+
+// WithUserNamespace maps IDs 0 to size-1 of every step to host IDs hostID to
+// hostID+size-1 (users and groups alike) where the host allows a user namespace and an
+// idmapped mount of the root's filesystem. The default is hostID 2147418112 (0x7fff0000),
+// size 65536: a range no host account uses. A step whose user or groups fall outside the
+// range fails; files the image has owned by IDs outside it appear owned by the overflow
+// ID (nobody) and cannot be chowned or changed by the step.
+func WithUserNamespace(hostID, size uint32) ChrootOption {
+	return func(r *chrootRunner) { r.userns = IDMap{HostID: hostID, Size: size} }
+}
+
+// WithoutUserNamespace runs every step in the host's user namespace.
+func WithoutUserNamespace() ChrootOption {
+	return func(r *chrootRunner) { r.userns = IDMap{} }
+}
+
+// helperEnv marks the process as the namespace helper or the init stage; see Init.
 const helperEnv = "_SLIPWAY_RUN_HELPER"
 
 // initCalled records that Init ran in this process and returned.
 var initCalled bool
 
-type chrootRunner struct{}
+type chrootRunner struct {
+	noNewPrivs bool
+	userns     IDMap // Size 0: none
+}
 
 // helperConfig is what Run sends the helper on fd 3, gob-encoded (which, unlike JSON,
 // keeps strings that are not UTF-8 intact).
 type helperConfig struct {
-	Root   string   // absolute host path, symlinks resolved
-	Path   string   // the executable, inside Root
+	Root string // absolute host path, symlinks resolved
+	// UserNS, if its Size is not 0, maps the user namespace the command runs in.
+	UserNS IDMap
+	Path   string   // the executable, inside Root; empty for a probe (set up only)
 	Args   []string // argv
 	Env    []string
 	Dir    string // inside Root
 	UID    uint32
 	GID    uint32
 	Groups []uint32
-	Proc   string // host path of the /proc mount point; empty: none
-	Dev    string
-	Sys    string
-	Files  []bindFile // read-only file binds
+	// Proc, Dev and Sys are mount points, relative to Root and free of symlinks; empty:
+	// none.
+	Proc, Dev, Sys string
+	Files          []bindFile // read-only file binds
+	Caps           uint64     // see initConfig
+	Filter         []unix.SockFilter
+	NoNewPrivs     bool
 }
 
 type bindFile struct {
 	Source string // host path
-	Target string // host path inside Root
+	Target string // relative to Root, free of symlinks
 }
 
 // helperResult is what the helper sends back on fd 4, gob-encoded.
 type helperResult struct {
 	Err    string // why the command did not run; empty if it ran
+	Setup  bool   // Err is about setting up the namespaces and mounts
+	UserNS bool   // Err is about setting up the user namespace or the idmapped root
 	Status int    // its wait status
 }
 
-func (chrootRunner) Run(ctx context.Context, s Spec) (retErr error) {
-	if !initCalled {
-		return errors.New("running in a chroot: run.Init was not called at the start of main")
-	}
+func (r *chrootRunner) Run(ctx context.Context, s Spec) error {
 	root, err := resolveRoot(s.Root)
 	if err != nil {
 		return err
@@ -98,12 +156,28 @@ func (chrootRunner) Run(ctx context.Context, s Spec) (retErr error) {
 	if err != nil {
 		return err
 	}
-	cfg := helperConfig{
+	return r.run(ctx, helperConfig{
 		Root: root, Path: p.path, Args: s.Args, Env: p.env, Dir: p.dir,
 		UID: s.UID, GID: s.GID, Groups: s.Groups,
-	}
+	}, s.Stdout, s.Stderr)
+}
 
-	fx := &fixture{root: root}
+// run prepares the root for cfg (an empty cfg.Path is a probe), runs the helper, in a user
+// namespace when the runner has one and the root's filesystem allows it, and cleans up.
+func (r *chrootRunner) run(ctx context.Context, cfg helperConfig, stdout, stderr io.Writer) (retErr error) {
+	if !initCalled {
+		return errors.New("running in a chroot: run.Init was not called at the start of main")
+	}
+	filter, err := defaultFilter()
+	if err != nil {
+		return err
+	}
+	cfg.Filter, cfg.Caps, cfg.NoNewPrivs = filter, defaultCapMask(), r.noNewPrivs
+
+	fx, err := newFixture(cfg.Root)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		retErr = errors.Join(retErr, fx.undo())
 	}()
@@ -133,7 +207,35 @@ func (chrootRunner) Run(ctx context.Context, s Spec) (retErr error) {
 		}
 		cfg.Files = append(cfg.Files, bindFile{Source: source, Target: target})
 	}
-	return runHelper(ctx, cfg, s.Stdout, s.Stderr)
+
+	ns, known := r.userns, false
+	if ns.Size > 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fx.root, &st); err != nil {
+			return fmt.Errorf("inspecting root %s: %w", cfg.Root, err)
+		}
+		var iso Isolation
+		if iso, known = lookupIsolation(st.Dev, ns); known && !iso.UserNamespace {
+			ns = IDMap{}
+		}
+		if ns.Size > 0 {
+			if err := ns.check(cfg); err != nil {
+				return err
+			}
+			res, err := runHelper(ctx, cfg, ns, stdout, stderr)
+			if res == nil || !res.UserNS || known {
+				if !known && res != nil && !res.Setup {
+					storeIsolation(st.Dev, ns, Isolation{UserNamespace: true, IDMap: ns})
+				}
+				return err
+			}
+			// The host or the root's filesystem refuses the user namespace or the idmapped
+			// mount: run without.
+			storeIsolation(st.Dev, ns, Isolation{Reason: res.Err})
+		}
+	}
+	_, err = runHelper(ctx, cfg, IDMap{}, stdout, stderr)
+	return err
 }
 
 // resolveRoot checks that root is an absolute path to a directory, and resolves its
@@ -156,17 +258,21 @@ func resolveRoot(root string) (string, error) {
 	return r, nil
 }
 
-// runHelper starts the namespace helper with cfg and waits for its result.
-func runHelper(ctx context.Context, cfg helperConfig, stdout, stderr io.Writer) error {
+// runHelper starts the namespace helper with cfg, in a user namespace mapped by ns unless
+// ns.Size is 0, and waits for its result. It returns the helper's result, nil if there
+// was none (the helper could not start, or was killed), and the error for Run.
+func runHelper(ctx context.Context, cfg helperConfig, ns IDMap, stdout, stderr io.Writer) (*helperResult, error) {
+	cfg.UserNS = ns
+	what := "running " + cfg.Args0()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("starting the namespace helper: %w", err)
+		return nil, fmt.Errorf("starting the namespace helper: %w", err)
 	}
 	defer cfgR.Close()
 	defer cfgW.Close()
 	resR, resW, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("starting the namespace helper: %w", err)
+		return nil, fmt.Errorf("starting the namespace helper: %w", err)
 	}
 	defer resR.Close()
 	defer resW.Close()
@@ -187,7 +293,7 @@ func runHelper(ctx context.Context, cfg helperConfig, stdout, stderr io.Writer) 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the namespace helper: %w", err)
+		return nil, fmt.Errorf("starting the namespace helper: %w", err)
 	}
 	cfgR.Close()
 	resW.Close()
@@ -197,167 +303,23 @@ func runHelper(ctx context.Context, cfg helperConfig, stdout, stderr io.Writer) 
 	waitErr := cmd.Wait()
 
 	if ctx.Err() != nil {
-		return fmt.Errorf("running %s: %w", cfg.Args[0], ctx.Err())
+		return nil, fmt.Errorf("%s: %w", what, ctx.Err())
 	}
 	var res helperResult
 	if err := gob.NewDecoder(bytes.NewReader(out)).Decode(&res); err != nil {
-		return fmt.Errorf("running %s: the namespace helper failed: %w",
-			cfg.Args[0], errors.Join(waitErr, writeErr, readErr, err))
+		return nil, fmt.Errorf("%s: the namespace helper failed: %w",
+			what, errors.Join(waitErr, writeErr, readErr, err))
 	}
 	if res.Err != "" {
-		return fmt.Errorf("running %s: %s", cfg.Args[0], res.Err)
+		return &res, fmt.Errorf("%s: %s", what, res.Err)
 	}
-	return exitErrorFromStatus(syscall.WaitStatus(res.Status))
+	return &res, exitErrorFromStatus(syscall.WaitStatus(res.Status))
 }
 
-// fixture creates what the helper needs in a root and removes it again.
-type fixture struct {
-	root    string
-	created []string // host paths, in the order of creation
-	temp    []string // host files outside the root
-}
-
-// ensure returns the host path of name inside the root, creating it (a directory if dir,
-// else an empty file) and its missing parents if it does not exist, without changing the
-// times of any existing directory. It returns "" for a file that exists as something
-// other than a regular file, and an error for a directory that does.
-func (f *fixture) ensure(name string, dir bool) (string, error) {
-	host, err := securejoin.SecureJoin(f.root, name)
-	if err != nil {
-		return "", fmt.Errorf("resolving %s in the root: %w", name, err)
+// Args0 names the command in errors; a probe has none.
+func (c helperConfig) Args0() string {
+	if len(c.Args) == 0 {
+		return "nothing (setting up only)"
 	}
-	fi, err := os.Lstat(host)
-	switch {
-	case err == nil && dir && !fi.IsDir():
-		return "", fmt.Errorf("preparing %s in the root: exists and is not a directory", name)
-	case err == nil && !dir && !fi.Mode().IsRegular():
-		return "", nil
-	case err == nil:
-		return host, nil
-	case !dir && errors.Is(err, unix.ENOTDIR):
-		return "", nil
-	case !errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("preparing %s in the root: %w", name, err)
-	}
-	parent := filepath.Dir(host)
-	if parent != f.root {
-		rel, err := filepath.Rel(f.root, parent)
-		if err != nil {
-			return "", fmt.Errorf("preparing %s in the root: %w", name, err)
-		}
-		if _, err := f.ensure("/"+rel, true); err != nil {
-			return "", err
-		}
-	}
-	ts, err := times(parent)
-	if err != nil {
-		return "", fmt.Errorf("preparing %s in the root: %w", name, err)
-	}
-	if dir {
-		err = unix.Mkdir(host, 0o755)
-	} else {
-		var fd int
-		fd, err = unix.Open(host, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
-		if err == nil {
-			unix.Close(fd)
-		}
-	}
-	if err != nil {
-		return "", fmt.Errorf("creating %s in the root: %w", name, err)
-	}
-	f.created = append(f.created, host)
-	if err := setTimes(parent, ts); err != nil {
-		return "", fmt.Errorf("restoring the times of %s: %w", parent, err)
-	}
-	return host, nil
-}
-
-// hostFile returns the host's file name if it is a regular file (symlinks followed), or a
-// temporary file holding fallback.
-func (f *fixture) hostFile(name, fallback string) (string, error) {
-	if fi, err := os.Stat(name); err == nil && fi.Mode().IsRegular() {
-		return name, nil
-	}
-	tmp, err := os.CreateTemp("", "slipway-run-"+filepath.Base(name)+"-")
-	if err != nil {
-		return "", fmt.Errorf("generating %s: %w", name, err)
-	}
-	f.temp = append(f.temp, tmp.Name())
-	_, err = tmp.WriteString(fallback)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err != nil {
-		return "", fmt.Errorf("generating %s: %w", name, err)
-	}
-	return tmp.Name(), nil
-}
-
-// undo removes what ensure created, newest first, keeping the times of the parent
-// directories as they were just before (the original times, or those the command set). A
-// directory the command put something in is kept. It must run only once the namespaces
-// are gone, so that nothing is mounted on the mount points any more.
-func (f *fixture) undo() error {
-	var errs []error
-	for i := len(f.created) - 1; i >= 0; i-- {
-		host := f.created[i]
-		parent := filepath.Dir(host)
-		ts, err := times(parent)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("removing %s: %w", host, err))
-			continue
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(host, &st); err != nil {
-			if !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("removing %s: %w", host, err))
-			}
-			continue
-		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFDIR:
-			err = unix.Rmdir(host)
-			if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
-				continue // the command's now
-			}
-		case unix.S_IFREG:
-			if st.Size != 0 {
-				continue
-			}
-			err = unix.Unlink(host)
-		default:
-			continue // replaced by the command
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("removing %s: %w", host, err))
-			continue
-		}
-		if err := setTimes(parent, ts); err != nil {
-			errs = append(errs, fmt.Errorf("restoring the times of %s: %w", parent, err))
-		}
-	}
-	f.created = nil
-	for _, t := range f.temp {
-		if err := os.Remove(t); err != nil {
-			errs = append(errs, fmt.Errorf("removing %s: %w", t, err))
-		}
-	}
-	f.temp = nil
-	return errors.Join(errs...)
-}
-
-// times returns the access and modification times of p (not following a symlink).
-func times(p string) ([2]unix.Timespec, error) {
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		return [2]unix.Timespec{}, err
-	}
-	return [2]unix.Timespec{st.Atim, st.Mtim}, nil
-}
-
-func setTimes(p string, ts [2]unix.Timespec) error {
-	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts[:], unix.AT_SYMLINK_NOFOLLOW)
+	return c.Args[0]
 }

@@ -41,7 +41,7 @@ import (
 // init stage, moved into the root with the helper, then keeps only Docker's default
 // capabilities (DefaultCapabilities: bounding, permitted and effective sets for UID 0, the
 // bounding set only for another user, no inheritable or ambient ones), installs Docker's
-// default seccomp profile (see compileFilter for the two ways ours is narrower), takes the
+// default seccomp profile (see compileFilter for the one way ours is narrower), takes the
 // user and groups of the Spec and execs the command. The helper reaps orphans and reports
 // the command's status; the command can neither signal nor trace it. The hostname is the
 // host's, and so is the network namespace (in a user namespace, NET_RAW and

@@ -1,0 +1,285 @@
+package run
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"unsafe"
+
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// defaultFilter is Docker's default seccomp profile compiled for this machine.
+var defaultFilter = sync.OnceValues(func() ([]unix.SockFilter, error) {
+	p, err := defaultProfile()
+	if err != nil {
+		return nil, err
+	}
+	return compileFilter(p)
+})
+
+// defaultProfile returns Docker's default seccomp profile (moby's, which containerd's
+// matches) resolved for this architecture, this kernel and the default capabilities.
+func defaultProfile() (*specs.LinuxSeccomp, error) {
+	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{
+		Bounding: DefaultCapabilities(),
+	}}}
+	p, err := seccomp.GetDefaultProfile(spec)
+	if err != nil {
+		return nil, fmt.Errorf("resolving the default seccomp profile: %w", err)
+	}
+	return p, nil
+}
+
+// compileFilter compiles p to a classic BPF program for the native architecture:
+// libseccomp, which runc uses, needs cgo, and the executor is built without. It takes
+// the system call numbers from go-seccomp-bpf's tables (that library's own compiler
+// clobbers the accumulator with an argument when a rule's conditions fail, so that later
+// rules compare the wrong value). Every argument comparison of the runtime spec is
+// compiled exactly, on all 64 bits, as libseccomp does. It is narrower than runc with
+// libseccomp in one way: only the native ABI is allowed. On amd64 Docker's profile also
+// allows the x86 (int 0x80) and x32 ABIs; here an x32 system call fails with ENOSYS and
+// any other architecture's takes the default action (EPERM), so 32-bit programs cannot
+// run in a step.
+//
+// System calls the architecture does not have are skipped, as runc does. A profile that
+// gives one system call rules with different actions is refused, so that the order of
+// the rules cannot matter.
+//
+// The program checks the architecture, then each system call with rules in turn, in
+// number order, in a block of its own: a block whose rules' conditions all fail ends with
+// the default action, so no comparison runs on a clobbered accumulator.
+func compileFilter(p *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
+	fail := func(err error) ([]unix.SockFilter, error) {
+		return nil, fmt.Errorf("compiling the seccomp profile: %w", err)
+	}
+	if !littleEndian() {
+		return fail(fmt.Errorf("big-endian machines are not supported"))
+	}
+	info, err := arch.GetInfo("")
+	if err != nil {
+		return fail(err)
+	}
+	def, err := seccompAction(p.DefaultAction, p.DefaultErrnoRet)
+	if err != nil {
+		return fail(fmt.Errorf("default action: %w", err))
+	}
+
+	type rule struct {
+		action uint32
+		args   []specs.LinuxSeccompArg
+	}
+	rules := map[int][]rule{} // by system call number
+	for _, r := range p.Syscalls {
+		act, err := seccompAction(r.Action, r.ErrnoRet)
+		if err != nil {
+			return fail(fmt.Errorf("rule for %v: %w", r.Names, err))
+		}
+		for _, name := range r.Names {
+			nr, ok := info.SyscallNames[name]
+			if !ok {
+				continue
+			}
+			if prev := rules[nr]; len(prev) > 0 && prev[0].action != act {
+				return fail(fmt.Errorf("%s has rules with different actions", name))
+			}
+			rules[nr] = append(rules[nr], rule{act, r.Args})
+		}
+	}
+	nrs := make([]int, 0, len(rules))
+	for nr := range rules {
+		nrs = append(nrs, nr)
+	}
+	sort.Ints(nrs)
+
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(info.ID), SkipTrue: 1},
+		bpf.RetConstant{Val: def},
+		bpf.LoadAbsolute{Off: 0, Size: 4}, // seccomp_data.nr
+	}
+	if info.ID == arch.X86_64.ID {
+		// x32 shares x86-64's audit arch; its numbers carry __X32_SYSCALL_BIT.
+		prog = append(prog,
+			bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: 0x40000000, SkipFalse: 1},
+			bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		)
+	}
+	for _, nr := range nrs {
+		var block []bpf.Instruction
+		unconditional := false
+		for _, r := range rules[nr] {
+			if len(r.args) == 0 {
+				// The other rules (same action) add nothing.
+				block, unconditional = []bpf.Instruction{bpf.RetConstant{Val: r.action}}, true
+				break
+			}
+			code, err := ruleCode(r.args, r.action)
+			if err != nil {
+				return fail(fmt.Errorf("rule for %s: %w", info.SyscallNumbers[nr], err))
+			}
+			block = append(block, code...)
+		}
+		if !unconditional {
+			// Conditions all failed: the default action, never a fall-through.
+			block = append(block, bpf.RetConstant{Val: def})
+		}
+		if len(block) > 255 {
+			return fail(fmt.Errorf("the rules for %s take %d instructions, more than a jump spans", info.SyscallNumbers[nr], len(block)))
+		}
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(nr), SkipFalse: uint8(len(block))})
+		prog = append(prog, block...)
+	}
+	prog = append(prog, bpf.RetConstant{Val: def})
+
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return fail(err)
+	}
+	if len(raw) > 4096 { // BPF_MAXINSNS
+		return fail(fmt.Errorf("%d instructions, more than the kernel takes", len(raw)))
+	}
+	filter := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		filter[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return filter, nil
+}
+
+// Where a condition's jumps go.
+const (
+	toNext = iota // the next instruction
+	toPass        // the next condition (or the rule's return, after the last)
+	toFail        // past the rule's return: the next rule
+)
+
+// cond is one instruction of a condition's code, its jumps symbolic.
+type cond struct {
+	inst        bpf.Instruction // a load or an ALU operation; nil for a jump
+	test        bpf.JumpTest
+	val         uint32
+	ifTrue, ifF int
+}
+
+// ruleCode compiles the conditions of a rule, all of which must hold (as in libseccomp),
+// followed by the return of action.
+func ruleCode(args []specs.LinuxSeccompArg, action uint32) ([]bpf.Instruction, error) {
+	var conds [][]cond
+	for _, a := range args {
+		c, err := condCode(a)
+		if err != nil {
+			return nil, err
+		}
+		conds = append(conds, c)
+	}
+	n := 1 // the return
+	for _, c := range conds {
+		n += len(c)
+	}
+	var out []bpf.Instruction
+	for _, c := range conds {
+		end := len(out) + len(c) // index of the next condition, or of the return
+		for _, in := range c {
+			i := len(out)
+			if in.inst != nil {
+				out = append(out, in.inst)
+				continue
+			}
+			skip := func(to int) uint8 {
+				switch to {
+				case toPass:
+					return uint8(end - i - 1)
+				case toFail:
+					return uint8(n - i - 1)
+				}
+				return 0
+			}
+			out = append(out, bpf.JumpIf{Cond: in.test, Val: in.val, SkipTrue: skip(in.ifTrue), SkipFalse: skip(in.ifF)})
+		}
+	}
+	return append(out, bpf.RetConstant{Val: action}), nil
+}
+
+// condCode compiles one comparison of a 64-bit argument, as two 32-bit halves.
+func condCode(a specs.LinuxSeccompArg) ([]cond, error) {
+	if a.Index > 5 {
+		return nil, fmt.Errorf("argument %d: there are six", a.Index)
+	}
+	off := uint32(16 + 8*a.Index) // seccomp_data.args[i], low half first (little-endian)
+	lo := cond{inst: bpf.LoadAbsolute{Off: off, Size: 4}}
+	hi := cond{inst: bpf.LoadAbsolute{Off: off + 4, Size: 4}}
+	vlo, vhi := uint32(a.Value), uint32(a.Value>>32)
+	jump := func(t bpf.JumpTest, v uint32, ifTrue, ifFalse int) cond {
+		return cond{test: t, val: v, ifTrue: ifTrue, ifF: ifFalse}
+	}
+	switch a.Op {
+	case specs.OpEqualTo:
+		return []cond{hi, jump(bpf.JumpEqual, vhi, toNext, toFail), lo, jump(bpf.JumpEqual, vlo, toPass, toFail)}, nil
+	case specs.OpNotEqual:
+		return []cond{hi, jump(bpf.JumpEqual, vhi, toNext, toPass), lo, jump(bpf.JumpEqual, vlo, toFail, toPass)}, nil
+	case specs.OpGreaterThan, specs.OpGreaterEqual:
+		last := bpf.JumpGreaterThan
+		if a.Op == specs.OpGreaterEqual {
+			last = bpf.JumpGreaterOrEqual
+		}
+		return []cond{
+			hi, jump(bpf.JumpGreaterThan, vhi, toPass, toNext), jump(bpf.JumpEqual, vhi, toNext, toFail),
+			lo, jump(last, vlo, toPass, toFail),
+		}, nil
+	case specs.OpLessThan, specs.OpLessEqual:
+		// a < v is not a >= v; a <= v is not a > v.
+		last := bpf.JumpGreaterOrEqual
+		if a.Op == specs.OpLessEqual {
+			last = bpf.JumpGreaterThan
+		}
+		return []cond{
+			hi, jump(bpf.JumpGreaterOrEqual, vhi, toNext, toPass), jump(bpf.JumpEqual, vhi, toNext, toFail),
+			lo, jump(last, vlo, toFail, toPass),
+		}, nil
+	case specs.OpMaskedEqual:
+		// (arg & Value) == ValueTwo
+		and := func(m uint32) cond { return cond{inst: bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: m}} }
+		return []cond{
+			hi, and(vhi), jump(bpf.JumpEqual, uint32(a.ValueTwo>>32), toNext, toFail),
+			lo, and(vlo), jump(bpf.JumpEqual, uint32(a.ValueTwo), toPass, toFail),
+		}, nil
+	}
+	return nil, fmt.Errorf("unsupported operator %s", a.Op)
+}
+
+// seccompAction converts a profile action to a filter's return value.
+func seccompAction(a specs.LinuxSeccompAction, errnoRet *uint) (uint32, error) {
+	switch a {
+	case specs.ActAllow:
+		return unix.SECCOMP_RET_ALLOW, nil
+	case specs.ActErrno:
+		errno := uint(unix.EPERM)
+		if errnoRet != nil {
+			errno = *errnoRet
+		}
+		if errno > unix.SECCOMP_RET_DATA {
+			return 0, fmt.Errorf("errno %d out of range", errno)
+		}
+		return unix.SECCOMP_RET_ERRNO | uint32(errno), nil
+	case specs.ActKill, specs.ActKillThread:
+		return unix.SECCOMP_RET_KILL_THREAD, nil
+	case specs.ActKillProcess:
+		return unix.SECCOMP_RET_KILL_PROCESS, nil
+	case specs.ActTrap:
+		return unix.SECCOMP_RET_TRAP, nil
+	case specs.ActLog:
+		return unix.SECCOMP_RET_LOG, nil
+	}
+	return 0, fmt.Errorf("unsupported action %s", a)
+}
+
+// littleEndian reports whether this machine stores the low half of a 64-bit argument
+// first.
+func littleEndian() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}

@@ -11,7 +11,11 @@ import (
 
 func TestMain(m *testing.M) {
 	Init()
-	os.Exit(m.Run())
+	code := m.Run()
+	if attackBin.dir != "" {
+		os.RemoveAll(attackBin.dir)
+	}
+	os.Exit(code)
 }
 
 // newRoot returns a root filesystem in a temporary directory holding busybox at

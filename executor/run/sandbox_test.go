@@ -109,9 +109,9 @@ func eachSandbox(t *testing.T, f func(t *testing.T, chroot func(...ChrootOption)
 func TestChroot_hostRootThroughProc(t *testing.T) {
 	eachSandbox(t, func(t *testing.T, chroot func(...ChrootOption) Runner) {
 		root := newRoot(t)
-		host := hostSecret(t)
 		for _, via := range []string{"/proc/1/root", "/proc/1/cwd", "/proc/self/root", "/proc/$$/root", "/proc/1/root/.."} {
 			t.Run(via, func(t *testing.T) {
+				host := hostSecret(t)
 				script := `cat ` + via + host + `/secret; echo pwned > ` + via + host + `/pwned; true`
 				stdout, stderr, err := runSh(t, chroot(), root, script)
 				if err != nil {

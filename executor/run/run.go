@@ -4,11 +4,13 @@
 //
 //   - InPlace runs the command directly, kaniko's model: inside the executor pod the
 //     container's root filesystem is the image being built, so nothing is isolated.
-//   - Chroot runs the command chrooted into a stage's root filesystem, inside fresh mount,
-//     PID, UTS and IPC namespaces (the host network is kept, as a docker build's default
-//     network reaches registries), with /proc, /dev, /sys, /etc/hosts and
-//     /etc/resolv.conf provided. It leaves the root exactly as it found it apart from what
-//     the command itself changed, so that a snapshot sees only the command's work.
+//   - Chroot runs the command with a stage's root filesystem as its root (pivot_root, so
+//     no host path can be named), inside fresh mount, PID, UTS and IPC namespaces and a
+//     user namespace where the host allows one (the host network is kept, as a docker
+//     build's default network reaches registries), with Docker's default capabilities
+//     and seccomp profile, and with /proc, /dev, /sys, /etc/hosts and /etc/resolv.conf
+//     provided. It leaves the root exactly as it found it apart from what the command
+//     itself changed, so that a snapshot sees only the command's work.
 //
 // Chroot needs Init to be called first thing in main (and in TestMain): it re-executes the
 // current binary as the namespace helper.

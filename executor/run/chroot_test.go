@@ -411,19 +411,38 @@ func mountsUnder(t *testing.T, root string) []string {
 	return found
 }
 
-// processesIn returns the PIDs of the processes whose root is root.
-func processesIn(root string) []string {
-	var pids []string
+// descendants returns the PIDs of the processes below this one: once Run has returned,
+// none of the step's may be left. (Their root, pivoted into, names no host path, so it
+// cannot tell them apart.)
+func descendants() []string {
+	parent := map[string]string{}
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
 		if _, err := strconv.Atoi(d.Name()); err != nil {
 			continue
 		}
-		if r, err := os.Readlink(filepath.Join("/proc", d.Name(), "root")); err == nil && r == root {
-			pids = append(pids, d.Name())
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
+			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
+				parent[d.Name()] = f[1]
+			}
 		}
 	}
-	return pids
+	self := strconv.Itoa(os.Getpid())
+	var found []string
+	for pid := range parent {
+		for p := parent[pid]; p != "" && p != "0"; p = parent[p] {
+			if p == self {
+				found = append(found, pid)
+				break
+			}
+		}
+	}
+	return found
 }
 
 func TestChroot_Run_leavesNothingMounted(t *testing.T) {
@@ -465,7 +484,7 @@ func TestChroot_Run_cancel(t *testing.T) {
 	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("Run took %v after cancel", d)
 	}
-	if p := processesIn(root); len(p) != 0 {
+	if p := descendants(); len(p) != 0 {
 		t.Errorf("processes left in the root: %v", p)
 	}
 	if m := mountsUnder(t, root); len(m) != 0 {

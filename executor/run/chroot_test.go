@@ -260,6 +260,7 @@ func TestChroot_Run_environment(t *testing.T) {
 		{"dev full", "echo x > /dev/full || echo refused", "refused\n"},
 		{"dev fd", "ls /dev/fd/ >/dev/null && readlink /dev/stdout", "/proc/self/fd/1\n"},
 		{"dev shm", "echo hi > /dev/shm/x && cat /dev/shm/x && stat -c %a /dev/shm", "hi\n1777\n"},
+		{"dev owned by root", "stat -c %u:%g /dev /dev/shm && mkdir /dev/mine", "0:0\n0:0\n"},
 		{"dev pts", "test -c /dev/pts/ptmx && readlink /dev/ptmx", "pts/ptmx\n"},
 		{"sys read-only", "test -d /sys/kernel && touch /sys/x 2>/dev/null || echo ro", "ro\n"},
 		{"resolv.conf", "cat /etc/resolv.conf > /dev/null && echo ok", "ok\n"},

@@ -256,7 +256,8 @@ func setupRoot(cfg helperConfig, initPID int) error {
 			return mount("sysfs", target, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		})
 		if err != nil {
-			// Refused in a user namespace that does not own the network namespace.
+			// Refused where the executor itself runs in a user namespace that does not
+			// own the network namespace (rootless).
 			err = bindIn(rootFD, "/sys", cfg.Sys, true)
 		}
 		if err != nil {
@@ -264,7 +265,7 @@ func setupRoot(cfg helperConfig, initPID int) error {
 		}
 	}
 	if cfg.Dev != "" {
-		if err := setupDev(rootFD, cfg.Dev); err != nil {
+		if err := setupDev(rootFD, cfg.Dev, cfg.UserNS); err != nil {
 			return err
 		}
 	}
@@ -391,12 +392,19 @@ var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // setupDev mounts the step's /dev on rel inside the root open as rootFD, binding the
 // host's devices into it. Everything in it is made through a descriptor of the new tmpfs.
-func setupDev(rootFD int, rel string) error {
+// With a user namespace, /dev, /dev/shm and the tty group of /dev/pts are its root's and
+// its group 5.
+func setupDev(rootFD int, rel string, ns IDMap) error {
+	owner, ttyGID := "", uint32(5)
+	if ns.Size > 5 {
+		owner = fmt.Sprintf(",uid=%d,gid=%d", ns.HostID, ns.HostID)
+		ttyGID = ns.HostID + 5
+	}
 	// nodev: the command has CAP_MKNOD, as in Docker, but a node it makes here opens
 	// nothing (Docker's device cgroup does that job there). The bound devices below are
 	// mounts of their own, of the host's /dev, and work.
 	err := mountIn(rootFD, rel, func(target string) error {
-		return mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=755,size=65536k")
+		return mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=755,size=65536k"+owner)
 	})
 	if err != nil {
 		return err
@@ -429,8 +437,8 @@ func setupDev(rootFD int, rel string) error {
 		return fmt.Errorf("creating /%s/pts: %w", rel, err)
 	}
 	const ptsFlags = unix.MS_NOSUID | unix.MS_NOEXEC
-	if err := mount("devpts", in("pts"), "devpts", ptsFlags, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
-		// gid=5 (tty) may be unmapped in a user namespace.
+	if err := mount("devpts", in("pts"), "devpts", ptsFlags, fmt.Sprintf("newinstance,ptmxmode=0666,mode=0620,gid=%d", ttyGID)); err != nil {
+		// The tty group may be unmapped where the executor runs in a user namespace.
 		if err := mount("devpts", in("pts"), "devpts", ptsFlags, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 			return err
 		}
@@ -438,7 +446,7 @@ func setupDev(rootFD int, rel string) error {
 	if err := unix.Mkdirat(devFD, "shm", 0o755); err != nil {
 		return fmt.Errorf("creating /%s/shm: %w", rel, err)
 	}
-	if err := mount("shm", in("shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+	if err := mount("shm", in("shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"+owner); err != nil {
 		return err
 	}
 	for name, target := range map[string]string{

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker/go-units"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -62,6 +63,9 @@ type options struct {
 	ociMediaTypes                       bool
 	git                                 string
 
+	credentialsDir   string
+	stageCredentials string
+
 	cache            bool
 	cacheRepo        string
 	cacheDir         string
@@ -76,6 +80,8 @@ type options struct {
 	ignoredString    string
 	ignoredStrings   []string
 	imageFSExtractRt int
+	maxLayerSize     string
+	maxLayerBytes    int64
 }
 
 func main() {
@@ -123,6 +129,13 @@ func execute(args []string, logw io.Writer) int {
 		fmt.Fprintln(logw, "Run 'executor --help' for the flags (kaniko's, plus --isolation and --result-file).")
 		writeResult(o.resultFile, result.Result{Failure: &result.Failure{Reason: result.ReasonInvalidArguments, Message: err.Error()}}, logw)
 		return 1
+	}
+	if o.stageCredentials != "" {
+		if err := stageCredentials(o.stageCredentials, o.credentialsDir); err != nil {
+			fmt.Fprintf(logw, "error: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -179,6 +192,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.isolation, "isolation", "", "chroot (each stage in its own root and namespaces) or inplace (the container's root, kaniko-style). Default: inplace in the executor image, chroot elsewhere.")
 	fs.StringVar(&o.resultFile, "result-file", "", "Write the JSON result here (default: "+terminationLog+" when it exists).")
 	fs.StringVar(&o.workDir, "work-dir", "", "Scratch directory for stage roots and layers (default: a new temporary directory).")
+	fs.StringVar(&o.maxLayerSize, "max-layer-size", "16GiB", "The most one image layer may expand to when extracted (e.g. 512MiB, 16GiB, 1TiB); a layer past it fails the build. 0: no limit.")
+	fs.StringVar(&o.credentialsDir, "credentials-dir", "", "Directory of credentials (docker/config.json, git/, secrets/ID) read at start and emptied before the first RUN step.")
+	fs.StringVar(&o.stageCredentials, "stage-credentials", "", "Copy the credential files under this directory into --credentials-dir and exit (the executor pod's init container).")
 	// kaniko flags that change nothing here: our snapshots are always by
 	// stat, stages the target does not need are always skipped.
 	for _, b := range []string{"cleanup", "force", "single-snapshot", "use-new-run", "skip-unused-stages", "cache-copy-layers", "cache-run-layers", "compressed-caching", "no-push-cache", "ignore-var-run", "log-timestamp", "skip-push-permission-check", "preserve-context", "materialize", "push-ignore-immutable-tag-errors"} {
@@ -196,6 +212,12 @@ func parseFlags(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q: every input is a flag", fs.Args())
 	}
+	if o.stageCredentials != "" {
+		if o.credentialsDir == "" {
+			return o, errors.New("--stage-credentials needs --credentials-dir")
+		}
+		return o, nil
+	}
 	if o.resultFile == "" {
 		if _, err := os.Stat(terminationLog); err == nil {
 			o.resultFile = terminationLog
@@ -209,6 +231,11 @@ func parseFlags(args []string) (*options, error) {
 	default:
 		return o, fmt.Errorf("--verbosity=%s: want panic, fatal, error, warn, info, debug or trace", o.verbosity)
 	}
+	n, err := units.RAMInBytes(o.maxLayerSize)
+	if err != nil || n < 0 {
+		return o, fmt.Errorf("--max-layer-size=%s: want a size such as 16GiB, or 0 for no limit", o.maxLayerSize)
+	}
+	o.maxLayerBytes = n
 	if o.compression != "gzip" && o.compression != "zstd" {
 		return o, fmt.Errorf("--compression=%s: want gzip or zstd", o.compression)
 	}
@@ -248,7 +275,6 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	if o.verbosity == "trace" {
 		o.reg.Trace = logw
 	}
-	o.reg.Share()
 	var res result.Result
 	pushRefused := func() error { return nil }
 	failWith := func(reason result.Reason, err error) result.Result {
@@ -266,6 +292,17 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		res.Failure = f
 		return res
 	}
+
+	// Before anything of the repository runs: see credentials.go.
+	creds, err := loadCredentials(o)
+	if err == nil {
+		err = creds.seal(o, logw)
+	}
+	if err != nil {
+		return failWith(result.ReasonInvalidArguments, err)
+	}
+	o.reg.Keychain = creds.keychain
+	o.reg.Share()
 
 	destinations := make([]name.Reference, 0, len(o.destinations))
 	for _, d := range o.destinations {
@@ -314,7 +351,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	}
 
 	fetchStart := time.Now()
-	fetched, err := source.FetchWithInfo(ctx, o.context, o.contextSubPath, filepath.Join(workDir, "context"), source.FetchOptions{Git: o.git})
+	fetched, err := source.FetchWithInfo(ctx, o.context, o.contextSubPath, filepath.Join(workDir, "context"), source.FetchOptions{Git: o.git, Auth: &creds.git})
 	if err != nil {
 		return failWith(result.ReasonSourceFetchFailed, err)
 	}
@@ -351,10 +388,6 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	if err != nil {
 		return failWith(result.ReasonInvalidArguments, err)
 	}
-	secrets, err := readSecrets(o.secrets)
-	if err != nil {
-		return failWith(result.ReasonInvalidArguments, err)
-	}
 	epoch, err := sourceDateEpoch(o.reproducible, buildArgs)
 	if err != nil {
 		return failWith(result.ReasonInvalidArguments, err)
@@ -373,10 +406,12 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		Remote: func(ref name.Reference) []remote.Option {
 			return o.reg.Remote(ctx, ref, false)
 		},
+		MaxLayerSize:    o.maxLayerBytes,
 		Layers:          layer.Options{Compression: layer.Compression(o.compression), Level: o.compressionLevel, OCI: o.ociMediaTypes},
 		SourceDateEpoch: epoch,
 		Log:             levelFilter(o.verbosity, logw),
-		Secrets:         secrets,
+		Secrets:         creds.secrets,
+		GitAuth:         creds.git,
 	}
 	if o.cache {
 		c, err := newCache(ctx, o, destinations)

@@ -50,8 +50,8 @@ type gitSource struct {
 
 // fetchGitSources fetches the repositories of an ADD into the work
 // directory: shallow, at the ref, with submodules unless the URL says
-// ?submodules=false, credentials from the executor's git environment as
-// for a git context. checksum, when set, is the commit (or a prefix of it)
+// ?submodules=false, with the credentials Options.GitAuth scopes to each
+// URL (the git context's go to its origin only). checksum, when set, is the commit (or a prefix of it)
 // each must check out.
 func (g *stage) fetchGitSources(ctx context.Context, refs []*dfgitutil.GitRef, keepGitDir *bool, checksum string) ([]gitSource, error) {
 	if checksum != "" && !commitHex.MatchString(checksum) {
@@ -87,7 +87,7 @@ func (g *stage) fetchGitSources(ctx context.Context, refs []*dfgitutil.GitRef, k
 				url += ":" + ref.SubDir
 			}
 		}
-		opts := source.FetchOptions{Git: "recurse-submodules=true"}
+		opts := source.FetchOptions{Git: "recurse-submodules=true", Auth: &g.b.opts.GitAuth}
 		if ref.Submodules != nil && !*ref.Submodules {
 			opts.Git = ""
 		}

@@ -100,6 +100,11 @@ type Options struct {
 	// Secrets are what RUN --mount=type=secret can read, by id (executor
 	// --secret). They never enter a cache key, a layer or the log.
 	Secrets map[string][]byte
+	// GitAuth are the credentials of ADD from a git repository, scoped by
+	// their Origin (see source.GitAuth): the git context's go to its exact
+	// scheme, host and port only. The zero value fetches anonymously (but
+	// for credentials in the ADD URL itself, which go to that URL).
+	GitAuth source.GitAuth
 }
 
 // Report summarises a finished build for the result file.

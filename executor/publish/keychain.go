@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
 	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -61,6 +63,42 @@ func (dockerConfigKeychain) Resolve(target authn.Resource) (authn.Authenticator,
 	if err != nil {
 		return nil, fmt.Errorf("reading docker config %s: %w", path, err)
 	}
+	return resolve(cf, target)
+}
+
+// LoadKeychain reads a Docker config file once, and returns a keychain that
+// answers from memory, with the file's path. path "" is the file that
+// DefaultKeychain reads; when that does not exist, the keychain is
+// DefaultKeychain's fallback and the path "". The executor loads its
+// credentials this way before the first RUN step (see
+// executor/credentials.go).
+func LoadKeychain(path string) (authn.Keychain, string, error) {
+	fallback := path == ""
+	if fallback {
+		path = configPath()
+	}
+	b, err := os.ReadFile(path)
+	if fallback && errors.Is(err, fs.ErrNotExist) {
+		return authn.DefaultKeychain, "", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("reading docker config: %w", errors.Unwrap(err))
+	}
+	cf, err := config.LoadFromReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, "", fmt.Errorf("reading docker config %s: %w", path, err)
+	}
+	return memoryKeychain{cf}, path, nil
+}
+
+type memoryKeychain struct{ cf *configfile.ConfigFile }
+
+func (k memoryKeychain) Resolve(target authn.Resource) (authn.Authenticator, error) {
+	return resolve(k.cf, target)
+}
+
+// resolve finds target's credentials in cf.
+func resolve(cf *configfile.ConfigFile, target authn.Resource) (authn.Authenticator, error) {
 	// A repository may have its own entry; then its registry; Docker Hub
 	// is keyed by its legacy URL.
 	var empty types.AuthConfig

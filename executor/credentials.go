@@ -1,0 +1,249 @@
+package main
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-dev/slipway/executor/build"
+	"github.com/slipway-dev/slipway/executor/publish"
+	"github.com/slipway-dev/slipway/executor/source"
+)
+
+// The build's credentials, and what a RUN step can reach of them.
+//
+// In a pod (in-place isolation) every RUN step of the Dockerfile runs in
+// the executor's own container: the same file system, PID and network
+// namespaces, as root with the pod's capabilities. The Dockerfile comes
+// from the repository, so a step is untrusted code beside the push
+// secret, the git credentials and every build secret. What keeps them
+// from it:
+//
+//   - the executor reads them once, before anything else, into memory
+//     (loadCredentials);
+//   - the staged credentials directory (--credentials-dir) is emptied
+//     before the first step: the controller fills it from the ImageBuild's
+//     Secrets in an init container (--stage-credentials), which alone
+//     mounts the Secret volumes, so no copy is left on any file system the
+//     build container can see;
+//   - the executor makes itself non-dumpable (PR_SET_DUMPABLE 0): without
+//     CAP_SYS_PTRACE, which executor pods never have, no other process can
+//     read its memory, environment, open files or working directory
+//     through /proc/PID or ptrace;
+//   - git credential variables leave the environment once read, and a RUN
+//     step's environment is built from the image and the Dockerfile only.
+//
+// What this does not cover: credentials given another way (DOCKER_CONFIG,
+// GIT_SECRET_DIR, --secret src=FILE outside the credentials directory)
+// stay files a step can read; in place, the executor warns about each. A
+// step shares the executor's network, so it can reach what the pod can.
+
+// Layout of the credentials directory.
+const (
+	credDocker  = "docker"  // config.json: registry credentials
+	credGit     = "git"     // username, password, ssh-privatekey, known_hosts
+	credSecrets = "secrets" // one file per build secret, named by its id
+)
+
+// credentials are the build's secrets, in memory.
+type credentials struct {
+	keychain authn.Keychain
+	git      source.GitAuth
+	secrets  map[string][]byte
+	// readable are files holding credentials that stay where a RUN step
+	// can read them (outside the credentials directory).
+	readable []string
+}
+
+// stageCredentials copies the credential files under src (the Secret
+// volumes' mount: kubelet's "..data" entries are skipped, the visible
+// names, which are symlinks into it, followed) into dst with mode 0400,
+// keeping the layout above.
+func stageCredentials(src, dst string) error {
+	return stageDir(src, dst, 0)
+}
+
+func stageDir(src, dst string, depth int) error {
+	if depth > 3 {
+		return fmt.Errorf("staging credentials: %s is nested too deep", src)
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return fmt.Errorf("staging credentials: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "..") {
+			continue
+		}
+		p, target := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("staging credentials: %w", err)
+		}
+		switch {
+		case fi.IsDir():
+			if err := os.MkdirAll(target, 0o700); err != nil {
+				return fmt.Errorf("staging credentials: %w", err)
+			}
+			if err := stageDir(p, target, depth+1); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err == nil {
+				err = os.WriteFile(target, b, 0o400)
+			}
+			if err != nil {
+				return fmt.Errorf("staging credentials: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// loadCredentials reads every credential of the build into memory: the
+// registry credentials (the credentials directory's docker/config.json,
+// else the Docker config file kaniko reads), git credentials (the
+// credentials directory's git/, then GIT_USERNAME, GIT_PASSWORD, GIT_TOKEN
+// and GIT_SECRET_DIR), scoped to the git context's origin, and the build
+// secrets (--secret, then the credentials directory's secrets/). It
+// removes the git variables from the environment. Errors name a file or
+// flag, never a value.
+func loadCredentials(o *options) (*credentials, error) {
+	c := &credentials{}
+	dir := o.credentialsDir
+
+	dockerConfig := ""
+	if dir != "" {
+		if p := filepath.Join(dir, credDocker, "config.json"); fileExists(p) {
+			dockerConfig = p
+		}
+	}
+	kc, path, err := publish.LoadKeychain(dockerConfig)
+	if err != nil {
+		return nil, err
+	}
+	c.keychain = kc
+	if path != "" && !inDir(dir, path) {
+		c.readable = append(c.readable, path)
+	}
+
+	getenv := os.Getenv
+	if dir != "" && fileExists(filepath.Join(dir, credGit)) {
+		getenv = func(k string) string {
+			if k == source.EnvGitSecretDir {
+				return strings.Join(slices.DeleteFunc([]string{os.Getenv(k), filepath.Join(dir, credGit)}, func(s string) bool { return s == "" }), string(filepath.ListSeparator))
+			}
+			return os.Getenv(k)
+		}
+	}
+	if d := os.Getenv(source.EnvGitSecretDir); d != "" {
+		c.readable = append(c.readable, filepath.SplitList(d)...)
+	}
+	git, err := source.GitAuthFromEnv(getenv)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range []string{source.EnvGitUsername, source.EnvGitPassword, source.EnvGitToken} {
+		os.Unsetenv(k)
+	}
+
+	c.secrets, err = readSecrets(o.secrets)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range o.secrets {
+		if src := secretSource(f); src != "" && !inDir(dir, src) {
+			c.readable = append(c.readable, src)
+		}
+	}
+	if dir != "" {
+		entries, err := os.ReadDir(filepath.Join(dir, credSecrets))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("reading the staged build secrets: %w", errors.Unwrap(err))
+		}
+		for _, e := range entries {
+			if _, dup := c.secrets[e.Name()]; dup {
+				return nil, fmt.Errorf("build secret %s is given twice (--secret and %s)", e.Name(), dir)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, credSecrets, e.Name()))
+			if err != nil {
+				return nil, fmt.Errorf("reading build secret %s: %w", e.Name(), errors.Unwrap(err))
+			}
+			c.secrets[e.Name()] = b
+		}
+	}
+
+	git.Origin = source.ContextOrigin(o.context, os.Getenv("GIT_PULL_METHOD"))
+	c.git = git.WithHostSecrets(c.secrets)
+	return c, nil
+}
+
+// seal makes the credentials unreachable by RUN steps (see the top of this
+// file): it empties the credentials directory and makes the process
+// non-dumpable. In place, it warns about each credential file left
+// readable.
+func (c *credentials) seal(o *options, logw io.Writer) error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("making the executor non-dumpable: %w", err)
+	}
+	// The CA certificates are read now, once: a step could otherwise put
+	// its own in their place before the first TLS connection, and be
+	// trusted with the credentials sent over it.
+	if _, err := x509.SystemCertPool(); err != nil {
+		fmt.Fprintf(logw, "WARNING: reading the system's CA certificates: %v\n", err)
+	}
+	if dir := o.credentialsDir; dir != "" {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("emptying the credentials directory: %w", err)
+		}
+		for _, e := range entries {
+			// The directory itself is a mount point (an emptyDir in a pod).
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("emptying the credentials directory: %w", err)
+			}
+		}
+	}
+	if o.isolation == string(build.InPlace) {
+		for _, p := range c.readable {
+			fmt.Fprintf(logw, "WARNING: %s holds credentials that RUN steps can read; give them through --credentials-dir instead (README: Security)\n", p)
+		}
+	}
+	return nil
+}
+
+// secretSource is the file a --secret value reads, "" if none.
+func secretSource(flag string) string {
+	src := ""
+	for _, field := range strings.Split(flag, ",") {
+		k, v, _ := strings.Cut(field, "=")
+		switch strings.ToLower(k) {
+		case "src", "source":
+			src = v
+		case "type":
+			if v == "env" {
+				return ""
+			}
+		}
+	}
+	return src
+}
+
+// inDir tells whether p is dir or under it; false when dir is "".
+func inDir(dir, p string) bool {
+	if dir == "" {
+		return false
+	}
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/slipway-dev/slipway/test/gitserver"
+	"github.com/slipway-dev/slipway/test/imagetest"
+)
+
+// Canaries: one per credential of a build, each a value that must never be
+// found by a RUN step that did not mount it.
+const (
+	canaryPush     = "push-c4nary-91d2"
+	canaryGit      = "git-c4nary-5b7e"
+	canarySSH      = "ssh-c4nary-0a4f"
+	canaryUnused   = "unmounted-secret-c4nary-77c1"
+	canaryUsed     = "mounted-secret-c4nary-3e90"
+	canaryGitToken = "git-token-c4nary-d1c8"
+	canaryEnv      = "env-c4nary-60b4"
+)
+
+// probeScript is what a hostile Dockerfile's RUN step does to find the
+// build's credentials: it reads every file it can (but the kernel's
+// pseudo-files), the environment and command line of every process, and
+// everything reachable through each process's /proc entries (root, cwd,
+// open files). It writes the names (never the contents) of what held a
+// canary to /found, what it could open of other processes to /reached,
+// and every file it read to /scanned.
+//
+// The canaries come reversed in its argument, so that no file of the build
+// (the Dockerfile, this script) and no command line holds them as they are.
+const probeScript = `
+canaries=$(echo "$1" | rev)
+: > /found; : > /reached; : > /scanned
+check() {
+	echo "$1" >> /scanned
+	# NULs as newlines: busybox grep stops a line at a NUL (environ, binaries).
+	for c in $canaries; do if tr '\000' '\n' < "$1" 2>/dev/null | grep -qF -e "$c"; then echo "$1: $c" >> /found; fi; done
+}
+for f in $(find / -xdev \( -path /proc -o -path /sys -o -path /found -o -path /reached -o -path /scanned \) -prune -o -type f -print 2>/dev/null); do
+	check "$f"
+done
+for d in /proc/[0-9]*; do
+	# This script and the shell of its step (unless the step is this
+	# script, whose parent is then the executor) are the step's own.
+	p=${d#/proc/}
+	if [ "$p" = $$ ]; then continue; fi
+	if [ "$p" = $PPID ] && ! grep -qF slipway/executor "$d/cmdline"; then continue; fi
+	for f in environ cmdline; do check "$d/$f"; done
+	if ls "$d/root/" >/dev/null 2>&1; then echo "$d/root" >> /reached; fi
+	if head -c1 "$d/environ" >/dev/null 2>&1; then echo "$d/environ" >> /reached; fi
+	for f in "$d"/fd/*; do
+		if readlink "$f" >/dev/null 2>&1; then echo "$d/fd" >> /reached; break; fi
+	done
+	for f in $(find "$d/root/" "$d/cwd/" -xdev -type f 2>/dev/null | head -5000); do check "$f"; done
+	for f in "$d"/fd/*; do [ -f "$f" ] && check "$f"; done
+done
+for c in $canaries; do if env | grep -qF "$c"; then echo "env: $c" >> /found; fi; done
+`
+
+// TestExecute_inplaceStepReadsNoCredential is finding 2 of issue 10: in a
+// pod, a RUN step read the push secret, the git credentials, every build
+// secret and GIT_PASSWORD from /proc/1/environ. Here the executor runs as
+// in an executor pod: in its own image layout (in-place isolation), as
+// PID 1 of its own PID namespace, with the pod's capabilities only (no
+// CAP_SYS_PTRACE), its credentials staged by --stage-credentials from a
+// kubelet-style Secret mount that the build container does not have. A
+// git context over basic auth, a build secret the Dockerfile mounts and
+// one it does not: the probe must find none of the credentials anywhere,
+// and the mounted secret only in the step that mounts it.
+func TestExecute_inplaceStepReadsNoCredential(t *testing.T) {
+	env := newCorpusEnv(t)
+	root := makeExecutorRoot(t)
+	all := strings.Join([]string{canaryPush, canaryGit, canarySSH, canaryUnused, canaryUsed, canaryGitToken, canaryEnv}, " ")
+
+	repos := t.TempDir()
+	work := gitserver.NewWorkRepo(t)
+	gitserver.WriteFiles(t, work, map[string]string{
+		"Dockerfile": "FROM " + env.base + "\n" +
+			"COPY probe.sh /probe.sh\n" +
+			"RUN sh /probe.sh \"" + reversed(all) + "\"\n" +
+			"RUN --mount=type=secret,id=used sh -c 'mv /found /found.1 && mv /reached /reached.1 && mv /scanned /scanned.1 && sh /probe.sh \"" + reversed(all) + "\"'\n",
+		"probe.sh": probeScript,
+	})
+	gitserver.Commit(t, work, "probe")
+	gitserver.Publish(t, work, repos, "org/probe.git", false)
+	srv := gitserver.StartHTTP(t, repos, gitserver.WithBasicAuth("builder", canaryGit))
+
+	// The Secret volumes as kubelet mounts them in the init container:
+	// visible names are symlinks into a ..data directory.
+	secretMount := filepath.Join(root, "var/run/secrets/slipway")
+	data := filepath.Join(secretMount, "..2026_12_07_00_00_00.000000001")
+	for p, content := range map[string]string{
+		"docker/config.json":         `{"auths":{"` + env.reg.Host() + `":{"username":"builder","password":"` + canaryPush + `"}}}`,
+		"git/username":               "builder",
+		"git/password":               canaryGit,
+		"git/ssh-privatekey":         canarySSH,
+		"secrets/used":               canaryUsed,
+		"secrets/unused":             canaryUnused,
+		"secrets/GIT_AUTH_TOKEN.h:1": canaryGitToken,
+	} {
+		if err := os.MkdirAll(filepath.Join(data, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, p), []byte(content), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Base(data), filepath.Join(secretMount, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"docker", "git", "secrets"} {
+		if err := os.Symlink("..data/"+d, filepath.Join(secretMount, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The init container.
+	if out, err := inExecutorRoot(t, root, nil, "--stage-credentials=/var/run/secrets/slipway", "--credentials-dir=/slipway/credentials"); err != nil {
+		t.Fatalf("staging the credentials: %v\n%s", err, out)
+	}
+	// The build container mounts the staged directory, not the Secrets.
+	if err := os.RemoveAll(filepath.Join(root, "var")); err != nil {
+		t.Fatal(err)
+	}
+	ref := env.reg.Ref("probe/credentials:latest")
+	// GIT_PASSWORD as kaniko takes it, in the environment (the staged
+	// files win): /proc/1/environ must not show it.
+	out, err := inExecutorRoot(t, root, []string{"GIT_PASSWORD=" + canaryEnv},
+		"--context="+srv.URL+"/org/probe.git#main",
+		"--credentials-dir=/slipway/credentials",
+		"--destination="+ref,
+		"--insecure-registry="+env.reg.Host(),
+		"--result-file=/slipway/result.json",
+		"--verbosity=debug",
+	)
+	if err != nil {
+		raw, _ := os.ReadFile(filepath.Join(root, "slipway", "result.json"))
+		t.Fatalf("in-place build: %v; result %s; output:\n%s", err, raw, out)
+	}
+	for _, c := range strings.Fields(all) {
+		if strings.Contains(string(out), c) {
+			t.Errorf("the build log holds %s", c)
+		}
+	}
+	if entries, err := os.ReadDir(filepath.Join(root, "slipway", "credentials")); err != nil || len(entries) != 0 {
+		t.Errorf("the credentials directory after the build: %v, %v; want it empty", entries, err)
+	}
+
+	img := pullImage(t, ref)
+	fsDir := t.TempDir()
+	if err := imagetest.Extract(img, fsDir); err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(fsDir, p))
+		if err != nil {
+			t.Fatalf("the probe did not write /%s: %v", p, err)
+		}
+		return string(b)
+	}
+	// The first step mounts nothing; the second mounts secret used, which
+	// it alone finds: the probe finds what is there to be found.
+	if got := read("found.1"); got != "" {
+		t.Errorf("a RUN step without mounts found credentials:\n%s", got)
+	}
+	if diff := cmp.Diff("/run/secrets/used: "+canaryUsed+"\n", read("found")); diff != "" {
+		t.Errorf("what the RUN step mounting secret used found (-want +got):\n%s", diff)
+	}
+	for _, p := range []string{"reached.1", "reached"} {
+		if got := read(p); got != "" {
+			t.Errorf("a RUN step reached into other processes:\n%s", got)
+		}
+	}
+	// It looked where the credentials were: the staged directory's files
+	// are gone, the executor's own files and /proc entries were read.
+	scanned := strings.Split(read("scanned.1"), "\n")
+	for _, want := range []string{"/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline"} {
+		if !slices.Contains(scanned, want) {
+			t.Errorf("the probe did not read %s; it read:\n%s", want, read("scanned.1"))
+		}
+	}
+}
+
+// reversed reverses s, character by character.
+func reversed(s string) string {
+	r := []rune(s)
+	slices.Reverse(r)
+	return string(r)
+}
+
+// podCapabilities are the executor pod's (controllers.executorCapabilities),
+// as setpriv names them.
+const podCapabilities = "+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setfcap,+sys_chroot"
+
+// inExecutorRoot runs the executor in root as it runs in an executor pod:
+// PID 1 of new mount and PID namespaces, chrooted into its image's layout,
+// with the pod's capabilities and no_new_privs, and nothing in its
+// environment but PATH, HOME and env.
+func inExecutorRoot(t *testing.T, root string, env []string, args ...string) ([]byte, error) {
+	t.Helper()
+	script := `set -e
+mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+mountpoint -q "$ROOT/dev" || {
+	mount -t tmpfs -o mode=755,nosuid tmpfs "$ROOT/dev"
+	for d in null zero random urandom tty; do
+		[ -e "/dev/$d" ] || continue
+		touch "$ROOT/dev/$d"
+		mount --bind "/dev/$d" "$ROOT/dev/$d"
+	done
+}
+exec setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,` + podCapabilities + ` chroot "$ROOT" /slipway/executor "$@"
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--mount", "--pid", "--fork", "--propagation", "private",
+		"sh", "-c", script, "sh"}, args...)...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ROOT=" + root, "HOME=/root"}, env...)
+	return cmd.CombinedOutput()
+}
+
+func TestStageCredentials_skipsKubeletData(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	data := filepath.Join(src, "..2026_01_01")
+	if err := os.MkdirAll(filepath.Join(data, "git"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "git", "password"), []byte("pw"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..2026_01_01", filepath.Join(src, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/git", filepath.Join(src, "git")); err != nil {
+		t.Fatal(err)
+	}
+	if err := stageCredentials(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	filepath.WalkDir(dst, func(p string, d os.DirEntry, err error) error {
+		if rel, _ := filepath.Rel(dst, p); rel != "." {
+			fi, _ := os.Lstat(p)
+			got = append(got, fmt.Sprintf("%s %v", rel, fi.Mode()))
+		}
+		return nil
+	})
+	if diff := cmp.Diff([]string{"git drwx------", "git/password -r--------"}, got); diff != "" {
+		t.Errorf("staged (-want +got):\n%s", diff)
+	}
+}

@@ -400,15 +400,29 @@ func TestImageBuildReconciler_Reconcile_missingSecret(t *testing.T) {
 	if strings.Contains(string(b), password) || strings.Contains(describe(ib), password) {
 		t.Error("a secret value reached the pod spec or the status")
 	}
+	// The Secrets are mounted read-only in the init container that stages them, never in the
+	// executor container, where the Dockerfile's RUN steps run; nor is any in its environment.
+	if len(pod.Spec.InitContainers) != 1 {
+		t.Fatalf("init containers = %d, want the one that stages the credentials", len(pod.Spec.InitContainers))
+	}
 	var vols []string
-	for _, m := range pod.Spec.Containers[0].VolumeMounts {
-		if !m.ReadOnly {
+	for _, m := range pod.Spec.InitContainers[0].VolumeMounts {
+		if !m.ReadOnly && m.Name != "credentials" {
 			t.Errorf("mount %s is writable", m.Name)
 		}
 		vols = append(vols, m.MountPath)
 	}
-	if want := []string{"/kaniko/.docker", "/var/run/secrets/slipway/build/token"}; !slices.Equal(vols, want) {
-		t.Errorf("mounts = %v, want %v: the push secret and the build secret", vols, want)
+	if want := []string{"/var/run/secrets/slipway/git", "/var/run/secrets/slipway/docker", "/var/run/secrets/slipway/secrets", "/slipway/credentials"}; !slices.Equal(vols, want) {
+		t.Errorf("init container mounts = %v, want %v: the git, push and build secrets, and the staged credentials", vols, want)
+	}
+	exec := pod.Spec.Containers[0]
+	if len(exec.VolumeMounts) != 1 || exec.VolumeMounts[0].Name != "credentials" {
+		t.Errorf("executor mounts = %v, want only the staged credentials", exec.VolumeMounts)
+	}
+	for _, e := range exec.Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			t.Errorf("executor environment variable %s comes from a Secret", e.Name)
+		}
 	}
 }
 

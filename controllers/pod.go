@@ -9,33 +9,41 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 )
 
-// Paths and names inside the executor pod. The executor reads its credentials from them; see
-// the executor's git and publish packages.
+// Paths and names inside the executor pod.
+//
+// Credentials (the push secret, the git secret, spec.secrets) never reach the executor
+// container as Secret volumes or environment variables: a RUN step of the Dockerfile runs
+// in that container and could read them. The init container credentialsContainer alone
+// mounts the Secrets (under secretsMount), copies them into the in-memory emptyDir
+// credentialsDir (executor --stage-credentials), and ends; the executor reads them from
+// there into memory and empties the directory before the first step (executor
+// --credentials-dir, see executor/credentials.go).
 const (
-	executorContainer = "executor"
+	executorContainer    = "executor"
+	credentialsContainer = "credentials"
 
 	// terminationMessagePath is where the executor writes its result (executor/result).
 	terminationMessagePath = "/dev/termination-log"
 
-	// dockerConfigDir holds config.json, the push secret's .dockerconfigjson (kaniko's path).
-	dockerConfigDir = "/kaniko/.docker"
+	// credentialsDir is the executor's --credentials-dir, in both containers.
+	credentialsDir    = "/slipway/credentials"
+	credentialsVolume = "credentials"
+	// secretsMount is where the init container mounts the Secrets, in the layout of
+	// --credentials-dir: docker/config.json (the push secret's .dockerconfigjson), git/ (the
+	// git secret's keys: username and password, or ssh-privatekey and known_hosts) and
+	// secrets/<id> (one file per spec.secrets entry).
+	secretsMount = "/var/run/secrets/slipway"
 
-	// gitSecretDir holds the files of an ssh-auth git secret (ssh-privatekey, known_hosts); the
-	// executor finds it through GIT_SECRET_DIR (executor/source.GitAuthFromEnv).
-	gitSecretDir = "/var/run/secrets/slipway/git"
-	// buildSecretsDir holds a directory per spec.secrets entry, named by its id, with the
-	// value in buildSecretFile.
-	buildSecretsDir = "/var/run/secrets/slipway/build"
-	buildSecretFile = "value"
-
-	gitVolume  = "git-credentials"
-	pushVolume = "push-credentials"
+	gitVolume          = "git-credentials"
+	pushVolume         = "push-credentials"
+	buildSecretsVolume = "build-secrets"
 
 	// managedByLabel marks every executor pod, so the manager caches only those.
 	managedByLabel = "app.kubernetes.io/managed-by"
@@ -54,9 +62,9 @@ type gitAuth int
 
 const (
 	gitAuthNone gitAuth = iota
-	// gitAuthBasic: kubernetes.io/basic-auth, passed as GIT_USERNAME and GIT_PASSWORD.
+	// gitAuthBasic: kubernetes.io/basic-auth (keys username and password).
 	gitAuthBasic
-	// gitAuthSSH: kubernetes.io/ssh-auth, mounted at gitSecretDir and named by GIT_SECRET_DIR.
+	// gitAuthSSH: kubernetes.io/ssh-auth (ssh-privatekey, and known_hosts added).
 	gitAuthSSH
 )
 
@@ -106,51 +114,7 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	}
 
 	var env []corev1.EnvVar
-	var volumes []corev1.Volume
-	var mounts []corev1.VolumeMount
-
-	if ref := spec.Source.Git.SecretRef; ref != nil {
-		switch opts.gitAuth {
-		case gitAuthBasic:
-			env = append(env,
-				secretEnv("GIT_USERNAME", ref.Name, corev1.BasicAuthUsernameKey),
-				secretEnv("GIT_PASSWORD", ref.Name, corev1.BasicAuthPasswordKey))
-		case gitAuthSSH:
-			volumes = append(volumes, corev1.Volume{
-				Name: gitVolume,
-				VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-					SecretName:  ref.Name,
-					DefaultMode: ptr.To[int32](0o400),
-				}},
-			})
-			mounts = append(mounts, corev1.VolumeMount{Name: gitVolume, MountPath: gitSecretDir, ReadOnly: true})
-			env = append(env, corev1.EnvVar{Name: "GIT_SECRET_DIR", Value: gitSecretDir})
-		}
-	}
-	if ref := spec.Output.PushSecretRef; ref != nil {
-		volumes = append(volumes, corev1.Volume{
-			Name: pushVolume,
-			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-				SecretName:  ref.Name,
-				Items:       []corev1.KeyToPath{{Key: corev1.DockerConfigJsonKey, Path: "config.json"}},
-				DefaultMode: ptr.To[int32](0o400),
-			}},
-		})
-		mounts = append(mounts, corev1.VolumeMount{Name: pushVolume, MountPath: dockerConfigDir, ReadOnly: true})
-		env = append(env, corev1.EnvVar{Name: "DOCKER_CONFIG", Value: dockerConfigDir})
-	}
-	for i, bs := range spec.Secrets {
-		name := fmt.Sprintf("build-secret-%d", i)
-		volumes = append(volumes, corev1.Volume{
-			Name: name,
-			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-				SecretName:  bs.SecretKeyRef.Name,
-				Items:       []corev1.KeyToPath{{Key: bs.SecretKeyRef.Key, Path: buildSecretFile}},
-				DefaultMode: ptr.To[int32](0o400),
-			}},
-		})
-		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: buildSecretDir(bs.ID), ReadOnly: true})
-	}
+	volumes, secretMounts := credentialVolumes(ib, opts.gitAuth)
 	for _, a := range spec.BuildArgs {
 		if a.ValueFrom == nil {
 			continue
@@ -204,7 +168,6 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 				Args:                     executorArgs(ib),
 				Env:                      env,
 				Resources:                resources,
-				VolumeMounts:             mounts,
 				TerminationMessagePath:   terminationMessagePath,
 				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 				SecurityContext: &corev1.SecurityContext{
@@ -219,14 +182,75 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 			Volumes: volumes,
 		},
 	}
+	if len(secretMounts) > 0 {
+		staged := corev1.VolumeMount{Name: credentialsVolume, MountPath: credentialsDir}
+		pod.Spec.InitContainers = []corev1.Container{{
+			Name:            credentialsContainer,
+			Image:           image,
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Args:            []string{"--stage-credentials=" + secretsMount, "--credentials-dir=" + credentialsDir},
+			Resources:       resources,
+			VolumeMounts:    append(secretMounts, staged),
+			SecurityContext: &corev1.SecurityContext{
+				Privileged:               ptr.To(false),
+				AllowPrivilegeEscalation: ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}}
+		c := &pod.Spec.Containers[0]
+		c.VolumeMounts = append(c.VolumeMounts, staged)
+		c.Args = append(c.Args, "--credentials-dir="+credentialsDir)
+	}
 	if !opts.hostUsers {
 		pod.Spec.HostUsers = ptr.To(false)
 	}
 	return pod
 }
 
-// buildSecretDir is where the secret of spec.secrets with this id is mounted.
-func buildSecretDir(id string) string { return path.Join(buildSecretsDir, id) }
+// credentialVolumes returns the pod's volumes of credentials and where the init container
+// mounts the Secrets among them (read-only, in the layout of --credentials-dir); none when
+// the build has no credentials.
+func credentialVolumes(ib *v1alpha1.ImageBuild, auth gitAuth) ([]corev1.Volume, []corev1.VolumeMount) {
+	spec := &ib.Spec
+	var volumes []corev1.Volume
+	var mounts []corev1.VolumeMount
+	add := func(name, dir string, src corev1.VolumeSource) {
+		volumes = append(volumes, corev1.Volume{Name: name, VolumeSource: src})
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: path.Join(secretsMount, dir), ReadOnly: true})
+	}
+	if ref := spec.Source.Git.SecretRef; ref != nil && auth != gitAuthNone {
+		add(gitVolume, "git", corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: ref.Name, DefaultMode: ptr.To[int32](0o400),
+		}})
+	}
+	if ref := spec.Output.PushSecretRef; ref != nil {
+		add(pushVolume, "docker", corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName:  ref.Name,
+			Items:       []corev1.KeyToPath{{Key: corev1.DockerConfigJsonKey, Path: "config.json"}},
+			DefaultMode: ptr.To[int32](0o400),
+		}})
+	}
+	if len(spec.Secrets) > 0 {
+		proj := &corev1.ProjectedVolumeSource{DefaultMode: ptr.To[int32](0o400)}
+		for _, bs := range spec.Secrets {
+			proj.Sources = append(proj.Sources, corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+				LocalObjectReference: bs.SecretKeyRef.LocalObjectReference,
+				Items:                []corev1.KeyToPath{{Key: bs.SecretKeyRef.Key, Path: bs.ID}},
+			}})
+		}
+		add(buildSecretsVolume, "secrets", corev1.VolumeSource{Projected: proj})
+	}
+	if len(mounts) > 0 {
+		volumes = append(volumes, corev1.Volume{Name: credentialsVolume, VolumeSource: corev1.VolumeSource{
+			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(credentialsSizeLimit)},
+		}})
+	}
+	return volumes, mounts
+}
+
+// credentialsSizeLimit bounds the in-memory credentials volume: Secrets are at most 1 MiB each.
+var credentialsSizeLimit = resource.MustParse("32Mi")
 
 // executorArgs are the executor's command line: kaniko's flags, and --result-file and
 // --isolation of ours.
@@ -278,9 +302,6 @@ func executorArgs(ib *v1alpha1.ImageBuild) []string {
 	}
 	if spec.Target != "" {
 		args = append(args, "--target="+spec.Target)
-	}
-	for _, bs := range spec.Secrets {
-		args = append(args, "--secret=id="+bs.ID+",src="+path.Join(buildSecretDir(bs.ID), buildSecretFile))
 	}
 
 	cacheRepo := cacheRepository(ib)

@@ -173,42 +173,36 @@ func TestImageBuild_constructPod(t *testing.T) {
 			},
 		},
 		{
-			name: "basic-auth git secret as environment variables",
+			name: "basic-auth git secret staged by the init container, never in the environment",
 			ib:   func() *v1alpha1.ImageBuild { return makeImageBuild("app", "ns").GitSecret("git-creds").Obj() },
 			opts: func(o *podOptions) { o.gitAuth = gitAuthBasic },
 			want: func(p *corev1.Pod) {
-				p.Spec.Containers[0].Env = []corev1.EnvVar{
-					{Name: "GIT_USERNAME", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-						LocalObjectReference: corev1.LocalObjectReference{Name: "git-creds"}, Key: "username"}}},
-					{Name: "GIT_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-						LocalObjectReference: corev1.LocalObjectReference{Name: "git-creds"}, Key: "password"}}},
-				}
+				withCredentials(p,
+					[]corev1.Volume{{Name: "git-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+						SecretName: "git-creds", DefaultMode: ptr.To[int32](0o400)}}}},
+					[]corev1.VolumeMount{{Name: "git-credentials", MountPath: "/var/run/secrets/slipway/git", ReadOnly: true}})
 			},
 		},
 		{
-			name: "ssh git secret mounted read-only, push secret as docker config",
+			name: "ssh git secret and push secret staged by the init container",
 			ib: func() *v1alpha1.ImageBuild {
 				return makeImageBuild("app", "ns").Git("ssh://git@git.example.com/org/app.git").GitSecret("ssh").PushSecret("push").Obj()
 			},
 			opts: func(o *podOptions) { o.gitAuth = gitAuthSSH },
 			want: func(p *corev1.Pod) {
-				c := &p.Spec.Containers[0]
-				c.Args[0] = "--context=ssh://git@git.example.com/org/app.git"
-				c.Env = []corev1.EnvVar{
-					{Name: "GIT_SECRET_DIR", Value: "/var/run/secrets/slipway/git"},
-					{Name: "DOCKER_CONFIG", Value: "/kaniko/.docker"},
-				}
-				c.VolumeMounts = []corev1.VolumeMount{
-					{Name: "git-credentials", MountPath: "/var/run/secrets/slipway/git", ReadOnly: true},
-					{Name: "push-credentials", MountPath: "/kaniko/.docker", ReadOnly: true},
-				}
-				p.Spec.Volumes = []corev1.Volume{
-					{Name: "git-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-						SecretName: "ssh", DefaultMode: ptr.To[int32](0o400)}}},
-					{Name: "push-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-						SecretName: "push", DefaultMode: ptr.To[int32](0o400),
-						Items: []corev1.KeyToPath{{Key: ".dockerconfigjson", Path: "config.json"}}}}},
-				}
+				p.Spec.Containers[0].Args[0] = "--context=ssh://git@git.example.com/org/app.git"
+				withCredentials(p,
+					[]corev1.Volume{
+						{Name: "git-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: "ssh", DefaultMode: ptr.To[int32](0o400)}}},
+						{Name: "push-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: "push", DefaultMode: ptr.To[int32](0o400),
+							Items: []corev1.KeyToPath{{Key: ".dockerconfigjson", Path: "config.json"}}}}},
+					},
+					[]corev1.VolumeMount{
+						{Name: "git-credentials", MountPath: "/var/run/secrets/slipway/git", ReadOnly: true},
+						{Name: "push-credentials", MountPath: "/var/run/secrets/slipway/docker", ReadOnly: true},
+					})
 			},
 		},
 		{
@@ -235,31 +229,26 @@ func TestImageBuild_constructPod(t *testing.T) {
 			},
 		},
 		{
-			name: "build secrets mounted read-only, one directory each, named by --secret",
+			name: "build secrets projected into one volume of the init container, a file each, named by id",
 			ib: func() *v1alpha1.ImageBuild {
 				ib := makeImageBuild("app", "ns").Obj()
 				ib.Spec.Secrets = []v1alpha1.BuildSecret{
 					{ID: "npmrc", SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "npm"}, Key: ".npmrc"}},
-					{ID: "token", SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "api"}, Key: "token"}},
+					{ID: "GIT_AUTH_TOKEN.git.example.com:8443", SecretKeyRef: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "api"}, Key: "token"}},
 				}
 				return ib
 			},
 			want: func(p *corev1.Pod) {
-				c := &p.Spec.Containers[0]
-				c.Args = append(c.Args[:3:3], append([]string{
-					"--secret=id=npmrc,src=/var/run/secrets/slipway/build/npmrc/value",
-					"--secret=id=token,src=/var/run/secrets/slipway/build/token/value",
-				}, c.Args[3:]...)...)
-				c.VolumeMounts = []corev1.VolumeMount{
-					{Name: "build-secret-0", MountPath: "/var/run/secrets/slipway/build/npmrc", ReadOnly: true},
-					{Name: "build-secret-1", MountPath: "/var/run/secrets/slipway/build/token", ReadOnly: true},
-				}
-				p.Spec.Volumes = []corev1.Volume{
-					{Name: "build-secret-0", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-						SecretName: "npm", DefaultMode: ptr.To[int32](0o400), Items: []corev1.KeyToPath{{Key: ".npmrc", Path: "value"}}}}},
-					{Name: "build-secret-1", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-						SecretName: "api", DefaultMode: ptr.To[int32](0o400), Items: []corev1.KeyToPath{{Key: "token", Path: "value"}}}}},
-				}
+				withCredentials(p,
+					[]corev1.Volume{{Name: "build-secrets", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+						DefaultMode: ptr.To[int32](0o400),
+						Sources: []corev1.VolumeProjection{
+							{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "npm"},
+								Items: []corev1.KeyToPath{{Key: ".npmrc", Path: "npmrc"}}}},
+							{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "api"},
+								Items: []corev1.KeyToPath{{Key: "token", Path: "GIT_AUTH_TOKEN.git.example.com:8443"}}}},
+						}}}}},
+					[]corev1.VolumeMount{{Name: "build-secrets", MountPath: "/var/run/secrets/slipway/secrets", ReadOnly: true}})
 			},
 		},
 		{
@@ -358,4 +347,30 @@ func TestImageBuild_registryHost(t *testing.T) {
 			t.Errorf("registryHost(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// withCredentials is what every pod with credentials has: the in-memory credentials volume,
+// the init container that stages the Secrets (mounted there only) into it, and the executor
+// reading it with --credentials-dir.
+func withCredentials(p *corev1.Pod, secretVolumes []corev1.Volume, secretMounts []corev1.VolumeMount) {
+	staged := corev1.VolumeMount{Name: "credentials", MountPath: "/slipway/credentials"}
+	p.Spec.Volumes = append(secretVolumes, corev1.Volume{Name: "credentials", VolumeSource: corev1.VolumeSource{
+		EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("32Mi"))}}})
+	c := &p.Spec.Containers[0]
+	c.VolumeMounts = []corev1.VolumeMount{staged}
+	c.Args = append(c.Args, "--credentials-dir=/slipway/credentials")
+	p.Spec.InitContainers = []corev1.Container{{
+		Name:            "credentials",
+		Image:           c.Image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Args:            []string{"--stage-credentials=/var/run/secrets/slipway", "--credentials-dir=/slipway/credentials"},
+		Resources:       c.Resources,
+		VolumeMounts:    append(secretMounts, staged),
+		SecurityContext: &corev1.SecurityContext{
+			Privileged:               ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}}
 }

@@ -168,10 +168,14 @@ type BuildArg struct {
 
 // BuildSecret is a secret of the build (RUN --mount=type=secret).
 type BuildSecret struct {
-	// id is the id the Dockerfile names: RUN --mount=type=secret,id=ID.
+	// id is the id the Dockerfile names: RUN --mount=type=secret,id=ID. The ids
+	// GIT_AUTH_TOKEN.<host> and GIT_AUTH_HEADER.<host> (host or host:port, as BuildKit names
+	// them) are also the credentials of git repositories on that host other than the source's
+	// (ADD of a git URL, submodules), sent over https only; the source's own credentials
+	// (source.git.secretRef) go to its exact scheme, host and port, nowhere else.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.-]*$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-][A-Za-z0-9_.:-]*$`
 	// +required
 	ID string `json:"id"`
 

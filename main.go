@@ -29,6 +29,7 @@ func main() {
 		opts                   controllers.Options
 		cpu, memory            string
 		cpuLimit, memoryLimit  string
+		storage, storageLimit  string
 		nodeSelector           string
 		tolerations            string
 	)
@@ -47,6 +48,8 @@ func main() {
 	flag.StringVar(&memory, "executor-memory-request", "512Mi", "Memory request of executor pods without spec.resources.")
 	flag.StringVar(&cpuLimit, "executor-cpu-limit", "", "CPU limit of executor pods without spec.resources; none when empty.")
 	flag.StringVar(&memoryLimit, "executor-memory-limit", "", "Memory limit of executor pods without spec.resources; none when empty.")
+	flag.StringVar(&storage, "executor-ephemeral-storage-request", "1Gi", "Ephemeral storage request of executor pods without spec.resources (without it, the limit would be the request).")
+	flag.StringVar(&storageLimit, "executor-ephemeral-storage-limit", "20Gi", "Ephemeral storage limit of executor pods (the kubelet evicts a build that writes more: a layer bomb fails as Evicted); applies also when spec.resources sets none; none when empty.")
 	flag.StringVar(&nodeSelector, "executor-node-selector", "", `Node selector of executor pods whose ImageBuild sets none, as JSON: {"key":"value"}.`)
 	flag.StringVar(&tolerations, "executor-tolerations", "", `Tolerations of executor pods whose ImageBuild sets none, as a JSON list of corev1 tolerations.`)
 	logConfig := textlogger.NewConfig()
@@ -61,7 +64,10 @@ func main() {
 		setupLog.Error(nil, "Missing --executor-image")
 		os.Exit(2)
 	}
-	for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpu, corev1.ResourceMemory: memory} {
+	for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpu, corev1.ResourceMemory: memory, corev1.ResourceEphemeralStorage: storage} {
+		if q == "" {
+			continue
+		}
 		v, err := resource.ParseQuantity(q)
 		if err != nil {
 			setupLog.Error(err, "Invalid executor resource request", "resource", name)
@@ -72,7 +78,7 @@ func main() {
 		}
 		opts.Resources.Requests[name] = v
 	}
-	for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpuLimit, corev1.ResourceMemory: memoryLimit} {
+	for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpuLimit, corev1.ResourceMemory: memoryLimit, corev1.ResourceEphemeralStorage: storageLimit} {
 		if q == "" {
 			continue
 		}

@@ -75,7 +75,8 @@ type podOptions struct {
 	// hostUsers false runs executor pods in a user namespace (pod.spec.hostUsers=false);
 	// true leaves the field unset, for clusters without user namespace support.
 	hostUsers bool
-	// resources apply when spec.resources is empty.
+	// resources apply when spec.resources is empty; their ephemeral-storage limit also
+	// when spec.resources sets none.
 	resources corev1.ResourceRequirements
 	// nodeSelector and tolerations apply when the spec sets none.
 	nodeSelector map[string]string
@@ -110,7 +111,16 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	}
 	resources := opts.resources
 	if spec.Resources != nil {
-		resources = *spec.Resources
+		resources = *spec.Resources.DeepCopy()
+		// The default bound on what a build writes holds unless the spec sets its own.
+		if q, ok := opts.resources.Limits[corev1.ResourceEphemeralStorage]; ok {
+			if _, set := resources.Limits[corev1.ResourceEphemeralStorage]; !set {
+				if resources.Limits == nil {
+					resources.Limits = corev1.ResourceList{}
+				}
+				resources.Limits[corev1.ResourceEphemeralStorage] = q
+			}
+		}
 	}
 
 	var env []corev1.EnvVar

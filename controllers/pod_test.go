@@ -276,6 +276,36 @@ func TestImageBuild_constructPod(t *testing.T) {
 			},
 		},
 		{
+			name: "the manager's ephemeral storage limit holds when spec.resources sets none",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}
+				return ib
+			},
+			opts: func(o *podOptions) {
+				o.resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("20Gi")}
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{
+					corev1.ResourceMemory: resource.MustParse("2Gi"), corev1.ResourceEphemeralStorage: resource.MustParse("20Gi")}}
+			},
+		},
+		{
+			name: "spec.resources' own ephemeral storage limit wins",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("50Gi")}}
+				return ib
+			},
+			opts: func(o *podOptions) {
+				o.resources.Limits = corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("20Gi")}
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{
+					corev1.ResourceEphemeralStorage: resource.MustParse("50Gi")}}
+			},
+		},
+		{
 			name: "the manager's default placement applies when the spec has none",
 			ib:   func() *v1alpha1.ImageBuild { return makeImageBuild("app", "ns").Obj() },
 			opts: func(o *podOptions) {

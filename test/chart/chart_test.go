@@ -281,6 +281,8 @@ func TestChart_template_defaults(t *testing.T) {
 			"--host-users=true",
 			"--executor-cpu-request=500m",
 			"--executor-memory-request=512Mi",
+			"--executor-ephemeral-storage-request=1Gi",
+			"--executor-ephemeral-storage-limit=20Gi",
 			"--max-build-retries=3",
 			"--build-retry-backoff=10s",
 			"--max-build-retry-backoff=5m",
@@ -414,6 +416,10 @@ func TestChart_template_values(t *testing.T) {
 			`--executor-node-selector={"pool":"builds"}`,
 			`--executor-tolerations=[{"effect":"NoSchedule","key":"builds","operator":"Exists"}]`},
 		notArgs: []string{"executor-cpu-limit"},
+	}, {
+		name: "no ephemeral storage limit",
+		set:  []string{"executor.resources.limits=null"},
+		args: []string{"--executor-ephemeral-storage-limit=", "--executor-ephemeral-storage-request=1Gi"},
 	}, {
 		name: "replicas and resources",
 		set:  []string{"replicas=3", "resources.requests.cpu=100m", "logVerbosity=4", "extraArgs[0]=--build-retry-backoff=1s"},

@@ -422,6 +422,16 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	}
 	if o.isolation == string(build.InPlace) {
 		bo.Exclude = inPlaceExcludes(workDir, contextDir, o.ignorePaths)
+	} else {
+		// no_new_privs as in an executor pod (allowPrivilegeEscalation:
+		// false), so that both isolations build the same image.
+		chrootOpts := []run.ChrootOption{run.WithNoNewPrivileges()}
+		iso, err := run.ChrootIsolation(ctx, workDir, chrootOpts...)
+		if err != nil {
+			return failWith(result.ReasonInternal, err)
+		}
+		fmt.Fprintf(logw, "Isolation: chroot, pivot_root, Docker's default capabilities and seccomp profile, no_new_privs, %s\n", iso)
+		bo.Runner = run.Chroot(chrootOpts...)
 	}
 	buildStart := time.Now()
 	bo.CacheInBackground = true

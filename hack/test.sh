@@ -23,6 +23,10 @@ if [[ -n "${unformatted}" ]]; then
 fi
 go test -count=1 -timeout 60m "$@" ./...
 
+# Each fuzz target for a bounded time (go test above ran their seed corpora); make fuzz runs
+# them longer. They try crafted layers, tar contexts, .dockerignore files and Dockerfiles.
+hack/fuzz.sh "${SLIPWAY_FUZZTIME:-10s}"
+
 # End-to-end: the local cluster, the chart and test/e2e (hack/e2e.sh takes the cluster down
 # whatever happens). SLIPWAY_SKIP_E2E=1 leaves it out.
 if [[ "${SLIPWAY_SKIP_E2E:-}" != 1 ]]; then

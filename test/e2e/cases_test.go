@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +19,7 @@ import (
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 	"github.com/slipway-dev/slipway/test/imagetest"
+	"github.com/slipway-dev/slipway/test/probe"
 )
 
 // appFiles is the repository of the tests: a multi-stage Dockerfile, a broken one (line 4) and
@@ -134,6 +139,79 @@ func TestRunMounts(t *testing.T) {
 			t.Errorf("%s is in the image; mounts must leave nothing", p)
 		}
 	}
+}
+
+// TestRunStepFindsNoCredential is finding 2 of issue 10 on a real cluster: a RUN step of the
+// Dockerfile being built (test/probe: every file it can read, every process's environment,
+// command line, root, working directory and open files) finds none of the build's credentials:
+// the git password, the push secret (as written and base64-encoded in the docker config), and
+// a build secret the step does not mount. A second step mounts the other build secret and
+// finds it there and nowhere else, which shows the probe finds what is there to find.
+func TestRunStepFindsNoCredential(t *testing.T) {
+	const used, unused = "e2e-mounted-c4nary", "e2e-unmounted-c4nary"
+	pushAuth := base64.StdEncoding.EncodeToString([]byte(regUser + ":" + regPassword))
+	all := []string{gitPassword, regPassword, pushAuth, used, unused}
+	files := map[string]string{
+		"probe.sh": probe.Script,
+		"Dockerfile": `ARG BASE=busybox:latest
+FROM ${BASE}
+COPY probe.sh /probe.sh
+RUN sh /probe.sh "` + probe.Args(all...) + `"
+RUN --mount=type=secret,id=used sh -c 'mv /found /found.1 && mv /reached /reached.1 && mv /scanned /scanned.1 && sh /probe.sh "` + probe.Args(all...) + `"'
+`,
+	}
+	e := newEnv(t, nil, files)
+	for id, v := range map[string]string{"used": used, "unused": unused} {
+		if err := k8s.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s-" + id, Namespace: e.ns},
+			StringData: map[string]string{"value": v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ib := e.imageBuild("probe", "e2e/probe")
+	for _, id := range []string{"used", "unused"} {
+		ib.Spec.Secrets = append(ib.Spec.Secrets, v1alpha1.BuildSecret{ID: id, SecretKeyRef: corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "s-" + id}, Key: "value"}})
+	}
+	e.create(ib)
+	ib = e.waitSucceeded("probe")
+
+	ref, err := name.ParseReference(e.reg.Ref("e2e/probe@"+ib.Status.Image.Digest), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, remote.WithAuth(e.reg.Auth()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := imagetest.Extract(img, dir); err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatalf("the probe did not write /%s: %v", p, err)
+		}
+		return string(b)
+	}
+	if got := read("found.1"); got != "" {
+		t.Errorf("a RUN step without mounts found credentials:\n%s", got)
+	}
+	if got, want := read("found"), "/run/secrets/used: "+used+"\n"; got != want {
+		t.Errorf("the RUN step mounting secret used found:\n%s\nwant only:\n%s", got, want)
+	}
+	for _, p := range []string{"reached.1", "reached"} {
+		if got := read(p); got != "" {
+			t.Errorf("a RUN step reached into other processes:\n%s", got)
+		}
+	}
+	scanned := strings.Split(read("scanned.1"), "\n")
+	for _, want := range []string{"/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline"} {
+		if !slices.Contains(scanned, want) {
+			t.Errorf("the probe did not read %s", want)
+		}
+	}
+	t.Logf("the probe read %d files and /proc entries", len(scanned))
 }
 
 // TestDockerfileError: the status names the reason and the line; nothing is pushed.

@@ -214,3 +214,41 @@ func TestStageCredentials_skipsKubeletData(t *testing.T) {
 		t.Errorf("staged (-want +got):\n%s", diff)
 	}
 }
+
+// TestExecute_addGitGetsNoContextCredentials is finding 3 of issue 10: `ADD
+// http://other-host/x.git /x` received the git context's credentials in
+// clear. The context is on one server (basic auth), the ADD names a public
+// repository on another (a spy recording Authorization headers): the build
+// fetches it anonymously. Another port of the context's host is another
+// origin too.
+func TestExecute_addGitGetsNoContextCredentials(t *testing.T) {
+	env := newCorpusEnv(t)
+	repos := t.TempDir()
+	lib := gitserver.NewWorkRepo(t)
+	gitserver.WriteFiles(t, lib, map[string]string{"lib.txt": "lib\n"})
+	gitserver.Commit(t, lib, "lib")
+	gitserver.Publish(t, lib, repos, "org/lib.git", true)
+	var spy gitserver.Spy
+	other := gitserver.StartHTTP(t, repos, gitserver.WithSpy(&spy))
+
+	work := gitserver.NewWorkRepo(t)
+	gitserver.WriteFiles(t, work, map[string]string{
+		"Dockerfile": "FROM " + env.base + "\nADD " + other.URL + "/org/lib.git#main /lib\n",
+	})
+	gitserver.Commit(t, work, "app")
+	gitserver.Publish(t, work, repos, "org/app.git", true)
+	own := gitserver.StartHTTP(t, repos, gitserver.WithBasicAuth("builder", canaryGit))
+	t.Setenv("GIT_USERNAME", "builder")
+	t.Setenv("GIT_PASSWORD", canaryGit)
+
+	b := runExecutor(t, "--context="+own.URL+"/org/app.git#main", "--no-push", "--insecure-registry="+env.reg.Host())
+	if b.exit != 0 {
+		t.Fatalf("exit %d, %s; log:\n%s", b.exit, b.resRaw, b.log)
+	}
+	if spy.Requests() == 0 {
+		t.Fatal("the ADD's server received no request")
+	}
+	if got := spy.Credentialed(); len(got) != 0 {
+		t.Errorf("the ADD's server (another port of the context's host) received credentials: %q", got)
+	}
+}

@@ -60,6 +60,9 @@ type Options struct {
 	// RetryBackoff is the wait before the first retry, doubling each time up to
 	// MaxRetryBackoff. The defaults are 10s and 5m.
 	RetryBackoff, MaxRetryBackoff time.Duration
+	// CacheRepositoryPrefixes are the cache repositories that namespaces may use besides those
+	// under their output repository (see checkCacheRepository); none by default.
+	CacheRepositoryPrefixes []CacheRepositoryPrefix
 }
 
 // ImageBuildReconciler reconciles ImageBuilds with their executor pods.
@@ -146,8 +149,10 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 //  2. A new generation or rebuild annotation starts a new build (newBuildStatus).
 //  3. A finished build only applies the pods' retention.
 //  4. A build waiting for a retry starts its next attempt when the backoff has passed.
-//  5. A build without a pod creates it, unless the queue is full (phase Queued), or a
-//     referenced Secret or ConfigMap is missing (Ready=False/SecretNotFound, error for backoff).
+//  5. A build without a pod creates it, unless its cache repository is not one its namespace may
+//     use (phase Failed, Ready=False and Stalled=True/CacheRepositoryNotAllowed, no retry), the
+//     queue is full (phase Queued), or a referenced Secret or ConfigMap is missing
+//     (Ready=False/SecretNotFound, error for backoff).
 //  6. A build with a pod takes its status from it (computeStatus), then maybe a retry
 //     (planRetry).
 func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.ImageBuild) (ctrl.Result, []pendingEvent, error) {
@@ -231,10 +236,20 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 
 // startPod creates the executor pod of the current attempt, or leaves the build Queued when
 // --max-concurrent-builds pods already run or older builds wait. It sets phase Pending or
-// Queued with Ready=False and Reconciling=True.
+// Queued with Ready=False and Reconciling=True. A build whose cache repository its namespace
+// may not use (--cache-repository-prefix) fails before any pod exists: phase Failed,
+// Ready=False and Stalled=True with reason CacheRepositoryNotAllowed, Reconciling removed.
 func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
 	key := client.ObjectKeyFromObject(ib)
 	gen := ib.Generation
+
+	if problem := cacheRepositoryProblem(ib, r.Options.CacheRepositoryPrefixes); problem != "" {
+		fail(&ib.Status, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonCacheRepositoryNotAllowed, Message: problem}, now)
+		r.slots.forget(key) // it may have been queued
+		r.metrics.finished(&ib.Status)
+		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonCacheRepositoryNotAllowed, action: "Build", note: problem})
+		return ctrl.Result{}, evs, nil
+	}
 
 	opts, problem, err := r.podOptions(ctx, ib)
 	if err != nil {

@@ -37,6 +37,10 @@ const (
 	// ReasonSecretNotFound: a referenced Secret or ConfigMap does not exist (yet), or has the
 	// wrong type; retried with backoff.
 	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonCacheRepositoryNotAllowed: spec.cache.repository is neither under the output
+	// repository nor under a prefix the manager allows the namespace (--cache-repository-prefix);
+	// the build fails before any pod is created, and is not retried (Stalled=True).
+	ReasonCacheRepositoryNotAllowed = "CacheRepositoryNotAllowed"
 
 	// ReasonBuildFailed: the executor failed without a readable result.
 	ReasonBuildFailed = "BuildFailed"

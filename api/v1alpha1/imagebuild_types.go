@@ -230,6 +230,11 @@ type Output struct {
 // +kubebuilder:validation:XValidation:rule="!(has(self.repository) && size(self.repository) > 0 && has(self.disabled) && self.disabled)",message="repository cannot be set when disabled is true"
 type Cache struct {
 	// repository where cached layers are stored; "<output image repository>/cache" when empty.
+	// It must be under the output image's repository ("<output repository>/...") or under a
+	// prefix the manager allows this namespace (--cache-repository-prefix); any other is refused
+	// before the build starts (Stalled=True, reason CacheRepositoryNotAllowed). Whoever can push
+	// to it can write entries that builds using it take into their images: share it only with
+	// those you would let push your image.
 	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?([.][A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$')",message="must be a repository [registry/]path without a tag or digest"
 	// +optional

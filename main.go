@@ -52,6 +52,14 @@ func main() {
 	flag.StringVar(&storageLimit, "executor-ephemeral-storage-limit", "20Gi", "Ephemeral storage limit of executor pods (the kubelet evicts a build that writes more: a layer bomb fails as Evicted); applies also when spec.resources sets none; none when empty.")
 	flag.StringVar(&nodeSelector, "executor-node-selector", "", `Node selector of executor pods whose ImageBuild sets none, as JSON: {"key":"value"}.`)
 	flag.StringVar(&tolerations, "executor-tolerations", "", `Tolerations of executor pods whose ImageBuild sets none, as a JSON list of corev1 tolerations.`)
+	flag.Func("cache-repository-prefix", "NAMESPACE=PREFIX (repeatable): the ImageBuilds of NAMESPACE (* for every namespace) may use cache repositories at or under PREFIX, where {namespace} stands for their namespace, e.g. '*=registry.example.com/cache/{namespace}'. Those under the output repository are always allowed; no other is.",
+		func(s string) error {
+			p, err := controllers.ParseCacheRepositoryPrefix(s)
+			if err == nil {
+				opts.CacheRepositoryPrefixes = append(opts.CacheRepositoryPrefixes, p)
+			}
+			return err
+		})
 	logConfig := textlogger.NewConfig()
 	logConfig.AddFlags(flag.CommandLine)
 	flag.Parse()

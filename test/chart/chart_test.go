@@ -388,6 +388,11 @@ func TestChart_template_values(t *testing.T) {
 		set:  []string{"maxConcurrentBuilds=11"},
 		args: []string{"--max-concurrent-builds=11"},
 	}, {
+		name: "cacheRepositoryPrefixes",
+		set: []string{"cacheRepositoryPrefixes[0].namespace=*", "cacheRepositoryPrefixes[0].prefix=registry.example.com/cache/{namespace}",
+			"cacheRepositoryPrefixes[1].namespace=team-a", "cacheRepositoryPrefixes[1].prefix=registry.example.com/team-a"},
+		args: []string{"--cache-repository-prefix=*=registry.example.com/cache/{namespace}", "--cache-repository-prefix=team-a=registry.example.com/team-a"},
+	}, {
 		name: "executor image by digest",
 		set:  []string{"executor.image.repository=registry.example/slipway/executor", "executor.image.tag=v2", "executor.image.digest=" + digest},
 		args: []string{"--executor-image=registry.example/slipway/executor@" + digest},
@@ -565,6 +570,7 @@ func TestChart_template_refusals(t *testing.T) {
 		{"ServiceMonitor without metrics", []string{"metrics.enabled=false", "metrics.serviceMonitor.enabled=true"}, "needs metrics.enabled"},
 		{"bad digest", []string{"executor.image.digest=latest"}, "want sha256:"},
 		{"service account without a name", []string{"serviceAccount.create=false"}, "serviceAccount.name is required"},
+		{"cache repository prefix without a namespace", []string{"cacheRepositoryPrefixes[0].prefix=registry.example.com/x"}, "cacheRepositoryPrefixes[].namespace is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"template", release, chartDir, "--namespace", namespace}

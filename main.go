@@ -38,7 +38,8 @@ func main() {
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one of several replicas reconciles.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; the manager's own when empty.")
 	flag.StringVar(&opts.ExecutorImage, "executor-image", "", "Image of the executor pods, unless an ImageBuild sets spec.executorImage. Required.")
-	flag.BoolVar(&opts.HostUsers, "host-users", true, "Run executor pods in the host's user namespace; false sets hostUsers: false (the cluster must support user namespaces).")
+	hostUsers := "auto"
+	flag.StringVar(&hostUsers, "host-users", hostUsers, "auto: executor pods run in their own user namespace (hostUsers: false) when every node they may run on reports support, else in the host's; true: always the host's; false: always their own (the nodes must support it).")
 	flag.IntVar(&opts.MaxConcurrentBuilds, "max-concurrent-builds", 0, "Executor pods running at once in the cluster; more builds wait in phase Queued, oldest first. 0 means no bound.")
 	var maxRetries int
 	flag.IntVar(&maxRetries, "max-build-retries", 3, "Retries of a build whose pod was lost or whose push failed.")
@@ -67,6 +68,13 @@ func main() {
 
 	ctrl.SetLogger(textlogger.NewLogger(logConfig))
 	setupLog := ctrl.Log.WithName("setup")
+
+	mode, err := controllers.ParseHostUsersMode(hostUsers)
+	if err != nil {
+		setupLog.Error(err, "Invalid --host-users")
+		os.Exit(2)
+	}
+	opts.HostUsersMode = mode
 
 	if opts.ExecutorImage == "" {
 		setupLog.Error(nil, "Missing --executor-image")
@@ -160,7 +168,7 @@ func main() {
 	}
 
 	setupLog.Info("Starting the manager", "executorImage", opts.ExecutorImage,
-		"maxConcurrentBuilds", opts.MaxConcurrentBuilds, "hostUsers", opts.HostUsers)
+		"maxConcurrentBuilds", opts.MaxConcurrentBuilds, "hostUsers", opts.HostUsersMode)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "Manager stopped")
 		os.Exit(1)

@@ -42,9 +42,13 @@ const ownerIndex = ".metadata.controller.imagebuild"
 type Options struct {
 	// ExecutorImage is the executor pods' image unless an ImageBuild overrides it. Required.
 	ExecutorImage string
+	// HostUsersMode decides whether executor pods run in their own user namespace
+	// (hostUsers: false): auto asks the nodes (see userns.go), true and false force it. Empty:
+	// HostUsers decides.
+	HostUsersMode HostUsersMode
 	// HostUsers true leaves executor pods in the host's user namespace (hostUsers unset);
-	// false sets hostUsers: false, for clusters that support user namespaces. Beware that the
-	// zero value asks for user namespaces; main.go's --host-users defaults to true.
+	// false sets hostUsers: false. It applies when HostUsersMode is empty; beware that its
+	// zero value asks for user namespaces.
 	HostUsers bool
 	// MaxConcurrentBuilds bounds the executor pods running at once across the cluster; builds
 	// beyond it wait in phase Queued, oldest first. 0 means no bound.
@@ -88,6 +92,7 @@ type ImageBuildReconciler struct {
 // +kubebuilder:rbac:groups=build.slipway.dev,resources=imagebuilds,verbs=get;list;watch
 // +kubebuilder:rbac:groups=build.slipway.dev,resources=imagebuilds/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=list
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -294,9 +299,21 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 // referenced Secrets and ConfigMaps exist. problem says, for people, what is missing; it never
 // contains a Secret's data.
 func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.ImageBuild) (podOptions, string, error) {
-	opts := podOptions{executorImage: r.Options.ExecutorImage, hostUsers: r.Options.HostUsers, resources: r.Options.Resources,
+	opts := podOptions{executorImage: r.Options.ExecutorImage, resources: r.Options.Resources,
 		nodeSelector: r.Options.NodeSelector, tolerations: r.Options.Tolerations}
 	ns := ib.Namespace
+	selector := ib.Spec.NodeSelector
+	if selector == nil {
+		selector = opts.nodeSelector
+	}
+	hostUsers, why, err := r.hostUsers(ctx, selector)
+	if err != nil {
+		return opts, "", err
+	}
+	if hostUsers && why != "" && r.Options.HostUsersMode == HostUsersAuto {
+		log.FromContext(ctx).V(1).Info("Executor pod runs in the host's user namespace", "reason", why)
+	}
+	opts.hostUsers = hostUsers
 
 	if ref := ib.Spec.Source.Git.SecretRef; ref != nil {
 		s, problem, err := r.getSecret(ctx, ns, ref.Name, "spec.source.git.secretRef")

@@ -278,7 +278,7 @@ func TestChart_template_defaults(t *testing.T) {
 			"--health-probe-bind-address=:8081",
 			"--executor-image=slipway/executor:0.1.0",
 			"--max-concurrent-builds=4",
-			"--host-users=true",
+			"--host-users=auto",
 			"--executor-cpu-request=500m",
 			"--executor-memory-request=512Mi",
 			"--executor-ephemeral-storage-request=1Gi",

@@ -256,6 +256,20 @@ func urlValidators(h http.Header) string {
 	return "url:" + lm + "+" + cl
 }
 
+// withoutUserInfo is p without a URL's user info, p itself when it is not
+// a URL with user info.
+func withoutUserInfo(p string) string {
+	if !strings.Contains(p, "://") {
+		return p
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.User == nil {
+		return p
+	}
+	u.User = nil
+	return u.String()
+}
+
 // redactURL is rawURL as a message shows it: its user info, user name
 // included (a token is often given as one), replaced by "***", as
 // result.Redact does. A URL that does not parse shows its scheme only,
@@ -300,7 +314,10 @@ const keyVersion = "slipway.copier.sources.v1"
 // length-prefixed fields (path, Unix-style mode with type letter and
 // setuid/setgid/sticky bits, uid, gid, symlink target, hard-link path,
 // device number, xattrs sorted by name, digest), and the records are
-// sorted bytewise before hashing. Records repeat as often as files do.
+// sorted bytewise before hashing. Records repeat as often as files do. An
+// ADD URL is keyed without its user info: a password is not content, and a
+// key (a tag anyone who can list the cache repository reads) must not be a
+// hash to test guesses of it against.
 func KeyOf(files []SourceFile) string {
 	// All records in one buffer (a context can hold tens of thousands of
 	// files): ends[i] is where record i stops.
@@ -319,7 +336,7 @@ func KeyOf(files []SourceFile) string {
 	}
 	var names []string
 	for i, f := range files {
-		field(f.Path)
+		field(withoutUserInfo(f.Path))
 		field(unixMode(f.Mode))
 		field(strconv.Itoa(f.UID))
 		field(strconv.Itoa(f.GID))

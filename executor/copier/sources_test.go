@@ -389,6 +389,27 @@ func TestKeyOf(t *testing.T) {
 			}
 		})
 	}
+
+	// An ADD URL's user info is not keyed (a key must not be a hash of a password); the
+	// rest of the URL is.
+	url := []SourceFile{{Path: "https://example.com/x", Mode: 0o600, Digest: `url:"v1"`}}
+	key = KeyOf(url)
+	for _, tc := range []struct {
+		name, path string
+		same       bool
+	}{
+		{name: "password", path: "https://user:s3cr3t@example.com/x", same: true},
+		{name: "token as user", path: "https://s3cr3t@example.com/x", same: true},
+		{name: "other path", path: "https://user:s3cr3t@example.com/y"},
+		{name: "other host", path: "https://example.org/x"},
+	} {
+		t.Run("URL "+tc.name, func(t *testing.T) {
+			got := KeyOf([]SourceFile{{Path: tc.path, Mode: 0o600, Digest: `url:"v1"`}})
+			if (got == key) != tc.same {
+				t.Errorf("KeyOf() equal = %v, want %v (%s vs %s)", got == key, tc.same, got, key)
+			}
+		})
+	}
 }
 
 // TestKeyOf_stable pins the encoding: keys are shared through the

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,11 +47,8 @@ func TestExecute_inplaceStepReadsNoCredential(t *testing.T) {
 	repos := t.TempDir()
 	work := gitserver.NewWorkRepo(t)
 	gitserver.WriteFiles(t, work, map[string]string{
-		"Dockerfile": "FROM " + env.base + "\n" +
-			"COPY probe.sh /probe.sh\n" +
-			"RUN sh /probe.sh \"" + probe.Args(strings.Fields(all)...) + "\"\n" +
-			"RUN --mount=type=secret,id=used sh -c 'mv /found /found.1 && mv /reached /reached.1 && mv /scanned /scanned.1 && sh /probe.sh \"" + probe.Args(strings.Fields(all)...) + "\"'\n",
-		"probe.sh": probe.Script,
+		"Dockerfile": probe.Dockerfile(env.base, "used", strings.Fields(all)...),
+		"probe.sh":   probe.Script,
 	})
 	gitserver.Commit(t, work, "probe")
 	gitserver.Publish(t, work, repos, "org/probe.git", false)
@@ -132,26 +128,67 @@ func TestExecute_inplaceStepReadsNoCredential(t *testing.T) {
 		return string(b)
 	}
 	// The first step mounts nothing; the second mounts secret used, which
-	// it alone finds: the probe finds what is there to be found.
-	if got := read("found.1"); got != "" {
-		t.Errorf("a RUN step without mounts found credentials:\n%s", got)
-	}
-	if diff := cmp.Diff("/run/secrets/used: "+canaryUsed+"\n", read("found")); diff != "" {
-		t.Errorf("what the RUN step mounting secret used found (-want +got):\n%s", diff)
-	}
-	for _, p := range []string{"reached.1", "reached"} {
-		if got := read(p); got != "" {
-			t.Errorf("a RUN step reached into other processes:\n%s", got)
+	// it alone finds: the probe finds what is there to be found. It looked
+	// where the credentials were: the staged directory, the executor's own
+	// files and /proc entries.
+	probe.Check(t, read, "used", canaryUsed, "/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline")
+}
+
+// TestExecute_chrootStepReadsNoCredential: under --isolation=chroot on a
+// host, the same hostile steps as in TestExecute_inplaceStepReadsNoCredential
+// find none of the credentials given the way kaniko takes them (a Docker
+// config file, GIT_USERNAME and GIT_PASSWORD, --secret src= files), all
+// host files outside the stage root, and cannot reach the namespace helper
+// (PID 1 of the step's PID namespace, a root process of the host).
+func TestExecute_chrootStepReadsNoCredential(t *testing.T) {
+	env := newCorpusEnv(t)
+	all := []string{canaryPush, canaryGit, canaryUnused, canaryUsed}
+	repos := t.TempDir()
+	work := gitserver.NewWorkRepo(t)
+	gitserver.WriteFiles(t, work, map[string]string{
+		"Dockerfile": probe.Dockerfile(env.base, "used", all...),
+		"probe.sh":   probe.Script,
+	})
+	gitserver.Commit(t, work, "probe")
+	gitserver.Publish(t, work, repos, "org/probe.git", false)
+	srv := gitserver.StartHTTP(t, repos, gitserver.WithBasicAuth("builder", canaryGit))
+
+	secrets := t.TempDir()
+	for name, content := range map[string]string{
+		"config.json": `{"auths":{"` + env.reg.Host() + `":{"username":"builder","password":"` + canaryPush + `"}}}`,
+		"used":        canaryUsed,
+		"unused":      canaryUnused,
+	} {
+		if err := os.WriteFile(filepath.Join(secrets, name), []byte(content), 0o400); err != nil {
+			t.Fatal(err)
 		}
 	}
-	// It looked where the credentials were: the staged directory's files
-	// are gone, the executor's own files and /proc entries were read.
-	scanned := strings.Split(read("scanned.1"), "\n")
-	for _, want := range []string{"/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline"} {
-		if !slices.Contains(scanned, want) {
-			t.Errorf("the probe did not read %s; it read:\n%s", want, read("scanned.1"))
+	t.Setenv("DOCKER_CONFIG", secrets)
+	t.Setenv("GIT_USERNAME", "builder")
+	t.Setenv("GIT_PASSWORD", canaryGit)
+	ref := env.reg.Ref("probe/chroot:latest")
+	b := runExecutor(t, "--context="+srv.URL+"/org/probe.git#main", "--destination="+ref, "--insecure-registry="+env.reg.Host(),
+		"--secret=id=used,src="+filepath.Join(secrets, "used"), "--secret=id=unused,src="+filepath.Join(secrets, "unused"))
+	if b.exit != 0 {
+		t.Fatalf("exit %d, %s; log:\n%s", b.exit, b.resRaw, b.log)
+	}
+	for _, c := range all {
+		if strings.Contains(b.log+b.resRaw, c) {
+			t.Errorf("the log or the result holds %s", c)
 		}
 	}
+	fsDir := t.TempDir()
+	if err := imagetest.Extract(pullImage(t, ref), fsDir); err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(fsDir, p))
+		if err != nil {
+			t.Fatalf("the probe did not write /%s: %v", p, err)
+		}
+		return string(b)
+	}
+	probe.Check(t, read, "used", canaryUsed, "/probe.sh", "/proc/1/environ", "/proc/1/cmdline")
 }
 
 // podCapabilities are the executor pod's (controllers.executorCapabilities),

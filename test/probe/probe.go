@@ -5,6 +5,7 @@ package probe
 import (
 	"slices"
 	"strings"
+	"testing"
 )
 
 // Script is what a hostile Dockerfile's RUN step does to find the
@@ -29,11 +30,11 @@ for f in $(find / -xdev \( -path /proc -o -path /sys -o -path /found -o -path /r
 	check "$f"
 done
 for d in /proc/[0-9]*; do
-	# This script and the shell of its step (unless the step is this
-	# script, whose parent is then the executor) are the step's own.
+	# This script and the shell of its step are the step's own; PID 1 (the
+	# executor in a pod, the namespace helper in a chroot) is not, even
+	# when it is this script's parent.
 	p=${d#/proc/}
-	if [ "$p" = $$ ]; then continue; fi
-	if [ "$p" = $PPID ] && ! grep -qF slipway/executor "$d/cmdline"; then continue; fi
+	if [ "$p" = $$ ] || { [ "$p" = "$PPID" ] && [ "$p" != 1 ]; }; then continue; fi
 	for f in environ cmdline; do check "$d/$f"; done
 	if ls "$d/root/" >/dev/null 2>&1; then echo "$d/root" >> /reached; fi
 	if head -c1 "$d/environ" >/dev/null 2>&1; then echo "$d/environ" >> /reached; fi
@@ -45,6 +46,41 @@ for d in /proc/[0-9]*; do
 done
 for c in $canaries; do if env | grep -qF "$c"; then echo "env: $c" >> /found; fi; done
 `
+
+// Dockerfile is a hostile Dockerfile on base: a first RUN step runs Script with no mount, then
+// keeps its results as /found.1, /reached.1 and /scanned.1; a second runs it with the build
+// secret mountedID mounted (at /run/secrets/ID), whose canary it should find there alone.
+func Dockerfile(base, mountedID string, canaries ...string) string {
+	args := Args(canaries...)
+	return "FROM " + base + "\n" +
+		"COPY probe.sh /probe.sh\n" +
+		"RUN sh /probe.sh \"" + args + "\"\n" +
+		"RUN --mount=type=secret,id=" + mountedID + " sh -c 'mv /found /found.1 && mv /reached /reached.1 && mv /scanned /scanned.1 && sh /probe.sh \"" + args + "\"'\n"
+}
+
+// Check asserts what the two steps of Dockerfile left in the image (read returns a file of it):
+// nothing found by the first, only /run/secrets/ID: mounted by the second, no other process
+// reached by either, and every path of mustScan read by the first.
+func Check(t testing.TB, read func(path string) string, mountedID, mounted string, mustScan ...string) {
+	t.Helper()
+	if got := read("found.1"); got != "" {
+		t.Errorf("a RUN step without mounts found credentials:\n%s", got)
+	}
+	if got, want := read("found"), "/run/secrets/"+mountedID+": "+mounted+"\n"; got != want {
+		t.Errorf("the RUN step mounting secret %s found:\n%s\nwant only:\n%s", mountedID, got, want)
+	}
+	for _, p := range []string{"reached.1", "reached"} {
+		if got := read(p); got != "" {
+			t.Errorf("a RUN step reached into other processes:\n%s", got)
+		}
+	}
+	scanned := strings.Split(read("scanned.1"), "\n")
+	for _, want := range mustScan {
+		if !slices.Contains(scanned, want) {
+			t.Errorf("the probe did not read %s; it read:\n%s", want, read("scanned.1"))
+		}
+	}
+}
 
 // Args is the argument of Script for these canaries: reversed, so that no file of the build
 // and no command line holds them as they are.

@@ -12,18 +12,46 @@
 // "sha256-HEX.index"): each layer's tar headers without the file contents,
 // the same kind of plain image. A copy that misses after hits reads them
 // instead of the layers below it (see rootfs.Index).
+//
+// What an entry can do to a build: the key is no secret and no MAC, so
+// whoever can push to the cache repository can write an entry under any key,
+// holding any layer, and a build that looks the key up takes that layer into
+// its image. Only the cluster's choice of who shares a cache repository
+// prevents that (the manager allows a namespace only repositories under its
+// output repository or its own prefixes; see controllers/cachepolicy.go), and
+// an executor run by hand trusts whoever can push to its --cache-repo.
+// What the cache checks stops corrupt and mismatched entries, not a writer
+// with push rights: an entry is used only if its manifest is one this package
+// writes (an OCI or Docker v2 image manifest and config, at most one layer of
+// a tar media type without URLs, the key it was looked up by, when it was
+// made, the layer's diff ID), and its layer's bytes, when read, only if they
+// hash to the manifest's digest and size and, uncompressed, to the diff ID.
+// The bytes are checked as they stream (to whoever reads them: extraction,
+// indexes, a push that cannot mount): a reader sees an ErrRefused error at
+// the end of the layer or from Close, which drains what it did not read, and
+// the key is a miss for the rest of the build. A build whose steps all hit
+// reads no layer, so it checks none: a layer that is not its diff ID then
+// makes an image that container runtimes refuse to unpack (they check diff
+// IDs), and a registry serving other bytes for a digest is caught by every
+// client that pulls it.
 package cache
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -69,6 +97,7 @@ type Cache struct {
 	mu       sync.Mutex
 	storeErr error
 	stored   int
+	refused  map[string]bool // keys whose entries' bytes were not what they said
 }
 
 // New returns a Cache.
@@ -97,10 +126,22 @@ type Entry struct {
 // ErrMiss is returned for keys that are not cached (or expired).
 var ErrMiss = errors.New("not in the cache")
 
-// Lookup returns the entry of key: ErrMiss when there is none or it
-// expired, another error when the cache could not be read (which callers
-// treat as a miss too).
+// ErrRefused is in the errors of reading an entry's layer whose bytes are not
+// what the entry's manifest says (digest, size or diff ID). Its key is a miss
+// from then on: a build that meets it can build again without the entry.
+var ErrRefused = errors.New("the cache entry's layer is not what its manifest says")
+
+// Lookup returns the entry of key: ErrMiss when there is none, it expired
+// or its layer was refused, another error when the cache could not be read
+// or the entry is not one this package writes (which callers treat as a
+// miss too).
 func (c *Cache) Lookup(ctx context.Context, key string) (Entry, error) {
+	c.mu.Lock()
+	refused := c.refused[key]
+	c.mu.Unlock()
+	if refused {
+		return Entry{}, ErrMiss
+	}
 	created, layers, err := c.read(ctx, key, key, "cache entry")
 	if err != nil {
 		return Entry{}, err
@@ -119,10 +160,23 @@ func (c *Cache) Lookup(ctx context.Context, key string) (Entry, error) {
 	return e, nil
 }
 
+// The media types of what this package writes, and of entries earlier
+// versions wrote; anything else under an entry's tag is refused.
+var (
+	manifestTypes = map[types.MediaType]bool{types.OCIManifestSchema1: true, types.DockerManifestSchema2: true}
+	configTypes   = map[types.MediaType]bool{types.OCIConfigJSON: true, types.DockerConfigJSON: true}
+	layerTypes    = map[types.MediaType]bool{
+		types.OCILayer: true, types.OCILayerZStd: true, types.OCIUncompressedLayer: true,
+		types.DockerLayer: true, types.DockerUncompressedLayer: true,
+	}
+)
+
 // read reads the image tagged tag, which must hold key (what names it in
 // errors): when it was made and its layers, ErrMiss when there is no such
 // tag. An annotated manifest says all of that; an entry without the
-// annotations is read through its config.
+// annotations is read through its config. Either way the manifest must be
+// one this package writes (see the package doc), and the layers check their
+// bytes when read.
 func (c *Cache) read(ctx context.Context, tag, key, what string) (time.Time, []v1.Layer, error) {
 	ref := c.o.Repo.Tag(tag)
 	opts := append(c.o.Remote(true), remote.WithContext(ctx))
@@ -134,65 +188,120 @@ func (c *Cache) read(ctx context.Context, tag, key, what string) (time.Time, []v
 		}
 		return time.Time{}, nil, fmt.Errorf("looking up %s: %w", ref, err)
 	}
-	if !desc.MediaType.IsImage() {
-		return time.Time{}, nil, fmt.Errorf("%s %s is a %s, not an image", what, ref, desc.MediaType)
+	if !manifestTypes[desc.MediaType] {
+		return time.Time{}, nil, fmt.Errorf("%s %s is a %s, not an image manifest", what, ref, desc.MediaType)
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
 		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
 	}
+	if err := checkManifest(m); err != nil {
+		return time.Time{}, nil, fmt.Errorf("%s %s: %w", what, ref, err)
+	}
+	var created time.Time
+	diffIDs := make([]v1.Hash, len(m.Layers))
 	if held, ok := m.Annotations[keyAnnotation]; ok {
 		if held != key {
-			return time.Time{}, nil, fmt.Errorf("%s %s does not hold %s", what, ref, key)
+			return time.Time{}, nil, fmt.Errorf("%s %s is annotated with another key, %s", what, ref, held)
 		}
-		created, err := time.Parse(time.RFC3339Nano, m.Annotations[createdAnnotation])
-		if err != nil {
+		if created, err = time.Parse(time.RFC3339Nano, m.Annotations[createdAnnotation]); err != nil {
 			return time.Time{}, nil, fmt.Errorf("reading %s %s: annotation %s: %w", what, ref, createdAnnotation, err)
 		}
-		layers := make([]v1.Layer, 0, len(m.Layers))
-		for _, d := range m.Layers {
-			diffID, err := v1.NewHash(d.Annotations[diffIDAnnotation])
-			if err != nil {
+		for i, d := range m.Layers {
+			if diffIDs[i], err = v1.NewHash(d.Annotations[diffIDAnnotation]); err != nil {
 				return time.Time{}, nil, fmt.Errorf("reading %s %s: layer %s: annotation %s: %w", what, ref, d.Digest, diffIDAnnotation, err)
 			}
-			l, err := remote.Layer(c.o.Repo.Digest(d.Digest.String()), opts...)
-			if err != nil {
-				return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
-			}
-			// Still a MountableLayer outside, so that pushes mount it.
-			if ml, ok := l.(*remote.MountableLayer); ok {
-				l = &remote.MountableLayer{Layer: &describedLayer{Layer: ml.Layer, desc: d, diffID: diffID}, Reference: ml.Reference}
-			} else {
-				l = &describedLayer{Layer: l, desc: d, diffID: diffID}
-			}
-			layers = append(layers, l)
 		}
-		return created.UTC(), layers, nil
+	} else {
+		img, err := desc.Image()
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+		}
+		cfg, err := img.ConfigFile()
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+		}
+		if held := cfg.Config.Labels[keyLabel]; held != key {
+			return time.Time{}, nil, fmt.Errorf("%s %s is labelled with another key, %q", what, ref, held)
+		}
+		if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+			return time.Time{}, nil, fmt.Errorf("%s %s: %d diff IDs for %d layers", what, ref, len(cfg.RootFS.DiffIDs), len(m.Layers))
+		}
+		copy(diffIDs, cfg.RootFS.DiffIDs)
+		created = cfg.Created.Time
 	}
-	img, err := desc.Image()
-	if err != nil {
-		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+	layers := make([]v1.Layer, 0, len(m.Layers))
+	for i, d := range m.Layers {
+		if diffIDs[i].Algorithm != "sha256" {
+			return time.Time{}, nil, fmt.Errorf("%s %s: layer %s: diff ID %s is not a sha256 digest", what, ref, d.Digest, diffIDs[i])
+		}
+		l, err := remote.Layer(c.o.Repo.Digest(d.Digest.String()), opts...)
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+		}
+		dl := &describedLayer{desc: d, diffID: diffIDs[i], ref: ref.String(), refuse: func() { c.refuse(key) }}
+		// Still a MountableLayer outside, so that pushes mount it.
+		if ml, ok := l.(*remote.MountableLayer); ok {
+			dl.Layer = ml.Layer
+			l = &remote.MountableLayer{Layer: dl, Reference: ml.Reference}
+		} else {
+			dl.Layer = l
+			l = dl
+		}
+		layers = append(layers, l)
 	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
-	}
-	if cfg.Config.Labels[keyLabel] != key {
-		return time.Time{}, nil, fmt.Errorf("%s %s does not hold %s", what, ref, key)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return time.Time{}, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
-	}
-	return cfg.Created.Time.UTC(), layers, nil
+	return created.UTC(), layers, nil
 }
 
-// describedLayer is a layer of an annotated entry: what its descriptor
-// says is answered without a request; its bytes are fetched when read.
+// checkManifest refuses what this package does not write: more than one
+// layer, a config that is not an image config, layers of other media types
+// (foreign or non-distributable ones, which name URLs to fetch them from),
+// descriptors with URLs, digests other than sha256.
+func checkManifest(m *v1.Manifest) error {
+	if m.SchemaVersion != 2 {
+		return fmt.Errorf("schema version %d, want 2", m.SchemaVersion)
+	}
+	if !configTypes[m.Config.MediaType] {
+		return fmt.Errorf("config of media type %s, want an image config", m.Config.MediaType)
+	}
+	if len(m.Layers) > 1 {
+		return fmt.Errorf("%d layers, want at most one", len(m.Layers))
+	}
+	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if d.Digest.Algorithm != "sha256" || d.Size < 0 {
+			return fmt.Errorf("descriptor of %s with digest %s and size %d", d.MediaType, d.Digest, d.Size)
+		}
+		if len(d.URLs) > 0 {
+			return fmt.Errorf("descriptor of %s names URLs", d.Digest)
+		}
+	}
+	for _, d := range m.Layers {
+		if !layerTypes[d.MediaType] {
+			return fmt.Errorf("layer %s of media type %s, want a tar layer", d.Digest, d.MediaType)
+		}
+	}
+	return nil
+}
+
+// refuse makes key a miss from now on.
+func (c *Cache) refuse(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refused == nil {
+		c.refused = map[string]bool{}
+	}
+	c.refused[key] = true
+}
+
+// describedLayer is a layer of an entry: what its descriptor says is
+// answered without a request; its bytes are fetched when read, and checked
+// against the descriptor and the diff ID on the way.
 type describedLayer struct {
 	v1.Layer
 	desc   v1.Descriptor
 	diffID v1.Hash
+	ref    string // the entry, for errors
+	refuse func()
 }
 
 func (l *describedLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
@@ -200,6 +309,217 @@ func (l *describedLayer) DiffID() (v1.Hash, error)            { return l.diffID,
 func (l *describedLayer) Size() (int64, error)                { return l.desc.Size, nil }
 func (l *describedLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
 func (l *describedLayer) Descriptor() (*v1.Descriptor, error) { d := l.desc; return &d, nil }
+
+// Compressed returns the layer's bytes, checked as they are read: at the
+// end, or on Close, which reads what the caller left, the reader fails with
+// ErrRefused unless they are the descriptor's size and digest and
+// uncompress to the diff ID. (go-containerregistry checks the digest too,
+// but only of a blob read to its end, and not its size.)
+func (l *describedLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	return newChecked(rc, l), nil
+}
+
+// Uncompressed is Compressed, uncompressed: its diff ID is checked as well
+// by the time it ends.
+func (l *describedLayer) Uncompressed() (io.ReadCloser, error) {
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	r, closeDec, err := uncompress(rc)
+	if err != nil {
+		if cerr := rc.Close(); errors.Is(cerr, ErrRefused) {
+			return nil, cerr
+		}
+		return nil, err
+	}
+	return &uncompressed{r: r, rc: rc, closeDec: closeDec}, nil
+}
+
+// uncompressed reads a checked layer uncompressed. Bytes that fail to
+// uncompress are the checked layer's refusal, which Close gives.
+type uncompressed struct {
+	r        io.Reader
+	rc       io.ReadCloser
+	closeDec func()
+}
+
+func (u *uncompressed) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	if err != nil && err != io.EOF {
+		if cerr := u.rc.Close(); errors.Is(cerr, ErrRefused) {
+			err = cerr
+		}
+	}
+	return n, err
+}
+
+func (u *uncompressed) Close() error {
+	u.closeDec()
+	return u.rc.Close()
+}
+
+// uncompress uncompresses r by its magic bytes (gzip, zstd or none), as the
+// build's extraction does.
+func uncompress(r io.Reader) (io.Reader, func(), error) {
+	br := bufio.NewReader(r)
+	magic, err := br.Peek(4)
+	if err != nil && err != io.EOF {
+		return nil, nil, err
+	}
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		g, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, err
+		}
+		return g, func() { g.Close() }, nil
+	case len(magic) >= 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
+		d, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, d.Close, nil
+	}
+	return br, func() {}, nil
+}
+
+// checked reads a layer's bytes, hashing them and, in a goroutine, their
+// uncompressed form, and fails at their end (or on Close) unless both are
+// what the layer's descriptor and diff ID say.
+type checked struct {
+	rc     io.ReadCloser
+	l      *describedLayer
+	digest hash.Hash
+	n      int64
+	pw     *io.PipeWriter
+	diffID chan error // the uncompressed side's verdict
+
+	ended, closed bool
+	err           error
+}
+
+func newChecked(rc io.ReadCloser, l *describedLayer) *checked {
+	pr, pw := io.Pipe()
+	c := &checked{rc: rc, l: l, digest: sha256.New(), pw: pw, diffID: make(chan error, 1)}
+	go func() {
+		c.diffID <- checkDiffID(pr, l.diffID)
+		// Whatever the uncompressed side left (trailing bytes, or all of
+		// them after an error) must not block the reader.
+		io.Copy(io.Discard, pr)
+	}()
+	return c
+}
+
+func checkDiffID(r io.Reader, want v1.Hash) error {
+	u, closeDec, err := uncompress(r)
+	if err != nil {
+		return fmt.Errorf("uncompressing: %w", err)
+	}
+	defer closeDec()
+	h := sha256.New()
+	if _, err := io.Copy(h, u); err != nil {
+		return fmt.Errorf("uncompressing: %w", err)
+	}
+	if got := (v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}); got != want {
+		return fmt.Errorf("uncompressed it is %s, not its diff ID %s", got, want)
+	}
+	return nil
+}
+
+func (c *checked) Read(p []byte) (int, error) {
+	if c.ended {
+		if c.err != nil {
+			return 0, c.err
+		}
+		return 0, io.EOF
+	}
+	// One byte more than the descriptor's size is enough to know it is
+	// too long.
+	if left := c.l.desc.Size + 1 - c.n; int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := c.rc.Read(p)
+	c.n += int64(n)
+	c.digest.Write(p[:n])
+	if n > 0 {
+		if _, werr := c.pw.Write(p[:n]); werr != nil {
+			return n, werr
+		}
+	}
+	if c.n > c.l.desc.Size {
+		err = io.EOF
+		n--
+	}
+	if err == io.EOF {
+		return n, c.end()
+	}
+	if err != nil {
+		// go-containerregistry's own check fails the read of the last
+		// bytes, and a broken connection one before them: either way, the
+		// layer is not what its entry says, and the entry is not used.
+		c.pw.CloseWithError(err)
+		c.ended = true
+		c.l.refuse()
+		c.err = fmt.Errorf("%w: %s: layer %s: reading it: %v", ErrRefused, c.l.ref, c.l.desc.Digest, err)
+		return n, c.err
+	}
+	return n, nil
+}
+
+// end decides, once every byte was read, whether they were right.
+func (c *checked) end() error {
+	if c.ended {
+		return c.err
+	}
+	c.ended = true
+	c.pw.Close()
+	diffErr := <-c.diffID
+	got := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", c.digest.Sum(nil))}
+	switch {
+	case c.n != c.l.desc.Size:
+		c.err = fmt.Errorf("%d bytes or more, not %d", c.n, c.l.desc.Size)
+	case got != c.l.desc.Digest:
+		c.err = fmt.Errorf("its bytes are %s", got)
+	case diffErr != nil:
+		c.err = diffErr
+	}
+	if c.err == nil {
+		return io.EOF
+	}
+	c.l.refuse()
+	c.err = fmt.Errorf("%w: %s: layer %s: %v", ErrRefused, c.l.ref, c.l.desc.Digest, c.err)
+	return c.err
+}
+
+// Close reads what the caller left of the layer, so that it is checked,
+// and returns the verdict.
+func (c *checked) Close() error {
+	var err error
+	if !c.ended {
+		_, err = io.Copy(io.Discard, c)
+		if err == nil {
+			err = c.end()
+			if err == io.EOF {
+				err = nil
+			}
+		}
+	} else if c.err != nil {
+		err = c.err
+	}
+	c.pw.CloseWithError(errors.New("closed"))
+	if !c.closed {
+		c.closed = true
+		if cerr := c.rc.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
 
 func isUnknown(te *transport.Error) bool {
 	for _, d := range te.Errors {

@@ -42,6 +42,7 @@ type testRegistry struct {
 	blobGET  map[string]int // digest → GET count
 	requests []string       // "METHOD PATH" of every request
 	fail     func(r *http.Request) int
+	serve    func(w http.ResponseWriter, r *http.Request) bool // true: served
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -50,7 +51,7 @@ func newTestRegistry(t *testing.T) *testRegistry {
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	tr.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tr.mu.Lock()
-		fail := tr.fail
+		fail, serve := tr.fail, tr.serve
 		tr.requests = append(tr.requests, r.Method+" "+r.URL.Path)
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			tr.blobGET[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
@@ -61,6 +62,9 @@ func newTestRegistry(t *testing.T) *testRegistry {
 				http.Error(w, "injected failure", code)
 				return
 			}
+		}
+		if serve != nil && serve(w, r) {
+			return
 		}
 		reg.ServeHTTP(w, r)
 	}))

@@ -217,27 +217,40 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 		// The parser's warnings quote Dockerfile lines.
 		fmt.Fprintf(o.Log, "WARNING: %s\n", shorten(w, 300))
 	}
-	b := &builder{
-		opts:    o,
-		plan:    plan,
-		log:     &syncWriter{w: o.Log},
-		stages:  make([]*stageState, len(plan.Stages)),
-		images:  map[string]*imageSource{},
-		usedArg: map[string]bool{},
-		layers:  filepath.Join(o.WorkDir, "layers"),
+	var b *builder
+	// A cached layer whose bytes are not what its entry says is refused
+	// when read (cache.ErrRefused), and its key is a miss from then on: the
+	// build starts again without it. Each attempt refuses a new key, so a
+	// few attempts end it; more is a cache not worth trying further.
+	for attempt := 0; ; attempt++ {
+		b = &builder{
+			opts:    o,
+			plan:    plan,
+			log:     &syncWriter{w: o.Log},
+			stages:  make([]*stageState, len(plan.Stages)),
+			images:  map[string]*imageSource{},
+			usedArg: map[string]bool{},
+			layers:  filepath.Join(o.WorkDir, "layers"),
+		}
+		if err := os.MkdirAll(b.layers, 0o700); err != nil {
+			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
+		}
+		for i := range b.stages {
+			b.stages[i] = &stageState{done: make(chan struct{})}
+		}
+		b.countConsumers()
+		for _, k := range plan.MetaArgNames {
+			b.usedArg[k] = true
+		}
+		err = b.buildAll(ctx)
+		if o.Cache == nil || attempt == maxCacheRefusals || !errors.Is(err, cache.ErrRefused) || ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(b.log, "WARNING: a layer of the cache was refused, building again without it: %v\n", err)
+		if err := os.RemoveAll(filepath.Join(o.WorkDir, "stages")); err != nil {
+			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("clearing the work directory: %w", err))
+		}
 	}
-	if err := os.MkdirAll(b.layers, 0o700); err != nil {
-		return nil, nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
-	}
-	for i := range b.stages {
-		b.stages[i] = &stageState{done: make(chan struct{})}
-	}
-	b.countConsumers()
-	for _, k := range plan.MetaArgNames {
-		b.usedArg[k] = true
-	}
-
-	err = b.buildAll(ctx)
 	if err != nil || !o.CacheInBackground {
 		WaitCache(o.Cache, b.log)
 	}
@@ -259,6 +272,10 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	}
 	return img, rep, nil
 }
+
+// maxCacheRefusals is how many times a build starts again without a cached
+// layer it refused (cache.ErrRefused).
+const maxCacheRefusals = 3
 
 // WaitCache waits for the cache entries that a build writes while it goes
 // on, and logs how many were written or why the last ones were not. A

@@ -191,9 +191,14 @@ func (b *builder) extractFiltered(ctx context.Context, root string, l v1.Layer, 
 	if err != nil {
 		return fmt.Errorf("fetching layer %s: %w", d, err)
 	}
-	defer rc.Close()
 	ix := b.newIndex(d)
-	if err := filterInto(root, rc, keep, ix, opts); err != nil {
+	err = filterInto(root, rc, keep, ix, opts)
+	// Closing reads what was left of a cached layer and checks it
+	// (cache.ErrRefused).
+	if cerr := rc.Close(); err == nil || errors.Is(cerr, cache.ErrRefused) {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("extracting layer %s: %w", d, err)
 	}
 	b.storeIndex(d, ix, false)

@@ -23,6 +23,7 @@ import (
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -518,7 +519,11 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 			return fmt.Errorf("fetching layer %s: %w", d, err)
 		}
 		err = rootfs.Extract(root, rc, lopts...)
-		rc.Close()
+		// Closing reads what the extraction left of a cached layer and
+		// checks it (cache.ErrRefused).
+		if cerr := rc.Close(); err == nil || errors.Is(cerr, cache.ErrRefused) {
+			err = cerr
+		}
 		if errors.Is(err, rootfs.ErrLayerTooLarge) {
 			return fmt.Errorf("extracting layer %s: %w (the executor's --max-layer-size)", d, err)
 		}

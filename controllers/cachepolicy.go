@@ -20,11 +20,13 @@ import (
 // executor/cache), which stops corrupt and mismatched entries, not a writer with push rights.
 // So the cluster decides who shares a cache repository: a namespace's ImageBuilds may only
 // use a cache repository under their own output repository ("<output repository>/cache" by
-// default; the executor pod needs push rights to the output repository anyway, and checks them
-// before it reads the cache) or under a prefix the operator gives that namespace
-// (--cache-repository-prefix). A tenant of another namespace therefore cannot read this
-// namespace's cache or feed it entries by naming its repository in spec.cache.repository; one
-// that can push to the output repository can, as it could push the image itself.
+// default; whoever builds there needs push rights to it anyway) or under a prefix the operator
+// gives that namespace (--cache-repository-prefix). A tenant of another namespace therefore
+// cannot read this namespace's cache or feed it entries by naming its repository in
+// spec.cache.repository; one that can push to the output repository can, as it could push the
+// image itself. spec.output.image is not restricted here: a tenant that names another's output
+// repository gets its cache too, and only the registry's credentials stop it (the executor
+// checks its push rights while the build starts, at the time of the cache lookups, not before).
 
 // CacheRepositoryPrefix lets the ImageBuilds of Namespace ("*": of every namespace) use the
 // cache repositories under Prefix (Prefix itself or Prefix/...). "{namespace}" in Prefix stands

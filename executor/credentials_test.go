@@ -13,7 +13,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/slipway-dev/slipway/test/gitserver"
-	"github.com/slipway-dev/slipway/test/imagetest"
 	"github.com/slipway-dev/slipway/test/probe"
 )
 
@@ -115,23 +114,11 @@ func TestExecute_inplaceStepReadsNoCredential(t *testing.T) {
 		t.Errorf("the credentials directory after the build: %v, %v; want it empty", entries, err)
 	}
 
-	img := pullImage(t, ref)
-	fsDir := t.TempDir()
-	if err := imagetest.Extract(img, fsDir); err != nil {
-		t.Fatal(err)
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(filepath.Join(fsDir, p))
-		if err != nil {
-			t.Fatalf("the probe did not write /%s: %v", p, err)
-		}
-		return string(b)
-	}
 	// The first step mounts nothing; the second mounts secret used, which
 	// it alone finds: the probe finds what is there to be found. It looked
 	// where the credentials were: the staged directory, the executor's own
 	// files and /proc entries.
-	probe.Check(t, read, "used", canaryUsed, "/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline")
+	probe.Check(t, pullImage(t, ref), "used", canaryUsed, "/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline")
 }
 
 // TestExecute_chrootStepReadsNoCredential: under --isolation=chroot on a
@@ -177,18 +164,7 @@ func TestExecute_chrootStepReadsNoCredential(t *testing.T) {
 			t.Errorf("the log or the result holds %s", c)
 		}
 	}
-	fsDir := t.TempDir()
-	if err := imagetest.Extract(pullImage(t, ref), fsDir); err != nil {
-		t.Fatal(err)
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(filepath.Join(fsDir, p))
-		if err != nil {
-			t.Fatalf("the probe did not write /%s: %v", p, err)
-		}
-		return string(b)
-	}
-	probe.Check(t, read, "used", canaryUsed, "/probe.sh", "/proc/1/environ", "/proc/1/cmdline")
+	probe.Check(t, pullImage(t, ref), "used", canaryUsed, "/probe.sh", "/proc/1/environ", "/proc/1/cmdline")
 }
 
 // podCapabilities are the executor pod's (controllers.executorCapabilities),

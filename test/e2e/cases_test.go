@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -177,19 +175,7 @@ func TestRunStepFindsNoCredential(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if err := imagetest.Extract(img, dir); err != nil {
-		t.Fatal(err)
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(filepath.Join(dir, p))
-		if err != nil {
-			t.Fatalf("the probe did not write /%s: %v", p, err)
-		}
-		return string(b)
-	}
-	probe.Check(t, read, "used", used, "/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline")
-	t.Logf("the probe read %d files and /proc entries", strings.Count(read("scanned.1"), "\n"))
+	probe.Check(t, img, "used", used, "/probe.sh", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline")
 }
 
 // TestDockerfileError: the status names the reason and the line; nothing is pushed.

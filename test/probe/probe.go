@@ -3,9 +3,15 @@
 package probe
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/slipway-dev/slipway/test/imagetest"
 )
 
 // Script is what a hostile Dockerfile's RUN step does to find the
@@ -58,11 +64,22 @@ func Dockerfile(base, mountedID string, canaries ...string) string {
 		"RUN --mount=type=secret,id=" + mountedID + " sh -c 'mv /found /found.1 && mv /reached /reached.1 && mv /scanned /scanned.1 && sh /probe.sh \"" + args + "\"'\n"
 }
 
-// Check asserts what the two steps of Dockerfile left in the image (read returns a file of it):
-// nothing found by the first, only /run/secrets/ID: mounted by the second, no other process
-// reached by either, and every path of mustScan read by the first.
-func Check(t testing.TB, read func(path string) string, mountedID, mounted string, mustScan ...string) {
+// Check asserts what the two steps of Dockerfile left in img: nothing found by the first, only
+// /run/secrets/ID: mounted by the second, no other process reached by either, and every path of
+// mustScan read by the first.
+func Check(t testing.TB, img v1.Image, mountedID, mounted string, mustScan ...string) {
 	t.Helper()
+	dir := t.TempDir()
+	if err := imagetest.Extract(img, dir); err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatalf("the probe did not write /%s: %v", p, err)
+		}
+		return string(b)
+	}
 	if got := read("found.1"); got != "" {
 		t.Errorf("a RUN step without mounts found credentials:\n%s", got)
 	}
@@ -80,6 +97,7 @@ func Check(t testing.TB, read func(path string) string, mountedID, mounted strin
 			t.Errorf("the probe did not read %s; it read:\n%s", want, read("scanned.1"))
 		}
 	}
+	t.Logf("the probe read %d files and /proc entries", len(scanned)-1)
 }
 
 // Args is the argument of Script for these canaries: reversed, so that no file of the build

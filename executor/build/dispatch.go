@@ -358,6 +358,9 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 			return nil, fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
 		}
 		env := env.Clone()
+		// BuildKit passes no HOME; runc's setupUser sets the home of the
+		// step's uid in /etc/passwd ("/" without an entry) when the
+		// environment has none. Only the step sees it, never the config.
 		if _, ok := env.Get("HOME"); !ok {
 			env.Set("HOME", user.Home)
 		}

@@ -33,8 +33,9 @@ type User struct {
 	// Groups are the supplementary group IDs: the groups of /etc/group that
 	// list the user by name. Set only when the spec names no group.
 	Groups []uint32
-	// Home is the user's home directory from /etc/passwd, "/" when the user
-	// has no entry.
+	// Home is the home directory of the uid's /etc/passwd entry, "/" when
+	// it has none: the HOME a RUN step gets when its environment sets none
+	// (runc's setupUser looks the step's uid up, BuildKit passes no HOME).
 	Home string
 }
 
@@ -43,7 +44,8 @@ type User struct {
 //
 // It follows BuildKit (executor/oci.GetUser, which uses runc's
 // user.GetExecUser):
-//   - an empty spec is root (0:0);
+//   - an empty spec is root (0:0), and an unreadable /etc/passwd is then
+//     no error (GetUser's default user);
 //   - "uid:gid" with both numeric (or "root") is taken as is, without looking
 //     at any file and without supplementary groups;
 //   - otherwise the user is looked up in root's /etc/passwd: a name must
@@ -53,7 +55,11 @@ type User struct {
 //     looked up in /etc/group, and a name must exist there.
 func ResolveUser(root, spec string) (User, error) {
 	if spec == "" {
-		return User{Home: "/"}, nil
+		passwd, err := readFile(root, passwdPath)
+		if err != nil {
+			passwd = nil
+		}
+		return User{Home: homeOf(passwd, 0)}, nil
 	}
 	passwd, err := readFile(root, passwdPath)
 	if err != nil {
@@ -72,10 +78,11 @@ func ResolveUser(root, spec string) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("resolving user %q: %w", spec, err)
 	}
-	u := User{Home: eu.Home}
+	var u User
 	if u.UID, err = toID(eu.Uid); err != nil {
 		return User{}, fmt.Errorf("resolving user %q: %w", spec, err)
 	}
+	u.Home = homeOf(passwd, u.UID)
 	if u.GID, err = toID(eu.Gid); err != nil {
 		return User{}, fmt.Errorf("resolving user %q: %w", spec, err)
 	}
@@ -85,9 +92,6 @@ func ResolveUser(root, spec string) (User, error) {
 			return User{}, fmt.Errorf("resolving user %q: %w", spec, err)
 		}
 		u.Groups = append(u.Groups, id)
-	}
-	if u.Home == "" {
-		u.Home = "/"
 	}
 	return u, nil
 }

@@ -50,7 +50,7 @@ func TestResolveUser(t *testing.T) {
 		want    User
 		wantErr string
 	}{
-		{name: "empty is root", spec: "", want: User{Home: "/"}},
+		{name: "empty is root, with root's home", spec: "", want: User{Home: "/root"}},
 		{name: "root by name", spec: "root", want: User{Home: "/root"}},
 		{name: "name gets primary group and supplementary groups", spec: "app", want: User{UID: 1000, GID: 1001, Groups: []uint32{50, 10}, Home: "/home/app"}},
 		{name: "uid with passwd entry", spec: "1000", want: User{UID: 1000, GID: 1001, Groups: []uint32{50, 10}, Home: "/home/app"}},
@@ -91,6 +91,7 @@ func TestResolveUser_noFiles(t *testing.T) {
 		want    User
 		wantErr string
 	}{
+		{name: "empty is root", spec: "", want: User{Home: "/"}},
 		{name: "numeric uid", spec: "1000", want: User{UID: 1000, Home: "/"}},
 		{name: "numeric uid:gid", spec: "1000:1000", want: User{UID: 1000, GID: 1000, Home: "/"}},
 		{name: "name", spec: "app", wantErr: "unable to find user app"},
@@ -178,5 +179,24 @@ func TestResolveChown(t *testing.T) {
 				t.Errorf("ResolveChown(%q) uid,gid mismatch (-want +got):\n%s", tc.spec, diff)
 			}
 		})
+	}
+}
+
+// The default user (an empty USER) is root even when /etc/passwd cannot be
+// read, as BuildKit's GetUser has it; its home is then "/".
+func TestResolveUser_defaultUnreadablePasswd(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc", "passwd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ResolveUser(root, "")
+	if err != nil {
+		t.Fatalf("ResolveUser: %v", err)
+	}
+	if diff := cmp.Diff(User{Home: "/"}, got); diff != "" {
+		t.Errorf("ResolveUser (-want +got):\n%s", diff)
+	}
+	if _, err := ResolveUser(root, "0"); err == nil {
+		t.Error("ResolveUser(0) with /etc/passwd a directory: no error")
 	}
 }

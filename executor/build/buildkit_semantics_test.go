@@ -1,0 +1,61 @@
+package build_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestBuild_runHome: a RUN step whose environment has no HOME gets the
+// home directory of its user's /etc/passwd entry, "/" for a uid without
+// one, as runc sets it for BuildKit's steps (libcontainer's setupUser); an
+// image ENV HOME wins. There is no BuildKit test of this: the rule is
+// runc's. The image config never gets HOME.
+func TestBuild_runHome(t *testing.T) {
+	const dockerfile = `FROM {{BASE}}
+RUN echo "$HOME" > /home-root
+RUN ["/bin/sh", "-c", "echo \"$HOME\" > /home-root-exec"]
+USER app
+RUN echo "$HOME" > /tmp/home-app
+USER 4242
+RUN echo "$HOME" > /tmp/home-4242
+USER 4242:4242
+RUN ["/bin/sh", "-c", "echo \"$HOME\" > /tmp/home-4242-4242"]
+USER root
+ENV HOME=/custom
+RUN echo "$HOME" > /home-env
+`
+	f := newFixture(t, nil)
+	img, _ := mustBuild(t, f, dockerfile, false)
+	for p, want := range map[string]string{
+		"/home-root":          "/root\n",
+		"/home-root-exec":     "/root\n",
+		"/tmp/home-app":       "/home/app\n",
+		"/tmp/home-4242":      "/\n",
+		"/tmp/home-4242-4242": "/\n",
+		"/home-env":           "/custom\n",
+	} {
+		got, ok := fileContent(t, img, p)
+		if !ok {
+			t.Errorf("%s missing", p)
+			continue
+		}
+		if got != want {
+			t.Errorf("%s = %q, want %q", p, got, want)
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var homes []string
+	for _, kv := range cf.Config.Env {
+		if strings.HasPrefix(kv, "HOME=") {
+			homes = append(homes, kv)
+		}
+	}
+	if diff := cmp.Diff([]string{"HOME=/custom"}, homes); diff != "" {
+		t.Errorf("config HOME (-want +got):\n%s", diff)
+	}
+}

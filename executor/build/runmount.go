@@ -19,6 +19,7 @@ import (
 	"github.com/slipway-dev/slipway/executor/copier"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/executor/rootfs"
+	"github.com/slipway-dev/slipway/executor/source"
 )
 
 // RUN --mount is emulated in the stage's root without mount(2): the
@@ -92,6 +93,11 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 			rm.file = target != ""
 			if m.Env != nil {
 				rm.env = *m.Env
+			}
+			if strings.HasPrefix(id, source.SecretGitAuthToken) || strings.HasPrefix(id, source.SecretGitAuthHeader) {
+				// Given for git fetches of that host only (see source.GitAuth):
+				// a step that could read it could send it anywhere.
+				return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: this secret is a git credential for its host, which RUN steps may not read", id))
 			}
 			val, ok := g.b.opts.Secrets[id]
 			if !ok {

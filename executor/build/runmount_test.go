@@ -144,12 +144,16 @@ func TestBuild_runMountCacheKey(t *testing.T) {
 // TestBuild_runMountErrors checks the mounts refused, each with its line.
 func TestBuild_runMountErrors(t *testing.T) {
 	f := newFixture(t, map[string]string{"a.txt": "a\n"})
+	f.secrets = map[string][]byte{"GIT_AUTH_TOKEN.git.example.com": []byte("tok"), "GIT_AUTH_HEADER.git.example.com": []byte("Bearer tok")}
 	for _, tc := range []struct{ name, run, want string }{
 		{"required secret missing", "RUN --mount=type=secret,id=k,required true", "the secret is required"},
 		{"ssh", "RUN --mount=type=ssh true", "type=ssh is not supported"},
 		{"missing bind source", "RUN --mount=source=nope,target=/n true", "nope"},
 		{"cache without a target", "RUN --mount=type=cache true", "needs a target"},
 		{"network none", "RUN --network=none true", "RUN --network is not supported"},
+		// Given for git fetches of one host only: a step could send it anywhere.
+		{"git token of a host", "RUN --mount=type=secret,id=GIT_AUTH_TOKEN.git.example.com cat /run/secrets/GIT_AUTH_TOKEN.git.example.com", "a git credential for its host"},
+		{"git header of a host", "RUN --mount=type=secret,id=GIT_AUTH_HEADER.git.example.com,env=H true", "a git credential for its host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := f.build(t, "FROM {{BASE}}\n"+tc.run+"\n", false)

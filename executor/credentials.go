@@ -44,7 +44,9 @@ import (
 //
 // What this does not cover: credentials given another way (DOCKER_CONFIG,
 // GIT_SECRET_DIR, --secret src=FILE outside the credentials directory)
-// stay files a step can read; in place, the executor warns about each. A
+// stay files a step can read, and credentials in the --context URL stay
+// in the executor's command line, which /proc shows to every process; in
+// place, the executor warns about each (the controller passes neither). A
 // step shares the executor's network, so it can reach what the pod can.
 
 // Layout of the credentials directory.
@@ -183,6 +185,10 @@ func loadCredentials(o *options) (*credentials, error) {
 		}
 	}
 
+	if len(git.KnownHosts) == 0 && len(git.KnownHostsFiles) == 0 {
+		// Now, before a step could write them.
+		git.KnownHosts, git.NoDefaultKnownHosts = source.DefaultKnownHosts(os.Getenv), true
+	}
 	git.Origin = source.ContextOrigin(o.context, os.Getenv("GIT_PULL_METHOD"))
 	c.git = git.WithHostSecrets(c.secrets)
 	return c, nil
@@ -217,6 +223,10 @@ func (c *credentials) seal(o *options, logw io.Writer) error {
 	if o.isolation == string(build.InPlace) {
 		for _, p := range c.readable {
 			fmt.Fprintf(logw, "WARNING: %s holds credentials that RUN steps can read; give them through --credentials-dir instead (README: Security)\n", p)
+		}
+		// A process's command line stays readable by others, dumpable or not.
+		if source.RedactURL(o.context) != o.context {
+			fmt.Fprintln(logw, "WARNING: the --context URL carries credentials, which RUN steps can read in /proc/1/cmdline; give them with GIT_PASSWORD, GIT_TOKEN or --credentials-dir instead (README: Security)")
 		}
 	}
 	return nil

@@ -48,6 +48,10 @@ type GitAuth struct {
 	// /etc/ssh/ssh_known_hosts, as OpenSSH does.
 	KnownHosts      []byte
 	KnownHostsFiles []string
+	// NoDefaultKnownHosts: with neither KnownHosts nor KnownHostsFiles, no host key is
+	// known, rather than OpenSSH's files, which a RUN step could have written by the time
+	// a fetch reads them (set once DefaultKnownHosts were read into KnownHosts).
+	NoDefaultKnownHosts bool
 	// HostTokens are tokens for other hosts, by host as a URL names it
 	// (host or host:port): sent as basic auth (user x-access-token, as
 	// BuildKit does) to https URLs of exactly that host, never over plain
@@ -255,13 +259,35 @@ func (h headerAuth) SetAuth(r *http.Request) { r.Header.Set("Authorization", str
 func (headerAuth) Name() string              { return "http-authorization-header" }
 func (headerAuth) String() string            { return "http-authorization-header: ***" }
 
+// DefaultKnownHosts reads the known_hosts files OpenSSH reads
+// (SSH_KNOWN_HOSTS, ~/.ssh/known_hosts, /etc/ssh/ssh_known_hosts), those
+// that exist; getenv is os.Getenv in the executor.
+func DefaultKnownHosts(getenv func(string) string) []byte {
+	var files []string
+	if v := getenv("SSH_KNOWN_HOSTS"); v != "" {
+		files = filepath.SplitList(v)
+	} else {
+		if home := getenv("HOME"); home != "" {
+			files = append(files, filepath.Join(home, ".ssh", "known_hosts"))
+		}
+		files = append(files, "/etc/ssh/ssh_known_hosts")
+	}
+	var out []byte
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			out = append(append(out, b...), '\n')
+		}
+	}
+	return out
+}
+
 // knownHosts checks host keys of hostport against KnownHosts (read through
 // a memory file, so no copy of it is on a file system) and KnownHostsFiles;
 // with neither, against OpenSSH's files.
 func (a GitAuth) knownHosts(hostport string) (gitssh.HostKeyCallbackHelper, error) {
 	var helper gitssh.HostKeyCallbackHelper
 	files := slices.Clone(a.KnownHostsFiles)
-	if len(a.KnownHosts) > 0 {
+	if len(a.KnownHosts) > 0 || (len(files) == 0 && a.NoDefaultKnownHosts) {
 		fd, err := unix.MemfdCreate("known_hosts", unix.MFD_CLOEXEC)
 		if err != nil {
 			return helper, err

@@ -350,3 +350,35 @@ func TestGitOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchWithInfo_knownHostsReadOnce: OpenSSH's known_hosts files are read
+// when the executor starts (DefaultKnownHosts), not when a fetch needs them:
+// by then a RUN step could have written its own server's key there (with
+// /etc/hosts naming its server) and an ADD over ssh would trust it.
+func TestFetchWithInfo_knownHostsReadOnce(t *testing.T) {
+	root, commit := smallRepo(t)
+	srv := gitserver.StartSSH(t)
+	repo := srv.URL(filepath.Join(root, "org/app.git"))
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	t.Setenv("SSH_KNOWN_HOSTS", kh)
+	load := func() GitAuth {
+		a := GitAuth{Origin: GitOrigin(repo), SSHKey: srv.ClientKey}
+		a.KnownHosts, a.NoDefaultKnownHosts = DefaultKnownHosts(os.Getenv), true
+		return a
+	}
+
+	early := load() // no known_hosts file yet
+	if err := os.WriteFile(kh, srv.KnownHosts, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := FetchWithInfo(t.Context(), repo+"#main", "", filepath.Join(t.TempDir(), "context"), FetchOptions{Auth: &early})
+	if err == nil || !strings.Contains(err.Error(), "the SSH host key is not in known_hosts") {
+		t.Errorf("a known_hosts file written after start was read: %v", err)
+	}
+
+	late := load()
+	got, err := FetchWithInfo(t.Context(), repo+"#main", "", filepath.Join(t.TempDir(), "context"), FetchOptions{Auth: &late})
+	if err != nil || got.Commit != commit {
+		t.Errorf("with the file read at start: %v, %+v", err, got)
+	}
+}

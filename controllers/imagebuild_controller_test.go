@@ -477,6 +477,8 @@ func TestImageBuild_validation(t *testing.T) {
 		{"git URL without a scheme", func(ib *v1alpha1.ImageBuild) { ib.Spec.Source.Git.URL = "git.example.com/app" }, "spec.source.git.url"},
 		{"git URL with a fragment", func(ib *v1alpha1.ImageBuild) { ib.Spec.Source.Git.URL = "https://h/a.git#main" }, "spec.source.git.url"},
 		{"git URL with credentials", func(ib *v1alpha1.ImageBuild) { ib.Spec.Source.Git.URL = "https://u:p@h/a.git" }, "must not carry credentials"},
+		{"git URL with a token as user", func(ib *v1alpha1.ImageBuild) { ib.Spec.Source.Git.URL = "git://ghp_token@h/a.git" }, "must not carry credentials"},
+		{"ssh URL with a password", func(ib *v1alpha1.ImageBuild) { ib.Spec.Source.Git.URL = "ssh://git:pw@h/a.git" }, "must not carry credentials"},
 		{"missing git URL", func(ib *v1alpha1.ImageBuild) { ib.Spec.Source.Git.URL = "" }, "spec.source.git.url"},
 		{"image with a digest", func(ib *v1alpha1.ImageBuild) { ib.Spec.Output.Image = "r.io/app@" + testDigest }, "spec.output.image"},
 		{"image with upper case", func(ib *v1alpha1.ImageBuild) { ib.Spec.Output.Image = "r.io/App:v1" }, "spec.output.image"},

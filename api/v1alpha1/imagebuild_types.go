@@ -117,10 +117,11 @@ type Source struct {
 // GitSource is a git repository at a revision.
 type GitSource struct {
 	// url of the repository: https://, http://, ssh://, scp-like user@host:path, or git://,
-	// which (as in kaniko) stands for https://. Credentials go in secretRef, never in the URL.
+	// which (as in kaniko) stands for https://. Credentials go in secretRef, never in the URL
+	// (a RUN step could read the executor's command line): only an ssh user name may be in it.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^(https?|git)://[^/]*@')",message="must not carry credentials; put them in a Secret named by secretRef"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(https?|git)://[^/]*@') && !self.matches('^ssh://[^/@]*:[^/@]*@')",message="must not carry credentials; put them in a Secret named by secretRef"
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(https?|ssh|git)://[^\\\\s/@]+(@[^\\\\s/]+)?/[^\\\\s#]*$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\\\s#]+$')",message="must be an https://, http://, ssh:// or git:// URL with a host and a path, or scp-like user@host:path, without a #fragment"
 	// +required
 	URL string `json:"url"`

@@ -1,6 +1,8 @@
 package build_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"strings"
 	"testing"
 
@@ -57,5 +59,39 @@ RUN echo "$HOME" > /home-env
 	}
 	if diff := cmp.Diff([]string{"HOME=/custom"}, homes); diff != "" {
 		t.Errorf("config HOME (-want +got):\n%s", diff)
+	}
+}
+
+// tarOf is a tar archive of one regular file.
+func tarOf(t *testing.T, name, content string) string {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Size: int64(len(content)), Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte(content)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestBuild_addArchiveWildcard is BuildKit's testDockerfileAddArchiveWildcard
+// (frontend/dockerfile/dockerfile_add_test.go): a wildcard matching two
+// archives and a destination without a trailing slash extracts both into
+// that directory; BuildKit has no "must end with a /" rule.
+func TestBuild_addArchiveWildcard(t *testing.T) {
+	f := newFixture(t, map[string]string{
+		"t.tar": tarOf(t, "foo", "content0"),
+		"b.tar": tarOf(t, "bar", "content1"),
+	})
+	img, _ := mustBuild(t, f, "FROM scratch\nADD *.tar /dest\n", false)
+	for p, want := range map[string]string{"/dest/foo": "content0", "/dest/bar": "content1"} {
+		if got, ok := fileContent(t, img, p); !ok || got != want {
+			t.Errorf("%s = %q (present %v), want %q", p, got, ok, want)
+		}
 	}
 }

@@ -138,10 +138,13 @@ type Result struct {
 //   - with one source file, a destination without a trailing "/" is the
 //     file's new name, unless it is an existing directory (then the file
 //     goes inside it);
-//   - more than one source file (several sources, or a wildcard matching
-//     several) needs a destination ending in "/" or an existing directory,
-//     otherwise the legacy builder's error is returned (BuildKit accepts
-//     that case and overwrites, moby/buildkit#1853);
+//   - more than one source (several, or a wildcard matching several) is
+//     copied one after the other by those rules, the destination looked at
+//     anew for each: without a trailing "/" a file goes to the name (a
+//     later file replacing an earlier one there, moby/buildkit#1853), or
+//     into it once it is a directory (made by a directory source or an
+//     ADD archive before it). The legacy builder's "must end with a /"
+//     error is not BuildKit's;
 //   - missing destination directories are created 0755, owned by --chown
 //     (moby/buildkit#640) or root;
 //   - a source that is not there is an error; a wildcard that matches
@@ -261,13 +264,10 @@ func (c *copier) run(ctx context.Context, matches []match) error {
 	if err != nil {
 		return fmt.Errorf("resolving destination %s: %w", r.Dest, err)
 	}
-	if len(matches) > 1 && !destIsDir {
-		if fi, err := os.Stat(destAbs); err == nil && fi.IsDir() {
-			destIsDir = true
-		} else {
-			return fmt.Errorf("When using %s with more than one source file, the destination must be a directory and end with a /", c.instr())
-		}
-	}
+	// Several sources (or wildcard matches) need no trailing "/": BuildKit
+	// copies each in turn by the one-source rules below (its file op's
+	// docopy calls fsutil's copy.Copy per match, whose prepareTargetDir
+	// looks at the destination each time).
 
 	for _, m := range matches {
 		if err := ctx.Err(); err != nil {

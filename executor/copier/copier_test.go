@@ -182,12 +182,18 @@ func TestCopy(t *testing.T) {
 		{name: "dir merges into existing dir keeping its metadata", dest: tree{"out": "d:700", "out/old": "f:644:O", "out/sub": "d:700"},
 			req:  Request{Sources: []string{"dir/"}, Dest: "/out"},
 			want: map[string]string{"out": "d 700 1000:1000", "out/old": "f 644 1000:1000 O", "out/x": "f 600 0:0 X", "out/sub": "d 755 0:0"}},
-		{name: "multiple sources need a slash", req: Request{Sources: []string{"a.txt", "b.txt"}, Dest: "/nope"},
-			wantErr: "the destination must be a directory and end with a /"},
+		// BuildKit has no "must end with a /" rule: each source is copied in
+		// turn by the one-source rule (fsutil's copy.Copy and
+		// prepareTargetDir), so a later file replaces an earlier one made
+		// at the name (moby/buildkit#1853).
+		{name: "multiple sources without slash: each in turn to the name", req: Request{Sources: []string{"a.txt", "b.txt"}, Dest: "/name"},
+			want: map[string]string{"name": "f 755 0:0 B"}},
 		{name: "multiple sources into existing dir without slash", dest: tree{"ex": "d:755"}, req: Request{Sources: []string{"a.txt", "b.txt"}, Dest: "/ex"},
 			want: map[string]string{"ex/a.txt": "f 644 0:0 A", "ex/b.txt": "f 755 0:0 B"}},
-		{name: "wildcard with many matches needs a slash", req: Request{Sources: []string{"*.txt"}, Dest: "/nope"},
-			wantErr: "the destination must be a directory and end with a /"},
+		{name: "wildcard with many matches without slash: each in turn to the name", req: Request{Sources: []string{"*.txt"}, Dest: "/name"},
+			want: map[string]string{"name": "f 755 0:0 B"}},
+		{name: "directory then file without slash: the file goes into the directory made", req: Request{Sources: []string{"dir", "a.txt"}, Dest: "/d"},
+			want: map[string]string{"d": "d 755 0:0", "d/x": "f 600 0:0 X", "d/a.txt": "f 644 0:0 A"}},
 		{name: "wildcard with one match to file name", req: Request{Sources: []string{"a.*"}, Dest: "/only"},
 			want: map[string]string{"only": "f 644 0:0 A"}},
 		{name: "wildcard into dir", req: Request{Sources: []string{"?.txt"}, Dest: "/w/"},

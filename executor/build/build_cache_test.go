@@ -646,6 +646,12 @@ func TestBuild_errors(t *testing.T) {
 			want:       build.Error{Reason: result.ReasonRunFailed, Line: 2, ExitCode: 7},
 		},
 		{
+			// The last stage reads a stage while another fails.
+			name:       "a stage failing while another is copied from",
+			dockerfile: "FROM scratch AS ok\nCOPY a.txt /a\nFROM scratch AS bad\nCOPY nope* /x/\nFROM scratch\nCOPY --from=ok /a /a\nCOPY --from=bad / /b\n",
+			want:       build.Error{Reason: result.ReasonCopyFailed, Line: 4},
+		},
+		{
 			name:       "missing COPY source",
 			dockerfile: "FROM {{BASE}}\nCOPY a.txt /a\nCOPY missing.txt /m\n",
 			want:       build.Error{Reason: result.ReasonCopyFailed, Line: 3},

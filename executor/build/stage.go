@@ -209,7 +209,15 @@ func (g *stage) history(createdBy string, empty bool) int {
 func withLine(err error, cmd instructions.Command) error {
 	be, ok := err.(*Error)
 	if !ok {
-		be = fail(result.ReasonInternal, err).(*Error)
+		// err may wrap an *Error: keep its reason, and err's message.
+		var inner *Error
+		if errors.As(err, &inner) {
+			c := *inner
+			c.Err = err
+			be = &c
+		} else {
+			be = fail(result.ReasonInternal, err).(*Error)
+		}
 	}
 	if be.Line == 0 {
 		de := dockerfile.WithLine(be.Err, cmd).(*dockerfile.Error)

@@ -1,11 +1,14 @@
 package run
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -16,16 +19,125 @@ const waitDelay = 2 * time.Second
 
 // InPlace returns the Runner for the executor pod: the command runs directly on the
 // host's (the container's) root filesystem, without namespaces. Spec.Root must be "/" or
-// empty. The command runs in its own process group, which is killed when ctx is done;
-// background processes it leaves behind are not killed (kaniko does the same).
-func InPlace() Runner { return inPlace{} }
+// empty. The command runs in its own process group, which is killed when ctx is done.
+//
+// A step is hostile code beside the executor, so when the executor is PID 1 of its PID
+// namespace (in a pod) nothing of a step outlives it: once the command is done, every other
+// process of the namespace is killed (a daemon it left could otherwise change later steps'
+// files, or serve the executor's own connections), and /etc/hosts, /etc/resolv.conf and
+// /etc/hostname (the kubelet's, which no snapshot keeps) get back the content they had
+// before the first step, as each RUN of a Docker build starts with its own. While a step
+// runs, it can still change them under the executor's concurrent downloads: only TLS keeps
+// those safe (the CA certificates are read before the first step).
+func InPlace() Runner { return &inPlace{} }
 
-type inPlace struct{}
+type inPlace struct {
+	once  sync.Once
+	saved map[string][]byte // the files restored after each step, as before the first
+}
 
-func (inPlace) Run(ctx context.Context, s Spec) error {
+// networkFiles are restored after each in-place step.
+var networkFiles = []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+
+func (r *inPlace) Run(ctx context.Context, s Spec) error {
 	if s.Root != "" && s.Root != "/" {
 		return fmt.Errorf("checking root %s: the in-place runner runs in / only", s.Root)
 	}
+	r.once.Do(func() {
+		r.saved = map[string][]byte{}
+		for _, f := range networkFiles {
+			if b, err := os.ReadFile(f); err == nil {
+				r.saved[f] = b
+			}
+		}
+	})
+	err := r.run(ctx, s)
+	return errors.Join(err, r.cleanUp())
+}
+
+// cleanUp kills what the step left running (when this process is PID 1) and restores the
+// network files.
+func (r *inPlace) cleanUp() error {
+	var errs []error
+	if os.Getpid() == 1 {
+		if err := killOthers(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for f, want := range r.saved {
+		if got, err := os.ReadFile(f); err == nil && bytes.Equal(got, want) {
+			continue
+		}
+		// Written in place: the kubelet's file is a bind mount, which a rename cannot replace.
+		if err := writeInPlace(f, want); err != nil {
+			errs = append(errs, fmt.Errorf("restoring %s after the step: %w", f, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killOthers kills every process of this PID namespace but this one, until none is left, and
+// reaps those that were reparented to it.
+func killOthers() error {
+	for range 20 {
+		pids, err := otherProcesses()
+		if err != nil {
+			return fmt.Errorf("listing what the step left running: %w", err)
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+		for _, pid := range pids {
+			var ws syscall.WaitStatus
+			syscall.Wait4(pid, &ws, syscall.WNOHANG, nil) // only ours: a step's orphans are
+		}
+	}
+	return errors.New("killing what the step left running: processes keep appearing")
+}
+
+// otherProcesses lists the live processes of this PID namespace but PID 1, reaping the
+// zombies among them that are its children.
+func otherProcesses() ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 1 {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		// "pid (comm) S ...": comm may hold spaces and parentheses.
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			var ws syscall.WaitStatus
+			syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// writeInPlace replaces the content of the file f without replacing the file.
+func writeInPlace(f string, b []byte) error {
+	fd, err := os.OpenFile(f, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	_, err = fd.Write(b)
+	return errors.Join(err, fd.Close())
+}
+
+func (r *inPlace) run(ctx context.Context, s Spec) error {
 	p, err := prepare("/", s)
 	if err != nil {
 		return err

@@ -56,11 +56,31 @@ func TestBuild_cacheKey(t *testing.T) {
 			file:     "list",
 			wantFile: "a.txt\ndir\n",
 		},
+		{
+			name:       "a file excluded by COPY --exclude, below the source",
+			dockerfile: "FROM {{BASE}}\nCOPY --exclude=*.tmp dir /d/\nRUN ls /d > /list\n",
+			change: func(t *testing.T, f *fixture) {
+				writeContext(t, f.ctxDir, map[string]string{"dir/c.tmp": "changed\n"})
+			},
+			want:     counts{2, 0},
+			file:     "list",
+			wantFile: "b.txt\n",
+		},
+		{
+			name:       "a file kept by COPY --exclude",
+			dockerfile: "FROM {{BASE}}\nCOPY --exclude=*.tmp dir /d/\nRUN ls /d > /list\n",
+			change: func(t *testing.T, f *fixture) {
+				writeContext(t, f.ctxDir, map[string]string{"dir/c.txt": "new\n"})
+			},
+			want:     counts{0, 2},
+			file:     "list",
+			wantFile: "b.txt\nc.txt\n",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, map[string]string{
-				"a.txt": "alpha\n", "dir/b.txt": "bravo\n",
+				"a.txt": "alpha\n", "dir/b.txt": "bravo\n", "dir/c.tmp": "x\n",
 				"ignored.log": "x\n", ".dockerignore": "*.log\n.dockerignore\n",
 			})
 			mustBuild(t, f, tc.dockerfile, true)

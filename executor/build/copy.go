@@ -111,11 +111,12 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		req.Chmod = &mode
 	}
 	if len(s.exclude) > 0 {
-		pm, err := patternmatcher.New(s.exclude)
-		if err != nil {
+		// The copier applies them below each source, as BuildKit does;
+		// a pattern that does not parse is the Dockerfile's error.
+		if _, err := patternmatcher.New(s.exclude); err != nil {
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("parsing --exclude: %w", err))
 		}
-		req.Ignore = func(rel string) (bool, error) { return pm.MatchesOrParentMatches(rel) }
+		req.Exclude = s.exclude
 	}
 
 	// srcRoot resolves the source tree when the step runs.
@@ -188,18 +189,8 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		if bc == nil {
 			return fail(result.ReasonCopyFailed, fmt.Errorf("%s needs a build context, and this build has none", name))
 		}
-		exclude := req.Ignore
 		req.Ignore = bc.Excluded
 		req.IgnoreDescend = bc.MayContainIncluded
-		if exclude != nil {
-			req.Ignore = func(rel string) (bool, error) {
-				if ign, err := bc.Excluded(rel); ign || err != nil {
-					return ign, err
-				}
-				return exclude(rel)
-			}
-			req.IgnoreDescend = nil
-		}
 		req.SrcRoot = bc.Dir
 		srcRoot = func(context.Context) (string, error) { return bc.Dir, nil }
 		if g.b.opts.Cache != nil {

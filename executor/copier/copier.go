@@ -48,6 +48,15 @@ type Request struct {
 	// that an exception takes back, so it must still be searched. Nil: every
 	// ignored directory is searched (correct, slower).
 	IgnoreDescend func(rel string) bool
+	// Exclude are the patterns of COPY/ADD --exclude (moby/patternmatcher's
+	// syntax, "!" exceptions included), applied after Ignore as BuildKit's
+	// file op applies them: to each entry's path below the source that
+	// holds it, after wildcard expansion, never to a source itself. So
+	// "*.txt" leaves out dir/a.txt of the source dir, and a wildcard whose
+	// every match is a directory of excluded files copies nothing but makes
+	// the destination. An excluded directory is copied only as the parent
+	// of entries an exception takes back. Excluded files are never read.
+	Exclude []string
 	// Sources as written: relative to SrcRoot (a leading "/" also means
 	// SrcRoot, and ".." cannot climb above it), possibly with wildcards
 	// (*, ?, [...]); for ADD also http(s):// URLs.
@@ -166,6 +175,9 @@ type Result struct {
 //     DestRoot;
 //   - ignored files are never read; a source that is entirely ignored is
 //     not found;
+//   - --exclude (Request.Exclude) leaves out entries below each source,
+//     matched relative to that source, never a source itself (fsutil's
+//     copier.copy); excluded files are never read;
 //   - ADD extracts local tar archives (plain, gzip, bzip2, zstd) into the
 //     destination directory keeping the archive's owners unless --chown,
 //     and downloads http(s) URLs (never extracted) to the name in the URL's

@@ -566,3 +566,69 @@ func TestUnixMode(t *testing.T) {
 		}
 	}
 }
+
+// TestCopy_exclude checks --exclude as BuildKit's file op applies it
+// (fsutil copy's copier.copy): below each source, after wildcard
+// expansion, after .dockerignore, never to a source itself; Sources lists
+// exactly what Copy copies, so what is excluded stays out of cache keys.
+func TestCopy_exclude(t *testing.T) {
+	tests := []struct {
+		name    string
+		sources []string
+		exclude []string
+		want    []string // Result.Sources paths
+		wantErr string
+	}{
+		{name: "relative to the source directory", sources: []string{"dir"}, exclude: []string{"x"},
+			want: []string{"dir/hl", "dir/link", "dir/sub", "dir/sub/y"}},
+		{name: "the source's own name matches nothing below it", sources: []string{"dir"}, exclude: []string{"dir", "dir/*"},
+			want: []string{"dir/hl", "dir/link", "dir/sub", "dir/sub/y", "dir/x"}},
+		{name: "a file source is never excluded", sources: []string{"a.txt"}, exclude: []string{"*"},
+			want: []string{"a.txt"}},
+		{name: "an excluded directory with what is in it", sources: []string{"dir"}, exclude: []string{"sub"},
+			want: []string{"dir/hl", "dir/link", "dir/x"}},
+		{name: "an exception takes an entry back, with its parent", sources: []string{"dir"}, exclude: []string{"*", "!sub/y"},
+			want: []string{"dir/sub", "dir/sub/y"}},
+		{name: "wildcard whose every file is excluded", sources: []string{"di*"}, exclude: []string{"*"},
+			want: nil},
+		{name: "after .dockerignore", sources: []string{"ign"}, exclude: []string{"keep"},
+			want: []string{"ign/deep", "ign/deep/keep.md"}},
+		{name: "an ignored directory kept for an exception stays when that is excluded", sources: []string{"ign"}, exclude: []string{"keep", "deep/*.md"},
+			want: []string{"ign/deep"}},
+		{name: "the whole context", sources: []string{"."}, exclude: []string{"*.txt", "dir/sub", "ign", "hl*", "link*", "suid", "dangling", "escape"},
+			want: []string{"dir", "dir/hl", "dir/link", "dir/x"}},
+		{name: "a pattern that does not parse", sources: []string{"dir"}, exclude: []string{"[z-a"}, wantErr: "--exclude"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srcRoot, destRoot := t.TempDir(), t.TempDir()
+			build(t, srcRoot, sourcesTree)
+			r := Request{SrcRoot: srcRoot, DestRoot: destRoot, WorkDir: "/", Dest: "/out/", Sources: tc.sources,
+				Ignore: ignoreFunc(t, dockerignore), Exclude: tc.exclude, RecordSources: true}
+			got, err := Sources(t.Context(), r)
+			res, copyErr := Copy(t.Context(), r)
+			if tc.wantErr != "" {
+				if err == nil || copyErr == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Sources() error %v, Copy() error %v; want errors containing %q", err, copyErr, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || copyErr != nil {
+				t.Fatalf("Sources() error %v, Copy() error %v", err, copyErr)
+			}
+			var paths []string
+			for _, f := range got {
+				paths = append(paths, f.Path)
+			}
+			if diff := cmp.Diff(tc.want, paths); diff != "" {
+				t.Errorf("Sources() paths (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(res.Sources, got); diff != "" {
+				t.Errorf("Sources() differs from Copy's Result.Sources (-copy +sources):\n%s", diff)
+			}
+			if fi, err := os.Stat(filepath.Join(destRoot, "out")); err != nil || !fi.IsDir() {
+				t.Errorf("the destination /out/ was not made: %v", err)
+			}
+		})
+	}
+}

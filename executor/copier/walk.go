@@ -15,6 +15,7 @@ import (
 	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/patternmatcher"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,6 +35,8 @@ type walker struct {
 	// digest makes the walk hash the regular files it finds below a
 	// directory source, for Sources.
 	digest bool
+	// exclude matches Request.Exclude; nil for none.
+	exclude *patternmatcher.PatternMatcher
 }
 
 type inode struct{ dev, ino uint64 }
@@ -89,6 +92,13 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 	if len(r.Sources) == 0 {
 		return nil, fmt.Errorf("%s: no source files were specified", w.instr())
 	}
+	if len(r.Exclude) > 0 {
+		pm, err := patternmatcher.New(r.Exclude)
+		if err != nil {
+			return nil, fmt.Errorf("%s: parsing --exclude: %w", w.instr(), err)
+		}
+		w.exclude = pm
+	}
 	var matches []match
 	for _, src := range r.Sources {
 		if isURL(src) {
@@ -130,10 +140,12 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 	return matches, nil
 }
 
-// walkDir lists the entries below dir (SrcRoot-relative rel), skipping
-// ignored ones; an ignored directory is listed only as the parent of
-// entries an exception takes back, as the context Docker sends would hold
-// it.
+// walkDir lists the entries below dir (SrcRoot-relative rel, sub below
+// its source), skipping ignored and excluded ones. An ignored directory is
+// listed only as the parent of entries an exception takes back, as the
+// context Docker sends would hold it; an excluded one, likewise, only as
+// the parent of entries an exception of --exclude takes back (fsutil's
+// copier creates such parents when it reaches those entries).
 func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -141,15 +153,22 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 	}
 	abss := make([]string, len(entries))
 	rels := make([]string, len(entries))
+	subs := make([]string, len(entries))
 	ignored := make([]bool, len(entries))
+	excluded := make([]bool, len(entries))
+	skipped := make([]bool, len(entries))
 	for i, e := range entries {
-		abss[i], rels[i] = joinName(dir, e.Name()), joinName(rel, e.Name())
+		abss[i], rels[i], subs[i] = joinName(dir, e.Name()), joinName(rel, e.Name()), joinName(sub, e.Name())
 		if ignored[i], err = w.ignored(rels[i]); err != nil {
 			return err
 		}
+		if excluded[i], err = w.excluded(subs[i]); err != nil {
+			return err
+		}
+		skipped[i] = ignored[i] || excluded[i]
 	}
-	stats := w.statAll(dir, entries, abss, ignored)
-	for i, e := range entries {
+	stats := w.statAll(dir, entries, abss, skipped)
+	for i := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -161,7 +180,10 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 		if ignored[i] && !(fi.IsDir() && w.hasIncluded(abs, r)) {
 			continue
 		}
-		it, err := w.item(abs, r, joinName(sub, e.Name()), fi)
+		if excluded[i] && !(fi.IsDir() && w.hasCopied(abs, r, subs[i])) {
+			continue
+		}
+		it, err := w.item(abs, r, subs[i], fi)
 		if err != nil {
 			return err
 		}
@@ -229,10 +251,11 @@ func joinName(dir, name string) string {
 // statAll lstats the entries of dir (at paths) and reads their extended
 // attributes, several at once: a context directory can hold thousands of
 // entries, and the walk is bound by these system calls. When the walker
-// digests, a regular file that is not ignored is opened once, relative to
-// dir, for its status, attributes and content: one lookup of its name
-// instead of three of its whole path (lstat, llistxattr, open).
-func (w *walker) statAll(dir string, entries []fs.DirEntry, paths []string, ignored []bool) []entryStat {
+// digests, a regular file that is not skipped (ignored or excluded) is
+// opened once, relative to dir, for its status, attributes and content:
+// one lookup of its name instead of three of its whole path (lstat,
+// llistxattr, open).
+func (w *walker) statAll(dir string, entries []fs.DirEntry, paths []string, skipped []bool) []entryStat {
 	dirfd := -1
 	if w.digest {
 		if fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
@@ -242,7 +265,7 @@ func (w *walker) statAll(dir string, entries []fs.DirEntry, paths []string, igno
 	}
 	out := make([]entryStat, len(paths))
 	stat := func(i int, buf []byte) {
-		if dirfd >= 0 && !ignored[i] && entries[i].Type().IsRegular() {
+		if dirfd >= 0 && !skipped[i] && entries[i].Type().IsRegular() {
 			if es, ok := statDigest(dirfd, entries[i].Name(), buf); ok {
 				out[i] = es
 				return
@@ -520,6 +543,58 @@ func (w *walker) ignored(rel string) (bool, error) {
 		return false, nil
 	}
 	return w.req.Ignore(rel)
+}
+
+// excluded reports whether --exclude leaves out the entry at sub, a slash
+// path below its source. The source itself (sub "") is never excluded:
+// BuildKit's file op matches the patterns against the path below each
+// source after wildcard expansion (fsutil copy's copier.copy matches
+// srcComponents, empty for the source), so "--exclude=*.txt dir" leaves
+// out dir/a.txt, and "--exclude=* dir*" copies no file but still makes the
+// destination.
+func (w *walker) excluded(sub string) (bool, error) {
+	if w.exclude == nil || sub == "" {
+		return false, nil
+	}
+	ex, err := w.exclude.MatchesOrParentMatches(sub)
+	if err != nil {
+		return false, fmt.Errorf("%s: matching --exclude: %w", w.instr(), err)
+	}
+	return ex, nil
+}
+
+// hasCopied reports whether the excluded directory abs (SrcRoot-relative
+// rel, sub below its source) holds an entry that is copied all the same:
+// one an exception ("!pattern") of --exclude takes back and .dockerignore
+// does not leave out. Without exceptions nothing below an excluded
+// directory is copied.
+func (w *walker) hasCopied(abs, rel, sub string) bool {
+	if !w.exclude.Exclusions() {
+		return false
+	}
+	entries, err := os.ReadDir(abs)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		r, s := joinName(rel, e.Name()), joinName(sub, e.Name())
+		eabs := filepath.Join(abs, e.Name())
+		ig, err := w.ignored(r)
+		if err != nil {
+			return false
+		}
+		if ig && !(e.IsDir() && w.hasIncluded(eabs, r)) {
+			continue
+		}
+		ex, err := w.excluded(s)
+		if err != nil {
+			return false
+		}
+		if !ex || e.IsDir() && w.hasCopied(eabs, r, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *walker) descend(rel string) bool {

@@ -24,7 +24,9 @@ import (
 // mounts the Secrets (under secretsMount), copies them into the in-memory emptyDir
 // credentialsDir (executor --stage-credentials), and ends; the executor reads them from
 // there into memory and empties the directory before the first step (executor
-// --credentials-dir, see executor/credentials.go).
+// --credentials-dir, see executor/credentials.go). spec.buildArgs read from a Secret are
+// environment variables of the executor container: a build argument is the Dockerfile's to
+// read (spec.secrets is for what a step should not see unless it mounts it).
 const (
 	executorContainer    = "executor"
 	credentialsContainer = "credentials"

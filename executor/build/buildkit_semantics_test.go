@@ -3,6 +3,8 @@ package build_test
 import (
 	"archive/tar"
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -90,6 +92,55 @@ func TestBuild_addArchiveWildcard(t *testing.T) {
 	})
 	img, _ := mustBuild(t, f, "FROM scratch\nADD *.tar /dest\n", false)
 	for p, want := range map[string]string{"/dest/foo": "content0", "/dest/bar": "content1"} {
+		if got, ok := fileContent(t, img, p); !ok || got != want {
+			t.Errorf("%s = %q (present %v), want %q", p, got, ok, want)
+		}
+	}
+}
+
+// TestBuild_copyChmod is BuildKit's testCopyChmod
+// (frontend/dockerfile/dockerfile_copy_test.go): --chmod sets the mode of
+// what is copied and of the destination's parents the copy creates (/parent
+// 0777, then /parent/sub 0770 with /parent left as it was). The build arg
+// is the ARG's default here (the test passes it as build-arg:mode).
+func TestBuild_copyChmod(t *testing.T) {
+	const dockerfile = `FROM {{BASE}} AS base
+
+RUN mkdir -m 0777 /out
+COPY --chmod=0644 foo /
+COPY --chmod=777 bar /baz
+COPY --chmod=0 foo /foobis
+COPY --chmod=777 foo /parent/foo
+COPY --chmod=770 foo /parent/sub/foo
+
+ARG mode=755
+COPY --chmod=${mode} foo /footer
+
+RUN stat -c "%04a" /foo  > /out/fooperm
+RUN stat -c "%04a" /baz  > /out/barperm
+RUN stat -c "%04a" /foobis  > /out/foobisperm
+RUN stat -c "%04a" /parent  > /out/parentperm
+RUN stat -c "%04a" /parent/sub  > /out/subparentperm
+RUN stat -c "%04a" /footer  > /out/footerperm
+FROM scratch
+COPY --from=base /out /
+`
+	f := newFixture(t, map[string]string{"foo": "foo-contents", "bar": "bar-contents"})
+	if err := os.Chmod(filepath.Join(f.ctxDir, "foo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(f.ctxDir, "bar"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := mustBuild(t, f, dockerfile, false)
+	for p, want := range map[string]string{
+		"/fooperm":       "0644\n",
+		"/barperm":       "0777\n",
+		"/foobisperm":    "0000\n",
+		"/parentperm":    "0777\n",
+		"/subparentperm": "0770\n",
+		"/footerperm":    "0755\n",
+	} {
 		if got, ok := fileContent(t, img, p); !ok || got != want {
 			t.Errorf("%s = %q (present %v), want %q", p, got, ok, want)
 		}

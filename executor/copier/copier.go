@@ -154,8 +154,10 @@ type Result struct {
 //     into it once it is a directory (made by a directory source or an
 //     ADD archive before it). The legacy builder's "must end with a /"
 //     error is not BuildKit's;
-//   - missing destination directories are created 0755, owned by --chown
-//     (moby/buildkit#640) or root;
+//   - missing destination directories are created with --chmod's
+//     permission bits (moby/buildkit testCopyChmod) or 0755, owned by
+//     --chown (moby/buildkit#640) or root; an ADD archive's destination is
+//     0755 whatever --chmod;
 //   - a source that is not there is an error; a wildcard that matches
 //     nothing is skipped, and only a step that matches nothing at all fails
 //     ("no source files were specified", the legacy builder's rule; BuildKit
@@ -346,9 +348,22 @@ func (c *copier) markChanged(abs string) {
 	c.changedList = append(c.changedList, rel)
 }
 
+// destDirMode is the mode of the destination directories a copy creates:
+// --chmod's permission bits, else 0755. BuildKit's file op passes the
+// octal --chmod to fsutil's copy.Copy, which creates the destination's
+// missing parents (and the destination directory itself, for a directory
+// source or a trailing "/") with it (moby/buildkit testCopyChmod).
+func (c *copier) destDirMode() fs.FileMode {
+	if c.req.Chmod != nil {
+		return c.req.Chmod.Perm()
+	}
+	return 0o755
+}
+
 // mkdirAll creates the missing directories of abs (inside DestRoot, where
-// abs was resolved), 0755, owned by --chown or root, like fsutil's MkdirAll.
-func (c *copier) mkdirAll(abs string) error {
+// abs was resolved) with mode perm, owned by --chown or root, like
+// fsutil's MkdirAll; directories that exist are left as they are.
+func (c *copier) mkdirAll(abs string, perm fs.FileMode) error {
 	fi, err := os.Stat(abs)
 	if err == nil {
 		if !fi.IsDir() {
@@ -362,10 +377,10 @@ func (c *copier) mkdirAll(abs string) error {
 	if abs == c.req.DestRoot {
 		return fmt.Errorf("destination root %s does not exist", abs)
 	}
-	if err := c.mkdirAll(filepath.Dir(abs)); err != nil {
+	if err := c.mkdirAll(filepath.Dir(abs), perm); err != nil {
 		return err
 	}
-	if err := os.Mkdir(abs, 0o755); err == nil {
+	if err := os.Mkdir(abs, 0o700); err == nil {
 		c.fresh[abs] = true
 	} else if !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("creating %s: %w", c.destRel(abs), err)
@@ -377,7 +392,7 @@ func (c *copier) mkdirAll(abs string) error {
 	if err := os.Lchown(abs, uid, gid); err != nil {
 		return fmt.Errorf("setting owner of %s: %w", c.destRel(abs), err)
 	}
-	if err := os.Chmod(abs, 0o755); err != nil {
+	if err := os.Chmod(abs, perm); err != nil {
 		return fmt.Errorf("setting mode of %s: %w", c.destRel(abs), err)
 	}
 	c.markChanged(abs)
@@ -389,7 +404,7 @@ func (c *copier) copyDirSource(ctx context.Context, m match, destAbs string) err
 	if fi, err := os.Lstat(destAbs); err == nil && !fi.IsDir() {
 		return fmt.Errorf("%s %s: cannot copy to non-directory: /%s", c.instr(), m.rel, c.destRel(destAbs))
 	}
-	if err := c.mkdirAll(destAbs); err != nil {
+	if err := c.mkdirAll(destAbs, c.destDirMode()); err != nil {
 		return err
 	}
 	// The top directory keeps its own metadata (fsutil's copyDirContents).
@@ -441,14 +456,14 @@ func (c *copier) copyDirSource(ctx context.Context, m match, destAbs string) err
 func (c *copier) copyFileSource(m match, destAbs string, destIsDir bool) error {
 	target := destAbs
 	if destIsDir {
-		if err := c.mkdirAll(destAbs); err != nil {
+		if err := c.mkdirAll(destAbs, c.destDirMode()); err != nil {
 			return err
 		}
 		target = filepath.Join(destAbs, m.name)
 	} else if fi, err := os.Stat(destAbs); err == nil && fi.IsDir() {
 		target = filepath.Join(destAbs, m.name)
 	} else {
-		if err := c.mkdirAll(filepath.Dir(destAbs)); err != nil {
+		if err := c.mkdirAll(filepath.Dir(destAbs), c.destDirMode()); err != nil {
 			return err
 		}
 	}
@@ -741,13 +756,13 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 	}
 	target := destAbs
 	if destIsDir {
-		if err := c.mkdirAll(destAbs); err != nil {
+		if err := c.mkdirAll(destAbs, c.destDirMode()); err != nil {
 			return err
 		}
 		target = filepath.Join(destAbs, name)
 	} else if fi, err := os.Stat(destAbs); err == nil && fi.IsDir() {
 		target = filepath.Join(destAbs, name)
-	} else if err := c.mkdirAll(filepath.Dir(destAbs)); err != nil {
+	} else if err := c.mkdirAll(filepath.Dir(destAbs), c.destDirMode()); err != nil {
 		return err
 	}
 

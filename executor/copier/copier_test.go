@@ -219,7 +219,11 @@ func TestCopy(t *testing.T) {
 		{name: "keep owner for stage sources", req: Request{Sources: []string{"a.txt"}, Dest: "/k", KeepOwner: true},
 			want: map[string]string{"k": "f 644 1000:1000 A"}},
 		{name: "chmod", req: Request{Sources: []string{"dir"}, Dest: "/m", Chmod: &chmod},
-			want: map[string]string{"m/x": "f 640 0:0 X", "m/sub": "d 640 0:0", "m/link": "l 0:0 x"}},
+			want: map[string]string{"m": "d 640 0:0", "m/x": "f 640 0:0 X", "m/sub": "d 640 0:0", "m/link": "l 0:0 x"}},
+		// fsutil's copy.Copy makes the missing parents with --chmod's mode
+		// (moby/buildkit testCopyChmod); existing ones are left alone.
+		{name: "chmod makes missing parents with its mode", dest: tree{"keep": "d:700"}, req: Request{Sources: []string{"a.txt"}, Dest: "/keep/p/q/f", Chmod: &chmod},
+			want: map[string]string{"keep": "d 700 1000:1000", "keep/p": "d 640 0:0", "keep/p/q": "d 640 0:0", "keep/p/q/f": "f 640 0:0 A"}},
 		{name: "ignored file not found", req: Request{Sources: []string{"secret"}, Dest: "/i"},
 			wantErr: "not found"},
 		{name: "ignored dir with exception keeps the exception only", req: Request{Sources: []string{"."}, Dest: "/all/"},

@@ -47,7 +47,8 @@ func (c *copier) tryUnpack(ctx context.Context, m match, destAbs string) (bool, 
 	if !ok {
 		return false, nil
 	}
-	if err := c.mkdirAll(destAbs); err != nil {
+	// BuildKit's unpack creates the destination 0755 whatever --chmod.
+	if err := c.mkdirAll(destAbs, 0o755); err != nil {
 		return true, err
 	}
 	var sum string
@@ -110,7 +111,7 @@ func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
 		if err != nil {
 			return fmt.Errorf("tar entry %d: resolving its parent directory: %w", entry, bareErrno(err))
 		}
-		if err := c.mkdirAll(parent); err != nil {
+		if err := c.mkdirAll(parent, 0o755); err != nil {
 			return err
 		}
 		target := filepath.Join(parent, path.Base(name))

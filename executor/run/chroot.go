@@ -284,6 +284,12 @@ func runHelper(ctx context.Context, cfg helperConfig, ns IDMap, stdout, stderr i
 	cmd.ExtraFiles = []*os.File{cfgR, resW} // fds 3 and 4
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		// A session of its own, without a controlling terminal, as runc gives a container
+		// without a terminal: otherwise the command would share ours, and could type into
+		// it (ioctl TIOCSTI on /dev/tty) whatever the user's shell reads next. It also
+		// keeps the terminal's signals (^C, SIGHUP) from the step: the helper dies with us
+		// anyway (Pdeathsig).
+		Setsid: true,
 		// The helper must not outlive us: its death ends the namespaces.
 		Pdeathsig: syscall.SIGKILL,
 	}

@@ -145,10 +145,11 @@ func TestCompileFilter_defaultProfile(t *testing.T) {
 	}
 }
 
-// filterVM compiles p and loads it in x/net/bpf's interpreter.
-func filterVM(t *testing.T, p *specs.LinuxSeccomp) *bpf.VM {
+// filterVM compiles p, with the rules of first checked first, and loads it in x/net/bpf's
+// interpreter.
+func filterVM(t *testing.T, p *specs.LinuxSeccomp, first ...specs.LinuxSyscall) *bpf.VM {
 	t.Helper()
-	filter, err := compileFilter(p)
+	filter, err := compileFilter(p, first)
 	if err != nil {
 		t.Fatalf("compileFilter: %v", err)
 	}
@@ -218,6 +219,47 @@ func TestCompileFilter_operators(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestCompileFilter_ttyIoctls: the default filter refuses TIOCSTI and TIOCLINUX, with any
+// high bits (the kernel ignores them), and allows every other ioctl as Docker's profile
+// does.
+func TestCompileFilter_ttyIoctls(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the system call numbers below are x86-64's")
+	}
+	p, err := defaultProfile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := filterVM(t, p, ttyIoctls...)
+	const auditArchX86_64 = 0xc000003e
+	ioctl := uint32(arch.X86_64.SyscallNames["ioctl"])
+	eperm := unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+	for _, tc := range []struct {
+		req  uint64
+		want uint32
+	}{
+		{unix.TIOCSTI, eperm},
+		{unix.TIOCLINUX, eperm},
+		{1<<32 | unix.TIOCSTI, eperm},
+		{0xffffffff<<32 | unix.TIOCLINUX, eperm},
+		{unix.TCGETS, unix.SECCOMP_RET_ALLOW},
+		{unix.TIOCSCTTY, unix.SECCOMP_RET_ALLOW},
+		{unix.TIOCSTI + 1, unix.SECCOMP_RET_ALLOW},
+		{unix.TIOCSTI << 32, unix.SECCOMP_RET_ALLOW}, // the kernel sees request 0
+		{0, unix.SECCOMP_RET_ALLOW},
+	} {
+		if got := runFilter(t, vm, ioctl, auditArchX86_64, [6]uint64{1, tc.req}); got != tc.want {
+			t.Errorf("ioctl(1, %#x): %#x, want %#x", tc.req, got, tc.want)
+		}
+	}
+	// The rest of the profile is unchanged.
+	for name, want := range map[string]uint32{"read": unix.SECCOMP_RET_ALLOW, "keyctl": eperm} {
+		if got := runFilter(t, vm, uint32(arch.X86_64.SyscallNames[name]), auditArchX86_64, [6]uint64{}); got != want {
+			t.Errorf("%s: %#x, want %#x", name, got, want)
 		}
 	}
 }

@@ -388,6 +388,13 @@ func pivotRoot(rootFD int) error {
 }
 
 // devices are bound from the host's /dev into the new one.
+//
+// tty is the device (5, 0) that opens the opener's controlling terminal, not a terminal
+// itself: the one runc makes with mknod, which a user namespace may not do. The step runs
+// in a session of its own with no controlling terminal (the helper is started with
+// setsid), so it opens nothing (ENXIO), as in a docker build; a step that makes a pty of
+// its own /dev/pts its controlling terminal (script, expect) opens that pty through it.
+// The caller's terminal, if any, is never reachable through it.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // setupDev mounts the step's /dev on rel inside the root open as rootFD, binding the

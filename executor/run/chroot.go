@@ -129,7 +129,7 @@ type helperConfig struct {
 	// none.
 	Proc, Dev, Sys string
 	Files          []bindFile // read-only file binds
-	Caps           uint64     // see initConfig
+	Caps           uint64     // see initConfig and stepCapMask
 	Filter         []unix.SockFilter
 	NoNewPrivs     bool
 }
@@ -172,7 +172,7 @@ func (r *chrootRunner) run(ctx context.Context, cfg helperConfig, stdout, stderr
 	if err != nil {
 		return err
 	}
-	cfg.Filter, cfg.Caps, cfg.NoNewPrivs = filter, defaultCapMask(), r.noNewPrivs
+	cfg.Filter, cfg.NoNewPrivs = filter, r.noNewPrivs
 
 	fx, err := newFixture(cfg.Root)
 	if err != nil {
@@ -263,6 +263,7 @@ func resolveRoot(root string) (string, error) {
 // was none (the helper could not start, or was killed), and the error for Run.
 func runHelper(ctx context.Context, cfg helperConfig, ns IDMap, stdout, stderr io.Writer) (*helperResult, error) {
 	cfg.UserNS = ns
+	cfg.Caps = stepCapMask(ns.Size > 0)
 	what := "running " + cfg.Args0()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {

@@ -40,8 +40,9 @@ var defaultCaps = []struct {
 	{"CAP_AUDIT_WRITE", unix.CAP_AUDIT_WRITE},
 }
 
-// DefaultCapabilities returns the names of the capabilities a RUN step keeps under Chroot:
-// Docker's default set.
+// DefaultCapabilities returns the names of the capabilities a RUN step keeps under Chroot
+// when it runs in a user namespace: Docker's default set. Without a user namespace a step
+// keeps them but CAP_NET_RAW and CAP_NET_BIND_SERVICE (see stepCapMask).
 func DefaultCapabilities() []string {
 	names := make([]string, len(defaultCaps))
 	for i, c := range defaultCaps {
@@ -58,6 +59,32 @@ func defaultCapMask() uint64 {
 		m |= 1 << c.num
 	}
 	return m
+}
+
+// hostNetCaps are the capabilities that act on a network namespace: a packet socket
+// (AF_PACKET) sees every frame of every interface, loopback included, and a raw socket
+// can forge any packet; a port below 1024 is one a host service may expect to own.
+const hostNetCaps = 1<<unix.CAP_NET_RAW | 1<<unix.CAP_NET_BIND_SERVICE
+
+// stepCapMask is where the capabilities of a step are decided: Docker's default set
+// (defaultCapMask), less hostNetCaps when the step has no user namespace of its own.
+//
+// A step shares the host's network namespace (a docker build's default network reaches
+// registries; Docker gives each step a network namespace of its own, we do not). In a user
+// namespace, NET_RAW and NET_BIND_SERVICE are capabilities over that namespace's
+// resources only, not over the host's network namespace, which belongs to the initial one:
+// they count for nothing. Without one (the host or the root's filesystem refuses it, or
+// WithoutUserNamespace), they would be the host's: a root step could sniff the node's
+// traffic, credentials sent to 127.0.0.1 included, or bind a privileged port. There they
+// are dropped from every set, as podman drops NET_RAW by default: the one way our set
+// differs from Docker's. What it costs: ping and traceroute with raw sockets (ping works
+// still where net.ipv4.ping_group_range admits the group) and servers started during a
+// build on ports below 1024 (unless net.ipv4.ip_unprivileged_port_start allows them).
+func stepCapMask(userns bool) uint64 {
+	if userns {
+		return defaultCapMask()
+	}
+	return defaultCapMask() &^ hostNetCaps
 }
 
 // initConfig is what the helper sends the init stage on fd 3, gob-encoded.

@@ -188,6 +188,11 @@ func TestChroot_capabilities(t *testing.T) {
 			t.Errorf("defaultCapMask() = %#x, want Docker's %#x", got, dockerCapMask)
 		}
 		root := newRoot(t)
+		want := uint64(dockerCapMask)
+		if !inUserNamespace(t, chroot(), root) {
+			// The host's network namespace, with no user namespace: see Chroot.
+			want &^= 1<<unix.CAP_NET_RAW | 1<<unix.CAP_NET_BIND_SERVICE
+		}
 		for _, tc := range []struct {
 			name               string
 			uid                uint32
@@ -195,8 +200,8 @@ func TestChroot_capabilities(t *testing.T) {
 			amb                uint64
 		}{
 			// As docker run shows them, for root and for --user 1000.
-			{"root", 0, dockerCapMask, dockerCapMask, dockerCapMask, 0, 0},
-			{"user", 1000, 0, 0, dockerCapMask, 0, 0},
+			{"root", 0, want, want, want, 0, 0},
+			{"user", 1000, 0, 0, want, 0, 0},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				st := procStatus(t, chroot(), root, tc.uid)
@@ -603,4 +608,42 @@ func ttyInjectionChild(t *testing.T) {
 	if len(read) > 0 {
 		t.Errorf("the terminal had input nobody typed: %q", read)
 	}
+}
+
+// inUserNamespace reports whether the steps r runs get a user namespace of their own.
+func inUserNamespace(t *testing.T, r Runner, root string) bool {
+	t.Helper()
+	stdout, stderr, err := runSh(t, r, root, "cat /proc/self/uid_map")
+	if err != nil {
+		t.Fatalf("Run: %v (stderr %q)", err, stderr)
+	}
+	return strings.Join(strings.Fields(stdout), " ") != "0 0 4294967295"
+}
+
+// TestChroot_hostNetwork: a step shares the host's network namespace, so it must not
+// sniff its traffic (a packet socket sees every frame, loopback included: credentials
+// sent to 127.0.0.1) or take its privileged ports.
+func TestChroot_hostNetwork(t *testing.T) {
+	eachSandbox(t, func(t *testing.T, chroot func(...ChrootOption) Runner) {
+		root := newRoot(t)
+		withAttack(t, root, "bin/attack", 0o755)
+		got := attackReport(t, chroot(), root, "net")
+		eperm := unix.EPERM.Error()
+		for name, want := range map[string]string{
+			"socket-packet": eperm,
+			"socket-raw":    eperm,
+		} {
+			if got[name] != want {
+				t.Errorf("%s: %q, want %q", name, got[name], want)
+			}
+		}
+		b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+		if err == nil && strings.TrimSpace(string(b)) != "0" {
+			if got["bind-81"] != unix.EACCES.Error() {
+				t.Errorf("bind-81: %q, want %q", got["bind-81"], unix.EACCES.Error())
+			}
+		} else {
+			t.Logf("every port is unprivileged here (%v): bind-81: %s", err, got["bind-81"])
+		}
+	})
 }

@@ -15,7 +15,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: attack chroot-escape FILE | syscalls | tty | whoami")
+		fmt.Fprintln(os.Stderr, "usage: attack chroot-escape FILE | syscalls | tty | net | whoami")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -25,6 +25,8 @@ func main() {
 		syscalls()
 	case "tty":
 		tty()
+	case "net":
+		network()
 	case "whoami":
 		fmt.Printf("uid %d euid %d\n", os.Getuid(), os.Geteuid())
 	default:
@@ -212,3 +214,28 @@ func tty() {
 		report(name, inject(fd, unix.TIOCSTI, line))
 	}
 }
+
+// network tries what CAP_NET_RAW and CAP_NET_BIND_SERVICE give over the host's network
+// namespace: a packet socket (which sees every frame of every interface), a raw IP
+// socket, and a port below 1024.
+func network() {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err == nil {
+		unix.Close(fd)
+	}
+	report("socket-packet", err)
+	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+	if err == nil {
+		unix.Close(fd)
+	}
+	report("socket-raw", err)
+	fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		report("bind-81", err)
+		return
+	}
+	defer unix.Close(fd)
+	report("bind-81", unix.Bind(fd, &unix.SockaddrInet4{Port: 81, Addr: [4]byte{127, 0, 0, 1}}))
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -2,6 +2,7 @@ package run
 
 import (
 	"encoding/gob"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -215,6 +216,9 @@ func confineAndExec(cfg initConfig) error {
 	if err := syscall.Chdir(cfg.Dir); err != nil {
 		return fmt.Errorf("changing to the working directory %s: %w", cfg.Dir, err)
 	}
+	if err := checkNoMagicLink(cfg); err != nil {
+		return err
+	}
 	err = syscall.Exec(cfg.Path, cfg.Args, cfg.Env)
 	return fmt.Errorf("starting %s: %w", cfg.Path, err)
 }
@@ -230,4 +234,49 @@ func lastCap() (int, error) {
 		return 0, fmt.Errorf("reading the last capability: bad value %q", b)
 	}
 	return n, nil
+}
+
+// checkNoMagicLink refuses a command whose path leads through a magic link of /proc.
+// This process was started from the executor's binary, so its /proc/self/exe names that
+// binary, on the host: a command path through it (a symlink to /proc/self/exe, with a
+// regular file at /proc/self/exe in the image so that the lookup in the root passes)
+// would run the executor's own binary as the step, holding it open, as in CVE-2019-5736.
+// openat2's RESOLVE_NO_MAGICLINKS makes the kernel resolve the path as exec will, and
+// fail with ELOOP at any /proc/<pid>/{exe,root,cwd,fd/<n>} on the way.
+//
+// Checking and then exec'ing by path is not racy here: none of the step's processes
+// exists yet (this one becomes the first), the helper is ours, and nothing else runs in
+// this mount namespace; nothing in the root changes between the check and the exec
+// except by the host.
+//
+// What this cannot check: the interpreter the kernel loads itself, a script's "#!" line
+// or an ELF binary's PT_INTERP, resolved during the exec. One naming /proc/self/exe runs
+// the executor's binary too (this process's exe until the exec completes). That stays
+// harmless: the binary is busy (ETXTBSY) for as long as the executor runs, which it does
+// until the step's PID namespace is gone, and every process of the step dies with that
+// namespace (the helper is its PID 1), so no step process holds the binary open once the
+// executor has exited; in a user namespace its owner, the host's root, is not mapped
+// either. The same goes for /proc/1/exe (the helper's), which the step cannot open: the
+// helper's capabilities are not a subset of its own.
+func checkNoMagicLink(cfg initConfig) error {
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(unix.AT_FDCWD, cfg.Path, &how)
+	if err == nil {
+		unix.Close(fd)
+		return nil
+	}
+	if !errors.Is(err, unix.ELOOP) {
+		return nil // exec reports it, as it would have
+	}
+	// ELOOP also means too many symlinks: then the path without the flag fails as well.
+	how.Resolve = 0
+	if fd, err := unix.Openat2(unix.AT_FDCWD, cfg.Path, &how); err == nil {
+		unix.Close(fd)
+		name := cfg.Path
+		if len(cfg.Args) > 0 && cfg.Args[0] != cfg.Path {
+			name = fmt.Sprintf("%s (%s)", cfg.Args[0], cfg.Path)
+		}
+		return fmt.Errorf("refusing to run %s: the path leads through a magic link of /proc (such as /proc/self/exe), which would name the executor's own binary", name)
+	}
+	return nil
 }

@@ -647,3 +647,35 @@ func TestChroot_hostNetwork(t *testing.T) {
 		}
 	})
 }
+
+// TestChroot_procSelfExe: a command path that leads through /proc/self/exe names, when
+// the init stage execs it, the host's executor binary (CVE-2019-5736's way in). The image
+// ships a regular file at /proc/self/exe so that the lookup in the root passes.
+func TestChroot_procSelfExe(t *testing.T) {
+	eachSandbox(t, func(t *testing.T, chroot func(...ChrootOption) Runner) {
+		root := newRoot(t, "proc/self/")
+		if err := os.WriteFile(filepath.Join(root, "proc/self/exe"), []byte("#!/bin/sh\necho image\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/proc/self/exe", filepath.Join(root, "bin/evil")); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"evil", "/bin/evil", "/proc/self/exe", "/proc/1/../self/exe"} {
+			t.Run(name, func(t *testing.T) {
+				var stdout, stderr strings.Builder
+				// The host binary is this test binary: made to list its tests, it says so.
+				err := chroot().Run(context.Background(), Spec{
+					Root: root, Args: []string{name, "-test.list=."}, Env: []string{"PATH=/bin"},
+					Stdout: &stdout, Stderr: &stderr,
+				})
+				if strings.Contains(stdout.String(), "TestChroot") {
+					t.Fatalf("the step ran the host's binary: %q", stdout.String())
+				}
+				t.Logf("Run: %v", err)
+				if err == nil || !strings.Contains(err.Error(), name) {
+					t.Errorf("Run: %v (stdout %q); want an error naming %s", err, stdout.String(), name)
+				}
+			})
+		}
+	})
+}

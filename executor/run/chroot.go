@@ -110,6 +110,8 @@ var initCalled bool
 type chrootRunner struct {
 	noNewPrivs bool
 	userns     IDMap // Size 0: none
+	// sysBind, for tests, takes the fallback of a host where sysfs cannot be mounted.
+	sysBind bool
 }
 
 // helperConfig is what Run sends the helper on fd 3, gob-encoded (which, unlike JSON,
@@ -128,10 +130,12 @@ type helperConfig struct {
 	// Proc, Dev and Sys are mount points, relative to Root and free of symlinks; empty:
 	// none.
 	Proc, Dev, Sys string
-	Files          []bindFile // read-only file binds
-	Caps           uint64     // see initConfig and stepCapMask
-	Filter         []unix.SockFilter
-	NoNewPrivs     bool
+	// SysBind binds the host's /sys without trying sysfs first (tests).
+	SysBind    bool
+	Files      []bindFile // read-only file binds
+	Caps       uint64     // see initConfig and stepCapMask
+	Filter     []unix.SockFilter
+	NoNewPrivs bool
 }
 
 type bindFile struct {
@@ -172,7 +176,7 @@ func (r *chrootRunner) run(ctx context.Context, cfg helperConfig, stdout, stderr
 	if err != nil {
 		return err
 	}
-	cfg.Filter, cfg.NoNewPrivs = filter, r.noNewPrivs
+	cfg.Filter, cfg.NoNewPrivs, cfg.SysBind = filter, r.noNewPrivs, r.sysBind
 
 	fx, err := newFixture(cfg.Root)
 	if err != nil {

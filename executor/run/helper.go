@@ -252,13 +252,16 @@ func setupRoot(cfg helperConfig, initPID int) error {
 		}
 	}
 	if cfg.Sys != "" {
-		err := mountIn(rootFD, cfg.Sys, func(target string) error {
-			return mount("sysfs", target, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
-		})
+		err := errors.New("sysfs not tried")
+		if !cfg.SysBind {
+			err = mountIn(rootFD, cfg.Sys, func(target string) error {
+				return mount("sysfs", target, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+			})
+		}
 		if err != nil {
 			// Refused where the executor itself runs in a user namespace that does not
 			// own the network namespace (rootless).
-			err = bindIn(rootFD, "/sys", cfg.Sys, true)
+			err = bindTreeReadOnly(rootFD, "/sys", cfg.Sys)
 		}
 		if err != nil {
 			return err
@@ -270,7 +273,7 @@ func setupRoot(cfg helperConfig, initPID int) error {
 		}
 	}
 	for _, f := range cfg.Files {
-		if err := bindIn(rootFD, f.Source, f.Target, false); err != nil {
+		if err := bindIn(rootFD, f.Source, f.Target); err != nil {
 			return err
 		}
 	}
@@ -471,14 +474,11 @@ func setupDev(rootFD int, rel string, ns IDMap) error {
 	return nil
 }
 
-// bindIn binds the host path source on rel inside the root open as rootFD, read-only.
-func bindIn(rootFD int, source, rel string, recursive bool) error {
-	flags := uintptr(unix.MS_BIND)
-	if recursive {
-		flags |= unix.MS_REC
-	}
+// bindIn binds the host path source (not the mounts beneath it) on rel inside the root
+// open as rootFD, read-only.
+func bindIn(rootFD int, source, rel string) error {
 	err := mountIn(rootFD, rel, func(target string) error {
-		return mount(source, target, "", flags, "")
+		return mount(source, target, "", unix.MS_BIND, "")
 	})
 	if err != nil {
 		return err
@@ -487,6 +487,42 @@ func bindIn(rootFD int, source, rel string, recursive bool) error {
 	return mountIn(rootFD, rel, func(target string) error {
 		return remount(target, unix.MS_RDONLY)
 	})
+}
+
+// bindTreeReadOnly binds the host path source and every mount beneath it (/sys/fs/cgroup,
+// say) on rel inside the root open as rootFD, all of them read-only: the tree is cloned,
+// made read-only with mount_setattr(AT_RECURSIVE), and only then attached, so no part of
+// it is ever writable in the root. A remount of the top alone would leave the mounts
+// beneath it as writable as the host's. Where the kernel has no mount_setattr (before
+// 5.12) the mounts beneath are left out: source alone is bound, read-only.
+func bindTreeReadOnly(rootFD int, source, rel string) error {
+	tree, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		if errors.Is(err, unix.ENOSYS) {
+			return bindIn(rootFD, source, rel)
+		}
+		return fmt.Errorf("cloning the mounts of %s: %w", source, err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		if errors.Is(err, unix.ENOSYS) {
+			return bindIn(rootFD, source, rel)
+		}
+		return fmt.Errorf("making the mounts of %s read-only: %w", source, err)
+	}
+	target, err := unix.Openat2(rootFD, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return fmt.Errorf("opening /%s in the root: %w", rel, err)
+	}
+	defer unix.Close(target)
+	if err := unix.MoveMount(tree, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("mounting %s on /%s: %w", source, rel, err)
+	}
+	return nil
 }
 
 // maskedPaths and readOnlyPaths are containerd's defaults (runc's spec and moby's are the

@@ -679,3 +679,54 @@ func TestChroot_procSelfExe(t *testing.T) {
 		}
 	})
 }
+
+// TestChroot_sysFallbackReadOnly: where sysfs cannot be mounted (forced here) the step
+// gets a recursive bind of the host's /sys, which must be read-only all the way down: a
+// writable cgroup mount beneath it would let a root step make cgroups on the host, or
+// move processes between them.
+func TestChroot_sysFallbackReadOnly(t *testing.T) {
+	eachSandbox(t, func(t *testing.T, chroot func(...ChrootOption) Runner) {
+		root := newRoot(t)
+		r := chroot(withSysBind())
+		stdout, stderr, err := runSh(t, r, root, "cat /proc/self/mountinfo")
+		if err != nil {
+			t.Fatalf("Run: %v (stderr %q)", err, stderr)
+		}
+		subs := 0
+		for _, line := range strings.Split(stdout, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 6 || (f[4] != "/sys" && !strings.HasPrefix(f[4], "/sys/")) {
+				continue
+			}
+			if f[4] != "/sys" {
+				subs++
+			}
+			if opts := strings.Split(f[5], ","); opts[0] != "ro" {
+				t.Errorf("%s is mounted %s, want ro", f[4], f[5])
+			}
+		}
+		t.Logf("%d mounts under /sys", subs)
+		// Make a cgroup on the host, if a cgroup hierarchy is mounted.
+		var mounts []string
+		if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(line); len(f) > 8 && strings.HasPrefix(f[4], "/sys/") && strings.HasPrefix(f[len(f)-3], "cgroup") {
+					mounts = append(mounts, f[4])
+				}
+			}
+		}
+		for _, m := range mounts {
+			dir := filepath.Join(m, "slipway-attack-"+strconv.Itoa(os.Getpid()))
+			_, _, err := runSh(t, r, root, "mkdir "+dir)
+			if err == nil {
+				t.Errorf("the step made a cgroup on the host: %s", dir)
+			}
+			os.Remove(dir)
+		}
+	})
+}
+
+// withSysBind makes the runner bind the host's /sys, as where sysfs cannot be mounted.
+func withSysBind() ChrootOption {
+	return func(r *chrootRunner) { r.sysBind = true }
+}

@@ -20,18 +20,22 @@ import (
 // privileges (CAP_SYS_ADMIN, CAP_SYS_CHROOT) and Init.
 //
 // Each Run re-executes the current binary (/proc/self/exe) as a helper in new mount, PID,
-// UTS and IPC namespaces; the helper is PID 1 there, and stays root of the host. It makes
-// every mount private, starts the init stage (this binary again, in a new user namespace
-// where the host allows one: see WithUserNamespace), makes the root a mount of its own
-// (nodev: a device node in the image opens nothing; not nosuid: setuid programs such as su
-// and sudo work, as in a docker build; idmapped for the user namespace), mounts inside it:
+// UTS and IPC namespaces and a new session, without a controlling terminal; the helper is
+// PID 1 there, and stays root of the host. It makes every mount private, starts the init
+// stage (this binary again, in a new user namespace where the host allows one: see
+// WithUserNamespace), makes the root a mount of its own (nodev: a device node in the
+// image opens nothing; not nosuid: setuid programs such as su and sudo work, as in a
+// docker build; idmapped for the user namespace), mounts inside it:
 //
 //   - /proc: a proc of the new PID namespace, with Docker's masked paths (/proc/kcore,
 //     /proc/keys, …, hidden) and read-only paths (/proc/sys, /proc/sysrq-trigger, …);
 //   - /dev: a tmpfs (mode 755, nodev) with null, zero, full, random, urandom and tty bound
 //     from the host's /dev, pts (a new devpts instance), ptmx -> pts/ptmx, shm (a tmpfs,
-//     mode 1777), and the fd, stdin, stdout, stderr and core symlinks into /proc;
-//   - /sys: a read-only sysfs, or a read-only bind of the host's /sys if sysfs is refused;
+//     mode 1777), and the fd, stdin, stdout, stderr and core symlinks into /proc; tty
+//     opens the opener's controlling terminal, and the command has none (ENXIO), so the
+//     terminal of whoever started the executor is out of its reach;
+//   - /sys: a read-only sysfs, or, if sysfs is refused, a bind of the host's /sys and the
+//     mounts beneath it (cgroup hierarchies), every one of them read-only;
 //   - /etc/hosts and /etc/resolv.conf: read-only binds of the host's files (of generated
 //     localhost-only files if the host has none). A path that exists in the root as
 //     something other than a regular file is left alone.
@@ -40,15 +44,36 @@ import (
 // command or its children can name (/proc/1/root included) leads out of the root. The
 // init stage, moved into the root with the helper, then keeps only Docker's default
 // capabilities (DefaultCapabilities: bounding, permitted and effective sets for UID 0, the
-// bounding set only for another user, no inheritable or ambient ones), installs Docker's
-// default seccomp profile (see compileFilter for the one way ours is narrower), takes the
-// user and groups of the Spec and execs the command. The helper reaps orphans and reports
-// the command's status; the command can neither signal nor trace it. The hostname is the
-// host's, and so is the network namespace (in a user namespace, NET_RAW and
-// NET_BIND_SERVICE then count for nothing: no ping, no port below 1024). When the command
-// exits, the helper exits, which kills whatever the command left behind and discards
-// every mount with the namespaces; if ctx is done first, the helper is killed, with the
-// same effect.
+// bounding set only for another user, no inheritable or ambient ones), less NET_RAW and
+// NET_BIND_SERVICE when there is no user namespace (see below), installs Docker's default
+// seccomp profile (narrower in two ways: only the native ABI, see compileFilter, and the
+// terminal ioctls TIOCSTI and TIOCLINUX refused, see ttyIoctls), takes the user and groups
+// of the Spec, checks that the command's path does not lead through a magic link of /proc
+// (/proc/self/exe would be the executor's binary: see checkNoMagicLink) and execs the
+// command. The helper reaps orphans and reports the command's status; the command can
+// neither signal nor trace it. When the command exits, the helper exits, which kills
+// whatever the command left behind and discards every mount with the namespaces; if ctx
+// is done first, the helper is killed, with the same effect.
+//
+// What it does not confine:
+//
+//   - The network: the command shares the host's network namespace (a docker build's
+//     default network reaches registries; Docker gives each step a namespace of its own
+//     on a bridge, we do not). It reaches whatever the executor reaches, services
+//     listening on the host's loopback included, and may listen on the host's ports. In
+//     a user namespace NET_RAW and NET_BIND_SERVICE count for nothing over the host's
+//     network namespace; without one they would be the host's (a packet socket sniffs
+//     every interface, loopback included), so they are dropped (stepCapMask): no step can
+//     sniff or forge packets or bind a privileged port (below 1024, or what
+//     net.ipv4.ip_unprivileged_port_start says), and ping works only where
+//     net.ipv4.ping_group_range allows ICMP sockets.
+//   - The hostname: the UTS namespace is new, but starts with the host's name.
+//   - Resources: no cgroup of its own; CPU, memory, PIDs and disk are limited only as the
+//     executor is.
+//   - Its output: Spec.Stdout and Spec.Stderr reach the command as they are; if one is a
+//     terminal, the command can write escape sequences to it (it cannot type into it: it
+//     is not the command's controlling terminal, and TIOCSTI is refused anyway).
+//   - The kernel: what Docker's seccomp profile allows of it, the command may use.
 //
 // The command runs without no_new_privs unless WithNoNewPrivileges is given: BuildKit's
 // RUN does the same (oci.WithNewPrivileges), so that a setuid program (sudo in a RUN under

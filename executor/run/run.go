@@ -6,11 +6,15 @@
 //     container's root filesystem is the image being built, so nothing is isolated.
 //   - Chroot runs the command with a stage's root filesystem as its root (pivot_root, so
 //     no host path can be named), inside fresh mount, PID, UTS and IPC namespaces and a
-//     user namespace where the host allows one (the host network is kept, as a docker
-//     build's default network reaches registries), with Docker's default capabilities
-//     and seccomp profile, and with /proc, /dev, /sys, /etc/hosts and /etc/resolv.conf
-//     provided. It leaves the root exactly as it found it apart from what the command
-//     itself changed, so that a snapshot sees only the command's work.
+//     user namespace where the host allows one, in a session of its own with no
+//     controlling terminal, with Docker's default capabilities and seccomp profile
+//     (TIOCSTI refused), and with /proc, /dev, /sys, /etc/hosts and /etc/resolv.conf
+//     provided. The host's network namespace is kept (a docker build's default network
+//     reaches registries): the command reaches what the executor reaches. Without a user
+//     namespace, NET_RAW and NET_BIND_SERVICE, which would then act on the host's
+//     network, are dropped. Nothing limits its resources. It leaves the root exactly as
+//     it found it apart from what the command itself changed, so that a snapshot sees
+//     only the command's work.
 //
 // Chroot needs Init to be called first thing in main (and in TestMain): it re-executes the
 // current binary as the namespace helper.

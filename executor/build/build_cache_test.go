@@ -540,8 +540,10 @@ EXPOSE 80
 		{"ENV A=1", true},
 		{"LABEL l=v", true},
 		{`CMD ["sh"]`, true},
-		{"RUN /bin/sh -c true # buildkit", true},
-		{"WORKDIR /tmp", true},
+		// A RUN and a WORKDIR that change nothing have the empty layer,
+		// as in BuildKit (testExportedHistory).
+		{"RUN /bin/sh -c true # buildkit", false},
+		{"WORKDIR /tmp", false},
 		{"WORKDIR /newdir", false},
 		{"RUN /bin/sh -c touch /newdir/x # buildkit", false},
 		{"EXPOSE [80/tcp]", true},
@@ -582,15 +584,16 @@ EXPOSE 80
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got, want := len(ls), len(baseLayers)+2; got != want {
+				if got, want := len(ls), len(baseLayers)+4; got != want {
 					t.Errorf("build %d: %d layers, want %d", i+1, got, want)
 				}
 				if err := validate.Image(img); err != nil {
 					t.Errorf("build %d: validate.Image: %v", i+1, err)
 				}
-				// The WORKDIR layer holds the new directory only; the RUN
-				// layer the new file only (nothing of /proc, /dev, /sys).
-				for j, wantFiles := range [][]string{{"newdir"}, {"newdir", "newdir/x"}} {
+				// The first RUN and WORKDIR layers are empty; the second
+				// WORKDIR's holds the new directory only; the last RUN's
+				// the new file only (nothing of /proc, /dev, /sys).
+				for j, wantFiles := range [][]string{nil, nil, {"newdir"}, {"newdir", "newdir/x"}} {
 					files := layerFiles(t, ls[len(baseLayers)+j])
 					if diff := cmp.Diff(wantFiles, files); diff != "" {
 						t.Errorf("build %d: layer %d files (-want +got):\n%s", i+1, j, diff)

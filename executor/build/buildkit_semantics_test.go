@@ -3,12 +3,19 @@ package build_test
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/slipway-dev/slipway/executor/cache"
+	"github.com/slipway-dev/slipway/test/testenv"
 )
 
 // TestBuild_runHome: a RUN step whose environment has no HOME gets the
@@ -144,5 +151,143 @@ COPY --from=base /out /
 		if got, ok := fileContent(t, img, p); !ok || got != want {
 			t.Errorf("%s = %q (present %v), want %q", p, got, ok, want)
 		}
+	}
+}
+
+// TestBuild_exportedHistory is BuildKit's testExportedHistory
+// (frontend/dockerfile/dockerfile_history_test.go): every RUN, COPY and ADD
+// has a layer, a RUN that changes nothing ("RUN ls") included, while
+// metadata instructions and WORKDIR / have none; history is scoped to the
+// stage. (BuildKit's test also checks EXPOSE's text, sorted; its
+// dispatchExpose writes the ports in the order given, as this executor does,
+// so only the entry's empty_layer is checked here.)
+func TestBuild_exportedHistory(t *testing.T) {
+	const dockerfile = `
+FROM {{BASE}} AS base
+ENV foo=bar
+COPY foo /foo2
+FROM {{BASE}}
+LABEL lbl=val
+COPY --from=base foo2 foo3
+WORKDIR /
+RUN echo bar > foo4
+RUN ["ls"]
+EXPOSE 2375 5000 1234/udp
+`
+	base, err := testenv.BusyboxImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseCfg, err := base.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, withCache := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cache=%v", withCache), func(t *testing.T) {
+			f := newFixture(t, map[string]string{"foo": "contents0"})
+			builds := 1
+			if withCache {
+				builds = 2 // cold, then every step from the cache
+			}
+			for i := range builds {
+				img, _ := mustBuild(t, f, dockerfile, withCache)
+				cf, err := img.ConfigFile()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cf.RootFS.Type != "layers" {
+					t.Errorf("build %d: rootfs type %q", i+1, cf.RootFS.Type)
+				}
+				if got, want := len(cf.RootFS.DiffIDs), len(baseCfg.RootFS.DiffIDs)+3; got != want {
+					t.Errorf("build %d: %d diff IDs, want %d", i+1, got, want)
+				}
+				if got, want := len(cf.History), len(baseCfg.History)+6; got != want {
+					t.Fatalf("build %d: %d history entries, want %d", i+1, got, want)
+				}
+				type entry struct {
+					CreatedBy string
+					Empty     bool
+				}
+				want := []entry{
+					{"lbl=val", true},
+					{"COPY foo2 foo3", false},
+					{"WORKDIR /", true},
+					{"echo bar > foo4", false},
+					{"RUN ls", false},
+					{"EXPOSE ", true},
+				}
+				for j, w := range want {
+					h := cf.History[len(baseCfg.History)+j]
+					if !strings.Contains(h.CreatedBy, w.CreatedBy) || h.EmptyLayer != w.Empty {
+						t.Errorf("build %d: history %d = %q empty_layer %v, want one containing %q, empty_layer %v", i+1, j, h.CreatedBy, h.EmptyLayer, w.CreatedBy, w.Empty)
+					}
+					if h.Created.IsZero() {
+						t.Errorf("build %d: history %d (%q) has no time", i+1, j, h.CreatedBy)
+					}
+				}
+				// RUN ls made the empty tar, gzipped as BuildKit's is.
+				ls, err := img.Layers()
+				if err != nil {
+					t.Fatal(err)
+				}
+				last := ls[len(ls)-1]
+				d, _ := last.Digest()
+				id, _ := last.DiffID()
+				if d.String() != "sha256:4f4fb700ef54461cfa02571ae0db9a0dc1e0cdb5577484a6d75e68dc38e8acc1" ||
+					id.String() != "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef" {
+					t.Errorf("build %d: RUN ls layer %s (diff ID %s), want BuildKit's empty layer", i+1, d, id)
+				}
+				if err := validate.Image(img); err != nil {
+					t.Errorf("build %d: validate.Image: %v", i+1, err)
+				}
+			}
+		})
+	}
+}
+
+// TestBuild_emptyLayerFromOlderCacheEntry: a cache entry stored without a
+// layer, as executors stored a step that changed nothing before steps got
+// BuildKit's empty layer, is a hit that gives the step the empty layer, so
+// the image is the one a build without the cache makes.
+func TestBuild_emptyLayerFromOlderCacheEntry(t *testing.T) {
+	const dockerfile = "FROM {{BASE}}\nRUN true\nRUN echo x > /x\n"
+	f := newFixture(t, nil)
+	epoch := time.Unix(0, 0).UTC()
+	f.epoch = &epoch
+	cold, _ := mustBuild(t, f, dockerfile, true)
+	// Find the entry of RUN true (its layer is the empty one) and store it
+	// again without a layer.
+	tags, err := remote.List(f.cacheTo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emptyKey := ""
+	for _, tag := range tags {
+		img, err := remote.Image(f.cacheTo.Tag(tag))
+		if err != nil {
+			continue // an index, not an entry
+		}
+		ls, err := img.Layers()
+		if err != nil || len(ls) != 1 {
+			continue
+		}
+		if d, _ := ls[0].Digest(); d.String() == "sha256:4f4fb700ef54461cfa02571ae0db9a0dc1e0cdb5577484a6d75e68dc38e8acc1" {
+			emptyKey = tag
+		}
+	}
+	if emptyKey == "" {
+		t.Fatalf("no cache entry with the empty layer among %v", tags)
+	}
+	c := cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return nil }})
+	c.Store(emptyKey, nil, epoch)
+	if _, err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	warm, rep := mustBuild(t, f, dockerfile, true)
+	if diff := cmp.Diff(counts{2, 0}, cacheCounts(rep)); diff != "" {
+		t.Errorf("cache counts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(digest(t, cold), digest(t, warm)); diff != "" {
+		t.Errorf("image digest, cold (-) and from the older entry (+):\n%s", diff)
 	}
 }

@@ -207,7 +207,8 @@ func (g *stage) arg(c *instructions.ArgCommand) error {
 
 // workdir sets the working directory (relative paths join the current one)
 // and, when it runs, creates it owned by the current USER, as BuildKit
-// does; a layer only when something was created.
+// does. Any WORKDIR but / has a layer, the empty one when the directory was
+// there (BuildKit's dispatchWorkdir makes a mkdir file op of it).
 func (g *stage) workdir(c *instructions.WorkdirCommand) error {
 	wd := c.Path
 	if !path.IsAbs(wd) {

@@ -78,7 +78,8 @@ type step struct {
 	// key is the step's cache key ("" when the cache is off).
 	key string
 	// hit is set when the cache holds the step; cached is its layer (nil
-	// for a step that changed nothing).
+	// in an entry an older executor stored for a step that changed
+	// nothing, which then has the empty layer).
 	hit     bool
 	cached  v1.Layer
 	created time.Time
@@ -173,9 +174,10 @@ func (g *stage) meta(createdBy string) error {
 	return nil
 }
 
-// fsStep records a step that changes files: its history entry (its
-// empty_layer is settled when it runs), its action and, with the cache on,
-// its key: the parent key and the step's inputs, never a timestamp.
+// fsStep records a step that changes files: its history entry (it has a
+// layer, the empty one if it changes nothing), its action and, with the
+// cache on, its key: the parent key and the step's inputs, never a
+// timestamp.
 func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, g *stage, root string) ([]string, error)) error {
 	s := g.cur()
 	s.hist = g.history(createdBy, false)
@@ -288,12 +290,17 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			g.hits++
 			fmt.Fprintf(b.log, "%s CACHED %s\n", prefix(n+2), line)
 			g.dated(histAt(sp), sp.created)
-			if sp.cached != nil {
-				g.layers = append(g.layers, sp.cached)
-				histAt(sp).EmptyLayer = false
-			} else {
-				histAt(sp).EmptyLayer = true
+			l := sp.cached
+			if l == nil {
+				// An entry stored without a layer, as executors before
+				// this one stored a step that changed nothing: the step
+				// has the empty layer now, as when it runs.
+				var err error
+				if l, err = g.emptyLayer(); err != nil {
+					return withLine(err, sp.cmd)
+				}
 			}
+			g.layers = append(g.layers, l)
 			continue
 		}
 		missed = true
@@ -318,26 +325,19 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			if l, err = g.snapshot(g.snap, paths); err != nil {
 				return withLine(err, sp.cmd)
 			}
-			if l != nil {
-				g.applied = len(g.layers) + 1
-			}
+			g.applied = len(g.layers) + 1
 		}
-		histAt(sp).EmptyLayer = l == nil
 		created := b.opts.Now().UTC().Truncate(time.Second)
 		g.dated(histAt(sp), created)
 		if c := b.opts.Cache; c != nil && sp.key != "" {
 			c.Store(sp.key, l, created)
-			if l != nil {
-				// The push waits for the cache's uploads of large layers
-				// (Cache.WaitLayers) and mounts them from there instead of
-				// uploading them again; a small one it mounts if it is
-				// there already, else uploads.
-				l = &remote.MountableLayer{Layer: l, Reference: c.Repo().Tag(sp.key)}
-			}
+			// The push waits for the cache's uploads of large layers
+			// (Cache.WaitLayers) and mounts them from there instead of
+			// uploading them again; a small one it mounts if it is there
+			// already, else uploads.
+			l = &remote.MountableLayer{Layer: l, Reference: c.Repo().Tag(sp.key)}
 		}
-		if l != nil {
-			g.layers = append(g.layers, l)
-		}
+		g.layers = append(g.layers, l)
 	}
 	s.cfg, s.layers = g.cfg, g.layers
 	upToDate := g.ready && g.applied == len(g.layers)
@@ -446,10 +446,10 @@ func (g *stage) materialize(ctx context.Context) error {
 }
 
 // snapshot writes the changes snap sees since its last snapshot as a layer
-// (nil when nothing changed).
+// (the empty layer when nothing changed).
 func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, error) {
 	if paths != nil && len(paths) == 0 {
-		return nil, nil
+		return g.emptyLayer()
 	}
 	var sopts []rootfs.SnapshotOption
 	if len(paths) > 0 {
@@ -469,10 +469,35 @@ func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, er
 	if err != nil {
 		return nil, fail(result.ReasonInternal, fmt.Errorf("snapshotting the file system: %w", err))
 	}
-	if l != nil && ix != nil {
+	if l == nil {
+		return g.emptyLayer()
+	}
+	if ix != nil {
 		d, _ := l.Digest()
 		g.b.indexed.Store(d, true)
 		g.b.storeIndex(d, ix, true)
+	}
+	return l, nil
+}
+
+// emptyLayer is the layer of a file system step that changed nothing.
+// BuildKit gives every RUN, COPY and ADD, and every WORKDIR but WORKDIR /,
+// a layer whether it changed something or not (dockerfile2llb's
+// commitToHistory with withLayer, and its exporter writes the diff of each
+// ref of the chain, an empty tar for a step that changed nothing): so does
+// the executor, with a history entry whose empty_layer is false
+// (testExportedHistory: "RUN ls" has a layer). Metadata instructions have
+// none.
+func (g *stage) emptyLayer() (v1.Layer, error) {
+	l, err := layer.Empty(g.b.opts.Layers)
+	if err != nil {
+		return nil, fail(result.ReasonInternal, err)
+	}
+	if g.b.opts.Cache != nil {
+		d, _ := l.Digest()
+		if _, seen := g.b.indexed.LoadOrStore(d, true); !seen {
+			g.b.storeIndex(d, rootfs.NewIndex(), true)
+		}
 	}
 	return l, nil
 }

@@ -218,6 +218,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 		fmt.Fprintf(o.Log, "WARNING: %s\n", shorten(w, 300))
 	}
 	var b *builder
+	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
 	// A cached layer whose bytes are not what its entry says is refused
 	// when read (cache.ErrRefused), and its key is a miss from then on: the
 	// build starts again without it. Each attempt refuses a new key, so a
@@ -231,6 +232,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 			images:  map[string]*imageSource{},
 			usedArg: map[string]bool{},
 			layers:  filepath.Join(o.WorkDir, "layers"),
+			caches:  caches,
 		}
 		if err := os.MkdirAll(b.layers, 0o700); err != nil {
 			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
@@ -298,6 +300,8 @@ type builder struct {
 	log    *syncWriter
 	stages []*stageState
 	layers string // directory for layer files
+	// caches holds RUN --mount=type=cache directories for the whole build.
+	caches *cacheStore
 
 	mu      sync.Mutex
 	images  map[string]*imageSource // COPY --from images and their extracted trees

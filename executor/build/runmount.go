@@ -33,8 +33,11 @@ import (
 //   - type=bind copies the source (the build context by default, a stage
 //     or an image with from=) to the target; writes are discarded, and
 //     read-only is not enforced;
-//   - type=cache and type=tmpfs are empty directories (a fresh executor has
-//     no cache to keep between builds, as BuildKit in a fresh pod has none);
+//   - type=cache is a directory of the build's cache store (cacheStore),
+//     moved in for the step and back out after it, so the steps of one build
+//     that mount one cache see each other's files, as with BuildKit (a fresh
+//     executor starts with none, as BuildKit in a fresh pod);
+//   - type=tmpfs is an empty directory;
 //   - type=secret is a file (or, with env=, a variable) holding a secret
 //     given to the executor with --secret; it never enters the cache key.
 //
@@ -52,6 +55,13 @@ type runMount struct {
 	// type=cache and tmpfs (a directory), secret (a file): owner and mode.
 	uid, gid int
 	mode     fs.FileMode
+	// type=cache: the store's key, how it is shared, and the path of the
+	// mounted directory in the cache ("" for the cache itself); a cache
+	// seeded from a stage or an image reads it with dir.
+	cacheKey string
+	sharing  instructions.ShareMode
+	sel      string
+	mkdir    bool // sel is made with uid, gid and mode when the cache is new
 	// type=secret
 	secret []byte
 	env    string // the variable to set to the secret; "" for none
@@ -108,14 +118,19 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 			}
 			rm.secret, rm.mode = val, 0o400
 			k.ID, k.Env = id, rm.env
-		case instructions.MountTypeCache, instructions.MountTypeTmpfs:
-			if m.From != "" {
-				return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=%s,from=%s: a cache seeded from another stage is not supported by this executor", m.Type, m.From))
-			}
+		case instructions.MountTypeCache:
 			rm.mode = 0o755
-			if m.Type == instructions.MountTypeTmpfs {
-				rm.mode = 0o777 | fs.ModeSticky
+			if err := g.planCache(ctx, m, rm, &k); err != nil {
+				return nil, nil, false, err
 			}
+			if m.From != "" && k.Content == "" {
+				cacheable = false
+			}
+		case instructions.MountTypeTmpfs:
+			if m.From != "" {
+				return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=tmpfs,from=%s: a tmpfs has no source", m.From))
+			}
+			rm.mode = 0o777 | fs.ModeSticky
 		case instructions.MountTypeBind:
 			if err := g.planBind(ctx, m, rm, &k); err != nil {
 				return nil, nil, false, err
@@ -190,9 +205,15 @@ func (g *stage) planBind(ctx context.Context, m *instructions.Mount, rm *runMoun
 		return nil
 	}
 	rm.req.KeepOwner = true
-	if st := g.b.plan.StageForFrom(m.From, g.st.Index); st != nil {
+	return g.planFrom(ctx, m.From, rm, k)
+}
+
+// planFrom resolves a mount's from= (a stage or an image) into rm.dir;
+// k.Content gets its key, "" when the stage cannot be cached.
+func (g *stage) planFrom(ctx context.Context, from string, rm *runMount, k *mountKey) error {
+	if st := g.b.plan.StageForFrom(from, g.st.Index); st != nil {
 		if g.b.stages[st.Index].g == nil {
-			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=from=%s: the stage is not built for this target", m.From))
+			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=from=%s: the stage is not built for this target", from))
 		}
 		if key := g.b.stages[st.Index].g.key; key != "" {
 			k.Content = "stage:" + key
@@ -200,12 +221,65 @@ func (g *stage) planBind(ctx context.Context, m *instructions.Mount, rm *runMoun
 		rm.dir = func(ctx context.Context) (string, error) { return g.b.stageTree(ctx, st.Index) }
 		return nil
 	}
-	img, err := g.b.image(ctx, m.From)
+	img, err := g.b.image(ctx, from)
 	if err != nil {
 		return fail(result.ReasonBaseImagePullFailed, err)
 	}
 	k.Content = "image:" + img.digest.String()
 	rm.dir = func(ctx context.Context) (string, error) { return img.extracted(ctx, g.b) }
+	return nil
+}
+
+// planCache resolves a cache mount as BuildKit's dispatchRunMounts and
+// mount manager (solver/llbsolver/mounts getRefCacheDir) do: the cache is
+// found by its id (by default the target as written, cleaned) and what it
+// starts from: nothing, a directory made with uid, gid and mode (when one
+// of them is given and no source), or the tree of a from= stage or image.
+// The mounted directory is the cache itself, its "cache" directory (made
+// with uid, gid and mode), or its source= path. A cache seeded from a stage
+// is a different cache from one of the same id seeded from another, as in
+// BuildKit, whose key holds the base's ref. The cache's content is never
+// part of the step's cache key; from='s key is (k.Content).
+func (g *stage) planCache(ctx context.Context, m *instructions.Mount, rm *runMount, k *mountKey) error {
+	id := m.CacheID
+	if id == "" {
+		id = path.Clean(m.Target)
+	}
+	rm.sharing = m.CacheSharing
+	if rm.sharing == "" {
+		rm.sharing = instructions.MountSharingShared
+	}
+	k.ID = id
+	base := ""
+	if m.From != "" {
+		rm.req = copier.Request{KeepOwner: true, WorkDir: "/"}
+		if err := g.planFrom(ctx, m.From, rm, k); err != nil {
+			return err
+		}
+		// Within one build a stage or an image is one tree.
+		if st := g.b.plan.StageForFrom(m.From, g.st.Index); st != nil {
+			base = fmt.Sprintf("stage %d", st.Index)
+		} else {
+			base = k.Content
+		}
+	}
+	rm.sel = strings.TrimPrefix(path.Clean("/"+m.Source), "/")
+	if rm.sel == "" && (m.UID != nil || m.GID != nil || m.Mode != nil) {
+		rm.sel, rm.mkdir = "cache", true
+		mode := fs.FileMode(0o755)
+		if m.Mode != nil {
+			mode = fs.FileMode(*m.Mode)
+		}
+		var uid, gid uint64
+		if m.UID != nil {
+			uid = *m.UID
+		}
+		if m.GID != nil {
+			gid = *m.GID
+		}
+		base += fmt.Sprintf(" mkdir %o %d:%d", mode, uid, gid)
+	}
+	rm.cacheKey = fmt.Sprintf("%q from %q", id, base)
 	return nil
 }
 
@@ -223,6 +297,7 @@ type mounted struct {
 	anc     *rootfs.Dir  // the deepest directory that existed, whose entries change
 	ancTime [2]time.Time // its times before the mount
 	ancMod  time.Time    // its mtime once the mount was made; zero if unknown
+	cache   *cacheUse    // type=cache: where the directory goes back
 }
 
 // mountStub is a directory made for a mount: name in parent.
@@ -232,6 +307,9 @@ type mountStub struct {
 }
 
 func (m *mounted) close() {
+	if m.cache != nil {
+		m.cache.release()
+	}
 	m.parent.Close()
 	m.anc.Close()
 	for _, s := range m.stubs {
@@ -255,6 +333,10 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 		return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount: %w", err))
 	}
 	defer r.Close()
+	uses, err := g.acquireCaches(ctx, mounts)
+	if err != nil {
+		return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount=type=cache: %w", err))
+	}
 	var done []*mounted
 	undo := func() error {
 		var first error
@@ -264,15 +346,21 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 			}
 			m.close()
 		}
+		for _, u := range uses {
+			u.release() // the ones no mount took
+		}
 		return first
 	}
 	for _, rm := range mounts {
 		if rm.target == "" {
 			continue // a secret given as a variable only
 		}
-		m, err := g.mountOne(ctx, root, r, rm)
+		m, err := g.mountOne(ctx, root, r, rm, uses[rm])
 		if m != nil {
 			done = append(done, m)
+			if m.cache != nil {
+				delete(uses, rm)
+			}
 		}
 		if err != nil {
 			undo()
@@ -282,7 +370,7 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 	return undo, nil
 }
 
-func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *runMount) (*mounted, error) {
+func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *runMount, cache *cacheUse) (*mounted, error) {
 	// The target with the symlinks on its way (its own included) resolved
 	// in the root as they are now, as a mount would resolve them.
 	host, err := securePath(root, rm.target)
@@ -296,7 +384,7 @@ func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *r
 	rel = filepath.ToSlash(rel)
 	dir, name := path.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
-	m := &mounted{rel: "/" + rel, name: name}
+	m := &mounted{rel: "/" + rel, name: name, cache: cache}
 	// anc: the deepest directory of the way that exists.
 	var parts []string
 	if dir != "" {
@@ -336,7 +424,11 @@ func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *r
 		}
 		m.stash = stash
 	}
-	if err := g.fill(ctx, root, rm, m.parent, name); err != nil {
+	if cache != nil {
+		if err := g.fillCache(ctx, root, rm, cache, m.parent, name); err != nil {
+			return m, err
+		}
+	} else if err := g.fill(ctx, root, rm, m.parent, name); err != nil {
 		return m, err
 	}
 	if _, mtime, err := m.anc.Times(); err == nil {
@@ -395,6 +487,9 @@ func (m *mounted) undo() error {
 		}
 	}
 	if m.parent != nil {
+		if m.cache != nil {
+			m.cache.keep = m.cache.putBack(m)
+		}
 		if err := m.parent.RemoveAll(m.name); err != nil {
 			return fmt.Errorf("removing the mount %s: %w", m.rel, err)
 		}

@@ -1,0 +1,331 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"golang.org/x/sys/unix"
+
+	"github.com/slipway-dev/slipway/executor/copier"
+	"github.com/slipway-dev/slipway/executor/rootfs"
+)
+
+// cacheStore holds the directories of RUN --mount=type=cache for one
+// build, as BuildKit's cache mounts live as long as its daemon (here: the
+// executor's build). They are in the work directory, outside every stage
+// root, in a directory only the executor may enter (0700), and are moved
+// into a stage's root for the step that mounts them and moved back after
+// it (copied where the two are on different file systems): their content
+// is never in a layer nor in a cache key.
+//
+// A cache is found by its key (see cacheKey): the mount's id and what it
+// starts from. A key may have several instances, as BuildKit's cache
+// records may: a step takes a free one; when every one is busy,
+// sharing=private makes a new one and sharing=locked waits. Without
+// mount(2) a directory cannot be in two roots at once, so sharing=shared
+// (the default) waits too: two stages' steps use the cache one after the
+// other, each seeing what the other wrote, rather than at the same time.
+type cacheStore struct {
+	dir string // created on first use
+
+	mu   sync.Mutex
+	keys map[string]*cacheKeyState
+	next int // names instances
+}
+
+type cacheKeyState struct {
+	free  []string      // instances not in use, by directory name
+	n     int           // instances in all
+	freed chan struct{} // closed, and replaced, when one is given back
+}
+
+func newCacheStore(dir string) *cacheStore {
+	return &cacheStore{dir: dir, keys: map[string]*cacheKeyState{}}
+}
+
+// acquire takes an instance of the cache key for one step. fresh is true
+// when it is new: its directory does not exist yet and the caller makes
+// (and seeds) it at filepath.Join(s.dir, name).
+func (s *cacheStore) acquire(ctx context.Context, key string, sharing instructions.ShareMode) (name string, fresh bool, err error) {
+	for {
+		s.mu.Lock()
+		if err := os.MkdirAll(s.dir, 0o700); err != nil {
+			s.mu.Unlock()
+			return "", false, fmt.Errorf("creating the cache mount store: %w", err)
+		}
+		st := s.keys[key]
+		if st == nil {
+			st = &cacheKeyState{freed: make(chan struct{})}
+			s.keys[key] = st
+		}
+		if n := len(st.free); n > 0 {
+			name = st.free[n-1]
+			st.free = st.free[:n-1]
+			s.mu.Unlock()
+			return name, false, nil
+		}
+		if st.n == 0 || sharing == instructions.MountSharingPrivate {
+			st.n++
+			s.next++
+			sum := sha256.Sum256([]byte(key))
+			name = fmt.Sprintf("%s-%d", hex.EncodeToString(sum[:8]), s.next)
+			s.mu.Unlock()
+			return name, true, nil
+		}
+		freed := st.freed
+		s.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return "", false, context.Cause(ctx)
+		}
+	}
+}
+
+// release gives an instance back. When keep is false the instance is
+// dropped (its directory removed if still there): the step replaced or
+// removed the cache directory itself, or setting it up failed.
+func (s *cacheStore) release(key, name string, keep bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.keys[key]
+	if keep {
+		st.free = append(st.free, name)
+	} else {
+		st.n--
+		// The store is the executor's own, outside every root.
+		_ = os.RemoveAll(filepath.Join(s.dir, name))
+	}
+	close(st.freed)
+	st.freed = make(chan struct{})
+}
+
+// cacheMoves is false to copy caches in and out even where they could be
+// moved (tests of the copying path).
+var cacheMoves = true
+
+// acquireCaches takes an instance of each cache the mounts use, in the
+// order of their keys, so that two steps waiting for each other's caches
+// cannot each hold one the other waits for.
+func (g *stage) acquireCaches(ctx context.Context, mounts []*runMount) (map[*runMount]*cacheUse, error) {
+	var cms []*runMount
+	for _, rm := range mounts {
+		if rm.typ == instructions.MountTypeCache {
+			cms = append(cms, rm)
+		}
+	}
+	if len(cms) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(cms, func(a, b *runMount) int { return strings.Compare(a.cacheKey, b.cacheKey) })
+	uses := map[*runMount]*cacheUse{}
+	var err error
+	for i, rm := range cms {
+		if i > 0 && cms[i-1].cacheKey == rm.cacheKey {
+			err = fmt.Errorf("%s and %s mount the same cache, which this executor cannot do in one step (it has no mount(2)): give one an id of its own", cms[i-1].target, rm.target)
+		}
+		var name string
+		var fresh bool
+		if err == nil {
+			name, fresh, err = g.b.caches.acquire(ctx, rm.cacheKey, rm.sharing)
+		}
+		if err != nil {
+			for _, u := range uses {
+				u.release()
+			}
+			return nil, err
+		}
+		uses[rm] = &cacheUse{store: g.b.caches, key: rm.cacheKey, name: name, fresh: fresh, keep: !fresh,
+			inst: filepath.Join(g.b.caches.dir, name)}
+	}
+	return uses, nil
+}
+
+// cacheUse is an instance of a cache in the store, taken for one step.
+type cacheUse struct {
+	store *cacheStore
+	key   string
+	name  string // the instance's directory in the store
+	fresh bool   // made for this step
+	inst  string // its path
+	// home is the directory of the store holding the mounted directory,
+	// homeName its name there: where it goes back.
+	home     *rootfs.Dir
+	homeName string
+	sel      string // the mounted directory's path in the instance
+	root     string // the stage's root it is in
+	ctx      context.Context
+	placed   bool // in the root now
+	copied   bool // copied in, not moved: copy back
+	keep     bool // whether the instance is kept when given back
+}
+
+func (u *cacheUse) release() {
+	u.home.Close()
+	u.home = nil
+	u.store.release(u.key, u.name, u.keep)
+}
+
+// dirMode is what of a directory's mode Mkdir takes.
+func dirMode(fi fs.FileMode) fs.FileMode {
+	return fi & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
+// fillCache puts the cache's directory at name in parent (in root): moved
+// out of the store, or copied where the store and the root are on two file
+// systems. A new instance is made first: empty, with its "cache" directory
+// (uid, gid, mode), or seeded from its from= tree.
+func (g *stage) fillCache(ctx context.Context, root string, rm *runMount, u *cacheUse, parent *rootfs.Dir, name string) error {
+	u.sel, u.root, u.ctx = rm.sel, root, context.WithoutCancel(ctx)
+	if u.fresh {
+		if err := makeCache(ctx, rm, u.inst); err != nil {
+			return err
+		}
+		u.keep = true
+	}
+	store, err := rootfs.OpenRoot(u.store.dir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if rm.sel == "" {
+		if u.home, err = store.OpenDir(""); err != nil {
+			return err
+		}
+		u.homeName = u.name
+	} else {
+		inst, err := rootfs.OpenRoot(u.inst)
+		if err != nil {
+			return err
+		}
+		defer inst.Close()
+		if u.home, err = inst.OpenDir(path.Dir(rm.sel)); err != nil {
+			return fmt.Errorf("source=%s in the cache: %w", rm.sel, err)
+		}
+		u.homeName = path.Base(rm.sel)
+	}
+	fi, err := u.home.Lstat(u.homeName)
+	if err != nil {
+		return fmt.Errorf("source=%s in the cache: %w", rm.sel, err)
+	}
+	if !fi.IsDir() {
+		// A symlink included: it is not followed, in or out of the cache.
+		return fmt.Errorf("source=%s in the cache is not a directory", rm.sel)
+	}
+	if cacheMoves {
+		err := rootfs.Move(u.home, u.homeName, parent, name)
+		if err == nil {
+			u.placed = true
+			return nil
+		}
+		if !errors.Is(err, unix.EXDEV) {
+			return err
+		}
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	d, err := parent.Mkdir(name, dirMode(fi.Mode()), owner(int(st.Uid)), int(st.Gid))
+	if err != nil {
+		return err
+	}
+	d.Close()
+	u.placed, u.copied = true, true
+	_, err = copier.Copy(ctx, copier.Request{SrcRoot: u.inst, Sources: []string{"/" + rm.sel}, WorkDir: "/", KeepOwner: true,
+		DestRoot: root, Dest: "/" + path.Join(parent.Rel(), name) + "/"})
+	return err
+}
+
+// makeCache makes a new instance at inst (a path in the store).
+func makeCache(ctx context.Context, rm *runMount, inst string) error {
+	if err := os.Mkdir(inst, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(inst, 0o755); err != nil {
+		return err
+	}
+	if rm.mkdir {
+		p := filepath.Join(inst, rm.sel)
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return err
+		}
+		if o := owner(rm.uid); o >= 0 {
+			if err := os.Lchown(p, o, rm.gid); err != nil {
+				return err
+			}
+		}
+		return os.Chmod(p, rm.mode)
+	}
+	if rm.dir == nil {
+		return nil
+	}
+	tree, err := rm.dir(ctx)
+	if err != nil {
+		return err
+	}
+	src, err := securejoin.SecureJoin(tree, rm.sel)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("source=%s: %w", rm.sel, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("source=%s is not a directory", rm.sel)
+	}
+	req := rm.req
+	req.SrcRoot, req.Sources, req.DestRoot, req.Dest = tree, []string{"/" + rm.sel}, inst, "/"+rm.sel+"/"
+	if _, err := copier.Copy(ctx, req); err != nil {
+		return err
+	}
+	// The copy made the directory 0755 and root's: it is the source's.
+	top := filepath.Join(inst, rm.sel)
+	st := fi.Sys().(*syscall.Stat_t)
+	if o := owner(int(st.Uid)); o >= 0 {
+		if err := os.Lchown(top, o, int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(top, fi.Mode())
+}
+
+// putBack returns the cache's directory from the root to the store after
+// the step, and reports whether the instance is kept: not when the step
+// removed or replaced the directory itself (a mount point cannot be
+// removed; here its cache is lost, and the next step starts a new one).
+func (u *cacheUse) putBack(m *mounted) bool {
+	if !u.placed {
+		return u.keep
+	}
+	fi, err := m.parent.Lstat(m.name)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	if !u.copied {
+		return rootfs.Move(m.parent, m.name, u.home, u.homeName) == nil
+	}
+	if err := u.home.RemoveAll(u.homeName); err != nil {
+		return false
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	d, err := u.home.Mkdir(u.homeName, dirMode(fi.Mode()), owner(int(st.Uid)), int(st.Gid))
+	if err != nil {
+		return false
+	}
+	d.Close()
+	_, err = copier.Copy(u.ctx, copier.Request{SrcRoot: u.root, Sources: []string{"/" + path.Join(m.parent.Rel(), m.name)}, WorkDir: "/", KeepOwner: true,
+		DestRoot: u.inst, Dest: "/" + u.sel + "/"})
+	return err == nil
+}

@@ -126,6 +126,11 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	// copy reads again rather than walking the context twice.
 	var walked *copier.Walked
 	keyParts := []any{name, s.params.DestPath, req.WorkDir, s.chown, s.chmod, s.exclude}
+	if s.chmod != "" {
+		// Entries of older executors, which made missing parents 0755 whatever --chmod said,
+		// must miss.
+		keyParts = append(keyParts, "chmod-parents")
+	}
 	// gits are the repositories of an ADD of git sources, checked out.
 	var gits []gitSource
 	switch {

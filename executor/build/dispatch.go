@@ -27,6 +27,11 @@ import (
 
 // dispatch applies one instruction to the stage, with Docker's semantics
 // (BuildKit's dockerfile2llb is the reference for each rule).
+// runKeyVersion is in every RUN's cache key: it changes when a RUN given the same inputs
+// runs differently, so that entries an older executor made miss instead of serving the old
+// result. 2: HOME comes from the user's /etc/passwd entry when the environment has none.
+const runKeyVersion = 2
+
 func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 	// Word expansion with the stage's environment (ENV and ARGs in scope),
 	// for every instruction that supports it except ARG, whose values are
@@ -345,7 +350,7 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	if err != nil {
 		return err
 	}
-	keyParts := []any{"RUN", args, keyEnv, wd, userSpec}
+	keyParts := []any{"RUN", runKeyVersion, args, keyEnv, wd, userSpec}
 	if len(mountKeys) > 0 {
 		keyParts = append(keyParts, "mounts", mountKeys)
 	}

@@ -131,6 +131,19 @@ COPY --from=s2 /etc/passwd /p2
 `,
 		},
 		{
+			// A step that mounts a cache and binds another stage, which
+			// mounts the same cache, reads that stage first: it does not
+			// hold the cache while it waits for it.
+			name: "cache and a bind of a stage using the cache",
+			dockerfile: `FROM {{BASE}} AS b
+RUN sleep 0.5
+RUN --mount=type=cache,id=d,target=/c touch /c/from-b
+FROM {{BASE}}
+RUN --mount=type=cache,id=d,target=/c --mount=type=bind,from=b,source=/etc,target=/b ls /c > /out
+`,
+			wantOut: "from-b\n",
+		},
+		{
 			// sharing=private: a step that finds the cache busy gets a new
 			// one. s1 holds the cache until s2 has run.
 			name: "private cache while the other is busy",

@@ -333,6 +333,21 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 		return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount: %w", err))
 	}
 	defer r.Close()
+	// The trees of from= are read first: a step must not hold a cache
+	// while it waits for a stage whose steps may wait for that cache.
+	mounts = slices.Clone(mounts)
+	for i, rm := range mounts {
+		if rm.dir == nil {
+			continue
+		}
+		tree, err := rm.dir(ctx)
+		if err != nil {
+			return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount=type=%s,target=%s: %w", rm.typ, rm.target, err))
+		}
+		c := *rm
+		c.dir = func(context.Context) (string, error) { return tree, nil }
+		mounts[i] = &c
+	}
 	uses, err := g.acquireCaches(ctx, mounts)
 	if err != nil {
 		return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount=type=cache: %w", err))

@@ -80,8 +80,10 @@ gobuild() {
 	CGO_ENABLED=0 nice -n 19 "${GO}" build -trimpath -buildvcs=false -ldflags=-buildid= -o "$2" "$1"
 }
 
-# Build contexts: exactly the files each Dockerfile copies. Modes are set by COPY --chmod and
-# times by --reproducible, so nothing of this checkout's file metadata reaches a layer.
+# Build contexts: exactly the files each Dockerfile copies. Modes are set by COPY --chmod or,
+# for files copied into directories that COPY creates (which would get --chmod's mode too), by
+# chmod here, and times by --reproducible, so nothing of this checkout's file metadata reaches
+# a layer.
 ectx=${work}/executor-context mctx=${work}/manager-context
 mkdir -p "${ectx}" "${mctx}"
 echo "images.sh: building the executor and manager binaries" >&2
@@ -89,6 +91,7 @@ gobuild ./executor "${ectx}/executor"
 gobuild . "${mctx}/manager"
 cp "${ca}" "${ectx}/ca-certificates.crt"
 cp "${ca}" "${mctx}/ca-certificates.crt"
+chmod 0644 "${ectx}/ca-certificates.crt" "${mctx}/ca-certificates.crt"
 : >"${ectx}/executor-image"
 
 # The builder is the executor binary that goes into the image. It runs with chroot isolation

@@ -202,11 +202,15 @@ func (c *credentials) seal(o *options, logw io.Writer) error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("making the executor non-dumpable: %w", err)
 	}
-	// The CA certificates are read now, once: a step could otherwise put
-	// its own in their place before the first TLS connection, and be
-	// trusted with the credentials sent over it.
-	if _, err := x509.SystemCertPool(); err != nil {
-		fmt.Fprintf(logw, "WARNING: reading the system's CA certificates: %v\n", err)
+	// In place, the CA certificates are read now, once: a step could
+	// otherwise put its own in their place before the first TLS connection,
+	// and be trusted with the credentials sent over it. (A chroot step
+	// cannot name them, and a build that makes no TLS connection need not
+	// pay for reading them.)
+	if o.isolation == string(build.InPlace) {
+		if _, err := x509.SystemCertPool(); err != nil {
+			fmt.Fprintf(logw, "WARNING: reading the system's CA certificates: %v\n", err)
+		}
 	}
 	if dir := o.credentialsDir; dir != "" {
 		entries, err := os.ReadDir(dir)

@@ -164,6 +164,9 @@ func TestExecute_chrootStepReadsNoCredential(t *testing.T) {
 			t.Errorf("the log or the result holds %s", c)
 		}
 	}
+	if !strings.Contains(b.log, "Isolation: chroot, pivot_root") {
+		t.Errorf("the log does not say how the steps were confined:\n%s", b.log)
+	}
 	probe.Check(t, pullImage(t, ref), "used", canaryUsed, "/probe.sh", "/proc/1/environ", "/proc/1/cmdline")
 }
 

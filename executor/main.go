@@ -426,12 +426,14 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		// no_new_privs as in an executor pod (allowPrivilegeEscalation:
 		// false), so that both isolations build the same image.
 		chrootOpts := []run.ChrootOption{run.WithNoNewPrivileges()}
-		iso, err := run.ChrootIsolation(ctx, workDir, chrootOpts...)
-		if err != nil {
-			return failWith(result.ReasonInternal, err)
-		}
-		fmt.Fprintf(logw, "Isolation: chroot, pivot_root, Docker's default capabilities and seccomp profile, no_new_privs, %s\n", iso)
-		bo.Runner = run.Chroot(chrootOpts...)
+		bo.Runner = &announcedRunner{Runner: run.Chroot(chrootOpts...), announce: func(ctx context.Context) {
+			iso, err := run.ChrootIsolation(ctx, workDir, chrootOpts...)
+			if err != nil {
+				fmt.Fprintf(logw, "WARNING: finding out how RUN steps are confined: %v\n", err)
+				return
+			}
+			fmt.Fprintf(logw, "Isolation: chroot, pivot_root, Docker's default capabilities and seccomp profile, no_new_privs, %s\n", iso)
+		}}
 	}
 	buildStart := time.Now()
 	bo.CacheInBackground = true
@@ -554,6 +556,20 @@ func levelFilter(level string, w io.Writer) io.Writer {
 		return &warnOnly{w: w}
 	}
 	return w
+}
+
+// announcedRunner says, before the first RUN step, how steps are
+// confined: a build whose steps all come from the cache runs none, and
+// does not pay for finding out.
+type announcedRunner struct {
+	run.Runner
+	once     sync.Once
+	announce func(context.Context)
+}
+
+func (r *announcedRunner) Run(ctx context.Context, s run.Spec) error {
+	r.once.Do(func() { r.announce(ctx) })
+	return r.Runner.Run(ctx, s)
 }
 
 // lockedWriter serialises writes from concurrent goroutines.

@@ -323,9 +323,10 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 		}
 	}
 	args := c.CmdLine
+	var script *runMount
 	if len(c.Files) > 0 {
 		var err error
-		if args, err = heredocArgs(c); err != nil {
+		if args, script, err = heredocArgs(c); err != nil {
 			return fail(result.ReasonDockerfileInvalid, err)
 		}
 	}
@@ -350,7 +351,18 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	if err != nil {
 		return err
 	}
+	var dev []string
+	if script != nil {
+		// First, as BuildKit adds it before the --mount ones.
+		mounts = append([]*runMount{script}, mounts...)
+		dev = []string{path.Base(script.target)}
+	}
 	keyParts := []any{"RUN", runKeyVersion, args, keyEnv, wd, userSpec}
+	if script != nil {
+		// The command names the script; its content is in BuildKit's key
+		// as the mounted file's.
+		keyParts = append(keyParts, "script", script.script, string(script.secret))
+	}
 	if len(mountKeys) > 0 {
 		keyParts = append(keyParts, "mounts", mountKeys)
 	}
@@ -398,6 +410,7 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 			Groups: withPrimaryGroup(user.Groups, user.GID),
 			Stdout: out,
 			Stderr: out,
+			Dev:    dev,
 		})
 		out.Flush()
 		if uerr := unmount(); uerr != nil && err == nil {
@@ -461,11 +474,18 @@ func runCommandString(args []string, buildArgs []instructions.KeyValuePairOption
 	return strings.Join(append(kvs, args...), " ")
 }
 
-// heredocArgs turns a RUN heredoc into the command line BuildKit runs.
-func heredocArgs(c *instructions.RunCommand) ([]string, error) {
-	args := c.CmdLine
+// heredocArgs turns a RUN heredoc into the command line BuildKit runs
+// (dockerfile2llb's dispatchRun). A single heredoc whose content (chomped
+// with <<-) starts with #! is a script: BuildKit writes it, mode 0755, as
+// a file named after the heredoc's word in a scratch directory mounted
+// read-only at /dev/pipes, and runs /dev/pipes/WORD through the shell, so
+// the #! line picks the interpreter. script is that mount, emulated as
+// RUN --mount is (runmount.go); nil for other heredocs, whose content is
+// the shell's command.
+func heredocArgs(c *instructions.RunCommand) (args []string, script *runMount, err error) {
+	args = c.CmdLine
 	if len(args) != 1 || !c.PrependShell {
-		return nil, errors.New("parsing produced an invalid run command")
+		return nil, nil, errors.New("parsing produced an invalid run command")
 	}
 	if hd := parser.MustParseHeredoc(args[0]); hd != nil {
 		data := c.Files[0].Data
@@ -473,9 +493,11 @@ func heredocArgs(c *instructions.RunCommand) ([]string, error) {
 			data = parser.ChompHeredocContent(data)
 		}
 		if strings.HasPrefix(data, "#!") {
-			return nil, errors.New("RUN heredocs with a #! interpreter line are not supported by this executor")
+			name := c.Files[0].Name
+			script = &runMount{typ: mountTypeScript, target: heredocDir, script: name, secret: []byte(data), mode: 0o755}
+			return []string{path.Join(heredocDir, name)}, script, nil
 		}
-		return []string{data}, nil
+		return []string{data}, nil, nil
 	}
 	var b strings.Builder
 	b.WriteString(args[0])
@@ -484,7 +506,7 @@ func heredocArgs(c *instructions.RunCommand) ([]string, error) {
 		b.WriteString(f.Data)
 		b.WriteString(f.Name)
 	}
-	return []string{b.String()}, nil
+	return []string{b.String()}, nil, nil
 }
 
 // linePrefixer writes each complete line to w with a prefix.

@@ -44,6 +44,14 @@ import (
 // Parent directories the command did not touch get their times back, so
 // the layer does not list them.
 
+// mountTypeScript is the directory BuildKit mounts at heredocDir for a
+// RUN heredoc that starts with #! (see heredocArgs): it holds one file,
+// script, of content secret and mode mode, owned by root.
+const mountTypeScript instructions.MountType = "heredoc"
+
+// heredocDir is where BuildKit mounts a RUN heredoc's script.
+const heredocDir = "/dev/pipes"
+
 // runMount is one RUN --mount, planned.
 type runMount struct {
 	typ    instructions.MountType
@@ -66,6 +74,8 @@ type runMount struct {
 	secret []byte
 	env    string // the variable to set to the secret; "" for none
 	file   bool   // whether the secret is a file at target too
+	// mountTypeScript: the script's name in the directory.
+	script string
 }
 
 // mountKey is what of a mount goes into the step's cache key: never a
@@ -379,6 +389,9 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 		}
 		if err != nil {
 			undo()
+			if rm.typ == mountTypeScript {
+				return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN heredoc: writing the script %s: %w", path.Join(rm.target, rm.script), err))
+			}
 			return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount=type=%s,target=%s: %w", rm.typ, rm.target, err))
 		}
 	}
@@ -480,6 +493,13 @@ func (g *stage) fill(ctx context.Context, root string, rm *runMount, parent *roo
 			_, err = copier.Copy(ctx, req)
 		}
 		return err
+	case mountTypeScript:
+		d, err := parent.Mkdir(name, 0o755, owner(0), 0)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.WriteFile(rm.script, rm.secret, rm.mode, owner(0), 0)
 	default:
 		d, err := parent.Mkdir(name, rm.mode, owner(rm.uid), rm.gid)
 		if err != nil {

@@ -155,6 +155,9 @@ type helperConfig struct {
 	// Proc, Dev and Sys are mount points, relative to Root and free of symlinks; empty:
 	// none.
 	Proc, Dev, Sys string
+	// DevKeep names entries of the root's Dev bound, read-only, into the step's (see
+	// Spec.Dev).
+	DevKeep []string
 	// SysBind binds the host's /sys without trying sysfs first (tests).
 	SysBind    bool
 	Files      []bindFile // read-only file binds
@@ -187,7 +190,7 @@ func (r *chrootRunner) Run(ctx context.Context, s Spec) error {
 	}
 	return r.run(ctx, helperConfig{
 		Root: root, Path: p.path, Args: s.Args, Env: p.env, Dir: p.dir,
-		UID: s.UID, GID: s.GID, Groups: s.Groups,
+		UID: s.UID, GID: s.GID, Groups: s.Groups, DevKeep: s.Dev,
 	}, s.Stdout, s.Stderr)
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -268,8 +270,33 @@ func setupRoot(cfg helperConfig, initPID int) error {
 		}
 	}
 	if cfg.Dev != "" {
+		// The root's entries to keep are opened before the tmpfs hides them.
+		var keep []int
+		defer func() {
+			for _, fd := range keep {
+				unix.Close(fd)
+			}
+		}()
+		for _, name := range cfg.DevKeep {
+			if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+				return fmt.Errorf("keeping /%s/%s: not a name", cfg.Dev, name)
+			}
+			fd, err := unix.Openat2(rootFD, cfg.Dev+"/"+name, &unix.OpenHow{
+				Flags:   unix.O_PATH | unix.O_CLOEXEC,
+				Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+			})
+			if err != nil {
+				return fmt.Errorf("opening /%s/%s in the root: %w", cfg.Dev, name, err)
+			}
+			keep = append(keep, fd)
+		}
 		if err := setupDev(rootFD, cfg.Dev, cfg.UserNS); err != nil {
 			return err
+		}
+		for i, name := range cfg.DevKeep {
+			if err := bindKept(rootFD, keep[i], cfg.Dev+"/"+name); err != nil {
+				return err
+			}
 		}
 	}
 	for _, f := range cfg.Files {
@@ -484,6 +511,38 @@ func bindIn(rootFD int, source, rel string) error {
 		return err
 	}
 	// A second lookup finds the bind (the first one's descriptor names what is under it).
+	return mountIn(rootFD, rel, func(target string) error {
+		return remount(target, unix.MS_RDONLY)
+	})
+}
+
+// bindKept binds what the descriptor src names (a directory or a file of the root, opened
+// before the step's /dev hid it) on rel inside the root open as rootFD, made for it,
+// read-only.
+func bindKept(rootFD, src int, rel string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return fmt.Errorf("inspecting /%s: %w", rel, err)
+	}
+	dir, name := path.Split(rel)
+	err := mountIn(rootFD, strings.TrimSuffix(dir, "/"), func(parent string) error {
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			return unix.Mkdir(parent+"/"+name, 0o755)
+		}
+		fd, err := unix.Open(parent+"/"+name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := mountIn(rootFD, rel, func(target string) error {
+		return mount(fdPath(src), target, "", unix.MS_BIND, "")
+	}); err != nil {
+		return err
+	}
 	return mountIn(rootFD, rel, func(target string) error {
 		return remount(target, unix.MS_RDONLY)
 	})

@@ -64,6 +64,10 @@ type Spec struct {
 	// Stdout and Stderr receive the command's output as it is written (the runner does not
 	// buffer it). Nil discards. Stdin is always /dev/null.
 	Stdout, Stderr io.Writer
+	// Dev names entries of the root's /dev that the caller made for the step (the
+	// directory of a RUN heredoc's script): a runner that gives the step a /dev of its own
+	// binds them into it, read-only. The in-place runner's /dev is the root's.
+	Dev []string
 }
 
 // A Runner runs one RUN command. Run returns nil if the command exited 0, an *ExitError

@@ -185,7 +185,7 @@ func loadCredentials(o *options) (*credentials, error) {
 		}
 	}
 
-	if len(git.KnownHosts) == 0 && len(git.KnownHostsFiles) == 0 {
+	if len(git.KnownHosts) == 0 {
 		// Now, before a step could write them.
 		git.KnownHosts, git.NoDefaultKnownHosts = source.DefaultKnownHosts(os.Getenv), true
 	}

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -41,16 +40,16 @@ type GitAuth struct {
 	Username, Password string
 	// SSHKey is a PEM private key (unencrypted) for ssh:// and scp-like URLs.
 	SSHKey []byte
-	// KnownHosts is the content of a known_hosts file (public keys, held in
+	// KnownHosts is the content of known_hosts files (public keys, held in
 	// memory so that no file of it need stay where a RUN step could change
-	// it). KnownHostsFiles are further files. With neither, the host key is
-	// checked against SSH_KNOWN_HOSTS, ~/.ssh/known_hosts and
-	// /etc/ssh/ssh_known_hosts, as OpenSSH does.
-	KnownHosts      []byte
-	KnownHostsFiles []string
-	// NoDefaultKnownHosts: with neither KnownHosts nor KnownHostsFiles, no host key is
-	// known, rather than OpenSSH's files, which a RUN step could have written by the time
-	// a fetch reads them (set once DefaultKnownHosts were read into KnownHosts).
+	// it). When it is empty, the host key is checked against SSH_KNOWN_HOSTS,
+	// ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts, as OpenSSH does,
+	// unless NoDefaultKnownHosts.
+	KnownHosts []byte
+	// NoDefaultKnownHosts: with KnownHosts empty, no host key is known,
+	// rather than OpenSSH's files, which a RUN step could have written by the
+	// time a fetch reads them (set once DefaultKnownHosts were read into
+	// KnownHosts).
 	NoDefaultKnownHosts bool
 	// HostTokens are tokens for other hosts, by host as a URL names it
 	// (host or host:port): sent as basic auth (user x-access-token, as
@@ -282,12 +281,12 @@ func DefaultKnownHosts(getenv func(string) string) []byte {
 }
 
 // knownHosts checks host keys of hostport against KnownHosts (read through
-// a memory file, so no copy of it is on a file system) and KnownHostsFiles;
-// with neither, against OpenSSH's files.
+// a memory file, so no copy of it is on a file system); when it is empty,
+// against OpenSSH's files, or none with NoDefaultKnownHosts.
 func (a GitAuth) knownHosts(hostport string) (gitssh.HostKeyCallbackHelper, error) {
 	var helper gitssh.HostKeyCallbackHelper
-	files := slices.Clone(a.KnownHostsFiles)
-	if len(a.KnownHosts) > 0 || (len(files) == 0 && a.NoDefaultKnownHosts) {
+	var files []string // none: OpenSSH's
+	if len(a.KnownHosts) > 0 || a.NoDefaultKnownHosts {
 		fd, err := unix.MemfdCreate("known_hosts", unix.MFD_CLOEXEC)
 		if err != nil {
 			return helper, err

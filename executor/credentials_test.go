@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -266,5 +267,37 @@ func TestExecute_addGitGetsNoContextCredentials(t *testing.T) {
 	}
 	if got := spy.Credentialed(); len(got) != 0 {
 		t.Errorf("the ADD's server (another port of the context's host) received credentials: %q", got)
+	}
+}
+
+// TestCredentials_sealWarnsInPlace: in place, credentials that stay where a
+// RUN step can read them (a file outside --credentials-dir, user info in
+// the --context URL, which /proc/1/cmdline shows) are warned about, without
+// their values; on a host, where a step cannot name them, nothing is said.
+func TestCredentials_sealWarnsInPlace(t *testing.T) {
+	c := &credentials{readable: []string{"/kaniko/.docker/config.json"}}
+	for _, tc := range []struct {
+		isolation string
+		want      []string
+	}{
+		{"inplace", []string{"/kaniko/.docker/config.json holds credentials", "the --context URL carries credentials"}},
+		{"chroot", nil},
+	} {
+		var log bytes.Buffer
+		o := &options{isolation: tc.isolation, context: "https://builder:" + canaryGit + "@git.example.com/org/app.git"}
+		if err := c.seal(o, &log); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(log.String(), w) {
+				t.Errorf("%s: the log does not say %q:\n%s", tc.isolation, w, log.String())
+			}
+		}
+		if tc.want == nil && log.Len() > 0 {
+			t.Errorf("%s: the log says %q, want nothing", tc.isolation, log.String())
+		}
+		if strings.Contains(log.String(), canaryGit) {
+			t.Errorf("%s: the warning shows the password", tc.isolation)
+		}
 	}
 }

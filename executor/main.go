@@ -174,6 +174,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.reg.SkipTLSVerify, "skip-tls-verify", false, "Do not verify TLS certificates when pushing.")
 	fs.BoolVar(&o.reg.SkipTLSVerifyPull, "skip-tls-verify-pull", false, "Do not verify TLS certificates when pulling.")
 	fs.StringArrayVar(&o.reg.SkipTLSVerifyRegistries, "skip-tls-verify-registry", nil, "Registry whose TLS certificate is not verified (repeatable).")
+	fs.StringArrayVar(&o.reg.Mirrors, "registry-mirror", nil, "Registry (host[:port][/path]) tried before Docker Hub for pulls of Docker Hub images (repeatable, in order).")
+	fs.BoolVar(&o.reg.SkipDefaultRegistryFallback, "skip-default-registry-fallback", false, "Fail a pull of a Docker Hub image that no --registry-mirror serves instead of going to Docker Hub.")
 	fs.IntVar(&o.reg.Retries, "push-retry", 0, "How many times to retry a failed push.")
 	fs.BoolVar(&o.reproducible, "reproducible", false, "Strip timestamps: the same inputs give the same digest.")
 	fs.StringVarP(&o.verbosity, "verbosity", "v", "info", "Log level: panic, fatal, error, warn, info, debug, trace.")
@@ -202,7 +204,7 @@ func parseFlags(args []string) (*options, error) {
 		fs.Lookup(b).Hidden = true
 		fs.Lookup(b).NoOptDefVal = "true"
 	}
-	for _, s := range []string{"snapshot-mode", "log-format", "kaniko-dir", "registry-certificate", "registry-mirror", "registry-map", "credential-helpers", "annotation"} {
+	for _, s := range []string{"snapshot-mode", "log-format", "kaniko-dir", "registry-certificate", "registry-map", "credential-helpers", "annotation"} {
 		fs.StringArrayVar(&o.ignoredStrings, s, nil, "Accepted for kaniko compatibility.")
 		fs.Lookup(s).Hidden = true
 	}
@@ -402,7 +404,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		Target:         o.target,
 		Isolation:      build.Isolation(o.isolation),
 		WorkDir:        workDir,
-		ParseReference: func(s string) (name.Reference, error) { return publish.ParseReference(s, o.reg, false) },
+		PullReferences: func(s string) ([]name.Reference, error) { return publish.PullReferences(s, o.reg) },
 		Remote: func(ref name.Reference) []remote.Option {
 			return o.reg.Remote(ctx, ref, false)
 		},

@@ -69,9 +69,10 @@ type Options struct {
 	Exclude []string
 	// Remote returns the registry options used to pull ref.
 	Remote func(ref name.Reference) []remote.Option
-	// ParseReference parses an image reference for pulling (insecure
-	// registries are marked by it); defaults to name.ParseReference.
-	ParseReference func(s string) (name.Reference, error)
+	// PullReferences parses an image reference for pulling into the
+	// references to try in order (registry mirrors first, insecure
+	// registries marked); defaults to name.ParseReference alone.
+	PullReferences func(s string) ([]name.Reference, error)
 	// Layers says how new layers are compressed and typed.
 	Layers layer.Options
 	// MaxLayerSize bounds what the files of one layer read by the build
@@ -193,8 +194,11 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = http.DefaultClient
 	}
-	if o.ParseReference == nil {
-		o.ParseReference = func(s string) (name.Reference, error) { return name.ParseReference(s) }
+	if o.PullReferences == nil {
+		o.PullReferences = func(s string) ([]name.Reference, error) {
+			ref, err := name.ParseReference(s)
+			return []name.Reference{ref}, err
+		}
 	}
 	if o.Remote == nil {
 		o.Remote = func(name.Reference) []remote.Option { return nil }

@@ -77,8 +77,8 @@ func TestBuild_pushMountsFromCache(t *testing.T) {
 		Context:    bc,
 		Isolation:  build.Chroot,
 		WorkDir:    t.TempDir(),
-		ParseReference: func(s string) (name.Reference, error) {
-			return publish.ParseReference(s, regOpts, false)
+		PullReferences: func(s string) ([]name.Reference, error) {
+			return publish.PullReferences(s, regOpts)
 		},
 		Cache: cache.New(cache.Options{Repo: cacheRef.Context(), Remote: func(pull bool) []remote.Option {
 			return regOpts.Remote(t.Context(), cacheRef, !pull)

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -652,12 +653,25 @@ func (b *builder) image(ctx context.Context, ref string) (*imageSource, error) {
 }
 
 func (src *imageSource) pull(ctx context.Context, b *builder, s string) error {
-	ref, err := b.opts.ParseReference(s)
+	refs, err := b.opts.PullReferences(s)
 	if err != nil {
 		return fmt.Errorf("parsing image reference %q: %w", s, err)
 	}
-	opts := append([]remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH})}, b.opts.Remote(ref)...)
-	img, err := remote.Image(ref, opts...)
+	// Each reference in turn (registry mirrors before Docker Hub); the
+	// error reported is the last one's, the others are logged.
+	var img v1.Image
+	var ref name.Reference
+	for i, r := range refs {
+		opts := append([]remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH})}, b.opts.Remote(r)...)
+		if img, err = remote.Image(r, opts...); err == nil || ctx.Err() != nil {
+			ref = r
+			break
+		}
+		if i < len(refs)-1 {
+			fmt.Fprintf(b.log, "pulling %s: %v; trying %s\n", r, err, refs[i+1])
+		}
+		ref = r
+	}
 	if err != nil {
 		return fmt.Errorf("pulling %s: %w", ref, err)
 	}

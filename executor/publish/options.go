@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,15 @@ type RegistryOptions struct {
 	// SkipTLSVerifyRegistries (--skip-tls-verify-registry, repeatable) are
 	// host[:port] names whose certificates are not verified.
 	SkipTLSVerifyRegistries []string
+	// Mirrors (--registry-mirror, repeatable) are registries, as host[:port]
+	// with an optional path prefix, tried in order for pulls of images on
+	// Docker Hub (index.docker.io) before Docker Hub itself, as kaniko's
+	// flag of that name: busybox from a mirror "m:5000/hub" is pulled as
+	// m:5000/hub/library/busybox. Pushes never use them.
+	Mirrors []string
+	// SkipDefaultRegistryFallback (--skip-default-registry-fallback): a pull
+	// that no mirror answers fails instead of going to Docker Hub.
+	SkipDefaultRegistryFallback bool
 	// Retries (--push-retry) is how many more times a failed push to one
 	// destination is tried, with exponential backoff starting at one
 	// second. The default, 0, tries once; transient HTTP errors (5xx, 429,
@@ -207,6 +217,42 @@ func reuseOf[C *remote.Puller | *remote.Pusher](made map[string]C, reg string, n
 		made[reg] = cl
 	}
 	return remote.Reuse(cl), true
+}
+
+// PullReferences returns the references a pull of s tries, in order: for an
+// image on Docker Hub, the same repository and tag or digest on each mirror,
+// then Docker Hub unless SkipDefaultRegistryFallback; otherwise s alone.
+// A digest pulled from a mirror is still checked against the digest s names
+// (go-containerregistry verifies what it fetches by digest), so a mirror can
+// serve only what Docker Hub would for a digest reference; for a tag it is
+// trusted as the operator's choice of registry.
+func PullReferences(s string, o RegistryOptions) ([]name.Reference, error) {
+	ref, err := ParseReference(s, o, false)
+	if err != nil {
+		return nil, err
+	}
+	if ref.Context().RegistryStr() != name.DefaultRegistry || len(o.Mirrors) == 0 {
+		return []name.Reference{ref}, nil
+	}
+	var refs []name.Reference
+	for _, m := range o.Mirrors {
+		m = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(m, "https://"), "http://"), "/")
+		in := m + "/" + ref.Context().RepositoryStr()
+		if d, ok := ref.(name.Digest); ok {
+			in += "@" + d.DigestStr()
+		} else {
+			in += ":" + ref.Identifier()
+		}
+		mref, err := ParseReference(in, o, false)
+		if err != nil {
+			return nil, fmt.Errorf("registry mirror %q: %w", m, err)
+		}
+		refs = append(refs, mref)
+	}
+	if !o.SkipDefaultRegistryFallback {
+		refs = append(refs, ref)
+	}
+	return refs, nil
 }
 
 // ParseReference parses s as a tag or digest reference (a missing tag is

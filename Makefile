@@ -8,7 +8,7 @@ export SLIPWAY_CACHE
 # helm, built from its Go module by hack/tools/helm/build.sh (`make helm`) into the cache.
 HELM := $(SLIPWAY_CACHE)/bin/helm
 
-.PHONY: all build test test-unit test-e2e fuzz bench generate manifests verify demo demo-local fmt vet clean images chart helm verify-chart
+.PHONY: all build test test-unit test-e2e conformance fuzz bench generate manifests verify demo demo-local fmt vet clean images chart helm verify-chart
 
 all: build
 
@@ -36,6 +36,10 @@ test-e2e:
 ## test-unit: go test without the costly set-up (tests that need a missing tool fail and say which).
 test-unit:
 	$(GO) test ./...
+
+## conformance: the suite ported from BuildKit's Dockerfile tests; prints passing / ported and what is left.
+conformance:
+	hack/conformance.sh
 
 ## fuzz: every fuzz target for FUZZTIME each (default 5m; make test runs them for 10 s).
 FUZZTIME ?= 5m

@@ -91,26 +91,50 @@ func typeName(t byte) string {
 // and content, which is what an extracted tree shows apart from the shared
 // inode.
 func Flatten(img v1.Image) (map[string]Entry, error) {
+	tree, _, err := flatten(img, false)
+	return tree, err
+}
+
+// FlattenContents is Flatten that also returns the content of every
+// regular file, by path.
+func FlattenContents(img v1.Image) (map[string]Entry, map[string][]byte, error) {
+	return flatten(img, true)
+}
+
+func flatten(img v1.Image, withData bool) (map[string]Entry, map[string][]byte, error) {
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, fmt.Errorf("listing layers: %w", err)
+		return nil, nil, fmt.Errorf("listing layers: %w", err)
 	}
 	tree := map[string]Entry{}
+	var data map[string][]byte
+	if withData {
+		data = map[string][]byte{}
+	}
 	for i, l := range layers {
-		if err := applyLayer(tree, l); err != nil {
-			return nil, fmt.Errorf("applying layer %d: %w", i, err)
+		if err := applyLayer(tree, data, l); err != nil {
+			return nil, nil, fmt.Errorf("applying layer %d: %w", i, err)
 		}
 	}
-	return tree, nil
+	for p := range data {
+		if _, ok := tree[p]; !ok {
+			delete(data, p)
+		}
+	}
+	return tree, data, nil
 }
 
 type layerEntry struct {
 	path string
 	hdr  *tar.Header
 	e    Entry
+	data []byte
 }
 
-func applyLayer(tree map[string]Entry, l v1.Layer) error {
+// applyLayer applies l to tree and, when data is not nil, the contents of
+// its regular files to data (which may keep contents of paths tree no
+// longer has; flatten drops them).
+func applyLayer(tree map[string]Entry, data map[string][]byte, l v1.Layer) error {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return err
@@ -147,11 +171,18 @@ func applyLayer(tree map[string]Entry, l v1.Layer) error {
 		case tar.TypeReg, tar.TypeRegA:
 			e.Type = tar.TypeReg
 			h := sha256.New()
-			n, err := io.Copy(h, tr)
+			var w io.Writer = h
+			var buf bytes.Buffer
+			if data != nil {
+				w = io.MultiWriter(h, &buf)
+			}
+			n, err := io.Copy(w, tr)
 			if err != nil {
 				return fmt.Errorf("reading %s: %w", p, err)
 			}
 			e.Size, e.Digest = n, "sha256:"+hex.EncodeToString(h.Sum(nil))
+			entries = append(entries, layerEntry{path: p, hdr: hdr, e: e, data: buf.Bytes()})
+			continue
 		case tar.TypeSymlink:
 			e.Linkname = hdr.Linkname
 		}
@@ -174,12 +205,18 @@ func applyLayer(tree map[string]Entry, l v1.Layer) error {
 				return fmt.Errorf("hard link %s: target %s missing", le.path, target)
 			}
 			tree[le.path] = t
+			if data != nil {
+				data[le.path] = data[target]
+			}
 			continue
 		}
 		if old, ok := tree[le.path]; ok && old.Type == tar.TypeDir && le.e.Type != tar.TypeDir {
 			removeUnder(tree, le.path)
 		}
 		tree[le.path] = le.e
+		if data != nil && le.e.Type == tar.TypeReg {
+			data[le.path] = le.data
+		}
 	}
 	return nil
 }

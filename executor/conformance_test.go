@@ -1,0 +1,426 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/tools/txtar"
+
+	"github.com/slipway-dev/slipway/test/imagetest"
+	"github.com/slipway-dev/slipway/test/testenv"
+)
+
+// The conformance suite is BuildKit's own Dockerfile frontend tests
+// (moby/buildkit frontend/dockerfile/*_test.go), ported case by case into
+// testdata/buildkit/AREA/NAME.txtar and built by the executor as a user's
+// build would be: through its flags, into a registry.
+//
+// A case is a txtar archive. Its comment starts with the line
+//
+//	buildkit: FILE_test.go testFunctionName[/subcase]
+//
+// naming the BuildKit test it is taken from, then says what it proves and,
+// where the case had to differ from BuildKit's test, how and why. Its
+// files are the build context (Dockerfile and all), except slipway.json:
+// the expectations (conformanceCase), asserting what BuildKit's test
+// asserts. "FROM busybox" resolves to the test registry's busybox through
+// --registry-mirror, so the Dockerfiles are BuildKit's, unchanged.
+const conformanceDir = "testdata/buildkit"
+
+// conformanceMinimum is how many cases the suite must hold (issue 11).
+const conformanceMinimum = 150
+
+type conformanceCase struct {
+	name    string // AREA/NAME
+	comment string
+	context map[string][]byte
+
+	// Dockerfile is the Dockerfile's path in the context; default "Dockerfile".
+	Dockerfile string            `json:"dockerfile,omitempty"`
+	BuildArgs  map[string]string `json:"buildArgs,omitempty"`
+	Target     string            `json:"target,omitempty"`
+	// Secrets are the build's secrets by id (RUN --mount=type=secret).
+	Secrets map[string]string `json:"secrets,omitempty"`
+	// Flags are more executor flags (--label=..., --reproducible, ...).
+	Flags []string `json:"flags,omitempty"`
+
+	// ContextModes sets the mode (octal) of context files and directories;
+	// others are 0644 files and 0755 directories. Context, ContextSymlinks and
+	// ContextDirs add symlinks and (empty) directories, which txtar cannot
+	// hold.
+	// Context adds files whose exact bytes matter where txtar would end
+	// them with a newline.
+	Context         map[string]string `json:"context,omitempty"`
+	ContextModes    map[string]string `json:"contextModes,omitempty"`
+	ContextSymlinks map[string]string `json:"contextSymlinks,omitempty"`
+	ContextDirs     []string          `json:"contextDirs,omitempty"`
+
+	// Files are paths of the image's flattened file system that must be so.
+	Files map[string]conformanceFile `json:"files,omitempty"`
+	// Config holds fields of the image config's "config" object by their
+	// JSON names ("Env", "Cmd", "User", ...) that must be exactly so; null:
+	// absent.
+	Config map[string]json.RawMessage `json:"config,omitempty"`
+	// Layers is the image's number of layers, the base image's included;
+	// nil: not checked.
+	Layers *int `json:"layers,omitempty"`
+	// History are the last len(History) entries of the image's history,
+	// in order.
+	History []conformanceHistory `json:"history,omitempty"`
+	// Failure is the expected failure; nil: the build succeeds.
+	Failure *conformanceFailure `json:"failure,omitempty"`
+
+	// Unsupported, when set, says why this case cannot run here (what
+	// BuildKit's test needs that a single-platform, daemonless builder does
+	// not have); the case is ported but skipped, and listed by make
+	// conformance.
+	Unsupported string `json:"unsupported,omitempty"`
+}
+
+type conformanceFile struct {
+	Absent bool   `json:"absent,omitempty"`
+	Type   string `json:"type,omitempty"` // file, dir, symlink
+	// Mode is octal with setuid/setgid/sticky bits: "0644", "4755".
+	Mode    string  `json:"mode,omitempty"`
+	Owner   string  `json:"owner,omitempty"` // "uid:gid"
+	Content *string `json:"content,omitempty"`
+	// Contains are substrings the file's content must hold, and Lacks
+	// substrings it must not.
+	Contains []string `json:"contains,omitempty"`
+	Lacks    []string `json:"lacks,omitempty"`
+	Link     *string  `json:"link,omitempty"`
+	// Entries, for a directory, are the names directly in it, all of them.
+	Entries *[]string `json:"entries,omitempty"`
+}
+
+type conformanceHistory struct {
+	// CreatedBy must be contained in the entry's created_by.
+	CreatedBy  string `json:"createdBy,omitempty"`
+	EmptyLayer *bool  `json:"emptyLayer,omitempty"`
+	Comment    string `json:"comment,omitempty"`
+}
+
+type conformanceFailure struct {
+	// Contains are substrings of the failure's message.
+	Contains []string `json:"contains"`
+	// Line is the Dockerfile line the failure names; 0: not checked.
+	Line int `json:"line,omitempty"`
+}
+
+func loadConformance(t *testing.T) []*conformanceCase {
+	t.Helper()
+	var cases []*conformanceCase
+	err := filepath.WalkDir(conformanceDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if !strings.HasSuffix(p, ".txtar") {
+			return fmt.Errorf("%s: the suite holds only .txtar cases", p)
+		}
+		a, err := txtar.ParseFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(conformanceDir, p)
+		c := &conformanceCase{name: strings.TrimSuffix(filepath.ToSlash(rel), ".txtar"), comment: string(a.Comment), context: map[string][]byte{}}
+		if first, _, _ := strings.Cut(c.comment, "\n"); !strings.HasPrefix(first, "buildkit: ") || len(strings.Fields(first)) < 3 {
+			return fmt.Errorf("%s: the comment's first line must be \"buildkit: FILE_test.go testName\", not %q", p, first)
+		}
+		var spec []byte
+		for _, f := range a.Files {
+			if f.Name == "slipway.json" {
+				spec = f.Data
+				continue
+			}
+			c.context[f.Name] = f.Data
+		}
+		if spec == nil {
+			return fmt.Errorf("%s: no slipway.json", p)
+		}
+		dec := json.NewDecoder(bytes.NewReader(spec))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(c); err != nil {
+			return fmt.Errorf("%s: slipway.json: %w", p, err)
+		}
+		if c.Dockerfile == "" {
+			c.Dockerfile = "Dockerfile"
+		}
+		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 {
+			return fmt.Errorf("%s: the case asserts nothing", p)
+		}
+		cases = append(cases, c)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(cases, func(i, j int) bool { return cases[i].name < cases[j].name })
+	return cases
+}
+
+// writeContext writes the case's build context into a new directory.
+func (c *conformanceCase) writeContext(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "context")
+	mode := func(name string, def fs.FileMode) fs.FileMode {
+		if m, ok := c.ContextModes[name]; ok {
+			v, err := strconv.ParseUint(m, 8, 32)
+			if err != nil {
+				t.Fatalf("contextModes[%s] = %q: %v", name, m, err)
+			}
+			return fs.FileMode(v)
+		}
+		return def
+	}
+	mkdir := func(name string) {
+		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdir(".")
+	for name, data := range c.context {
+		mkdir(path.Dir(name))
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, data := range c.Context {
+		mkdir(path.Dir(name))
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range c.ContextDirs {
+		mkdir(name)
+	}
+	for name, target := range c.ContextSymlinks {
+		mkdir(path.Dir(name))
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Modes last, deepest first, so a directory made unwritable is so
+	// after its files are written.
+	names := slices.Sorted(maps.Keys(c.ContextModes))
+	slices.Reverse(names)
+	for _, name := range names {
+		def := fs.FileMode(0o644)
+		if fi, err := os.Lstat(filepath.Join(dir, name)); err == nil && fi.IsDir() {
+			def = 0o755
+		} else if err != nil {
+			t.Fatalf("contextModes names %s, which the context lacks", name)
+		}
+		if err := os.Chmod(filepath.Join(dir, name), mode(name, def)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestConformance_buildkit(t *testing.T) {
+	cases := loadConformance(t)
+	if len(cases) < conformanceMinimum {
+		t.Errorf("the suite holds %d cases ported from BuildKit, want at least %d", len(cases), conformanceMinimum)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the executor's chroot isolation needs root")
+	}
+	reg := testenv.StartRegistry(t)
+	testenv.PushBusybox(t, reg)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.Unsupported != "" {
+				t.Skip("unsupported: " + c.Unsupported)
+			}
+			t.Parallel()
+			c.run(t, reg)
+		})
+	}
+}
+
+func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
+	ctxDir := c.writeContext(t)
+	ref := reg.Ref("conformance/" + strings.ToLower(strings.ReplaceAll(c.name, "/", "-")) + ":latest")
+	args := []string{
+		"--context=dir://" + ctxDir,
+		"--dockerfile=" + c.Dockerfile,
+		"--destination=" + ref,
+		"--insecure-registry=" + reg.Host(),
+		"--registry-mirror=" + reg.Host(),
+		"--skip-default-registry-fallback",
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.BuildArgs)) {
+		args = append(args, "--build-arg="+k+"="+c.BuildArgs[k])
+	}
+	if c.Target != "" {
+		args = append(args, "--target="+c.Target)
+	}
+	if len(c.Secrets) > 0 {
+		creds := filepath.Join(t.TempDir(), "credentials")
+		if err := os.MkdirAll(filepath.Join(creds, "secrets"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for id, v := range c.Secrets {
+			if err := os.WriteFile(filepath.Join(creds, "secrets", id), []byte(v), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args = append(args, "--credentials-dir="+creds)
+	}
+	args = append(args, c.Flags...)
+	b := runExecutor(t, args...)
+	defer func() {
+		if t.Failed() {
+			t.Logf("%s\nexecutor log:\n%s", c.comment, b.log)
+		}
+	}()
+	if c.Failure != nil {
+		if b.exit == 0 || b.res.Success || b.res.Failure == nil {
+			t.Fatalf("build succeeded, want a failure containing %q", c.Failure.Contains)
+		}
+		for _, s := range c.Failure.Contains {
+			if !strings.Contains(b.res.Failure.Message, s) {
+				t.Errorf("failure %q does not contain %q", b.res.Failure.Message, s)
+			}
+		}
+		if c.Failure.Line != 0 && b.res.Failure.Line != c.Failure.Line {
+			t.Errorf("failure at line %d, want %d (%s)", b.res.Failure.Line, c.Failure.Line, b.res.Failure.Message)
+		}
+		assertNotPushed(t, ref)
+		return
+	}
+	if b.exit != 0 || !b.res.Success {
+		t.Fatalf("build failed: exit %d, result %s", b.exit, b.resRaw)
+	}
+	c.check(t, pullImage(t, ref))
+}
+
+func (c *conformanceCase) check(t *testing.T, img v1.Image) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Config) > 0 {
+		gotJSON, err := json.Marshal(cfg.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(gotJSON, &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, field := range slices.Sorted(maps.Keys(c.Config)) {
+			if diff := cmp.Diff(normJSON(t, c.Config[field]), normJSON(t, got[field])); diff != "" {
+				t.Errorf("config %s (-want +got):\n%s", field, diff)
+			}
+		}
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Layers != nil && len(layers) != *c.Layers {
+		t.Errorf("%d layers, want %d", len(layers), *c.Layers)
+	}
+	if n := len(c.History); n > 0 {
+		h := cfg.History
+		if len(h) < n {
+			t.Errorf("%d history entries, want at least %d", len(h), n)
+		} else {
+			for i, w := range c.History {
+				g := h[len(h)-n+i]
+				if !strings.Contains(g.CreatedBy, w.CreatedBy) || (w.EmptyLayer != nil && g.EmptyLayer != *w.EmptyLayer) || !strings.Contains(g.Comment, w.Comment) {
+					t.Errorf("history entry %d of the last %d: created_by %q, empty_layer %v, comment %q; want %+v", i, n, g.CreatedBy, g.EmptyLayer, g.Comment, w)
+				}
+			}
+		}
+	}
+	if len(c.Files) == 0 {
+		return
+	}
+	tree, contents, err := imagetest.FlattenContents(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range slices.Sorted(maps.Keys(c.Files)) {
+		checkConformanceFile(t, p, c.Files[p], tree, contents)
+	}
+}
+
+func checkConformanceFile(t *testing.T, p string, w conformanceFile, tree map[string]imagetest.Entry, contents map[string][]byte) {
+	t.Helper()
+	e, ok := tree[p]
+	if w.Absent {
+		if ok {
+			t.Errorf("%s: %s, want absent", p, e)
+		}
+		return
+	}
+	if !ok {
+		t.Errorf("%s: missing", p)
+		return
+	}
+	var problems []string
+	if w.Type != "" && typeNames[w.Type] != e.Type {
+		problems = append(problems, "type, want "+w.Type)
+	}
+	if w.Mode != "" {
+		m, err := strconv.ParseInt(w.Mode, 8, 64)
+		if err != nil {
+			t.Fatalf("%s: mode %q: %v", p, w.Mode, err)
+		}
+		if m != e.Mode {
+			problems = append(problems, fmt.Sprintf("mode, want %04o", m))
+		}
+	}
+	if w.Owner != "" && w.Owner != fmt.Sprintf("%d:%d", e.UID, e.GID) {
+		problems = append(problems, "owner, want "+w.Owner)
+	}
+	data := contents[p]
+	if w.Content != nil && string(data) != *w.Content {
+		problems = append(problems, fmt.Sprintf("content %q, want %q", data, *w.Content))
+	}
+	for _, s := range w.Contains {
+		if !bytes.Contains(data, []byte(s)) {
+			problems = append(problems, fmt.Sprintf("content %q, want it to contain %q", data, s))
+		}
+	}
+	for _, s := range w.Lacks {
+		if bytes.Contains(data, []byte(s)) {
+			problems = append(problems, fmt.Sprintf("content %q, want it without %q", data, s))
+		}
+	}
+	if w.Link != nil && *w.Link != e.Linkname {
+		problems = append(problems, "link target, want "+*w.Link)
+	}
+	if w.Entries != nil {
+		var names []string
+		prefix := strings.TrimSuffix(p, "/") + "/"
+		for q := range tree {
+			if rest, ok := strings.CutPrefix(q, prefix); ok && rest != "" && !strings.Contains(rest, "/") {
+				names = append(names, rest)
+			}
+		}
+		sort.Strings(names)
+		want := slices.Sorted(slices.Values(*w.Entries))
+		if !slices.Equal(names, want) {
+			problems = append(problems, fmt.Sprintf("entries %q, want %q", names, want))
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("%s: %s: %s", p, e, strings.Join(problems, "; "))
+	}
+}

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -14,11 +17,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/tools/txtar"
 
+	"github.com/slipway-dev/slipway/test/gitserver"
 	"github.com/slipway-dev/slipway/test/imagetest"
 	"github.com/slipway-dev/slipway/test/testenv"
 )
@@ -38,6 +43,15 @@ import (
 // the expectations (conformanceCase), asserting what BuildKit's test
 // asserts. "FROM busybox" resolves to the test registry's busybox through
 // --registry-mirror, so the Dockerfiles are BuildKit's, unchanged.
+//
+// Two kinds of archive file serve a case rather than being its context:
+// files under _http/ are served by an HTTP server on 127.0.0.1 (_http/a/b
+// at {{HTTP}}/a/b, Last-Modified 2020-01-02T03:04:05Z), and _git.sh, when
+// present, is run by sh in an empty directory before the build, where the
+// bare repositories it makes (x.git) are served with Git's smart HTTP at
+// {{GIT}}/x.git. {{HTTP}} and {{GIT}} are replaced in the Dockerfile and
+// build args: the one change a case makes to BuildKit's Dockerfile, where
+// BuildKit's test formats its own server's address in.
 const conformanceDir = "testdata/buildkit"
 
 // conformanceMinimum is how many cases the suite must hold (issue 11).
@@ -47,6 +61,8 @@ type conformanceCase struct {
 	name    string // AREA/NAME
 	comment string
 	context map[string][]byte
+	http    map[string][]byte // path → content
+	gitSh   []byte
 
 	// Dockerfile is the Dockerfile's path in the context; default "Dockerfile".
 	Dockerfile string            `json:"dockerfile,omitempty"`
@@ -141,11 +157,19 @@ func loadConformance(t *testing.T) []*conformanceCase {
 		}
 		var spec []byte
 		for _, f := range a.Files {
-			if f.Name == "slipway.json" {
+			switch {
+			case f.Name == "slipway.json":
 				spec = f.Data
-				continue
+			case f.Name == "_git.sh":
+				c.gitSh = f.Data
+			case strings.HasPrefix(f.Name, "_http/"):
+				if c.http == nil {
+					c.http = map[string][]byte{}
+				}
+				c.http[strings.TrimPrefix(f.Name, "_http")] = f.Data
+			default:
+				c.context[f.Name] = f.Data
 			}
-			c.context[f.Name] = f.Data
 		}
 		if spec == nil {
 			return fmt.Errorf("%s: no slipway.json", p)
@@ -172,7 +196,7 @@ func loadConformance(t *testing.T) []*conformanceCase {
 }
 
 // writeContext writes the case's build context into a new directory.
-func (c *conformanceCase) writeContext(t *testing.T) string {
+func (c *conformanceCase) writeContext(t *testing.T, expand func(string) string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "context")
 	mode := func(name string, def fs.FileMode) fs.FileMode {
@@ -193,6 +217,9 @@ func (c *conformanceCase) writeContext(t *testing.T) string {
 	mkdir(".")
 	for name, data := range c.context {
 		mkdir(path.Dir(name))
+		if strings.Contains(strings.ToLower(path.Base(name)), "dockerfile") {
+			data = []byte(expand(string(data)))
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +279,8 @@ func TestConformance_buildkit(t *testing.T) {
 }
 
 func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
-	ctxDir := c.writeContext(t)
+	expand := strings.NewReplacer("{{HTTP}}", c.serveHTTP(t), "{{GIT}}", c.serveGit(t)).Replace
+	ctxDir := c.writeContext(t, expand)
 	ref := reg.Ref("conformance/" + strings.ToLower(strings.ReplaceAll(c.name, "/", "-")) + ":latest")
 	args := []string{
 		"--context=dir://" + ctxDir,
@@ -263,7 +291,7 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 		"--skip-default-registry-fallback",
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.BuildArgs)) {
-		args = append(args, "--build-arg="+k+"="+c.BuildArgs[k])
+		args = append(args, "--build-arg="+k+"="+expand(c.BuildArgs[k]))
 	}
 	if c.Target != "" {
 		args = append(args, "--target="+c.Target)
@@ -306,6 +334,43 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 		t.Fatalf("build failed: exit %d, result %s", b.exit, b.resRaw)
 	}
 	c.check(t, pullImage(t, ref))
+}
+
+// serveHTTP serves the case's _http/ files and returns the server's URL,
+// or "" when it has none.
+func (c *conformanceCase) serveHTTP(t *testing.T) string {
+	if len(c.http) == 0 {
+		return ""
+	}
+	modTime := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := c.http[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, path.Base(r.URL.Path), modTime, bytes.NewReader(body))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// serveGit runs the case's _git.sh and serves the repositories it made;
+// it returns the server's URL, or "" when the case has no _git.sh.
+func (c *conformanceCase) serveGit(t *testing.T) string {
+	if c.gitSh == nil {
+		return ""
+	}
+	root := t.TempDir()
+	cmd := exec.Command("sh", "-euc", string(c.gitSh))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "HOME="+root, "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=conformance", "GIT_AUTHOR_EMAIL=conformance@example.com",
+		"GIT_COMMITTER_NAME=conformance", "GIT_COMMITTER_EMAIL=conformance@example.com")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("_git.sh: %v\n%s", err, out)
+	}
+	return gitserver.StartHTTP(t, root).URL
 }
 
 func (c *conformanceCase) check(t *testing.T, img v1.Image) {

@@ -158,10 +158,11 @@ type Result struct {
 //     permission bits (moby/buildkit testCopyChmod) or 0755, owned by
 //     --chown (moby/buildkit#640) or root; an ADD archive's destination is
 //     0755 whatever --chmod;
-//   - a source that is not there is an error; a wildcard that matches
-//     nothing is skipped, and only a step that matches nothing at all fails
-//     ("no source files were specified", the legacy builder's rule; BuildKit
-//     itself allows an empty wildcard match);
+//   - a source that is not there is an error, and so is a wildcard in a
+//     directory that is not there; a wildcard that matches nothing copies
+//     nothing, and a step whose wildcards all match nothing changes nothing
+//     and makes no destination (BuildKit's AllowEmptyWildcard; the legacy
+//     builder's "no source files were specified" is not BuildKit's);
 //   - sources cannot leave SrcRoot ("../x" is clamped to "/x");
 //   - a source path itself is followed if it is a symlink (BuildKit's
 //     FollowSymlinks) and keeps the name as written; symlinks inside copied

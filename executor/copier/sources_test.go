@@ -119,7 +119,9 @@ func TestSources_matchesCopy(t *testing.T) {
 		{name: "entirely ignored directory", req: Request{Sources: []string{"onlyignored"}, Dest: "/w/"}, wantErr: "not found"},
 		{name: "dangling symlink", req: Request{Sources: []string{"dangling"}, Dest: "/w/"}, wantErr: "not found"},
 		{name: "symlink escaping", req: Request{Sources: []string{"escape"}, Dest: "/w/"}, wantErr: "not found"},
-		{name: "wildcard matching nothing", req: Request{Sources: []string{"*.nope"}, Dest: "/w/"}, wantErr: "no source files were specified"},
+		{name: "wildcard matching nothing", req: Request{Sources: []string{"*.nope"}, Dest: "/w/"}},
+		{name: "wildcard in a missing directory", req: Request{Sources: []string{"nodir/*.txt"}, Dest: "/w/"}, wantErr: `"/nodir": not found`},
+		{name: "wildcard in an ignored directory", req: Request{Sources: []string{"onlyignored/*"}, Dest: "/w/"}, wantErr: `"/onlyignored": not found`},
 		{name: "no sources", req: Request{Dest: "/w/"}, wantErr: "no source files were specified"},
 		{name: "url for COPY", req: Request{Sources: []string{"https://user:pw@127.0.0.1/x"}, Dest: "/w/"}, wantErr: "source can't be a URL for COPY"},
 	}

@@ -85,8 +85,12 @@ func (w *walker) instr() string {
 
 // plan expands every source and lists the entries each match reads. Its
 // errors are the ones Copy returns before it writes anything: no sources,
-// a URL for COPY, a source not found (or ignored entirely), a wildcard step
-// matching nothing, an unreadable or unsupported entry.
+// a URL for COPY, a source not found (or ignored entirely), a wildcard
+// under a directory that is not there, an unreadable or unsupported entry.
+// A wildcard that matches nothing is no error, even when no source matches
+// anything: BuildKit's dispatchCopy sets AllowEmptyWildcard on every local
+// source, and its file op then copies nothing for it (moby/buildkit
+// testEmptyWildcard).
 func (w *walker) plan(ctx context.Context) ([]match, error) {
 	r := w.req
 	if len(r.Sources) == 0 {
@@ -113,9 +117,6 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 			return nil, err
 		}
 		matches = append(matches, m...)
-	}
-	if len(matches) == 0 {
-		return nil, fmt.Errorf("%s %s: no source files were specified", w.instr(), strings.Join(r.Sources, " "))
 	}
 	for i := range matches {
 		m := &matches[i]
@@ -469,6 +470,16 @@ func (w *walker) expand(src string) ([]match, error) {
 		i++
 	}
 	bases := []string{path.Join(parts[:i]...)}
+	if bases[0] != "" {
+		// The directory the wildcard is in must be there: fsutil's
+		// ResolveWildcards walks it, and fails when it is missing (an
+		// empty match is only that of the pattern).
+		if _, ok, err := w.resolve(bases[0]); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, fmt.Errorf("%s %s: %q: not found", w.instr(), src, "/"+bases[0])
+		}
+	}
 	for _, pat := range parts[i:] {
 		var next []string
 		for _, b := range bases {

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/patternmatcher"
 	"github.com/opencontainers/go-digest"
+	chmodmode "github.com/tonistiigi/dchapes-mode"
 
 	"github.com/slipway-dev/slipway/executor/copier"
 	"github.com/slipway-dev/slipway/executor/idtools"
@@ -101,14 +102,29 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		req.WorkDir = "/"
 	}
 	if s.chmod != "" {
-		m, err := strconv.ParseUint(s.chmod, 8, 32)
-		if err != nil || m > 0o7777 {
-			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", s.chmod))
+		// BuildKit's dispatchCopy: an octal mode up to 07777, else a
+		// symbolic one as chmod(1) takes it (tonistiigi/dchapes-mode), which
+		// the copier applies to each entry's own mode. A value that looks
+		// numeric but is not octal gets the octal error, as in BuildKit.
+		nonOctal := fmt.Errorf("invalid chmod parameter: '%v'. it should be octal string and between 0 and 07777", s.chmod)
+		if m, err := strconv.ParseUint(s.chmod, 8, 32); err == nil {
+			if m > 0o7777 {
+				return fail(result.ReasonDockerfileInvalid, nonOctal)
+			}
+			// tar's FileInfo maps the Unix setuid, setgid and sticky bits,
+			// which fs.FileMode keeps elsewhere.
+			mode := (&tar.Header{Mode: int64(m)}).FileInfo().Mode()
+			req.Chmod = &mode
+		} else {
+			set, err := chmodmode.Parse(s.chmod)
+			if err != nil {
+				if ne := (*strconv.NumError)(nil); errors.As(err, &ne) {
+					return fail(result.ReasonDockerfileInvalid, nonOctal)
+				}
+				return fail(result.ReasonDockerfileInvalid, fmt.Errorf("invalid chmod parameter: '%v': %w", s.chmod, err))
+			}
+			req.ModeSet = &set
 		}
-		// tar's FileInfo maps the Unix setuid, setgid and sticky bits,
-		// which fs.FileMode keeps elsewhere.
-		mode := (&tar.Header{Mode: int64(m)}).FileInfo().Mode()
-		req.Chmod = &mode
 	}
 	if len(s.exclude) > 0 {
 		// The copier applies them below each source, as BuildKit does;

@@ -2,6 +2,9 @@ package build_test
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,5 +59,88 @@ func TestBuild_emptyWildcard(t *testing.T) {
 	var be *build.Error
 	if !errors.As(err, &be) || be.Line != 3 || be.Reason != result.ReasonCopyFailed || !strings.Contains(err.Error(), `"/nodir": not found`) {
 		t.Errorf("COPY of a wildcard in a missing directory: %v, want CopyFailed on line 3 naming /nodir", err)
+	}
+}
+
+// TestBuild_chmodNonOctal is BuildKit's testChmodNonOctal
+// (frontend/dockerfile/dockerfile_copy_test.go): COPY --chmod with a
+// symbolic mode gives each file and directory what chmod(1) (busybox's,
+// here) gives the same entry; for a directory source, its contents. Also
+// ADD with a symbolic mode, the step cached by the mode, and the two
+// errors: a value that looks numeric gets BuildKit's octal message
+// (testCopyInvalidChmod), a symbolic one that does not parse is named.
+func TestBuild_chmodNonOctal(t *testing.T) {
+	tcases := []struct {
+		src, dst, mode string
+		isDir          bool
+	}{
+		{src: "file", dst: "f1", mode: "go-w"},
+		{src: "file", dst: "f2", mode: "u=rw,g=r,o=r"},
+		{src: "file", dst: "f3", mode: "a+X"},
+		{src: "dir", dst: "d1", mode: "go-w", isDir: true},
+		{src: "dir", dst: "d2", mode: "u+rw,g+r,o-x,o+w", isDir: true},
+		{src: "dir", dst: "d3", mode: "a+X", isDir: true},
+	}
+	var expected, copies, verify strings.Builder
+	for _, tc := range tcases {
+		if tc.isDir {
+			// COPY copies a directory's contents: nest the input once.
+			fmt.Fprintf(&expected, "RUN mkdir -p /input/dirs/%[1]s && cp -a /input/%[2]s /input/dirs/%[1]s/%[1]s\n", tc.dst, tc.src)
+			fmt.Fprintf(&expected, "RUN cp -a /input/dirs/%[1]s/. /expected/ && chmod %[2]s /expected/%[1]s\n", tc.dst, tc.mode)
+			fmt.Fprintf(&copies, "COPY --from=base --chmod=%s /input/dirs/%s /\n", tc.mode, tc.dst)
+		} else {
+			fmt.Fprintf(&expected, "RUN cp -a /input/%[1]s /expected/%[2]s && chmod %[3]s /expected/%[2]s\n", tc.src, tc.dst, tc.mode)
+			fmt.Fprintf(&copies, "COPY --from=base --chmod=%s /input/%s /%s\n", tc.mode, tc.src, tc.dst)
+		}
+		fmt.Fprintf(&verify, "RUN [ \"$(stat -c %%A /actual/%[1]s)\" = \"$(stat -c %%A /expected/%[1]s)\" ] || { stat -c '%%n %%A' /actual/%[1]s /expected/%[1]s; exit 1; }\n", tc.dst)
+	}
+	df := fmt.Sprintf(`FROM {{BASE}} AS base
+RUN set -ex; mkdir /input; touch /input/file; chmod 666 /input/file; mkdir /input/dir; chmod 124 /input/dir; mkdir /expected
+%s
+FROM scratch AS result
+%s
+FROM base
+COPY --from=result / /actual/
+%s`, expected.String(), copies.String(), verify.String())
+	f := newFixture(t, map[string]string{"ctx.txt": "c\n"})
+	mustBuild(t, f, df, false)
+
+	const addDF = "FROM {{BASE}}\nADD --chmod=u+x,g-r,o= ctx.txt /a/\n"
+	if err := os.Chmod(filepath.Join(f.ctxDir, "ctx.txt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, rep := mustBuild(t, f, addDF, true)
+	tree := flatten(t, img)
+	if e := tree["a/ctx.txt"]; e.Mode&0o7777 != 0o700 {
+		t.Errorf("ADD --chmod=u+x,g-r,o= of a 0644 file gave %04o, want 0700", e.Mode&0o7777)
+	}
+	if e := tree["a"]; e.Mode&0o7777 != 0o755 {
+		t.Errorf("the directory ADD made is %04o, want 0755 as without --chmod", e.Mode&0o7777)
+	}
+	if diff := cmp.Diff(counts{0, 1}, cacheCounts(rep)); diff != "" {
+		t.Errorf("first ADD (-want +got):\n%s", diff)
+	}
+	_, rep = mustBuild(t, f, addDF, true)
+	if diff := cmp.Diff(counts{1, 0}, cacheCounts(rep)); diff != "" {
+		t.Errorf("same ADD again (-want +got):\n%s", diff)
+	}
+	img, rep = mustBuild(t, f, strings.Replace(addDF, "o=", "o=r", 1), true)
+	if diff := cmp.Diff(counts{0, 1}, cacheCounts(rep)); diff != "" {
+		t.Errorf("ADD with another mode (-want +got):\n%s", diff)
+	}
+	if e := flatten(t, img)["a/ctx.txt"]; e.Mode&0o7777 != 0o704 {
+		t.Errorf("ADD --chmod=u+x,g-r,o=r of a 0644 file gave %04o, want 0704", e.Mode&0o7777)
+	}
+
+	for _, tc := range []struct{ chmod, want string }{
+		{"64a", "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777"},
+		{"10000", "invalid chmod parameter: '10000'. it should be octal string and between 0 and 07777"},
+		{"u+z", "invalid chmod parameter: 'u+z'"},
+	} {
+		_, _, err := f.build(t, "FROM {{BASE}}\nCOPY --chmod="+tc.chmod+" ctx.txt /\n", false)
+		var be *build.Error
+		if !errors.As(err, &be) || be.Line != 2 || be.Reason != result.ReasonDockerfileInvalid || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("COPY --chmod=%s: %v, want DockerfileInvalid on line 2 containing %q", tc.chmod, err, tc.want)
+		}
 	}
 }

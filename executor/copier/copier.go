@@ -27,6 +27,7 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/go-digest"
+	mode "github.com/tonistiigi/dchapes-mode"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -79,6 +80,14 @@ type Request struct {
 	// Chmod overrides the permission bits of everything copied (files and
 	// directories, not symlinks), as BuildKit applies --chmod.
 	Chmod *fs.FileMode
+	// ModeSet is a symbolic --chmod ("u+x,g-w", "a=rX"), parsed by the
+	// library BuildKit uses (tonistiigi/dchapes-mode, with umask 0). It
+	// changes each copied entry's own mode, as fsutil's copyFileInfo applies
+	// it to the source's mode (so "X" makes directories, and files already
+	// executable by someone, executable), never a symlink's. The
+	// destination directories a copy creates are 0755, as without --chmod
+	// (fsutil gets no octal mode then). It wins over Chmod.
+	ModeSet *mode.Set
 	// Add enables ADD: local archives are extracted and URLs downloaded.
 	Add bool
 	// HTTPClient downloads ADD URLs. Nil: http.DefaultClient.
@@ -154,7 +163,7 @@ type Result struct {
 //     into it once it is a directory (made by a directory source or an
 //     ADD archive before it). The legacy builder's "must end with a /"
 //     error is not BuildKit's;
-//   - missing destination directories are created with --chmod's
+//   - missing destination directories are created with an octal --chmod's
 //     permission bits (moby/buildkit testCopyChmod) or 0755, owned by
 //     --chown (moby/buildkit#640) or root; an ADD archive's destination is
 //     0755 whatever --chmod;
@@ -168,7 +177,9 @@ type Result struct {
 //     FollowSymlinks) and keeps the name as written; symlinks inside copied
 //     directories are copied as symlinks;
 //   - permission bits including setuid/setgid/sticky, mtimes and xattrs are
-//     kept unless --chmod; owners as described for Chown and KeepOwner;
+//     kept unless --chmod (an octal one sets them, a symbolic one changes
+//     each entry's own, see ModeSet); owners as described for Chown and
+//     KeepOwner;
 //   - hardlinks among the files of one step are kept as hardlinks (fsutil
 //     does the same);
 //   - a directory cannot replace a non-directory ("cannot copy to
@@ -236,7 +247,7 @@ func (p *Walked) Sources(ctx context.Context) ([]SourceFile, error) {
 
 // Copy is Copy of r, which must name the walked sources, in the same tree
 // (SrcRoot, Sources, Ignore, IgnoreDescend and Add as walked); what is
-// copied where and how (DestRoot, Dest, WorkDir, Chown, Chmod) may be set
+// copied where and how (DestRoot, Dest, WorkDir, Chown, Chmod, ModeSet) may be set
 // now.
 func (p *Walked) Copy(ctx context.Context, r Request) (Result, error) {
 	return copyMatches(ctx, &walker{req: r, seen: p.w.seen}, p.matches)
@@ -350,12 +361,12 @@ func (c *copier) markChanged(abs string) {
 }
 
 // destDirMode is the mode of the destination directories a copy creates:
-// --chmod's permission bits, else 0755. BuildKit's file op passes the
+// an octal --chmod's permission bits, else 0755. BuildKit's file op passes the
 // octal --chmod to fsutil's copy.Copy, which creates the destination's
 // missing parents (and the destination directory itself, for a directory
 // source or a trailing "/") with it (moby/buildkit testCopyChmod).
 func (c *copier) destDirMode() fs.FileMode {
-	if c.req.Chmod != nil {
+	if c.req.Chmod != nil && c.req.ModeSet == nil {
 		return c.req.Chmod.Perm()
 	}
 	return 0o755
@@ -599,7 +610,10 @@ func (c *copier) metadata(it item) meta {
 	if fi.Mode()&fs.ModeSymlink == 0 {
 		m.setMode = true
 		m.mode = fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)
-		if c.req.Chmod != nil {
+		switch {
+		case c.req.ModeSet != nil:
+			m.mode = chmodSymbolic(c.req.ModeSet, fi.Mode())
+		case c.req.Chmod != nil:
 			m.mode = *c.req.Chmod
 		}
 	}
@@ -644,6 +658,12 @@ func (c *copier) setMetadataFd(m meta, fd int, target string) error {
 		return fmt.Errorf("setting times of /%s: %w", c.destRel(target), errno)
 	}
 	return nil
+}
+
+// chmodSymbolic is the permission bits, setuid, setgid and sticky
+// included, that the symbolic mode set gives an entry of mode m.
+func chmodSymbolic(set *mode.Set, m fs.FileMode) fs.FileMode {
+	return set.Apply(m) & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 }
 
 // unixModeBits are the setuid, setgid and sticky bits of mode as chmod(2)
@@ -823,7 +843,12 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 		return fmt.Errorf("setting owner of /%s: %w", c.destRel(target), err)
 	}
 	mode := fs.FileMode(0o600)
-	if c.req.Chmod != nil {
+	switch {
+	case c.req.ModeSet != nil:
+		// BuildKit's HTTP source writes the file 0600; the copy then
+		// applies the set to that.
+		mode = chmodSymbolic(c.req.ModeSet, mode)
+	case c.req.Chmod != nil:
 		mode = *c.req.Chmod
 	}
 	if err := os.Chmod(target, mode); err != nil {

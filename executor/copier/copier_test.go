@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
+	mode "github.com/tonistiigi/dchapes-mode"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
 )
@@ -230,6 +231,19 @@ func TestCopy(t *testing.T) {
 		// (moby/buildkit testCopyChmod); existing ones are left alone.
 		{name: "chmod makes missing parents with its mode", dest: tree{"keep": "d:700"}, req: Request{Sources: []string{"a.txt"}, Dest: "/keep/p/q/f", Chmod: &chmod},
 			want: map[string]string{"keep": "d 700 1000:1000", "keep/p": "d 640 0:0", "keep/p/q": "d 640 0:0", "keep/p/q/f": "f 640 0:0 A"}},
+		// A symbolic --chmod changes each entry's own mode (fsutil's
+		// copyFileInfo applies the set to the source's mode); directories
+		// the copy creates are 0755, as without --chmod.
+		{name: "symbolic chmod on a tree", req: Request{Sources: []string{"dir"}, Dest: "/m/n/", ModeSet: modeSet(t, "a=rX")},
+			want: map[string]string{"m": "d 755 0:0", "m/n": "d 755 0:0", "m/n/x": "f 444 0:0 X", "m/n/sub": "d 555 0:0", "m/n/sub/y": "f 444 0:0 Y", "m/n/link": "l 0:0 x"}},
+		{name: "symbolic chmod on files", req: Request{Sources: []string{"a.txt", "b.txt", "suid"}, Dest: "/s/", ModeSet: modeSet(t, "u+x,go-w,u-s")},
+			want: map[string]string{"s/a.txt": "f 744 0:0 A", "s/b.txt": "f 755 0:0 B", "s/suid": "f 755 0:0 S"}},
+		{name: "symbolic chmod X on a file executable by none", req: Request{Sources: []string{"a.txt"}, Dest: "/x", ModeSet: modeSet(t, "g+X,o=u")},
+			want: map[string]string{"x": "f 646 0:0 A"}},
+		// X looks at the mode the entry had, as BSD's and GNU's chmod
+		// do (busybox's looks at the mode "a=" just cleared).
+		{name: "symbolic chmod X after = on a file executable by someone", req: Request{Sources: []string{"b.txt"}, Dest: "/x", ModeSet: modeSet(t, "a=rX")},
+			want: map[string]string{"x": "f 555 0:0 B"}},
 		{name: "ignored file not found", req: Request{Sources: []string{"secret"}, Dest: "/i"},
 			wantErr: "not found"},
 		{name: "ignored dir with exception keeps the exception only", req: Request{Sources: []string{"."}, Dest: "/all/"},
@@ -279,6 +293,16 @@ func TestCopy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// modeSet parses a symbolic mode as copy.go does.
+func modeSet(t *testing.T, s string) *mode.Set {
+	t.Helper()
+	set, err := mode.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &set
 }
 
 func TestCopy_metadata(t *testing.T) {
@@ -404,6 +428,12 @@ func TestCopy_add(t *testing.T) {
 			want: map[string]string{"u/named": "f 600 1000:1000 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))}},
 		{name: "url error status", req: Request{Sources: []string{srv.URL + "/missing"}, Dest: "/u/"},
 			wantErr: "404"},
+		// BuildKit's HTTP source writes 0600; a symbolic --chmod changes that.
+		{name: "url with a symbolic chmod", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u/s", ModeSet: modeSet(t, "g+r,o=g")},
+			want: map[string]string{"u/s": "f 644 0:0 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))}},
+		// An archive's entries keep their modes: BuildKit's unpack ignores --chmod.
+		{name: "archive extracted whatever the symbolic chmod", req: Request{Sources: []string{"comp.txz"}, Dest: "/x/", ModeSet: modeSet(t, "a=rwx")},
+			want: map[string]string{"x": "d 755 0:0", "x/xzd": "d 750 0:0", "x/xzd/x": "f 640 0:0 xzd/x"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 const urlMode fs.FileMode = 0o600
 
 // Sources enumerates and digests exactly the source entries Copy would read for r, without
-// writing anything (DestRoot, Dest, WorkDir, Chown, Chmod are not used). For ADD URLs it does not
+// writing anything (DestRoot, Dest, WorkDir, Chown, Chmod, ModeSet are not used). For ADD URLs it does not
 // download: it records the URL with the validators a HEAD request returns (ETag, Last-Modified,
 // Content-Length) in SourceFile.Digest as "url:<etag or last-modified+length>", or "" when the
 // server gives none (then the caller must treat the step as uncacheable).

@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-dev/slipway/executor/cache"
@@ -101,6 +102,10 @@ type Options struct {
 	// Secrets are what RUN --mount=type=secret can read, by id (executor
 	// --secret). They never enter a cache key, a layer or the log.
 	Secrets map[string][]byte
+	// SSH are the ssh agents that RUN --mount=type=ssh reaches, by id
+	// (executor --ssh). A step's socket only lists their keys and signs
+	// with them; no key enters a cache key, a layer or the log.
+	SSH map[string]agent.Agent
 	// GitAuth are the credentials of ADD from a git repository, scoped by
 	// their Origin (see source.GitAuth): the git context's go to its exact
 	// scheme, host and port only. The zero value fetches anonymously (but

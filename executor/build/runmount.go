@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/slipway-dev/slipway/executor/copier"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -39,7 +40,9 @@ import (
 //     executor starts with none, as BuildKit in a fresh pod);
 //   - type=tmpfs is an empty directory;
 //   - type=secret is a file (or, with env=, a variable) holding a secret
-//     given to the executor with --secret; it never enters the cache key.
+//     given to the executor with --secret; it never enters the cache key;
+//   - type=ssh is a unix socket served by the executor: an ssh agent that
+//     signs with the keys given with --ssh (sshmount.go).
 //
 // Parent directories the command did not touch get their times back, so
 // the layer does not list them.
@@ -70,10 +73,12 @@ type runMount struct {
 	sharing  instructions.ShareMode
 	sel      string
 	mkdir    bool // sel is made with uid, gid and mode when the cache is new
-	// type=secret
+	// type=secret (type=ssh: env is SSH_AUTH_SOCK, secret its value)
 	secret []byte
 	env    string // the variable to set to the secret; "" for none
 	file   bool   // whether the secret is a file at target too
+	// type=ssh: the agent served at target.
+	agent agent.Agent
 	// mountTypeScript: the script's name in the directory.
 	script string
 }
@@ -87,6 +92,7 @@ type mountKey struct {
 	Mode                       fs.FileMode
 	ID, Env                    string
 	Content                    string // a bind source's content key
+	Required                   bool   `json:",omitempty"` // type=ssh
 }
 
 // planMounts turns a RUN's --mount flags into mounts, with what the cache
@@ -97,11 +103,19 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 		return nil, nil, false, fail(result.ReasonDockerfileInvalid, err)
 	}
 	cacheable = true
+	nSSH := 0
 	for _, m := range instructions.GetMounts(c) {
 		rm := &runMount{typ: m.Type}
 		k := mountKey{Type: string(m.Type), From: m.From, Source: m.Source, ReadOnly: m.ReadOnly}
 		target := m.Target
 		switch m.Type {
+		case instructions.MountTypeSSH:
+			if err := g.planSSH(m, nSSH, wd, rm, &k); err != nil {
+				return nil, nil, false, err
+			}
+			nSSH++
+			mounts, keys = append(mounts, rm), append(keys, k)
+			continue
 		case instructions.MountTypeSecret:
 			id := m.CacheID
 			if id == "" {
@@ -308,6 +322,7 @@ type mounted struct {
 	ancTime [2]time.Time // its times before the mount
 	ancMod  time.Time    // its mtime once the mount was made; zero if unknown
 	cache   *cacheUse    // type=cache: where the directory goes back
+	ssh     *sshServer   // type=ssh: the agent served
 }
 
 // mountStub is a directory made for a mount: name in parent.
@@ -317,6 +332,7 @@ type mountStub struct {
 }
 
 func (m *mounted) close() {
+	m.ssh.stop()
 	if m.cache != nil {
 		m.cache.release()
 	}
@@ -378,7 +394,7 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 	}
 	for _, rm := range mounts {
 		if rm.target == "" {
-			continue // a secret given as a variable only
+			continue // a secret given as a variable only, an ssh agent not given
 		}
 		m, err := g.mountOne(ctx, root, r, rm, uses[rm])
 		if m != nil {
@@ -456,6 +472,10 @@ func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *r
 		if err := g.fillCache(ctx, root, rm, cache, m.parent, name); err != nil {
 			return m, err
 		}
+	} else if rm.typ == instructions.MountTypeSSH {
+		if m.ssh, err = serveSSH(root, rm, m.parent, name); err != nil {
+			return m, err
+		}
 	} else if err := g.fill(ctx, root, rm, m.parent, name); err != nil {
 		return m, err
 	}
@@ -515,6 +535,7 @@ func (g *stage) fill(ctx context.Context, root string, rm *runMount, parent *roo
 // times back when the command did not change them too. It works in the
 // directories opened before the step, wherever the step moved them.
 func (m *mounted) undo() error {
+	m.ssh.stop() // nothing is served once the step is done
 	untouched := false
 	if !m.ancMod.IsZero() {
 		if _, mtime, err := m.anc.Times(); err == nil && mtime.Equal(m.ancMod) {

@@ -147,7 +147,7 @@ func TestBuild_runMountErrors(t *testing.T) {
 	f.secrets = map[string][]byte{"GIT_AUTH_TOKEN.git.example.com": []byte("tok"), "GIT_AUTH_HEADER.git.example.com": []byte("Bearer tok")}
 	for _, tc := range []struct{ name, run, want string }{
 		{"required secret missing", "RUN --mount=type=secret,id=k,required true", "the secret is required"},
-		{"ssh", "RUN --mount=type=ssh true", "type=ssh is not supported"},
+		{"required ssh key missing", "RUN --mount=type=ssh,required=true true", "the ssh key is required"},
 		{"missing bind source", "RUN --mount=source=nope,target=/n true", "nope"},
 		{"cache without a target", "RUN --mount=type=cache true", "needs a target"},
 		{"network none", "RUN --network=none true", "RUN --network is not supported"},

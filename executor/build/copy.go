@@ -137,7 +137,19 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 
 	// srcRoot resolves the source tree when the step runs.
 	var srcRoot func(ctx context.Context) (string, error)
+	// heredocs are the step's heredoc files by name, written when the step
+	// runs, and copied after its paths (BuildKit's dispatchCopy adds them to
+	// the file op after every path, whatever the order written).
 	var heredocs map[string]string
+	var heredocNames []string
+	for _, sc := range s.params.SourceContents {
+		if heredocs == nil {
+			heredocs = map[string]string{}
+		}
+		heredocs[filepath.Base(sc.Path)] = sc.Data
+		heredocNames = append(heredocNames, filepath.Base(sc.Path))
+	}
+	hasPaths := len(s.params.SourcePaths) > 0
 	// walked is the walk of the context the key was made from, which the
 	// copy reads again rather than walking the context twice.
 	var walked *copier.Walked
@@ -162,16 +174,8 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 			keyParts = append(keyParts, "git", gs.remote, gs.ref, gs.subdir, gs.commit)
 		}
 		req.Sources = []string{"."}
-	case len(s.params.SourceContents) > 0:
-		if len(s.params.SourcePaths) > 0 {
-			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("%s with both heredocs and paths is not supported by this executor", name))
-		}
-		heredocs = map[string]string{}
-		for _, sc := range s.params.SourceContents {
-			heredocs[filepath.Base(sc.Path)] = sc.Data
-			req.Sources = append(req.Sources, filepath.Base(sc.Path))
-		}
-		keyParts = append(keyParts, "heredocs", heredocs)
+	case !hasPaths:
+		// Heredocs only.
 	case s.from != "":
 		req.KeepOwner = true
 		if src := g.b.plan.StageForFrom(s.from, g.st.Index); src != nil {
@@ -233,6 +237,9 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 			}
 		}
 	}
+	if heredocs != nil && keyParts != nil {
+		keyParts = append(keyParts, "heredocs", heredocs)
+	}
 
 	msg := []string{name}
 	if s.chown != "" {
@@ -241,34 +248,19 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	if s.chmod != "" {
 		msg = append(msg, "--chmod="+s.chmod)
 	}
-	if len(s.params.SourceContents) > 0 {
-		for _, sc := range s.params.SourceContents {
-			msg = append(msg, "<<"+sc.Path)
-		}
-	} else {
-		for _, src := range s.params.SourcePaths {
-			// A URL's password never reaches the image's history.
-			msg = append(msg, source.RedactURL(src))
-		}
+	for _, src := range s.params.SourcePaths {
+		// A URL's password never reaches the image's history.
+		msg = append(msg, source.RedactURL(src))
+	}
+	for _, sc := range s.params.SourceContents {
+		msg = append(msg, "<<"+sc.Path)
 	}
 	msg = append(msg, s.params.DestPath)
 
 	err = g.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, g *stage, root string) ([]string, error) {
 		req := req
 		req.DestRoot = root
-		if heredocs != nil {
-			dir, err := os.MkdirTemp(g.b.opts.WorkDir, "heredoc-")
-			if err != nil {
-				return nil, fail(result.ReasonInternal, err)
-			}
-			defer os.RemoveAll(dir)
-			for name, data := range heredocs {
-				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-					return nil, fail(result.ReasonInternal, err)
-				}
-			}
-			req.SrcRoot = dir
-		} else if srcRoot != nil { // git sources set it per repository
+		if srcRoot != nil { // git sources set it per repository
 			root, err := srcRoot(ctx)
 			if err != nil {
 				return nil, fail(result.ReasonCopyFailed, err)
@@ -285,6 +277,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		var res copier.Result
 		var err error
 		switch {
+		case !hasPaths:
 		case walked != nil:
 			res, err = walked.Copy(ctx, req)
 			walked = nil // the step runs once; let the walk go
@@ -301,6 +294,11 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		default:
 			res, err = copier.Copy(ctx, req)
 		}
+		if err == nil && heredocs != nil {
+			var r copier.Result
+			r, err = g.copyHeredocs(ctx, req, heredocs, heredocNames)
+			res.Changed = append(res.Changed, r.Changed...)
+		}
 		if err != nil {
 			return nil, fail(result.ReasonCopyFailed, err)
 		}
@@ -315,6 +313,30 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	}
 	g.cur().copyDest = path.Clean("/" + dest)
 	return err
+}
+
+// copyHeredocs copies a step's heredocs, in the order written, to the
+// destination of req: each a file 0644 (before --chmod) owned by root
+// (before --chown), as BuildKit's dispatchCopy makes each with llb.Mkfile
+// in a scratch state and copies it from there, never extracted by ADD.
+func (g *stage) copyHeredocs(ctx context.Context, req copier.Request, heredocs map[string]string, names []string) (copier.Result, error) {
+	dir, err := os.MkdirTemp(g.b.opts.WorkDir, "heredoc-")
+	if err != nil {
+		return copier.Result{}, fail(result.ReasonInternal, err)
+	}
+	defer os.RemoveAll(dir)
+	for name, data := range heredocs {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			return copier.Result{}, fail(result.ReasonInternal, err)
+		}
+		// Whatever the umask.
+		if err := os.Chmod(filepath.Join(dir, name), 0o644); err != nil {
+			return copier.Result{}, fail(result.ReasonInternal, err)
+		}
+	}
+	req.SrcRoot, req.Sources = dir, names
+	req.Ignore, req.IgnoreDescend, req.KeepOwner, req.Add, req.Checksum = nil, nil, false, false, ""
+	return copier.Copy(ctx, req)
 }
 
 // securePath resolves p (absolute in the stage's file system) to a host

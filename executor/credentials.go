@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/sys/unix"
 
 	"github.com/slipway-dev/slipway/executor/build"
@@ -40,7 +42,11 @@ import (
 //     read its memory, environment, open files or working directory
 //     through /proc/PID or ptrace;
 //   - git credential variables leave the environment once read, and a RUN
-//     step's environment is built from the image and the Dockerfile only.
+//     step's environment is built from the image and the Dockerfile only;
+//   - ssh keys (--ssh, the directory's ssh/) are parsed into in-memory
+//     keyrings and their files' bytes cleared: a step with RUN
+//     --mount=type=ssh reaches an agent that lists them and signs with
+//     them (executor/build/sshmount.go), never the keys.
 //
 // What this does not cover: credentials given another way (DOCKER_CONFIG,
 // GIT_SECRET_DIR, --secret src=FILE outside the credentials directory)
@@ -54,6 +60,7 @@ const (
 	credDocker  = "docker"  // config.json: registry credentials
 	credGit     = "git"     // username, password, ssh-privatekey, known_hosts
 	credSecrets = "secrets" // one file per build secret, named by its id
+	credSSH     = "ssh"     // per ssh agent id: a private key file, or a directory of them
 )
 
 // credentials are the build's secrets, in memory.
@@ -61,6 +68,9 @@ type credentials struct {
 	keychain authn.Keychain
 	git      source.GitAuth
 	secrets  map[string][]byte
+	// ssh are the agents of RUN --mount=type=ssh, by id: keyrings of the
+	// private keys, which only the executor's memory holds.
+	ssh map[string]agent.Agent
 	// readable are files holding credentials that stay where a RUN step
 	// can read them (outside the credentials directory).
 	readable []string
@@ -117,9 +127,10 @@ func stageDir(src, dst string, depth int) error {
 // else the Docker config file kaniko reads), git credentials (the
 // credentials directory's git/, then GIT_USERNAME, GIT_PASSWORD, GIT_TOKEN
 // and GIT_SECRET_DIR), scoped to the git context's origin, and the build
-// secrets (--secret, then the credentials directory's secrets/). It
-// removes the git variables from the environment. Errors name a file or
-// flag, never a value.
+// secrets (--secret, then the credentials directory's secrets/) and the
+// ssh keys (--ssh, then the credentials directory's ssh/). It removes the
+// git variables from the environment. Errors name a file or flag, never a
+// value.
 func loadCredentials(o *options) (*credentials, error) {
 	c := &credentials{}
 	dir := o.credentialsDir
@@ -182,6 +193,18 @@ func loadCredentials(o *options) (*credentials, error) {
 				return nil, fmt.Errorf("reading build secret %s: %w", e.Name(), errors.Unwrap(err))
 			}
 			c.secrets[e.Name()] = b
+		}
+	}
+
+	c.ssh, err = readSSH(o.ssh, dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range o.ssh {
+		for _, p := range sshFlagPaths(f) {
+			if !inDir(dir, p) {
+				c.readable = append(c.readable, p)
+			}
 		}
 	}
 
@@ -260,4 +283,125 @@ func inDir(dir, p string) bool {
 	}
 	rel, err := filepath.Rel(dir, p)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// maxSSHKeyFile bounds a private key file, as BuildKit's sshprovider does.
+const maxSSHKeyFile = 100 << 10
+
+// readSSH reads the ssh agents' private keys into keyrings, by id: the
+// --ssh flags (ID=KEYFILE[,KEYFILE...], or KEYFILE[,KEYFILE...] for the id
+// "default", as buildctl build --ssh takes key files), then the
+// credentials directory's ssh/ID entries (a key file, or a directory of
+// key files). Each file holds one unencrypted private key, PEM or OpenSSH,
+// as BuildKit's sshprovider reads it; the file's bytes are cleared once
+// parsed. Unlike buildctl, an agent socket cannot be forwarded. Errors
+// name the id and the file, never a key.
+func readSSH(flags []string, dir string) (map[string]agent.Agent, error) {
+	out := map[string]agent.Agent{}
+	add := func(id, what string, files []string) error {
+		if _, dup := out[id]; dup {
+			return fmt.Errorf("ssh key %s is given twice (%s)", id, what)
+		}
+		kr := agent.NewKeyring()
+		for _, f := range files {
+			if err := addSSHKey(kr, f); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+		}
+		out[id] = kr
+		return nil
+	}
+	for _, f := range flags {
+		id, paths := parseSSHFlag(f)
+		if id == "" || len(paths) == 0 || slices.Contains(paths, "") {
+			return nil, fmt.Errorf("--ssh %q: want ID=KEYFILE[,KEYFILE...] or KEYFILE[,KEYFILE...]", f)
+		}
+		if err := add(id, "--ssh "+id, paths); err != nil {
+			if !strings.Contains(f, "=") && errors.Is(err, fs.ErrNotExist) {
+				// buildctl's --ssh ID forwards $SSH_AUTH_SOCK.
+				err = fmt.Errorf("%w (--ssh takes key files, ID=KEYFILE or KEYFILE; forwarding an ssh agent is not supported)", err)
+			}
+			return nil, err
+		}
+	}
+	if dir == "" {
+		return out, nil
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, credSSH))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading the staged ssh keys: %w", errors.Unwrap(err))
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, credSSH, e.Name())
+		files := []string{p}
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			sub, err := os.ReadDir(p)
+			if err != nil {
+				return nil, fmt.Errorf("reading ssh key %s: %w", e.Name(), errors.Unwrap(err))
+			}
+			files = files[:0]
+			for _, s := range sub {
+				if !strings.HasPrefix(s.Name(), ".") {
+					files = append(files, filepath.Join(p, s.Name()))
+				}
+			}
+		}
+		if err := add(e.Name(), "ssh key "+e.Name()+" in "+dir, files); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// parseSSHFlag splits an --ssh value into its id and key files.
+func parseSSHFlag(f string) (id string, paths []string) {
+	id, list, ok := strings.Cut(f, "=")
+	if !ok {
+		id, list = build.SSHDefaultID, f
+	}
+	if list == "" {
+		return id, nil
+	}
+	return id, strings.Split(list, ",")
+}
+
+// sshFlagPaths are the files an --ssh value reads.
+func sshFlagPaths(f string) []string {
+	_, paths := parseSSHFlag(f)
+	return paths
+}
+
+// addSSHKey adds the private key of the file p to kr.
+func addSSHKey(kr agent.Agent, p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", p, errors.Unwrap(err))
+	}
+	switch {
+	case fi.Mode()&fs.ModeSocket != 0:
+		return fmt.Errorf("%s is a socket: this executor serves ssh keys from key files, it does not forward an agent", p)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file", p)
+	case fi.Size() > maxSSHKeyFile:
+		return fmt.Errorf("%s is larger than %d KiB: not a private key", p, maxSSHKeyFile>>10)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", p, errors.Unwrap(err))
+	}
+	defer clear(b)
+	key, err := ssh.ParseRawPrivateKey(b)
+	if err != nil {
+		// The parser's errors quote nothing of the file, but say no more
+		// than needed.
+		var pm *ssh.PassphraseMissingError
+		if errors.As(err, &pm) {
+			return fmt.Errorf("%s is protected by a passphrase: give an unencrypted private key", p)
+		}
+		return fmt.Errorf("%s is not a private key in PEM or OpenSSH format", p)
+	}
+	if err := kr.Add(agent.AddedKey{PrivateKey: key}); err != nil {
+		return fmt.Errorf("%s: a private key of a kind the ssh agent cannot serve", p)
+	}
+	return nil
 }

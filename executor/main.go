@@ -50,6 +50,7 @@ type options struct {
 	context, contextSubPath, dockerfile string
 	destinations, buildArgs, labels     []string
 	secrets                             []string
+	ssh                                 []string
 	target                              string
 	noPush                              bool
 	tarPath, ociLayoutPath              string
@@ -161,6 +162,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringArrayVar(&o.buildArgs, "build-arg", nil, "Build argument K=V, or K to take it from the environment (repeatable).")
 	fs.StringArrayVar(&o.labels, "label", nil, "Label K=V set on the image (repeatable).")
 	fs.StringArrayVar(&o.secrets, "secret", nil, "Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR, as docker buildx takes it (repeatable).")
+	fs.StringArrayVar(&o.ssh, "ssh", nil, "SSH keys for RUN --mount=type=ssh: ID=KEYFILE[,KEYFILE...], or KEYFILE[,...] for the id default, as buildctl --ssh takes key files; served by an agent that only signs (repeatable).")
 	fs.StringVar(&o.target, "target", "", "Stage to build (default: the last).")
 	fs.BoolVar(&o.noPush, "no-push", false, "Build without pushing.")
 	fs.StringVar(&o.tarPath, "tar-path", "", "Write the image as a tarball that docker load and podman load accept.")
@@ -195,7 +197,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.resultFile, "result-file", "", "Write the JSON result here (default: "+terminationLog+" when it exists).")
 	fs.StringVar(&o.workDir, "work-dir", "", "Scratch directory for stage roots and layers (default: a new temporary directory).")
 	fs.StringVar(&o.maxLayerSize, "max-layer-size", "16GiB", "The most one image layer may expand to when extracted (e.g. 512MiB, 16GiB, 1TiB); a layer past it fails the build. 0: no limit.")
-	fs.StringVar(&o.credentialsDir, "credentials-dir", "", "Directory of credentials (docker/config.json, git/, secrets/ID) read at start and emptied before the first RUN step.")
+	fs.StringVar(&o.credentialsDir, "credentials-dir", "", "Directory of credentials (docker/config.json, git/, secrets/ID, ssh/ID) read at start and emptied before the first RUN step.")
 	fs.StringVar(&o.stageCredentials, "stage-credentials", "", "Copy the credential files under this directory into --credentials-dir and exit (the executor pod's init container).")
 	// kaniko flags that change nothing here: our snapshots are always by
 	// stat, stages the target does not need are always skipped.
@@ -413,6 +415,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		SourceDateEpoch: epoch,
 		Log:             levelFilter(o.verbosity, logw),
 		Secrets:         creds.secrets,
+		SSH:             creds.ssh,
 		GitAuth:         creds.git,
 	}
 	if o.cache {

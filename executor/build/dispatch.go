@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -313,11 +314,17 @@ func (g *stage) expose(c *instructions.ExposeCommand) error {
 // it sees (ENV, ARGs in scope, proxy build args) and its working directory
 // and user, all fixed now; the step runs later in the stage's root.
 func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
+	network := run.NetworkDefault
 	for _, f := range c.FlagsUsed {
 		switch {
 		case f == "mount":
-		case f == "network" && (instructions.GetNetwork(c) == instructions.NetworkDefault || instructions.GetNetwork(c) == instructions.NetworkHost):
-			// The step has the executor's network either way.
+		case f == "network":
+			// BuildKit's dispatchRunNetwork: none is pb.NetMode_NONE, a network
+			// namespace of the step's own with only lo; default and host are the
+			// executor's network here (the parser refuses any other value).
+			if instructions.GetNetwork(c) == instructions.NetworkNone {
+				network = run.NetworkNone
+			}
 		default:
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", f))
 		}
@@ -335,11 +342,10 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	}
 	env := g.env.Clone()
 	keyEnv := env.Slice() // proxy settings never invalidate the cache, as in Docker
-	for _, k := range dockerfile.ProxyArgs {
-		if v, ok := g.b.opts.BuildArgs[k]; ok {
-			if _, set := env.Get(k); !set {
-				env.Set(k, v)
-			}
+	for _, kv := range proxyEnv(g.b.opts.BuildArgs) {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, set := env.Get(k); !set {
+			env.Set(k, v)
 		}
 	}
 	userSpec := g.cfg.Config.User
@@ -365,6 +371,12 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	}
 	if len(mountKeys) > 0 {
 		keyParts = append(keyParts, "mounts", mountKeys)
+	}
+	if network != run.NetworkDefault {
+		// Only then, so that the keys of steps with the default network stay
+		// those older executors made. default and host are one key: the same
+		// network here.
+		keyParts = append(keyParts, "network", network.String())
 	}
 	if !cacheable {
 		keyParts = nil
@@ -401,16 +413,17 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 		out := newLinePrefixer(g.b.log, g.prefix+" ")
 		releaseMemory()
 		err = g.b.opts.Runner.Run(ctx, run.Spec{
-			Root:   root,
-			Args:   args,
-			Env:    env.Slice(),
-			Dir:    wd,
-			UID:    user.UID,
-			GID:    user.GID,
-			Groups: withPrimaryGroup(user.Groups, user.GID),
-			Stdout: out,
-			Stderr: out,
-			Dev:    dev,
+			Root:    root,
+			Args:    args,
+			Env:     env.Slice(),
+			Dir:     wd,
+			UID:     user.UID,
+			GID:     user.GID,
+			Groups:  withPrimaryGroup(user.Groups, user.GID),
+			Stdout:  out,
+			Stderr:  out,
+			Dev:     dev,
+			Network: network,
 		})
 		out.Flush()
 		if uerr := unmount(); uerr != nil && err == nil {
@@ -551,4 +564,26 @@ func withPrimaryGroup(groups []uint32, gid uint32) []uint32 {
 		return groups
 	}
 	return append(slices.Clone(groups), gid)
+}
+
+// proxyEnv is the proxy environment a RUN step gets from the build args,
+// as BuildKit: each of HTTP_PROXY, HTTPS_PROXY, FTP_PROXY, NO_PROXY and
+// ALL_PROXY is taken from a build arg of that name in any case (when two
+// spellings are given, the one sorting last, the lower-case one, wins:
+// dockerfile2llb proxyEnvFromBuildArgs) and, when not empty, set in both
+// spellings (llbsolver's proxyEnvList).
+func proxyEnv(buildArgs map[string]string) []string {
+	var out []string
+	for _, name := range []string{"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"} {
+		v := ""
+		for _, k := range slices.Sorted(maps.Keys(buildArgs)) {
+			if strings.EqualFold(k, name) {
+				v = buildArgs[k]
+			}
+		}
+		if v != "" {
+			out = append(out, name+"="+v, strings.ToLower(name)+"="+v)
+		}
+	}
+	return out
 }

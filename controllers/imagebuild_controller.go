@@ -340,6 +340,16 @@ func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.Imag
 				ref.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson), nil
 		}
 	}
+	if a := ib.Spec.SSHAgent; a != nil {
+		s, problem, err := r.getSecret(ctx, ns, a.SecretRef.Name, "spec.sshAgent.secretRef")
+		if err != nil || problem != "" {
+			return opts, problem, err
+		}
+		if s.Data[corev1.SSHAuthPrivateKey] == nil {
+			return opts, fmt.Sprintf("Secret %q (spec.sshAgent.secretRef) has no %s key; it must be of type %s",
+				a.SecretRef.Name, corev1.SSHAuthPrivateKey, corev1.SecretTypeSSHAuth), nil
+		}
+	}
 	for i, bs := range ib.Spec.Secrets {
 		field := fmt.Sprintf("spec.secrets[%d].secretKeyRef", i)
 		sec, problem, err := r.getSecret(ctx, ns, bs.SecretKeyRef.Name, field)

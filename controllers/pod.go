@@ -18,7 +18,7 @@ import (
 
 // Paths and names inside the executor pod.
 //
-// Credentials (the push secret, the git secret, spec.secrets) never reach the executor
+// Credentials (the push secret, the git secret, spec.secrets, spec.sshAgent) never reach the executor
 // container as Secret volumes or environment variables: a RUN step of the Dockerfile runs
 // in that container and could read them. The init container credentialsContainer alone
 // mounts the Secrets (under secretsMount), copies them into the in-memory emptyDir
@@ -39,13 +39,15 @@ const (
 	credentialsVolume = "credentials"
 	// secretsMount is where the init container mounts the Secrets, in the layout of
 	// --credentials-dir: docker/config.json (the push secret's .dockerconfigjson), git/ (the
-	// git secret's keys: username and password, or ssh-privatekey and known_hosts) and
-	// secrets/<id> (one file per spec.secrets entry).
+	// git secret's keys: username and password, or ssh-privatekey and known_hosts),
+	// secrets/<id> (one file per spec.secrets entry) and ssh/default (the ssh-privatekey of
+	// the RUN --mount=type=ssh agent: see sshAgentSecret).
 	secretsMount = "/var/run/secrets/slipway"
 
 	gitVolume          = "git-credentials"
 	pushVolume         = "push-credentials"
 	buildSecretsVolume = "build-secrets"
+	sshAgentVolume     = "ssh-agent"
 
 	// managedByLabel marks every executor pod, so the manager caches only those.
 	managedByLabel = "app.kubernetes.io/managed-by"
@@ -253,12 +255,33 @@ func credentialVolumes(ib *v1alpha1.ImageBuild, auth gitAuth) ([]corev1.Volume, 
 		}
 		add(buildSecretsVolume, "secrets", corev1.VolumeSource{Projected: proj})
 	}
+	if name := sshAgentSecret(ib, auth); name != "" {
+		add(sshAgentVolume, "ssh", corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName:  name,
+			Items:       []corev1.KeyToPath{{Key: corev1.SSHAuthPrivateKey, Path: "default"}},
+			DefaultMode: ptr.To[int32](0o400),
+		}})
+	}
 	if len(mounts) > 0 {
 		volumes = append(volumes, corev1.Volume{Name: credentialsVolume, VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(credentialsSizeLimit)},
 		}})
 	}
 	return volumes, mounts
+}
+
+// sshAgentSecret is the Secret whose ssh-privatekey is the key of the build's ssh agent (the
+// executor's ssh id "default", what RUN --mount=type=ssh reaches): spec.sshAgent's, else the
+// git source's when it is an ssh-auth Secret; "" for none. A step that mounts the agent can
+// have it sign, never read the key (executor/build/sshmount.go).
+func sshAgentSecret(ib *v1alpha1.ImageBuild, auth gitAuth) string {
+	if a := ib.Spec.SSHAgent; a != nil {
+		return a.SecretRef.Name
+	}
+	if ref := ib.Spec.Source.Git.SecretRef; ref != nil && auth == gitAuthSSH {
+		return ref.Name
+	}
+	return ""
 }
 
 // credentialsSizeLimit bounds the in-memory credentials volume: Secrets are at most 1 MiB each.

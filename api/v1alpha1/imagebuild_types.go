@@ -41,6 +41,15 @@ type ImageBuildSpec struct {
 	// +optional
 	Secrets []BuildSecret `json:"secrets,omitempty"`
 
+	// sshAgent is the ssh key that the Dockerfile's RUN --mount=type=ssh steps (id "default",
+	// BuildKit's) reach: the executor serves each such step an ssh agent that lists the key and
+	// signs with it, for that step only; no step can read the key, and it never reaches the
+	// image, the layer cache's keys or the logs. When sshAgent is unset and source.git.secretRef
+	// is an ssh-auth Secret, that Secret's key is the agent's (sshAgent wins when both are set);
+	// with neither, an ssh mount gets no socket, or fails the build when it is required=true.
+	// +optional
+	SSHAgent *SSHAgent `json:"sshAgent,omitempty"`
+
 	// labels are added to the image's configuration (like LABEL instructions).
 	// +kubebuilder:validation:MaxProperties=64
 	// +optional
@@ -186,6 +195,17 @@ type BuildSecret struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.optional) || !self.optional",message="optional is not supported: leave the secret out instead"
 	// +required
 	SecretKeyRef corev1.SecretKeySelector `json:"secretKeyRef"`
+}
+
+// SSHAgent is the ssh agent of the build's RUN --mount=type=ssh steps.
+// +kubebuilder:validation:XValidation:rule="size(self.secretRef.name) > 0",message="secretRef.name must name a Secret"
+type SSHAgent struct {
+	// secretRef names a Secret of the ImageBuild's namespace, of type kubernetes.io/ssh-auth:
+	// its ssh-privatekey (an unencrypted private key, PEM or OpenSSH) is the agent's key. The
+	// Secret and the key must exist: until they do, the build does not start (Ready=False,
+	// SecretNotFound), as for the other Secrets it names.
+	// +required
+	SecretRef corev1.LocalObjectReference `json:"secretRef"`
 }
 
 // BuildArgSource is the origin of a build argument's value.

@@ -32,16 +32,47 @@ const (
 )
 
 const (
+	// Docker Hub's busybox accounts (which BuildKit's tests use: daemon,
+	// the wheel group, gid 65534 named nobody), plus app and its groups.
 	busyboxPasswd = `root:x:0:0:root:/root:/bin/sh
-nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
 app:x:1000:1000:app:/home/app:/bin/sh
 `
-	// Both Debian's "nogroup" and busybox's "nobody" name gid 65534.
 	busyboxGroup = `root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+lp:x:7:
+mail:x:8:
+kmem:x:9:
+wheel:x:10:root
+cdrom:x:11:
+dialout:x:18:
+floppy:x:19:
+video:x:28:
+audio:x:29:
+tape:x:32:
+www-data:x:33:
+operator:x:37:
+utmp:x:43:
+plugdev:x:46:
 staff:x:50:app
+lock:x:54:
+netdev:x:82:
+users:x:100:
 app:x:1000:
-nogroup:x:65534:
 nobody:x:65534:
+nogroup:x:65534:
 `
 	busyboxEnvPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -54,8 +85,9 @@ var (
 
 // BusyboxImage returns a one-layer linux/amd64 image made from Debian's
 // /bin/busybox: /bin/busybox with a symlink per applet in /bin,
-// /etc/passwd (root, nobody, app 1000), /etc/group (root, staff 50 with
-// app as a member, app 1000, nogroup and nobody 65534), /tmp (1777),
+// /etc/passwd and /etc/group with Docker Hub busybox's accounts (daemon 1,
+// nobody 65534, the wheel group, ...) plus app 1000, a member of staff 50,
+// and nogroup, a second name of gid 65534, /tmp (1777),
 // /root (0700) and /home/app owned by 1000:1000. Its entries are sorted,
 // with numeric owners and mtime 0, and its config and history have the
 // Unix epoch as their time, so its digest depends only on the busybox

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -348,5 +349,36 @@ func TestReadSSH(t *testing.T) {
 				t.Errorf("the error quotes the file: %v", err)
 			}
 		})
+	}
+}
+
+// TestLoadCredentials_sshKeyFileOutsideTheDirectory: a key file given with
+// --ssh outside --credentials-dir stays where an in-place step can read it,
+// so it is listed for seal's warning (TestCredentials_sealWarnsInPlace);
+// one staged in the directory is not, since the directory is emptied.
+func TestLoadCredentials_sshKeyFileOutsideTheDirectory(t *testing.T) {
+	k := newSSHKey(t)
+	dir, creds := t.TempDir(), t.TempDir()
+	outside := filepath.Join(dir, "id_ed25519")
+	inside := filepath.Join(creds, "ssh", "staged")
+	for _, p := range []string{outside, inside} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, k.file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := loadCredentials(&options{ssh: []string{"deploy=" + outside, "other=" + inside}, credentialsDir: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(c.readable, outside) || slices.Contains(c.readable, inside) {
+		t.Errorf("readable = %v, want %s and not %s", c.readable, outside, inside)
+	}
+	for _, id := range []string{"deploy", "other", "staged"} {
+		if _, ok := c.ssh[id]; !ok {
+			t.Errorf("no ssh agent %s", id)
+		}
 	}
 }

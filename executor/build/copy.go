@@ -63,9 +63,6 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	if s.add {
 		name = "ADD"
 	}
-	if s.parents {
-		return fail(result.ReasonDockerfileInvalid, fmt.Errorf("%s --parents is not supported by this executor", name))
-	}
 	refs, err := gitRefs(s.params.SourcePaths)
 	if err != nil {
 		return fail(result.ReasonDockerfileInvalid, err)
@@ -97,6 +94,8 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		WorkDir:    g.cfg.Config.WorkingDir,
 		Add:        s.add,
 		HTTPClient: g.b.opts.HTTPClient,
+		// COPY --parents applies to the local sources; heredocs have none.
+		Parents: s.parents,
 	}
 	if req.WorkDir == "" {
 		req.WorkDir = "/"
@@ -158,6 +157,11 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		// Entries of older executors, which made missing parents 0755 whatever --chmod said,
 		// must miss.
 		keyParts = append(keyParts, "chmod-parents")
+	}
+	if s.parents {
+		// Where the pivot ("/./") is changes where files land, not which
+		// are read: the sources as written are part of the key.
+		keyParts = append(keyParts, "parents", s.params.SourcePaths)
 	}
 	// gits are the repositories of an ADD of git sources, checked out.
 	var gits []gitSource
@@ -242,6 +246,9 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	}
 
 	msg := []string{name}
+	if s.parents {
+		msg = append(msg, "--parents")
+	}
 	if s.chown != "" {
 		msg = append(msg, "--chown="+s.chown)
 	}
@@ -335,7 +342,7 @@ func (g *stage) copyHeredocs(ctx context.Context, req copier.Request, heredocs m
 		}
 	}
 	req.SrcRoot, req.Sources = dir, names
-	req.Ignore, req.IgnoreDescend, req.KeepOwner, req.Add, req.Checksum = nil, nil, false, false, ""
+	req.Ignore, req.IgnoreDescend, req.KeepOwner, req.Add, req.Checksum, req.Parents = nil, nil, false, false, "", false
 	return copier.Copy(ctx, req)
 }
 

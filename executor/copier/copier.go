@@ -62,6 +62,14 @@ type Request struct {
 	// SrcRoot, and ".." cannot climb above it), possibly with wildcards
 	// (*, ?, [...]); for ADD also http(s):// URLs.
 	Sources []string
+	// Parents is COPY --parents (BuildKit's dispatchCopy and fsutil's
+	// include patterns): each local source is cut at its first "/./" into
+	// a directory (SrcRoot when there is no "/./") and a pattern below it,
+	// and what the pattern selects is copied into Dest with its path below
+	// that directory, parent directories included ("a/./b/c" to /d/ makes
+	// /d/b/c, "a/b/c" makes /d/a/b/c). Wildcards may be on both sides,
+	// "**" too; a source without any must find its path.
+	Parents bool
 	// Dest as written; relative paths are resolved against WorkDir. A
 	// trailing "/" (or a final "." component) makes it a directory.
 	Dest string

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,6 +52,15 @@ type match struct {
 	// items are the entries read for this match, parents before children:
 	// the match itself when it is not a directory, else what is below it.
 	items []item
+	// include, for COPY --parents, selects what below a directory match is
+	// copied (its pattern, after the pivot); nil copies everything.
+	include *patternmatcher.PatternMatcher
+	// required, for COPY --parents without wildcards (requires), is the
+	// path below a directory match that must be among what it copies.
+	required string
+	requires bool
+	// src is the source as written, for errors.
+	src string
 }
 
 // item is one source entry Copy reads.
@@ -112,7 +122,13 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 			matches = append(matches, match{url: src})
 			continue
 		}
-		m, err := w.expand(src)
+		var m []match
+		var err error
+		if r.Parents {
+			m, err = w.expandParents(src)
+		} else {
+			m, err = w.expand(src)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -126,8 +142,13 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 		rel := w.srcRel(m.abs)
 		if m.fi.IsDir() {
 			// The directory itself is not copied, only what is below it.
-			if err := w.walkDir(ctx, m.abs, rel, "", &m.items); err != nil {
+			if err := w.walkDir(ctx, m.abs, rel, "", m.include, &m.items); err != nil {
 				return nil, err
+			}
+			if m.requires && !slices.ContainsFunc(m.items, func(it item) bool {
+				return it.sub == m.required || strings.HasPrefix(it.sub, m.required+"/")
+			}) {
+				return nil, fmt.Errorf("%s %s: %q: not found", w.instr(), m.src, "/"+path.Join(rel, m.required))
 			}
 			continue
 		}
@@ -142,12 +163,16 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 }
 
 // walkDir lists the entries below dir (SrcRoot-relative rel, sub below
-// its source), skipping ignored and excluded ones. An ignored directory is
+// its source), skipping ignored and excluded ones and, with include (COPY
+// --parents), those its pattern does not select. An ignored directory is
 // listed only as the parent of entries an exception takes back, as the
-// context Docker sends would hold it; an excluded one, likewise, only as
-// the parent of entries an exception of --exclude takes back (fsutil's
-// copier creates such parents when it reaches those entries).
-func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item) error {
+// context Docker sends would hold it. An excluded directory, or one include
+// does not select, is listed only as the parent of entries below it that
+// are copied (an exception of --exclude takes them back, or include selects
+// them), as fsutil's copier creates such parents when it reaches those
+// entries (its createParentDirs); an excluded one is not searched when
+// --exclude has no exceptions.
+func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, include *patternmatcher.PatternMatcher, out *[]item) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", rel, err)
@@ -157,6 +182,7 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 	subs := make([]string, len(entries))
 	ignored := make([]bool, len(entries))
 	excluded := make([]bool, len(entries))
+	included := make([]bool, len(entries))
 	skipped := make([]bool, len(entries))
 	for i, e := range entries {
 		abss[i], rels[i], subs[i] = joinName(dir, e.Name()), joinName(rel, e.Name()), joinName(sub, e.Name())
@@ -166,7 +192,10 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 		if excluded[i], err = w.excluded(subs[i]); err != nil {
 			return err
 		}
-		skipped[i] = ignored[i] || excluded[i]
+		if included[i], err = w.included(include, subs[i]); err != nil {
+			return err
+		}
+		skipped[i] = ignored[i] || excluded[i] || !included[i]
 	}
 	stats := w.statAll(dir, entries, abss, skipped)
 	for i := range entries {
@@ -181,7 +210,8 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 		if ignored[i] && !(fi.IsDir() && w.hasIncluded(abs, r)) {
 			continue
 		}
-		if excluded[i] && !(fi.IsDir() && w.hasCopied(abs, r, subs[i])) {
+		pending := excluded[i] || !included[i]
+		if pending && (!fi.IsDir() || excluded[i] && !w.exclude.Exclusions()) {
 			continue
 		}
 		it, err := w.item(abs, r, subs[i], fi)
@@ -189,11 +219,22 @@ func (w *walker) walkDir(ctx context.Context, dir, rel, sub string, out *[]item)
 			return err
 		}
 		it.xattrs, it.digest = stats[i].xattrs, stats[i].digest
-		*out = append(*out, it)
-		if fi.IsDir() {
-			if err := w.walkDir(ctx, abs, r, it.sub, out); err != nil {
-				return err
+		if !pending {
+			*out = append(*out, it)
+			if fi.IsDir() {
+				if err := w.walkDir(ctx, abs, r, it.sub, include, out); err != nil {
+					return err
+				}
 			}
+			continue
+		}
+		var below []item
+		if err := w.walkDir(ctx, abs, r, it.sub, include, &below); err != nil {
+			return err
+		}
+		if len(below) > 0 {
+			*out = append(*out, it)
+			*out = append(*out, below...)
 		}
 	}
 	return nil
@@ -574,38 +615,57 @@ func (w *walker) excluded(sub string) (bool, error) {
 	return ex, nil
 }
 
-// hasCopied reports whether the excluded directory abs (SrcRoot-relative
-// rel, sub below its source) holds an entry that is copied all the same:
-// one an exception ("!pattern") of --exclude takes back and .dockerignore
-// does not leave out. Without exceptions nothing below an excluded
-// directory is copied.
-func (w *walker) hasCopied(abs, rel, sub string) bool {
-	if !w.exclude.Exclusions() {
-		return false
+// included reports whether include, COPY --parents' pattern, selects the
+// entry at sub, a slash path below its source, or a directory above it (so
+// what is below a selected directory is copied with it), as fsutil's copier
+// matches its include patterns. A nil include selects everything.
+func (w *walker) included(include *patternmatcher.PatternMatcher, sub string) (bool, error) {
+	if include == nil {
+		return true, nil
 	}
-	entries, err := os.ReadDir(abs)
+	in, err := include.MatchesOrParentMatches(sub)
 	if err != nil {
-		return false
+		return false, fmt.Errorf("%s --parents: matching %s: %w", w.instr(), sub, err)
 	}
-	for _, e := range entries {
-		r, s := joinName(rel, e.Name()), joinName(sub, e.Name())
-		eabs := filepath.Join(abs, e.Name())
-		ig, err := w.ignored(r)
-		if err != nil {
-			return false
-		}
-		if ig && !(e.IsDir() && w.hasIncluded(eabs, r)) {
-			continue
-		}
-		ex, err := w.excluded(s)
-		if err != nil {
-			return false
-		}
-		if !ex || e.IsDir() && w.hasCopied(eabs, r, s) {
-			return true
+	return in, nil
+}
+
+// expandParents resolves one local source of COPY --parents as BuildKit's
+// dispatchCopy does: the source is cut at its first "/./"; what is before
+// it (the source root when there is none) is expanded as a source,
+// wildcards and all, and each directory it names is copied with only what
+// the rest selects below it (a pattern, wildcards and "**" included),
+// keeping those entries' paths below it, and their parent directories. A
+// source without wildcards on either side must find its path ("not
+// found"); one with wildcards may select nothing, which still makes the
+// destination directory.
+func (w *walker) expandParents(src string) ([]match, error) {
+	parent, pattern, ok := strings.Cut(filepath.ToSlash(src), "/./")
+	if !ok {
+		parent, pattern = "/", src
+	}
+	pattern = strings.TrimPrefix(path.Clean("/"+filepath.ToSlash(pattern)), "/")
+	include, err := patternmatcher.New([]string{pattern})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", w.instr(), src, err)
+	}
+	requires := !containsWildcards(parent) && !containsWildcards(pattern)
+	if requires {
+		rel := strings.TrimPrefix(path.Clean("/"+parent), "/")
+		if _, ok, err := w.resolve(rel); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, fmt.Errorf("%s %s: %q: not found", w.instr(), src, path.Join("/", rel, pattern))
 		}
 	}
-	return false
+	matches, err := w.expand(parent)
+	if err != nil {
+		return nil, err
+	}
+	for i := range matches {
+		matches[i].include, matches[i].required, matches[i].requires, matches[i].src = include, pattern, requires, src
+	}
+	return matches, nil
 }
 
 func (w *walker) descend(rel string) bool {

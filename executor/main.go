@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -376,6 +377,13 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		dockerfileRoot = "/"
 	}
 	dt, err := source.ReadFile(dockerfileRoot, o.dockerfile)
+	if errors.Is(err, fs.ErrNotExist) && filepath.Base(o.dockerfile) == "Dockerfile" {
+		// A missing Dockerfile may be spelt dockerfile, as BuildKit
+		// (dockerui's build definition, moby/moby#10858) and Docker accept.
+		if lower, lerr := source.ReadFile(dockerfileRoot, filepath.Join(filepath.Dir(o.dockerfile), "dockerfile")); lerr == nil {
+			dt, err = lower, nil
+		}
+	}
 	if err != nil {
 		return failWith(result.ReasonDockerfileInvalid, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"github.com/moby/buildkit/util/suggest"
 )
 
 // Scratch is the name of the empty base image.
@@ -166,7 +167,8 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 		return nil, locationError(err)
 	}
 	if len(stages) == 0 {
-		return nil, &Error{Err: errors.New("the Dockerfile has no FROM instruction")}
+		// BuildKit's words (dockerfile2llb), and what they mean here.
+		return nil, &Error{Err: errors.New("dockerfile contains no stages to build: the Dockerfile has no FROM instruction")}
 	}
 	p := &Plan{Escape: res.EscapeToken, Lex: shell.NewLex(res.EscapeToken), Warnings: warnings}
 
@@ -239,7 +241,15 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 	if opts.Target != "" {
 		idx, ok := byName[strings.ToLower(opts.Target)]
 		if !ok {
-			return nil, &Error{Err: fmt.Errorf("target stage %q could not be found", opts.Target)}
+			// A near miss is suggested, as BuildKit does (suggest.WrapError
+			// over the stage names).
+			var names []string
+			for _, st := range p.Stages {
+				if st.Name != "" {
+					names = append(names, st.Name)
+				}
+			}
+			return nil, &Error{Err: suggest.WrapError(fmt.Errorf("target stage %q could not be found", opts.Target), opts.Target, names, true)}
 		}
 		p.Target = idx
 	}

@@ -99,7 +99,8 @@ func assertImageHoldsNoKey(t *testing.T, img v1.Image, k sshKey, texts ...string
 // sshProbeContext writes the hostile context: the probe script, agentprobe
 // and a Dockerfile whose one RUN step mounts the ssh agent and the build
 // secret control, has the agent sign challenge (agentprobe's report in
-// /agent.json), then looks everywhere for canaries.
+// /agent.json), then looks everywhere for canaries; the next step writes
+// to /after what it finds of the agent.
 func sshProbeContext(t *testing.T, dir, base, challenge string, canaries ...string) {
 	t.Helper()
 	b, err := os.ReadFile(probe.BuildAgentProbe(t))
@@ -112,7 +113,9 @@ func sshProbeContext(t *testing.T, dir, base, challenge string, canaries ...stri
 		"Dockerfile": []byte("FROM " + base + "\n" +
 			"COPY probe.sh /probe.sh\n" +
 			"COPY agentprobe /agentprobe\n" +
-			"RUN --mount=type=ssh --mount=type=secret,id=control sh -c '/agentprobe " + challenge + " > /agent.json && sh /probe.sh \"" + probe.Args(canaries...) + "\"'\n"),
+			"RUN --mount=type=ssh --mount=type=secret,id=control sh -c '/agentprobe " + challenge + " > /agent.json && sh /probe.sh \"" + probe.Args(canaries...) + "\"'\n" +
+			// The next step, without the mount, has no socket.
+			"RUN sh -c 'ls -A /run/buildkit; echo \"$SSH_AUTH_SOCK\"' > /after 2>&1; true\n"),
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
@@ -138,6 +141,10 @@ func checkSSHProbe(t *testing.T, img v1.Image, challenge string, k sshKey, contr
 		return string(b)
 	}
 	probe.CheckAgent(t, []byte(read("agent.json")), challenge, k.pub)
+	// No /run/buildkit, no SSH_AUTH_SOCK.
+	if got, want := read("after"), "ls: /run/buildkit: No such file or directory\n\n"; got != want {
+		t.Errorf("the step after the one with the ssh mount saw:\n%s\nwant:\n%s", got, want)
+	}
 	if got, want := read("found"), "/run/secrets/control: "+control+"\n"; got != want {
 		t.Errorf("the step with the ssh mount found:\n%s\nwant only:\n%s", got, want)
 	}

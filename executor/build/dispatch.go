@@ -325,6 +325,14 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 			if instructions.GetNetwork(c) == instructions.NetworkNone {
 				network = run.NetworkNone
 			}
+		case f == "security":
+			// sandbox is the default; insecure needs BuildKit's
+			// security.insecure entitlement, which this executor never
+			// grants: it runs unprivileged, and a step with every capability
+			// would hold the pod's.
+			if instructions.GetSecurity(c) == instructions.SecurityInsecure {
+				return fail(result.ReasonDockerfileInvalid, errors.New("RUN --security=insecure: entitlement security.insecure is not allowed: this executor never runs a step with full privileges"))
+			}
 		default:
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", f))
 		}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/tools/txtar"
 
 	"github.com/slipway-dev/slipway/test/gitserver"
@@ -72,6 +76,15 @@ type conformanceCase struct {
 	Secrets map[string]string `json:"secrets,omitempty"`
 	// Flags are more executor flags (--label=..., --reproducible, ...).
 	Flags []string `json:"flags,omitempty"`
+	// SSHKey gives the build an agent holding a new ed25519 key as the id
+	// "default" (--ssh), as BuildKit's tests give theirs a new key.
+	SSHKey bool `json:"sshKey,omitempty"`
+	// Prebuilds are builds of the same context run first, in order, each
+	// pushed to {{REGISTRY}}/IMAGE (":latest" when IMAGE has no tag), for BuildKit tests whose build
+	// is FROM an image an earlier build of theirs pushed. {{REGISTRY}} is
+	// replaced in Dockerfiles and build args by a repository prefix of the
+	// case's own (HOST:PORT/prebuilt/AREA-NAME), so cases do not meet.
+	Prebuilds []conformancePrebuild `json:"prebuilds,omitempty"`
 
 	// ContextModes sets the mode (octal) of context files and directories;
 	// others are 0644 files and 0755 directories. Context, ContextSymlinks and
@@ -104,6 +117,13 @@ type conformanceCase struct {
 	// not have); the case is ported but skipped, and listed by make
 	// conformance.
 	Unsupported string `json:"unsupported,omitempty"`
+}
+
+type conformancePrebuild struct {
+	Dockerfile string            `json:"dockerfile"`
+	Image      string            `json:"image"`
+	BuildArgs  map[string]string `json:"buildArgs,omitempty"`
+	Target     string            `json:"target,omitempty"`
 }
 
 type conformanceFile struct {
@@ -279,22 +299,37 @@ func TestConformance_buildkit(t *testing.T) {
 }
 
 func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
-	expand := strings.NewReplacer("{{HTTP}}", c.serveHTTP(t), "{{GIT}}", c.serveGit(t)).Replace
+	prefix := reg.Host() + "/prebuilt/" + caseRepo(c.name)
+	expand := strings.NewReplacer("{{HTTP}}", c.serveHTTP(t), "{{GIT}}", c.serveGit(t), "{{REGISTRY}}", prefix).Replace
 	ctxDir := c.writeContext(t, expand)
-	ref := reg.Ref("conformance/" + strings.ToLower(strings.ReplaceAll(c.name, "/", "-")) + ":latest")
-	args := []string{
+	common := []string{
 		"--context=dir://" + ctxDir,
-		"--dockerfile=" + c.Dockerfile,
-		"--destination=" + ref,
 		"--insecure-registry=" + reg.Host(),
 		"--registry-mirror=" + reg.Host(),
 		"--skip-default-registry-fallback",
 	}
-	for _, k := range slices.Sorted(maps.Keys(c.BuildArgs)) {
-		args = append(args, "--build-arg="+k+"="+expand(c.BuildArgs[k]))
+	for _, p := range c.Prebuilds {
+		dest := prefix + "/" + p.Image
+		if !strings.Contains(p.Image, ":") {
+			dest += ":latest"
+		}
+		args := append(slices.Clone(common), "--dockerfile="+p.Dockerfile, "--destination="+dest)
+		args = append(args, buildArgFlags(p.BuildArgs, expand)...)
+		if p.Target != "" {
+			args = append(args, "--target="+p.Target)
+		}
+		if b := runExecutor(t, args...); b.exit != 0 {
+			t.Fatalf("prebuild of %s failed: %s\n%s", p.Image, b.resRaw, b.log)
+		}
 	}
+	ref := reg.Ref("conformance/" + caseRepo(c.name) + ":latest")
+	args := append(common, "--dockerfile="+c.Dockerfile, "--destination="+ref)
+	args = append(args, buildArgFlags(c.BuildArgs, expand)...)
 	if c.Target != "" {
 		args = append(args, "--target="+c.Target)
+	}
+	if c.SSHKey {
+		args = append(args, "--ssh=default="+newConformanceSSHKey(t))
 	}
 	if len(c.Secrets) > 0 {
 		creds := filepath.Join(t.TempDir(), "credentials")
@@ -334,6 +369,37 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 		t.Fatalf("build failed: exit %d, result %s", b.exit, b.resRaw)
 	}
 	c.check(t, pullImage(t, ref))
+}
+
+// caseRepo is a repository name for case name: AREA/NAME lower-cased.
+func caseRepo(name string) string {
+	return strings.ToLower(strings.ReplaceAll(name, "/", "-"))
+}
+
+func buildArgFlags(args map[string]string, expand func(string) string) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(args)) {
+		out = append(out, "--build-arg="+k+"="+expand(args[k]))
+	}
+	return out
+}
+
+// newConformanceSSHKey writes a new ed25519 private key in OpenSSH's format to a file
+// outside any context and returns its path.
+func newConformanceSSHKey(t *testing.T) string {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "conformance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "id_ed25519")
+	if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // serveHTTP serves the case's _http/ files and returns the server's URL,

@@ -55,11 +55,18 @@ import (
 // whatever the command left behind and discards every mount with the namespaces; if ctx
 // is done first, the helper is killed, with the same effect.
 //
+// A step with Spec.Network NetworkNone has no network: the init stage is started in a new
+// network namespace too (made with its user namespace, so owned by it, as a container's
+// is), whose loopback the helper brings up from a thread it moves into it, and mounts the
+// step's sysfs from (so /sys/class/net shows lo alone). Nothing of the host's network,
+// its loopback included, is reachable from it; NET_RAW and NET_BIND_SERVICE act on that
+// namespace only, and are kept.
+//
 // What it does not confine:
 //
-//   - The network: the command shares the host's network namespace (a docker build's
-//     default network reaches registries; Docker gives each step a namespace of its own
-//     on a bridge, we do not). It reaches whatever the executor reaches, services
+//   - The network, by default: the command shares the host's network namespace (a
+//     docker build's default network reaches registries; Docker gives each step a
+//     namespace of its own on a bridge, we do not). It reaches whatever the executor reaches, services
 //     listening on the host's loopback included, and may listen on the host's ports. In
 //     a user namespace NET_RAW and NET_BIND_SERVICE count for nothing over the host's
 //     network namespace; without one they would be the host's (a packet socket sniffs
@@ -159,9 +166,12 @@ type helperConfig struct {
 	// Spec.Dev).
 	DevKeep []string
 	// SysBind binds the host's /sys without trying sysfs first (tests).
-	SysBind    bool
-	Files      []bindFile // read-only file binds
-	Caps       uint64     // see initConfig and stepCapMask
+	SysBind bool
+	Files   []bindFile // read-only file binds
+	// NoNetwork gives the helper, and so the command, a network namespace of its own with
+	// only the loopback interface, up (Spec.Network NetworkNone).
+	NoNetwork  bool
+	Caps       uint64 // see initConfig and stepCapMask
 	Filter     []unix.SockFilter
 	NoNewPrivs bool
 }
@@ -191,6 +201,7 @@ func (r *chrootRunner) Run(ctx context.Context, s Spec) error {
 	return r.run(ctx, helperConfig{
 		Root: root, Path: p.path, Args: s.Args, Env: p.env, Dir: p.dir,
 		UID: s.UID, GID: s.GID, Groups: s.Groups, DevKeep: s.Dev,
+		NoNetwork: p.noNetwork,
 	}, s.Stdout, s.Stderr)
 }
 
@@ -250,6 +261,23 @@ func (r *chrootRunner) run(ctx context.Context, cfg helperConfig, stdout, stderr
 		if iso, known = lookupIsolation(st.Dev, ns); known && !iso.UserNamespace {
 			ns = IDMap{}
 		}
+		if !known && ns.Size > 0 && cfg.NoNetwork {
+			// A step with no network has its network namespace made with its user
+			// namespace: a failure to make the one must not turn the other off for every
+			// later step. Find out about the user namespace alone first, with a probe.
+			probe := cfg
+			probe.Path, probe.Args, probe.NoNetwork = "", nil, false
+			if res, _ := runHelper(ctx, probe, ns, nil, nil); res != nil {
+				switch {
+				case res.Err == "":
+					storeIsolation(st.Dev, ns, Isolation{UserNamespace: true, IDMap: ns})
+					known = true
+				case res.UserNS:
+					storeIsolation(st.Dev, ns, Isolation{Reason: res.Err})
+					ns, known = IDMap{}, true
+				}
+			}
+		}
 		if ns.Size > 0 {
 			if err := ns.check(cfg); err != nil {
 				return err
@@ -295,7 +323,7 @@ func resolveRoot(root string) (string, error) {
 // was none (the helper could not start, or was killed), and the error for Run.
 func runHelper(ctx context.Context, cfg helperConfig, ns IDMap, stdout, stderr io.Writer) (*helperResult, error) {
 	cfg.UserNS = ns
-	cfg.Caps = stepCapMask(ns.Size > 0)
+	cfg.Caps = stepCapMask(ns.Size > 0, cfg.NoNetwork)
 	what := "running " + cfg.Args0()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {

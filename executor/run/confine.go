@@ -43,7 +43,8 @@ var defaultCaps = []struct {
 
 // DefaultCapabilities returns the names of the capabilities a RUN step keeps under Chroot
 // when it runs in a user namespace: Docker's default set. Without a user namespace a step
-// keeps them but CAP_NET_RAW and CAP_NET_BIND_SERVICE (see stepCapMask).
+// keeps them but CAP_NET_RAW and CAP_NET_BIND_SERVICE, unless it has a network namespace
+// of its own (see stepCapMask).
 func DefaultCapabilities() []string {
 	names := make([]string, len(defaultCaps))
 	for i, c := range defaultCaps {
@@ -68,7 +69,9 @@ func defaultCapMask() uint64 {
 const hostNetCaps = 1<<unix.CAP_NET_RAW | 1<<unix.CAP_NET_BIND_SERVICE
 
 // stepCapMask is where the capabilities of a step are decided: Docker's default set
-// (defaultCapMask), less hostNetCaps when the step has no user namespace of its own.
+// (defaultCapMask), less hostNetCaps when the step has no user namespace of its own and
+// shares the host's network namespace (ownNetwork false: a step with Spec.Network
+// NetworkNone has a network namespace of its own, where they reach nothing of the host's).
 //
 // A step shares the host's network namespace (a docker build's default network reaches
 // registries; Docker gives each step a network namespace of its own, we do not). In a user
@@ -81,8 +84,8 @@ const hostNetCaps = 1<<unix.CAP_NET_RAW | 1<<unix.CAP_NET_BIND_SERVICE
 // differs from Docker's. What it costs: ping and traceroute with raw sockets (ping works
 // still where net.ipv4.ping_group_range admits the group) and servers started during a
 // build on ports below 1024 (unless net.ipv4.ip_unprivileged_port_start allows them).
-func stepCapMask(userns bool) uint64 {
-	if userns {
+func stepCapMask(userns, ownNetwork bool) uint64 {
+	if userns || ownNetwork {
 		return defaultCapMask()
 	}
 	return defaultCapMask() &^ hostNetCaps

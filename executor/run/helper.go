@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -24,6 +25,8 @@ func Init() {
 		os.Exit(helperMain())
 	case initEnvValue:
 		os.Exit(initMain())
+	case netnsEnvValue:
+		os.Exit(netnsMain())
 	}
 	initCalled = true
 }
@@ -76,11 +79,17 @@ func helperRun(cfg helperConfig) helperResult {
 	}
 	// Docker's (runc's) default, whatever the executor's own is.
 	syscall.Umask(0o022)
-	init, err := startInit(cfg.UserNS)
+	init, err := startInit(cfg.UserNS, cfg.NoNetwork)
 	if err != nil {
 		return setupFailed(err)
 	}
 	defer init.close()
+	if cfg.NoNetwork {
+		if err := joinNetwork(init.pid); err != nil {
+			init.kill()
+			return setupFailed(err)
+		}
+	}
 	if err := setupRoot(cfg, init.pid); err != nil {
 		init.kill()
 		return setupFailed(err)
@@ -115,6 +124,23 @@ func helperRun(cfg helperConfig) helperResult {
 	}
 }
 
+// joinNetwork moves the calling goroutine's thread, locked to it for the rest of the
+// helper's life, into the network namespace of process pid (the init stage's own), and
+// brings its loopback up: the helper, root of the host, may configure it whoever owns it,
+// and the sysfs it mounts on this thread then shows that namespace's interfaces.
+func joinNetwork(pid int) error {
+	runtime.LockOSThread()
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening the step's network namespace: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("entering the step's network namespace: %w", err)
+	}
+	return loopbackUp()
+}
+
 // userNSError is a failure to set up the user namespace or the idmapped root: the host or
 // the root's filesystem does not allow one.
 type userNSError struct{ err error }
@@ -130,10 +156,12 @@ type initProc struct {
 }
 
 // startInit starts the init stage (this binary again), in a new user namespace mapped by
-// ns unless ns.Size is 0. It is started before the pivot, from the host's binary, and
-// the pivot moves its root and working directory with ours; it waits for its
-// configuration until the root is ready.
-func startInit(ns IDMap) (*initProc, error) {
+// ns unless ns.Size is 0, and in a new network namespace if noNetwork (made with the user
+// namespace, so owned by it: the step's NET_RAW and NET_BIND_SERVICE work there, as in a
+// container). It is started before the pivot, from the host's binary, and the pivot moves
+// its root and working directory with ours; it waits for its configuration until the root
+// is ready.
+func startInit(ns IDMap, noNetwork bool) (*initProc, error) {
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
@@ -159,6 +187,9 @@ func startInit(ns IDMap) (*initProc, error) {
 		// Root of the namespace: the host's root is not mapped in it.
 		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
+	if noNetwork {
+		sys.Cloneflags |= syscall.CLONE_NEWNET
+	}
 	proc, err := os.StartProcess("/proc/self/exe", []string{"slipway-run-init"}, &os.ProcAttr{
 		Dir:   "/",
 		Env:   []string{helperEnv + "=" + initEnvValue},
@@ -168,7 +199,11 @@ func startInit(ns IDMap) (*initProc, error) {
 	if err != nil {
 		cfgW.Close()
 		errR.Close()
-		err = fmt.Errorf("starting the init stage: %w", unwrapStart(err))
+		what := "starting the init stage"
+		if noNetwork {
+			what += " in a network namespace of its own (the step has no network)"
+		}
+		err = fmt.Errorf("%s: %w", what, unwrapStart(err))
 		if ns.Size > 0 {
 			err = &userNSError{fmt.Errorf("in a user namespace: %w", err)}
 		}

@@ -29,11 +29,21 @@ const waitDelay = 2 * time.Second
 // before the first step, as each RUN of a Docker build starts with its own. While a step
 // runs, it can still change them under the executor's concurrent downloads: only TLS keeps
 // those safe (the CA certificates are read before the first step).
+//
+// A step with Spec.Network NetworkNone runs in a network namespace of its own, with only
+// lo, up: made alone where the executor may (CAP_SYS_ADMIN), else together with a user
+// namespace mapping every ID the executor has to itself (so files keep their owners and
+// the step its user), which needs no privilege where the kernel and the seccomp profile
+// allow user namespaces (containerd's RuntimeDefault profile does not, without
+// CAP_SYS_ADMIN). The step keeps the executor's capability bounding set. Where neither
+// way works, Run fails and nothing of the step runs. It needs Init, as Chroot does.
 func InPlace() Runner { return &inPlace{} }
 
 type inPlace struct {
 	once  sync.Once
 	saved map[string][]byte // the files restored after each step, as before the first
+	// netnsWays, for tests, replaces defaultNetnsWays.
+	netnsWays []netnsWay
 }
 
 // networkFiles are restored after each in-place step.
@@ -142,6 +152,9 @@ func (r *inPlace) run(ctx context.Context, s Spec) error {
 	if err != nil {
 		return err
 	}
+	if p.noNetwork {
+		return r.runNoNetwork(ctx, s, p)
+	}
 	cmd := exec.CommandContext(ctx, p.path)
 	cmd.Args = append([]string(nil), s.Args...)
 	cmd.Env = p.env
@@ -156,9 +169,18 @@ func (r *inPlace) run(ctx context.Context, s Spec) error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = waitDelay
-	err = cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("running %s: %w", s.Args[0], err)
+	}
+	return waitStep(ctx, cmd, s.Args[0])
+}
+
+// waitStep waits for the started command of an in-place step, named name in errors, and
+// returns what Run returns.
+func waitStep(ctx context.Context, cmd *exec.Cmd, name string) error {
+	err := cmd.Wait()
 	if ctx.Err() != nil {
-		return fmt.Errorf("running %s: %w", s.Args[0], ctx.Err())
+		return fmt.Errorf("running %s: %w", name, ctx.Err())
 	}
 	var ee *exec.ExitError
 	switch {
@@ -170,7 +192,7 @@ func (r *inPlace) run(ctx context.Context, s Spec) error {
 			return exitErrorFromStatus(ws)
 		}
 	}
-	return fmt.Errorf("running %s: %w", s.Args[0], err)
+	return fmt.Errorf("running %s: %w", name, err)
 }
 
 // credential returns the credential for s, or nil when the process already has it and

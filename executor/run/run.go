@@ -12,7 +12,9 @@
 //     provided. The host's network namespace is kept (a docker build's default network
 //     reaches registries): the command reaches what the executor reaches. Without a user
 //     namespace, NET_RAW and NET_BIND_SERVICE, which would then act on the host's
-//     network, are dropped. Nothing limits its resources. It leaves the root exactly as
+//     network, are dropped. A step with Spec.Network NetworkNone gets a network
+//     namespace of its own instead, with only lo, up (and keeps those two). Nothing
+//     limits its resources. It leaves the root exactly as
 //     it found it apart from what the command itself changed, so that a snapshot sees
 //     only the command's work.
 //
@@ -68,6 +70,35 @@ type Spec struct {
 	// directory of a RUN heredoc's script): a runner that gives the step a /dev of its own
 	// binds them into it, read-only. The in-place runner's /dev is the root's.
 	Dev []string
+	// Network is the network the command has: NetworkDefault (the zero value) or
+	// NetworkNone.
+	Network Network
+}
+
+// Network is the network of a step, as RUN --network chooses it.
+type Network int
+
+const (
+	// NetworkDefault is the executor's own network: the command shares the network
+	// namespace of the executor, and reaches what it reaches. RUN --network=default and
+	// --network=host both mean this here (BuildKit's default is a namespace of the
+	// step's own on a bridge, which reaches the same registries).
+	NetworkDefault Network = iota
+	// NetworkNone is a network namespace of the command's own, holding only the loopback
+	// interface, up, as BuildKit's pb.NetMode_NONE gives a RUN --network=none step: no
+	// address of the executor's network, its loopback included, can be reached. A runner
+	// that cannot make one fails the step rather than run it with the executor's network.
+	NetworkNone
+)
+
+func (n Network) String() string {
+	switch n {
+	case NetworkDefault:
+		return "default"
+	case NetworkNone:
+		return "none"
+	}
+	return fmt.Sprintf("Network(%d)", int(n))
 }
 
 // A Runner runs one RUN command. Run returns nil if the command exited 0, an *ExitError
@@ -107,15 +138,19 @@ func exitErrorFromStatus(ws syscall.WaitStatus) error {
 
 // prepared is a Spec checked against its root: what both runners need to start it.
 type prepared struct {
-	path string   // the executable, as seen from inside the root
-	dir  string   // the working directory, as seen from inside the root
-	env  []string // the environment, PATH included
+	path      string   // the executable, as seen from inside the root
+	dir       string   // the working directory, as seen from inside the root
+	env       []string // the environment, PATH included
+	noNetwork bool     // Network is NetworkNone
 }
 
 // prepare checks s against root and resolves the executable.
 func prepare(root string, s Spec) (prepared, error) {
 	if len(s.Args) == 0 {
 		return prepared{}, errors.New("checking command: no arguments")
+	}
+	if s.Network != NetworkDefault && s.Network != NetworkNone {
+		return prepared{}, fmt.Errorf("checking network: unknown %s", s.Network)
 	}
 	dir := s.Dir
 	if dir == "" {
@@ -141,7 +176,7 @@ func prepare(root string, s Spec) (prepared, error) {
 	if err != nil {
 		return prepared{}, err
 	}
-	return prepared{path: exe, dir: dir, env: env}, nil
+	return prepared{path: exe, dir: dir, env: env, noNetwork: s.Network == NetworkNone}, nil
 }
 
 // getenv returns the value of the last key in env.

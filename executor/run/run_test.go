@@ -24,6 +24,12 @@ func TestMain(m *testing.M) {
 // with their name as content.
 func newRoot(t *testing.T, more ...string) string {
 	t.Helper()
+	return newRootIn(t, t.TempDir(), more...)
+}
+
+// newRootIn is newRoot, made in dir.
+func newRootIn(t *testing.T, dir string, more ...string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -35,7 +41,7 @@ func newRoot(t *testing.T, more ...string) string {
 	if err != nil {
 		t.Fatalf("listing busybox applets: %v", err)
 	}
-	root := filepath.Join(t.TempDir(), "root")
+	root := filepath.Join(dir, "root")
 	for _, d := range []string{"bin", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)

@@ -4,10 +4,12 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -15,7 +17,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: attack chroot-escape FILE | syscalls | tty | net | whoami")
+		fmt.Fprintln(os.Stderr, "usage: attack chroot-escape FILE | syscalls | tty | net | sniff MARKER | whoami")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -27,6 +29,8 @@ func main() {
 		tty()
 	case "net":
 		network()
+	case "sniff":
+		sniff(os.Args[2])
 	case "whoami":
 		fmt.Printf("uid %d euid %d\n", os.Getuid(), os.Geteuid())
 	default:
@@ -239,3 +243,40 @@ func network() {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// sniff reads every frame of the network namespace for two seconds with a packet socket,
+// while it sends UDP datagrams holding "inside-MARKER" to 127.0.0.1, and reports whether
+// it saw those and whether it saw datagrams holding "outside-MARKER" (which the test
+// sends on the host's loopback).
+func sniff(marker string) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		report("sniff", err)
+		return
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Usec: 50000}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		report("sniff", err)
+		return
+	}
+	udp, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		report("sniff", err)
+		return
+	}
+	defer unix.Close(udp)
+	inside, outside := []byte("inside-"+marker), []byte("outside-"+marker)
+	var sawInside, sawOutside bool
+	buf := make([]byte, 65536)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		unix.Sendto(udp, inside, 0, &unix.SockaddrInet4{Port: 9, Addr: [4]byte{127, 0, 0, 1}})
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		sawInside = sawInside || bytes.Contains(buf[:n], inside)
+		sawOutside = sawOutside || bytes.Contains(buf[:n], outside)
+	}
+	fmt.Printf("inside: %v\noutside: %v\n", sawInside, sawOutside)
+}

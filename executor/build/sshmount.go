@@ -1,8 +1,10 @@
 package build
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"path"
@@ -53,9 +55,9 @@ import (
 // the step, so no layer holds it (snapshots never hold sockets anyway).
 //
 // Unlike BuildKit, which serves key files from a writable in-memory
-// keyring, the agent only lists and signs: adding, removing and locking
-// keys, and extensions, are refused, so that one step cannot change what
-// a later step's agent holds.
+// keyring, the agent only lists and signs (serveAgent): adding, removing
+// and locking keys, and extensions, are refused, so that one step cannot
+// change what a later step's agent holds.
 
 // SSHDefaultID is the id of an ssh mount that names none (BuildKit's
 // sshforward.DefaultID).
@@ -129,7 +131,7 @@ type sshServer struct {
 
 // serveSSH binds the socket of the ssh mount rm as name in parent, a
 // directory of root, with the mount's owner and mode, and serves rm's
-// agent, read-only, on it until stop.
+// agent on it, listing and signing only, until stop.
 func serveSSH(root string, rm *runMount, parent *rootfs.Dir, name string) (*sshServer, error) {
 	// A second descriptor of parent, since a Dir lends none: the parent's
 	// path opened again in the root, as a chroot would resolve it, and the
@@ -161,7 +163,7 @@ func serveSSH(root string, rm *runMount, parent *rootfs.Dir, name string) (*sshS
 	// Closing must not unlink addr: by then the descriptor is gone, and
 	// the number may name another directory. The mount's undo removes it.
 	l.SetUnlinkOnClose(false)
-	s := &sshServer{l: l, agent: signOnly{rm.agent}, conns: map[net.Conn]struct{}{}}
+	s := &sshServer{l: l, agent: rm.agent, conns: map[net.Conn]struct{}{}}
 	if err := s.setOwnerMode(dirFD, parent, name, rm); err != nil {
 		l.Close()
 		return nil, err
@@ -223,7 +225,7 @@ func (s *sshServer) accept() {
 		go func() {
 			defer s.wg.Done()
 			// Until the client closes the connection or stop closes it.
-			_ = agent.ServeAgent(s.agent, c)
+			_ = serveAgent(s.agent, c)
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -269,35 +271,105 @@ func openat2Retry(dirfd int, p string, how *unix.OpenHow) (int, error) {
 	}
 }
 
-// errSignOnly is the answer to every request but listing and signing.
-var errSignOnly = errors.New("this agent only lists its keys and signs")
+// The agent protocol (draft-miller-ssh-agent), as much of it as a step
+// may use: listing the keys and signing. Every other request (adding,
+// removing, locking, extensions) gets a failure, so that one step cannot
+// change what a later step's agent holds; and nothing a step sends is
+// logged (x/crypto's ServeAgent logs refused requests).
+const (
+	agentFailure           = 5
+	agentRequestIdentities = 11
+	agentIdentitiesAnswer  = 12
+	agentSignRequest       = 13
+	agentSignResponse      = 14
+	// maxAgentMessage bounds a request, as OpenSSH's agent does.
+	maxAgentMessage = 256 << 10
+)
 
-// signOnly is an agent that lists a's keys and signs with them, and
-// refuses everything else.
-type signOnly struct{ a agent.Agent }
-
-var _ agent.ExtendedAgent = signOnly{}
-
-func (s signOnly) List() ([]*agent.Key, error) { return s.a.List() }
-
-func (s signOnly) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
-	return s.a.Sign(key, data)
+// serveAgent answers the requests read from rw with a's keys until rw
+// fails or sends a malformed frame.
+func serveAgent(a agent.Agent, rw io.ReadWriter) error {
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(rw, hdr[:]); err != nil {
+			return err
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n == 0 || n > maxAgentMessage {
+			return fmt.Errorf("agent request of %d bytes", n)
+		}
+		req := make([]byte, n)
+		if _, err := io.ReadFull(rw, req); err != nil {
+			return err
+		}
+		reply := answerAgent(a, req)
+		if _, err := rw.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(reply))), reply...)); err != nil {
+			return err
+		}
+	}
 }
 
-func (s signOnly) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
-	if ea, ok := s.a.(agent.ExtendedAgent); ok {
-		return ea.SignWithFlags(key, data, flags)
+// answerAgent is the reply to one request: the keys' list, a signature, or
+// a failure.
+func answerAgent(a agent.Agent, req []byte) []byte {
+	failure := []byte{agentFailure}
+	if len(req) == 0 {
+		return failure
 	}
-	if flags == 0 {
-		return s.a.Sign(key, data)
+	switch req[0] {
+	case agentRequestIdentities:
+		keys, err := a.List()
+		if err != nil || len(req) != 1 {
+			return failure
+		}
+		b := binary.BigEndian.AppendUint32([]byte{agentIdentitiesAnswer}, uint32(len(keys)))
+		for _, k := range keys {
+			b = appendSSHString(appendSSHString(b, k.Blob), []byte(k.Comment))
+		}
+		return b
+	case agentSignRequest:
+		blob, rest, ok := cutSSHString(req[1:])
+		if !ok {
+			return failure
+		}
+		data, rest, ok := cutSSHString(rest)
+		if !ok || len(rest) != 4 {
+			return failure
+		}
+		flags := agent.SignatureFlags(binary.BigEndian.Uint32(rest))
+		key, err := ssh.ParsePublicKey(blob)
+		if err != nil {
+			return failure
+		}
+		var sig *ssh.Signature
+		if ea, ok := a.(agent.ExtendedAgent); ok {
+			sig, err = ea.SignWithFlags(key, data, flags)
+		} else if flags == 0 {
+			sig, err = a.Sign(key, data)
+		} else {
+			return failure
+		}
+		if err != nil {
+			return failure
+		}
+		return appendSSHString([]byte{agentSignResponse}, ssh.Marshal(sig))
 	}
-	return nil, errors.New("the agent does not support signature flags")
+	return failure
 }
 
-func (signOnly) Add(agent.AddedKey) error                 { return errSignOnly }
-func (signOnly) Remove(ssh.PublicKey) error               { return errSignOnly }
-func (signOnly) RemoveAll() error                         { return errSignOnly }
-func (signOnly) Lock([]byte) error                        { return errSignOnly }
-func (signOnly) Unlock([]byte) error                      { return errSignOnly }
-func (signOnly) Signers() ([]ssh.Signer, error)           { return nil, errSignOnly }
-func (signOnly) Extension(string, []byte) ([]byte, error) { return nil, agent.ErrExtensionUnsupported }
+// appendSSHString appends s as an ssh string: its length, then its bytes.
+func appendSSHString(b, s []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(b, uint32(len(s))), s...)
+}
+
+// cutSSHString reads an ssh string from the start of b.
+func cutSSHString(b []byte) (s, rest []byte, ok bool) {
+	if len(b) < 4 {
+		return nil, nil, false
+	}
+	n := binary.BigEndian.Uint32(b)
+	if uint64(n) > uint64(len(b)-4) {
+		return nil, nil, false
+	}
+	return b[4 : 4+n], b[4+n:], true
+}

@@ -1,8 +1,11 @@
 package build
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -111,13 +114,20 @@ func TestSSHServer_connectionsClosed(t *testing.T) {
 	}
 }
 
-// TestSignOnly: the agent a step reaches lists and signs, and refuses to
-// change the keys, to lock, and extensions.
-func TestSignOnly(t *testing.T) {
+// TestServeAgent_onlyListsAndSigns: the agent a step reaches lists its
+// keys and signs (RSA with SHA-2 too, as OpenSSH asks), and refuses to add
+// or remove keys, to lock, and extensions; the keyring is unchanged after.
+func TestServeAgent_onlyListsAndSigns(t *testing.T) {
 	kr := agent.NewKeyring()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	if err := kr.Add(agent.AddedKey{PrivateKey: priv}); err != nil {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
 		t.Fatal(err)
+	}
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	for _, k := range []any{rsaKey, edKey} {
+		if err := kr.Add(agent.AddedKey{PrivateKey: k, Comment: "test key"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_, sock := serveInTemp(t, kr)
 	c, err := net.Dial("unix", sock)
@@ -127,36 +137,121 @@ func TestSignOnly(t *testing.T) {
 	defer c.Close()
 	a := agent.NewClient(c)
 	keys, err := a.List()
-	if err != nil || len(keys) != 1 {
+	if err != nil || len(keys) != 2 {
 		t.Fatalf("List: %v, %v", keys, err)
 	}
-	sig, err := a.SignWithFlags(keys[0], []byte("data"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := ssh.ParsePublicKey(keys[0].Marshal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.Verify([]byte("data"), sig); err != nil {
-		t.Errorf("signature: %v", err)
+	for _, k := range keys {
+		if k.Comment != "test key" {
+			t.Errorf("key %s: comment %q", k.Format, k.Comment)
+		}
+		pub, err := ssh.ParsePublicKey(k.Marshal())
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags := []agent.SignatureFlags{0}
+		if k.Format == ssh.KeyAlgoRSA {
+			flags = append(flags, agent.SignatureFlagRsaSha256, agent.SignatureFlagRsaSha512)
+		}
+		for _, f := range flags {
+			sig, err := a.SignWithFlags(k, []byte("data"), f)
+			if err != nil {
+				t.Fatalf("signing with %s, flags %d: %v", k.Format, f, err)
+			}
+			if err := pub.Verify([]byte("data"), sig); err != nil {
+				t.Errorf("%s signature (%s): %v", k.Format, sig.Format, err)
+			}
+		}
 	}
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
-	for name, err := range map[string]error{
-		"Add":       a.Add(agent.AddedKey{PrivateKey: other}),
-		"Remove":    a.Remove(pub),
-		"RemoveAll": a.RemoveAll(),
-		"Lock":      a.Lock([]byte("x")),
-		"Unlock":    a.Unlock([]byte("x")),
-	} {
-		if err == nil {
-			t.Errorf("%s was allowed", name)
+	otherSigner, _ := ssh.NewSignerFromKey(other)
+	if _, err := a.Sign(otherSigner.PublicKey(), []byte("data")); err == nil {
+		t.Error("the agent signed with a key it does not hold")
+	}
+	refusals := []struct {
+		name string
+		err  error
+	}{
+		{"Add", a.Add(agent.AddedKey{PrivateKey: other})},
+		{"Remove", a.Remove(keys[0])},
+		{"RemoveAll", a.RemoveAll()},
+		{"Lock", a.Lock([]byte("x"))},
+	}
+	for _, r := range refusals {
+		if r.err == nil {
+			t.Errorf("%s was allowed", r.name)
 		}
 	}
 	if _, err := a.Extension("session-bind@openssh.com", nil); err == nil {
 		t.Error("an extension was allowed")
 	}
-	if keys, err := kr.List(); err != nil || len(keys) != 1 {
-		t.Errorf("the keyring holds %d keys (%v) after the attempts, want 1", len(keys), err)
+	if keys, err := a.List(); err != nil || len(keys) != 2 {
+		t.Errorf("the agent lists %d keys (%v) after the attempts, want 2", len(keys), err)
 	}
+	if keys, err := kr.List(); err != nil || len(keys) != 2 {
+		t.Errorf("the keyring holds %d keys (%v) after the attempts, want 2", len(keys), err)
+	}
+}
+
+// TestServeAgent_badFrames: a frame of no bytes or past the bound ends the
+// connection; a malformed request gets a failure and the connection goes on.
+func TestServeAgent_badFrames(t *testing.T) {
+	kr := agent.NewKeyring()
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  []byte // the reply; nil: the connection is closed
+	}{
+		{"empty", []byte{0, 0, 0, 0}, nil},
+		{"too large", binary.BigEndian.AppendUint32(nil, maxAgentMessage+1), nil},
+		{"truncated sign request", []byte{0, 0, 0, 3, agentSignRequest, 0, 9}, []byte{0, 0, 0, 1, agentFailure}},
+		{"identities with trailing bytes", []byte{0, 0, 0, 2, agentRequestIdentities, 1}, []byte{0, 0, 0, 1, agentFailure}},
+		{"unknown type", []byte{0, 0, 0, 1, 200}, []byte{0, 0, 0, 1, agentFailure}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			done := make(chan error, 1)
+			go func() { done <- serveAgent(kr, server); server.Close() }()
+			defer client.Close()
+			client.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := client.Write(tc.frame); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == nil {
+				if err := <-done; err == nil || errors.Is(err, io.EOF) {
+					t.Errorf("serveAgent returned %v, want an error about the frame", err)
+				}
+				return
+			}
+			got := make([]byte, len(tc.want))
+			if _, err := io.ReadFull(client, got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tc.want) {
+				t.Errorf("reply %x, want %x", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzAnswerAgent: no request makes the agent panic, or answer with
+// anything but a failure, the keys' list or a signature.
+func FuzzAnswerAgent(f *testing.F) {
+	kr := agent.NewKeyring()
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	if err := kr.Add(agent.AddedKey{PrivateKey: edKey}); err != nil {
+		f.Fatal(err)
+	}
+	keys, _ := kr.List()
+	sign := appendSSHString([]byte{agentSignRequest}, keys[0].Blob)
+	sign = binary.BigEndian.AppendUint32(appendSSHString(sign, []byte("data")), 0)
+	for _, seed := range [][]byte{{agentRequestIdentities}, sign, {17}, {agentSignRequest, 0, 0, 0, 200}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, req []byte) {
+		switch reply := answerAgent(kr, req); reply[0] {
+		case agentFailure, agentIdentitiesAnswer, agentSignResponse:
+		default:
+			t.Errorf("reply of type %d", reply[0])
+		}
+	})
 }

@@ -176,6 +176,11 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		}
 		for _, gs := range gits {
 			keyParts = append(keyParts, "git", gs.remote, gs.ref, gs.subdir, gs.commit)
+			if gs.keepGitDir {
+				// .git/config names origin with its credentials masked,
+				// which the key may hold.
+				keyParts = append(keyParts, "keep-git-dir", maskCredentials(gs.rawRemote))
+			}
 		}
 		req.Sources = []string{"."}
 	case !hasPaths:

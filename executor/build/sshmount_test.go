@@ -24,6 +24,7 @@ import (
 	"github.com/slipway-dev/slipway/executor/build"
 	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/run"
 	"github.com/slipway-dev/slipway/executor/source"
 	"github.com/slipway-dev/slipway/test/probe"
 )
@@ -94,7 +95,7 @@ func keyring(t *testing.T, keys ...testKey) agent.Agent {
 
 // sshBuild builds dockerfile as fixture.build does, with agents as the
 // build's ssh agents, and returns the log too.
-func sshBuild(t *testing.T, f *fixture, dockerfile string, agents map[string]agent.Agent, withCache bool) (v1.Image, *build.Report, string, error) {
+func sshBuild(t *testing.T, f *fixture, dockerfile string, agents map[string]agent.Agent, withCache bool, opts ...func(*build.Options)) (v1.Image, *build.Report, string, error) {
 	t.Helper()
 	bc, err := source.Open(f.ctxDir, "Dockerfile")
 	if err != nil {
@@ -112,6 +113,9 @@ func sshBuild(t *testing.T, f *fixture, dockerfile string, agents map[string]age
 	}
 	if withCache {
 		o.Cache = cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return nil }})
+	}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	img, rep, err := build.Build(t.Context(), o)
 	t.Logf("build log:\n%s", logBuf.String())
@@ -171,16 +175,35 @@ func assertNoKey(t *testing.T, img v1.Image, log string, keys ...testKey) {
 
 // TestBuild_sshSocketParams is BuildKit's testSSHSocketParams
 // (frontend/dockerfile/dockerfile_ssh_test.go): the socket has the
-// mount's uid, gid and mode, and is a socket (c1e1: S_IFSOCK|0741).
+// mount's uid, gid and mode, and is a socket (c1e1: S_IFSOCK|0741); with
+// the chroot runner's user namespace (an idmapped root) and without.
+// A step of that user then has the agent sign.
 func TestBuild_sshSocketParams(t *testing.T) {
-	f := newFixture(t, nil)
+	f := sshFixture(t)
 	k := newTestKey(t, true)
 	const df = `
 FROM {{BASE}}
 RUN --mount=type=ssh,mode=741,uid=100,gid=102 [ "$(stat -c "%u %g %f" $SSH_AUTH_SOCK)" = "100 102 c1e1" ]
+COPY agentprobe /agentprobe
+RUN mkdir -m 777 /o
+USER 100:102
+RUN --mount=type=ssh,mode=741,uid=100,gid=102 /agentprobe challenge > /o/agent
 `
-	if _, _, _, err := sshBuild(t, f, df, map[string]agent.Agent{"default": keyring(t, k)}, false); err != nil {
-		t.Fatalf("Build: %v", err)
+	for _, tc := range []struct {
+		name   string
+		runner run.Runner
+	}{
+		{"user namespace where the host allows one", run.Chroot()},
+		{"without a user namespace", run.Chroot(run.WithoutUserNamespace())},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, _, _, err := sshBuild(t, f, df, map[string]agent.Agent{"default": keyring(t, k)}, false, func(o *build.Options) { o.Runner = tc.runner })
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			out, _ := fileContent(t, img, "o/agent")
+			probe.CheckAgent(t, []byte(out), "challenge", k.pub)
+		})
 	}
 }
 

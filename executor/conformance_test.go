@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -56,6 +59,15 @@ import (
 // {{GIT}}/x.git. {{HTTP}} and {{GIT}} are replaced in the Dockerfile and
 // build args: the one change a case makes to BuildKit's Dockerfile, where
 // BuildKit's test formats its own server's address in.
+//
+// The git server runs while _git.sh does, its URL in $GIT (for a submodule
+// the script adds from it); a line NAME=VALUE the script appends to the
+// file $VARS (a commit hash it computed, say) makes {{NAME}} stand for
+// VALUE wherever {{GIT}} does, and in slipway.json too. slipway.json's
+// "http" serves exact text (no final newline) and "httpBase64" exact bytes
+// (a gzip archive BuildKit's test builds) as _http/ files do, and
+// "contextURL" makes the build context a URL ({{GIT}}/x.git?ref=...)
+// instead of the archive's files, for BuildKit's tests of remote contexts.
 const conformanceDir = "testdata/buildkit"
 
 // conformanceMinimum is how many cases the suite must hold (issue 11).
@@ -67,6 +79,7 @@ type conformanceCase struct {
 	context map[string][]byte
 	http    map[string][]byte // path → content
 	gitSh   []byte
+	spec    []byte // slipway.json, decoded again with placeholders replaced
 
 	// Dockerfile is the Dockerfile's path in the context; default "Dockerfile".
 	Dockerfile string            `json:"dockerfile,omitempty"`
@@ -76,6 +89,13 @@ type conformanceCase struct {
 	Secrets map[string]string `json:"secrets,omitempty"`
 	// Flags are more executor flags (--label=..., --reproducible, ...).
 	Flags []string `json:"flags,omitempty"`
+	// HTTP and HTTPBase64 are served as _http/ files are (path → content),
+	// HTTP's as exact text, HTTPBase64's decoded: bytes txtar cannot hold.
+	HTTP       map[string]string `json:"http,omitempty"`
+	HTTPBase64 map[string]string `json:"httpBase64,omitempty"`
+	// ContextURL, when set, is the build context (--context) instead of
+	// the archive's files: a git URL ({{GIT}}/x.git#ref).
+	ContextURL string `json:"contextURL,omitempty"`
 	// SSHKey gives the build an agent holding a new ed25519 key as the id
 	// "default" (--ssh), as BuildKit's tests give theirs a new key.
 	SSHKey bool `json:"sshKey,omitempty"`
@@ -133,6 +153,9 @@ type conformanceFile struct {
 	Mode    string  `json:"mode,omitempty"`
 	Owner   string  `json:"owner,omitempty"` // "uid:gid"
 	Content *string `json:"content,omitempty"`
+	// SHA256 is the hex sha256 of the content, for bytes JSON text cannot
+	// spell.
+	SHA256 string `json:"sha256,omitempty"`
 	// Contains are substrings the file's content must hold, and Lacks
 	// substrings it must not.
 	Contains []string `json:"contains,omitempty"`
@@ -194,6 +217,7 @@ func loadConformance(t *testing.T) []*conformanceCase {
 		if spec == nil {
 			return fmt.Errorf("%s: no slipway.json", p)
 		}
+		c.spec = spec
 		dec := json.NewDecoder(bytes.NewReader(spec))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(c); err != nil {
@@ -201,6 +225,12 @@ func loadConformance(t *testing.T) []*conformanceCase {
 		}
 		if c.Dockerfile == "" {
 			c.Dockerfile = "Dockerfile"
+		}
+		if err := c.addHTTP(); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if c.ContextURL != "" && len(c.context)+len(c.Context)+len(c.ContextDirs)+len(c.ContextSymlinks) > 0 {
+			return fmt.Errorf("%s: a case with a contextURL has no context files", p)
 		}
 		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 {
 			return fmt.Errorf("%s: the case asserts nothing", p)
@@ -300,13 +330,19 @@ func TestConformance_buildkit(t *testing.T) {
 
 func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 	prefix := reg.Host() + "/prebuilt/" + caseRepo(c.name)
-	expand := strings.NewReplacer("{{HTTP}}", c.serveHTTP(t), "{{GIT}}", c.serveGit(t), "{{REGISTRY}}", prefix).Replace
+	gitURL, vars := c.serveGit(t)
+	pairs := append([]string{"{{HTTP}}", c.serveHTTP(t), "{{GIT}}", gitURL, "{{REGISTRY}}", prefix}, vars...)
+	expand := strings.NewReplacer(pairs...).Replace
+	c = c.expanded(t, pairs)
 	ctxDir := c.writeContext(t, expand)
 	common := []string{
 		"--context=dir://" + ctxDir,
 		"--insecure-registry=" + reg.Host(),
 		"--registry-mirror=" + reg.Host(),
 		"--skip-default-registry-fallback",
+	}
+	if c.ContextURL != "" {
+		common[0] = "--context=" + c.ContextURL
 	}
 	for _, p := range c.Prebuilds {
 		dest := prefix + "/" + p.Image
@@ -421,22 +457,94 @@ func (c *conformanceCase) serveHTTP(t *testing.T) string {
 	return srv.URL
 }
 
-// serveGit runs the case's _git.sh and serves the repositories it made;
-// it returns the server's URL, or "" when the case has no _git.sh.
-func (c *conformanceCase) serveGit(t *testing.T) string {
+// serveGit serves the repositories the case's _git.sh makes, running it
+// with the server's URL in $GIT; it returns that URL, or "" when the case
+// has no _git.sh, and the placeholders the script set in $VARS as
+// strings.NewReplacer pairs ("{{NAME}}", "VALUE", ...).
+func (c *conformanceCase) serveGit(t *testing.T) (string, []string) {
 	if c.gitSh == nil {
-		return ""
+		return "", nil
 	}
 	root := t.TempDir()
+	srv := gitserver.StartHTTP(t, root)
+	varsFile := filepath.Join(t.TempDir(), "vars")
 	cmd := exec.Command("sh", "-euc", string(c.gitSh))
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "HOME="+root, "GIT_CONFIG_NOSYSTEM=1",
 		"GIT_AUTHOR_NAME=conformance", "GIT_AUTHOR_EMAIL=conformance@example.com",
-		"GIT_COMMITTER_NAME=conformance", "GIT_COMMITTER_EMAIL=conformance@example.com")
+		"GIT_COMMITTER_NAME=conformance", "GIT_COMMITTER_EMAIL=conformance@example.com",
+		"GIT="+srv.URL, "VARS="+varsFile)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("_git.sh: %v\n%s", err, out)
 	}
-	return gitserver.StartHTTP(t, root).URL
+	var pairs []string
+	if data, err := os.ReadFile(varsFile); err == nil {
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			name, value, ok := strings.Cut(line, "=")
+			if !ok || name == "" || name == "HTTP" || name == "GIT" {
+				t.Fatalf("_git.sh: $VARS line %q, want NAME=VALUE", line)
+			}
+			pairs = append(pairs, "{{"+name+"}}", value)
+		}
+	} else if !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return srv.URL, pairs
+}
+
+// addHTTP adds slipway.json's http and httpBase64 files to those the
+// archive's _http/ holds.
+func (c *conformanceCase) addHTTP() error {
+	add := func(p string, data []byte) error {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("http path %q does not start with /", p)
+		}
+		if _, dup := c.http[p]; dup {
+			return fmt.Errorf("http path %s is served twice", p)
+		}
+		if c.http == nil {
+			c.http = map[string][]byte{}
+		}
+		c.http[p] = data
+		return nil
+	}
+	for p, v := range c.HTTP {
+		if err := add(p, []byte(v)); err != nil {
+			return err
+		}
+	}
+	for p, v := range c.HTTPBase64 {
+		data, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return fmt.Errorf("httpBase64[%s]: %w", p, err)
+		}
+		if err := add(p, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expanded is the case with its slipway.json decoded again, the
+// placeholders of pairs (strings.NewReplacer's) replaced in it, so its
+// expectations can name a value known only when the case runs (a commit).
+func (c *conformanceCase) expanded(t *testing.T, pairs []string) *conformanceCase {
+	quoted := slices.Clone(pairs)
+	for i := 1; i < len(quoted); i += 2 {
+		b, err := json.Marshal(quoted[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		quoted[i] = string(b[1 : len(b)-1])
+	}
+	n := &conformanceCase{name: c.name, comment: c.comment, context: c.context, http: c.http, gitSh: c.gitSh, spec: c.spec}
+	if err := json.Unmarshal([]byte(strings.NewReplacer(quoted...).Replace(string(c.spec))), n); err != nil {
+		t.Fatalf("slipway.json: %v", err)
+	}
+	if n.Dockerfile == "" {
+		n.Dockerfile = "Dockerfile"
+	}
+	return n
 }
 
 func (c *conformanceCase) check(t *testing.T, img v1.Image) {
@@ -523,6 +631,9 @@ func checkConformanceFile(t *testing.T, p string, w conformanceFile, tree map[st
 	data := contents[p]
 	if w.Content != nil && string(data) != *w.Content {
 		problems = append(problems, fmt.Sprintf("content %q, want %q", data, *w.Content))
+	}
+	if sum := sha256.Sum256(data); w.SHA256 != "" && hex.EncodeToString(sum[:]) != w.SHA256 {
+		problems = append(problems, fmt.Sprintf("content sha256 %x, want %s", sum, w.SHA256))
 	}
 	for _, s := range w.Contains {
 		if !bytes.Contains(data, []byte(s)) {

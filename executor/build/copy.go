@@ -44,6 +44,8 @@ type copyStep struct {
 	checksum string
 	// keepGitDir is ADD --keep-git-dir, nil when not given.
 	keepGitDir *bool
+	// unpack is ADD --unpack, nil when not given.
+	unpack *bool
 }
 
 func (g *stage) copy(ctx context.Context, c *instructions.CopyCommand) error {
@@ -51,7 +53,7 @@ func (g *stage) copy(ctx context.Context, c *instructions.CopyCommand) error {
 }
 
 func (g *stage) add(ctx context.Context, c *instructions.AddCommand) error {
-	return g.copyFiles(ctx, copyStep{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, keepGitDir: c.KeepGitDir})
+	return g.copyFiles(ctx, copyStep{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, keepGitDir: c.KeepGitDir, unpack: c.Unpack})
 }
 
 // copyFiles plans a COPY or ADD: where the sources come from (the context,
@@ -71,13 +73,15 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		return fail(result.ReasonDockerfileInvalid, errors.New("source can't be a git ref for COPY"))
 	}
 	var checksum digest.Digest
+	// BuildKit's rules (dockerfile2llb's dispatchCopy): one source, a git
+	// repository (see fetchGitSources) or an http(s) URL, whose content
+	// must have the digest.
+	if s.checksum != "" && len(s.params.SourcePaths) != 1 {
+		return fail(result.ReasonDockerfileInvalid, errors.New("checksum can't be specified for multiple sources"))
+	}
 	if s.checksum != "" && refs == nil {
-		// BuildKit's rules (dockerfile2llb's dispatchCopy).
-		if len(s.params.SourcePaths) != 1 {
-			return fail(result.ReasonDockerfileInvalid, errors.New("checksum can't be specified for multiple sources"))
-		}
 		if src := s.params.SourcePaths[0]; !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
-			return fail(result.ReasonDockerfileInvalid, errors.New("checksum can't be specified for non-HTTP(S) sources"))
+			return fail(result.ReasonDockerfileInvalid, errors.New("checksum requires HTTP(S) or Git sources"))
 		}
 		sum, err := g.expand(s.checksum)
 		if err != nil {
@@ -96,6 +100,10 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		HTTPClient: g.b.opts.HTTPClient,
 		// COPY --parents applies to the local sources; heredocs have none.
 		Parents: s.parents,
+		// ADD --unpack: BuildKit's AttemptUnpack, for local and URL
+		// sources (never git nor heredocs).
+		Unpack:  s.unpack,
+		TempDir: g.b.opts.WorkDir,
 	}
 	if req.WorkDir == "" {
 		req.WorkDir = "/"
@@ -162,6 +170,9 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		// Where the pivot ("/./") is changes where files land, not which
 		// are read: the sources as written are part of the key.
 		keyParts = append(keyParts, "parents", s.params.SourcePaths)
+	}
+	if s.unpack != nil {
+		keyParts = append(keyParts, "unpack", *s.unpack)
 	}
 	// gits are the repositories of an ADD of git sources, checked out.
 	var gits []gitSource
@@ -347,7 +358,7 @@ func (g *stage) copyHeredocs(ctx context.Context, req copier.Request, heredocs m
 		}
 	}
 	req.SrcRoot, req.Sources = dir, names
-	req.Ignore, req.IgnoreDescend, req.KeepOwner, req.Add, req.Checksum, req.Parents = nil, nil, false, false, "", false
+	req.Ignore, req.IgnoreDescend, req.KeepOwner, req.Add, req.Checksum, req.Parents, req.Unpack = nil, nil, false, false, "", false, nil
 	return copier.Copy(ctx, req)
 }
 

@@ -1,8 +1,12 @@
 package build_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,6 +145,80 @@ COPY --from=result / /actual/
 		var be *build.Error
 		if !errors.As(err, &be) || be.Line != 2 || be.Reason != result.ReasonDockerfileInvalid || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("COPY --chmod=%s: %v, want DockerfileInvalid on line 2 containing %q", tc.chmod, err, tc.want)
+		}
+	}
+}
+
+// TestBuild_addUnpack is the --unpack part of BuildKit's
+// testDockerfileAddArchive (frontend/dockerfile/dockerfile_add_test.go):
+// ADD --unpack=false copies a local archive as it is, ADD of a URL does not
+// extract it (to a directory, or to a new name), ADD --unpack=true of a URL
+// does, into the destination. The flag is in the step's key.
+func TestBuild_addUnpack(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	if _, err := zw.Write([]byte(tarOf(t, "foo", "content0"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"t-tar-gz"`)
+		w.Write(gz.Bytes())
+	}))
+	t.Cleanup(srv.Close)
+	f := newFixture(t, map[string]string{"t.tar.gz": gz.String()})
+
+	for _, tc := range []struct {
+		name, df string
+		files    map[string]string // path → content, "" for absent
+	}{
+		{"unpack=false", "FROM scratch\nADD --unpack=false t.tar.gz /\n", map[string]string{"t.tar.gz": gz.String(), "foo": ""}},
+		{"local archive", "FROM scratch\nADD t.tar.gz /\n", map[string]string{"foo": "content0", "t.tar.gz": ""}},
+		{"URL", "FROM scratch\nADD " + srv.URL + "/t.tar.gz /\n", map[string]string{"t.tar.gz": gz.String(), "foo": ""}},
+		{"URL with unpack=true", "FROM scratch\nADD --unpack=true " + srv.URL + "/t.tar.gz /dest/\n", map[string]string{"dest/foo": "content0", "dest/t.tar.gz": ""}},
+		{"URL to a new name", "FROM scratch\nADD " + srv.URL + "/t.tar.gz /newname.tar.gz\n", map[string]string{"newname.tar.gz": gz.String()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, _ := mustBuild(t, f, tc.df, true)
+			for p, want := range tc.files {
+				got, ok := fileContent(t, img, p)
+				switch {
+				case want == "" && ok:
+					t.Errorf("/%s is in the image", p)
+				case want != "" && got != want:
+					t.Errorf("/%s = %q (present %v), want %q", p, got, ok, want)
+				}
+			}
+		})
+	}
+	// Cached by the flag: the same ADD without it is another step.
+	_, rep := mustBuild(t, f, "FROM scratch\nADD --unpack=false t.tar.gz /\n", true)
+	if diff := cmp.Diff(counts{1, 0}, cacheCounts(rep)); diff != "" {
+		t.Errorf("ADD --unpack=false again (-want +got):\n%s", diff)
+	}
+	_, rep = mustBuild(t, f, "FROM scratch\nADD --unpack=true t.tar.gz /\n", true)
+	if diff := cmp.Diff(counts{0, 1}, cacheCounts(rep)); diff != "" {
+		t.Errorf("ADD --unpack=true, a step not built before (-want +got):\n%s", diff)
+	}
+}
+
+// TestBuild_addChecksumRules checks BuildKit's --checksum rules
+// (dispatchCopy; testAddChecksum's NonHTTPSource case): one source only,
+// git repositories included, and only an http(s) URL or a git repository.
+func TestBuild_addChecksumRules(t *testing.T) {
+	f := newFixture(t, map[string]string{"a.txt": "a\n"})
+	const sum = "sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d"
+	for _, tc := range []struct{ df, want string }{
+		{"ADD --checksum=" + sum + " a.txt /a\n", "checksum requires HTTP(S) or Git sources"},
+		{"ADD --checksum=" + sum + " http://127.0.0.1:1/a http://127.0.0.1:1/b /d/\n", "checksum can't be specified for multiple sources"},
+		{"ADD --checksum=0123abcd https://127.0.0.1:1/a.git https://127.0.0.1:1/b.git /d/\n", "checksum can't be specified for multiple sources"},
+	} {
+		_, _, err := f.build(t, "FROM {{BASE}}\n"+tc.df, false)
+		var be *build.Error
+		if !errors.As(err, &be) || be.Line != 2 || be.Reason != result.ReasonDockerfileInvalid || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want DockerfileInvalid on line 2 containing %q", strings.TrimSpace(tc.df), err, tc.want)
 		}
 	}
 }

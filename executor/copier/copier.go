@@ -98,6 +98,14 @@ type Request struct {
 	ModeSet *mode.Set
 	// Add enables ADD: local archives are extracted and URLs downloaded.
 	Add bool
+	// Unpack is ADD --unpack (BuildKit's dispatchCopy, AttemptUnpack). Nil
+	// is ADD's default: local archives are extracted, downloads are not;
+	// true also extracts a download that is an archive (into Dest, a
+	// directory then, as a local archive); false extracts nothing.
+	Unpack *bool
+	// TempDir holds a download while it is found out whether it is an
+	// archive (--unpack=true), outside DestRoot. Empty: os.TempDir().
+	TempDir string
 	// HTTPClient downloads ADD URLs. Nil: http.DefaultClient.
 	HTTPClient *http.Client
 	// RecordSources makes Copy fill Result.Sources (hashing what it
@@ -315,7 +323,7 @@ func (c *copier) run(ctx context.Context, matches []match) error {
 			err = c.copyDirSource(ctx, m, destAbs)
 		default:
 			var done bool
-			if r.Add && m.fi.Mode().IsRegular() {
+			if r.Add && (r.Unpack == nil || *r.Unpack) && m.fi.Mode().IsRegular() {
 				done, err = c.tryUnpack(ctx, m, destAbs)
 			}
 			if !done && err == nil {
@@ -773,7 +781,8 @@ func fileDigest(p string) (string, error) {
 
 // download performs ADD <url>: the file is named from the URL's path
 // (BuildKit uses "__unnamed__" when the path has no name), mode 0600 unless
-// --chmod, mtime from Last-Modified, never extracted.
+// --chmod, mtime from Last-Modified, extracted only with --unpack=true
+// when it is an archive.
 func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir bool) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -783,6 +792,93 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 	if base := path.Base(u.Path); base != "." && base != "/" && base != "" {
 		name = base
 	}
+	if c.req.Unpack != nil && *c.req.Unpack {
+		return c.downloadUnpack(ctx, rawURL, name, destAbs, destIsDir)
+	}
+	return c.downloadTo(ctx, rawURL, name, destAbs, destIsDir, nil)
+}
+
+// downloadUnpack is ADD --unpack=true <url>: the download goes to a
+// temporary file, outside DestRoot; an archive is extracted into destAbs
+// (a directory then), anything else placed as download places it.
+func (c *copier) downloadUnpack(ctx context.Context, rawURL, name, destAbs string, destIsDir bool) error {
+	tmp, err := os.CreateTemp(c.req.TempDir, "download-")
+	if err != nil {
+		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	sum, lastModified, err := c.fetch(ctx, rawURL, tmp)
+	if err == nil {
+		_, err = tmp.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return err
+	}
+	archive, err := isArchive(tmp.Name())
+	if err != nil {
+		return fmt.Errorf("reading the download of %s: %w", redactURL(rawURL), err)
+	}
+	if !archive {
+		return c.downloadTo(ctx, rawURL, name, destAbs, destIsDir, &downloaded{r: tmp, sum: sum, lastModified: lastModified})
+	}
+	if err := c.unpack(ctx, tmp.Name(), redactURL(rawURL), destAbs); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.sources = append(c.sources, SourceFile{Path: rawURL, Mode: urlMode, Digest: sum})
+	c.mu.Unlock()
+	return nil
+}
+
+// downloaded is a download already fetched: its content, digest and
+// Last-Modified.
+type downloaded struct {
+	r            io.Reader
+	sum          string
+	lastModified string
+}
+
+// fetch GETs rawURL into w, verifying --checksum, and returns the content's
+// digest and the Last-Modified header.
+func (c *copier) fetch(ctx context.Context, rawURL string, w io.Writer) (sum, lastModified string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
+	}
+	client := c.req.HTTPClient
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", "", fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		// The status code, not the server's own reason phrase.
+		return "", "", fmt.Errorf("downloading %s: invalid response status %d %s", redactURL(rawURL), resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	h := sha256.New()
+	var verifier digest.Verifier
+	mw := io.MultiWriter(w, h)
+	if c.req.Checksum != "" {
+		verifier = c.req.Checksum.Verifier()
+		mw = io.MultiWriter(w, h, verifier)
+	}
+	if _, err := io.Copy(mw, resp.Body); err != nil {
+		return "", "", fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+	}
+	if verifier != nil && !verifier.Verified() {
+		return "", "", fmt.Errorf("downloading %s: the content does not match --checksum=%s", redactURL(rawURL), c.req.Checksum)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), resp.Header.Get("Last-Modified"), nil
+}
+
+// downloadTo places the download of rawURL (fetched now, or already when
+// got is set) at destAbs by the one-source rules, named name inside a
+// directory.
+func (c *copier) downloadTo(ctx context.Context, rawURL, name, destAbs string, destIsDir bool, got *downloaded) error {
 	target := destAbs
 	if destIsDir {
 		if err := c.mkdirAll(destAbs, c.destDirMode()); err != nil {
@@ -794,25 +890,6 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 	} else if err := c.mkdirAll(filepath.Dir(destAbs), c.destDirMode()); err != nil {
 		return err
 	}
-
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
-	}
-	client := c.req.HTTPClient
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		// The status code, not the server's own reason phrase.
-		return fmt.Errorf("downloading %s: invalid response status %d %s", redactURL(rawURL), resp.StatusCode, http.StatusText(resp.StatusCode))
-	}
-
 	if fi, err := os.Lstat(target); err == nil {
 		if fi.IsDir() {
 			return fmt.Errorf("downloading %s: cannot replace to directory /%s with file", redactURL(rawURL), c.destRel(target))
@@ -825,23 +902,21 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 	if err != nil {
 		return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
 	}
-	h := sha256.New()
-	var verifier digest.Verifier
-	w := io.MultiWriter(out, h)
-	if c.req.Checksum != "" {
-		verifier = c.req.Checksum.Verifier()
-		w = io.MultiWriter(out, h, verifier)
+	var sum, lastModified string
+	if got != nil {
+		sum, lastModified = got.sum, got.lastModified
+		if _, err = io.Copy(out, got.r); err != nil {
+			err = fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+		}
+	} else {
+		sum, lastModified, err = c.fetch(ctx, rawURL, out)
 	}
-	_, err = io.Copy(w, resp.Body)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && verifier != nil && !verifier.Verified() {
-		err = fmt.Errorf("the content does not match --checksum=%s", c.req.Checksum)
+	if cerr := out.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("downloading %s: %w", redactURL(rawURL), cerr)
 	}
 	if err != nil {
 		os.Remove(target)
-		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+		return err
 	}
 	uid, gid := 0, 0
 	if o := c.req.Chown; o != nil {
@@ -862,14 +937,16 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 	if err := os.Chmod(target, mode); err != nil {
 		return fmt.Errorf("setting mode of /%s: %w", c.destRel(target), err)
 	}
-	if lm := resp.Header.Get("Last-Modified"); lm != "" {
-		if t, err := http.ParseTime(lm); err == nil {
+	if lastModified != "" {
+		if t, err := http.ParseTime(lastModified); err == nil {
 			if err := os.Chtimes(target, t, t); err != nil {
 				return fmt.Errorf("setting times of /%s: %w", c.destRel(target), err)
 			}
 		}
 	}
-	c.sources = append(c.sources, SourceFile{Path: rawURL, Mode: urlMode, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil))})
+	c.mu.Lock()
+	c.sources = append(c.sources, SourceFile{Path: rawURL, Mode: urlMode, Digest: sum})
+	c.mu.Unlock()
 	c.markChanged(target)
 	return nil
 }

@@ -295,6 +295,8 @@ func TestCopy(t *testing.T) {
 	}
 }
 
+func ptr[T any](v T) *T { return &v }
+
 // modeSet parses a symbolic mode as copy.go does.
 func modeSet(t *testing.T, s string) *mode.Set {
 	t.Helper()
@@ -385,6 +387,10 @@ func TestCopy_add(t *testing.T) {
 			return
 		}
 		w.Header().Set("Last-Modified", lm.Format(http.TimeFormat))
+		if r.URL.Path == "/plain.txt" {
+			w.Write([]byte("plain text"))
+			return
+		}
 		w.Write(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))
 	}))
 	defer srv.Close()
@@ -407,6 +413,9 @@ func TestCopy_add(t *testing.T) {
 		req     Request
 		want    map[string]string
 		wantErr string
+		// lastModified is a download that must have the server's
+		// Last-Modified as its mtime.
+		lastModified string
 	}{
 		{name: "plain tar extracted keeping owners", req: Request{Sources: []string{"plain.tar"}, Dest: "/x"},
 			want: map[string]string{"x/p/file": "f 4755 7:8 p/file", "x/p/sym": "l 0:0 /etc/passwd", "x/plain.tar": "missing"}},
@@ -423,7 +432,8 @@ func TestCopy_add(t *testing.T) {
 		{name: "COPY never extracts", req: Request{Sources: []string{"comp.tgz"}, Dest: "/x/c.tgz", Add: false},
 			want: map[string]string{"x/c.tgz": "f 644 0:0 " + string(files["comp.tgz"])}},
 		{name: "url into dir named from path, 0600, not extracted", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u/"},
-			want: map[string]string{"u/arch.tgz": "f 600 0:0 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))}},
+			want:         map[string]string{"u/arch.tgz": "f 600 0:0 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))},
+			lastModified: "u/arch.tgz"},
 		{name: "url to file name", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u/named", Chown: u1000},
 			want: map[string]string{"u/named": "f 600 1000:1000 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))}},
 		{name: "url error status", req: Request{Sources: []string{srv.URL + "/missing"}, Dest: "/u/"},
@@ -431,6 +441,18 @@ func TestCopy_add(t *testing.T) {
 		// BuildKit's HTTP source writes 0600; a symbolic --chmod changes that.
 		{name: "url with a symbolic chmod", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u/s", ModeSet: modeSet(t, "g+r,o=g")},
 			want: map[string]string{"u/s": "f 644 0:0 " + string(tarball(t, true, &tar.Header{Name: "inner", Typeflag: tar.TypeReg, Mode: 0o644}))}},
+		// ADD --unpack (BuildKit's AttemptUnpack): false copies a local
+		// archive as it is; true extracts a download that is an archive,
+		// into the destination as a directory, and places one that is not
+		// as without it.
+		{name: "unpack=false copies a local archive as is", req: Request{Sources: []string{"comp.tgz"}, Dest: "/x/", Unpack: ptr(false)},
+			want: map[string]string{"x/comp.tgz": "f 644 0:0 " + string(files["comp.tgz"]), "x/z": "missing"}},
+		{name: "url with unpack=true extracted", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u", Unpack: ptr(true), Chown: u1000},
+			want: map[string]string{"u": "d 755 1000:1000", "u/inner": "f 644 1000:1000 inner", "u/arch.tgz": "missing"}},
+		{name: "url with unpack=true not an archive", req: Request{Sources: []string{srv.URL + "/plain.txt"}, Dest: "/u/", Unpack: ptr(true)},
+			want: map[string]string{"u/plain.txt": "f 600 0:0 plain text"}, lastModified: "u/plain.txt"},
+		{name: "url with unpack=true and a checksum it does not match", req: Request{Sources: []string{srv.URL + "/dl/arch.tgz"}, Dest: "/u/", Unpack: ptr(true), Checksum: digest.FromString("other")},
+			wantErr: "does not match --checksum"},
 		// An archive's entries keep their modes: BuildKit's unpack ignores --chmod.
 		{name: "archive extracted whatever the symbolic chmod", req: Request{Sources: []string{"comp.txz"}, Dest: "/x/", ModeSet: modeSet(t, "a=rwx")},
 			want: map[string]string{"x": "d 755 0:0", "x/xzd": "d 750 0:0", "x/xzd/x": "f 640 0:0 xzd/x"}},
@@ -447,7 +469,7 @@ func TestCopy_add(t *testing.T) {
 			if !strings.HasPrefix(tc.name, "COPY") {
 				r.Add = true
 			}
-			r.SrcRoot, r.DestRoot, r.WorkDir = srcRoot, destRoot, "/"
+			r.SrcRoot, r.DestRoot, r.WorkDir, r.TempDir = srcRoot, destRoot, "/", t.TempDir()
 			_, err := Copy(context.Background(), r)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -465,10 +487,17 @@ func TestCopy_add(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("Copy() destination mismatch (-want +got):\n%s", diff)
 			}
-			if strings.HasPrefix(tc.name, "url into") {
-				fi, _ := os.Stat(filepath.Join(destRoot, "u/arch.tgz"))
-				if !fi.ModTime().Equal(lm) {
-					t.Errorf("mtime = %v, want Last-Modified %v", fi.ModTime(), lm)
+			if strings.HasPrefix(tc.name, "url with unpack=true") {
+				if left, _ := filepath.Glob(filepath.Join(r.TempDir, "*")); len(left) != 0 {
+					t.Errorf("the download was left in the temporary directory: %v", left)
+				}
+			}
+			if tc.lastModified != "" {
+				fi, err := os.Stat(filepath.Join(destRoot, tc.lastModified))
+				if err != nil {
+					t.Errorf("%s: %v", tc.lastModified, err)
+				} else if !fi.ModTime().Equal(lm) {
+					t.Errorf("%s: mtime = %v, want Last-Modified %v", tc.lastModified, fi.ModTime(), lm)
 				}
 			}
 		})

@@ -47,31 +47,40 @@ func (c *copier) tryUnpack(ctx context.Context, m match, destAbs string) (bool, 
 	if !ok {
 		return false, nil
 	}
-	// BuildKit's unpack creates the destination 0755 whatever --chmod.
-	if err := c.mkdirAll(destAbs, 0o755); err != nil {
-		return true, err
-	}
 	var sum string
 	if c.req.RecordSources {
 		if sum, err = fileDigest(m.abs); err != nil {
 			return true, err
 		}
 	}
-	f, err := os.Open(m.abs)
+	if err := c.unpack(ctx, m.abs, m.rel, destAbs); err != nil {
+		return true, err
+	}
+	c.record(m.items[0], sum)
+	return true, nil
+}
+
+// unpack extracts the archive at p (named name in errors) into the
+// directory destAbs, which it creates 0755 whatever --chmod, as BuildKit's
+// unpack does.
+func (c *copier) unpack(ctx context.Context, p, name, destAbs string) error {
+	if err := c.mkdirAll(destAbs, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Open(p)
 	if err != nil {
-		return true, fmt.Errorf("reading %s: %w", m.rel, err)
+		return fmt.Errorf("reading %s: %w", name, err)
 	}
 	defer f.Close()
 	r, _, closeFn, err := source.Decompress(f)
 	if err != nil {
-		return true, fmt.Errorf("reading %s: %w", m.rel, err)
+		return fmt.Errorf("reading %s: %w", name, err)
 	}
 	defer closeFn()
 	if err := c.untar(ctx, r, destAbs); err != nil {
-		return true, fmt.Errorf("extracting %s: %w", m.rel, err)
+		return fmt.Errorf("extracting %s: %w", name, err)
 	}
-	c.record(m.items[0], sum)
-	return true, nil
+	return nil
 }
 
 // untar extracts like Docker's chrootarchive.Untar: dest acts as the root

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +70,12 @@ import (
 // (a gzip archive BuildKit's test builds) as _http/ files do, and
 // "contextURL" makes the build context a URL ({{GIT}}/x.git?ref=...)
 // instead of the archive's files, for BuildKit's tests of remote contexts.
+//
+// A case with "echoServer" has a TCP server on 127.0.0.1 while it runs, as
+// BuildKit's network tests start echoserver.NewTestServer: it writes the
+// response to every connection and closes it, and {{ECHO_PORT}}, its port,
+// is replaced where {{REGISTRY}} is. A RUN step has the executor's network
+// unless it is --network=none, so the server is reachable from it.
 const conformanceDir = "testdata/buildkit"
 
 // conformanceMinimum is how many cases the suite must hold (issue 11).
@@ -99,6 +107,9 @@ type conformanceCase struct {
 	// SSHKey gives the build an agent holding a new ed25519 key as the id
 	// "default" (--ssh), as BuildKit's tests give theirs a new key.
 	SSHKey bool `json:"sshKey,omitempty"`
+	// EchoServer, when set, is a TCP server on 127.0.0.1 for the build,
+	// at port {{ECHO_PORT}}.
+	EchoServer *conformanceEchoServer `json:"echoServer,omitempty"`
 	// Prebuilds are builds of the same context run first, in order, each
 	// pushed to {{REGISTRY}}/IMAGE (":latest" when IMAGE has no tag), for BuildKit tests whose build
 	// is FROM an image an earlier build of theirs pushed. {{REGISTRY}} is
@@ -144,6 +155,14 @@ type conformancePrebuild struct {
 	Image      string            `json:"image"`
 	BuildArgs  map[string]string `json:"buildArgs,omitempty"`
 	Target     string            `json:"target,omitempty"`
+}
+
+type conformanceEchoServer struct {
+	// Response is written to each connection, which is then closed.
+	Response string `json:"response"`
+	// Connections is how many connections the server must have accepted
+	// when the build ends; nil: not checked.
+	Connections *int `json:"connections,omitempty"`
 }
 
 type conformanceFile struct {
@@ -232,7 +251,7 @@ func loadConformance(t *testing.T) []*conformanceCase {
 		if c.ContextURL != "" && len(c.context)+len(c.Context)+len(c.ContextDirs)+len(c.ContextSymlinks) > 0 {
 			return fmt.Errorf("%s: a case with a contextURL has no context files", p)
 		}
-		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 {
+		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 && (c.EchoServer == nil || c.EchoServer.Connections == nil) {
 			return fmt.Errorf("%s: the case asserts nothing", p)
 		}
 		cases = append(cases, c)
@@ -330,8 +349,9 @@ func TestConformance_buildkit(t *testing.T) {
 
 func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 	prefix := reg.Host() + "/prebuilt/" + caseRepo(c.name)
+	echoPort, checkEcho := c.serveEcho(t)
 	gitURL, vars := c.serveGit(t)
-	pairs := append([]string{"{{HTTP}}", c.serveHTTP(t), "{{GIT}}", gitURL, "{{REGISTRY}}", prefix}, vars...)
+	pairs := append([]string{"{{HTTP}}", c.serveHTTP(t), "{{GIT}}", gitURL, "{{REGISTRY}}", prefix, "{{ECHO_PORT}}", echoPort}, vars...)
 	expand := strings.NewReplacer(pairs...).Replace
 	c = c.expanded(t, pairs)
 	ctxDir := c.writeContext(t, expand)
@@ -386,6 +406,7 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 			t.Logf("%s\nexecutor log:\n%s", c.comment, b.log)
 		}
 	}()
+	checkEcho(t)
 	if c.Failure != nil {
 		if b.exit == 0 || b.res.Success || b.res.Failure == nil {
 			t.Fatalf("build succeeded, want a failure containing %q", c.Failure.Contains)
@@ -436,6 +457,49 @@ func newConformanceSSHKey(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// serveEcho starts the case's echo server and returns its port and a
+// check that it accepted the connections the case wants; "" and a no-op
+// when the case has none.
+func (c *conformanceCase) serveEcho(t *testing.T) (string, func(*testing.T)) {
+	if c.EchoServer == nil {
+		return "", func(*testing.T) {}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
+	response := []byte(c.EchoServer.Response)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				conn.Write(response)
+				conn.Close()
+			}()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	want := c.EchoServer.Connections
+	return port, func(t *testing.T) {
+		if want == nil {
+			return
+		}
+		// A client whose connection the kernel took may not be accepted yet.
+		for deadline := time.Now().Add(2 * time.Second); accepted.Load() < int64(*want) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := accepted.Load(); got != int64(*want) {
+			t.Errorf("the echo server accepted %d connections, want %d", got, *want)
+		}
+	}
 }
 
 // serveHTTP serves the case's _http/ files and returns the server's URL,

@@ -222,3 +222,37 @@ func TestBuild_addChecksumRules(t *testing.T) {
 		}
 	}
 }
+
+// TestBuild_copyLink checks that COPY --link and ADD --link, which this
+// executor builds as without the flag, give the files the same steps give
+// without it, a named --chown resolved in the image (BuildKit's merge fails
+// it), and a destination through a symlink of the base followed.
+func TestBuild_copyLink(t *testing.T) {
+	f := newFixture(t, map[string]string{"a.txt": "a\n", "dir/b.txt": "b\n", "t.tar": tarOf(t, "inner", "x\n")})
+	const df = `FROM {{BASE}}
+RUN mkdir /real && ln -s /real /lnk
+COPY --link a.txt /lnk/
+COPY --link --chown=app:app dir /d/
+ADD --link t.tar /x/
+`
+	linked, _ := mustBuild(t, f, df, false)
+	plain, _ := mustBuild(t, f, strings.ReplaceAll(df, "--link ", ""), false)
+	got, want := flatten(t, linked), flatten(t, plain)
+	for _, tree := range []map[string]fileEntry{got, want} {
+		for p, e := range tree {
+			if e.Type == '5' { // directories the steps made have the build's times
+				e.ModTime = 0
+				tree[p] = e
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("files with --link (-without +with):\n%s", diff)
+	}
+	if e := got["real/a.txt"]; e.Type != '0' {
+		t.Errorf("/real/a.txt is missing: COPY --link to /lnk/ did not follow the base's symlink")
+	}
+	if e := got["d/b.txt"]; e.UID != 1000 || e.GID != 1000 {
+		t.Errorf("/d/b.txt owned by %d:%d, want app's 1000:1000", e.UID, e.GID)
+	}
+}

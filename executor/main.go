@@ -18,7 +18,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -400,9 +399,10 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	if err != nil {
 		return failWith(result.ReasonInvalidArguments, err)
 	}
-	epoch, err := sourceDateEpoch(o.reproducible, buildArgs)
-	if err != nil {
-		return failWith(result.ReasonInvalidArguments, err)
+	epoch := sourceDateEpoch(o.reproducible, buildArgs)
+	var contextTime *time.Time
+	if !fetched.CommitTime.IsZero() {
+		contextTime = &fetched.CommitTime
 	}
 
 	bo := build.Options{
@@ -421,6 +421,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		MaxLayerSize:    o.maxLayerBytes,
 		Layers:          layer.Options{Compression: layer.Compression(o.compression), Level: o.compressionLevel, OCI: o.ociMediaTypes},
 		SourceDateEpoch: epoch,
+		ContextTime:     contextTime,
 		Log:             levelFilter(o.verbosity, logw),
 		Secrets:         creds.secrets,
 		SSH:             creds.ssh,
@@ -722,27 +723,23 @@ func parseKV(flag string, kvs []string) (map[string]string, error) {
 	return out, nil
 }
 
-// sourceDateEpoch is the fixed time of a reproducible build: the
-// SOURCE_DATE_EPOCH build arg or environment variable, or the Unix epoch
-// with --reproducible.
-func sourceDateEpoch(reproducible bool, buildArgs map[string]string) (*time.Time, error) {
-	v, ok := buildArgs["SOURCE_DATE_EPOCH"]
-	if !ok {
-		v, ok = os.LookupEnv("SOURCE_DATE_EPOCH")
-	}
-	if ok && v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("SOURCE_DATE_EPOCH=%q: want seconds since the Unix epoch", v)
+// sourceDateEpoch applies the SOURCE_DATE_EPOCH environment variable as
+// the build arg of that name when no --build-arg sets it, as docker buildx
+// does, and returns the epoch of --reproducible (the Unix epoch), nil
+// without it. The build resolves the build arg (or the Dockerfile's global
+// ARG default) itself, as BuildKit's frontend does; a value that gives a
+// time wins over --reproducible's (build.Options.SourceDateEpoch).
+func sourceDateEpoch(reproducible bool, buildArgs map[string]string) *time.Time {
+	if _, ok := buildArgs["SOURCE_DATE_EPOCH"]; !ok {
+		if v, ok := os.LookupEnv("SOURCE_DATE_EPOCH"); ok && v != "" {
+			buildArgs["SOURCE_DATE_EPOCH"] = v
 		}
-		t := time.Unix(n, 0).UTC()
-		return &t, nil
 	}
 	if reproducible {
 		t := time.Unix(0, 0).UTC()
-		return &t, nil
+		return &t
 	}
-	return nil, nil
+	return nil
 }
 
 func writeResult(path string, r result.Result, logw io.Writer) {

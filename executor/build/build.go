@@ -83,7 +83,14 @@ type Options struct {
 	MaxLayerSize int64
 	// SourceDateEpoch, when set, makes the build reproducible: it is the
 	// image's creation time, and file times newer than it are clamped to it.
+	// The SOURCE_DATE_EPOCH build arg, else the Dockerfile's global ARG of
+	// that name, replaces it when its value gives a time (see
+	// resolveSourceDateEpoch).
 	SourceDateEpoch *time.Time
+	// ContextTime is the build context's own time, which
+	// SOURCE_DATE_EPOCH=context stands for: a git context's commit time.
+	// Nil (a local context) gives such a build no time from it.
+	ContextTime *time.Time
 	// HTTPClient fetches ADD URLs; defaults to http.DefaultClient.
 	HTTPClient *http.Client
 	// Log receives the step lines and RUN output; nil discards them.
@@ -225,6 +232,9 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	for _, w := range plan.Warnings {
 		// The parser's warnings quote Dockerfile lines.
 		fmt.Fprintf(o.Log, "WARNING: %s\n", shorten(w, 300))
+	}
+	if err := resolveSourceDateEpoch(ctx, &o, plan); err != nil {
+		return nil, nil, err
 	}
 	var b *builder
 	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))

@@ -143,6 +143,9 @@ type Plan struct {
 	Lex *shell.Lex
 	// MetaArgNames are the names the ARGs before the first FROM declare.
 	MetaArgNames []string
+	// MetaArgLines are the lines of those ARGs, by name (the last one
+	// declaring it), for errors about their values.
+	MetaArgLines map[string]int
 	// Warnings are non-fatal findings (empty continuation lines, unused
 	// build args), for the log.
 	Warnings []string
@@ -177,9 +180,11 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 		targetName = stages[len(stages)-1].Name
 	}
 	p.GlobalArgs = defaultArgs(opts, targetName)
+	p.MetaArgLines = map[string]int{}
 	for _, cmd := range metaArgs {
 		for _, kv := range cmd.Args {
 			p.MetaArgNames = append(p.MetaArgNames, kv.Key)
+			p.MetaArgLines[kv.Key] = firstLine(cmd.Location())
 			if v, ok := opts.BuildArgs[kv.Key]; ok {
 				p.GlobalArgs.Set(kv.Key, v)
 				continue

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
@@ -530,6 +531,9 @@ type Fetched struct {
 	Dir string
 	// Commit is the SHA of the commit checked out, for git contexts.
 	Commit string
+	// CommitTime is that commit's committer time (what BuildKit takes for
+	// SOURCE_DATE_EPOCH=context); zero for other contexts.
+	CommitTime time.Time
 }
 
 // FetchOptions configure FetchWithInfo.
@@ -587,6 +591,10 @@ func FetchWithInfo(ctx context.Context, contextURL, subPath, workDir string, o F
 	if err != nil {
 		return Fetched{}, err
 	}
+	when, err := commitTime(workDir+".git", commit)
+	if err != nil {
+		return Fetched{}, &gitError{url: RedactURL(src.URL), ref: src.Ref, msg: "reading commit " + commit, err: err}
+	}
 	dir := workDir
 	for _, sub := range []string{src.SubDir, subPath} {
 		if sub == "" {
@@ -596,5 +604,16 @@ func FetchWithInfo(ctx context.Context, contextURL, subPath, workDir string, o F
 			return Fetched{}, fmt.Errorf("fetching context %s at %s: %w", RedactURL(src.URL), src.Ref, err)
 		}
 	}
-	return Fetched{Dir: dir, Commit: commit}, nil
+	return Fetched{Dir: dir, Commit: commit, CommitTime: when}, nil
+}
+
+// commitTime reads the committer time of commit from the objects in gitDir.
+func commitTime(gitDir, commit string) (time.Time, error) {
+	st := filesystem.NewStorage(osfs.New(gitDir), cache.NewObjectLRUDefault())
+	defer st.Close()
+	c, err := object.GetCommit(st, plumbing.NewHash(commit))
+	if err != nil {
+		return time.Time{}, err
+	}
+	return c.Committer.When.UTC(), nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/slipway-dev/slipway/test/gitserver"
 )
@@ -202,7 +203,7 @@ func TestFetchWithInfo_subDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Fetched{Dir: filepath.Join(work, "app", "nested"), Commit: f.second}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Fetched{}, "CommitTime")); diff != "" {
 		t.Errorf("FetchWithInfo (-want +got):\n%s", diff)
 	}
 

@@ -44,6 +44,9 @@ type cacheStore struct {
 	mu   sync.Mutex
 	keys map[string]*cacheKeyState
 	next int // names instances
+	// seeded lists, for each instance of a cache that starts from a tree
+	// (from=), the paths of the tree copied into it so far (see seed).
+	seeded map[string][]string
 }
 
 type cacheKeyState struct {
@@ -53,7 +56,7 @@ type cacheKeyState struct {
 }
 
 func newCacheStore(dir string) *cacheStore {
-	return &cacheStore{dir: dir, keys: map[string]*cacheKeyState{}}
+	return &cacheStore{dir: dir, keys: map[string]*cacheKeyState{}, seeded: map[string][]string{}}
 }
 
 // acquire takes an instance of the cache key for one step. fresh is true
@@ -106,6 +109,7 @@ func (s *cacheStore) release(key, name string, keep bool) {
 		st.free = append(st.free, name)
 	} else {
 		st.n--
+		delete(s.seeded, name)
 		// The store is the executor's own, outside every root.
 		_ = os.RemoveAll(filepath.Join(s.dir, name))
 	}
@@ -186,22 +190,31 @@ func dirMode(fi fs.FileMode) fs.FileMode {
 
 // fillCache puts the cache's directory at name in parent (in root): moved
 // out of the store, or copied where the store and the root are on two file
-// systems. A new instance is made first: empty, with its "cache" directory
-// (uid, gid, mode), or seeded from its from= tree.
+// systems. A new instance is made first: empty, or with its "cache"
+// directory (uid, gid, mode); one that starts from a from= tree gets the
+// part of the tree the mount shows when it first shows it (see seed).
 func (g *stage) fillCache(ctx context.Context, root string, rm *runMount, u *cacheUse, parent *rootfs.Dir, name string) error {
 	u.sel, u.root, u.ctx = rm.sel, root, context.WithoutCancel(ctx)
 	if u.fresh {
-		if err := makeCache(ctx, rm, u.inst); err != nil {
+		if err := makeCache(rm, u.inst); err != nil {
 			return err
 		}
 		u.keep = true
+	}
+	if rm.dir != nil {
+		sel, damaged, err := u.store.seed(ctx, rm, u)
+		if err != nil {
+			u.keep = u.keep && !damaged
+			return err
+		}
+		u.sel = sel
 	}
 	store, err := rootfs.OpenRoot(u.store.dir)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if rm.sel == "" {
+	if u.sel == "" {
 		if u.home, err = store.OpenDir(""); err != nil {
 			return err
 		}
@@ -212,10 +225,10 @@ func (g *stage) fillCache(ctx context.Context, root string, rm *runMount, u *cac
 			return err
 		}
 		defer inst.Close()
-		if u.home, err = inst.OpenDir(path.Dir(rm.sel)); err != nil {
+		if u.home, err = inst.OpenDir(path.Dir(u.sel)); err != nil {
 			return fmt.Errorf("source=%s in the cache: %w", rm.sel, err)
 		}
-		u.homeName = path.Base(rm.sel)
+		u.homeName = path.Base(u.sel)
 	}
 	fi, err := u.home.Lstat(u.homeName)
 	if err != nil {
@@ -242,63 +255,209 @@ func (g *stage) fillCache(ctx context.Context, root string, rm *runMount, u *cac
 	}
 	d.Close()
 	u.placed, u.copied = true, true
-	_, err = copier.Copy(ctx, copier.Request{SrcRoot: u.inst, Sources: []string{"/" + rm.sel}, WorkDir: "/", KeepOwner: true,
+	_, err = copier.Copy(ctx, copier.Request{SrcRoot: u.inst, Sources: []string{"/" + u.sel}, WorkDir: "/", KeepOwner: true,
 		DestRoot: root, Dest: "/" + path.Join(parent.Rel(), name) + "/"})
 	return err
 }
 
-// makeCache makes a new instance at inst (a path in the store).
-func makeCache(ctx context.Context, rm *runMount, inst string) error {
+// makeCache makes a new instance at inst (a path in the store): empty, or,
+// for a cache without from= that mounts its "cache" directory, with that
+// directory made with uid, gid and the permission bits of mode, as
+// BuildKit's setCacheUIDGID makes it (llb.Mkdir, whose file op takes
+// mode&0777 under buildkitd's umask 0).
+func makeCache(rm *runMount, inst string) error {
 	if err := os.Mkdir(inst, 0o755); err != nil {
 		return err
 	}
 	if err := os.Chmod(inst, 0o755); err != nil {
 		return err
 	}
-	if rm.mkdir {
-		p := filepath.Join(inst, rm.sel)
-		if err := os.Mkdir(p, 0o700); err != nil {
+	if rm.mkdir && rm.dir == nil {
+		return mkdirCache(filepath.Join(inst, rm.sel), rm)
+	}
+	return nil
+}
+
+// mkdirCache makes the directory p with rm's uid, gid and mode (its
+// permission bits).
+func mkdirCache(p string, rm *runMount) error {
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return err
+	}
+	if o := owner(rm.uid); o >= 0 {
+		if err := os.Lchown(p, o, rm.gid); err != nil {
 			return err
 		}
-		if o := owner(rm.uid); o >= 0 {
-			if err := os.Lchown(p, o, rm.gid); err != nil {
-				return err
-			}
-		}
-		return os.Chmod(p, rm.mode)
 	}
-	if rm.dir == nil {
-		return nil
-	}
+	return os.Chmod(p, rm.mode.Perm())
+}
+
+// seed makes sure the instance u holds the part of its from= tree that rm
+// mounts, and returns where that is in the instance; on failure, damaged
+// says whether the instance may have been left half changed.
+//
+// In BuildKit a cache that starts from a tree is a copy of the whole tree
+// (its cache record is made from the tree's ref: mounts'
+// getRefCacheDirNoCache), of which a mount shows the source= path, resolved
+// in the copy as a selector is (executor/oci's sub: fs.RootPath), or the
+// "cache" directory setCacheUIDGID adds with uid, gid and mode, unless the
+// tree has one (the file op's Mkdir leaves what exists). Steps with the same
+// cache and other source= paths see other parts of the one copy. Copying a
+// whole stage for each new cache would cost much more than the part shown,
+// so the copy is made a part at a time, when a mount first shows it: the
+// path resolved in the tree (so a symlink there leads where BuildKit's
+// resolution would), copied in with what it holds, where no copied part
+// holds it already; a part copied before beneath it is kept as the steps
+// left it. Steps see only what they mount, so what the instance holds
+// beside the parts copied in is never seen, and the result is BuildKit's.
+func (s *cacheStore) seed(ctx context.Context, rm *runMount, u *cacheUse) (sel string, damaged bool, err error) {
 	tree, err := rm.dir(ctx)
 	if err != nil {
-		return err
+		return "", false, err
+	}
+	what := "source=/" + rm.sel
+	if rm.mkdir {
+		what = "the cache directory /cache"
 	}
 	src, err := securejoin.SecureJoin(tree, rm.sel)
 	if err != nil {
-		return err
+		return "", false, fmt.Errorf("%s: %w", what, withoutPath(err))
 	}
-	fi, err := os.Stat(src)
-	if err != nil {
-		return fmt.Errorf("source=%s: %w", rm.sel, err)
+	rel, err := filepath.Rel(tree, src)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", false, fmt.Errorf("%s: resolving it in the from= tree: %v", what, err)
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("source=%s is not a directory", rm.sel)
+	sel = filepath.ToSlash(rel)
+	if sel == "." {
+		sel = ""
+	}
+	s.mu.Lock()
+	done := slices.Clone(s.seeded[u.name])
+	s.mu.Unlock()
+	for _, p := range done {
+		if p == "" || p == sel || strings.HasPrefix(sel, p+"/") {
+			return sel, false, nil // copied before: as the steps left it
+		}
+	}
+	fi, err := os.Lstat(src)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && rm.mkdir:
+		// setCacheUIDGID's Mkdir, which makes no parents.
+		if pfi, perr := os.Stat(filepath.Dir(src)); perr != nil || !pfi.IsDir() {
+			return "", false, fmt.Errorf("%s: it resolves to /%s in the from= tree, whose parent is not a directory there", what, sel)
+		}
+		if err := os.MkdirAll(filepath.Join(u.inst, path.Dir(sel)), 0o755); err != nil {
+			return "", true, err
+		}
+		if err := mkdirCache(filepath.Join(u.inst, sel), rm); err != nil {
+			return "", true, err
+		}
+	case err != nil:
+		return "", false, fmt.Errorf("%s in the from= tree: %w", what, withoutPath(err))
+	case !fi.IsDir():
+		return "", false, fmt.Errorf("%s in the from= tree is not a directory", what)
+	default:
+		if err := s.copyPart(ctx, rm, u, tree, sel, fi, done); err != nil {
+			return "", true, fmt.Errorf("%s: copying it from the from= tree: %w", what, err)
+		}
+	}
+	var now []string
+	for _, p := range done {
+		if sel != "" && !strings.HasPrefix(p, sel+"/") {
+			now = append(now, p)
+		}
+	}
+	s.mu.Lock()
+	s.seeded[u.name] = append(now, sel)
+	s.mu.Unlock()
+	return sel, false, nil
+}
+
+// withoutPath drops the host path of a *fs.PathError: messages name paths
+// as the Dockerfile does.
+func withoutPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// copyPart copies the directory sel (fi) of tree into the instance u,
+// whose parts done were copied before: those beneath sel are set aside and
+// put back in the new copy. Every path used is in the store, made by the
+// executor: what the steps changed lies only in the parts, moved whole.
+func (s *cacheStore) copyPart(ctx context.Context, rm *runMount, u *cacheUse, tree, sel string, fi fs.FileInfo, done []string) error {
+	type aside struct{ part, tmp string }
+	var kept []aside
+	for i, p := range done {
+		if sel != "" && !strings.HasPrefix(p, sel+"/") {
+			continue
+		}
+		tmp := fmt.Sprintf("%s.part-%d", u.inst, i)
+		if err := os.Rename(filepath.Join(u.inst, p), tmp); err != nil {
+			return err
+		}
+		kept = append(kept, aside{p, tmp})
+	}
+	defer func() {
+		for _, k := range kept {
+			if k.tmp != "" { // left only on failure
+				_ = os.RemoveAll(k.tmp)
+			}
+		}
+	}()
+	// What is there now at sel are the directories made to hold the parts.
+	dest := filepath.Join(u.inst, sel)
+	if sel == "" {
+		entries, err := os.ReadDir(u.inst)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := os.RemoveAll(filepath.Join(u.inst, e.Name())); err != nil {
+				return err
+			}
+		}
+	} else {
+		if err := os.RemoveAll(dest); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+			return err
+		}
 	}
 	req := rm.req
-	req.SrcRoot, req.Sources, req.DestRoot, req.Dest = tree, []string{"/" + rm.sel}, inst, "/"+rm.sel+"/"
+	req.SrcRoot, req.Sources, req.DestRoot, req.Dest = tree, []string{"/" + sel}, u.inst, "/"+sel+"/"
 	if _, err := copier.Copy(ctx, req); err != nil {
 		return err
 	}
 	// The copy made the directory 0755 and root's: it is the source's.
-	top := filepath.Join(inst, rm.sel)
 	st := fi.Sys().(*syscall.Stat_t)
 	if o := owner(int(st.Uid)); o >= 0 {
-		if err := os.Lchown(top, o, int(st.Gid)); err != nil {
+		if err := os.Lchown(dest, o, int(st.Gid)); err != nil {
 			return err
 		}
 	}
-	return os.Chmod(top, fi.Mode())
+	if err := os.Chmod(dest, fi.Mode()); err != nil {
+		return err
+	}
+	for i, k := range kept {
+		p := filepath.Join(u.inst, k.part)
+		// The new copy has the part's parents: the part was resolved in the
+		// same tree, so they are directories there.
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(k.tmp, p); err != nil {
+			return err
+		}
+		kept[i].tmp = ""
+	}
+	return nil
 }
 
 // putBack returns the cache's directory from the root to the store after

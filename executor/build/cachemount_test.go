@@ -172,6 +172,113 @@ RUN cat /out1 /out2 > /out
 			wantOut: "5 6 710\nseeded\nseeded\nmore\n",
 		},
 		{
+			// BuildKit's setCacheUIDGID adds /cache to the from= tree with
+			// uid, gid and mode, and its Mkdir leaves a /cache the tree has
+			// as it is: the cache starts as that directory, owner and mode
+			// included.
+			name: "from a stage with /cache, uid gid mode",
+			dockerfile: `FROM {{BASE}} AS seed
+RUN mkdir /cache && echo hi > /cache/f && chown 7:8 /cache && chmod 0700 /cache
+FROM {{BASE}}
+RUN --mount=type=cache,from=seed,target=/c,uid=1001,gid=1002,mode=0751 sh -c 'stat -c "%u %g %a" /c; cat /c/f' > /out
+`,
+			wantOut: "7 8 700\nhi\n",
+		},
+		{
+			// And makes it, where the tree has none.
+			name: "from a stage without /cache, uid gid mode",
+			dockerfile: `FROM {{BASE}} AS seed
+RUN echo x > /x
+FROM {{BASE}}
+RUN --mount=type=cache,from=seed,target=/c,uid=1001,gid=1002,mode=0751 sh -c 'stat -c "%u %g %a" /c; ls -A /c' > /out
+`,
+			wantOut: "1001 1002 751\n",
+		},
+		{
+			// The file op takes mode&0777 (buildkitd's umask is 0): no
+			// sticky, setuid or setgid bit on the cache directory.
+			name: "mode beyond the permission bits",
+			dockerfile: `FROM {{BASE}}
+RUN --mount=type=cache,target=/c,mode=01777 stat -c "%a" /c > /out
+RUN --mount=type=cache,target=/d,mode=06750,uid=5 stat -c "%u %a" /d >> /out
+`,
+			wantOut: "777\n5 750\n",
+		},
+		{
+			// In BuildKit a cache from a tree is one copy of the whole tree
+			// (getRefCacheDirNoCache makes it from the tree's ref) of which
+			// each mount shows its source= path: mounts with other sources
+			// see other parts of the one copy, and a part a step changed
+			// stays changed when a mount shows more.
+			name: "from a stage, several sources of one cache",
+			dockerfile: `FROM {{BASE}} AS seed
+RUN mkdir -p /data/a /data/b && echo A > /data/a/f && echo B > /data/b/f
+FROM {{BASE}}
+RUN --mount=type=cache,id=s,from=seed,source=/data/a,target=/a sh -c 'cat /a/f; echo A2 > /a/g'
+RUN --mount=type=cache,id=s,from=seed,source=/data/b,target=/b cat /b/f > /out1
+RUN --mount=type=cache,id=s,from=seed,source=/data,target=/d sh -c 'cat /d/a/f /d/a/g /d/b/f; echo D > /d/h' > /out2
+RUN --mount=type=cache,id=s,from=seed,target=/all sh -c 'cat /all/data/a/g /all/data/h; test -f /all/etc/passwd && echo whole' > /out3
+RUN --mount=type=cache,id=s,from=seed,source=/data/a,target=/a cat /a/g > /out4
+RUN cat /out1 /out2 /out3 /out4 > /out
+`,
+			wantOut: "B\nA\nA2\nB\nA2\nD\nwhole\nA2\n",
+		},
+		{
+			// A source= path resolves in the copy of the tree as
+			// BuildKit's selector does (fs.RootPath): through a symlink of
+			// the tree, to the part it names.
+			name: "from a stage, source through a symlink",
+			dockerfile: `FROM {{BASE}} AS seed
+RUN mkdir /data && echo D > /data/f && ln -s /data /link && ln -s ../../data /rel
+FROM {{BASE}}
+RUN --mount=type=cache,id=l,from=seed,source=/link,target=/c sh -c 'cat /c/f; echo new > /c/g' > /out1
+RUN --mount=type=cache,id=l,from=seed,source=/rel,target=/c cat /c/g > /out2
+RUN --mount=type=cache,id=l,from=seed,source=/data,target=/c cat /c/g > /out3
+RUN cat /out1 /out2 /out3 > /out
+`,
+			wantOut: "D\nnew\nnew\n",
+		},
+		{
+			// The same id seeded from a stage is another cache than the one
+			// without from= (BuildKit's key holds the tree's ref).
+			name: "same id, from a stage or not",
+			dockerfile: `FROM {{BASE}} AS seed
+RUN mkdir /data
+FROM {{BASE}}
+RUN --mount=type=cache,id=x,target=/c touch /c/plain
+RUN --mount=type=cache,id=x,from=seed,source=/data,target=/c sh -c '[ ! -e /c/plain ]'
+RUN --mount=type=cache,id=x,target=/c sh -c '[ -e /c/plain ]'
+`,
+		},
+		{
+			// from= an image: its tree.
+			name: "from an image",
+			dockerfile: `FROM {{BASE}}
+RUN --mount=type=cache,from={{BASE}},source=/bin,target=/c sh -c 'test -e /c/busybox && echo yes' > /out
+`,
+			wantOut: "yes\n",
+		},
+		{
+			name: "from a stage, missing source",
+			dockerfile: `FROM {{BASE}} AS seed
+RUN true
+FROM {{BASE}}
+RUN --mount=type=cache,from=seed,source=/nope,target=/c true
+`,
+			wantErr: "source=/nope in the from= tree",
+		},
+		{
+			// BuildKit's testMountFromError.
+			name: "testMountFromError",
+			dockerfile: `FROM {{BASE}} AS test
+RUN touch /tmp/test
+FROM {{BASE}}
+ENV ttt=test
+RUN --mount=from=$ttt,type=cache,target=/tmp ls
+`,
+			wantErr: "'from' doesn't support variable expansion, define alias stage instead",
+		},
+		{
 			// Without source=, from= seeds the cache with the stage's root.
 			name: "from a stage, whole",
 			dockerfile: `FROM scratch AS seed

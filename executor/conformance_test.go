@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -9,7 +10,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"net"
@@ -55,7 +58,8 @@ import (
 //
 // Two kinds of archive file serve a case rather than being its context:
 // files under _http/ are served by an HTTP server on 127.0.0.1 (_http/a/b
-// at {{HTTP}}/a/b, Last-Modified 2020-01-02T03:04:05Z), and _git.sh, when
+// at {{HTTP}}/a/b, Last-Modified 2020-01-02T03:04:05Z unless
+// slipway.json's "httpLastModified" says otherwise), and _git.sh, when
 // present, is run by sh in an empty directory before the build, where the
 // bare repositories it makes (x.git) are served with Git's smart HTTP at
 // {{GIT}}/x.git. {{HTTP}} and {{GIT}} are replaced in the Dockerfile and
@@ -101,6 +105,10 @@ type conformanceCase struct {
 	// HTTP's as exact text, HTTPBase64's decoded: bytes txtar cannot hold.
 	HTTP       map[string]string `json:"http,omitempty"`
 	HTTPBase64 map[string]string `json:"httpBase64,omitempty"`
+	// HTTPLastModified is the Last-Modified time (RFC 3339) of served
+	// files by path ("/a/b"); "" serves the file without one, as BuildKit's
+	// test servers do unless told.
+	HTTPLastModified map[string]string `json:"httpLastModified,omitempty"`
 	// ContextURL, when set, is the build context (--context) instead of
 	// the archive's files: a git URL ({{GIT}}/x.git#ref).
 	ContextURL string `json:"contextURL,omitempty"`
@@ -140,6 +148,9 @@ type conformanceCase struct {
 	// History are the last len(History) entries of the image's history,
 	// in order.
 	History []conformanceHistory `json:"history,omitempty"`
+	// Created is the image's creation time in seconds since the Unix
+	// epoch; nil: not checked.
+	Created *int64 `json:"created,omitempty"`
 	// Failure is the expected failure; nil: the build succeeds.
 	Failure *conformanceFailure `json:"failure,omitempty"`
 
@@ -182,6 +193,10 @@ type conformanceFile struct {
 	Link     *string  `json:"link,omitempty"`
 	// Entries, for a directory, are the names directly in it, all of them.
 	Entries *[]string `json:"entries,omitempty"`
+	// MTime is the modification time in seconds since the Unix epoch, in
+	// the layer that wrote the path last (what BuildKit's tests read in the
+	// buildkit/rewritten-timestamp annotation of a layer).
+	MTime *int64 `json:"mtime,omitempty"`
 }
 
 type conformanceHistory struct {
@@ -189,6 +204,8 @@ type conformanceHistory struct {
 	CreatedBy  string `json:"createdBy,omitempty"`
 	EmptyLayer *bool  `json:"emptyLayer,omitempty"`
 	Comment    string `json:"comment,omitempty"`
+	// Created is the entry's time in seconds since the Unix epoch.
+	Created *int64 `json:"created,omitempty"`
 }
 
 type conformanceFailure struct {
@@ -251,7 +268,12 @@ func loadConformance(t *testing.T) []*conformanceCase {
 		if c.ContextURL != "" && len(c.context)+len(c.Context)+len(c.ContextDirs)+len(c.ContextSymlinks) > 0 {
 			return fmt.Errorf("%s: a case with a contextURL has no context files", p)
 		}
-		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 && (c.EchoServer == nil || c.EchoServer.Connections == nil) {
+		for name, v := range c.HTTPLastModified {
+			if _, err := time.Parse(time.RFC3339, v); v != "" && err != nil {
+				return fmt.Errorf("%s: httpLastModified[%s]: %v", p, name, err)
+			}
+		}
+		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 && c.Created == nil && (c.EchoServer == nil || c.EchoServer.Connections == nil) {
 			return fmt.Errorf("%s: the case asserts nothing", p)
 		}
 		cases = append(cases, c)
@@ -508,12 +530,16 @@ func (c *conformanceCase) serveHTTP(t *testing.T) string {
 	if len(c.http) == 0 {
 		return ""
 	}
-	modTime := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, ok := c.http[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
 			return
+		}
+		modTime := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+		if v, ok := c.HTTPLastModified[r.URL.Path]; ok {
+			// "": the zero time, with which ServeContent sends none.
+			modTime, _ = time.Parse(time.RFC3339, v)
 		}
 		http.ServeContent(w, r, path.Base(r.URL.Path), modTime, bytes.NewReader(body))
 	}))
@@ -638,6 +664,9 @@ func (c *conformanceCase) check(t *testing.T, img v1.Image) {
 	if c.Layers != nil && len(layers) != *c.Layers {
 		t.Errorf("%d layers, want %d", len(layers), *c.Layers)
 	}
+	if c.Created != nil && (cfg.Created.IsZero() || cfg.Created.Unix() != *c.Created) {
+		t.Errorf("created %s, want %s", cfg.Created.UTC().Format(time.RFC3339), time.Unix(*c.Created, 0).UTC().Format(time.RFC3339))
+	}
 	if n := len(c.History); n > 0 {
 		h := cfg.History
 		if len(h) < n {
@@ -645,8 +674,9 @@ func (c *conformanceCase) check(t *testing.T, img v1.Image) {
 		} else {
 			for i, w := range c.History {
 				g := h[len(h)-n+i]
-				if !strings.Contains(g.CreatedBy, w.CreatedBy) || (w.EmptyLayer != nil && g.EmptyLayer != *w.EmptyLayer) || !strings.Contains(g.Comment, w.Comment) {
-					t.Errorf("history entry %d of the last %d: created_by %q, empty_layer %v, comment %q; want %+v", i, n, g.CreatedBy, g.EmptyLayer, g.Comment, w)
+				if !strings.Contains(g.CreatedBy, w.CreatedBy) || (w.EmptyLayer != nil && g.EmptyLayer != *w.EmptyLayer) || !strings.Contains(g.Comment, w.Comment) ||
+					(w.Created != nil && (g.Created.IsZero() || g.Created.Unix() != *w.Created)) {
+					t.Errorf("history entry %d of the last %d: created_by %q, empty_layer %v, comment %q, created %s; want %+v", i, n, g.CreatedBy, g.EmptyLayer, g.Comment, g.Created.UTC().Format(time.RFC3339), w)
 				}
 			}
 		}
@@ -658,9 +688,48 @@ func (c *conformanceCase) check(t *testing.T, img v1.Image) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mtimes map[string]time.Time
 	for _, p := range slices.Sorted(maps.Keys(c.Files)) {
 		checkConformanceFile(t, p, c.Files[p], tree, contents)
+		w := c.Files[p].MTime
+		if w == nil {
+			continue
+		}
+		if mtimes == nil {
+			if mtimes, err = layerModTimes(layers); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, ok := mtimes[p]; ok && got.Unix() != *w {
+			t.Errorf("%s: modified %s, want %s", p, got.UTC().Format(time.RFC3339), time.Unix(*w, 0).UTC().Format(time.RFC3339))
+		}
 	}
+}
+
+// layerModTimes is the modification time of every path in the layer that
+// wrote it last.
+func layerModTimes(layers []v1.Layer) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	for i, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			hdr, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				rc.Close()
+				return nil, fmt.Errorf("layer %d: %w", i, err)
+			}
+			out[path.Clean("/"+hdr.Name)] = hdr.ModTime
+		}
+		rc.Close()
+	}
+	return out, nil
 }
 
 func checkConformanceFile(t *testing.T, p string, w conformanceFile, tree map[string]imagetest.Entry, contents map[string][]byte) {

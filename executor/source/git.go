@@ -25,6 +25,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"github.com/moby/buildkit/frontend/dockerfile/dfgitutil"
 )
 
 // GitOptions are kaniko's --git options, plus one of ours.
@@ -36,7 +37,10 @@ type GitOptions struct {
 	// only one ref is ever fetched.
 	SingleBranch bool
 	// RecurseSubmodules checks out submodules, recursively, at the
-	// commits the superproject records ("recurse-submodules=").
+	// commits the superproject records ("recurse-submodules="). On unless
+	// --git says recurse-submodules=false: BuildKit checks out a git
+	// context's submodules (dockerui.DetectGitContext skips them only for
+	// ?submodules=false), where kaniko's default is off.
 	RecurseSubmodules bool
 	// InsecureSkipTLS does not verify the server's TLS certificate
 	// ("insecure-skip-tls=").
@@ -50,9 +54,9 @@ type GitOptions struct {
 // ParseGitOptions parses the value of --git: comma-separated key=value pairs
 // with the keys branch, single-branch, recurse-submodules,
 // insecure-skip-tls and insecure-ignore-host-key. An empty string is the
-// zero GitOptions.
+// defaults: RecurseSubmodules on (as BuildKit), everything else off.
 func ParseGitOptions(s string) (GitOptions, error) {
-	var o GitOptions
+	o := GitOptions{RecurseSubmodules: true}
 	if strings.TrimSpace(s) == "" {
 		return o, nil
 	}
@@ -103,6 +107,19 @@ type GitSource struct {
 	Options GitOptions
 	// Auth are the credentials; the zero value is anonymous.
 	Auth GitAuth
+	// BuildKitRefs resolves Ref as BuildKit's git source does
+	// (source/git's resolveMetadata): it names a commit only when it is a
+	// full SHA (gitutil.IsCommitSHA); an abbreviated SHA is looked up as a
+	// ref name, and is not one. Set for URLs with a query string, and by
+	// ADD.
+	BuildKitRefs bool
+	// Checksum is what the commit checked out must start with
+	// ("?commit=" / "?checksum="); "" checks nothing.
+	Checksum string
+	// KeepGitDir is "?keep-git-dir=": nil when the URL does not say.
+	KeepGitDir *bool
+	// Submodules is "?submodules=": nil when the URL does not say.
+	Submodules *bool
 }
 
 // ParseGitURL splits a git context into repository URL, ref and
@@ -112,10 +129,17 @@ type GitSource struct {
 // user@host:path URLs with a "#ref:subdir" fragment (git refs cannot
 // contain ':', so the split is unambiguous). Either part of the fragment
 // may be empty.
+//
+// A URL with a query string is BuildKit's git reference
+// (…/repo.git?ref=…&subdir=…), parsed by BuildKit's own parser,
+// dfgitutil.ParseGitRef, as its dockerui.DetectGitContext does for a
+// build context: the keys ref, branch (refs/heads/…), tag (refs/tags/…),
+// commit or checksum, subdir, keep-git-dir and submodules, conflicts with
+// the fragment being errors. Such a source resolves its ref as BuildKit
+// does (BuildKitRefs).
 func ParseGitURL(contextURL, pullMethod string) (GitSource, error) {
 	var src GitSource
 	u, frag, _ := strings.Cut(contextURL, "#")
-	src.Ref, src.SubDir, _ = strings.Cut(frag, ":")
 	if rest, ok := strings.CutPrefix(u, "git://"); ok {
 		switch pullMethod {
 		case "", "https":
@@ -126,6 +150,10 @@ func ParseGitURL(contextURL, pullMethod string) (GitSource, error) {
 			return src, fmt.Errorf("GIT_PULL_METHOD %q is neither https nor http", pullMethod)
 		}
 	}
+	if strings.Contains(u, "?") {
+		return parseBuildKitGitRef(u, frag)
+	}
+	src.Ref, src.SubDir, _ = strings.Cut(frag, ":")
 	if strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://") {
 		pu, err := url.Parse(u)
 		if err != nil {
@@ -144,6 +172,54 @@ func ParseGitURL(contextURL, pullMethod string) (GitSource, error) {
 	src.URL = u
 	return src, nil
 }
+
+// parseBuildKitGitRef parses u (with its query) and the fragment frag
+// with dfgitutil.ParseGitRef. Its errors name query keys and refs, never
+// the URL's credentials.
+func parseBuildKitGitRef(u, frag string) (GitSource, error) {
+	var src GitSource
+	full := u
+	if frag != "" {
+		full += "#" + frag
+	}
+	ref, isGit, err := dfgitutil.ParseGitRef(full)
+	if err != nil || ref == nil || ref.IndistinguishableFromLocal {
+		if !isGit || err == nil {
+			return src, fmt.Errorf("git URL %s: a URL with a query string must be a BuildKit git reference (https://host/repo.git?ref=…, ssh://…, user@host:path?…)", RedactURL(stripQuery(u)))
+		}
+		return src, fmt.Errorf("git URL %s: %w", RedactURL(stripQuery(u)), err)
+	}
+	if ref.MTime != "" || ref.FetchByCommit {
+		return src, fmt.Errorf("git URL %s: the query keys mtime and fetch-by-commit are not supported by this executor", RedactURL(ref.Remote))
+	}
+	src.URL, src.Ref, src.SubDir = ref.Remote, ref.Ref, ref.SubDir
+	src.Checksum, src.KeepGitDir, src.Submodules = ref.Checksum, ref.KeepGitDir, ref.Submodules
+	src.BuildKitRefs = true
+	if src.Checksum != "" && !commitHexRE.MatchString(src.Checksum) {
+		return src, fmt.Errorf("git URL %s: invalid checksum %s for Git URL, expected hex commit hash", RedactURL(ref.Remote), src.Checksum)
+	}
+	if strings.HasPrefix(src.URL, "http://") || strings.HasPrefix(src.URL, "https://") {
+		pu, err := url.Parse(src.URL)
+		if err != nil {
+			return GitSource{}, fmt.Errorf("parsing git URL %s: %w", RedactURL(src.URL), errors.Unwrap(err))
+		}
+		if pu.User != nil {
+			src.Auth.Username = pu.User.Username()
+			src.Auth.Password, _ = pu.User.Password()
+			pu.User = nil
+		}
+		src.URL = pu.String()
+	}
+	return src, nil
+}
+
+// stripQuery is u without its query string, for messages.
+func stripQuery(u string) string {
+	u, _, _ = strings.Cut(u, "?")
+	return u
+}
+
+var commitHexRE = regexp.MustCompile(`^[0-9a-fA-F]+$`)
 
 // ContextOrigin is the origin (GitOrigin) of a git context as
 // FetchWithInfo fetches it (git:// is https:// unless pullMethod is
@@ -192,19 +268,39 @@ func RedactURL(u string) string {
 // Objects are written to gitDir, which must be outside dest, and read from
 // disk (large blobs are streamed, not cached), so memory stays bounded on
 // large repositories. dest gets the files only: no .git, in submodules
-// neither. With Options.RecurseSubmodules, submodules are checked out
+// neither, unless src.KeepGitDir (?keep-git-dir=true) gives the whole
+// repository's checkout the .git BuildKit's does (WriteGitDir).
+// src.Checksum, when set, is what the commit must start with. With Options.RecurseSubmodules, submodules are checked out
 // recursively at their recorded commits. Credentials go where src.Auth
 // scopes them (see GitAuth), to the superproject and its submodules alike.
 func FetchGit(ctx context.Context, src GitSource, dest, gitDir string) (commit string, err error) {
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return "", fmt.Errorf("fetching git context %s: %w", RedactURL(src.URL), err)
 	}
-	f := &gitFetcher{opts: src.Options, auth: src.Auth}
+	f := &gitFetcher{opts: src.Options, auth: src.Auth, buildkitRefs: src.BuildKitRefs}
 	h, err := f.fetch(ctx, src.URL, src.Ref, src.Options.Branch, dest, gitDir, 0)
 	if err != nil {
 		return "", err
 	}
-	return h.String(), nil
+	commit = h.String()
+	fail := func(msg string, err error) (string, error) {
+		return "", &gitError{url: RedactURL(src.URL), ref: src.Ref, msg: msg, err: f.scrub(err)}
+	}
+	// source/git's resolveMetadata: the commit must start with the
+	// checksum (?commit=, ?checksum=).
+	if src.Checksum != "" && !strings.HasPrefix(commit, strings.ToLower(src.Checksum)) {
+		return fail(fmt.Sprintf("expected checksum to match %s, got %s (the commit checked out, which does not match ?commit=%s)", src.Checksum, commit, src.Checksum), nil)
+	}
+	// BuildKit keeps .git only for the whole repository: with a
+	// sub-directory, its checkout has none (source/git's checkout).
+	if src.KeepGitDir != nil && *src.KeepGitDir && path.Clean("/"+src.SubDir) == "/" {
+		// Its origin is URL, which has no credentials (ParseGitURL moved
+		// the URL's own into Auth; BuildKit's would show them as xxxxx).
+		if err := WriteGitDir(dest, gitDir, src.URL, src.Ref, commit); err != nil {
+			return fail("keeping .git (?keep-git-dir)", err)
+		}
+	}
+	return commit, nil
 }
 
 // maxSubmoduleDepth bounds submodule recursion (a repository may name
@@ -214,6 +310,8 @@ const maxSubmoduleDepth = 10
 type gitFetcher struct {
 	opts GitOptions
 	auth GitAuth
+	// buildkitRefs: see GitSource.BuildKitRefs.
+	buildkitRefs bool
 }
 
 // gitError is a failed fetch: what a person can act on, with the URL
@@ -279,7 +377,11 @@ func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitD
 	}
 	const local = "refs/slipway/fetched"
 	var commit plumbing.Hash
-	name, isName := resolveRefName(refs, want)
+	resolve := resolveRefName
+	if f.buildkitRefs && want != "" {
+		resolve = resolveRefNameBuildKit
+	}
+	name, isName := resolve(refs, want)
 	full := plumbing.ZeroHash
 	if !isName && len(want) == 40 && hexRE.MatchString(want) {
 		full = plumbing.NewHash(want)
@@ -317,7 +419,7 @@ func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitD
 			return fail("fetching commit "+full.String(), err)
 		}
 		fallthrough
-	case hexRE.MatchString(want):
+	case hexRE.MatchString(want) && (!f.buildkitRefs || !full.IsZero()):
 		// The commit is not at a tip, and the server does not serve it by
 		// its SHA: fetch the history it is in.
 		specs := []config.RefSpec{"+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"}
@@ -330,14 +432,14 @@ func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitD
 		}
 		h, err := repo.ResolveRevision(plumbing.Revision(want))
 		if err != nil {
-			return fail("unknown revision: no branch, tag or commit of that name", nil)
+			return fail(notContained(want, "no branch, tag or commit of that name"), nil)
 		}
 		commit, err = peel(repo, *h)
 		if err != nil {
 			return fail("resolving the revision", err)
 		}
 	default:
-		return fail("unknown revision: no branch, tag or ref of that name", nil)
+		return fail(notContained(want, "no branch, tag or ref of that name"), nil)
 	}
 
 	wt, err := repo.Worktree()
@@ -372,6 +474,35 @@ func resolveRefName(refs []*plumbing.Reference, want string) (plumbing.Reference
 		}
 	}
 	return "", false
+}
+
+// resolveRefNameBuildKit finds want among the advertised refs as
+// BuildKit's git source does (source/git's resolveMetadataFromURL, which
+// runs ls-remote): refs/<want> (want with or without its "refs/"), then
+// the branch refs/heads/<want> ("git-checkout prefers branches in case of
+// ambiguity"), then the tag refs/tags/<want>.
+func resolveRefNameBuildKit(refs []*plumbing.Reference, want string) (plumbing.ReferenceName, bool) {
+	names := make(map[plumbing.ReferenceName]bool, len(refs))
+	for _, r := range refs {
+		names[r.Name()] = true
+	}
+	for _, c := range []string{
+		"refs/" + strings.TrimPrefix(want, "refs/"),
+		"refs/heads/" + strings.TrimPrefix(want, "refs/heads/"),
+		"refs/tags/" + strings.TrimPrefix(want, "refs/tags/"),
+	} {
+		if names[plumbing.ReferenceName(c)] {
+			return plumbing.ReferenceName(c), true
+		}
+	}
+	return "", false
+}
+
+// notContained is the message for a ref the repository does not have:
+// BuildKit's words (source/git: "repository does not contain ref"), then
+// ours.
+func notContained(ref, why string) string {
+	return "repository does not contain ref " + ref + " (unknown revision: " + why + ")"
 }
 
 // refPointingAt finds an advertised ref whose commit (peeled) is h.
@@ -546,6 +677,9 @@ type FetchOptions struct {
 	// Auth are the credentials, scoped by their Origin (see GitAuth). Nil:
 	// GitAuthFromEnv's, scoped to the URL fetched.
 	Auth *GitAuth
+	// BuildKitRefs resolves the ref as BuildKit does whatever the URL's
+	// form (GitSource.BuildKitRefs): ADD sets it.
+	BuildKitRefs bool
 }
 
 // FetchWithInfo is Fetch that also fetches git contexts and reports the
@@ -570,6 +704,11 @@ func FetchWithInfo(ctx context.Context, contextURL, subPath, workDir string, o F
 	if src.Options, err = ParseGitOptions(o.Git); err != nil {
 		return Fetched{}, fmt.Errorf("fetching context %s: %w", RedactURL(src.URL), err)
 	}
+	// The URL's ?submodules= is the more specific, and wins over --git.
+	if src.Submodules != nil {
+		src.Options.RecurseSubmodules = *src.Submodules
+	}
+	src.BuildKitRefs = src.BuildKitRefs || o.BuildKitRefs
 	var auth GitAuth
 	if o.Auth != nil {
 		auth = *o.Auth

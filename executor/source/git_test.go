@@ -186,7 +186,7 @@ func TestFetchGit_unknownRevision(t *testing.T) {
 			if err == nil {
 				t.Fatal("FetchGit succeeded")
 			}
-			want := "fetching git context " + srv.URL + "/org/strict.git at " + ref + ": unknown revision"
+			want := "fetching git context " + srv.URL + "/org/strict.git at " + ref + ": repository does not contain ref " + ref + " (unknown revision"
 			if !strings.HasPrefix(err.Error(), want) {
 				t.Errorf("error = %q, want it to start with %q", err, want)
 			}

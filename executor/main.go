@@ -52,6 +52,7 @@ type options struct {
 	secrets                             []string
 	ssh                                 []string
 	target                              string
+	hostname                            string
 	noPush                              bool
 	tarPath, ociLayoutPath              string
 	digestFile, nameWithDigestFile      string
@@ -195,6 +196,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.ociMediaTypes, "oci-media-types", false, "Use OCI media types instead of Docker v2 ones (zstd implies it).")
 	fs.StringVar(&o.isolation, "isolation", "", "chroot (each stage in its own root and namespaces) or inplace (the container's root, kaniko-style). Default: inplace in the executor image, chroot elsewhere.")
 	fs.StringVar(&o.resultFile, "result-file", "", "Write the JSON result here (default: "+terminationLog+" when it exists).")
+	fs.StringVar(&o.hostname, "hostname", "", "Host name of RUN steps (BuildKit's hostname option; the build arg BUILDKIT_SANDBOX_HOSTNAME wins). Needs --isolation=chroot.")
 	fs.StringVar(&o.workDir, "work-dir", "", "Scratch directory for stage roots and layers (default: a new temporary directory).")
 	fs.StringVar(&o.maxLayerSize, "max-layer-size", "16GiB", "The most one image layer may expand to when extracted (e.g. 512MiB, 16GiB, 1TiB); a layer past it fails the build. 0: no limit.")
 	fs.StringVar(&o.credentialsDir, "credentials-dir", "", "Directory of credentials (docker/config.json, git/, secrets/ID, ssh/ID) read at start and emptied before the first RUN step.")
@@ -422,6 +424,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		Layers:          layer.Options{Compression: layer.Compression(o.compression), Level: o.compressionLevel, OCI: o.ociMediaTypes},
 		SourceDateEpoch: epoch,
 		ContextTime:     contextTime,
+		Hostname:        o.hostname,
 		Log:             levelFilter(o.verbosity, logw),
 		Secrets:         creds.secrets,
 		SSH:             creds.ssh,

@@ -91,6 +91,11 @@ type Options struct {
 	// SOURCE_DATE_EPOCH=context stands for: a git context's commit time.
 	// Nil (a local context) gives such a build no time from it.
 	ContextTime *time.Time
+	// Hostname is the host name of RUN steps (executor --hostname, BuildKit's
+	// "hostname" option); the build arg BUILDKIT_SANDBOX_HOSTNAME, when not
+	// empty, replaces it (BuildKit's dockerui config). Empty: the runner's
+	// default. It is in every RUN step's cache key when set.
+	Hostname string
 	// HTTPClient fetches ADD URLs; defaults to http.DefaultClient.
 	HTTPClient *http.Client
 	// Log receives the step lines and RUN output; nil discards them.
@@ -236,6 +241,12 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if err := resolveSourceDateEpoch(ctx, &o, plan); err != nil {
 		return nil, nil, err
 	}
+	if v := o.BuildArgs[sandboxHostnameArg]; v != "" {
+		o.Hostname = v
+	}
+	if err := run.CheckHostname(o.Hostname); err != nil {
+		return nil, nil, &Error{Reason: result.ReasonInvalidArguments, Err: fmt.Errorf("the RUN steps' hostname (--hostname, build arg %s): %w", sandboxHostnameArg, err)}
+	}
 	var b *builder
 	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
 	// A cached layer whose bytes are not what its entry says is refused
@@ -293,6 +304,10 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	}
 	return img, rep, nil
 }
+
+// sandboxHostnameArg is the build arg that names RUN steps' host
+// (BuildKit's dockerui keyHostnameArg).
+const sandboxHostnameArg = "BUILDKIT_SANDBOX_HOSTNAME"
 
 // maxCacheRefusals is how many times a build starts again without a cached
 // layer it refused (cache.ErrRefused).
@@ -508,7 +523,7 @@ func isPredefinedArg(k string) bool {
 	switch k {
 	case "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT", "BUILDOSVERSION",
 		"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "TARGETOSVERSION", "TARGETSTAGE",
-		"SOURCE_DATE_EPOCH":
+		"SOURCE_DATE_EPOCH", sandboxHostnameArg:
 		return true
 	}
 	return false

@@ -74,7 +74,8 @@ import (
 //     sniff or forge packets or bind a privileged port (below 1024, or what
 //     net.ipv4.ip_unprivileged_port_start says), and ping works only where
 //     net.ipv4.ping_group_range allows ICMP sockets.
-//   - The hostname: the UTS namespace is new, but starts with the host's name.
+//   - The hostname: the UTS namespace is new, but starts with the host's name, unless
+//     Spec.Hostname names it (then /etc/hosts also maps that name to 127.0.0.1).
 //   - Resources: no cgroup of its own; CPU, memory, PIDs and disk are limited only as the
 //     executor is.
 //   - Its output: Spec.Stdout and Spec.Stderr reach the command as they are; if one is a
@@ -170,7 +171,9 @@ type helperConfig struct {
 	Files   []bindFile // read-only file binds
 	// NoNetwork gives the helper, and so the command, a network namespace of its own with
 	// only the loopback interface, up (Spec.Network NetworkNone).
-	NoNetwork  bool
+	NoNetwork bool
+	// Hostname, when set, is the UTS namespace's host name (Spec.Hostname).
+	Hostname   string
 	Caps       uint64 // see initConfig and stepCapMask
 	Filter     []unix.SockFilter
 	NoNewPrivs bool
@@ -201,7 +204,7 @@ func (r *chrootRunner) Run(ctx context.Context, s Spec) error {
 	return r.run(ctx, helperConfig{
 		Root: root, Path: p.path, Args: s.Args, Env: p.env, Dir: p.dir,
 		UID: s.UID, GID: s.GID, Groups: s.Groups, DevKeep: s.Dev,
-		NoNetwork: p.noNetwork,
+		NoNetwork: p.noNetwork, Hostname: s.Hostname,
 	}, s.Stdout, s.Stderr)
 }
 
@@ -247,6 +250,13 @@ func (r *chrootRunner) run(ctx context.Context, cfg helperConfig, stdout, stderr
 		source, err := fx.hostFile(f.name, f.fallback)
 		if err != nil {
 			return err
+		}
+		if f.name == "/etc/hosts" && cfg.Hostname != "" {
+			// The host's entries, and the step's own name on the loopback, as BuildKit's
+			// generated hosts file has it (executor/oci's "127.0.0.1 localhost NAME").
+			if source, err = fx.withHostsEntry(source, "127.0.0.1\t"+cfg.Hostname+"\n"); err != nil {
+				return err
+			}
 		}
 		cfg.Files = append(cfg.Files, bindFile{Source: source, Target: target})
 	}

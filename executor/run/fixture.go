@@ -165,6 +165,34 @@ func (f *fixture) hostFile(name, fallback string) (string, error) {
 	return tmp.Name(), nil
 }
 
+// withHostsEntry generates a copy of the file source with line appended, removed by undo.
+func (f *fixture) withHostsEntry(source, line string) (string, error) {
+	b, err := os.ReadFile(source)
+	if err != nil {
+		return "", fmt.Errorf("generating /etc/hosts: %w", err)
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	b = append(b, line...)
+	tmp, err := os.CreateTemp("", "slipway-run-hosts-")
+	if err != nil {
+		return "", fmt.Errorf("generating /etc/hosts: %w", err)
+	}
+	f.temp = append(f.temp, tmp.Name())
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err != nil {
+		return "", fmt.Errorf("generating /etc/hosts: %w", err)
+	}
+	return tmp.Name(), nil
+}
+
 // undo removes what ensure created, newest first, keeping the times of the parent
 // directories as they were just before (the original times, or those the command set). A
 // directory the command put something in is kept, and so is a file it wrote to; an entry

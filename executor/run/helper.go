@@ -79,6 +79,12 @@ func helperRun(cfg helperConfig) helperResult {
 	}
 	// Docker's (runc's) default, whatever the executor's own is.
 	syscall.Umask(0o022)
+	// The UTS namespace is the helper's, new: the init stage and the command share it.
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return setupFailed(fmt.Errorf("setting the hostname: %w", err))
+		}
+	}
 	init, err := startInit(cfg.UserNS, cfg.NoNetwork)
 	if err != nil {
 		return setupFailed(err)

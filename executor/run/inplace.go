@@ -53,6 +53,9 @@ func (r *inPlace) Run(ctx context.Context, s Spec) error {
 	if s.Root != "" && s.Root != "/" {
 		return fmt.Errorf("checking root %s: the in-place runner runs in / only", s.Root)
 	}
+	if s.Hostname != "" {
+		return fmt.Errorf("checking hostname: the in-place runner cannot name a step %q: it shares the pod's UTS namespace (build with --isolation=chroot)", s.Hostname)
+	}
 	r.once.Do(func() {
 		r.saved = map[string][]byte{}
 		for _, f := range networkFiles {

@@ -73,6 +73,24 @@ type Spec struct {
 	// Network is the network the command has: NetworkDefault (the zero value) or
 	// NetworkNone.
 	Network Network
+	// Hostname, when set, is the command's host name (BuildKit's ExecOp Meta.Hostname:
+	// what uname -n, $HOSTNAME and /etc/hosts show); at most 64 bytes (HOST_NAME_MAX),
+	// without whitespace or control characters. Empty: the runner's default. The in-place
+	// runner shares the pod's UTS namespace, and refuses a step with one.
+	Hostname string
+}
+
+// CheckHostname checks h as Spec.Hostname takes it.
+func CheckHostname(h string) error {
+	if len(h) > 64 {
+		return fmt.Errorf("hostname %q is longer than 64 bytes", h)
+	}
+	for _, r := range h {
+		if r <= ' ' || r == 0x7f {
+			return fmt.Errorf("hostname %q has whitespace or a control character", h)
+		}
+	}
+	return nil
 }
 
 // Network is the network of a step, as RUN --network chooses it.
@@ -151,6 +169,9 @@ func prepare(root string, s Spec) (prepared, error) {
 	}
 	if s.Network != NetworkDefault && s.Network != NetworkNone {
 		return prepared{}, fmt.Errorf("checking network: unknown %s", s.Network)
+	}
+	if err := CheckHostname(s.Hostname); err != nil {
+		return prepared{}, fmt.Errorf("checking hostname: %w", err)
 	}
 	dir := s.Dir
 	if dir == "" {

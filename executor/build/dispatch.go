@@ -26,13 +26,14 @@ import (
 	"github.com/slipway-dev/slipway/executor/run"
 )
 
-// dispatch applies one instruction to the stage, with Docker's semantics
-// (BuildKit's dockerfile2llb is the reference for each rule).
 // runKeyVersion is in every RUN's cache key: it changes when a RUN given the same inputs
 // runs differently, so that entries an older executor made miss instead of serving the old
 // result. 2: HOME comes from the user's /etc/passwd entry when the environment has none.
-const runKeyVersion = 2
+// 3: a step without USER runs with root's supplementary groups from /etc/group.
+const runKeyVersion = 3
 
+// dispatch applies one instruction to the stage, with Docker's semantics
+// (BuildKit's dockerfile2llb is the reference for each rule).
 func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 	// Word expansion with the stage's environment (ENV and ARGs in scope),
 	// for every instruction that supports it except ARG, whose values are

@@ -44,8 +44,9 @@ type User struct {
 //
 // It follows BuildKit (executor/oci.GetUser, which uses runc's
 // user.GetExecUser):
-//   - an empty spec is root (0:0), and an unreadable /etc/passwd is then
-//     no error (GetUser's default user);
+//   - an empty spec is looked up as uid 0 (root with the groups that list
+//     it), and any failure to is then no error but plain 0:0 (GetUser's
+//     default user);
 //   - "uid:gid" with both numeric (or "root") is taken as is, without looking
 //     at any file and without supplementary groups;
 //   - otherwise the user is looked up in root's /etc/passwd: a name must
@@ -55,6 +56,12 @@ type User struct {
 //     looked up in /etc/group, and a name must exist there.
 func ResolveUser(root, spec string) (User, error) {
 	if spec == "" {
+		// GetUser looks the default user up as uid 0, so root gets the
+		// groups of /etc/group that list it (wheel on busybox), and falls
+		// back to plain 0:0 when that fails.
+		if u, err := ResolveUser(root, "0"); err == nil {
+			return u, nil
+		}
 		passwd, err := readFile(root, passwdPath)
 		if err != nil {
 			passwd = nil

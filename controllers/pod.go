@@ -301,9 +301,9 @@ func executorArgs(ib *v1alpha1.ImageBuild) []string {
 	if spec.Source.ContextDir != "" {
 		args = append(args, "--context-sub-path="+spec.Source.ContextDir)
 	}
-	if git.Submodules {
-		args = append(args, "--git=recurse-submodules=true")
-	}
+	// Always said: the executor's default (BuildKit's) fetches submodules,
+	// the API's is not to.
+	args = append(args, "--git=recurse-submodules="+strconv.FormatBool(git.Submodules))
 	dockerfile := spec.Dockerfile
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"

@@ -46,6 +46,7 @@ func wantPod() *corev1.Pod {
 				ImagePullPolicy: corev1.PullIfNotPresent,
 				Args: []string{
 					"--context=https://git.example.com/org/app.git",
+					"--git=recurse-submodules=false",
 					"--dockerfile=Dockerfile",
 					"--destination=registry.example.com/org/app:v1",
 					"--cache=true",
@@ -142,6 +143,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 			want: func(p *corev1.Pod) {
 				p.Spec.Containers[0].Args = []string{
 					"--context=https://git.example.com/org/app.git",
+					"--git=recurse-submodules=false",
 					"--dockerfile=Dockerfile",
 					"--destination=127.0.0.1:5999/hello",
 					"--cache=false",
@@ -162,6 +164,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 			want: func(p *corev1.Pod) {
 				p.Spec.Containers[0].Args = []string{
 					"--context=https://git.example.com/org/app.git",
+					"--git=recurse-submodules=false",
 					"--dockerfile=Dockerfile",
 					"--destination=localhost:5000/hello:v2",
 					"--cache=true", "--cache-repo=cache.internal:5001/c",
@@ -263,7 +266,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 			},
 			want: func(p *corev1.Pod) {
 				c := &p.Spec.Containers[0]
-				c.Args = append(c.Args[:3:3], append([]string{"--build-arg=TOKEN", "--build-arg=MIRROR"}, c.Args[3:]...)...)
+				c.Args = append(c.Args[:4:4], append([]string{"--build-arg=TOKEN", "--build-arg=MIRROR"}, c.Args[4:]...)...)
 				c.Env = []corev1.EnvVar{
 					{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 						LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "token"}}},

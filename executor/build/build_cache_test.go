@@ -725,3 +725,32 @@ func TestBuild_errors(t *testing.T) {
 		})
 	}
 }
+
+// A layer's file times are clamped to SOURCE_DATE_EPOCH, so the epoch is in
+// every step's key: a dated build does not take an undated build's layers
+// (whose files carry their own times), nor those of another date, and a
+// rebuild with the same date hits.
+func TestBuild_cacheKeyedBySourceDateEpoch(t *testing.T) {
+	f := newFixture(t, context1)
+	_, undated := mustBuild(t, f, cachedDockerfile, true)
+	if diff := cmp.Diff(counts{0, 5}, cacheCounts(undated)); diff != "" {
+		t.Errorf("undated build (-want +got):\n%s", diff)
+	}
+	for i, sec := range []int64{1700000000, 1600000000} {
+		epoch := time.Unix(sec, 0).UTC()
+		f.epoch = &epoch
+		img, rep := mustBuild(t, f, cachedDockerfile, true)
+		if diff := cmp.Diff(counts{0, 5}, cacheCounts(rep)); diff != "" {
+			t.Errorf("build %d dated %d (-want +got):\n%s", i, sec, diff)
+		}
+		for p, e := range flatten(t, img) {
+			if e.ModTime > sec {
+				t.Errorf("build dated %d: %s has mtime %d, later than the epoch", sec, p, e.ModTime)
+			}
+		}
+		_, again := mustBuild(t, f, cachedDockerfile, true)
+		if diff := cmp.Diff(counts{5, 0}, cacheCounts(again)); diff != "" {
+			t.Errorf("rebuild dated %d (-want +got):\n%s", sec, diff)
+		}
+	}
+}

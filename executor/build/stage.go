@@ -177,8 +177,8 @@ func (g *stage) meta(createdBy string) error {
 
 // fsStep records a step that changes files: its history entry (it has a
 // layer, the empty one if it changes nothing), its action and, with the
-// cache on, its key: the parent key and the step's inputs, never a
-// timestamp.
+// cache on, its key: the parent key and the step's inputs, and
+// SOURCE_DATE_EPOCH when the build has one (it dates the layer's files).
 func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, g *stage, root string) ([]string, error)) error {
 	s := g.cur()
 	s.hist = g.history(createdBy, false)
@@ -195,6 +195,12 @@ func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context
 		enc := json.NewEncoder(h)
 		enc.Encode(g.key)
 		enc.Encode(keyParts)
+		if e := g.b.opts.SourceDateEpoch; e != nil {
+			// The layer's file times are clamped to it (snapshot), so a
+			// dated build never takes an undated one's layer, nor one of
+			// another date; undated keys stay as they were.
+			enc.Encode([]any{"source-date-epoch", e.Unix()})
+		}
 		g.key = "sha256:" + hex.EncodeToString(h.Sum(nil))
 		s.key = strings.TrimPrefix(g.key, "sha256:")
 	}

@@ -172,7 +172,7 @@ func TestExecutor_gitContext(t *testing.T) {
 	if err := json.Unmarshal(b, &res2); err != nil {
 		t.Fatal(err)
 	}
-	if res2.Failure == nil || res2.Failure.Reason != result.ReasonSourceFetchFailed || !strings.Contains(res2.Failure.Message, "refs/tags/v9: unknown revision") {
+	if res2.Failure == nil || res2.Failure.Reason != result.ReasonSourceFetchFailed || !strings.Contains(res2.Failure.Message, "repository does not contain ref refs/tags/v9") {
 		t.Errorf("failure = %+v, want SourceFetchFailed naming refs/tags/v9", res2.Failure)
 	}
 	if bytes.Contains(b, []byte(e2ePassword)) || bytes.Contains(log.Bytes(), []byte(e2ePassword)) {

@@ -4,6 +4,7 @@ package main
 import (
 	"encoding/json"
 	"flag"
+	"math"
 	"os"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2/textlogger"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -42,7 +44,7 @@ func main() {
 	flag.StringVar(&hostUsers, "host-users", hostUsers, "auto: executor pods run in their own user namespace (hostUsers: false) when every node they may run on reports support, else in the host's; true: always the host's; false: always their own (the nodes must support it).")
 	flag.IntVar(&opts.MaxConcurrentBuilds, "max-concurrent-builds", 0, "Executor pods running at once in the cluster; more builds wait in phase Queued, oldest first. 0 means no bound.")
 	var maxRetries int
-	flag.IntVar(&maxRetries, "max-build-retries", 3, "Retries of a build whose pod was lost or whose push failed.")
+	flag.IntVar(&maxRetries, "max-build-retries", 3, "Retries of a build whose pod was lost or whose push failed; 0 for none.")
 	flag.DurationVar(&opts.RetryBackoff, "build-retry-backoff", 10*time.Second, "Wait before the first retry; doubled for each next one.")
 	flag.DurationVar(&opts.MaxRetryBackoff, "max-build-retry-backoff", 5*time.Minute, "Longest wait between retries.")
 	flag.StringVar(&cpu, "executor-cpu-request", "500m", "CPU request of executor pods without spec.resources.")
@@ -64,7 +66,7 @@ func main() {
 	logConfig := textlogger.NewConfig()
 	logConfig.AddFlags(flag.CommandLine)
 	flag.Parse()
-	opts.MaxRetries = int32(maxRetries)
+	opts.MaxRetries = ptr.To(int32(maxRetries))
 
 	ctrl.SetLogger(textlogger.NewLogger(logConfig))
 	setupLog := ctrl.Log.WithName("setup")
@@ -75,6 +77,10 @@ func main() {
 		os.Exit(2)
 	}
 	opts.HostUsersMode = mode
+	if maxRetries < 0 || maxRetries > math.MaxInt32 {
+		setupLog.Error(nil, "Invalid --max-build-retries: want 0 (no retries) or more", "value", maxRetries)
+		os.Exit(2)
+	}
 
 	if opts.ExecutorImage == "" {
 		setupLog.Error(nil, "Missing --executor-image")
@@ -149,7 +155,6 @@ func main() {
 	r := &controllers.ImageBuildReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("slipway-controller"),
 		Clock:     clock.RealClock{},
 		Options:   opts,

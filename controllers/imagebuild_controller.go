@@ -58,9 +58,9 @@ type Options struct {
 	// NodeSelector and Tolerations place executor pods of ImageBuilds that set none.
 	NodeSelector map[string]string
 	Tolerations  []corev1.Toleration
-	// MaxRetries is the number of retries of a build that failed for a transient reason.
-	// The default is 3.
-	MaxRetries int32
+	// MaxRetries is the number of retries of a build that failed for a transient reason; 0
+	// means none. The default, when nil, is 3.
+	MaxRetries *int32
 	// RetryBackoff is the wait before the first retry, doubling each time up to
 	// MaxRetryBackoff. The defaults are 10s and 5m.
 	RetryBackoff, MaxRetryBackoff time.Duration
@@ -79,7 +79,6 @@ type ImageBuildReconciler struct {
 	// reconcile (its status must not be stale, or a build could start twice), and Secrets
 	// (which the manager does not cache).
 	APIReader client.Reader
-	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	// Clock is the time source; the real clock when nil.
 	Clock   clock.PassiveClock
@@ -104,7 +103,10 @@ type pendingEvent struct {
 }
 
 // Reconcile brings one ImageBuild one step closer to a finished build, and writes its status
-// once, in a deferred patch; the events of the step are emitted after that patch succeeds.
+// once, in a deferred patch. What must happen once per change of the status (the events of
+// the step, the metrics of a finished build, the release of its build slot: see afterWrite)
+// happens after that patch succeeds, so a failed patch, retried by the next reconcile, does
+// not count a build twice.
 func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	logger := log.FromContext(ctx)
 
@@ -123,17 +125,15 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	orig := ib.DeepCopy()
 	var evs []pendingEvent
 	defer func() {
-		if equality.Semantic.DeepEqual(orig.Status, ib.Status) {
-			r.emit(ib, evs)
-			return
-		}
-		if err := r.Client.Status().Patch(ctx, ib, client.MergeFrom(orig)); err != nil {
-			if !apierrors.IsNotFound(err) {
-				retErr = errors.Join(retErr, fmt.Errorf("patching ImageBuild status: %w", err))
+		if !equality.Semantic.DeepEqual(orig.Status, ib.Status) {
+			if err := r.Client.Status().Patch(ctx, ib, client.MergeFrom(orig)); err != nil {
+				if !apierrors.IsNotFound(err) {
+					retErr = errors.Join(retErr, fmt.Errorf("patching ImageBuild status: %w", err))
+				}
+				return
 			}
-			return
 		}
-		r.observe(orig, ib)
+		r.afterWrite(orig, ib)
 		r.emit(ib, evs)
 	}()
 
@@ -179,7 +179,6 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 
 	// 3. Finished.
 	if ib.Status.Phase.Finished() {
-		r.slots.release(client.ObjectKeyFromObject(ib))
 		return r.applyRetention(ctx, ib, pods, now), evs, nil
 	}
 
@@ -222,15 +221,12 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	if ib.Status.Phase == v1alpha1.PhaseFailed {
 		failure := *ib.Status.Failure
 		if wait := planRetry(&ib.Status, ib.Generation, r.retryPolicy(), now); wait > 0 {
-			r.slots.release(client.ObjectKeyFromObject(ib))
 			evs = append(evs, pendingEvent{related: related(pod), typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonRetrying,
 				action: "Retry", note: fmt.Sprintf("Attempt %d failed with %s; retrying in %s", ib.Status.Attempt, failure.Reason, wait)})
 			return ctrl.Result{RequeueAfter: wait}, evs, nil
 		}
 	}
 	if ib.Status.Phase.Finished() && !prev.Finished() {
-		r.slots.release(client.ObjectKeyFromObject(ib))
-		r.metrics.finished(&ib.Status)
 		evs = append(evs, finishedEvent(ib, pod))
 		if pod != nil {
 			result = r.applyRetention(ctx, ib, []corev1.Pod{*pod}, now)
@@ -250,21 +246,19 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 
 	if problem := cacheRepositoryProblem(ib, r.Options.CacheRepositoryPrefixes); problem != "" {
 		fail(&ib.Status, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonCacheRepositoryNotAllowed, Message: problem}, now)
-		r.slots.forget(key) // it may have been queued
-		r.metrics.finished(&ib.Status)
 		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonCacheRepositoryNotAllowed, action: "Build", note: problem})
 		return ctrl.Result{}, evs, nil
 	}
 
-	opts, problem, err := r.podOptions(ctx, ib)
+	opts, err := r.podOptions(ctx, ib)
+	var missing *missingReferenceError
+	if errors.As(err, &missing) {
+		ib.Status.Phase = v1alpha1.PhasePending
+		setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound, missing.Message)
+		setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonSecretNotFound, missing.Message)
+	}
 	if err != nil {
 		return ctrl.Result{}, evs, err
-	}
-	if problem != "" {
-		ib.Status.Phase = v1alpha1.PhasePending
-		setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSecretNotFound, problem)
-		setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonSecretNotFound, problem)
-		return ctrl.Result{}, evs, errors.New(problem)
 	}
 
 	if ok, running, err := r.haveSlot(ctx, ib); err != nil {
@@ -295,10 +289,26 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 	return ctrl.Result{}, evs, nil
 }
 
+// missingReferenceError is a Secret or ConfigMap that a build needs and that is missing, or
+// lacks the key or type it needs. Like Flux's waiting errors (serror.Waiting), it is not the
+// spec's fault for good: the build waits in phase Pending with Ready=False and
+// Reconciling=True (reason SecretNotFound), and the reconcile returns the error so that
+// controller-runtime retries with backoff until the object is there. Message is for people;
+// it names the object and the field that references it, never a Secret's data.
+type missingReferenceError struct {
+	Message string
+}
+
+func (e *missingReferenceError) Error() string { return e.Message }
+
+func missingReference(format string, args ...any) error {
+	return &missingReferenceError{Message: fmt.Sprintf(format, args...)}
+}
+
 // podOptions resolves what constructPod needs beyond the ImageBuild, checking that the
-// referenced Secrets and ConfigMaps exist. problem says, for people, what is missing; it never
-// contains a Secret's data.
-func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.ImageBuild) (podOptions, string, error) {
+// referenced Secrets and ConfigMaps exist: a *missingReferenceError when one does not or lacks
+// what the build needs, another error when one could not be read.
+func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.ImageBuild) (podOptions, error) {
 	opts := podOptions{executorImage: r.Options.ExecutorImage, resources: r.Options.Resources,
 		nodeSelector: r.Options.NodeSelector, tolerations: r.Options.Tolerations}
 	ns := ib.Namespace
@@ -308,7 +318,7 @@ func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.Imag
 	}
 	hostUsers, why, err := r.hostUsers(ctx, selector)
 	if err != nil {
-		return opts, "", err
+		return opts, err
 	}
 	if hostUsers && why != "" && r.Options.HostUsersMode == HostUsersAuto {
 		log.FromContext(ctx).V(1).Info("Executor pod runs in the host's user namespace", "reason", why)
@@ -316,9 +326,9 @@ func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.Imag
 	opts.hostUsers = hostUsers
 
 	if ref := ib.Spec.Source.Git.SecretRef; ref != nil {
-		s, problem, err := r.getSecret(ctx, ns, ref.Name, "spec.source.git.secretRef")
-		if err != nil || problem != "" {
-			return opts, problem, err
+		s, err := r.getSecret(ctx, ns, ref.Name, "spec.source.git.secretRef")
+		if err != nil {
+			return opts, err
 		}
 		switch {
 		case s.Type == corev1.SecretTypeSSHAuth || s.Data[corev1.SSHAuthPrivateKey] != nil:
@@ -326,38 +336,38 @@ func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.Imag
 		case s.Type == corev1.SecretTypeBasicAuth || s.Data[corev1.BasicAuthPasswordKey] != nil:
 			opts.gitAuth = gitAuthBasic
 		default:
-			return opts, fmt.Sprintf("Secret %q (spec.source.git.secretRef) is neither of type %s nor %s",
-				ref.Name, corev1.SecretTypeBasicAuth, corev1.SecretTypeSSHAuth), nil
+			return opts, missingReference("Secret %q (spec.source.git.secretRef) is neither of type %s nor %s",
+				ref.Name, corev1.SecretTypeBasicAuth, corev1.SecretTypeSSHAuth)
 		}
 	}
 	if ref := ib.Spec.Output.PushSecretRef; ref != nil {
-		s, problem, err := r.getSecret(ctx, ns, ref.Name, "spec.output.pushSecretRef")
-		if err != nil || problem != "" {
-			return opts, problem, err
+		s, err := r.getSecret(ctx, ns, ref.Name, "spec.output.pushSecretRef")
+		if err != nil {
+			return opts, err
 		}
 		if s.Data[corev1.DockerConfigJsonKey] == nil {
-			return opts, fmt.Sprintf("Secret %q (spec.output.pushSecretRef) has no %s key; it must be of type %s",
-				ref.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson), nil
+			return opts, missingReference("Secret %q (spec.output.pushSecretRef) has no %s key; it must be of type %s",
+				ref.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)
 		}
 	}
 	if a := ib.Spec.SSHAgent; a != nil {
-		s, problem, err := r.getSecret(ctx, ns, a.SecretRef.Name, "spec.sshAgent.secretRef")
-		if err != nil || problem != "" {
-			return opts, problem, err
+		s, err := r.getSecret(ctx, ns, a.SecretRef.Name, "spec.sshAgent.secretRef")
+		if err != nil {
+			return opts, err
 		}
 		if s.Data[corev1.SSHAuthPrivateKey] == nil {
-			return opts, fmt.Sprintf("Secret %q (spec.sshAgent.secretRef) has no %s key; it must be of type %s",
-				a.SecretRef.Name, corev1.SSHAuthPrivateKey, corev1.SecretTypeSSHAuth), nil
+			return opts, missingReference("Secret %q (spec.sshAgent.secretRef) has no %s key; it must be of type %s",
+				a.SecretRef.Name, corev1.SSHAuthPrivateKey, corev1.SecretTypeSSHAuth)
 		}
 	}
 	for i, bs := range ib.Spec.Secrets {
 		field := fmt.Sprintf("spec.secrets[%d].secretKeyRef", i)
-		sec, problem, err := r.getSecret(ctx, ns, bs.SecretKeyRef.Name, field)
-		if err != nil || problem != "" {
-			return opts, problem, err
+		sec, err := r.getSecret(ctx, ns, bs.SecretKeyRef.Name, field)
+		if err != nil {
+			return opts, err
 		}
 		if _, ok := sec.Data[bs.SecretKeyRef.Key]; !ok {
-			return opts, fmt.Sprintf("Secret %q (%s) has no key %q", bs.SecretKeyRef.Name, field, bs.SecretKeyRef.Key), nil
+			return opts, missingReference("Secret %q (%s) has no key %q", bs.SecretKeyRef.Name, field, bs.SecretKeyRef.Key)
 		}
 	}
 	for i, a := range ib.Spec.BuildArgs {
@@ -365,42 +375,53 @@ func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.Imag
 			continue
 		}
 		field := fmt.Sprintf("spec.buildArgs[%d].valueFrom", i)
-		if s := a.ValueFrom.SecretKeyRef; s != nil && !ptrTrue(s.Optional) {
-			sec, problem, err := r.getSecret(ctx, ns, s.Name, field+".secretKeyRef")
-			if err != nil || problem != "" {
-				return opts, problem, err
-			}
-			if _, ok := sec.Data[s.Key]; !ok {
-				return opts, fmt.Sprintf("Secret %q (%s.secretKeyRef) has no key %q", s.Name, field, s.Key), nil
-			}
-		}
-		if c := a.ValueFrom.ConfigMapKeyRef; c != nil && !ptrTrue(c.Optional) {
-			cm := &corev1.ConfigMap{}
-			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: c.Name}, cm); err != nil {
-				if apierrors.IsNotFound(err) {
-					return opts, fmt.Sprintf("ConfigMap %q (%s.configMapKeyRef) not found", c.Name, field), nil
-				}
-				return opts, "", fmt.Errorf("getting ConfigMap %s: %w", c.Name, err)
-			}
-			_, inData := cm.Data[c.Key]
-			_, inBinary := cm.BinaryData[c.Key]
-			if !inData && !inBinary {
-				return opts, fmt.Sprintf("ConfigMap %q (%s.configMapKeyRef) has no key %q", c.Name, field, c.Key), nil
-			}
+		if err := r.checkBuildArgSource(ctx, ns, field, a.ValueFrom); err != nil {
+			return opts, err
 		}
 	}
-	return opts, "", nil
+	return opts, nil
 }
 
-func (r *ImageBuildReconciler) getSecret(ctx context.Context, ns, name, field string) (*corev1.Secret, string, error) {
+// checkBuildArgSource checks that the Secret or ConfigMap key a build argument reads exists,
+// unless it is optional.
+func (r *ImageBuildReconciler) checkBuildArgSource(ctx context.Context, ns, field string, from *v1alpha1.BuildArgSource) error {
+	if s := from.SecretKeyRef; s != nil && !ptrTrue(s.Optional) {
+		sec, err := r.getSecret(ctx, ns, s.Name, field+".secretKeyRef")
+		if err != nil {
+			return err
+		}
+		if _, ok := sec.Data[s.Key]; !ok {
+			return missingReference("Secret %q (%s.secretKeyRef) has no key %q", s.Name, field, s.Key)
+		}
+	}
+	if c := from.ConfigMapKeyRef; c != nil && !ptrTrue(c.Optional) {
+		cm := &corev1.ConfigMap{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: c.Name}, cm); err != nil {
+			if apierrors.IsNotFound(err) {
+				return missingReference("ConfigMap %q (%s.configMapKeyRef) not found", c.Name, field)
+			}
+			return fmt.Errorf("getting ConfigMap %s: %w", c.Name, err)
+		}
+		_, inData := cm.Data[c.Key]
+		_, inBinary := cm.BinaryData[c.Key]
+		if !inData && !inBinary {
+			return missingReference("ConfigMap %q (%s.configMapKeyRef) has no key %q", c.Name, field, c.Key)
+		}
+	}
+	return nil
+}
+
+// getSecret reads a Secret that field references: a *missingReferenceError when it does not
+// exist.
+func (r *ImageBuildReconciler) getSecret(ctx context.Context, ns, name, field string) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Sprintf("Secret %q (%s) not found", name, field), nil
+			return nil, missingReference("Secret %q (%s) not found", name, field)
 		}
-		return nil, "", fmt.Errorf("getting Secret %s: %w", name, err)
+		return nil, fmt.Errorf("getting Secret %s: %w", name, err)
 	}
-	return s, "", nil
+	return s, nil
 }
 
 // haveSlot reports whether ib may start a pod: fewer than MaxConcurrentBuilds executor pods run
@@ -556,10 +577,12 @@ func (r *ImageBuildReconciler) getPod(ctx context.Context, ns, name string) (*co
 	return pod, nil
 }
 
+// retryPolicy is Options' retry policy with its defaults: 3 retries (none when MaxRetries is
+// 0), backoff from 10s up to 5m.
 func (r *ImageBuildReconciler) retryPolicy() retryPolicy {
-	p := retryPolicy{maxRetries: r.Options.MaxRetries, backoff: r.Options.RetryBackoff, maxBackoff: r.Options.MaxRetryBackoff}
-	if p.maxRetries == 0 {
-		p.maxRetries = 3
+	p := retryPolicy{maxRetries: 3, backoff: r.Options.RetryBackoff, maxBackoff: r.Options.MaxRetryBackoff}
+	if n := r.Options.MaxRetries; n != nil {
+		p.maxRetries = max(*n, 0)
 	}
 	if p.backoff == 0 {
 		p.backoff = 10 * time.Second
@@ -577,11 +600,35 @@ func (r *ImageBuildReconciler) now() time.Time {
 	return r.Clock.Now()
 }
 
-// observe records what a successful status patch changed.
-func (r *ImageBuildReconciler) observe(orig, ib *v1alpha1.ImageBuild) {
+// afterWrite does what the status written (or found unchanged) implies for this manager's
+// memory and metrics, once that status is stored: a build that left the queue leaves the
+// slot tracker's queue; a finished build, or one waiting for a retry, frees its build slot;
+// a build that has just finished is counted in the metrics (finishedNow), once.
+func (r *ImageBuildReconciler) afterWrite(orig, ib *v1alpha1.ImageBuild) {
+	key := client.ObjectKeyFromObject(ib)
 	if orig.Status.Phase == v1alpha1.PhaseQueued && ib.Status.Phase != v1alpha1.PhaseQueued {
-		r.slots.dequeue(client.ObjectKeyFromObject(ib))
+		r.slots.dequeue(key)
 	}
+	switch {
+	case ib.Status.Phase.Finished():
+		r.slots.forget(key) // it may have been queued
+	case ib.Status.NextRetryTime != nil:
+		r.slots.release(key)
+	}
+	if finishedNow(&orig.Status, &ib.Status) {
+		r.metrics.finished(&ib.Status)
+	}
+}
+
+// finishedNow reports whether the build of status now has ended since status before: it is
+// finished, and before was unfinished or described another build (an earlier generation,
+// rebuild or attempt).
+func finishedNow(before, now *v1alpha1.ImageBuildStatus) bool {
+	if !now.Phase.Finished() {
+		return false
+	}
+	return !before.Phase.Finished() || before.ObservedGeneration != now.ObservedGeneration ||
+		before.ObservedRebuild != now.ObservedRebuild || before.Attempt != now.Attempt
 }
 
 func (r *ImageBuildReconciler) emit(ib *v1alpha1.ImageBuild, evs []pendingEvent) {

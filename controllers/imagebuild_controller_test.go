@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,7 +178,7 @@ func TestImageBuildReconciler_Reconcile_oomKilledAndTimeout(t *testing.T) {
 func TestImageBuildReconciler_Reconcile_retriesLostPods(t *testing.T) {
 	c := startEnv(t)
 	ns := newNamespace(t, c, nil)
-	startManager(t, ns, Options{MaxRetries: 2})
+	startManager(t, ns, Options{MaxRetries: ptr.To[int32](2)})
 	k := kubelet{t, c}
 	ctx := context.Background()
 
@@ -619,6 +621,102 @@ func TestImageBuildReconciler_Reconcile_metrics(t *testing.T) {
 	})
 	if n := counterValue(t, "slipway_builds_running", nil); n < 0 {
 		t.Errorf("slipway_builds_running = %v", n)
+	}
+}
+
+// flakyStatusClient fails the first status patch for which fail returns true, as an API
+// server that is briefly unavailable would.
+type flakyStatusClient struct {
+	client.Client
+	fail   func(client.Object) bool
+	failed atomic.Int32
+}
+
+func (c *flakyStatusClient) Status() client.SubResourceWriter {
+	return flakyStatusWriter{c.Client.Status(), c}
+}
+
+type flakyStatusWriter struct {
+	client.SubResourceWriter
+	c *flakyStatusClient
+}
+
+func (w flakyStatusWriter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if w.c.fail(obj) && w.c.failed.CompareAndSwap(0, 1) {
+		return errors.New("injected: the API server is unavailable")
+	}
+	return w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+// A status patch that fails is retried by the next reconcile, which finds the build finished
+// again: the build is counted once, after the patch that succeeds.
+func TestImageBuildReconciler_Reconcile_failedStatusWriteCountsOnce(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	flaky := &flakyStatusClient{fail: func(o client.Object) bool {
+		ib, ok := o.(*v1alpha1.ImageBuild)
+		return ok && ib.Status.Phase == v1alpha1.PhaseSucceeded
+	}}
+	startManagerWith(t, ns, Options{}, func(inner client.Client) client.Client {
+		flaky.Client = inner
+		return flaky
+	})
+	k := kubelet{t, c}
+
+	before := counterValue(t, "slipway_builds_total", map[string]string{"result": "succeeded"})
+	key := newImageBuild(t, c, ns, "app")
+	k.finish(ns, "app-1-1", 0, "Completed", succeededResult())
+	waitStatus(t, c, key, "Ready", conditionIs("Ready", metav1.ConditionTrue, "Succeeded"))
+	if flaky.failed.Load() != 1 {
+		t.Fatal("the status patch of the finished build did not fail: the test tests nothing")
+	}
+	eventually(t, 5*time.Second, "the build counted", func() (bool, string) {
+		got := counterValue(t, "slipway_builds_total", map[string]string{"result": "succeeded"})
+		return got >= before+1, fmt.Sprintf("builds %v -> %v", before, got)
+	})
+	time.Sleep(500 * time.Millisecond)
+	if got := counterValue(t, "slipway_builds_total", map[string]string{"result": "succeeded"}); got != before+1 {
+		t.Errorf("slipway_builds_total{result=succeeded} went from %v to %v, want one more", before, got)
+	}
+}
+
+// An executor image may write any reason: one the API server refuses in a condition becomes
+// BuildFailed, and the status is written.
+func TestImageBuildReconciler_Reconcile_invalidExecutorReason(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, Options{})
+	k := kubelet{t, c}
+
+	key := newImageBuild(t, c, ns, "app")
+	k.finish(ns, "app-1-1", 1, "Error", encodeResult(result.Result{Failure: &result.Failure{
+		Reason: "not a reason; DROP TABLE", Message: "the executor broke"}}))
+	ib := waitStatus(t, c, key, "Stalled", conditionIs("Stalled", metav1.ConditionTrue, "BuildFailed"))
+	if ib.Status.Phase != v1alpha1.PhaseFailed || ib.Status.Failure == nil || ib.Status.Failure.Reason != "BuildFailed" ||
+		ib.Status.Failure.Message != "the executor broke" {
+		t.Errorf("status after an invalid reason: %s failure=%+v", describe(ib), ib.Status.Failure)
+	}
+}
+
+// --max-build-retries=0: a lost pod fails the build, with no second attempt.
+func TestImageBuildReconciler_Reconcile_zeroRetries(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, Options{MaxRetries: ptr.To[int32](0)})
+	k := kubelet{t, c}
+
+	key := newImageBuild(t, c, ns, "app")
+	k.run(ns, "app-1-1")
+	if err := c.Delete(context.Background(), waitPod(t, c, ns, "app-1-1")); err != nil {
+		t.Fatal(err)
+	}
+	ib := waitStatus(t, c, key, "Stalled", conditionIs("Stalled", metav1.ConditionTrue, "PodDeleted"))
+	if ib.Status.Phase != v1alpha1.PhaseFailed || ib.Status.Retries != 0 || ib.Status.NextRetryTime != nil {
+		t.Errorf("status after the pod was lost with no retries: %s", describe(ib))
+	}
+	time.Sleep(time.Second)
+	if names := podNames(t, c, ns); slices.Contains(names, "app-1-2") {
+		t.Errorf("pods = %v: a second attempt started", names)
 	}
 }
 

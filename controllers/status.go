@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -184,7 +185,7 @@ func podFailure(pod *corev1.Pod, name string) v1alpha1.Failure {
 		f.Reason = v1alpha1.ReasonOOMKilled
 		f.Message = "The executor ran out of memory; raise spec.resources.limits.memory"
 	case hasResult && res.Failure != nil:
-		f.Reason = string(res.Failure.Reason)
+		f.Reason = executorReason(res.Failure.Reason)
 		f.Message = res.Failure.Message
 		f.Line = int32(res.Failure.Line)
 		f.Instruction = res.Failure.Instruction
@@ -205,6 +206,21 @@ func podFailure(pod *corev1.Pod, name string) v1alpha1.Failure {
 		}
 	}
 	return f
+}
+
+// conditionReason is what the API server accepts as a metav1.Condition's reason (its
+// validation: the pattern and at most 1024 characters).
+var conditionReason = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`)
+
+// executorReason is the reason an executor reported, as the failure's and the conditions'
+// reason: BuildFailed when it is not a valid condition reason. The executor image is the
+// spec's to choose (spec.executorImage), so its result is not trusted: an invalid reason
+// copied into a condition would make every status patch of the ImageBuild fail validation.
+func executorReason(r result.Reason) string {
+	if len(r) > 1024 || !conditionReason.MatchString(string(r)) {
+		return v1alpha1.ReasonBuildFailed
+	}
+	return string(r)
 }
 
 // retryable reports whether a build that failed for reason may succeed if run again: the pod

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -206,6 +208,16 @@ func TestImageBuild_computeStatus(t *testing.T) {
 				"Executor pod app-1-1 was deleted before the build ended", nil, ""),
 		},
 		{
+			// The executor image is the spec's to choose: a reason the API server would refuse
+			// in a condition must not reach one, or no status patch could succeed again.
+			name:   "an invalid reason from the executor is BuildFailed",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: "no such reason!", Message: "broke"}})).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "BuildFailed", Message: "broke", ExitCode: 1, Pod: "app-1-1", Container: "executor"},
+				"broke", nil, ""),
+		},
+		{
 			name:   "exit without a result",
 			status: started(),
 			pod:    makePod("app-1-1").Terminated(t0, t1, 2, "Error", "panic: oops").Obj(),
@@ -246,6 +258,56 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			got := computeStatus(ib, tc.pod, now)
 			if diff := cmp.Diff(tc.want, got, cmpopts.IgnoreFields(metav1.Condition{}, "LastTransitionTime")); diff != "" {
 				t.Errorf("computeStatus() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestImageBuild_executorReason(t *testing.T) {
+	tests := map[result.Reason]string{
+		"PushFailed":              "PushFailed",
+		"Custom_Reason:with,More": "Custom_Reason:with,More",
+		"":                        "BuildFailed",
+		"1Digit":                  "BuildFailed",
+		"Trailing:":               "BuildFailed",
+		"With space":              "BuildFailed",
+		"Dash-ed":                 "BuildFailed",
+		"Ünicode":                 "BuildFailed",
+		result.Reason("A" + strings.Repeat("b", 1023)): "A" + strings.Repeat("b", 1023),
+		result.Reason("A" + strings.Repeat("b", 1024)): "BuildFailed",
+	}
+	for in, want := range tests {
+		if got := executorReason(in); got != want {
+			t.Errorf("executorReason(%.40q) = %.40q, want %.40q", in, got, want)
+		}
+	}
+}
+
+// --max-build-retries=0 means no retry, not the default (3) as when it was taken for unset.
+func TestImageBuildReconciler_retryPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		max  *int32
+		want int32
+	}{
+		{"unset", nil, 3},
+		{"zero", ptr.To[int32](0), 0},
+		{"two", ptr.To[int32](2), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &ImageBuildReconciler{Options: Options{MaxRetries: tc.max}}
+			p := r.retryPolicy()
+			if p.maxRetries != tc.want || p.backoff != 10*time.Second || p.maxBackoff != 5*time.Minute {
+				t.Fatalf("retryPolicy() = %+v, want %d retries, backoff 10s to 5m", p, tc.want)
+			}
+			st := started()
+			fail(&st, 1, v1alpha1.Failure{Reason: v1alpha1.ReasonPodDeleted, Message: "gone"}, now)
+			wait := planRetry(&st, 1, p, now)
+			if retried := wait > 0; retried != (tc.want > 0) {
+				t.Errorf("planRetry with %d retries left: wait %s, phase %s", tc.want, wait, st.Phase)
+			}
+			if tc.want == 0 && (st.Phase != v1alpha1.PhaseFailed || st.NextRetryTime != nil) {
+				t.Errorf("with no retries the build should stay Failed: phase %s, nextRetryTime %v", st.Phase, st.NextRetryTime)
 			}
 		})
 	}

@@ -101,6 +101,13 @@ type testManager struct {
 // with stop.
 func startManager(t *testing.T, ns string, opts Options) *testManager {
 	t.Helper()
+	return startManagerWith(t, ns, opts, nil)
+}
+
+// startManagerWith is startManager with the reconciler's client wrapped by wrap (nil: not
+// wrapped), for tests that make the API server fail.
+func startManagerWith(t *testing.T, ns string, opts Options, wrap func(client.Client) client.Client) *testManager {
+	t.Helper()
 	if opts.ExecutorImage == "" {
 		opts.ExecutorImage = "slipway/executor:test"
 	}
@@ -120,10 +127,13 @@ func startManager(t *testing.T, ns string, opts Options) *testManager {
 	if err != nil {
 		t.Fatalf("creating the manager: %v", err)
 	}
+	c := mgr.GetClient()
+	if wrap != nil {
+		c = wrap(c)
+	}
 	r := &ImageBuildReconciler{
-		Client:    mgr.GetClient(),
+		Client:    c,
 		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("slipway-controller"),
 		Options:   opts,
 	}

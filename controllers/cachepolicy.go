@@ -111,7 +111,7 @@ func under(repo, prefix string) bool {
 // may, else an error for its status that names the field and what is allowed. The repository
 // must be below the output repository, or at or below one of the prefixes of ns or "*".
 func checkCacheRepository(ns, outputImage, cacheRepo string, prefixes []CacheRepositoryPrefix) error {
-	outRepo, _ := splitImage(outputImage)
+	outRepo := outputRepository(outputImage)
 	allowed := []string{outRepo + "/"}
 	out, outErr := normalizeRepository(outRepo)
 	var mine []string

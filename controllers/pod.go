@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -310,7 +312,7 @@ func executorArgs(ib *v1alpha1.ImageBuild) []string {
 	}
 	args = append(args, "--dockerfile="+dockerfile)
 
-	repo, _ := splitImage(spec.Output.Image)
+	repo := outputRepository(spec.Output.Image)
 	args = append(args, "--destination="+spec.Output.Image)
 	for _, tag := range spec.Output.AdditionalTags {
 		args = append(args, "--destination="+repo+":"+tag)
@@ -353,12 +355,12 @@ func executorArgs(ib *v1alpha1.ImageBuild) []string {
 		args = append(args, "--insecure", "--skip-tls-verify")
 		hosts := []string{registryHost(repo)}
 		if cacheRepo != "" {
-			if h := registryHost(cacheRepo); h != hosts[0] {
-				hosts = append(hosts, h)
-			}
+			hosts = append(hosts, registryHost(cacheRepo))
 		}
-		for _, h := range hosts {
-			args = append(args, "--insecure-registry="+h)
+		for i, h := range hosts {
+			if h != "" && !slices.Contains(hosts[:i], h) {
+				args = append(args, "--insecure-registry="+h)
+			}
 		}
 	}
 
@@ -375,28 +377,29 @@ func cacheRepository(ib *v1alpha1.ImageBuild) string {
 	if c != nil && c.Repository != "" {
 		return c.Repository
 	}
-	repo, _ := splitImage(ib.Spec.Output.Image)
+	repo := outputRepository(ib.Spec.Output.Image)
 	return repo + "/cache"
 }
 
-// splitImage splits repository[:tag] (validated by the CRD: no digest) into the repository and
-// the tag, empty when absent. A colon before the last slash is a registry port.
-func splitImage(image string) (repo, tag string) {
-	slash := strings.LastIndex(image, "/")
-	if colon := strings.LastIndex(image, ":"); colon > slash {
-		return image[:colon], image[colon+1:]
+// outputRepository is the repository of spec.output.image ([registry/]repository[:tag], no
+// digest: the CRD validates it), spelled as the spec spells it: the image without its tag,
+// which go-containerregistry's name package finds.
+func outputRepository(image string) string {
+	tag, err := name.NewTag(image)
+	if err != nil {
+		return image
 	}
-	return image, ""
+	return strings.TrimSuffix(image, ":"+tag.TagStr())
 }
 
-// registryHost is the registry of a repository, docker.io when it names none (Docker's rule:
-// the first component is a registry when it has a dot or a port, or is localhost).
+// registryHost is the registry of a repository as go-containerregistry names it
+// (index.docker.io for Docker Hub); empty when repo is not a repository.
 func registryHost(repo string) string {
-	first, _, found := strings.Cut(repo, "/")
-	if found && (strings.ContainsAny(first, ".:") || first == "localhost") {
-		return first
+	r, err := name.NewRepository(repo)
+	if err != nil {
+		return ""
 	}
-	return "docker.io"
+	return r.RegistryStr()
 }
 
 // activeDeadline converts spec.timeout to whole seconds, rounded up.

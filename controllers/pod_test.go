@@ -399,25 +399,26 @@ func TestImageBuild_constructPod(t *testing.T) {
 	}
 }
 
-func TestImageBuild_splitImage(t *testing.T) {
-	tests := []struct{ in, repo, tag string }{
-		{"busybox", "busybox", ""},
-		{"busybox:1.36", "busybox", "1.36"},
-		{"localhost:5000/hello", "localhost:5000/hello", ""},
-		{"localhost:5000/a/b:v1", "localhost:5000/a/b", "v1"},
+func TestImageBuild_outputRepository(t *testing.T) {
+	tests := map[string]string{
+		"busybox":               "busybox",
+		"busybox:1.36":          "busybox",
+		"busybox:latest":        "busybox",
+		"localhost:5000/hello":  "localhost:5000/hello",
+		"localhost:5000/a/b:v1": "localhost:5000/a/b",
+		"ghcr.io/org/x:latest":  "ghcr.io/org/x",
 	}
-	for _, tc := range tests {
-		repo, tag := splitImage(tc.in)
-		if repo != tc.repo || tag != tc.tag {
-			t.Errorf("splitImage(%q) = %q, %q; want %q, %q", tc.in, repo, tag, tc.repo, tc.tag)
+	for in, want := range tests {
+		if got := outputRepository(in); got != want {
+			t.Errorf("outputRepository(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
 
 func TestImageBuild_registryHost(t *testing.T) {
 	tests := map[string]string{
-		"busybox": "docker.io", "library/busybox": "docker.io", "localhost/x": "localhost",
-		"127.0.0.1:5000/x": "127.0.0.1:5000", "ghcr.io/org/x": "ghcr.io",
+		"busybox": "index.docker.io", "library/busybox": "index.docker.io", "docker.io/library/busybox": "index.docker.io",
+		"localhost/x": "localhost", "127.0.0.1:5000/x": "127.0.0.1:5000", "ghcr.io/org/x": "ghcr.io",
 	}
 	for in, want := range tests {
 		if got := registryHost(in); got != want {

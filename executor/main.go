@@ -68,22 +68,16 @@ type options struct {
 	credentialsDir   string
 	stageCredentials string
 
-	cache            bool
-	cacheRepo        string
-	cacheDir         string
-	cacheTTL         time.Duration
-	isolation        string
-	resultFile       string
-	workDir          string
-	ignorePaths      []string
-	customPlatform   string
-	showVersionNoop  bool
-	ignoredBool      bool
-	ignoredString    string
-	ignoredStrings   []string
-	imageFSExtractRt int
-	maxLayerSize     string
-	maxLayerBytes    int64
+	cache          bool
+	cacheRepo      string
+	cacheTTL       time.Duration
+	isolation      string
+	resultFile     string
+	workDir        string
+	ignorePaths    []string
+	customPlatform string
+	maxLayerSize   string
+	maxLayerBytes  int64
 }
 
 func main() {
@@ -187,11 +181,11 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.git, "git", "", "Git options for git:// contexts: branch=…,single-branch=…,recurse-submodules=…,insecure-skip-tls=….")
 	fs.BoolVar(&o.cache, "cache", false, "Use the registry-backed layer cache.")
 	fs.StringVar(&o.cacheRepo, "cache-repo", "", "Repository of the layer cache (default: the first destination's repository + /cache).")
-	fs.StringVar(&o.cacheDir, "cache-dir", "", "Accepted for kaniko compatibility; base images are pulled from the registry.")
+	fs.String("cache-dir", "", "Accepted for kaniko compatibility; base images are pulled from the registry.")
 	fs.DurationVar(&o.cacheTTL, "cache-ttl", 14*24*time.Hour, "How long cached layers are used.")
 	fs.StringArrayVar(&o.ignorePaths, "ignore-path", nil, "Path never snapshotted or cleared in place (repeatable).")
 	fs.StringVar(&o.customPlatform, "custom-platform", "", "Platform to build for; only this machine's is supported.")
-	fs.IntVar(&o.imageFSExtractRt, "image-fs-extract-retry", 0, "Accepted for kaniko compatibility.")
+	fs.Int("image-fs-extract-retry", 0, "Accepted for kaniko compatibility.")
 	// Ours.
 	fs.BoolVar(&o.ociMediaTypes, "oci-media-types", false, "Use OCI media types instead of Docker v2 ones (zstd implies it).")
 	fs.StringVar(&o.isolation, "isolation", "", "chroot (each stage in its own root and namespaces) or inplace (the container's root, kaniko-style). Default: inplace in the executor image, chroot elsewhere.")
@@ -204,13 +198,21 @@ func parseFlags(args []string) (*options, error) {
 	// kaniko flags that change nothing here: our snapshots are always by
 	// stat, stages the target does not need are always skipped.
 	for _, b := range []string{"cleanup", "force", "single-snapshot", "use-new-run", "skip-unused-stages", "cache-copy-layers", "cache-run-layers", "compressed-caching", "no-push-cache", "ignore-var-run", "log-timestamp", "skip-push-permission-check", "preserve-context", "materialize", "push-ignore-immutable-tag-errors"} {
-		fs.BoolVar(&o.ignoredBool, b, false, "Accepted for kaniko compatibility.")
+		fs.Bool(b, false, "Accepted for kaniko compatibility.")
 		fs.Lookup(b).Hidden = true
 		fs.Lookup(b).NoOptDefVal = "true"
 	}
 	for _, s := range []string{"snapshot-mode", "log-format", "kaniko-dir", "registry-certificate", "registry-map", "credential-helpers", "annotation"} {
-		fs.StringArrayVar(&o.ignoredStrings, s, nil, "Accepted for kaniko compatibility.")
+		fs.StringArray(s, nil, "Accepted for kaniko compatibility.")
 		fs.Lookup(s).Hidden = true
+	}
+	// Where the result goes is known before any flag can fail, so that the
+	// error of a bad flag reaches the result file too.
+	o.resultFile = resultFileFlag(fs, args)
+	if o.resultFile == "" {
+		if _, err := os.Stat(terminationLog); err == nil {
+			o.resultFile = terminationLog
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -223,11 +225,6 @@ func parseFlags(args []string) (*options, error) {
 			return o, errors.New("--stage-credentials needs --credentials-dir")
 		}
 		return o, nil
-	}
-	if o.resultFile == "" {
-		if _, err := os.Stat(terminationLog); err == nil {
-			o.resultFile = terminationLog
-		}
 	}
 	if len(o.destinations) == 0 && !o.noPush {
 		return o, errors.New("no --destination given: pass one or more, or --no-push")
@@ -265,6 +262,36 @@ func parseFlags(args []string) (*options, error) {
 	}
 	return o, nil
 }
+
+// resultFileFlag is the --result-file of args ("" when absent), read
+// before fs parses them: every flag of fs is taken with its arity (whether
+// it takes a value) but any value, and an unknown flag is skipped, so that
+// a flag that fails to parse, before --result-file or after it, does not
+// hide it.
+func resultFileFlag(fs *pflag.FlagSet, args []string) string {
+	lenient := pflag.NewFlagSet("result-file", pflag.ContinueOnError)
+	lenient.ParseErrorsAllowlist.UnknownFlags = true
+	lenient.SetOutput(io.Discard)
+	lenient.Usage = func() {}
+	var file string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name == "result-file" {
+			lenient.StringVar(&file, f.Name, "", "")
+			return
+		}
+		lenient.VarP(anyValue{}, f.Name, f.Shorthand, "")
+		lenient.Lookup(f.Name).NoOptDefVal = f.NoOptDefVal
+	})
+	_ = lenient.Parse(args)
+	return file
+}
+
+// anyValue is a flag value that takes any string.
+type anyValue struct{}
+
+func (anyValue) String() string   { return "" }
+func (anyValue) Set(string) error { return nil }
+func (anyValue) Type() string     { return "string" }
 
 // inExecutorImage reports whether this process runs from the executor's own
 // image, inside a container.

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -261,24 +262,21 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 
 	deps := make([][]int, len(p.Stages))
 	for _, s := range p.Stages {
+		cmds := s.Commands
 		if s.BaseStage >= 0 {
 			deps[s.Index] = append(deps[s.Index], s.BaseStage)
-		}
-		for _, cmd := range s.Commands {
-			// COPY --from and RUN --mount=from name what they read.
-			var froms []string
-			switch c := cmd.(type) {
-			case *instructions.CopyCommand:
-				froms = append(froms, c.From)
-			case *instructions.RunCommand:
-				for _, m := range instructions.GetMounts(c) {
-					froms = append(froms, m.From)
-				}
+			// The base stage's ONBUILD triggers run first in this stage, and
+			// what they read is this stage's to wait for too (BuildKit's
+			// "initialize onbuild triggers in case they create new
+			// dependencies", initOnBuildTriggers).
+			triggers, err := p.stageTriggers(p.Stages[s.BaseStage], s.Line)
+			if err != nil {
+				return nil, err
 			}
-			for _, from := range froms {
-				if from == "" {
-					continue
-				}
+			cmds = append(triggers, cmds...)
+		}
+		for _, cmd := range cmds {
+			for _, from := range readsFrom(cmd) {
 				idx, isStage, err := p.resolveFrom(from, s.Index, byName)
 				if err != nil {
 					return nil, WithLine(err, cmd)
@@ -291,6 +289,36 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 	}
 	p.Order = order(p.Target, deps)
 	return p, nil
+}
+
+// readsFrom returns the stages or images cmd reads: COPY --from and
+// RUN --mount=from.
+func readsFrom(cmd instructions.Command) []string {
+	var froms []string
+	switch c := cmd.(type) {
+	case *instructions.CopyCommand:
+		froms = append(froms, c.From)
+	case *instructions.RunCommand:
+		for _, m := range instructions.GetMounts(c) {
+			froms = append(froms, m.From)
+		}
+	}
+	return slices.DeleteFunc(froms, func(f string) bool { return f == "" })
+}
+
+// stageTriggers parses the ONBUILD instructions of stage st as the stage
+// built FROM it (at line) will run them.
+func (p *Plan) stageTriggers(st *Stage, line int) ([]instructions.Command, error) {
+	var exprs []string
+	for _, cmd := range st.Commands {
+		if ob, ok := cmd.(*instructions.OnbuildCommand); ok {
+			exprs = append(exprs, ob.Expression)
+		}
+	}
+	if len(exprs) == 0 {
+		return nil, nil
+	}
+	return ParseTriggers(exprs, line)
 }
 
 // resolveFrom resolves the --from of a COPY in stage cur: an earlier stage

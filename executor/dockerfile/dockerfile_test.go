@@ -67,6 +67,27 @@ COPY --from=a /x /x
 			}},
 		},
 		{
+			// BuildKit's testOnBuildInheritedStageWithFrom: a stage FROM
+			// one with ONBUILD COPY --from=src needs src, which nothing else
+			// names; the stage holding the trigger does not.
+			name: "ONBUILD COPY --from of the base stage",
+			dockerfile: `FROM busybox AS src
+FROM busybox AS unused
+FROM busybox AS base
+ONBUILD COPY --from=src /in /out
+FROM base AS mid
+FROM scratch
+COPY --from=mid /out /
+`,
+			want: planSummary{Target: 4, Order: []int{2, 0, 3, 4}, Stages: []stageSummary{
+				{Name: "src", Base: "busybox", BaseStage: -1, Line: 1},
+				{Name: "unused", Base: "busybox", BaseStage: -1, Line: 2},
+				{Name: "base", Base: "busybox", BaseStage: -1, Line: 3, Commands: 1},
+				{Name: "mid", Base: "base", BaseStage: 2, Line: 5},
+				{Base: "scratch", BaseStage: -1, Line: 6, Commands: 1},
+			}},
+		},
+		{
 			name: "stage as base and COPY --from by name, index and image",
 			dockerfile: `FROM busybox AS base
 FROM busybox AS Tools

@@ -64,6 +64,7 @@ fi
 
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
 regpid=
+# shellcheck disable=SC2317 # a false positive: cleanup runs from the EXIT trap below, which shellcheck does not follow
 cleanup() {
 	if [[ -n "${regpid}" ]]; then
 		kill "${regpid}" 2>/dev/null || true

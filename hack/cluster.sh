@@ -284,13 +284,13 @@ record_netns() {
 # command naming its socket) and of all their descendants (the containers' processes).
 shim_tree() {
 	local f p shims=()
-	for f in $(grep -lsaF -- "${sock}" /proc/[0-9]*/cmdline); do
+	while IFS= read -r f; do
 		p=${f#/proc/}
 		p=${p%/cmdline}
 		if [[ "$({ tr '\0' '\n' <"${f}"; } 2>/dev/null | head -n1)" == *containerd-shim* ]]; then
 			shims+=("${p}")
 		fi
-	done
+	done < <(grep -lsaF -- "${sock}" /proc/[0-9]*/cmdline)
 	((${#shims[@]} > 0)) || return 0
 	# /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
 	cat /proc/[0-9]*/stat 2>/dev/null | sed -E 's/^([0-9]+) \(.*\) [A-Za-z] ([0-9]+) .*/\1 \2/' |
@@ -687,7 +687,7 @@ down() {
 	local p pids
 	pids=$(shim_tree)
 	if [[ -n "${pids}" ]]; then
-		log "killing leftover shims and container processes: $(echo ${pids})"
+		log "killing leftover shims and container processes: ${pids//$'\n'/ }"
 		# A shim killed leaves its socket, /run/containerd/s/<sha256 of address/namespace/id>.
 		local sockets=() args ns id
 		for p in ${pids}; do
@@ -711,10 +711,12 @@ down() {
 	trace "unmounting"
 	# 4. Mounts under our directory (kubelet's bind mount of its root, volumes, containerd's
 	#    rootfs and shm), then the pods' network namespaces containerd did not remove.
-	local m pass
-	for pass in 1 2 3; do
+	local m
+	for _ in 1 2 3; do
 		while read -r m; do
-			[[ -n "${m}" ]] && umount "${m}" 2>/dev/null || true
+			if [[ -n "${m}" ]]; then
+				umount "${m}" 2>/dev/null || true
+			fi
 		done < <(mounts_under)
 		[[ -z "$(mounts_under)" ]] && break
 	done

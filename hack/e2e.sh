@@ -22,6 +22,7 @@ t0=${SECONDS}
 timings=()
 mark() { timings+=("$(printf '%5d s  %s' "$((SECONDS - $1))" "$2")"); }
 
+# shellcheck disable=SC2317 # a false positive: cleanup runs from the EXIT trap below, which shellcheck does not follow
 cleanup() {
 	local rc=$? t=${SECONDS}
 	if [[ "${SLIPWAY_E2E_KEEP:-}" == 1 ]]; then

@@ -93,7 +93,7 @@ wait_phase smoke-hostnet Succeeded 120
 took[pod]=$((SECONDS - t))
 logs=$(kubectl logs smoke-hostnet)
 [[ "${logs}" == *"hello from slipway"* ]] || fail "unexpected logs of smoke-hostnet: ${logs}"
-step "hostNetwork pod Succeeded in ${took[pod]} s; kubectl logs: $(echo ${logs})"
+step "hostNetwork pod Succeeded in ${took[pod]} s; kubectl logs: ${logs//$'\n'/ }"
 
 # 4. pod on the CNI bridge.
 t=${SECONDS}

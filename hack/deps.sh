@@ -22,6 +22,7 @@ packages=(
 	containerd                  # the node of hack/cluster.sh
 	containernetworking-plugins # its CNI bridge (/usr/lib/cni)
 	iptables                    # the kubelet's and CNI's chains
+	shellcheck                  # make verify lints every shell script (hack/verify.sh)
 )
 if (($# > 0)); then
 	packages=("$@")

@@ -15,12 +15,8 @@ eval "$(hack/envtest.sh)"
 export KUBEBUILDER_ASSETS
 echo "test.sh: set-up took $((SECONDS - start)) s" >&2
 
-go vet ./...
-unformatted=$(gofmt -l $(git ls-files '*.go') 2>/dev/null || true)
-if [[ -n "${unformatted}" ]]; then
-	echo "test.sh: gofmt would change: ${unformatted}" >&2
-	exit 1
-fi
+# gofmt, go vet, generated files and the chart's copies up to date, shellcheck (hack/verify.sh).
+make verify
 # The conformance suite runs once, through hack/conformance.sh, which prints its score.
 go test -count=1 -timeout 60m -skip '^TestConformance_buildkit$' "$@" ./...
 hack/conformance.sh

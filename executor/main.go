@@ -304,7 +304,7 @@ func inExecutorImage() bool {
 func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Result {
 	// The build, the registry trace and this function write to logw from
 	// several goroutines.
-	logw = &lockedWriter{w: logw}
+	logw = build.NewSyncWriter(logw)
 	if o.verbosity == "trace" {
 		o.reg.Trace = logw
 	}
@@ -320,7 +320,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		f := &result.Failure{Reason: reason, Message: result.Sanitize(err.Error())}
 		var be *build.Error
 		if errors.As(err, &be) {
-			f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, shortInstr(be.Instruction), be.ExitCode
+			f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, result.Excerpt(be.Instruction, result.MaxInstruction), be.ExitCode
 		}
 		res.Failure = f
 		return res
@@ -616,18 +616,6 @@ func (r *announcedRunner) Run(ctx context.Context, s run.Spec) error {
 	return r.Runner.Run(ctx, s)
 }
 
-// lockedWriter serialises writes from concurrent goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
 // warnOnly passes on the lines that are warnings. The build writes whole
 // lines.
 type warnOnly struct{ w io.Writer }
@@ -786,10 +774,4 @@ func goarch() string { return runtime.GOARCH }
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// shortInstr is the failing instruction as the result shows it: an
-// excerpt without URL user info.
-func shortInstr(s string) string {
-	return result.Excerpt(s, result.MaxInstruction)
 }

@@ -257,7 +257,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 		b = &builder{
 			opts:    o,
 			plan:    plan,
-			log:     &syncWriter{w: o.Log},
+			log:     NewSyncWriter(o.Log),
 			stages:  make([]*stageState, len(plan.Stages)),
 			images:  map[string]*imageSource{},
 			usedArg: map[string]bool{},
@@ -331,7 +331,7 @@ func WaitCache(c *cache.Cache, log io.Writer) {
 type builder struct {
 	opts   Options
 	plan   *dockerfile.Plan
-	log    *syncWriter
+	log    *SyncWriter
 	stages []*stageState
 	layers string // directory for layer files
 	// caches holds RUN --mount=type=cache directories for the whole build.
@@ -529,13 +529,18 @@ func isPredefinedArg(k string) bool {
 	return false
 }
 
-// syncWriter serialises writes from concurrent stages, line by line.
-type syncWriter struct {
+// SyncWriter serialises writes from concurrent goroutines (the stages of a
+// build, the registry trace): each Write reaches the writer it wraps whole,
+// never interleaved with another.
+type SyncWriter struct {
 	mu sync.Mutex
 	w  io.Writer
 }
 
-func (s *syncWriter) Write(p []byte) (int, error) {
+// NewSyncWriter returns w with its writes serialised.
+func NewSyncWriter(w io.Writer) *SyncWriter { return &SyncWriter{w: w} }
+
+func (s *SyncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)

@@ -37,7 +37,7 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 	destRel := strings.TrimPrefix(sp.copyDest, "/")
 	keep := func(rel string) bool {
 		return rel == "etc" || rel == "etc/passwd" || rel == "etc/group" ||
-			isUnder(destRel, rel) || isUnder(rel, destRel)
+			rootfs.IsUnder(destRel, rel) || rootfs.IsUnder(rel, destRel)
 	}
 	scratch, err := os.MkdirTemp(g.b.opts.WorkDir, "partial-")
 	if err != nil {
@@ -121,12 +121,6 @@ func (g *stage) fillPartialTree(ctx context.Context, scratch string, keep func(s
 			return 0, err
 		}
 	}
-}
-
-// isUnder reports whether p is anc or below it (slash paths relative to the
-// root, "" being the root).
-func isUnder(p, anc string) bool {
-	return anc == "" || p == anc || strings.HasPrefix(p, anc+"/")
 }
 
 // fetchIndexes returns the indexes of layers: those this build made or read

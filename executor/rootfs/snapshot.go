@@ -197,7 +197,7 @@ func (s *Snapshotter) resolveScopes(t *tree, paths []string) []string {
 	// Drop scopes inside another one; sorted, an ancestor comes first.
 	kept := out[:0]
 	for _, p := range out {
-		if len(kept) > 0 && isUnder(p, kept[len(kept)-1]) {
+		if len(kept) > 0 && IsUnder(p, kept[len(kept)-1]) {
 			continue
 		}
 		kept = append(kept, p)
@@ -205,14 +205,15 @@ func (s *Snapshotter) resolveScopes(t *tree, paths []string) []string {
 	return kept
 }
 
-// isUnder reports whether p is anc or inside it.
-func isUnder(p, anc string) bool {
+// IsUnder reports whether the slash path p, relative to the root, is anc or
+// inside it ("" being the root).
+func IsUnder(p, anc string) bool {
 	return anc == "" || p == anc || strings.HasPrefix(p, anc+"/")
 }
 
 func inScopes(p string, scopes []string) bool {
 	for _, sc := range scopes {
-		if isUnder(p, sc) || isUnder(sc, p) {
+		if IsUnder(p, sc) || IsUnder(sc, p) {
 			return true
 		}
 	}
@@ -462,7 +463,7 @@ func (s *Snapshotter) diff(cur map[string]*state, scopes []string) []item {
 
 func isAncestorOfScope(rel string, scopes []string) bool {
 	for _, sc := range scopes {
-		if sc != rel && isUnder(sc, rel) {
+		if sc != rel && IsUnder(sc, rel) {
 			return true
 		}
 	}

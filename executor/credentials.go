@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -252,11 +253,29 @@ func (c *credentials) seal(o *options, logw io.Writer) error {
 			fmt.Fprintf(logw, "WARNING: %s holds credentials that RUN steps can read; give them through --credentials-dir instead (README: Security)\n", p)
 		}
 		// A process's command line stays readable by others, dumpable or not.
-		if source.RedactURL(o.context) != o.context {
+		if carriesCredentials(o.context) {
 			fmt.Fprintln(logw, "WARNING: the --context URL carries credentials, which RUN steps can read in /proc/1/cmdline; give them with GIT_PASSWORD, GIT_TOKEN or --credentials-dir instead (README: Security)")
 		}
 	}
 	return nil
+}
+
+// carriesCredentials reports whether a --context URL holds credentials: a
+// password, or the user name of an http(s) URL (often a token); an ssh user
+// name is none. Of a URL that does not parse, any "@" after "://" and
+// before a "/" may end a password.
+func carriesCredentials(contextURL string) bool {
+	u, err := url.Parse(contextURL)
+	if err != nil {
+		_, rest, ok := strings.Cut(contextURL, "://")
+		at := strings.LastIndexByte(rest, '@')
+		return ok && at >= 0 && !strings.Contains(rest[:at], "/")
+	}
+	if u.User == nil {
+		return false
+	}
+	_, password := u.User.Password()
+	return password || u.Scheme == "http" || u.Scheme == "https"
 }
 
 // secretSource is the file a --secret value reads, "" if none.

@@ -30,6 +30,8 @@ import (
 	mode "github.com/tonistiigi/dchapes-mode"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
+
+	"github.com/slipway-dev/slipway/executor/source"
 )
 
 // Owner is a numeric owner for --chown.
@@ -786,7 +788,7 @@ func fileDigest(p string) (string, error) {
 func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir bool) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return fmt.Errorf("downloading %s: not a valid URL", redactURL(rawURL))
+		return fmt.Errorf("downloading %s: not a valid URL", source.RedactURL(rawURL))
 	}
 	name := "__unnamed__"
 	if base := path.Base(u.Path); base != "." && base != "/" && base != "" {
@@ -804,7 +806,7 @@ func (c *copier) download(ctx context.Context, rawURL, destAbs string, destIsDir
 func (c *copier) downloadUnpack(ctx context.Context, rawURL, name, destAbs string, destIsDir bool) error {
 	tmp, err := os.CreateTemp(c.req.TempDir, "download-")
 	if err != nil {
-		return fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+		return fmt.Errorf("downloading %s: %w", source.RedactURL(rawURL), err)
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
@@ -817,12 +819,12 @@ func (c *copier) downloadUnpack(ctx context.Context, rawURL, name, destAbs strin
 	}
 	archive, err := isArchive(tmp.Name())
 	if err != nil {
-		return fmt.Errorf("reading the download of %s: %w", redactURL(rawURL), err)
+		return fmt.Errorf("reading the download of %s: %w", source.RedactURL(rawURL), err)
 	}
 	if !archive {
 		return c.downloadTo(ctx, rawURL, name, destAbs, destIsDir, &downloaded{r: tmp, sum: sum, lastModified: lastModified})
 	}
-	if err := c.unpack(ctx, tmp.Name(), redactURL(rawURL), destAbs); err != nil {
+	if err := c.unpack(ctx, tmp.Name(), source.RedactURL(rawURL), destAbs); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -844,7 +846,7 @@ type downloaded struct {
 func (c *copier) fetch(ctx context.Context, rawURL string, w io.Writer) (sum, lastModified string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return "", "", fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
+		return "", "", fmt.Errorf("downloading %s: %w", source.RedactURL(rawURL), withoutURL(err))
 	}
 	client := c.req.HTTPClient
 	if client == nil {
@@ -852,12 +854,12 @@ func (c *copier) fetch(ctx context.Context, rawURL string, w io.Writer) (sum, la
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", "", fmt.Errorf("downloading %s: %w", redactURL(rawURL), withoutURL(err))
+		return "", "", fmt.Errorf("downloading %s: %w", source.RedactURL(rawURL), withoutURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
 		// The status code, not the server's own reason phrase.
-		return "", "", fmt.Errorf("downloading %s: invalid response status %d %s", redactURL(rawURL), resp.StatusCode, http.StatusText(resp.StatusCode))
+		return "", "", fmt.Errorf("downloading %s: invalid response status %d %s", source.RedactURL(rawURL), resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	h := sha256.New()
 	var verifier digest.Verifier
@@ -867,10 +869,10 @@ func (c *copier) fetch(ctx context.Context, rawURL string, w io.Writer) (sum, la
 		mw = io.MultiWriter(w, h, verifier)
 	}
 	if _, err := io.Copy(mw, resp.Body); err != nil {
-		return "", "", fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+		return "", "", fmt.Errorf("downloading %s: %w", source.RedactURL(rawURL), err)
 	}
 	if verifier != nil && !verifier.Verified() {
-		return "", "", fmt.Errorf("downloading %s: the content does not match --checksum=%s", redactURL(rawURL), c.req.Checksum)
+		return "", "", fmt.Errorf("downloading %s: the content does not match --checksum=%s", source.RedactURL(rawURL), c.req.Checksum)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), resp.Header.Get("Last-Modified"), nil
 }
@@ -892,7 +894,7 @@ func (c *copier) downloadTo(ctx context.Context, rawURL, name, destAbs string, d
 	}
 	if fi, err := os.Lstat(target); err == nil {
 		if fi.IsDir() {
-			return fmt.Errorf("downloading %s: cannot replace to directory /%s with file", redactURL(rawURL), c.destRel(target))
+			return fmt.Errorf("downloading %s: cannot replace to directory /%s with file", source.RedactURL(rawURL), c.destRel(target))
 		}
 		if err := os.Remove(target); err != nil {
 			return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
@@ -906,13 +908,13 @@ func (c *copier) downloadTo(ctx context.Context, rawURL, name, destAbs string, d
 	if got != nil {
 		sum, lastModified = got.sum, got.lastModified
 		if _, err = io.Copy(out, got.r); err != nil {
-			err = fmt.Errorf("downloading %s: %w", redactURL(rawURL), err)
+			err = fmt.Errorf("downloading %s: %w", source.RedactURL(rawURL), err)
 		}
 	} else {
 		sum, lastModified, err = c.fetch(ctx, rawURL, out)
 	}
 	if cerr := out.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("downloading %s: %w", redactURL(rawURL), cerr)
+		err = fmt.Errorf("downloading %s: %w", source.RedactURL(rawURL), cerr)
 	}
 	if err != nil {
 		os.Remove(target)

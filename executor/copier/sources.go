@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/slipway-dev/slipway/executor/source"
 )
 
 // urlMode is the mode recorded for an ADD URL: the mode Copy gives the
@@ -224,14 +226,14 @@ func urlSource(ctx context.Context, client *http.Client, rawURL string) (SourceF
 	sf := SourceFile{Path: rawURL, Mode: urlMode}
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, rawURL, nil)
 	if err != nil {
-		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), withoutURL(err))
+		return SourceFile{}, fmt.Errorf("checking %s: %w", source.RedactURL(rawURL), withoutURL(err))
 	}
 	if client == nil {
 		client = http.DefaultClient
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return SourceFile{}, fmt.Errorf("checking %s: %w", redactURL(rawURL), withoutURL(err))
+		return SourceFile{}, fmt.Errorf("checking %s: %w", source.RedactURL(rawURL), withoutURL(err))
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -268,25 +270,6 @@ func withoutUserInfo(p string) string {
 	}
 	u.User = nil
 	return u.String()
-}
-
-// redactURL is rawURL as a message shows it: its user info, user name
-// included (a token is often given as one), replaced by "***", as
-// result.Redact does. A URL that does not parse shows its scheme only,
-// since where its user info ends is unknown.
-func redactURL(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		if scheme, _, ok := strings.Cut(rawURL, "://"); ok && !strings.ContainsAny(scheme, "@:/") {
-			return scheme + "://…"
-		}
-		return "an unparsable URL"
-	}
-	if u.User == nil {
-		return u.String()
-	}
-	u.User = nil // url.User would escape "*"
-	return strings.Replace(u.String(), "://", "://***@", 1)
 }
 
 // withoutURL is the cause of a failed request without the URL that

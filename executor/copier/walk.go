@@ -18,6 +18,8 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/patternmatcher"
 	"golang.org/x/sys/unix"
+
+	"github.com/slipway-dev/slipway/executor/source"
 )
 
 // The walker is the one place that decides what a step reads: wildcard
@@ -117,7 +119,7 @@ func (w *walker) plan(ctx context.Context) ([]match, error) {
 	for _, src := range r.Sources {
 		if isURL(src) {
 			if !r.Add {
-				return nil, fmt.Errorf("copying %s: source can't be a URL for COPY", redactURL(src))
+				return nil, fmt.Errorf("copying %s: source can't be a URL for COPY", source.RedactURL(src))
 			}
 			matches = append(matches, match{url: src})
 			continue

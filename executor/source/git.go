@@ -235,24 +235,36 @@ func ContextOrigin(contextURL, pullMethod string) string {
 	return GitOrigin(src.URL)
 }
 
-// RedactURL returns u without the password of its user information (and
-// without a user name for http(s), where it may be a token).
+// RedactURL is u, a URL or an scp-like git address (user@host:path), as a
+// message shows it: the user information, user name included (a token is
+// often given as one, and an ssh user name is no better to show), replaced
+// by "***", as result.Redact does in free text: "https://***@host/x",
+// "***@host:path". A URL that does not parse shows its scheme only
+// ("https://…"), since where its user information ends is unknown; an
+// address without "://" that does not parse shows without everything up to
+// its last "@" before its first "/". What has no user information shows as
+// it is. It is the one function of the executor for this: the git context,
+// ADD's URLs and git sources, and their errors use it.
 func RedactURL(u string) string {
 	pu, err := url.Parse(u)
-	if err != nil || pu.User == nil {
-		if i := strings.Index(u, "://"); i >= 0 {
-			if j := strings.LastIndex(u[i+3:], "@"); j >= 0 && !strings.Contains(u[i+3:i+3+j], "/") {
-				return u[:i+3] + "***@" + u[i+3+j+1:]
-			}
+	if err == nil {
+		if pu.User == nil {
+			return u
 		}
-		return u
+		pu.User = nil // url.User would escape "*"
+		return strings.Replace(pu.String(), "//", "//***@", 1)
 	}
-	if pu.Scheme == "http" || pu.Scheme == "https" {
-		pu.User = nil
-	} else {
-		pu.User = url.User(pu.User.Username())
+	if scheme, _, ok := strings.Cut(u, "://"); ok {
+		if scheme != "" && !strings.ContainsAny(scheme, "@:/") {
+			return scheme + "://…"
+		}
+		return "an unparsable URL"
 	}
-	return pu.String()
+	head, _, _ := strings.Cut(u, "/")
+	if at := strings.LastIndexByte(head, '@'); at >= 0 {
+		return "***" + u[at:]
+	}
+	return u
 }
 
 // FetchGit fetches the revision src.Ref of src.URL into dest (created if

@@ -119,7 +119,7 @@ func TestFetchWithInfo_ssh(t *testing.T) {
 				if err == nil {
 					t.Fatal("FetchWithInfo succeeded")
 				}
-				want := "fetching git context " + repo + " " + tc.wantErr
+				want := "fetching git context " + RedactURL(repo) + " " + tc.wantErr
 				if !strings.HasPrefix(err.Error(), want) {
 					t.Errorf("error = %q, want it to start with %q", err, want)
 				}
@@ -219,15 +219,28 @@ func TestParseGitOptions(t *testing.T) {
 	}
 }
 
+// RedactURL is the one function that shows a URL in a message (the git
+// context, ADD's URLs, git sources): the user information, user name
+// included, never shows, however the URL is spelt.
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://bob:tok@h/r.git":  "https://h/r.git",
-		"https://tok@h/r.git":      "https://h/r.git",
-		"ssh://git:pw@h/r.git":     "ssh://git@h/r.git",
-		"ssh://git@h/r.git":        "ssh://git@h/r.git",
-		"git@h:org/r.git":          "git@h:org/r.git",
-		"https://h/r.git":          "https://h/r.git",
-		"https://bob:t%ok@h/r.git": "https://***@h/r.git", // not a valid URL: the whole user part goes
+		"https://bob:tok@h/r.git":              "https://***@h/r.git",
+		"https://tok@h/r.git":                  "https://***@h/r.git",
+		"ssh://git:pw@h/r.git":                 "ssh://***@h/r.git",
+		"ssh://git@h/r.git":                    "ssh://***@h/r.git",
+		"git@h:org/r.git":                      "***@h:org/r.git",
+		"tok@en@h:org/r@v.git":                 "***@h:org/r@v.git",
+		"https://h/r.git":                      "https://h/r.git",
+		"https://h/r.git?ref=main#x":           "https://h/r.git?ref=main#x",
+		"h/r.git":                              "h/r.git",
+		"https://bob:t%ok@h/r.git":             "https://…", // not a valid URL: where the user part ends is unknown
+		"https://bob:pa/ss@h/r.git":            "https://…", // a "/" in the password: shown whole before issue 12
+		"http://user:s3cret@[::1/x":            "http://…",
+		"//tok@h/r.git":                        "//***@h/r.git",
+		"https://a@b:c@h/r.git":                "https://***@h/r.git",
+		"git+ssh://git:t0k3n@h:22/r.git":       "git+ssh://***@h:22/r.git",
+		"https://%74ok:%70w@h/r.git":           "https://***@h/r.git",
+		"https://user:pass@h/r.git#main:sub@x": "https://***@h/r.git#main:sub@x",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

@@ -84,7 +84,7 @@ func TestFetch(t *testing.T) {
 		{name: "tar hardlink escape", url: "tar://" + filepath.Join(base, "hardescape.tar"), wantErr: "leaves the destination"},
 		{name: "git", url: "git://example.invalid/repo.git", wantErr: "fetching git context https://example.invalid/repo.git at HEAD"},
 		{name: "https git", url: "https://example.invalid/repo.git#v1", wantErr: "fetching git context https://example.invalid/repo.git at v1"},
-		{name: "ssh", url: "ssh://git@example.invalid/repo", wantErr: "fetching git context ssh://git@example.invalid/repo at HEAD"},
+		{name: "ssh", url: "ssh://git@example.invalid/repo", wantErr: "fetching git context ssh://***@example.invalid/repo at HEAD"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: Slipway's executor against kaniko v1.23.2, buildah (Debian) and BuildKit v0.34.2,
-# side by side on one local registry (issue 3's Benchmark; how each peer runs: ../shared/PEERS.md).
+# side by side on one local registry (issue 3's Benchmark; how each peer runs: hack/bench/peers.sh).
 #
 # Builds the peers once and caches them under ${SLIPWAY_CACHE}/bench (hack/bench/peers.sh), builds
 # our executor and the harness (hack/bench/main.go), mounts a tmpfs for the registry's storage and

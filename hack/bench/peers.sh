@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the benchmark's peers once and caches them under ${SLIPWAY_CACHE}/bench/bin:
 # kaniko v1.23.2's executor, BuildKit v0.34.2's buildkitd and buildctl, each from its module
-# as the Go module proxy serves it (kaniko cannot be `go install`ed: see ../shared/PEERS.md).
+# as the Go module proxy serves it (kaniko cannot be `go install`ed).
 # Prints nothing when everything is cached. Usage: hack/bench/peers.sh [kaniko] [buildkit]
 set -euo pipefail
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A real one-node Kubernetes cluster on this machine, on loopback, without Docker or downloads:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubelet built from their Go
-# modules (hack/cluster/build.sh, cached), Debian's containerd, runc and CNI plugins. Everything it starts, writes and mounts lives under
-# ${SLIPWAY_STATE:-$PWD/_output}/cluster; it needs root.
+# modules (hack/cluster/build.sh, cached), Debian's containerd, runc and CNI plugins. Everything
+# it starts, writes and mounts lives under ${SLIPWAY_STATE:-$PWD/_output}/cluster; it needs root.
 #
 #   hack/cluster.sh up          # build or reuse the binaries, start everything, wait for the node
 #   hack/cluster.sh down        # stop it all, leave no process, mount, iptables chain or bridge

@@ -29,7 +29,7 @@ awk -v status="$status" '
 		if (action == "output") {
 			out = field("Output")
 			if (out ~ /unsupported: /) { sub(/.*unsupported: /, "", out); sub(/\\n$/, "", out); gsub(/\\"/, "\"", out); reason[name] = out }
-			else if (out ~ /conformance_test.go:[0-9]+: / && length(detail[name]) < 600) { sub(/\\n$/, "", out); gsub(/\\t/, " ", out); detail[name] = detail[name] "\n      " out }
+			else if (out ~ /conformance_test.go:[0-9]+: / && length(detail[name]) < 600) { sub(/\\n$/, "", out); gsub(/\\t/, " ", out); gsub(/\\"/, "\"", out); detail[name] = detail[name] "\n      " out }
 			next
 		}
 		if (action == "pass") { ported++; passed++ }

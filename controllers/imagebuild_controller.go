@@ -350,7 +350,10 @@ func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.Imag
 				ref.Name, corev1.DockerConfigJsonKey, corev1.SecretTypeDockerConfigJson)
 		}
 	}
-	if a := ib.Spec.SSHAgent; a != nil {
+	if a := ib.Spec.SSHAgent; a != nil && a.GitSecret && opts.gitAuth != gitAuthSSH {
+		return opts, missingReference("spec.sshAgent.gitSecret needs spec.source.git.secretRef to name a Secret of type %s", corev1.SecretTypeSSHAuth)
+	}
+	if a := ib.Spec.SSHAgent; a != nil && a.SecretRef != nil {
 		s, err := r.getSecret(ctx, ns, a.SecretRef.Name, "spec.sshAgent.secretRef")
 		if err != nil {
 			return opts, err

@@ -273,15 +273,19 @@ func credentialVolumes(ib *v1alpha1.ImageBuild, auth gitAuth) ([]corev1.Volume, 
 }
 
 // sshAgentSecret is the Secret whose ssh-privatekey is the key of the build's ssh agent (the
-// executor's ssh id "default", what RUN --mount=type=ssh reaches): spec.sshAgent's, else the
-// git source's when it is an ssh-auth Secret; "" for none. A step that mounts the agent can
-// have it sign, never read the key (executor/build/sshmount.go).
+// executor's ssh id "default", what RUN --mount=type=ssh reaches): spec.sshAgent's Secret, or
+// the git source's ssh-auth Secret when spec.sshAgent.gitSecret says so; "" for none. Never
+// the git key by default: a step that mounts the agent can have it sign (never read the key,
+// executor/build/sshmount.go), and the Dockerfile is the repository's.
 func sshAgentSecret(ib *v1alpha1.ImageBuild, auth gitAuth) string {
-	if a := ib.Spec.SSHAgent; a != nil {
+	a := ib.Spec.SSHAgent
+	switch {
+	case a == nil:
+		return ""
+	case a.SecretRef != nil:
 		return a.SecretRef.Name
-	}
-	if ref := ib.Spec.Source.Git.SecretRef; ref != nil && auth == gitAuthSSH {
-		return ref.Name
+	case a.GitSecret && auth == gitAuthSSH && ib.Spec.Source.Git.SecretRef != nil:
+		return ib.Spec.Source.Git.SecretRef.Name
 	}
 	return ""
 }

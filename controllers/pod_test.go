@@ -198,26 +198,46 @@ func TestImageBuild_constructPod(t *testing.T) {
 					[]corev1.Volume{
 						{Name: "git-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 							SecretName: "ssh", DefaultMode: ptr.To[int32](0o400)}}},
+						// Without spec.sshAgent, the git key is no RUN step's agent.
 						{Name: "push-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 							SecretName: "push", DefaultMode: ptr.To[int32](0o400),
 							Items: []corev1.KeyToPath{{Key: ".dockerconfigjson", Path: "config.json"}}}}},
-						// Without spec.sshAgent, the git key is the RUN --mount=type=ssh agent's too.
+					},
+					[]corev1.VolumeMount{
+						{Name: "git-credentials", MountPath: "/var/run/secrets/slipway/git", ReadOnly: true},
+						{Name: "push-credentials", MountPath: "/var/run/secrets/slipway/docker", ReadOnly: true},
+					})
+			},
+		},
+		{
+			name: "spec.sshAgent.gitSecret: the ssh git secret's key is the agent's too",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Git("ssh://git@git.example.com/org/app.git").GitSecret("ssh").Obj()
+				ib.Spec.SSHAgent = &v1alpha1.SSHAgent{GitSecret: true}
+				return ib
+			},
+			opts: func(o *podOptions) { o.gitAuth = gitAuthSSH },
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Args[0] = "--context=ssh://git@git.example.com/org/app.git"
+				withCredentials(p,
+					[]corev1.Volume{
+						{Name: "git-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: "ssh", DefaultMode: ptr.To[int32](0o400)}}},
 						{Name: "ssh-agent", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 							SecretName: "ssh", DefaultMode: ptr.To[int32](0o400),
 							Items: []corev1.KeyToPath{{Key: "ssh-privatekey", Path: "default"}}}}},
 					},
 					[]corev1.VolumeMount{
 						{Name: "git-credentials", MountPath: "/var/run/secrets/slipway/git", ReadOnly: true},
-						{Name: "push-credentials", MountPath: "/var/run/secrets/slipway/docker", ReadOnly: true},
 						{Name: "ssh-agent", MountPath: "/var/run/secrets/slipway/ssh", ReadOnly: true},
 					})
 			},
 		},
 		{
-			name: "spec.sshAgent's key, staged as ssh/default, wins over the ssh git secret's",
+			name: "spec.sshAgent's key, staged as ssh/default, beside an ssh git secret",
 			ib: func() *v1alpha1.ImageBuild {
 				ib := makeImageBuild("app", "ns").Git("ssh://git@git.example.com/org/app.git").GitSecret("ssh").Obj()
-				ib.Spec.SSHAgent = &v1alpha1.SSHAgent{SecretRef: corev1.LocalObjectReference{Name: "deploy-key"}}
+				ib.Spec.SSHAgent = &v1alpha1.SSHAgent{SecretRef: &corev1.LocalObjectReference{Name: "deploy-key"}}
 				return ib
 			},
 			opts: func(o *podOptions) { o.gitAuth = gitAuthSSH },
@@ -241,7 +261,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 			name: "spec.sshAgent alone, with an https source",
 			ib: func() *v1alpha1.ImageBuild {
 				ib := makeImageBuild("app", "ns").Obj()
-				ib.Spec.SSHAgent = &v1alpha1.SSHAgent{SecretRef: corev1.LocalObjectReference{Name: "deploy-key"}}
+				ib.Spec.SSHAgent = &v1alpha1.SSHAgent{SecretRef: &corev1.LocalObjectReference{Name: "deploy-key"}}
 				return ib
 			},
 			want: func(p *corev1.Pod) {

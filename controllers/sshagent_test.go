@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -32,7 +33,7 @@ func TestImageBuildReconciler_Reconcile_sshAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	ibKey := newImageBuild(t, c, ns, "app", func(ib *v1alpha1.ImageBuild) {
-		ib.Spec.SSHAgent = &v1alpha1.SSHAgent{SecretRef: corev1.LocalObjectReference{Name: "deploy"}}
+		ib.Spec.SSHAgent = &v1alpha1.SSHAgent{SecretRef: &corev1.LocalObjectReference{Name: "deploy"}}
 	})
 	ib := waitStatus(t, c, ibKey, "SecretNotFound", conditionIs("Ready", metav1.ConditionFalse, "SecretNotFound"))
 	if msg := apimeta.FindStatusCondition(ib.Status.Conditions, "Ready").Message; !strings.Contains(msg, `Secret "deploy" (spec.sshAgent.secretRef) not found`) {
@@ -86,20 +87,53 @@ func TestImageBuildReconciler_Reconcile_sshAgent(t *testing.T) {
 	}
 }
 
-// TestImageBuild_validation_sshAgent: spec.sshAgent must name a Secret.
+// TestImageBuild_validation_sshAgent: spec.sshAgent gives exactly one key: a named Secret, or
+// the git source's (gitSecret: true).
 func TestImageBuild_validation_sshAgent(t *testing.T) {
 	c := startEnv(t)
 	ns := newNamespace(t, c, nil)
-	ib := &v1alpha1.ImageBuild{
-		ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns},
-		Spec: v1alpha1.ImageBuildSpec{
-			Source:   v1alpha1.Source{Git: v1alpha1.GitSource{URL: "https://git.example.com/org/app.git"}},
-			Output:   v1alpha1.Output{Image: "registry.example.com/org/app:v1"},
-			SSHAgent: &v1alpha1.SSHAgent{},
-		},
+	for i, tc := range []struct {
+		agent *v1alpha1.SSHAgent
+		want  string
+	}{
+		{&v1alpha1.SSHAgent{}, "exactly one of secretRef and gitSecret: true must be set"},
+		{&v1alpha1.SSHAgent{GitSecret: false}, "exactly one of secretRef and gitSecret: true must be set"},
+		{&v1alpha1.SSHAgent{SecretRef: &corev1.LocalObjectReference{Name: "k"}, GitSecret: true}, "exactly one of secretRef and gitSecret: true must be set"},
+		{&v1alpha1.SSHAgent{SecretRef: &corev1.LocalObjectReference{}}, "secretRef.name must name a Secret"},
+	} {
+		ib := &v1alpha1.ImageBuild{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bad-%d", i), Namespace: ns},
+			Spec: v1alpha1.ImageBuildSpec{
+				Source:   v1alpha1.Source{Git: v1alpha1.GitSource{URL: "https://git.example.com/org/app.git"}},
+				Output:   v1alpha1.Output{Image: "registry.example.com/org/app:v1"},
+				SSHAgent: tc.agent,
+			},
+		}
+		err := c.Create(context.Background(), ib)
+		if err == nil || !strings.Contains(err.Error(), "spec.sshAgent") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("creating an ImageBuild with sshAgent %+v: %v, want a refusal naming spec.sshAgent: %s", tc.agent, err, tc.want)
+		}
 	}
-	err := c.Create(context.Background(), ib)
-	if err == nil || !strings.Contains(err.Error(), "spec.sshAgent") || !strings.Contains(err.Error(), "secretRef.name must name a Secret") {
-		t.Errorf("creating an ImageBuild whose sshAgent names no Secret: %v, want a refusal naming spec.sshAgent", err)
+}
+
+// TestImageBuildReconciler_Reconcile_sshAgentGitSecret: the git source's key is a RUN step's
+// agent only when spec.sshAgent.gitSecret says so, and only when it is an ssh key: with a
+// basic-auth git Secret the build waits, saying why.
+func TestImageBuildReconciler_Reconcile_sshAgentGitSecret(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, Options{})
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "basic", Namespace: ns},
+		Type: corev1.SecretTypeBasicAuth, StringData: map[string]string{"username": "u", "password": "p"}}); err != nil {
+		t.Fatal(err)
 	}
+	ibKey := newImageBuild(t, c, ns, "app", func(ib *v1alpha1.ImageBuild) {
+		ib.Spec.Source.Git.SecretRef = &corev1.LocalObjectReference{Name: "basic"}
+		ib.Spec.SSHAgent = &v1alpha1.SSHAgent{GitSecret: true}
+	})
+	waitStatus(t, c, ibKey, "gitSecret refused for a basic-auth git Secret", func(ib *v1alpha1.ImageBuild) bool {
+		cond := apimeta.FindStatusCondition(ib.Status.Conditions, "Ready")
+		return cond != nil && cond.Reason == "SecretNotFound" && strings.Contains(cond.Message, "spec.sshAgent.gitSecret needs spec.source.git.secretRef to name a Secret of type kubernetes.io/ssh-auth")
+	})
 }

@@ -44,9 +44,11 @@ type ImageBuildSpec struct {
 	// sshAgent is the ssh key that the Dockerfile's RUN --mount=type=ssh steps (id "default",
 	// BuildKit's) reach: the executor serves each such step an ssh agent that lists the key and
 	// signs with it, for that step only; no step can read the key, and it never reaches the
-	// image, the layer cache's keys or the logs. When sshAgent is unset and source.git.secretRef
-	// is an ssh-auth Secret, that Secret's key is the agent's (sshAgent wins when both are set);
-	// with neither, an ssh mount gets no socket, or fails the build when it is required=true.
+	// image, the layer cache's keys or the logs. A step that mounts the agent can authenticate
+	// as the key while it runs, so the Dockerfile (the repository's) gets no agent unless the
+	// ImageBuild gives one: a Secret of its own (secretRef), or the git source's ssh key
+	// (gitSecret: true). Without sshAgent an ssh mount gets no socket, or fails the build when
+	// it is required=true.
 	// +optional
 	SSHAgent *SSHAgent `json:"sshAgent,omitempty"`
 
@@ -197,15 +199,24 @@ type BuildSecret struct {
 	SecretKeyRef corev1.SecretKeySelector `json:"secretKeyRef"`
 }
 
-// SSHAgent is the ssh agent of the build's RUN --mount=type=ssh steps.
-// +kubebuilder:validation:XValidation:rule="size(self.secretRef.name) > 0",message="secretRef.name must name a Secret"
+// SSHAgent is the ssh agent of the build's RUN --mount=type=ssh steps: exactly one of
+// secretRef and gitSecret.
+// +kubebuilder:validation:XValidation:rule="has(self.secretRef) != (has(self.gitSecret) && self.gitSecret)",message="exactly one of secretRef and gitSecret: true must be set"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || size(self.secretRef.name) > 0",message="secretRef.name must name a Secret"
 type SSHAgent struct {
 	// secretRef names a Secret of the ImageBuild's namespace, of type kubernetes.io/ssh-auth:
 	// its ssh-privatekey (an unencrypted private key, PEM or OpenSSH) is the agent's key. The
 	// Secret and the key must exist: until they do, the build does not start (Ready=False,
 	// SecretNotFound), as for the other Secrets it names.
-	// +required
-	SecretRef corev1.LocalObjectReference `json:"secretRef"`
+	// +optional
+	SecretRef *corev1.LocalObjectReference `json:"secretRef,omitempty"`
+
+	// gitSecret, when true, makes the key of source.git.secretRef, which must then be an
+	// ssh-auth Secret, the agent's key: the Dockerfile's steps can then authenticate as the
+	// repository's deploy key (push with it, if it may). Until source.git.secretRef is such a
+	// Secret, the build does not start (Ready=False, SecretNotFound).
+	// +optional
+	GitSecret bool `json:"gitSecret,omitempty"`
 }
 
 // BuildArgSource is the origin of a build argument's value.

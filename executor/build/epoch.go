@@ -349,7 +349,10 @@ func gitSourceTime(ctx context.Context, o *Options, ref *dfgitutil.GitRef, check
 	if ref.Ref != "" {
 		remote += "#" + ref.Ref
 	}
-	f, err := source.FetchWithInfo(ctx, remote, "", dir+"/checkout", source.FetchOptions{Auth: &o.GitAuth})
+	// The ref resolves as ADD's does (BuildKit's git source), so the build
+	// is dated by the commit ADD checks out; only the commit's time is read,
+	// so submodules are not fetched.
+	f, err := source.FetchWithInfo(ctx, remote, "", dir+"/checkout", source.FetchOptions{Git: "recurse-submodules=false", Auth: &o.GitAuth, BuildKitRefs: true})
 	if err != nil {
 		return nil, "", fmt.Errorf("fetching %s: %w", shown, err)
 	}

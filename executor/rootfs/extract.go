@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,21 +24,25 @@ const (
 // Docker layer semantics:
 //
 //   - entries are created with their type, mode (setuid, setgid and sticky
-//     included), ownership (unless WithoutOwnership), modification time and
-//     the extended attributes of their PAX records; directories get their
+//     included), ownership (unless WithOwner or WithoutOwnership), access
+//     and modification times (the access time no earlier than the
+//     modification time, as Docker) and the extended attributes of their
+//     PAX records (as WithXattrs says); directories get their
 //     times once the whole layer is written; missing parents are created
-//     with mode 0755;
+//     with mode 0755; a hard link gets its header's metadata, as in Docker;
 //   - an existing entry of another type is replaced; an existing directory
 //     meeting a directory entry is kept and gets the entry's metadata;
 //   - ".wh.NAME" removes NAME as lower layers left it; ".wh..wh..opq" empties
 //     its directory of what lower layers put there, keeping what this layer
 //     adds, whatever the order of the entries; other ".wh..wh." names are
 //     AUFS metadata and ignored; ".wh.", ".wh.." and ".wh..." (whiteouts of
-//     "", "." and "..") are refused;
-//   - device nodes that cannot be made (EPERM) and extended attributes that
-//     cannot be set in the security and trusted namespaces (EPERM, ENOTSUP),
-//     or in any namespace on a filesystem without support (ENOTSUP), are
-//     skipped and reported to the WithSkipped callback.
+//     "", "." and "..") are refused; WithoutWhiteouts makes them all files;
+//   - device nodes and FIFOs that cannot be made (EPERM) and extended
+//     attributes that cannot be set in the security and trusted namespaces
+//     (EPERM, ENOTSUP), or in any namespace on a filesystem without support
+//     (ENOTSUP), are skipped and reported to the WithSkipped callback, unless
+//     WithDevices or WithXattrs say otherwise; entries of other types fail,
+//     unless WithUnknownTypesSkipped.
 //
 // Containment: every name, link target and whiteout resolves inside root as
 // in a chroot: absolute names and symlinks met on the way (absolute or
@@ -45,16 +50,23 @@ const (
 // ".." are refused, as are hard links to missing or excluded files. Symlinks
 // are created with whatever target they carry; they are never followed out of
 // root. Excluded paths are skipped silently, also when reached through a
-// symlink.
+// symlink. WithBeneath refuses what leaves the root instead of resolving it
+// inside.
 //
 // Size: with WithMaxSize, the content of the layer's files is bounded, and
 // a layer that expands past the bound fails on the entry that would cross
 // it, before it is written.
 //
 // Extract streams: it keeps no temporary files and does not sync. An error
-// names the entry and leaves the entries before it applied (and the entry
-// itself, partly written, when reading or writing its content failed): the
-// root is then not a faithful tree and must not be used as one.
+// about an entry is an *EntryError naming it, and leaves the entries before
+// it applied (and the entry itself, partly written, when reading or writing
+// its content failed): the root is then not a faithful tree and must not be
+// used as one.
+//
+// Extract is the executor's only tar extractor: with the options that make
+// an archive no layer (WithoutWhiteouts, WithOwner or WithoutOwnership,
+// WithDevices, WithXattrs, WithUnknownTypesSkipped, WithoutRootEntry,
+// WithBeneath) it extracts ADD's archives and tar:// build contexts too.
 func Extract(root string, r io.Reader, opts ...Option) error {
 	o := newOptions(opts)
 	t, err := openTree(root, o)
@@ -72,25 +84,77 @@ func Extract(root string, r io.Reader, opts ...Option) error {
 	}
 	defer x.dropParent()
 	tr := tar.NewReader(r)
-	for {
+	for i := 1; ; i++ {
+		if o.ctx != nil {
+			if err := o.ctx.Err(); err != nil {
+				return err
+			}
+		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading layer: %w", err)
+			return &EntryError{Index: i, Err: err}
 		}
+		x.path = ""
 		// add passes tr through when there is no index.
 		if err := x.entry(hdr, o.index.add(hdr, tr)); err != nil {
-			return fmt.Errorf("extracting layer entry %q: %w", hdr.Name, err)
+			return &EntryError{Index: i, Name: hdr.Name, Path: x.path, Err: err}
 		}
 	}
 	return x.setDirTimes()
 }
 
-// ErrLayerTooLarge is what Extract's error wraps when a layer expands past
-// the WithMaxSize limit.
-var ErrLayerTooLarge = errors.New("the layer expands past the size limit")
+var (
+	// ErrLayerTooLarge is what Extract's error wraps when a layer expands
+	// past the WithMaxSize limit.
+	ErrLayerTooLarge = errors.New("the layer expands past the size limit")
+	// ErrOutside is what Extract's error wraps when an entry's name or hard
+	// link target climbs out of the root with "..", or has a ".." component
+	// at all under WithBeneath.
+	ErrOutside = errors.New("path escapes the root")
+	// ErrAbsolute is what Extract's error wraps when an entry's name or hard
+	// link target is absolute under WithBeneath.
+	ErrAbsolute = errors.New("absolute path")
+)
+
+// An EntryError is an error of Extract about one entry of the archive, or
+// about reading it (Name is then empty). Its message quotes the entry's
+// name; a caller that must not quote the archive's content builds its own
+// from Index and Path.
+type EntryError struct {
+	// Index is the entry's position in the archive, 1 for the first.
+	Index int
+	// Name is the entry's name as the archive has it.
+	Name string
+	// Path is the root-relative path (symlinks resolved) the entry was
+	// being written to, "" when the error came before it was known.
+	Path string
+	// Err is what went wrong.
+	Err error
+}
+
+func (e *EntryError) Error() string {
+	if e.Name == "" {
+		return fmt.Sprintf("reading layer: %v", e.Err)
+	}
+	return fmt.Sprintf("extracting layer entry %q: %v", e.Name, e.Err)
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// A LinkTargetError is what an EntryError wraps when a hard link's target
+// is refused or cannot be linked to.
+type LinkTargetError struct {
+	// Target is the hard link's target as the archive has it.
+	Target string
+	Err    error
+}
+
+func (e *LinkTargetError) Error() string { return fmt.Sprintf("linking to %q: %v", e.Target, e.Err) }
+
+func (e *LinkTargetError) Unwrap() error { return e.Err }
 
 type dirTime struct {
 	rel          string
@@ -111,6 +175,8 @@ type extractor struct {
 	// share one. Dropped whenever something is removed.
 	pdir, preal string
 	pfd         int
+	// path is where the current entry goes, once known, for EntryError.
+	path string
 }
 
 func (x *extractor) dropParent() {
@@ -145,12 +211,24 @@ func (x *extractor) parent(dir string, create bool) (int, string, error) {
 }
 
 // entryRel cleans a tar name into a root-relative path, refusing names that
-// climb out of the root with "..". Absolute names are taken as relative.
-func entryRel(name string) (string, error) {
+// climb out of the root with "..". Absolute names are taken as relative,
+// unless beneath (WithBeneath), which refuses them, empty names and any
+// ".." component.
+func entryRel(name string, beneath bool) (string, error) {
+	if beneath {
+		switch {
+		case name == "":
+			return "", errors.New("empty name")
+		case strings.HasPrefix(name, "/"):
+			return "", ErrAbsolute
+		case slices.Contains(strings.Split(name, "/"), ".."):
+			return "", ErrOutside
+		}
+	}
 	n := strings.TrimLeft(name, "/")
 	c := path.Clean(n)
 	if c == ".." || strings.HasPrefix(c, "../") {
-		return "", errors.New("path escapes the root")
+		return "", ErrOutside
 	}
 	if c == "." {
 		return "", nil
@@ -159,6 +237,9 @@ func entryRel(name string) (string, error) {
 }
 
 func (x *extractor) markWritten(rel string) {
+	if fn := x.t.opts.written; fn != nil && !x.written[rel] {
+		fn(rel)
+	}
 	x.written[rel] = true
 	for p := rel; !x.keep[p]; {
 		x.keep[p] = true
@@ -173,15 +254,16 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
-	rel, err := entryRel(hdr.Name)
+	o := x.t.opts
+	rel, err := entryRel(hdr.Name, o.beneath)
 	if err != nil {
 		return err
 	}
 	dir, name := split(rel)
-	if strings.HasPrefix(name, whiteoutPrefix) {
+	if strings.HasPrefix(name, whiteoutPrefix) && !o.noWhiteouts {
 		return x.whiteout(dir, name)
 	}
-	if x.t.opts.excluded(rel) {
+	if o.excluded(rel) || (rel == "" && o.keepRoot) {
 		return nil
 	}
 	if rel == "" {
@@ -195,9 +277,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if rel == "" {
 		real = ""
 	}
-	if x.t.opts.excluded(real) {
+	x.path = real
+	if o.excluded(real) || x.skipType(hdr.Typeflag) {
 		return nil
 	}
+	uid, gid, chown := x.owner(hdr)
 
 	// Replace what is there unless directory meets directory.
 	var st unix.Stat_t
@@ -225,12 +309,12 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 				return &os.PathError{Op: "mkdirat", Path: real, Err: err}
 			}
 		}
-		if err := x.setMeta(pfd, name, real, hdr, mode, false, !x.t.opts.noOwnership); err != nil {
+		if err := x.setMeta(pfd, name, real, hdr, mode, false, chown); err != nil {
 			return err
 		}
 		x.dirTimes = append(x.dirTimes, dirTime{real, accessTime(hdr), hdr.ModTime})
 	case tar.TypeReg, tar.TypeRegA:
-		if err := x.writeFile(pfd, name, real, hdr, mode, r); err != nil {
+		if err := x.writeFile(pfd, name, real, hdr, mode, chown, r); err != nil {
 			return err
 		}
 		if err := setTimes(pfd, name, real, hdr); err != nil {
@@ -240,7 +324,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err := unix.Symlinkat(hdr.Linkname, pfd, name); err != nil {
 			return &os.PathError{Op: "symlinkat", Path: real, Err: err}
 		}
-		if err := x.setMeta(pfd, name, real, hdr, mode, true, !x.t.opts.noOwnership); err != nil {
+		if err := x.setMeta(pfd, name, real, hdr, mode, true, chown); err != nil {
 			return err
 		}
 		if err := setTimes(pfd, name, real, hdr); err != nil {
@@ -258,7 +342,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		// A chown clears security.capability even when it changes nothing,
 		// so skip it when the owner is already right.
 		isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-		chown := !x.t.opts.noOwnership && (int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid)
+		chown = chown && (int(st.Uid) != uid || int(st.Gid) != gid)
 		if err := x.setMeta(pfd, name, real, hdr, mode, isLink, chown); err != nil {
 			return err
 		}
@@ -269,13 +353,13 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		typ := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
 		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
 		if err := unix.Mknodat(pfd, name, typ|mode&0o777, int(dev)); err != nil {
-			if err == unix.EPERM {
+			if err == unix.EPERM && o.devices == DevicesUnlessDenied {
 				x.t.opts.skip(real, &os.PathError{Op: "mknodat", Path: real, Err: err})
 				return nil
 			}
 			return &os.PathError{Op: "mknodat", Path: real, Err: err}
 		}
-		if err := x.setMeta(pfd, name, real, hdr, mode, false, !x.t.opts.noOwnership); err != nil {
+		if err := x.setMeta(pfd, name, real, hdr, mode, false, chown); err != nil {
 			return err
 		}
 		if err := setTimes(pfd, name, real, hdr); err != nil {
@@ -288,9 +372,33 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	return nil
 }
 
+// skipType reports whether entries of type typ are skipped whole, as
+// WithDevices and WithUnknownTypesSkipped say.
+func (x *extractor) skipType(typ byte) bool {
+	switch typ {
+	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink:
+		return false
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return x.t.opts.devices == DevicesSkipped
+	}
+	return x.t.opts.skipUnknown
+}
+
+// owner returns the owner hdr's entry gets, and whether Extract sets it
+// (WithOwner, WithoutOwnership).
+func (x *extractor) owner(hdr *tar.Header) (uid, gid int, chown bool) {
+	switch o := x.t.opts; {
+	case o.owner != nil:
+		return o.owner.uid, o.owner.gid, true
+	case o.noOwnership:
+		return 0, 0, false
+	}
+	return hdr.Uid, hdr.Gid, true
+}
+
 // writeFile creates a regular file and streams its content, then sets its
 // ownership, extended attributes and mode through the open descriptor.
-func (x *extractor) writeFile(pfd int, name, real string, hdr *tar.Header, mode uint32, r io.Reader) error {
+func (x *extractor) writeFile(pfd int, name, real string, hdr *tar.Header, mode uint32, chown bool, r io.Reader) error {
 	fd, err := unix.Openat(pfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: real, Err: err}
@@ -300,12 +408,13 @@ func (x *extractor) writeFile(pfd int, name, real string, hdr *tar.Header, mode 
 	if err := x.copyContent(f, r, real, hdr.Size); err != nil {
 		return err
 	}
-	if !x.t.opts.noOwnership {
-		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+	if chown {
+		uid, gid, _ := x.owner(hdr)
+		if err := unix.Fchown(fd, uid, gid); err != nil {
 			return &os.PathError{Op: "fchown", Path: real, Err: err}
 		}
 	}
-	for k, v := range hdr.PAXRecords {
+	for k, v := range x.xattrRecords(hdr) {
 		attr, ok := strings.CutPrefix(k, xattrPrefix)
 		if !ok {
 			continue
@@ -350,11 +459,12 @@ func (x *extractor) copyContent(f *os.File, r io.Reader, real string, size int64
 // directory pfd, without following it when it is a symlink.
 func (x *extractor) setMeta(pfd int, name, real string, hdr *tar.Header, mode uint32, symlink, chown bool) error {
 	if chown {
-		if err := unix.Fchownat(pfd, name, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		uid, gid, _ := x.owner(hdr)
+		if err := unix.Fchownat(pfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return &os.PathError{Op: "lchown", Path: real, Err: err}
 		}
 	}
-	for k, v := range hdr.PAXRecords {
+	for k, v := range x.xattrRecords(hdr) {
 		attr, ok := strings.CutPrefix(k, xattrPrefix)
 		if !ok {
 			continue
@@ -372,13 +482,23 @@ func (x *extractor) setMeta(pfd int, name, real string, hdr *tar.Header, mode ui
 	return nil
 }
 
-// xattrErr decides which failures to set an extended attribute are skipped.
+// xattrRecords returns the PAX records of hdr, or none when extended
+// attributes are ignored (XattrsIgnored).
+func (x *extractor) xattrRecords(hdr *tar.Header) map[string]string {
+	if x.t.opts.xattrs == XattrsIgnored {
+		return nil
+	}
+	return hdr.PAXRecords
+}
+
+// xattrErr decides which failures to set an extended attribute are skipped
+// (WithXattrs).
 func (x *extractor) xattrErr(real, attr string, err error) error {
 	if err == nil {
 		return nil
 	}
 	privileged := strings.HasPrefix(attr, "security.") || strings.HasPrefix(attr, "trusted.")
-	if err == unix.ENOTSUP || (privileged && err == unix.EPERM) {
+	if err == unix.ENOTSUP || (privileged && err == unix.EPERM) || x.t.opts.xattrs == XattrsBestEffort {
 		x.t.opts.skip(real, fmt.Errorf("setting extended attribute %s: %w", attr, err))
 		return nil
 	}
@@ -388,24 +508,24 @@ func (x *extractor) xattrErr(real, attr string, err error) error {
 // link makes name a hard link to the entry's Linkname, resolved inside the
 // root. The target must exist and not be excluded.
 func (x *extractor) link(pfd int, name, real string, hdr *tar.Header) error {
-	target, err := entryRel(hdr.Linkname)
+	target, err := entryRel(hdr.Linkname, x.t.opts.beneath)
 	if err != nil {
-		return fmt.Errorf("linking to %q: %w", hdr.Linkname, err)
+		return &LinkTargetError{Target: hdr.Linkname, Err: err}
 	}
 	if target == "" {
-		return fmt.Errorf("linking to %q: not a file", hdr.Linkname)
+		return &LinkTargetError{Target: hdr.Linkname, Err: errors.New("not a file")}
 	}
 	tdir, tname := split(target)
 	tfd, treal, err := x.t.openDir(tdir)
 	if err != nil {
-		return fmt.Errorf("linking to %q: %w", hdr.Linkname, err)
+		return &LinkTargetError{Target: hdr.Linkname, Err: err}
 	}
 	defer unix.Close(tfd)
 	if x.t.opts.excluded(target) || x.t.opts.excluded(join(treal, tname)) {
-		return fmt.Errorf("linking to %q: excluded path", hdr.Linkname)
+		return &LinkTargetError{Target: hdr.Linkname, Err: errors.New("excluded path")}
 	}
 	if err := unix.Linkat(tfd, tname, pfd, name, 0); err != nil {
-		return fmt.Errorf("linking to %q: %w", hdr.Linkname, &os.PathError{Op: "linkat", Path: real, Err: err})
+		return &LinkTargetError{Target: hdr.Linkname, Err: &os.PathError{Op: "linkat", Path: real, Err: err}}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@
 package rootfs
 
 import (
+	"context"
 	"path"
 	"strings"
 )
@@ -23,7 +24,20 @@ type options struct {
 	skipped     func(rel string, err error)
 	index       *Index
 	maxSize     int64
+
+	// Extract only, for archives that are not layers (see the options).
+	noWhiteouts bool
+	owner       *owner
+	devices     Devices
+	xattrs      Xattrs
+	skipUnknown bool
+	beneath     bool
+	keepRoot    bool
+	ctx         context.Context
+	written     func(rel string)
 }
+
+type owner struct{ uid, gid int }
 
 func newOptions(opts []Option) *options {
 	o := &options{}
@@ -84,6 +98,105 @@ func WithMaxSize(n int64) Option {
 // (excluded ones too: the index is the layer's, not the tree's).
 func WithIndex(ix *Index) Option {
 	return func(o *options) { o.index = ix }
+}
+
+// WithoutWhiteouts makes Extract take ".wh." names as the ordinary files
+// they are outside a layer (an ADD archive, a build context). The default
+// applies them as whiteouts (see Extract).
+func WithoutWhiteouts() Option {
+	return func(o *options) { o.noWhiteouts = true }
+}
+
+// WithOwner makes Extract give every entry, and every directory it makes on
+// the way to one, the owner uid:gid instead of the entry's own (ADD
+// --chown). It wins over WithoutOwnership. The default applies each entry's
+// uid and gid, and leaves the directories made on the way to the extracting
+// user.
+func WithOwner(uid, gid int) Option {
+	return func(o *options) { o.owner = &owner{uid, gid} }
+}
+
+// Devices says what Extract does with device nodes and FIFOs.
+type Devices int
+
+const (
+	// DevicesUnlessDenied makes them, skipping (and reporting to
+	// WithSkipped) those the extracting user may not make (EPERM, as in an
+	// unprivileged pod). The default.
+	DevicesUnlessDenied Devices = iota
+	// DevicesRequired makes them and fails on any error, EPERM included.
+	DevicesRequired
+	// DevicesSkipped never makes them, and skips them silently.
+	DevicesSkipped
+)
+
+// WithDevices sets what Extract does with device nodes and FIFOs. The
+// default is DevicesUnlessDenied.
+func WithDevices(d Devices) Option {
+	return func(o *options) { o.devices = d }
+}
+
+// Xattrs says what Extract does with the extended attributes of the PAX
+// records (SCHILY.xattr.*).
+type Xattrs int
+
+const (
+	// XattrsUnlessDenied sets them, skipping (and reporting to
+	// WithSkipped) those of the security and trusted namespaces the
+	// extracting user may not set (EPERM) and any the filesystem does not
+	// support (ENOTSUP); any other failure fails. The default.
+	XattrsUnlessDenied Xattrs = iota
+	// XattrsBestEffort sets them, skipping (and reporting) any that
+	// cannot be set, as Docker's BestEffortXattrs.
+	XattrsBestEffort
+	// XattrsIgnored sets none.
+	XattrsIgnored
+)
+
+// WithXattrs sets what Extract does with extended attributes. The default
+// is XattrsUnlessDenied.
+func WithXattrs(x Xattrs) Option {
+	return func(o *options) { o.xattrs = x }
+}
+
+// WithUnknownTypesSkipped makes Extract skip silently the entries of a type
+// it does not make (not a file, directory, symlink, hard link, device node
+// or FIFO: tar's contiguous files, volume labels, vendor types). By default
+// they fail the extraction, as in Docker's untar.
+func WithUnknownTypesSkipped() Option {
+	return func(o *options) { o.skipUnknown = true }
+}
+
+// WithBeneath makes Extract contain an archive by refusal rather than by
+// resolution, as os.Root does: an absolute name, a name or hard link target
+// with a ".." component (even one that stays inside), an empty name, and a
+// path whose resolution leaves the root (through an absolute symlink or one
+// that climbs out with "..") fail the entry (openat2 RESOLVE_BENEATH). The
+// default resolves every name inside the root as in a chroot (see Extract).
+func WithBeneath() Option {
+	return func(o *options) { o.beneath = true }
+}
+
+// WithoutRootEntry makes Extract skip entries naming the root itself ("./",
+// "/"), so the root keeps its own mode, owner and times, as a directory an
+// archive is extracted into does. The default gives the root their
+// metadata, as for a layer.
+func WithoutRootEntry() Option {
+	return func(o *options) { o.keepRoot = true }
+}
+
+// WithContext makes Extract stop with ctx's error, before the next entry,
+// once ctx is done. The default never stops early.
+func WithContext(ctx context.Context) Option {
+	return func(o *options) { o.ctx = ctx }
+}
+
+// WithWritten makes Extract call fn with the root-relative path (symlinks
+// resolved) of every entry it writes and every directory it makes on the
+// way to one, parents before children; whiteouts and skipped entries are
+// not reported. By default nothing is called.
+func WithWritten(fn func(rel string)) Option {
+	return func(o *options) { o.written = fn }
 }
 
 // excluded reports whether rel or one of its ancestors is excluded.

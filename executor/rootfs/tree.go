@@ -13,12 +13,14 @@ import (
 )
 
 // tree is an open root directory. All lookups go through openat2 with
-// RESOLVE_IN_ROOT, so symlinks and ".." resolve as inside a chroot.
+// RESOLVE_IN_ROOT, so symlinks and ".." resolve as inside a chroot, or
+// with RESOLVE_BENEATH (WithBeneath), so that those leaving the root fail.
 type tree struct {
-	fd   int    // O_PATH descriptor of the root
-	real string // the root's absolute path with symlinks resolved
-	dev  uint64 // the root's device
-	opts *options
+	fd      int    // O_PATH descriptor of the root
+	real    string // the root's absolute path with symlinks resolved
+	dev     uint64 // the root's device
+	opts    *options
+	resolve uint64 // the openat2 resolve flags of lookups
 }
 
 func openTree(root string, o *options) (*tree, error) {
@@ -36,7 +38,11 @@ func openTree(root string, o *options) (*tree, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("inspecting root %s: %w", root, err)
 	}
-	return &tree{fd: fd, real: real, dev: st.Dev, opts: o}, nil
+	t := &tree{fd: fd, real: real, dev: st.Dev, opts: o, resolve: resolveFlags}
+	if o.beneath {
+		t.resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
+	}
+	return t, nil
 }
 
 func (t *tree) close() { unix.Close(t.fd) }
@@ -80,7 +86,7 @@ func (t *tree) open(rel string, flags int, resolve uint64) (int, error) {
 // openDir opens the directory rel (O_PATH) and returns it with the path it
 // really has inside the root once symlinks are resolved.
 func (t *tree) openDir(rel string) (int, string, error) {
-	fd, err := t.open(rel, unix.O_PATH|unix.O_DIRECTORY, resolveFlags)
+	fd, err := t.open(rel, unix.O_PATH|unix.O_DIRECTORY, t.resolve)
 	if err != nil {
 		return -1, "", err
 	}
@@ -111,11 +117,16 @@ func (t *tree) relOf(fd int) (string, error) {
 }
 
 // mkdirAll opens the directory rel, creating it and its missing ancestors
-// (mode 0755, like Docker) inside the root.
+// (mode 0755, like Docker, owned as WithOwner says) inside the root.
 func (t *tree) mkdirAll(rel string) (int, string, error) {
 	fd, real, err := t.openDir(rel)
 	if err == nil || !errors.Is(err, unix.ENOENT) {
 		return fd, real, err
+	}
+	if t.opts.beneath {
+		// A symlink on the way is followed only where it leads beneath
+		// the root, and its target is never made.
+		return t.mkdirSteps(rel)
 	}
 	// Like Docker, a symlink met on the way whose target is missing leads to
 	// that target being made: find the path the symlinks lead to (inside the
@@ -128,6 +139,12 @@ func (t *tree) mkdirAll(rel string) (int, string, error) {
 			}
 		}
 	}
+	return t.mkdirSteps(rel)
+}
+
+// mkdirSteps makes the missing directories of rel one component after the
+// other, each looked up again through openat2.
+func (t *tree) mkdirSteps(rel string) (int, string, error) {
 	parts := strings.Split(rel, "/")
 	pfd, preal := t.fd, ""
 	closeParent := func() {
@@ -143,9 +160,16 @@ func (t *tree) mkdirAll(rel string) (int, string, error) {
 				closeParent()
 				return -1, "", fmt.Errorf("creating directory %s: excluded", join(preal, parts[i]))
 			}
-			if err := unix.Mkdirat(pfd, parts[i], 0o755); err != nil && err != unix.EEXIST {
+			merr := unix.Mkdirat(pfd, parts[i], 0o755)
+			if merr != nil && merr != unix.EEXIST {
 				closeParent()
-				return -1, "", &os.PathError{Op: "mkdirat", Path: prefix, Err: err}
+				return -1, "", &os.PathError{Op: "mkdirat", Path: prefix, Err: merr}
+			}
+			if merr == nil {
+				if err := t.madeDir(pfd, parts[i], join(preal, parts[i])); err != nil {
+					closeParent()
+					return -1, "", err
+				}
 			}
 			fd, real, err = t.openDir(prefix)
 		}
@@ -156,6 +180,20 @@ func (t *tree) mkdirAll(rel string) (int, string, error) {
 		pfd, preal = fd, real
 	}
 	return pfd, preal, nil
+}
+
+// madeDir gives the directory name of pfd, just made on the way to an
+// entry, the owner of WithOwner, and reports it to WithWritten.
+func (t *tree) madeDir(pfd int, name, real string) error {
+	if o := t.opts.owner; o != nil {
+		if err := unix.Fchownat(pfd, name, o.uid, o.gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "lchown", Path: real, Err: err}
+		}
+	}
+	if t.opts.written != nil {
+		t.opts.written(real)
+	}
+	return nil
 }
 
 // remover deletes trees without following symlinks and without touching

@@ -3,7 +3,6 @@
 package source
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"compress/bzip2"
@@ -12,16 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
-	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/slipway-dev/slipway/executor/rootfs"
 )
 
 // Fetch makes the build context named by contextURL available as a local
@@ -31,9 +29,10 @@ import (
 // The forms are kaniko's:
 //   - "dir://PATH" or a bare PATH: the directory is used in place;
 //   - "tar://PATH": a tar archive, plain or compressed (gzip, bzip2, zstd,
-//     detected by magic bytes, not by name), extracted into workDir. No entry
-//     may land outside workDir: absolute names, ".." and paths through
-//     symlinks that leave workDir are refused;
+//     xz, detected by magic bytes, not by name), extracted into workDir by
+//     rootfs.Extract (see extractTar). No entry may land outside workDir:
+//     absolute names, ".." and paths through symlinks that leave workDir
+//     are refused;
 //   - "git://…", "ssh://…", "git@…" and "http(s)://…" are git contexts,
 //     checked out into workDir by FetchWithInfo (which also reports the
 //     commit and takes the --git options).
@@ -170,153 +169,52 @@ func extractTarFile(ctx context.Context, p, dest string) error {
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return err
 	}
-	if err := ExtractTar(ctx, r, dest); err != nil {
+	if err := extractTar(ctx, r, dest); err != nil {
 		return fmt.Errorf("extracting %s: %w", p, err)
 	}
 	return nil
 }
 
-// ExtractTar extracts the tar stream r into dest, which must exist.
-// Every path is opened through an os.Root on dest, so no entry can be
-// written outside it: absolute names and ".." are refused up front, and a
-// path that would pass through a symlink pointing outside dest fails.
-// Symlinks themselves are created as they are (their targets are data).
-// Modes and modification times are kept; ownership is not (the build
-// context is owned by root when copied, as in Docker).
-func ExtractTar(ctx context.Context, r io.Reader, dest string) error {
-	root, err := os.OpenRoot(dest)
-	if err != nil {
+// extractTar extracts the tar stream of a tar:// context into dest, which
+// must exist, with rootfs.Extract. A build context is no layer, and its tar
+// is held to what os.Root allows: absolute names, names and hard link
+// targets with a ".." component, and paths through symlinks that leave dest
+// (absolute ones included) are refused (rootfs.WithBeneath). Symlinks
+// themselves are created as they are (their targets are data). Modes and
+// times are kept; owners are not (the build context is owned by root, as in
+// Docker), nor are extended attributes; ".wh." names are files; device
+// nodes, FIFOs and types unknown to tar have no place in a build context and
+// are skipped; an entry naming dest itself leaves it as it is.
+func extractTar(ctx context.Context, r io.Reader, dest string) error {
+	err := rootfs.Extract(dest, r,
+		rootfs.WithContext(ctx),
+		rootfs.WithBeneath(),
+		rootfs.WithoutWhiteouts(),
+		rootfs.WithoutOwnership(),
+		rootfs.WithXattrs(rootfs.XattrsIgnored),
+		rootfs.WithDevices(rootfs.DevicesSkipped),
+		rootfs.WithUnknownTypesSkipped(),
+		rootfs.WithoutRootEntry(),
+	)
+	var ee *rootfs.EntryError
+	if !errors.As(err, &ee) {
 		return err
 	}
-	defer root.Close()
-
-	type dirTime struct {
-		name  string
-		mtime time.Time
+	if ee.Name == "" {
+		return ee.Err // the tar stream itself is broken
 	}
-	var dirs []dirTime
-	tr := tar.NewReader(r)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		name, err := entryName(hdr.Name)
-		if err != nil {
-			return err
-		}
-		if name == "." {
-			continue
-		}
-		if parent := path.Dir(name); parent != "." {
-			if err := root.MkdirAll(parent, 0o755); err != nil {
-				return fmt.Errorf("creating parent of %s: %w", hdr.Name, err)
-			}
-		}
-		// FileInfo maps the Unix setuid, setgid and sticky bits too.
-		mode := hdr.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if fi, err := root.Lstat(name); err == nil && !fi.IsDir() {
-				if err := root.Remove(name); err != nil {
-					return fmt.Errorf("replacing %s: %w", hdr.Name, err)
-				}
-			}
-			if err := root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("creating %s: %w", hdr.Name, err)
-			}
-			if err := root.Chmod(name, mode); err != nil {
-				return fmt.Errorf("setting mode of %s: %w", hdr.Name, err)
-			}
-			dirs = append(dirs, dirTime{name, hdr.ModTime})
-		case tar.TypeReg, tar.TypeRegA:
-			if err := removeExisting(root, name); err != nil {
-				return fmt.Errorf("replacing %s: %w", hdr.Name, err)
-			}
-			out, err := root.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_EXCL, 0o600)
-			if err != nil {
-				return fmt.Errorf("creating %s: %w", hdr.Name, err)
-			}
-			_, err = io.Copy(out, tr)
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("writing %s: %w", hdr.Name, err)
-			}
-			if err := root.Chmod(name, mode); err != nil {
-				return fmt.Errorf("setting mode of %s: %w", hdr.Name, err)
-			}
-			if err := root.Chtimes(name, hdr.ModTime, hdr.ModTime); err != nil {
-				return fmt.Errorf("setting times of %s: %w", hdr.Name, err)
-			}
-		case tar.TypeSymlink:
-			if err := removeExisting(root, name); err != nil {
-				return fmt.Errorf("replacing %s: %w", hdr.Name, err)
-			}
-			if err := root.Symlink(hdr.Linkname, name); err != nil {
-				return fmt.Errorf("creating symlink %s: %w", hdr.Name, err)
-			}
-		case tar.TypeLink:
-			target, err := entryName(hdr.Linkname)
-			if err != nil {
-				return fmt.Errorf("hardlink %s: %w", hdr.Name, err)
-			}
-			if err := removeExisting(root, name); err != nil {
-				return fmt.Errorf("replacing %s: %w", hdr.Name, err)
-			}
-			if err := root.Link(target, name); err != nil {
-				return fmt.Errorf("creating hardlink %s: %w", hdr.Name, err)
-			}
-		case tar.TypeXGlobalHeader:
-			continue
-		default:
-			// Devices, FIFOs and the like have no place in a build context.
-			continue
-		}
+	var link *rootfs.LinkTargetError
+	name := ee.Name
+	if errors.As(ee.Err, &link) {
+		name = link.Target
 	}
-	// Directory times last, since creating entries inside changes them.
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := root.Chtimes(dirs[i].name, dirs[i].mtime, dirs[i].mtime); err != nil {
-			return fmt.Errorf("setting times of %s: %w", dirs[i].name, err)
-		}
+	switch {
+	case errors.Is(ee.Err, rootfs.ErrAbsolute):
+		return fmt.Errorf("tar entry %q has an absolute path", name)
+	case errors.Is(ee.Err, rootfs.ErrOutside) && link != nil:
+		return fmt.Errorf("hardlink %s: tar entry %q leaves the destination", ee.Name, name)
+	case errors.Is(ee.Err, rootfs.ErrOutside):
+		return fmt.Errorf("tar entry %q leaves the destination", name)
 	}
-	return nil
-}
-
-// entryName cleans a tar entry name, refusing absolute names and any ".."
-// component (even one that would stay inside after cleaning).
-func entryName(n string) (string, error) {
-	if n == "" {
-		return "", errors.New("tar entry with an empty name")
-	}
-	if strings.HasPrefix(n, "/") {
-		return "", fmt.Errorf("tar entry %q has an absolute path", n)
-	}
-	for _, part := range strings.Split(n, "/") {
-		if part == ".." {
-			return "", fmt.Errorf("tar entry %q leaves the destination", n)
-		}
-	}
-	return path.Clean(n), nil
-}
-
-func removeExisting(root *os.Root, name string) error {
-	fi, err := root.Lstat(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return root.RemoveAll(name)
-	}
-	return root.Remove(name)
+	return fmt.Errorf("tar entry %q: %w", ee.Name, ee.Err)
 }

@@ -19,7 +19,7 @@ import (
 //	d NAME            a directory
 //	l NAME>TARGET     a symlink
 //	h NAME>TARGET     a hard link
-//	p NAME            a FIFO (skipped by ExtractTar)
+//	p NAME            a FIFO (skipped in a build context)
 //
 // "OUT" stands for the directory outside the destination (absolute,
 // without its leading slash).
@@ -62,9 +62,10 @@ func fuzzTar(script, out string) []byte {
 	return buf.Bytes()
 }
 
-// FuzzExtractTar extracts fuzzed context tars (tar:// contexts) beside a
-// directory with a canary: ExtractTar may refuse a tar but never writes,
-// links, chmods or removes anything outside its destination.
+// FuzzExtractTar extracts fuzzed context tars (tar:// contexts) with
+// rootfs.Extract and the options of extractTar, beside a directory with a
+// canary: it may refuse a tar but never writes, links, chmods or removes
+// anything outside its destination.
 func FuzzExtractTar(f *testing.F) {
 	for _, s := range []string{
 		"d app\nf app/Dockerfile>FROM scratch",
@@ -98,7 +99,7 @@ func FuzzExtractTar(f *testing.F) {
 			t.Fatal(err)
 		}
 		before := listTree(t, base, "dest")
-		ExtractTar(context.Background(), bytes.NewReader(fuzzTar(script, outside)), dest)
+		extractTar(context.Background(), bytes.NewReader(fuzzTar(script, outside)), dest)
 		if diff := cmp.Diff(before, listTree(t, base, "dest")); diff != "" {
 			t.Fatalf("outside the destination (-want +got):\n%s", diff)
 		}

@@ -4,13 +4,17 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 func writeTar(t *testing.T, p string, gz bool, hdrs ...*tar.Header) {
@@ -210,5 +214,59 @@ func TestContext_Walk(t *testing.T) {
 	want := []string{"a", "a/x", "top", "vendor", "vendor/keep", "vendor/keep/k"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Walk() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestFetch_tarContext checks what a tar:// context's entries become, as
+// extractTar asks rootfs.Extract for them: modes (setuid included) and
+// mtimes kept, owners and extended attributes not, ".wh." names are files,
+// FIFOs and device nodes skipped, the "./" entry leaves the work directory
+// as Fetch made it.
+func TestFetch_tarContext(t *testing.T) {
+	base := t.TempDir()
+	mt := time.Date(2021, 3, 4, 5, 6, 7, 0, time.UTC)
+	writeTar(t, filepath.Join(base, "ctx.tar"), false,
+		&tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o700, ModTime: mt},
+		&tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o750, ModTime: mt, Uid: 7},
+		&tar.Header{Name: "d/suid", Typeflag: tar.TypeReg, Mode: 0o4755, ModTime: mt, Uid: 7, Gid: 8,
+			PAXRecords: map[string]string{"SCHILY.xattr.user.x": "v"}},
+		&tar.Header{Name: ".wh.gone", Typeflag: tar.TypeReg, Mode: 0o644, ModTime: mt},
+		&tar.Header{Name: "fifo", Typeflag: tar.TypeFifo, Mode: 0o644, ModTime: mt},
+		&tar.Header{Name: "null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3, ModTime: mt},
+		&tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "d/suid", ModTime: mt})
+	work := filepath.Join(t.TempDir(), "work")
+	dir, err := Fetch(t.Context(), "tar://"+filepath.Join(base, "ctx.tar"), "", work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range []string{".", "d", "d/suid", ".wh.gone", "fifo", "null", "l"} {
+		fi, err := os.Lstat(filepath.Join(dir, p))
+		if err != nil {
+			got[p] = "missing"
+			continue
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		s := fmt.Sprintf("%v %d:%d", fi.Mode(), st.Uid, st.Gid)
+		if p != "." && fi.Mode()&fs.ModeSymlink == 0 {
+			s += " " + fi.ModTime().UTC().Format(time.RFC3339)
+		}
+		got[p] = s
+	}
+	me := fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
+	want := map[string]string{
+		".":        "drwxr-xr-x " + me,
+		"d":        "drwxr-x--- " + me + " 2021-03-04T05:06:07Z",
+		"d/suid":   "urwxr-xr-x " + me + " 2021-03-04T05:06:07Z",
+		".wh.gone": "-rw-r--r-- " + me + " 2021-03-04T05:06:07Z",
+		"fifo":     "missing",
+		"null":     "missing",
+		"l":        "Lrwxrwxrwx " + me,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("extracted context (-want +got):\n%s", diff)
+	}
+	if n, err := unix.Lgetxattr(filepath.Join(dir, "d/suid"), "user.x", make([]byte, 8)); err == nil {
+		t.Errorf("d/suid has the archive's user.x (%d bytes); a context keeps no extended attributes", n)
 	}
 }

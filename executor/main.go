@@ -457,13 +457,24 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		SSH:             creds.ssh,
 		GitAuth:         creds.git,
 	}
+	bo.Cache = build.NoCache()
+	var cacheRepo name.Repository
 	if o.cache {
 		c, err := newCache(ctx, o, destinations)
 		if err != nil {
 			return failWith(result.ReasonInvalidArguments, err)
 		}
-		bo.Cache = c
+		bo.Cache, cacheRepo = c, c.Repo()
 	}
+	// The cache's last writes go on while the image is pushed; one that
+	// fails fails no build, and is a warning.
+	defer func() {
+		if f, err := bo.Cache.Flush(ctx); err != nil {
+			fmt.Fprintf(bo.Log, "WARNING: writing the layer cache: %v\n", err)
+		} else if f.Stored > 0 {
+			fmt.Fprintf(bo.Log, "Wrote %d layer cache entries to %s\n", f.Stored, cacheRepo)
+		}
+	}()
 	if o.isolation == string(build.InPlace) {
 		bo.Exclude = inPlaceExcludes(workDir, contextDir, o.ignorePaths)
 	} else {
@@ -480,12 +491,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		}}
 	}
 	buildStart := time.Now()
-	bo.CacheInBackground = true
 	img, rep, err := build.Build(ctx, bo)
-	if err == nil {
-		// The last cache entries are written while the image is pushed.
-		defer build.WaitCache(bo.Cache, bo.Log)
-	}
 	res.BuildMillis = result.Millis(time.Since(buildStart))
 	if rep != nil {
 		res.Stages = rep.Stages
@@ -503,11 +509,6 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 
 	if err := pushRefused(); err != nil {
 		return failWith(result.ReasonPushFailed, err)
-	}
-	if bo.Cache != nil {
-		// The new large layers are mounted from the cache repository, not
-		// uploaded twice; the rest of the entries is written meanwhile.
-		bo.Cache.WaitLayers()
 	}
 	pushStart := time.Now()
 	if err := writeOutputs(ctx, o, img, digest, destinations, &res, logw); err != nil {

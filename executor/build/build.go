@@ -102,15 +102,11 @@ type Options struct {
 	Log io.Writer
 	// Now is the clock (for the creation time without SourceDateEpoch).
 	Now func() time.Time
-	// Cache is the layer cache; nil builds without one.
-	Cache *cache.Cache
-	// CacheInBackground lets a successful Build return while the last
-	// cache entries are still being written, so that publishing the image
-	// overlaps them. The caller must then call WaitCache before it exits,
-	// and should wait for Cache.WaitLayers before it pushes, so that the
-	// push mounts the large new layers from the cache instead of uploading
-	// them again. A failed Build always waits.
-	CacheInBackground bool
+	// Cache is the layer cache; nil is NoCache(). Build returns while the
+	// cache may still be writing what it was given, so that publishing the
+	// image overlaps those writes: whoever made the cache calls its Flush
+	// once before exiting, whether the build failed or not.
+	Cache Cache
 	// Secrets are what RUN --mount=type=secret can read, by id (executor
 	// --secret). They never enter a cache key, a layer or the log.
 	Secrets map[string][]byte
@@ -223,6 +219,9 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if o.Isolation == "" {
 		o.Isolation = Chroot
 	}
+	if o.Cache == nil {
+		o.Cache = NoCache()
+	}
 	if o.Runner == nil {
 		if o.Isolation == InPlace {
 			o.Runner = run.InPlace()
@@ -263,6 +262,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 			usedArg: map[string]bool{},
 			layers:  filepath.Join(o.WorkDir, "layers"),
 			caches:  caches,
+			keyed:   o.Cache != NoCache(),
 		}
 		if err := os.MkdirAll(b.layers, 0o700); err != nil {
 			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
@@ -275,7 +275,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 			b.usedArg[k] = true
 		}
 		err = b.buildAll(ctx)
-		if o.Cache == nil || attempt == maxCacheRefusals || !errors.Is(err, cache.ErrRefused) || ctx.Err() != nil {
+		if attempt == maxCacheRefusals || !errors.Is(err, cache.ErrRefused) || ctx.Err() != nil {
 			break
 		}
 		fmt.Fprintf(b.log, "WARNING: a layer of the cache was refused, building again without it: %v\n", err)
@@ -283,14 +283,11 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("clearing the work directory: %w", err))
 		}
 	}
-	if err != nil || !o.CacheInBackground {
-		WaitCache(o.Cache, b.log)
-	}
 	if err != nil {
 		return nil, nil, err
 	}
 	b.warnUnusedArgs()
-	img, err := b.finalImage(b.stages[plan.Target])
+	img, err := b.finalImage(ctx, b.stages[plan.Target])
 	if err != nil {
 		return nil, nil, fail(result.ReasonInternal, err)
 	}
@@ -313,20 +310,6 @@ const sandboxHostnameArg = "BUILDKIT_SANDBOX_HOSTNAME"
 // layer it refused (cache.ErrRefused).
 const maxCacheRefusals = 3
 
-// WaitCache waits for the cache entries that a build writes while it goes
-// on, and logs how many were written or why the last ones were not. A
-// failed write fails no build: it is a warning. c may be nil.
-func WaitCache(c *cache.Cache, log io.Writer) {
-	if c == nil {
-		return
-	}
-	if n, err := c.Wait(); err != nil {
-		fmt.Fprintf(log, "WARNING: writing the layer cache: %v\n", err)
-	} else if n > 0 {
-		fmt.Fprintf(log, "Wrote %d layer cache entries to %s\n", n, c.Repo())
-	}
-}
-
 // builder holds the state of one build.
 type builder struct {
 	opts   Options
@@ -336,6 +319,10 @@ type builder struct {
 	layers string // directory for layer files
 	// caches holds RUN --mount=type=cache directories for the whole build.
 	caches *cacheStore
+	// keyed is set when the build has a cache (not NoCache): steps get
+	// cache keys and layers are indexed only then, since hashing the
+	// context's files and indexing layers is work only a cache uses.
+	keyed bool
 
 	mu      sync.Mutex
 	images  map[string]*imageSource // COPY --from images and their extracted trees
@@ -431,9 +418,6 @@ func (b *builder) prefetchImages(ctx context.Context) {
 // a miss, reported once.
 func (b *builder) lookupAll(ctx context.Context) {
 	c := b.opts.Cache
-	if c == nil {
-		return
-	}
 	var steps []*step
 	for _, i := range b.plan.Order {
 		for _, sp := range b.stages[i].g.steps {
@@ -547,8 +531,9 @@ func (s *SyncWriter) Write(p []byte) (int, error) {
 }
 
 // finalImage is the target stage's image with the --label values and the
-// creation time (SOURCE_DATE_EPOCH when reproducible).
-func (b *builder) finalImage(target *stageState) (v1.Image, error) {
+// creation time (SOURCE_DATE_EPOCH when reproducible). Its layers are as
+// the cache says a push should see them (Cache.Mountable).
+func (b *builder) finalImage(ctx context.Context, target *stageState) (v1.Image, error) {
 	cfg := cloneImage(target.cfg)
 	if len(b.opts.Labels) > 0 && cfg.Config.Labels == nil {
 		cfg.Config.Labels = map[string]string{}
@@ -573,10 +558,12 @@ func (b *builder) finalImage(target *stageState) (v1.Image, error) {
 	}
 	cfg.Created = &created
 	oci := b.opts.Layers.OCI
-	for _, l := range target.layers {
+	layers := make([]v1.Layer, len(target.layers))
+	for i, l := range target.layers {
 		if mt, err := l.MediaType(); err == nil && mt == types.OCILayerZStd {
 			oci = true // zstd layers exist only in OCI manifests
 		}
+		layers[i] = b.opts.Cache.Mountable(ctx, l)
 	}
-	return newImage(cfg, target.layers, oci)
+	return newImage(cfg, layers, oci)
 }

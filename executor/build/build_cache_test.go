@@ -182,10 +182,24 @@ func (f *fixture) build(t *testing.T, dockerfile string, withCache bool) (v1.Ima
 		remoteOpts := f.cacheRemote
 		o.Cache = cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return remoteOpts }})
 	}
+	img, rep, err := buildAndFlush(t, o)
+	t.Logf("build log:\n%s", logBuf.String())
+	return img, rep, err
+}
+
+// buildAndFlush runs Build, then flushes its cache as the executor does
+// before it exits (so that the next build finds what this one stored). A
+// write that failed is logged: the executor only warns of it too.
+func buildAndFlush(t *testing.T, o build.Options) (v1.Image, *build.Report, error) {
+	t.Helper()
 	// The image's base and cached layers are read lazily with the build's
 	// context, so it must outlive the build: the test's context does.
 	img, rep, err := build.Build(t.Context(), o)
-	t.Logf("build log:\n%s", logBuf.String())
+	if o.Cache != nil {
+		if f, ferr := o.Cache.Flush(t.Context()); ferr != nil {
+			t.Logf("writing the layer cache (%d entries written): %v", f.Stored, ferr)
+		}
+	}
 	return img, rep, err
 }
 

@@ -280,7 +280,7 @@ func TestBuild_emptyLayerFromOlderCacheEntry(t *testing.T) {
 	}
 	c := cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return nil }})
 	c.Store(emptyKey, nil, epoch)
-	if _, err := c.Wait(); err != nil {
+	if _, err := c.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	warm, rep := mustBuild(t, f, dockerfile, true)

@@ -238,7 +238,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		req.IgnoreDescend = bc.MayContainIncluded
 		req.SrcRoot = bc.Dir
 		srcRoot = func(context.Context) (string, error) { return bc.Dir, nil }
-		if g.b.opts.Cache != nil {
+		if g.b.keyed {
 			w, files, err := copier.WalkSources(ctx, req)
 			if err != nil {
 				return fail(result.ReasonCopyFailed, err)

@@ -37,7 +37,7 @@ func buildHostname(t *testing.T, f *fixture, dockerfile, hostname string, args m
 	if withCache {
 		o.Cache = cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return nil }})
 	}
-	img, rep, err := build.Build(t.Context(), o)
+	img, rep, err := buildAndFlush(t, o)
 	t.Logf("build log:\n%s", log.String())
 	return img, rep, err
 }

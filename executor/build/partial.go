@@ -129,9 +129,6 @@ func (g *stage) fillPartialTree(ctx context.Context, scratch string, keep func(s
 func (b *builder) fetchIndexes(ctx context.Context, layers []v1.Layer) [][]byte {
 	out := make([][]byte, len(layers))
 	c := b.opts.Cache
-	if c == nil {
-		return out
-	}
 	var g errgroup.Group
 	g.SetLimit(8)
 	for i, l := range layers {

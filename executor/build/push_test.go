@@ -72,7 +72,9 @@ func TestBuild_pushMountsFromCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, _, err := build.Build(t.Context(), build.Options{
+	// Flushed before the push: every new layer, small ones too, is in the
+	// cache repository then (the executor waits only for large ones).
+	img, _, err := buildAndFlush(t, build.Options{
 		Dockerfile: []byte(strings.ReplaceAll(cachedDockerfile, "{{BASE}}", host+"/library/busybox:latest")),
 		Context:    bc,
 		Isolation:  build.Chroot,

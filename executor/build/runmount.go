@@ -212,7 +212,7 @@ func (g *stage) planBind(ctx context.Context, m *instructions.Mount, rm *runMoun
 			return fail(result.ReasonCopyFailed, errors.New("RUN --mount=type=bind needs a build context, and this build has none"))
 		}
 		rm.req.SrcRoot, rm.req.Ignore, rm.req.IgnoreDescend = bc.Dir, bc.Excluded, bc.MayContainIncluded
-		if g.b.opts.Cache == nil {
+		if !g.b.keyed {
 			w, err := copier.Walk(ctx, rm.req)
 			if err != nil {
 				return fail(result.ReasonCopyFailed, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", src, err))

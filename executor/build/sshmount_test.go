@@ -117,7 +117,7 @@ func sshBuild(t *testing.T, f *fixture, dockerfile string, agents map[string]age
 	for _, opt := range opts {
 		opt(&o)
 	}
-	img, rep, err := build.Build(t.Context(), o)
+	img, rep, err := buildAndFlush(t, o)
 	t.Logf("build log:\n%s", logBuf.String())
 	return img, rep, logBuf.String(), err
 }

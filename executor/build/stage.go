@@ -183,7 +183,7 @@ func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context
 	s := g.cur()
 	s.hist = g.history(createdBy, false)
 	s.action = action
-	if g.b.opts.Cache != nil {
+	if g.b.keyed {
 		if keyParts == nil || g.key == "" {
 			// An uncacheable step makes everything built on it
 			// uncacheable too: later steps, stages FROM this one and
@@ -336,13 +336,8 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		}
 		created := b.opts.Now().UTC().Truncate(time.Second)
 		g.dated(histAt(sp), created)
-		if c := b.opts.Cache; c != nil && sp.key != "" {
-			c.Store(sp.key, l, created)
-			// The push waits for the cache's uploads of large layers
-			// (Cache.WaitLayers) and mounts them from there instead of
-			// uploading them again; a small one it mounts if it is there
-			// already, else uploads.
-			l = &remote.MountableLayer{Layer: l, Reference: c.Repo().Tag(sp.key)}
+		if sp.key != "" {
+			b.opts.Cache.Store(sp.key, l, created)
 		}
 		g.layers = append(g.layers, l)
 	}
@@ -358,7 +353,7 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			b.lastInPlace = nil
 		}
 	}
-	if b.opts.Cache != nil {
+	if b.keyed {
 		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), g.hits, g.keyed)
 	} else {
 		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", st.DisplayName(), time.Since(start).Seconds())
@@ -466,7 +461,7 @@ func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, er
 		sopts = append(sopts, rootfs.ModTime(*e))
 	}
 	var ix *rootfs.Index
-	if g.b.opts.Cache != nil {
+	if g.b.keyed {
 		ix = rootfs.NewIndex()
 		sopts = append(sopts, rootfs.IndexTo(ix))
 	}
@@ -500,7 +495,7 @@ func (g *stage) emptyLayer() (v1.Layer, error) {
 	if err != nil {
 		return nil, fail(result.ReasonInternal, err)
 	}
-	if g.b.opts.Cache != nil {
+	if g.b.keyed {
 		d, _ := l.Digest()
 		if _, seen := g.b.indexed.LoadOrStore(d, true); !seen {
 			g.b.storeIndex(d, rootfs.NewIndex(), true)
@@ -576,10 +571,10 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 }
 
 // newIndex returns an index to fill while reading the whole layer whose
-// digest is d, or nil when there is no cache or this build already stores
-// that index.
+// digest is d, or nil when the build indexes no layers (it has no cache)
+// or already stores that index.
 func (b *builder) newIndex(d v1.Hash) *rootfs.Index {
-	if b.opts.Cache == nil {
+	if !b.keyed {
 		return nil
 	}
 	if _, seen := b.indexed.LoadOrStore(d, true); seen {

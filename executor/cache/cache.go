@@ -88,16 +88,19 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Cache looks steps up and stores them. It is safe for concurrent use.
+// Cache looks steps up and stores them. It is safe for concurrent use. It
+// owns its naming: an entry is tagged with its key in the repository, an
+// index as indexTag says; no caller builds a tag.
 type Cache struct {
 	o Options
 
 	wg       sync.WaitGroup
-	layers   sync.WaitGroup // uploads of the entries' layers
 	mu       sync.Mutex
 	storeErr error
 	stored   int
-	refused  map[string]bool // keys whose entries' bytes were not what they said
+	pending  int                 // writes started and not ended
+	uploads  map[v1.Hash]*upload // the layers of the entries stored, by digest
+	refused  map[string]bool     // keys whose entries' bytes were not what they said
 }
 
 // New returns a Cache.
@@ -532,24 +535,31 @@ func isUnknown(te *transport.Error) bool {
 
 // Store writes key's entry in the background; layer is nil for a step that
 // changed nothing, created is when the step made it (a build served from
-// the entry later dates the step with it, so its image is the same). Wait
-// reports the outcome.
+// the entry later dates the step with it, so its image is the same). Flush
+// reports the outcome; Mountable gives layer as a push should see it.
 func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
-	big := false
+	var up *upload
 	if layer != nil {
-		if size, err := layer.Size(); err == nil && size >= MountWorthwhile {
-			big = true
-			c.layers.Add(1)
+		if d, err := layer.Digest(); err == nil {
+			c.mu.Lock()
+			if c.uploads == nil {
+				c.uploads = map[v1.Hash]*upload{}
+			}
+			if _, ok := c.uploads[d]; !ok {
+				up = &upload{key: key, done: make(chan struct{})}
+				c.uploads[d] = up
+			}
+			c.mu.Unlock()
 		}
 	}
 	c.background(true, func() error {
 		ref := c.o.Repo.Tag(key)
 		if layer != nil {
-			// The layer first, for WaitLayers; writing the entry then finds
+			// The layer first, for Mountable; writing the entry then finds
 			// it there.
 			err := remote.WriteLayer(c.o.Repo, layer, c.o.Remote(false)...)
-			if big {
-				c.layers.Done()
+			if up != nil {
+				close(up.done)
 			}
 			if err != nil {
 				return fmt.Errorf("writing cache entry %s: %w", ref, err)
@@ -562,15 +572,25 @@ func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
 	})
 }
 
-// background runs store in the background for Wait to report; entry says
-// whether it stores an entry (which Wait counts).
+// upload is a stored layer's way to the cache repository.
+type upload struct {
+	key  string        // the first entry stored with the layer
+	done chan struct{} // closed once the layer is there, or failed to get there
+}
+
+// background runs store in the background for Flush to report; entry says
+// whether it stores an entry (which Flush counts).
 func (c *Cache) background(entry bool, store func() error) {
 	c.wg.Add(1)
+	c.mu.Lock()
+	c.pending++
+	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
 		err := store()
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		c.pending--
 		if err != nil && c.storeErr == nil {
 			c.storeErr = err
 		}
@@ -701,18 +721,68 @@ func (c *Cache) Index(ctx context.Context, layer v1.Hash) ([]byte, error) {
 // its upload.
 const MountWorthwhile = 1 << 20
 
-// WaitLayers waits until the layers of at least MountWorthwhile bytes of
-// the entries stored so far are in the cache repository, or failed to get
-// there; the rest of each entry (and the indexes) may still be being
-// written. A push that waits for them mounts those layers from the cache
-// repository instead of uploading them a second time.
-func (c *Cache) WaitLayers() { c.layers.Wait() }
+// Mountable returns l as a push should see it. A layer this cache stores
+// (Store) comes back as a *remote.MountableLayer of the cache repository,
+// which a push mounts from there instead of uploading it again; when it is
+// of MountWorthwhile bytes or more, Mountable first waits until its upload
+// to the cache ended (or failed) or ctx is done. Any other layer (a base
+// image's, an entry's the cache read: those mount from where they come
+// from already) is returned as it is.
+func (c *Cache) Mountable(ctx context.Context, l v1.Layer) v1.Layer {
+	d, err := l.Digest()
+	if err != nil {
+		return l
+	}
+	c.mu.Lock()
+	up, ok := c.uploads[d]
+	c.mu.Unlock()
+	if !ok {
+		return l
+	}
+	if size, err := l.Size(); err == nil && size >= MountWorthwhile {
+		select {
+		case <-up.done:
+		case <-ctx.Done():
+		}
+	}
+	// A push mounts from the entry's repository (the reference's tag is
+	// not part of the request).
+	return &remote.MountableLayer{Layer: l, Reference: c.o.Repo.Tag(up.key)}
+}
 
-// Wait waits for the stores started so far (entries and indexes) and
-// returns how many entries were stored and the first error.
-func (c *Cache) Wait() (stored int, err error) {
-	c.wg.Wait()
+// Flushed is what Flush saw of the writes (entries and indexes) started
+// so far.
+type Flushed struct {
+	// Stored is how many entries were written (indexes are not counted).
+	Stored int
+	// Pending is how many writes were still under way when ctx ended; 0
+	// when Flush waited for them all.
+	Pending int
+}
+
+// Flush waits for the writes started so far, or until ctx is done, and
+// returns how many entries were written and how many writes were still
+// under way. The error is the first write that failed or, when writes are
+// still under way, ctx's cause; the writes go on in the background (until
+// the context of their registry calls ends).
+func (c *Cache) Flush(ctx context.Context) (Flushed, error) {
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stored, c.storeErr
+	f := Flushed{Stored: c.stored, Pending: c.pending}
+	switch {
+	case c.storeErr != nil:
+		return f, c.storeErr
+	case f.Pending > 0:
+		return f, fmt.Errorf("%d writes still under way: %w", f.Pending, context.Cause(ctx))
+	}
+	return f, nil
 }

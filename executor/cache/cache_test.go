@@ -123,8 +123,8 @@ func TestCache_Lookup_afterStore(t *testing.T) {
 	l := randomLayer(t)
 	c.Store(key1, l, t0)
 	c.Store(key2, nil, t0)
-	if n, err := c.Wait(); n != 2 || err != nil {
-		t.Fatalf("Wait = %d, %v; want 2, nil", n, err)
+	if n, err := flush(c); n != 2 || err != nil {
+		t.Fatalf("Flush = %d, %v; want 2, nil", n, err)
 	}
 
 	type entry struct {
@@ -202,7 +202,7 @@ func TestCache_Store_plainImage(t *testing.T) {
 	wantDiffID, _ := l.DiffID()
 	c.Store(key1, l, t0)
 	c.Store(key2, nil, t0)
-	if _, err := c.Wait(); err != nil {
+	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range []string{key1, key2} {
@@ -264,7 +264,7 @@ func TestCache_Lookup_oneRequest(t *testing.T) {
 	}
 	store := New(Options{Repo: repo})
 	store.Store(key1, l, t0)
-	if _, err := store.Wait(); err != nil {
+	if _, err := flush(store); err != nil {
 		t.Fatal(err)
 	}
 	c := New(Options{Repo: repo, Remote: func(bool) []remote.Option { return []remote.Option{remote.Reuse(puller)} }})
@@ -343,7 +343,7 @@ func TestCache_Lookup_miss(t *testing.T) {
 	tr := newTestRegistry(t)
 	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
 	c.Store(key1, nil, t0)
-	if _, err := c.Wait(); err != nil {
+	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -370,7 +370,7 @@ func TestCache_Lookup_ttl(t *testing.T) {
 	repo := tr.repo(t, "cache")
 	c := New(Options{Repo: repo, Now: clockAt(t0)})
 	c.Store(key1, randomLayer(t), t0)
-	if _, err := c.Wait(); err != nil {
+	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
 	const ttl = 14 * 24 * time.Hour
@@ -499,7 +499,7 @@ func (failingLayer) Compressed() (io.ReadCloser, error) {
 	return nil, errors.New("layer file vanished")
 }
 
-func TestCache_Wait(t *testing.T) {
+func TestCache_Flush(t *testing.T) {
 	tests := []struct {
 		name      string
 		layers    []v1.Layer // one Store each, keys derived from the index
@@ -527,34 +527,34 @@ func TestCache_Wait(t *testing.T) {
 			for i, l := range tc.layers {
 				c.Store(strings.Repeat(string(rune('a'+i)), 64), l, t0)
 			}
-			n, err := c.Wait()
+			n, err := flush(c)
 			if n != tc.wantCount {
-				t.Errorf("Wait count = %d, want %d", n, tc.wantCount)
+				t.Errorf("Flush count = %d, want %d", n, tc.wantCount)
 			}
 			if tc.wantErr == "" {
 				if err != nil {
-					t.Errorf("Wait error = %v", err)
+					t.Errorf("Flush error = %v", err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("Wait error = %v, want one containing %q", err, tc.wantErr)
+				t.Errorf("Flush error = %v, want one containing %q", err, tc.wantErr)
 			}
 		})
 	}
 }
 
-func TestCache_Wait_again(t *testing.T) {
-	// Wait reports the stores started so far; more may follow.
+func TestCache_Flush_again(t *testing.T) {
+	// Flush reports the stores started so far; more may follow.
 	tr := newTestRegistry(t)
 	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
 	c.Store(key1, nil, t0)
-	if n, err := c.Wait(); n != 1 || err != nil {
-		t.Fatalf("first Wait = %d, %v", n, err)
+	if n, err := flush(c); n != 1 || err != nil {
+		t.Fatalf("first Flush = %d, %v", n, err)
 	}
 	c.Store(key2, randomLayer(t), t0)
-	if n, err := c.Wait(); n != 2 || err != nil {
-		t.Fatalf("second Wait = %d, %v; want 2, nil", n, err)
+	if n, err := flush(c); n != 2 || err != nil {
+		t.Fatalf("second Flush = %d, %v; want 2, nil", n, err)
 	}
 }
 
@@ -603,11 +603,11 @@ func TestCache_Index(t *testing.T) {
 	}
 	index := indexOf(t, "etc/hostname", "srv/app")
 	c.StoreIndex(d, index, false)
-	if _, err := c.Wait(); err != nil {
+	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
 	c.StoreIndex(d, indexOf(t, "other"), false) // stored already: a no-op
-	if _, err := c.Wait(); err != nil {
+	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
 	img, err := remote.Image(repo.Tag(indexTag(d)))
@@ -634,7 +634,7 @@ func TestCache_Index(t *testing.T) {
 
 	// A cache entry pushed under the other layer's index tag.
 	c.Store(key1, layer, t0)
-	if _, err := c.Wait(); err != nil {
+	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
 	entry, err := remote.Image(repo.Tag(key1))
@@ -646,5 +646,110 @@ func TestCache_Index(t *testing.T) {
 	}
 	if _, err := c.Index(context.Background(), od); err == nil || errors.Is(err, ErrMiss) {
 		t.Errorf("Index of a tag holding something else: %v, want an error naming it", err)
+	}
+}
+
+// flush waits for c's writes and returns how many entries it stored.
+func flush(c *Cache) (int, error) {
+	f, err := c.Flush(context.Background())
+	return f.Stored, err
+}
+
+// TestCache_Flush_context checks that Flush returns when its context ends,
+// saying how many writes are still under way, and reports them once they
+// end.
+func TestCache_Flush_context(t *testing.T) {
+	tr := newTestRegistry(t)
+	release := make(chan struct{})
+	tr.fail = func(r *http.Request) int {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+			<-release // the entry's manifest hangs until released
+		}
+		return 0
+	}
+	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
+	c.Store(key1, nil, t0)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	f, err := c.Flush(ctx)
+	if f.Pending != 1 || f.Stored != 0 {
+		t.Errorf("Flush on a hanging write = %+v, want 1 pending, 0 stored", f)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 writes still under way") {
+		t.Errorf("Flush error = %v, want the deadline and the pending write", err)
+	}
+	close(release)
+	if f, err := c.Flush(context.Background()); f != (Flushed{Stored: 1}) || err != nil {
+		t.Errorf("Flush once released = %+v, %v; want 1 stored, nothing pending", f, err)
+	}
+}
+
+// TestCache_Mountable checks that a stored layer comes back as a layer a
+// push mounts from the cache repository (the entry's tag, as the executor
+// always named it), a large one only once its upload ended, and that other
+// layers come back as they are.
+func TestCache_Mountable(t *testing.T) {
+	tr := newTestRegistry(t)
+	repo := tr.repo(t, "cache")
+	c := New(Options{Repo: repo, Now: clockAt(t0)})
+
+	other := randomLayer(t)
+	if got := c.Mountable(t.Context(), other); got != other {
+		t.Errorf("Mountable(a layer never stored) = %#v, want it unchanged", got)
+	}
+
+	small := randomLayer(t)
+	c.Store(key1, small, t0)
+	ml, ok := c.Mountable(t.Context(), small).(*remote.MountableLayer)
+	if !ok || ml.Layer != small || ml.Reference.String() != repo.Tag(key1).String() {
+		t.Errorf("Mountable(a stored layer) = %#v, want a MountableLayer of %s", ml, repo.Tag(key1))
+	}
+
+	// A large layer: Mountable waits for its blob's upload.
+	release := make(chan struct{})
+	var mu sync.Mutex
+	uploaded := false
+	tr.fail = func(r *http.Request) int {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			<-release
+			mu.Lock()
+			uploaded = true
+			mu.Unlock()
+		}
+		return 0
+	}
+	img, err := random.Image(MountWorthwhile+1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := ls[0]
+	c.Store(key2, big, t0)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	c.Mountable(ctx, big) // gives up with ctx
+	if waited := time.Since(start); waited < 150*time.Millisecond {
+		t.Errorf("Mountable of a large layer being uploaded returned after %v, want it to wait for the upload or ctx", waited)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		close(release)
+	}()
+	ml, ok = c.Mountable(t.Context(), big).(*remote.MountableLayer)
+	mu.Lock()
+	done := uploaded
+	mu.Unlock()
+	if !done {
+		t.Error("Mountable of a large layer returned before its upload ended")
+	}
+	if !ok || ml.Reference.String() != repo.Tag(key2).String() {
+		t.Errorf("Mountable(a large stored layer) = %#v, want a MountableLayer of %s", ml, repo.Tag(key2))
+	}
+	if _, err := flush(c); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -233,7 +233,7 @@ func TestCache_Lookup_checkedLayer(t *testing.T) {
 	l := tarLayer(t, map[string]string{"one": strings.Repeat("1", 100000)})
 	c := New(Options{Repo: repo})
 	c.Store(key1, l, t0)
-	if _, err := c.Wait(); err != nil {
+	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
 	for _, read := range []func(v1.Layer) error{

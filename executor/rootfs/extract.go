@@ -29,7 +29,8 @@ const (
 //     modification time, as Docker) and the extended attributes of their
 //     PAX records (as WithXattrs says); directories get their
 //     times once the whole layer is written; missing parents are created
-//     with mode 0755; a hard link gets its header's metadata, as in Docker;
+//     with mode 0755; a hard link's header's metadata is applied to the
+//     inode it links to, as in Docker, unless WithoutHardLinkMetadata;
 //   - an existing entry of another type is replaced; an existing directory
 //     meeting a directory entry is kept and gets the entry's metadata;
 //   - ".wh.NAME" removes NAME as lower layers left it; ".wh..wh..opq" empties
@@ -333,6 +334,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeLink:
 		if err := x.link(pfd, name, real, hdr); err != nil {
 			return err
+		}
+		if o.linkNoMeta {
+			break
 		}
 		// Like Docker, apply the header's metadata to the linked inode,
 		// unless it is a symlink (chmod would follow it).

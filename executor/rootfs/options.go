@@ -33,6 +33,7 @@ type options struct {
 	skipUnknown bool
 	beneath     bool
 	keepRoot    bool
+	linkNoMeta  bool
 	ctx         context.Context
 	written     func(rel string)
 }
@@ -183,6 +184,14 @@ func WithBeneath() Option {
 // metadata, as for a layer.
 func WithoutRootEntry() Option {
 	return func(o *options) { o.keepRoot = true }
+}
+
+// WithoutHardLinkMetadata makes Extract leave the inode a hard link entry
+// links to with the owner, mode, extended attributes and times it has. By
+// default the hard link header's are applied to it, as Docker's untar does
+// (moby/go-archive createTarFile), which BuildKit's ADD calls.
+func WithoutHardLinkMetadata() Option {
+	return func(o *options) { o.linkNoMeta = true }
 }
 
 // WithContext makes Extract stop with ctx's error, before the next entry,

@@ -6,16 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
-	"time"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 
+	"github.com/slipway-dev/slipway/executor/rootfs"
 	"github.com/slipway-dev/slipway/executor/source"
 )
 
@@ -77,178 +73,79 @@ func (c *copier) unpack(ctx context.Context, p, name, destAbs string) error {
 		return fmt.Errorf("reading %s: %w", name, err)
 	}
 	defer closeFn()
-	if err := c.untar(ctx, r, destAbs); err != nil {
-		return fmt.Errorf("extracting %s: %w", name, err)
+	if err := rootfs.Extract(destAbs, r, c.untarOptions(ctx, destAbs)...); err != nil {
+		return fmt.Errorf("extracting %s: %w", name, c.untarErr(err, destAbs))
 	}
 	return nil
 }
 
-// untar extracts like Docker's chrootarchive.Untar: dest acts as the root
-// (symlinks met on the way are resolved inside it), names that climb out
-// of dest are refused, an existing entry is replaced unless both are
-// directories, owners come from the archive unless --chown.
-//
-// Its errors name an entry that is refused by its position in the archive
-// (1 for the first), not by its name: the archive's content, which no
-// message quotes. Paths created in the image are named.
-func (c *copier) untar(ctx context.Context, r io.Reader, dest string) error {
-	type dirTime struct {
-		path         string
-		atime, mtime time.Time
+// untarOptions make rootfs.Extract extract like Docker's
+// chrootarchive.Untar, which BuildKit's unpack calls: destAbs acts as the
+// root (names and symlinks met on the way resolve inside it), names that
+// climb out are refused, an existing entry is replaced unless both are
+// directories, owners come from the archive unless --chown (which also owns
+// the directories made on the way), a hard link leaves its inode's metadata
+// as it is (Docker's untar applies the link header's: a difference kept
+// from the extractor this replaced), ".wh." names are files, device nodes
+// are made or fail, extended attributes are set where they can be, entries
+// of unknown types are skipped, and an entry naming the archive's root
+// leaves destAbs as it is. What is written is marked changed.
+func (c *copier) untarOptions(ctx context.Context, destAbs string) []rootfs.Option {
+	opts := []rootfs.Option{
+		rootfs.WithContext(ctx),
+		rootfs.WithoutWhiteouts(),
+		rootfs.WithDevices(rootfs.DevicesRequired),
+		rootfs.WithXattrs(rootfs.XattrsBestEffort),
+		rootfs.WithUnknownTypesSkipped(),
+		rootfs.WithoutRootEntry(),
+		rootfs.WithoutHardLinkMetadata(),
+		rootfs.WithWritten(func(rel string) { c.markChanged(filepath.Join(destAbs, filepath.FromSlash(rel))) }),
 	}
-	var dirs []dirTime
-	tr := tar.NewReader(r)
-	for entry := 1; ; entry++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("tar entry %d: %w", entry, err)
-		}
-		name, err := archiveName(hdr.Name)
-		if err != nil {
-			return fmt.Errorf("tar entry %d %w", entry, err)
-		}
-		if name == "" {
-			continue
-		}
-		parent, err := securejoin.SecureJoin(dest, path.Dir(name))
-		if err != nil {
-			return fmt.Errorf("tar entry %d: resolving its parent directory: %w", entry, bareErrno(err))
-		}
-		if err := c.mkdirAll(parent, 0o755); err != nil {
-			return err
-		}
-		target := filepath.Join(parent, path.Base(name))
-
-		if fi, err := os.Lstat(target); err == nil {
-			if !(fi.IsDir() && hdr.Typeflag == tar.TypeDir) {
-				if err := os.RemoveAll(target); err != nil {
-					return fmt.Errorf("replacing /%s: %w", c.destRel(target), err)
-				}
-			}
-		}
-
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.Mkdir(target, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
-			}
-			dirs = append(dirs, dirTime{target, hdr.AccessTime, hdr.ModTime})
-		case tar.TypeReg, tar.TypeRegA:
-			out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-			if err != nil {
-				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
-			}
-			_, err = io.Copy(out, tr)
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("writing /%s: %w", c.destRel(target), err)
-			}
-		case tar.TypeSymlink:
-			if err := os.Symlink(hdr.Linkname, target); err != nil {
-				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
-			}
-		case tar.TypeLink:
-			ln, err := archiveName(hdr.Linkname)
-			if err != nil || ln == "" {
-				return fmt.Errorf("tar entry %d, the hardlink /%s: its target is invalid or outside of the destination", entry, c.destRel(target))
-			}
-			old, err := securejoin.SecureJoin(dest, ln)
-			if err != nil {
-				return fmt.Errorf("tar entry %d, the hardlink /%s: resolving its target: %w", entry, c.destRel(target), bareErrno(err))
-			}
-			if err := os.Link(old, target); err != nil {
-				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
-			}
-		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			mode := uint32(hdr.Mode & 0o7777)
-			switch hdr.Typeflag {
-			case tar.TypeChar:
-				mode |= unix.S_IFCHR
-			case tar.TypeBlock:
-				mode |= unix.S_IFBLK
-			default:
-				mode |= unix.S_IFIFO
-			}
-			if err := unix.Mknod(target, mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))); err != nil {
-				return fmt.Errorf("creating /%s: %w", c.destRel(target), err)
-			}
-		case tar.TypeXGlobalHeader:
-			continue
-		default:
-			continue
-		}
-		c.markChanged(target)
-
-		if hdr.Typeflag == tar.TypeLink {
-			continue // shares the inode's metadata
-		}
-		uid, gid := hdr.Uid, hdr.Gid
-		if o := c.req.Chown; o != nil {
-			uid, gid = o.UID, o.GID
-		}
-		if err := os.Lchown(target, uid, gid); err != nil {
-			return fmt.Errorf("setting owner of /%s: %w", c.destRel(target), err)
-		}
-		if hdr.Typeflag != tar.TypeSymlink {
-			if err := os.Chmod(target, hdr.FileInfo().Mode()); err != nil {
-				return fmt.Errorf("setting mode of /%s: %w", c.destRel(target), err)
-			}
-		}
-		for k, v := range hdr.PAXRecords {
-			if xk, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
-				_ = unix.Lsetxattr(target, xk, []byte(v), 0) // best effort, as Docker's BestEffortXattrs
-			}
-		}
-		if hdr.Typeflag != tar.TypeDir {
-			if err := lutimes(target, hdr.AccessTime, hdr.ModTime); err != nil {
-				return fmt.Errorf("setting times of /%s: %w", c.destRel(target), err)
-			}
-		}
+	if o := c.req.Chown; o != nil {
+		opts = append(opts, rootfs.WithOwner(o.UID, o.GID))
 	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := lutimes(dirs[i].path, dirs[i].atime, dirs[i].mtime); err != nil {
-			return fmt.Errorf("setting times of /%s: %w", c.destRel(dirs[i].path), err)
-		}
-	}
-	return nil
+	return opts
 }
 
-// archiveName cleans a tar entry name relative to the extraction root:
-// a leading "/" is dropped (Docker joins it under the destination) and a
-// name that climbs out is refused (Docker's breakout error).
-func archiveName(n string) (string, error) {
-	p := path.Clean(strings.TrimLeft(n, "/"))
-	if p == ".." || strings.HasPrefix(p, "../") {
-		return "", errors.New("is outside of the destination")
+// untarErr is rootfs.Extract's error as an ADD reports it: an entry is named
+// by its position in the archive (1 for the first), never by its name or
+// its hard link's target, the archive's content, which no message quotes;
+// the paths it was written to in the image are named.
+func (c *copier) untarErr(err error, destAbs string) error {
+	var ee *rootfs.EntryError
+	if !errors.As(err, &ee) {
+		return err
 	}
-	if p == "." {
-		return "", nil
+	if ee.Name == "" {
+		return fmt.Errorf("tar entry %d: %w", ee.Index, ee.Err) // reading the archive
 	}
-	return p, nil
+	at := "/" + c.destRel(filepath.Join(destAbs, filepath.FromSlash(ee.Path)))
+	var link *rootfs.LinkTargetError
+	switch {
+	case errors.As(ee.Err, &link):
+		var errno unix.Errno
+		if errors.As(link.Err, &errno) {
+			return fmt.Errorf("tar entry %d, the hardlink %s: linking to its target: %w", ee.Index, at, errno)
+		}
+		return fmt.Errorf("tar entry %d, the hardlink %s: its target is invalid or outside of the destination", ee.Index, at)
+	case errors.Is(ee.Err, rootfs.ErrOutside):
+		return fmt.Errorf("tar entry %d is outside of the destination", ee.Index)
+	case ee.Path == "":
+		return fmt.Errorf("tar entry %d: %w", ee.Index, bareErr(ee.Err))
+	}
+	return fmt.Errorf("tar entry %d, %s: %w", ee.Index, at, bareErr(ee.Err))
 }
 
-// bareErrno is err's errno when it has one: securejoin's errors quote the
-// path they met, which comes from the archive.
-func bareErrno(err error) error {
+// bareErr is err's errno, or the end of a truncated archive, when it has
+// one: rootfs's errors quote the names they met, which come from the
+// archive.
+func bareErr(err error) error {
 	var errno unix.Errno
-	if errors.As(err, &errno) {
+	switch {
+	case errors.As(err, &errno):
 		return errno
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return io.ErrUnexpectedEOF
 	}
-	return errors.New("the path cannot be resolved")
-}
-
-func lutimes(p string, atime, mtime time.Time) error {
-	if atime.IsZero() {
-		atime = mtime
-	}
-	ts := []unix.Timespec{unix.NsecToTimespec(atime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+	return errors.New("the entry cannot be extracted")
 }

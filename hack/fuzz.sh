@@ -11,8 +11,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 fuzztime=${1:-10s}
 targets=(
-	./executor/rootfs:FuzzExtract                # layer extraction: nothing outside the root changes
-	./executor/source:FuzzExtractTar             # tar:// contexts: nothing outside the destination changes
+	./executor/rootfs:FuzzExtract                # layers, ADD archives, contexts: nothing outside the root changes
+	./executor/source:FuzzExtractTar             # tar:// contexts (rootfs.Extract, source's options): nothing outside changes
 	./executor/source:FuzzContextExcluded        # .dockerignore: parses or fails cleanly, walk and match agree
 	./executor/dockerfile:FuzzParse              # the planner: errors name a line, plans end with the target
 	./executor/build:FuzzAnswerAgent             # the ssh agent of RUN --mount=type=ssh: only lists and signs, never panics

@@ -3,6 +3,7 @@ package rootfs
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,9 +12,30 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
+// callerOptions are the option sets Extract's callers pass, for the
+// containment tests to run under each: a layer (executor/build), a tar://
+// build context (source's extractTar) and an ADD archive (copier's
+// untarOptions, with --chown). They are copied from those callers, whose
+// own tests (source's TestFetch and FuzzExtractTar, copier's TestCopy_add
+// and TestCopy_errorsQuoteNoSecret) run the real ones.
+var callerOptions = []struct {
+	name string
+	opts []Option
+}{
+	{"layer", nil},
+	{"context", []Option{WithBeneath(), WithoutWhiteouts(), WithoutOwnership(), WithXattrs(XattrsIgnored),
+		WithDevices(DevicesSkipped), WithUnknownTypesSkipped(), WithoutRootEntry()}},
+	{"ADD", []Option{WithoutWhiteouts(), WithDevices(DevicesRequired), WithXattrs(XattrsBestEffort),
+		WithUnknownTypesSkipped(), WithoutRootEntry(), WithoutHardLinkMetadata(), WithOwner(1000, 1000)}},
+}
+
 // TestExtract_containment feeds crafted layers that try to write, link,
 // chmod or delete outside the root, and checks that nothing outside changed:
 // the canary file, its directory, and the absence of any new file there.
+// Each runs with the options of each caller: source's former ExtractTar
+// (os.Root) and copier's former untar (securejoin) tests are among them.
+// Under the context's WithBeneath, every case that leads out is refused,
+// but those marked contextOK, where nothing is resolved through a symlink.
 func TestExtract_containment(t *testing.T) {
 	// Each case gets: base/outside/canary (the target), base/root (the root).
 	// OUT stands for the absolute path of base/outside in the entries.
@@ -22,6 +44,8 @@ func TestExtract_containment(t *testing.T) {
 		entries []entry
 		wantErr bool   // refused (true) or contained (false)
 		inside  string // where the "contained" file must be, if any
+		// contextOK: not refused under WithBeneath either.
+		contextOK bool
 	}{
 		{name: "dot-dot file", entries: []entry{fileE("../outside/canary", "pwned", 0o644)}, wantErr: true},
 		{name: "dot-dot inside the name", entries: []entry{fileE("a/../../outside/new", "pwned", 0o644)}, wantErr: true},
@@ -44,13 +68,13 @@ func TestExtract_containment(t *testing.T) {
 		}, inside: "c/new"},
 		{name: "symlink to the canary then a file of the same name", entries: []entry{
 			symlinkE("l", "OUT/canary"), fileE("l", "replaces the link", 0o644),
-		}},
+		}, contextOK: true},
 		{name: "symlink to the outside directory then a directory of the same name", entries: []entry{
 			symlinkE("l", "OUT"), dirE("l", 0o777).with(func(h *tar.Header) { h.Uid = 1234 }),
-		}},
+		}, contextOK: true},
 		{name: "hard link to a symlink pointing out, with a mode", entries: []entry{
 			symlinkE("l", "OUT/canary"), linkE("h", "l").with(func(h *tar.Header) { h.Mode, h.Uid = 0o4777, 1234 }),
-		}},
+		}, contextOK: true},
 		{name: "hard link with dot-dot", entries: []entry{linkE("h", "../outside/canary")}, wantErr: true},
 		{name: "hard link with an absolute target", entries: []entry{linkE("h", "OUT/canary")}, wantErr: true},
 		{name: "hard link through a symlinked directory", entries: []entry{
@@ -65,7 +89,7 @@ func TestExtract_containment(t *testing.T) {
 		}},
 		{name: "whiteout of a symlink pointing out", entries: []entry{
 			symlinkE("l", "OUT"), whE("", "l"),
-		}},
+		}, contextOK: true},
 		{name: "opaque through a symlink", entries: []entry{
 			symlinkE("d", "../outside"), opqE("d"), symlinkE("e", "OUT"), opqE("e"),
 		}},
@@ -77,50 +101,63 @@ func TestExtract_containment(t *testing.T) {
 			symlinkE("l", "OUT/canary").with(func(h *tar.Header) {
 				h.PAXRecords = map[string]string{"SCHILY.xattr.trusted.x": "pwned"}
 			}),
-		}},
+		}, contextOK: true},
 		{name: "file through a symlink made earlier in the same layer over a directory", entries: []entry{
 			dirE("d", 0o755), fileE("d/x", "x", 0o644), symlinkE("d", "../outside"), fileE("d/canary", "contained", 0o644),
 		}, inside: "outside/canary"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			base := t.TempDir()
-			outside := filepath.Join(base, "outside")
-			root := filepath.Join(base, "root")
-			writeFile(t, filepath.Join(outside, "canary"), "canary", 0o644)
-			must(t, os.Mkdir(root, 0o755))
-			before := dump(t, base, "root")
-			fix := func(s string) string { return strings.ReplaceAll(s, "OUT", strings.TrimPrefix(outside, "/")) }
-			var entries []entry
-			for _, e := range tc.entries {
-				e.hdr.Name = fix(e.hdr.Name)
-				if e.hdr.Typeflag == tar.TypeSymlink && strings.HasPrefix(e.hdr.Linkname, "OUT") {
-					e.hdr.Linkname = "/" + fix(e.hdr.Linkname)
-				} else {
-					e.hdr.Linkname = fix(e.hdr.Linkname)
+		for _, caller := range callerOptions {
+			t.Run(tc.name+"/"+caller.name, func(t *testing.T) {
+				wantErr, inside := tc.wantErr, tc.inside
+				if caller.name == "context" {
+					wantErr, inside = !tc.contextOK, ""
 				}
-				entries = append(entries, e)
-			}
-			err := Extract(root, bytes.NewReader(layerTar(t, entries...)))
-			if tc.wantErr && err == nil {
-				t.Errorf("Extract() succeeded, want it to refuse the layer")
-			}
-			if !tc.wantErr && err != nil {
-				t.Errorf("Extract() = %v, want the layer contained", err)
-			}
-			if err != nil && !strings.Contains(err.Error(), "extracting layer entry") {
-				t.Errorf("Extract() = %v, want an error naming the entry", err)
-			}
-			if tc.inside != "" {
-				b, err := os.ReadFile(filepath.Join(root, fix(tc.inside)))
-				if err != nil || string(b) != "contained" {
-					t.Errorf("reading %s in the root: %q, %v; want the contained file", fix(tc.inside), b, err)
-				}
-			}
-			if diff := cmp.Diff(before, dump(t, base, "root")); diff != "" {
-				t.Errorf("outside the root (-want +got):\n%s", diff)
-			}
-		})
+				testContainment(t, tc.entries, caller.opts, wantErr, inside)
+			})
+		}
+	}
+}
+
+// testContainment extracts entries into base/root beside base/outside with
+// a canary, OUT standing for base/outside in names and symlink targets.
+func testContainment(t *testing.T, entries []entry, opts []Option, wantErr bool, inside string) {
+	base := t.TempDir()
+	outside := filepath.Join(base, "outside")
+	root := filepath.Join(base, "root")
+	writeFile(t, filepath.Join(outside, "canary"), "canary", 0o644)
+	must(t, os.Mkdir(root, 0o755))
+	before := dump(t, base, "root")
+	fix := func(s string) string { return strings.ReplaceAll(s, "OUT", strings.TrimPrefix(outside, "/")) }
+	var fixed []entry
+	for _, e := range entries {
+		e.hdr.Name = fix(e.hdr.Name)
+		if e.hdr.Typeflag == tar.TypeSymlink && strings.HasPrefix(e.hdr.Linkname, "OUT") {
+			e.hdr.Linkname = "/" + fix(e.hdr.Linkname)
+		} else {
+			e.hdr.Linkname = fix(e.hdr.Linkname)
+		}
+		fixed = append(fixed, e)
+	}
+	err := Extract(root, bytes.NewReader(layerTar(t, fixed...)), opts...)
+	if wantErr && err == nil {
+		t.Errorf("Extract() succeeded, want it to refuse the layer")
+	}
+	if !wantErr && err != nil {
+		t.Errorf("Extract() = %v, want the layer contained", err)
+	}
+	var ee *EntryError
+	if err != nil && (!strings.Contains(err.Error(), "extracting layer entry") || !errors.As(err, &ee) || ee.Index == 0) {
+		t.Errorf("Extract() = %v, want an *EntryError naming the entry", err)
+	}
+	if inside != "" {
+		b, err := os.ReadFile(filepath.Join(root, fix(inside)))
+		if err != nil || string(b) != "contained" {
+			t.Errorf("reading %s in the root: %q, %v; want the contained file", fix(inside), b, err)
+		}
+	}
+	if diff := cmp.Diff(before, dump(t, base, "root")); diff != "" {
+		t.Errorf("outside the root (-want +got):\n%s", diff)
 	}
 }
 

@@ -108,7 +108,8 @@ var fuzzSeeds = []string{
 }
 
 // FuzzExtract extracts fuzzed layers into a root beside a directory with a
-// canary, and through Filter into a second root, and checks that nothing
+// canary, through Filter into a second root, and as an ADD archive and a
+// build context (callerOptions) into two more, and checks that nothing
 // outside the roots changed and that the excluded path is intact: whatever
 // a layer holds, Extract may fail but never reaches out of its root.
 func FuzzExtract(f *testing.F) {
@@ -120,12 +121,21 @@ func FuzzExtract(f *testing.F) {
 		outside := filepath.Join(base, "outside")
 		root := filepath.Join(base, "root")
 		froot := filepath.Join(base, "froot")
+		others := map[string]string{} // caller name: its root
+		for _, c := range callerOptions[1:] {
+			others[c.name] = filepath.Join(base, c.name)
+			must(t, os.Mkdir(others[c.name], 0o755))
+		}
 		writeFile(t, filepath.Join(outside, "canary"), "canary", 0o644)
 		must(t, os.MkdirAll(filepath.Join(outside, "sub"), 0o755))
 		for _, r := range []string{root, froot} {
 			writeFile(t, filepath.Join(r, "excluded/secret"), "secret", 0o600)
 		}
-		before := dump(t, base, "root", "froot")
+		skip := []string{"root", "froot"}
+		for _, c := range callerOptions[1:] {
+			skip = append(skip, c.name)
+		}
+		before := dump(t, base, skip...)
 		excl := map[string]map[string]node{}
 		for _, r := range []string{root, froot} {
 			excl[r] = dump(t, filepath.Join(r, "excluded"))
@@ -138,8 +148,11 @@ func FuzzExtract(f *testing.F) {
 			if Filter(bytes.NewReader(l), &filtered, keep, NewIndex()) == nil {
 				Extract(froot, &filtered, opts...)
 			}
+			for _, c := range callerOptions[1:] {
+				Extract(others[c.name], bytes.NewReader(l), append(c.opts, WithMaxSize(1<<20))...)
+			}
 		}
-		if diff := cmp.Diff(before, dump(t, base, "root", "froot")); diff != "" {
+		if diff := cmp.Diff(before, dump(t, base, skip...)); diff != "" {
 			t.Fatalf("outside the roots (-want +got):\n%s", diff)
 		}
 		for _, r := range []string{root, froot} {

@@ -4,16 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,16 +79,9 @@ type corpusCase struct {
 	Buildah buildahNotes `json:"buildah,omitempty"`
 }
 
-// wantFile is the expectation for one path; unset fields are not checked.
-type wantFile struct {
-	Absent bool   `json:"absent,omitempty"`
-	Type   string `json:"type,omitempty"` // file, dir, symlink
-	// Mode is octal with setuid/setgid/sticky bits: "0644", "4755".
-	Mode    string  `json:"mode,omitempty"`
-	Owner   string  `json:"owner,omitempty"` // "uid:gid"
-	Content *string `json:"content,omitempty"`
-	Link    *string `json:"link,omitempty"`
-}
+// wantFile is the expectation for one path, as in the conformance suite;
+// unset fields are not checked.
+type wantFile = conformanceFile
 
 type wantFailure struct {
 	Reason   result.Reason `json:"reason"`
@@ -407,11 +399,13 @@ func checkImage(t *testing.T, c *corpusCase, env *corpusEnv, img v1.Image, b bui
 
 	// Files.
 	if len(c.Files) > 0 {
-		tree, err := imagetest.Flatten(img)
+		tree, contents, err := imagetest.FlattenContents(img)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkFiles(t, c, tree)
+		for _, p := range slices.Sorted(maps.Keys(c.Files)) {
+			checkConformanceFile(t, p, c.Files[p], tree, contents)
+		}
 	}
 
 	// Running it.
@@ -449,58 +443,3 @@ func normJSON(t *testing.T, raw json.RawMessage) any {
 }
 
 var typeNames = map[string]byte{"file": tar.TypeReg, "dir": tar.TypeDir, "symlink": tar.TypeSymlink}
-
-func checkFiles(t *testing.T, c *corpusCase, tree map[string]imagetest.Entry) {
-	t.Helper()
-	paths := make([]string, 0, len(c.Files))
-	for p := range c.Files {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		w := c.Files[p]
-		e, ok := tree[p]
-		if w.Absent {
-			if ok {
-				t.Errorf("%s: %s, want absent", p, e)
-			}
-			continue
-		}
-		if !ok {
-			t.Errorf("%s: missing", p)
-			continue
-		}
-		var problems []string
-		if w.Type != "" && typeNames[w.Type] != e.Type {
-			problems = append(problems, "type, want "+w.Type)
-		}
-		if w.Mode != "" {
-			m, err := strconv.ParseInt(w.Mode, 8, 64)
-			if err != nil {
-				t.Fatalf("%s: mode %q: %v", p, w.Mode, err)
-			}
-			if m != e.Mode {
-				problems = append(problems, fmt.Sprintf("mode, want %04o", m))
-			}
-		}
-		if w.Owner != "" && w.Owner != fmt.Sprintf("%d:%d", e.UID, e.GID) {
-			problems = append(problems, "owner, want "+w.Owner)
-		}
-		if w.Content != nil {
-			if d := contentDigest(*w.Content); d != e.Digest {
-				problems = append(problems, fmt.Sprintf("content, want %q", *w.Content))
-			}
-		}
-		if w.Link != nil && *w.Link != e.Linkname {
-			problems = append(problems, "link target, want "+*w.Link)
-		}
-		if len(problems) > 0 {
-			t.Errorf("%s: %s: %s", p, e, strings.Join(problems, "; "))
-		}
-	}
-}
-
-func contentDigest(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return "sha256:" + hex.EncodeToString(sum[:])
-}

@@ -667,7 +667,7 @@ func indexKey(layer v1.Hash) string { return "index:" + layer.String() }
 // rootfs.Index makes. It is stored as a plain single-layer image dated at
 // the epoch, unless the repository has it already and replace is false
 // (replace overwrites an index that could not be read, and saves asking
-// whether there is one). Wait reports the outcome.
+// whether there is one). Flush reports the outcome.
 func (c *Cache) StoreIndex(layer v1.Hash, index []byte, replace bool) {
 	c.background(false, func() error {
 		ref := c.o.Repo.Tag(indexTag(layer))

@@ -94,8 +94,8 @@ func (c *copier) untarOptions(ctx context.Context, destAbs string) []rootfs.Opti
 	opts := []rootfs.Option{
 		rootfs.WithContext(ctx),
 		rootfs.WithoutWhiteouts(),
-		rootfs.WithDevices(rootfs.DevicesRequired),
-		rootfs.WithXattrs(rootfs.XattrsBestEffort),
+		rootfs.WithDevices(rootfs.Required),
+		rootfs.WithXattrs(rootfs.BestEffort),
 		rootfs.WithUnknownTypesSkipped(),
 		rootfs.WithoutRootEntry(),
 		rootfs.WithoutHardLinkMetadata(),

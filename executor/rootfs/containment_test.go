@@ -23,9 +23,9 @@ var callerOptions = []struct {
 	opts []Option
 }{
 	{"layer", nil},
-	{"context", []Option{WithBeneath(), WithoutWhiteouts(), WithoutOwnership(), WithXattrs(XattrsIgnored),
-		WithDevices(DevicesSkipped), WithUnknownTypesSkipped(), WithoutRootEntry()}},
-	{"ADD", []Option{WithoutWhiteouts(), WithDevices(DevicesRequired), WithXattrs(XattrsBestEffort),
+	{"context", []Option{WithBeneath(), WithoutWhiteouts(), WithoutOwnership(), WithXattrs(Ignored),
+		WithDevices(Ignored), WithUnknownTypesSkipped(), WithoutRootEntry()}},
+	{"ADD", []Option{WithoutWhiteouts(), WithDevices(Required), WithXattrs(BestEffort),
 		WithUnknownTypesSkipped(), WithoutRootEntry(), WithoutHardLinkMetadata(), WithOwner(1000, 1000)}},
 }
 

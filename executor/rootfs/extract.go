@@ -357,7 +357,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		typ := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
 		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
 		if err := unix.Mknodat(pfd, name, typ|mode&0o777, int(dev)); err != nil {
-			if err == unix.EPERM && o.devices == DevicesUnlessDenied {
+			if (err == unix.EPERM && o.devices == UnlessDenied) || o.devices == BestEffort {
 				x.t.opts.skip(real, &os.PathError{Op: "mknodat", Path: real, Err: err})
 				return nil
 			}
@@ -383,7 +383,7 @@ func (x *extractor) skipType(typ byte) bool {
 	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink:
 		return false
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		return x.t.opts.devices == DevicesSkipped
+		return x.t.opts.devices == Ignored
 	}
 	return x.t.opts.skipUnknown
 }
@@ -489,7 +489,7 @@ func (x *extractor) setMeta(pfd int, name, real string, hdr *tar.Header, mode ui
 // xattrRecords returns the PAX records of hdr, or none when extended
 // attributes are ignored (XattrsIgnored).
 func (x *extractor) xattrRecords(hdr *tar.Header) map[string]string {
-	if x.t.opts.xattrs == XattrsIgnored {
+	if x.t.opts.xattrs == Ignored {
 		return nil
 	}
 	return hdr.PAXRecords
@@ -502,7 +502,8 @@ func (x *extractor) xattrErr(real, attr string, err error) error {
 		return nil
 	}
 	privileged := strings.HasPrefix(attr, "security.") || strings.HasPrefix(attr, "trusted.")
-	if err == unix.ENOTSUP || (privileged && err == unix.EPERM) || x.t.opts.xattrs == XattrsBestEffort {
+	denied := err == unix.ENOTSUP || (privileged && err == unix.EPERM)
+	if p := x.t.opts.xattrs; p == BestEffort || (p == UnlessDenied && denied) {
 		x.t.opts.skip(real, fmt.Errorf("setting extended attribute %s: %w", attr, err))
 		return nil
 	}

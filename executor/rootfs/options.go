@@ -28,8 +28,8 @@ type options struct {
 	// Extract only, for archives that are not layers (see the options).
 	noWhiteouts bool
 	owner       *owner
-	devices     Devices
-	xattrs      Xattrs
+	devices     Policy
+	xattrs      Policy
 	skipUnknown bool
 	beneath     bool
 	keepRoot    bool
@@ -117,47 +117,38 @@ func WithOwner(uid, gid int) Option {
 	return func(o *options) { o.owner = &owner{uid, gid} }
 }
 
-// Devices says what Extract does with device nodes and FIFOs.
-type Devices int
+// A Policy says what Extract does with a kind of thing it may be unable to
+// make: device nodes and FIFOs (WithDevices), extended attributes
+// (WithXattrs).
+type Policy int
 
 const (
-	// DevicesUnlessDenied makes them, skipping (and reporting to
-	// WithSkipped) those the extracting user may not make (EPERM, as in an
-	// unprivileged pod). The default.
-	DevicesUnlessDenied Devices = iota
-	// DevicesRequired makes them and fails on any error, EPERM included.
-	DevicesRequired
-	// DevicesSkipped never makes them, and skips them silently.
-	DevicesSkipped
+	// UnlessDenied makes them, skipping (and reporting to WithSkipped)
+	// those the extracting user may not make: device nodes that mknod
+	// refuses with EPERM (as in an unprivileged pod); extended attributes
+	// of the security and trusted namespaces refused with EPERM, and any
+	// the filesystem does not support (ENOTSUP). Any other failure fails.
+	// The default of both.
+	UnlessDenied Policy = iota
+	// Required makes them and fails on any error.
+	Required
+	// BestEffort makes them, skipping (and reporting) any that fails, as
+	// Docker's BestEffortXattrs.
+	BestEffort
+	// Ignored never makes them, and skips them silently.
+	Ignored
 )
 
 // WithDevices sets what Extract does with device nodes and FIFOs. The
-// default is DevicesUnlessDenied.
-func WithDevices(d Devices) Option {
-	return func(o *options) { o.devices = d }
+// default is UnlessDenied.
+func WithDevices(p Policy) Option {
+	return func(o *options) { o.devices = p }
 }
 
-// Xattrs says what Extract does with the extended attributes of the PAX
-// records (SCHILY.xattr.*).
-type Xattrs int
-
-const (
-	// XattrsUnlessDenied sets them, skipping (and reporting to
-	// WithSkipped) those of the security and trusted namespaces the
-	// extracting user may not set (EPERM) and any the filesystem does not
-	// support (ENOTSUP); any other failure fails. The default.
-	XattrsUnlessDenied Xattrs = iota
-	// XattrsBestEffort sets them, skipping (and reporting) any that
-	// cannot be set, as Docker's BestEffortXattrs.
-	XattrsBestEffort
-	// XattrsIgnored sets none.
-	XattrsIgnored
-)
-
-// WithXattrs sets what Extract does with extended attributes. The default
-// is XattrsUnlessDenied.
-func WithXattrs(x Xattrs) Option {
-	return func(o *options) { o.xattrs = x }
+// WithXattrs sets what Extract does with the extended attributes of the
+// PAX records (SCHILY.xattr.*). The default is UnlessDenied.
+func WithXattrs(p Policy) Option {
+	return func(o *options) { o.xattrs = p }
 }
 
 // WithUnknownTypesSkipped makes Extract skip silently the entries of a type

@@ -191,8 +191,8 @@ func extractTar(ctx context.Context, r io.Reader, dest string) error {
 		rootfs.WithBeneath(),
 		rootfs.WithoutWhiteouts(),
 		rootfs.WithoutOwnership(),
-		rootfs.WithXattrs(rootfs.XattrsIgnored),
-		rootfs.WithDevices(rootfs.DevicesSkipped),
+		rootfs.WithXattrs(rootfs.Ignored),
+		rootfs.WithDevices(rootfs.Ignored),
 		rootfs.WithUnknownTypesSkipped(),
 		rootfs.WithoutRootEntry(),
 	)

@@ -99,71 +99,28 @@ func podName(ib *v1alpha1.ImageBuild, attempt int32) string {
 }
 
 // constructPod returns the executor pod of attempt ib.Status.Attempt of ib's current
-// generation. It is a pure function of its arguments.
+// generation. It is a pure function of its arguments, assembled from named pieces: the pod's
+// identity (podMeta), where it may run (placement), the executor container, and, when the
+// build has credentials, their volumes (credentialVolumes) and the init container that
+// stages them (newCredentialsContainer).
 func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	spec := &ib.Spec
-	attempt := ib.Status.Attempt
+	image := executorImage(ib, opts)
+	resources := executorResources(ib, opts)
+	executor := newExecutorContainer(ib, image, resources)
 
-	image := opts.executorImage
-	if spec.ExecutorImage != "" {
-		image = spec.ExecutorImage
-	}
-	nodeSelector, tolerations := spec.NodeSelector, spec.Tolerations
-	if nodeSelector == nil {
-		nodeSelector = opts.nodeSelector
-	}
-	if tolerations == nil {
-		tolerations = opts.tolerations
-	}
-	resources := opts.resources
-	if spec.Resources != nil {
-		resources = *spec.Resources.DeepCopy()
-		// The default bound on what a build writes holds unless the spec sets its own.
-		if q, ok := opts.resources.Limits[corev1.ResourceEphemeralStorage]; ok {
-			if _, set := resources.Limits[corev1.ResourceEphemeralStorage]; !set {
-				if resources.Limits == nil {
-					resources.Limits = corev1.ResourceList{}
-				}
-				resources.Limits[corev1.ResourceEphemeralStorage] = q
-			}
-		}
-	}
-
-	var env []corev1.EnvVar
 	volumes, secretMounts := credentialVolumes(ib, opts.gitAuth)
-	for _, a := range spec.BuildArgs {
-		if a.ValueFrom == nil {
-			continue
-		}
-		e := corev1.EnvVar{Name: a.Name, ValueFrom: &corev1.EnvVarSource{}}
-		if s := a.ValueFrom.SecretKeyRef; s != nil {
-			e.ValueFrom.SecretKeyRef = s.DeepCopy()
-		}
-		if c := a.ValueFrom.ConfigMapKeyRef; c != nil {
-			e.ValueFrom.ConfigMapKeyRef = c.DeepCopy()
-		}
-		env = append(env, e)
+	var initContainers []corev1.Container
+	if len(secretMounts) > 0 {
+		staged := corev1.VolumeMount{Name: credentialsVolume, MountPath: credentialsDir}
+		initContainers = []corev1.Container{newCredentialsContainer(image, resources, append(secretMounts, staged))}
+		executor.VolumeMounts = append(executor.VolumeMounts, staged)
+		executor.Args = append(executor.Args, "--credentials-dir="+credentialsDir)
 	}
 
+	nodeSelector, tolerations := placement(ib, opts)
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      podName(ib, attempt),
-			Namespace: ib.Namespace,
-			Labels: map[string]string{
-				managedByLabel:           managedByValue,
-				v1alpha1.LabelImageBuild: ib.Name,
-				v1alpha1.LabelGeneration: strconv.FormatInt(ib.Generation, 10),
-				v1alpha1.LabelAttempt:    strconv.FormatInt(int64(attempt), 10),
-			},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion:         v1alpha1.GroupVersion.String(),
-				Kind:               "ImageBuild",
-				Name:               ib.Name,
-				UID:                ib.UID,
-				Controller:         ptr.To(true),
-				BlockOwnerDeletion: ptr.To(true),
-			}},
-		},
+		ObjectMeta: podMeta(ib),
 		Spec: corev1.PodSpec{
 			RestartPolicy:                corev1.RestartPolicyNever,
 			ActiveDeadlineSeconds:        activeDeadline(spec.Timeout),
@@ -177,51 +134,143 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 			SecurityContext: &corev1.PodSecurityContext{
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
-			Containers: []corev1.Container{{
-				Name:                     executorContainer,
-				Image:                    image,
-				ImagePullPolicy:          corev1.PullIfNotPresent,
-				Args:                     executorArgs(ib),
-				Env:                      env,
-				Resources:                resources,
-				TerminationMessagePath:   terminationMessagePath,
-				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-				SecurityContext: &corev1.SecurityContext{
-					Privileged:               ptr.To(false),
-					AllowPrivilegeEscalation: ptr.To(false),
-					Capabilities: &corev1.Capabilities{
-						Drop: []corev1.Capability{"ALL"},
-						Add:  executorCapabilities,
-					},
-				},
-			}},
-			Volumes: volumes,
+			InitContainers: initContainers,
+			Containers:     []corev1.Container{executor},
+			Volumes:        volumes,
 		},
-	}
-	if len(secretMounts) > 0 {
-		staged := corev1.VolumeMount{Name: credentialsVolume, MountPath: credentialsDir}
-		pod.Spec.InitContainers = []corev1.Container{{
-			Name:            credentialsContainer,
-			Image:           image,
-			ImagePullPolicy: corev1.PullIfNotPresent,
-			Args:            []string{"--stage-credentials=" + secretsMount, "--credentials-dir=" + credentialsDir},
-			Resources:       resources,
-			VolumeMounts:    append(secretMounts, staged),
-			SecurityContext: &corev1.SecurityContext{
-				Privileged:               ptr.To(false),
-				AllowPrivilegeEscalation: ptr.To(false),
-				ReadOnlyRootFilesystem:   ptr.To(true),
-				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			},
-		}}
-		c := &pod.Spec.Containers[0]
-		c.VolumeMounts = append(c.VolumeMounts, staged)
-		c.Args = append(c.Args, "--credentials-dir="+credentialsDir)
 	}
 	if !opts.hostUsers {
 		pod.Spec.HostUsers = ptr.To(false)
 	}
 	return pod
+}
+
+// podMeta is the executor pod's identity: its deterministic name (podName), the labels the
+// manager selects and caches it by, and ib as its controller.
+func podMeta(ib *v1alpha1.ImageBuild) metav1.ObjectMeta {
+	attempt := ib.Status.Attempt
+	return metav1.ObjectMeta{
+		Name:      podName(ib, attempt),
+		Namespace: ib.Namespace,
+		Labels: map[string]string{
+			managedByLabel:           managedByValue,
+			v1alpha1.LabelImageBuild: ib.Name,
+			v1alpha1.LabelGeneration: strconv.FormatInt(ib.Generation, 10),
+			v1alpha1.LabelAttempt:    strconv.FormatInt(int64(attempt), 10),
+		},
+		OwnerReferences: []metav1.OwnerReference{{
+			APIVersion:         v1alpha1.GroupVersion.String(),
+			Kind:               "ImageBuild",
+			Name:               ib.Name,
+			UID:                ib.UID,
+			Controller:         ptr.To(true),
+			BlockOwnerDeletion: ptr.To(true),
+		}},
+	}
+}
+
+// executorImage is spec.executorImage, else the manager's --executor-image.
+func executorImage(ib *v1alpha1.ImageBuild, opts podOptions) string {
+	if ib.Spec.ExecutorImage != "" {
+		return ib.Spec.ExecutorImage
+	}
+	return opts.executorImage
+}
+
+// placement is the pod's node selector and tolerations: each the spec's, else the manager's
+// default when the spec sets none.
+func placement(ib *v1alpha1.ImageBuild, opts podOptions) (map[string]string, []corev1.Toleration) {
+	nodeSelector, tolerations := ib.Spec.NodeSelector, ib.Spec.Tolerations
+	if nodeSelector == nil {
+		nodeSelector = opts.nodeSelector
+	}
+	if tolerations == nil {
+		tolerations = opts.tolerations
+	}
+	return nodeSelector, tolerations
+}
+
+// executorResources are the resources of both containers: spec.resources, else the manager's
+// defaults. The default ephemeral-storage limit (the bound on what a build writes) holds
+// also under spec.resources unless it sets its own.
+func executorResources(ib *v1alpha1.ImageBuild, opts podOptions) corev1.ResourceRequirements {
+	if ib.Spec.Resources == nil {
+		return opts.resources
+	}
+	resources := *ib.Spec.Resources.DeepCopy()
+	if q, ok := opts.resources.Limits[corev1.ResourceEphemeralStorage]; ok {
+		if _, set := resources.Limits[corev1.ResourceEphemeralStorage]; !set {
+			if resources.Limits == nil {
+				resources.Limits = corev1.ResourceList{}
+			}
+			resources.Limits[corev1.ResourceEphemeralStorage] = q
+		}
+	}
+	return resources
+}
+
+// newExecutorContainer is the container that runs the build: the executor's command line
+// (executorArgs), the build arguments read from Secrets and ConfigMaps (executorEnv), its
+// termination message as the result, and no privilege beyond executorCapabilities.
+func newExecutorContainer(ib *v1alpha1.ImageBuild, image string, resources corev1.ResourceRequirements) corev1.Container {
+	return corev1.Container{
+		Name:                     executorContainer,
+		Image:                    image,
+		ImagePullPolicy:          corev1.PullIfNotPresent,
+		Args:                     executorArgs(ib),
+		Env:                      executorEnv(ib),
+		Resources:                resources,
+		TerminationMessagePath:   terminationMessagePath,
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+		SecurityContext: &corev1.SecurityContext{
+			Privileged:               ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities: &corev1.Capabilities{
+				Drop: []corev1.Capability{"ALL"},
+				Add:  executorCapabilities,
+			},
+		},
+	}
+}
+
+// executorEnv is one environment variable per build argument with a valueFrom (a Secret's or
+// a ConfigMap's key), named as the argument: executorArgs passes it as --build-arg=NAME.
+func executorEnv(ib *v1alpha1.ImageBuild) []corev1.EnvVar {
+	var env []corev1.EnvVar
+	for _, a := range ib.Spec.BuildArgs {
+		if a.ValueFrom == nil {
+			continue
+		}
+		e := corev1.EnvVar{Name: a.Name, ValueFrom: &corev1.EnvVarSource{}}
+		if s := a.ValueFrom.SecretKeyRef; s != nil {
+			e.ValueFrom.SecretKeyRef = s.DeepCopy()
+		}
+		if c := a.ValueFrom.ConfigMapKeyRef; c != nil {
+			e.ValueFrom.ConfigMapKeyRef = c.DeepCopy()
+		}
+		env = append(env, e)
+	}
+	return env
+}
+
+// newCredentialsContainer is the init container that copies the Secrets mounted by mounts
+// (under secretsMount) into credentialsDir, also in mounts, and ends: it runs the executor
+// image with --stage-credentials, read-only and with no capability.
+func newCredentialsContainer(image string, resources corev1.ResourceRequirements, mounts []corev1.VolumeMount) corev1.Container {
+	return corev1.Container{
+		Name:            credentialsContainer,
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Args:            []string{"--stage-credentials=" + secretsMount, "--credentials-dir=" + credentialsDir},
+		Resources:       resources,
+		VolumeMounts:    mounts,
+		SecurityContext: &corev1.SecurityContext{
+			Privileged:               ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
 }
 
 // credentialVolumes returns the pod's volumes of credentials and where the init container

@@ -59,7 +59,7 @@ type gitSource struct {
 // ?submodules=false, with the credentials Options.GitAuth scopes to each
 // URL (the git context's go to its origin only). checksum, when set, is the commit (or a prefix of it)
 // each must check out.
-func (g *stage) fetchGitSources(ctx context.Context, refs []*dfgitutil.GitRef, keepGitDir *bool, checksum string) ([]gitSource, error) {
+func (sb *stageBuilder) fetchGitSources(ctx context.Context, refs []*dfgitutil.GitRef, keepGitDir *bool, checksum string) ([]gitSource, error) {
 	if checksum != "" && !commitHex.MatchString(checksum) {
 		return nil, fail(result.ReasonDockerfileInvalid, fmt.Errorf("ADD --checksum=%s: invalid checksum %s for Git URL, expected hex commit hash", checksum, checksum))
 	}
@@ -79,7 +79,7 @@ func (g *stage) fetchGitSources(ctx context.Context, refs []*dfgitutil.GitRef, k
 			}
 			want = ref.Checksum
 		}
-		dir, err := os.MkdirTemp(g.b.opts.WorkDir, "add-git-")
+		dir, err := os.MkdirTemp(sb.b.opts.WorkDir, "add-git-")
 		if err != nil {
 			return nil, fail(result.ReasonInternal, err)
 		}
@@ -90,7 +90,7 @@ func (g *stage) fetchGitSources(ctx context.Context, refs []*dfgitutil.GitRef, k
 				url += ":" + ref.SubDir
 			}
 		}
-		opts := source.FetchOptions{Git: "recurse-submodules=true", Auth: &g.b.opts.GitAuth, BuildKitRefs: true}
+		opts := source.FetchOptions{Git: "recurse-submodules=true", Auth: &sb.b.opts.GitAuth, BuildKitRefs: true}
 		if ref.Submodules != nil && !*ref.Submodules {
 			opts.Git = "recurse-submodules=false"
 		}
@@ -109,7 +109,7 @@ func (g *stage) fetchGitSources(ctx context.Context, refs []*dfgitutil.GitRef, k
 				return nil, fail(result.ReasonSourceFetchFailed, fmt.Errorf("ADD --keep-git-dir %s: %w", source.RedactURL(ref.Remote), err))
 			}
 		}
-		fmt.Fprintf(g.b.log, "ADD %s at %s: commit %s\n", source.RedactURL(ref.Remote), orHEAD(ref.Ref), f.Commit)
+		fmt.Fprintf(sb.b.log, "ADD %s at %s: commit %s\n", source.RedactURL(ref.Remote), orHEAD(ref.Ref), f.Commit)
 		out = append(out, gitSource{remote: source.RedactURL(ref.Remote), ref: ref.Ref, subdir: ref.SubDir, commit: f.Commit, dir: f.Dir, keepGitDir: kept, rawRemote: ref.Remote})
 	}
 	return out, nil

@@ -257,7 +257,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 			opts:    o,
 			plan:    plan,
 			log:     NewSyncWriter(o.Log),
-			stages:  make([]*stageState, len(plan.Stages)),
+			stages:  make([]*stageResult, len(plan.Stages)),
 			images:  map[string]*imageSource{},
 			usedArg: map[string]bool{},
 			layers:  filepath.Join(o.WorkDir, "layers"),
@@ -268,7 +268,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
 		}
 		for i := range b.stages {
-			b.stages[i] = &stageState{done: make(chan struct{})}
+			b.stages[i] = &stageResult{done: make(chan struct{})}
 		}
 		b.countConsumers()
 		for _, k := range plan.MetaArgNames {
@@ -296,8 +296,8 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 		rep.Stages = append(rep.Stages, b.stages[i].report)
 		// A hit after a miss in its stage is not used (the step runs on the
 		// rebuilt tree), so count what each stage used.
-		rep.CacheHits += b.stages[i].g.hits
-		rep.CacheMisses += b.stages[i].g.keyed - b.stages[i].g.hits
+		rep.CacheHits += b.stages[i].sb.hits
+		rep.CacheMisses += b.stages[i].sb.keyed - b.stages[i].sb.hits
 	}
 	return img, rep, nil
 }
@@ -315,7 +315,7 @@ type builder struct {
 	opts   Options
 	plan   *dockerfile.Plan
 	log    *SyncWriter
-	stages []*stageState
+	stages []*stageResult
 	layers string // directory for layer files
 	// caches holds RUN --mount=type=cache directories for the whole build.
 	caches *cacheStore
@@ -330,7 +330,7 @@ type builder struct {
 
 	// lastInPlace is the stage whose tree the container's root holds now
 	// (in-place isolation only).
-	lastInPlace *stageState
+	lastInPlace *stageResult
 
 	// indexed holds the digests of the layers whose index this build has
 	// stored, is storing or has read (see rootfs.Index); indexes holds
@@ -420,7 +420,7 @@ func (b *builder) lookupAll(ctx context.Context) {
 	c := b.opts.Cache
 	var steps []*step
 	for _, i := range b.plan.Order {
-		for _, sp := range b.stages[i].g.steps {
+		for _, sp := range b.stages[i].sb.steps {
 			if sp.action != nil && sp.key != "" {
 				steps = append(steps, sp)
 			}
@@ -453,7 +453,7 @@ var errDependency = errors.New("a stage it needs failed")
 func isStageFailed(err error) bool { return errors.Is(err, errDependency) }
 
 // waitStage blocks until stage i is built (it must be in the plan's order).
-func (b *builder) waitStage(ctx context.Context, i int) (*stageState, error) {
+func (b *builder) waitStage(ctx context.Context, i int) (*stageResult, error) {
 	s := b.stages[i]
 	select {
 	case <-s.done:
@@ -533,7 +533,7 @@ func (s *SyncWriter) Write(p []byte) (int, error) {
 // finalImage is the target stage's image with the --label values and the
 // creation time (SOURCE_DATE_EPOCH when reproducible). Its layers are as
 // the cache says a push should see them (Cache.Mountable).
-func (b *builder) finalImage(ctx context.Context, target *stageState) (v1.Image, error) {
+func (b *builder) finalImage(ctx context.Context, target *stageResult) (v1.Image, error) {
 	cfg := cloneImage(target.cfg)
 	if len(b.opts.Labels) > 0 && cfg.Config.Labels == nil {
 		cfg.Config.Labels = map[string]string{}

@@ -124,7 +124,7 @@ var cacheMoves = true
 // acquireCaches takes an instance of each cache the mounts use, in the
 // order of their keys, so that two steps waiting for each other's caches
 // cannot each hold one the other waits for.
-func (g *stage) acquireCaches(ctx context.Context, mounts []*runMount) (map[*runMount]*cacheUse, error) {
+func (sb *stageBuilder) acquireCaches(ctx context.Context, mounts []*runMount) (map[*runMount]*cacheUse, error) {
 	var cms []*runMount
 	for _, rm := range mounts {
 		if rm.typ == instructions.MountTypeCache {
@@ -144,7 +144,7 @@ func (g *stage) acquireCaches(ctx context.Context, mounts []*runMount) (map[*run
 		var name string
 		var fresh bool
 		if err == nil {
-			name, fresh, err = g.b.caches.acquire(ctx, rm.cacheKey, rm.sharing)
+			name, fresh, err = sb.b.caches.acquire(ctx, rm.cacheKey, rm.sharing)
 		}
 		if err != nil {
 			for _, u := range uses {
@@ -152,8 +152,8 @@ func (g *stage) acquireCaches(ctx context.Context, mounts []*runMount) (map[*run
 			}
 			return nil, err
 		}
-		uses[rm] = &cacheUse{store: g.b.caches, key: rm.cacheKey, name: name, fresh: fresh, keep: !fresh,
-			inst: filepath.Join(g.b.caches.dir, name)}
+		uses[rm] = &cacheUse{store: sb.b.caches, key: rm.cacheKey, name: name, fresh: fresh, keep: !fresh,
+			inst: filepath.Join(sb.b.caches.dir, name)}
 	}
 	return uses, nil
 }
@@ -193,7 +193,7 @@ func dirMode(fi fs.FileMode) fs.FileMode {
 // systems. A new instance is made first: empty, or with its "cache"
 // directory (uid, gid, mode); one that starts from a from= tree gets the
 // part of the tree the mount shows when it first shows it (see seed).
-func (g *stage) fillCache(ctx context.Context, root string, rm *runMount, u *cacheUse, parent *rootfs.Dir, name string) error {
+func (sb *stageBuilder) fillCache(ctx context.Context, root string, rm *runMount, u *cacheUse, parent *rootfs.Dir, name string) error {
 	u.sel, u.root, u.ctx = rm.sel, root, context.WithoutCancel(ctx)
 	if u.fresh {
 		if err := makeCache(rm, u.inst); err != nil {

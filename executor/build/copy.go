@@ -48,19 +48,19 @@ type copyStep struct {
 	unpack *bool
 }
 
-func (g *stage) copy(ctx context.Context, c *instructions.CopyCommand) error {
-	return g.copyFiles(ctx, copyStep{params: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, parents: c.Parents})
+func (sb *stageBuilder) copy(ctx context.Context, c *instructions.CopyCommand) error {
+	return sb.copyFiles(ctx, copyStep{params: c.SourcesAndDest, from: c.From, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, parents: c.Parents})
 }
 
-func (g *stage) add(ctx context.Context, c *instructions.AddCommand) error {
-	return g.copyFiles(ctx, copyStep{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, keepGitDir: c.KeepGitDir, unpack: c.Unpack})
+func (sb *stageBuilder) add(ctx context.Context, c *instructions.AddCommand) error {
+	return sb.copyFiles(ctx, copyStep{add: true, params: c.SourcesAndDest, chown: c.Chown, chmod: c.Chmod, exclude: c.ExcludePatterns, checksum: c.Checksum, keepGitDir: c.KeepGitDir, unpack: c.Unpack})
 }
 
 // copyFiles plans a COPY or ADD: where the sources come from (the context,
 // a stage, an image, or heredocs), the request, and with the cache on a key
 // over the digests of exactly the files it reads. The copy itself runs
 // later, and its layer holds exactly what it wrote.
-func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
+func (sb *stageBuilder) copyFiles(ctx context.Context, s copyStep) error {
 	name := "COPY"
 	if s.add {
 		name = "ADD"
@@ -83,7 +83,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		if src := s.params.SourcePaths[0]; !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
 			return fail(result.ReasonDockerfileInvalid, errors.New("checksum requires HTTP(S) or Git sources"))
 		}
-		sum, err := g.expand(s.checksum)
+		sum, err := sb.expand(s.checksum)
 		if err != nil {
 			return fail(result.ReasonDockerfileInvalid, err)
 		}
@@ -95,15 +95,15 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		Checksum:   checksum,
 		Sources:    s.params.SourcePaths,
 		Dest:       s.params.DestPath,
-		WorkDir:    g.cfg.Config.WorkingDir,
+		WorkDir:    sb.cfg.Config.WorkingDir,
 		Add:        s.add,
-		HTTPClient: g.b.opts.HTTPClient,
+		HTTPClient: sb.b.opts.HTTPClient,
 		// COPY --parents applies to the local sources; heredocs have none.
 		Parents: s.parents,
 		// ADD --unpack: BuildKit's AttemptUnpack, for local and URL
 		// sources (never git nor heredocs).
 		Unpack:  s.unpack,
-		TempDir: g.b.opts.WorkDir,
+		TempDir: sb.b.opts.WorkDir,
 	}
 	if req.WorkDir == "" {
 		req.WorkDir = "/"
@@ -178,11 +178,11 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	var gits []gitSource
 	switch {
 	case refs != nil:
-		sum, err := g.expand(s.checksum)
+		sum, err := sb.expand(s.checksum)
 		if err != nil {
 			return fail(result.ReasonDockerfileInvalid, err)
 		}
-		if gits, err = g.fetchGitSources(ctx, refs, s.keepGitDir, sum); err != nil {
+		if gits, err = sb.fetchGitSources(ctx, refs, s.keepGitDir, sum); err != nil {
 			return err
 		}
 		for _, gs := range gits {
@@ -198,31 +198,31 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		// Heredocs only.
 	case s.from != "":
 		req.KeepOwner = true
-		if src := g.b.plan.StageForFrom(s.from, g.st.Index); src != nil {
-			if g.b.stages[src.Index].g == nil {
+		if src := sb.b.plan.StageForFrom(s.from, sb.st.Index); src != nil {
+			if sb.b.stages[src.Index].sb == nil {
 				// Only an ONBUILD trigger can name a stage the plan left out.
 				return fail(result.ReasonDockerfileInvalid, fmt.Errorf("COPY --from=%s: the stage is not built for this target (an ONBUILD trigger cannot add stages)", s.from))
 			}
-			if k := g.b.stages[src.Index].g.key; k == "" {
+			if k := sb.b.stages[src.Index].sb.key; k == "" {
 				keyParts = nil // the stage is not cacheable
 			} else {
 				keyParts = append(keyParts, "stage", k, req.Sources)
 			}
 			srcRoot = func(ctx context.Context) (string, error) {
-				tree, err := g.b.stageTree(ctx, src.Index)
+				tree, err := sb.b.stageTree(ctx, src.Index)
 				if err != nil {
 					return "", fmt.Errorf("preparing stage %s for COPY --from: %w", src.DisplayName(), err)
 				}
 				return tree, nil
 			}
 		} else {
-			img, err := g.b.image(ctx, s.from)
+			img, err := sb.b.image(ctx, s.from)
 			if err != nil {
 				return fail(result.ReasonBaseImagePullFailed, err)
 			}
 			keyParts = append(keyParts, "image", img.digest.String(), req.Sources)
 			srcRoot = func(ctx context.Context) (string, error) {
-				tree, err := img.extracted(ctx, g.b)
+				tree, err := img.extracted(ctx, sb.b)
 				if err != nil {
 					return "", fmt.Errorf("extracting %s: %w", s.from, err)
 				}
@@ -230,7 +230,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 			}
 		}
 	default:
-		bc := g.b.opts.Context
+		bc := sb.b.opts.Context
 		if bc == nil {
 			return fail(result.ReasonCopyFailed, fmt.Errorf("%s needs a build context, and this build has none", name))
 		}
@@ -238,7 +238,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		req.IgnoreDescend = bc.MayContainIncluded
 		req.SrcRoot = bc.Dir
 		srcRoot = func(context.Context) (string, error) { return bc.Dir, nil }
-		if g.b.keyed {
+		if sb.b.keyed {
 			w, files, err := copier.WalkSources(ctx, req)
 			if err != nil {
 				return fail(result.ReasonCopyFailed, err)
@@ -280,7 +280,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	}
 	msg = append(msg, s.params.DestPath)
 
-	err = g.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, g *stage, root string) ([]string, error) {
+	err = sb.fsStep(strings.Join(msg, " ")+" # buildkit", keyParts, func(ctx context.Context, sb *stageBuilder, root string) ([]string, error) {
 		req := req
 		req.DestRoot = root
 		if srcRoot != nil { // git sources set it per repository
@@ -319,7 +319,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 		}
 		if err == nil && heredocs != nil {
 			var r copier.Result
-			r, err = g.copyHeredocs(ctx, req, heredocs, heredocNames)
+			r, err = sb.copyHeredocs(ctx, req, heredocs, heredocNames)
 			res.Changed = append(res.Changed, r.Changed...)
 		}
 		if err != nil {
@@ -334,7 +334,7 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 	if !path.IsAbs(dest) {
 		dest = path.Join(req.WorkDir, dest)
 	}
-	g.cur().copyDest = path.Clean("/" + dest)
+	sb.cur().copyDest = path.Clean("/" + dest)
 	return err
 }
 
@@ -342,8 +342,8 @@ func (g *stage) copyFiles(ctx context.Context, s copyStep) error {
 // destination of req: each a file 0644 (before --chmod) owned by root
 // (before --chown), as BuildKit's dispatchCopy makes each with llb.Mkfile
 // in a scratch state and copies it from there, never extracted by ADD.
-func (g *stage) copyHeredocs(ctx context.Context, req copier.Request, heredocs map[string]string, names []string) (copier.Result, error) {
-	dir, err := os.MkdirTemp(g.b.opts.WorkDir, "heredoc-")
+func (sb *stageBuilder) copyHeredocs(ctx context.Context, req copier.Request, heredocs map[string]string, names []string) (copier.Result, error) {
+	dir, err := os.MkdirTemp(sb.b.opts.WorkDir, "heredoc-")
 	if err != nil {
 		return copier.Result{}, fail(result.ReasonInternal, err)
 	}

@@ -34,13 +34,13 @@ const runKeyVersion = 3
 
 // dispatch applies one instruction to the stage, with Docker's semantics
 // (BuildKit's dockerfile2llb is the reference for each rule).
-func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
+func (sb *stageBuilder) dispatch(ctx context.Context, cmd instructions.Command) error {
 	// Word expansion with the stage's environment (ENV and ARGs in scope),
 	// for every instruction that supports it except ARG, whose values are
 	// expanded one by one as they are declared.
 	if _, isArg := cmd.(*instructions.ArgCommand); !isArg {
 		if ex, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {
-			if err := ex.Expand(g.expand); err != nil {
+			if err := ex.Expand(sb.expand); err != nil {
 				return fail(result.ReasonDockerfileInvalid, err)
 			}
 		}
@@ -49,7 +49,7 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 		lex := shell.NewLex('\\')
 		lex.SkipProcessQuotes = true
 		err := ex.ExpandRaw(func(word string) (string, error) {
-			s, _, err := lex.ProcessWord(word, g.env)
+			s, _, err := lex.ProcessWord(word, sb.env)
 			return s, err
 		})
 		if err != nil {
@@ -59,90 +59,90 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 	var err error
 	switch c := cmd.(type) {
 	case *instructions.ArgCommand:
-		err = g.arg(c)
+		err = sb.arg(c)
 	case *instructions.EnvCommand:
 		var msg strings.Builder
 		msg.WriteString("ENV")
 		for _, kv := range c.Env {
-			g.env.Set(kv.Key, kv.Value)
-			g.cfg.Config.Env = setEnv(g.cfg.Config.Env, kv.Key, kv.Value)
+			sb.env.Set(kv.Key, kv.Value)
+			sb.cfg.Config.Env = setEnv(sb.cfg.Config.Env, kv.Key, kv.Value)
 			msg.WriteString(" " + kv.String())
 		}
-		err = g.meta(msg.String())
+		err = sb.meta(msg.String())
 	case *instructions.LabelCommand:
 		var msg strings.Builder
 		msg.WriteString("LABEL")
-		if g.cfg.Config.Labels == nil {
-			g.cfg.Config.Labels = map[string]string{}
+		if sb.cfg.Config.Labels == nil {
+			sb.cfg.Config.Labels = map[string]string{}
 		}
 		for _, kv := range c.Labels {
-			g.cfg.Config.Labels[kv.Key] = kv.Value
+			sb.cfg.Config.Labels[kv.Key] = kv.Value
 			msg.WriteString(" " + kv.String())
 		}
-		err = g.meta(msg.String())
+		err = sb.meta(msg.String())
 	case *instructions.MaintainerCommand:
-		g.cfg.Author = c.Maintainer
-		err = g.meta("MAINTAINER " + c.Maintainer)
+		sb.cfg.Author = c.Maintainer
+		err = sb.meta("MAINTAINER " + c.Maintainer)
 	case *instructions.WorkdirCommand:
-		err = g.workdir(c)
+		err = sb.workdir(c)
 	case *instructions.UserCommand:
-		g.cfg.Config.User = c.User
-		err = g.meta("USER " + c.User)
+		sb.cfg.Config.User = c.User
+		err = sb.meta("USER " + c.User)
 	case *instructions.ExposeCommand:
-		err = g.expose(c)
+		err = sb.expose(c)
 	case *instructions.VolumeCommand:
-		if g.cfg.Config.Volumes == nil {
-			g.cfg.Config.Volumes = map[string]struct{}{}
+		if sb.cfg.Config.Volumes == nil {
+			sb.cfg.Config.Volumes = map[string]struct{}{}
 		}
 		for _, v := range c.Volumes {
 			if v == "" {
 				return fail(result.ReasonDockerfileInvalid, errors.New("VOLUME specified can not be an empty string"))
 			}
-			g.cfg.Config.Volumes[v] = struct{}{}
+			sb.cfg.Config.Volumes[v] = struct{}{}
 		}
-		err = g.meta(fmt.Sprintf("VOLUME %v", c.Volumes))
+		err = sb.meta(fmt.Sprintf("VOLUME %v", c.Volumes))
 	case *instructions.StopSignalCommand:
 		if _, perr := signal.ParseSignal(c.Signal); perr != nil {
 			return fail(result.ReasonDockerfileInvalid, perr)
 		}
-		g.cfg.Config.StopSignal = c.Signal
-		err = g.meta("STOPSIGNAL " + c.Signal)
+		sb.cfg.Config.StopSignal = c.Signal
+		err = sb.meta("STOPSIGNAL " + c.Signal)
 	case *instructions.ShellCommand:
-		g.cfg.Config.Shell = slices.Clone(c.Shell)
-		err = g.meta(fmt.Sprintf("SHELL %v", c.Shell))
+		sb.cfg.Config.Shell = slices.Clone(c.Shell)
+		err = sb.meta(fmt.Sprintf("SHELL %v", c.Shell))
 	case *instructions.OnbuildCommand:
 		// BuildKit records no history entry for ONBUILD.
-		g.cfg.Config.OnBuild = append(g.cfg.Config.OnBuild, c.Expression)
+		sb.cfg.Config.OnBuild = append(sb.cfg.Config.OnBuild, c.Expression)
 	case *instructions.CmdCommand:
 		args := c.CmdLine
 		if c.PrependShell {
-			args = g.withShell(args)
+			args = sb.withShell(args)
 		}
-		g.cfg.Config.Cmd = slices.Clone(args)
-		g.cfg.Config.ArgsEscaped = true //nolint:staticcheck // Docker still sets it.
-		g.cmdSet = true
-		err = g.meta(fmt.Sprintf("CMD %q", args))
+		sb.cfg.Config.Cmd = slices.Clone(args)
+		sb.cfg.Config.ArgsEscaped = true //nolint:staticcheck // Docker still sets it.
+		sb.cmdSet = true
+		err = sb.meta(fmt.Sprintf("CMD %q", args))
 	case *instructions.EntrypointCommand:
 		args := c.CmdLine
 		if c.PrependShell {
-			args = g.withShell(args)
+			args = sb.withShell(args)
 		}
-		g.cfg.Config.Entrypoint = slices.Clone(args)
-		if !g.cmdSet {
-			g.cfg.Config.Cmd = nil
+		sb.cfg.Config.Entrypoint = slices.Clone(args)
+		if !sb.cmdSet {
+			sb.cfg.Config.Cmd = nil
 		}
-		err = g.meta(fmt.Sprintf("ENTRYPOINT %q", args))
+		err = sb.meta(fmt.Sprintf("ENTRYPOINT %q", args))
 	case *instructions.HealthCheckCommand:
 		h := *c.Health
 		h.Test = slices.Clone(h.Test)
-		g.cfg.Config.Healthcheck = &h
-		err = g.meta(fmt.Sprintf("HEALTHCHECK %+v", h))
+		sb.cfg.Config.Healthcheck = &h
+		err = sb.meta(fmt.Sprintf("HEALTHCHECK %+v", h))
 	case *instructions.RunCommand:
-		err = g.run(ctx, c)
+		err = sb.run(ctx, c)
 	case *instructions.CopyCommand:
-		err = g.copy(ctx, c)
+		err = sb.copy(ctx, c)
 	case *instructions.AddCommand:
-		err = g.add(ctx, c)
+		err = sb.add(ctx, c)
 	default:
 		err = fail(result.ReasonDockerfileInvalid, fmt.Errorf("unsupported instruction %s", cmd.Name()))
 	}
@@ -150,14 +150,14 @@ func (g *stage) dispatch(ctx context.Context, cmd instructions.Command) error {
 }
 
 // expand is the word expander of the stage's environment.
-func (g *stage) expand(word string) (string, error) {
-	s, _, err := g.b.plan.Lex.ProcessWord(word, g.env)
+func (sb *stageBuilder) expand(word string) (string, error) {
+	s, _, err := sb.b.plan.Lex.ProcessWord(word, sb.env)
 	return s, err
 }
 
 // withShell prefixes a shell-form command with the SHELL (or /bin/sh -c).
-func (g *stage) withShell(args []string) []string {
-	sh := slices.Clone(g.cfg.Config.Shell)
+func (sb *stageBuilder) withShell(args []string) []string {
+	sh := slices.Clone(sb.cfg.Config.Shell)
 	if len(sh) == 0 {
 		sh = []string{"/bin/sh", "-c"}
 	}
@@ -178,61 +178,61 @@ func setEnv(env []string, k, v string) []string {
 // arg declares build arguments in the stage: a --build-arg value wins, then
 // the declared default (expanded now), then a global ARG of the same name.
 // Values reach later instructions and RUN's environment, never the config.
-func (g *stage) arg(c *instructions.ArgCommand) error {
+func (sb *stageBuilder) arg(c *instructions.ArgCommand) error {
 	var parts []string
 	for _, kv := range c.Args {
-		g.b.mu.Lock()
-		g.b.usedArg[kv.Key] = true
-		g.b.mu.Unlock()
-		bv, hasValue := g.b.opts.BuildArgs[kv.Key]
+		sb.b.mu.Lock()
+		sb.b.usedArg[kv.Key] = true
+		sb.b.mu.Unlock()
+		bv, hasValue := sb.b.opts.BuildArgs[kv.Key]
 		switch {
 		case hasValue:
 			kv.Value = &bv
 		case kv.Value != nil:
-			v, err := g.expand(*kv.Value)
+			v, err := sb.expand(*kv.Value)
 			if err != nil {
 				return fail(result.ReasonDockerfileInvalid, fmt.Errorf("expanding ARG %s: %w", kv.Key, err))
 			}
 			kv.Value = &v
 		default:
-			if v, ok := g.b.plan.GlobalArgs.Get(kv.Key); ok {
+			if v, ok := sb.b.plan.GlobalArgs.Get(kv.Key); ok {
 				kv.Value = &v
 			}
 		}
 		if kv.Value != nil {
-			g.env.Set(kv.Key, *kv.Value)
+			sb.env.Set(kv.Key, *kv.Value)
 		}
-		g.args = append(g.args, kv)
+		sb.args = append(sb.args, kv)
 		s := kv.Key
 		if kv.Value != nil {
 			s += "=" + *kv.Value
 		}
 		parts = append(parts, s)
 	}
-	return g.meta("ARG " + strings.Join(parts, " "))
+	return sb.meta("ARG " + strings.Join(parts, " "))
 }
 
 // workdir sets the working directory (relative paths join the current one)
 // and, when it runs, creates it owned by the current USER, as BuildKit
 // does. Any WORKDIR but / has a layer, the empty one when the directory was
 // there (BuildKit's dispatchWorkdir makes a mkdir file op of it).
-func (g *stage) workdir(c *instructions.WorkdirCommand) error {
+func (sb *stageBuilder) workdir(c *instructions.WorkdirCommand) error {
 	wd := c.Path
 	if !path.IsAbs(wd) {
-		cur := g.cfg.Config.WorkingDir
+		cur := sb.cfg.Config.WorkingDir
 		if cur == "" {
 			cur = "/"
 		}
 		wd = path.Join(cur, wd)
 	}
 	wd = path.Clean(wd)
-	g.cfg.Config.WorkingDir = wd
+	sb.cfg.Config.WorkingDir = wd
 	if wd == "/" {
-		return g.meta("WORKDIR " + wd)
+		return sb.meta("WORKDIR " + wd)
 	}
-	user := g.cfg.Config.User
-	return g.fsStep("WORKDIR "+wd, []any{"WORKDIR", wd, user}, func(ctx context.Context, g *stage, root string) ([]string, error) {
-		created, err := g.mkdirAll(root, wd, user)
+	user := sb.cfg.Config.User
+	return sb.fsStep("WORKDIR "+wd, []any{"WORKDIR", wd, user}, func(ctx context.Context, sb *stageBuilder, root string) ([]string, error) {
+		created, err := sb.mkdirAll(root, wd, user)
 		if err != nil {
 			return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating WORKDIR %s: %w", wd, err))
 		}
@@ -246,7 +246,7 @@ func (g *stage) workdir(c *instructions.WorkdirCommand) error {
 // mkdirAll creates dir (absolute, inside the stage root) and its missing
 // parents with mode 0755, owned by user, and returns the created paths
 // (relative to the root). Symlinks on the way resolve inside the root.
-func (g *stage) mkdirAll(root, dir, user string) ([]string, error) {
+func (sb *stageBuilder) mkdirAll(root, dir, user string) ([]string, error) {
 	var uid, gid int
 	if user != "" {
 		u, err := idtools.ResolveUser(root, user)
@@ -287,10 +287,10 @@ func (g *stage) mkdirAll(root, dir, user string) ([]string, error) {
 	return created, nil
 }
 
-func (g *stage) expose(c *instructions.ExposeCommand) error {
+func (sb *stageBuilder) expose(c *instructions.ExposeCommand) error {
 	var ports []string
 	for _, p := range c.Ports {
-		words, err := g.b.plan.Lex.ProcessWords(p, g.env)
+		words, err := sb.b.plan.Lex.ProcessWords(p, sb.env)
 		if err != nil {
 			return fail(result.ReasonDockerfileInvalid, err)
 		}
@@ -302,19 +302,19 @@ func (g *stage) expose(c *instructions.ExposeCommand) error {
 			ports = append(ports, ps...)
 		}
 	}
-	if g.cfg.Config.ExposedPorts == nil {
-		g.cfg.Config.ExposedPorts = map[string]struct{}{}
+	if sb.cfg.Config.ExposedPorts == nil {
+		sb.cfg.Config.ExposedPorts = map[string]struct{}{}
 	}
 	for _, p := range ports {
-		g.cfg.Config.ExposedPorts[p] = struct{}{}
+		sb.cfg.Config.ExposedPorts[p] = struct{}{}
 	}
-	return g.meta(fmt.Sprintf("EXPOSE %v", ports))
+	return sb.meta(fmt.Sprintf("EXPOSE %v", ports))
 }
 
 // run plans a RUN step: the command line (SHELL applied), the environment
 // it sees (ENV, ARGs in scope, proxy build args) and its working directory
 // and user, all fixed now; the step runs later in the stage's root.
-func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
+func (sb *stageBuilder) run(ctx context.Context, c *instructions.RunCommand) error {
 	network := run.NetworkDefault
 	for _, f := range c.FlagsUsed {
 		switch {
@@ -347,22 +347,22 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 		}
 	}
 	if c.PrependShell {
-		args = g.withShell(args)
+		args = sb.withShell(args)
 	}
-	env := g.env.Clone()
+	env := sb.env.Clone()
 	keyEnv := env.Slice() // proxy settings never invalidate the cache, as in Docker
-	for _, kv := range proxyEnv(g.b.opts.BuildArgs) {
+	for _, kv := range proxyEnv(sb.b.opts.BuildArgs) {
 		k, v, _ := strings.Cut(kv, "=")
 		if _, set := env.Get(k); !set {
 			env.Set(k, v)
 		}
 	}
-	userSpec := g.cfg.Config.User
-	wd := g.cfg.Config.WorkingDir
+	userSpec := sb.cfg.Config.User
+	wd := sb.cfg.Config.WorkingDir
 	if wd == "" {
 		wd = "/"
 	}
-	mounts, mountKeys, cacheable, err := g.planMounts(ctx, c, wd)
+	mounts, mountKeys, cacheable, err := sb.planMounts(ctx, c, wd)
 	if err != nil {
 		return err
 	}
@@ -387,7 +387,7 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 		// network here.
 		keyParts = append(keyParts, "network", network.String())
 	}
-	if h := g.b.opts.Hostname; h != "" {
+	if h := sb.b.opts.Hostname; h != "" {
 		// BuildKit's key has it (ExecOp Meta.Hostname); only when set, so the
 		// keys of steps without one stay those older executors made.
 		keyParts = append(keyParts, "hostname", h)
@@ -395,8 +395,8 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 	if !cacheable {
 		keyParts = nil
 	}
-	createdBy := "RUN " + runCommandString(args, g.args, g.env) + " # buildkit"
-	return g.fsStep(createdBy, keyParts, func(ctx context.Context, g *stage, root string) ([]string, error) {
+	createdBy := "RUN " + runCommandString(args, sb.args, sb.env) + " # buildkit"
+	return sb.fsStep(createdBy, keyParts, func(ctx context.Context, sb *stageBuilder, root string) ([]string, error) {
 		user, err := idtools.ResolveUser(root, userSpec)
 		if err != nil {
 			return nil, fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
@@ -411,7 +411,7 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 		if wd != "/" {
 			// The runtime creates a missing working directory (owned by
 			// root); the snapshot after the step records it.
-			if _, err := g.mkdirAll(root, wd, ""); err != nil {
+			if _, err := sb.mkdirAll(root, wd, ""); err != nil {
 				return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
 			}
 		}
@@ -420,13 +420,13 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 				env.Set(m.env, string(m.secret))
 			}
 		}
-		unmount, err := g.mount(ctx, root, mounts)
+		unmount, err := sb.mount(ctx, root, mounts)
 		if err != nil {
 			return nil, err
 		}
-		out := newLinePrefixer(g.b.log, g.prefix+" ")
+		out := newLinePrefixer(sb.b.log, sb.prefix+" ")
 		releaseMemory()
-		err = g.b.opts.Runner.Run(ctx, run.Spec{
+		err = sb.b.opts.Runner.Run(ctx, run.Spec{
 			Root:     root,
 			Args:     args,
 			Env:      env.Slice(),
@@ -438,7 +438,7 @@ func (g *stage) run(ctx context.Context, c *instructions.RunCommand) error {
 			Stderr:   out,
 			Dev:      dev,
 			Network:  network,
-			Hostname: g.b.opts.Hostname,
+			Hostname: sb.b.opts.Hostname,
 		})
 		out.Flush()
 		if uerr := unmount(); uerr != nil && err == nil {

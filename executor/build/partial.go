@@ -33,13 +33,13 @@ import (
 // It reports done=false, having changed nothing, when the destination's
 // path crosses a symlink (its target could be anywhere), so the caller
 // materialises the whole tree instead.
-func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool, error) {
+func (sb *stageBuilder) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool, error) {
 	destRel := strings.TrimPrefix(sp.copyDest, "/")
 	keep := func(rel string) bool {
 		return rel == "etc" || rel == "etc/passwd" || rel == "etc/group" ||
 			rootfs.IsUnder(destRel, rel) || rootfs.IsUnder(rel, destRel)
 	}
-	scratch, err := os.MkdirTemp(g.b.opts.WorkDir, "partial-")
+	scratch, err := os.MkdirTemp(sb.b.opts.WorkDir, "partial-")
 	if err != nil {
 		return nil, false, err
 	}
@@ -47,13 +47,13 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 	if err := os.Chmod(scratch, 0o755); err != nil {
 		return nil, false, err
 	}
-	opts := g.b.rootfsOptions()
-	fromIndex, err := g.fillPartialTree(ctx, scratch, keep, opts)
+	opts := sb.b.rootfsOptions()
+	fromIndex, err := sb.fillPartialTree(ctx, scratch, keep, opts)
 	if err != nil {
 		return nil, false, err
 	}
-	fmt.Fprintf(g.b.log, "%s copying onto a partial tree: %d of %d layers below read through their indexes\n",
-		g.prefix, fromIndex, len(g.layers))
+	fmt.Fprintf(sb.b.log, "%s copying onto a partial tree: %d of %d layers below read through their indexes\n",
+		sb.prefix, fromIndex, len(sb.layers))
 	// A symlink on the way to the destination could lead anywhere in the
 	// tree: only the full tree answers then.
 	cur := scratch
@@ -74,11 +74,11 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 	if err != nil {
 		return nil, false, fmt.Errorf("recording the partial tree: %w", err)
 	}
-	paths, err := sp.action(ctx, g, scratch)
+	paths, err := sp.action(ctx, sb, scratch)
 	if err != nil {
 		return nil, false, err
 	}
-	l, err := g.snapshot(snap, paths)
+	l, err := sb.snapshot(snap, paths)
 	if err != nil {
 		return nil, false, err
 	}
@@ -90,22 +90,22 @@ func (g *stage) copyOnPartialTree(ctx context.Context, sp *step) (v1.Layer, bool
 // indexes it used. An index that cannot be read is a miss, as a corrupt
 // cache entry is: scratch is emptied and filled again with that layer read
 // in full (and indexed anew, replacing the bad index).
-func (g *stage) fillPartialTree(ctx context.Context, scratch string, keep func(string) bool, opts []rootfs.Option) (int, error) {
+func (sb *stageBuilder) fillPartialTree(ctx context.Context, scratch string, keep func(string) bool, opts []rootfs.Option) (int, error) {
 	for {
-		indexes := g.b.fetchIndexes(ctx, g.layers)
+		indexes := sb.b.fetchIndexes(ctx, sb.layers)
 		fromIndex := 0
 		var bad error
-		for i, l := range g.layers {
+		for i, l := range sb.layers {
 			if indexes[i] == nil {
-				if err := g.b.extractFiltered(ctx, scratch, l, keep, opts); err != nil {
+				if err := sb.b.extractFiltered(ctx, scratch, l, keep, opts); err != nil {
 					return 0, err
 				}
 				continue
 			}
 			if bad = extractIndexFiltered(scratch, l, indexes[i], keep, opts); bad != nil {
 				d, _ := l.Digest()
-				g.b.indexes.Store(d, []byte(nil)) // fetchIndexes gives nil now
-				g.b.indexed.Delete(d)
+				sb.b.indexes.Store(d, []byte(nil)) // fetchIndexes gives nil now
+				sb.b.indexed.Delete(d)
 				break
 			}
 			fromIndex++
@@ -113,7 +113,7 @@ func (g *stage) fillPartialTree(ctx context.Context, scratch string, keep func(s
 		if bad == nil {
 			return fromIndex, nil
 		}
-		fmt.Fprintf(g.b.log, "WARNING: %v; reading that layer instead\n", bad)
+		fmt.Fprintf(sb.b.log, "WARNING: %v; reading that layer instead\n", bad)
 		if err := os.RemoveAll(scratch); err != nil {
 			return 0, err
 		}

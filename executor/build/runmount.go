@@ -98,8 +98,8 @@ type mountKey struct {
 // planMounts turns a RUN's --mount flags into mounts, with what the cache
 // key needs of them; cacheable is false when the step cannot be cached (it
 // binds a stage that cannot be).
-func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd string) (mounts []*runMount, keys []mountKey, cacheable bool, err error) {
-	if err := c.Expand(g.expand); err != nil {
+func (sb *stageBuilder) planMounts(ctx context.Context, c *instructions.RunCommand, wd string) (mounts []*runMount, keys []mountKey, cacheable bool, err error) {
+	if err := c.Expand(sb.expand); err != nil {
 		return nil, nil, false, fail(result.ReasonDockerfileInvalid, err)
 	}
 	cacheable = true
@@ -110,7 +110,7 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 		target := m.Target
 		switch m.Type {
 		case instructions.MountTypeSSH:
-			if err := g.planSSH(m, nSSH, wd, rm, &k); err != nil {
+			if err := sb.planSSH(m, nSSH, wd, rm, &k); err != nil {
 				return nil, nil, false, err
 			}
 			nSSH++
@@ -133,7 +133,7 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 				// a step that could read it could send it anywhere.
 				return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: this secret is a git credential for its host, which RUN steps may not read", id))
 			}
-			val, ok := g.b.opts.Secrets[id]
+			val, ok := sb.b.opts.Secrets[id]
 			if !ok {
 				if m.Required {
 					return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: the secret is required and was not given (the ImageBuild's spec.secrets, or executor --secret id=%s,src=FILE)", id, id))
@@ -144,7 +144,7 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 			k.ID, k.Env = id, rm.env
 		case instructions.MountTypeCache:
 			rm.mode = 0o755
-			if err := g.planCache(ctx, m, rm, &k); err != nil {
+			if err := sb.planCache(ctx, m, rm, &k); err != nil {
 				return nil, nil, false, err
 			}
 			if m.From != "" && k.Content == "" {
@@ -156,7 +156,7 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 			}
 			rm.mode = 0o777 | fs.ModeSticky
 		case instructions.MountTypeBind:
-			if err := g.planBind(ctx, m, rm, &k); err != nil {
+			if err := sb.planBind(ctx, m, rm, &k); err != nil {
 				return nil, nil, false, err
 			}
 			if k.Content == "" {
@@ -200,19 +200,19 @@ func (g *stage) planMounts(ctx context.Context, c *instructions.RunCommand, wd s
 
 // planBind resolves a bind mount's source: the build context, a stage or
 // an image; k.Content gets the key of what it reads.
-func (g *stage) planBind(ctx context.Context, m *instructions.Mount, rm *runMount, k *mountKey) error {
+func (sb *stageBuilder) planBind(ctx context.Context, m *instructions.Mount, rm *runMount, k *mountKey) error {
 	src := m.Source
 	if src == "" {
 		src = "/"
 	}
 	rm.req = copier.Request{Sources: []string{src}, WorkDir: "/"}
 	if m.From == "" {
-		bc := g.b.opts.Context
+		bc := sb.b.opts.Context
 		if bc == nil {
 			return fail(result.ReasonCopyFailed, errors.New("RUN --mount=type=bind needs a build context, and this build has none"))
 		}
 		rm.req.SrcRoot, rm.req.Ignore, rm.req.IgnoreDescend = bc.Dir, bc.Excluded, bc.MayContainIncluded
-		if !g.b.keyed {
+		if !sb.b.keyed {
 			w, err := copier.Walk(ctx, rm.req)
 			if err != nil {
 				return fail(result.ReasonCopyFailed, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", src, err))
@@ -229,28 +229,28 @@ func (g *stage) planBind(ctx context.Context, m *instructions.Mount, rm *runMoun
 		return nil
 	}
 	rm.req.KeepOwner = true
-	return g.planFrom(ctx, m.From, rm, k)
+	return sb.planFrom(ctx, m.From, rm, k)
 }
 
 // planFrom resolves a mount's from= (a stage or an image) into rm.dir;
 // k.Content gets its key, "" when the stage cannot be cached.
-func (g *stage) planFrom(ctx context.Context, from string, rm *runMount, k *mountKey) error {
-	if st := g.b.plan.StageForFrom(from, g.st.Index); st != nil {
-		if g.b.stages[st.Index].g == nil {
+func (sb *stageBuilder) planFrom(ctx context.Context, from string, rm *runMount, k *mountKey) error {
+	if st := sb.b.plan.StageForFrom(from, sb.st.Index); st != nil {
+		if sb.b.stages[st.Index].sb == nil {
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=from=%s: the stage is not built for this target", from))
 		}
-		if key := g.b.stages[st.Index].g.key; key != "" {
+		if key := sb.b.stages[st.Index].sb.key; key != "" {
 			k.Content = "stage:" + key
 		}
-		rm.dir = func(ctx context.Context) (string, error) { return g.b.stageTree(ctx, st.Index) }
+		rm.dir = func(ctx context.Context) (string, error) { return sb.b.stageTree(ctx, st.Index) }
 		return nil
 	}
-	img, err := g.b.image(ctx, from)
+	img, err := sb.b.image(ctx, from)
 	if err != nil {
 		return fail(result.ReasonBaseImagePullFailed, err)
 	}
 	k.Content = "image:" + img.digest.String()
-	rm.dir = func(ctx context.Context) (string, error) { return img.extracted(ctx, g.b) }
+	rm.dir = func(ctx context.Context) (string, error) { return img.extracted(ctx, sb.b) }
 	return nil
 }
 
@@ -264,7 +264,7 @@ func (g *stage) planFrom(ctx context.Context, from string, rm *runMount, k *moun
 // is a different cache from one of the same id seeded from another, as in
 // BuildKit, whose key holds the base's ref. The cache's content is never
 // part of the step's cache key; from='s key is (k.Content).
-func (g *stage) planCache(ctx context.Context, m *instructions.Mount, rm *runMount, k *mountKey) error {
+func (sb *stageBuilder) planCache(ctx context.Context, m *instructions.Mount, rm *runMount, k *mountKey) error {
 	id := m.CacheID
 	if id == "" {
 		id = path.Clean(m.Target)
@@ -277,11 +277,11 @@ func (g *stage) planCache(ctx context.Context, m *instructions.Mount, rm *runMou
 	base := ""
 	if m.From != "" {
 		rm.req = copier.Request{KeepOwner: true, WorkDir: "/"}
-		if err := g.planFrom(ctx, m.From, rm, k); err != nil {
+		if err := sb.planFrom(ctx, m.From, rm, k); err != nil {
 			return err
 		}
 		// Within one build a stage or an image is one tree.
-		if st := g.b.plan.StageForFrom(m.From, g.st.Index); st != nil {
+		if st := sb.b.plan.StageForFrom(m.From, sb.st.Index); st != nil {
 			base = fmt.Sprintf("stage %d", st.Index)
 		} else {
 			base = k.Content
@@ -350,7 +350,7 @@ func (m *mounted) close() {
 // root. The build's exclusions do not apply: in place, a secret's default
 // target is in /run/secrets, which snapshots exclude, and a step that runs
 // in place can change the excluded paths itself anyway.
-func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (func() error, error) {
+func (sb *stageBuilder) mount(ctx context.Context, root string, mounts []*runMount) (func() error, error) {
 	if !slices.ContainsFunc(mounts, func(rm *runMount) bool { return rm.target != "" }) {
 		return func() error { return nil }, nil
 	}
@@ -374,7 +374,7 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 		c.dir = func(context.Context) (string, error) { return tree, nil }
 		mounts[i] = &c
 	}
-	uses, err := g.acquireCaches(ctx, mounts)
+	uses, err := sb.acquireCaches(ctx, mounts)
 	if err != nil {
 		return nil, fail(result.ReasonRunFailed, fmt.Errorf("RUN --mount=type=cache: %w", err))
 	}
@@ -396,7 +396,7 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 		if rm.target == "" {
 			continue // a secret given as a variable only, an ssh agent not given
 		}
-		m, err := g.mountOne(ctx, root, r, rm, uses[rm])
+		m, err := sb.mountOne(ctx, root, r, rm, uses[rm])
 		if m != nil {
 			done = append(done, m)
 			if m.cache != nil {
@@ -414,7 +414,7 @@ func (g *stage) mount(ctx context.Context, root string, mounts []*runMount) (fun
 	return undo, nil
 }
 
-func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *runMount, cache *cacheUse) (*mounted, error) {
+func (sb *stageBuilder) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *runMount, cache *cacheUse) (*mounted, error) {
 	// The target with the symlinks on its way (its own included) resolved
 	// in the root as they are now, as a mount would resolve them.
 	host, err := securePath(root, rm.target)
@@ -469,14 +469,14 @@ func (g *stage) mountOne(ctx context.Context, root string, r *rootfs.Root, rm *r
 		m.stash = stash
 	}
 	if cache != nil {
-		if err := g.fillCache(ctx, root, rm, cache, m.parent, name); err != nil {
+		if err := sb.fillCache(ctx, root, rm, cache, m.parent, name); err != nil {
 			return m, err
 		}
 	} else if rm.typ == instructions.MountTypeSSH {
 		if m.ssh, err = serveSSH(root, rm, m.parent, name); err != nil {
 			return m, err
 		}
-	} else if err := g.fill(ctx, root, rm, m.parent, name); err != nil {
+	} else if err := sb.fill(ctx, root, rm, m.parent, name); err != nil {
 		return m, err
 	}
 	if _, mtime, err := m.anc.Times(); err == nil {
@@ -495,7 +495,7 @@ func owner(uid int) int {
 }
 
 // fill makes the mount's content at name in parent.
-func (g *stage) fill(ctx context.Context, root string, rm *runMount, parent *rootfs.Dir, name string) error {
+func (sb *stageBuilder) fill(ctx context.Context, root string, rm *runMount, parent *rootfs.Dir, name string) error {
 	switch rm.typ {
 	case instructions.MountTypeSecret:
 		return parent.WriteFile(name, rm.secret, rm.mode, owner(rm.uid), rm.gid)

@@ -70,7 +70,7 @@ const sshAuthSock = "SSH_AUTH_SOCK"
 // and its key k, as BuildKit's dispatchSSH and llb.AddSSHSocket do. rm's
 // target stays "" when the id was not given and the mount is optional: the
 // step then only gets SSH_AUTH_SOCK.
-func (g *stage) planSSH(m *instructions.Mount, n int, wd string, rm *runMount, k *mountKey) error {
+func (sb *stageBuilder) planSSH(m *instructions.Mount, n int, wd string, rm *runMount, k *mountKey) error {
 	if m.Source != "" {
 		return fail(result.ReasonDockerfileInvalid, errors.New("RUN --mount=type=ssh: ssh does not support source"))
 	}
@@ -83,7 +83,7 @@ func (g *stage) planSSH(m *instructions.Mount, n int, wd string, rm *runMount, k
 		target = "/run/buildkit/ssh_agent." + strconv.Itoa(n)
 	}
 	if n == 0 {
-		if _, set := g.env.Get(sshAuthSock); !set {
+		if _, set := sb.env.Get(sshAuthSock); !set {
 			// As written: BuildKit sets it before the target is resolved.
 			rm.env, rm.secret = sshAuthSock, []byte(target)
 		}
@@ -107,7 +107,7 @@ func (g *stage) planSSH(m *instructions.Mount, n int, wd string, rm *runMount, k
 	}
 	k.ID, k.Target, k.UID, k.GID, k.Mode, k.Required = id, target, rm.uid, rm.gid, rm.mode, m.Required
 	k.Env = rm.env
-	a, ok := g.b.opts.SSH[id]
+	a, ok := sb.b.opts.SSH[id]
 	if !ok {
 		if m.Required {
 			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=ssh,id=%s: the ssh key is required and was not given (the ImageBuild's spec.sshAgent, or executor --ssh %s=KEYFILE)", id, id))

@@ -35,9 +35,16 @@ import (
 // (and so `docker build`) marks them.
 const historyComment = "buildkit.dockerfile.v0"
 
-// stageState is a stage: its plan (g), and once done is closed, its result.
-type stageState struct {
-	g    *stage
+// stageResult is what one stage of the build gives the stages after it:
+// once done is closed, its image config and layers (or err) and, while it is
+// there, its file tree. It also counts the stages that consume it. sb is the
+// stageBuilder that plans and runs the stage (set by planStage).
+//
+// Three types are about a stage: dockerfile.Stage is the parsed stage (its
+// base and instructions), stageBuilder plans and runs it, and stageResult
+// is what it produced, shared with its consumers.
+type stageResult struct {
+	sb   *stageBuilder
 	done chan struct{}
 	err  error
 
@@ -71,7 +78,7 @@ type step struct {
 	// returns the paths it changed (then only they are snapshotted), nil
 	// to snapshot the whole tree, or an empty non-nil slice when nothing
 	// changed.
-	action func(ctx context.Context, g *stage, root string) ([]string, error)
+	action func(ctx context.Context, sb *stageBuilder, root string) ([]string, error)
 	// copyDest is, for COPY and ADD, the absolute destination: the part of
 	// the tree the step depends on (with its parents), so it can run on a
 	// partial tree (see copyOnPartialTree).
@@ -86,11 +93,13 @@ type step struct {
 	created time.Time
 }
 
-// stage is a stage being planned, then executed.
-type stage struct {
+// stageBuilder plans one stage (dockerfile.Stage st), then executes it;
+// execStage writes what it made into the stage's stageResult. Planning keeps the state
+// Docker's dispatcher keeps (config, env, args, cache key); executing keeps
+// the stage's root file system and the layers so far.
+type stageBuilder struct {
 	b  *builder
 	st *dockerfile.Stage
-	s  *stageState
 
 	// Planning state, as Docker's dispatcher keeps it.
 	cfg    dockerspec.DockerOCIImage
@@ -101,7 +110,7 @@ type stage struct {
 	steps  []*step
 	// baseHist is the number of history entries inherited from the base.
 	baseHist  int
-	baseStage *stageState
+	baseStage *stageResult
 	baseImage *imageSource
 
 	// Execution state.
@@ -121,48 +130,48 @@ type stage struct {
 func (b *builder) planStage(ctx context.Context, i int) error {
 	st := b.plan.Stages[i]
 	s := b.stages[i]
-	g := &stage{b: b, st: st, s: s}
-	s.g = g
+	sb := &stageBuilder{b: b, st: st}
+	s.sb = sb
 	switch {
 	case st.BaseStage >= 0:
-		base := b.stages[st.BaseStage].g
-		g.baseStage = b.stages[st.BaseStage]
-		g.cfg = cloneImage(base.cfg)
-		g.env = base.env.Clone()
-		g.args = slices.Clone(base.args)
-		g.key = base.key
+		base := b.stages[st.BaseStage].sb
+		sb.baseStage = b.stages[st.BaseStage]
+		sb.cfg = cloneImage(base.cfg)
+		sb.env = base.env.Clone()
+		sb.args = slices.Clone(base.args)
+		sb.key = base.key
 	case strings.EqualFold(st.Base, dockerfile.Scratch):
-		g.cfg = emptyImage()
-		g.env = &dockerfile.Env{}
-		g.key = "scratch"
+		sb.cfg = emptyImage()
+		sb.env = &dockerfile.Env{}
+		sb.key = "scratch"
 	default:
 		src, err := b.image(ctx, st.Base)
 		if err != nil {
 			return &Error{Reason: result.ReasonBaseImagePullFailed, Line: st.Line, Instruction: st.Source, Err: err}
 		}
-		g.baseImage = src
-		g.cfg = cloneImage(src.cfg)
-		g.env = &dockerfile.Env{}
-		g.key = src.digest.String()
+		sb.baseImage = src
+		sb.cfg = cloneImage(src.cfg)
+		sb.env = &dockerfile.Env{}
+		sb.key = src.digest.String()
 	}
-	g.cfg.Created = nil
-	if _, ok := dockerfile.EnvFromSlice(g.cfg.Config.Env).Get("PATH"); !ok {
-		g.cfg.Config.Env = append(g.cfg.Config.Env, "PATH="+defaultPath)
+	sb.cfg.Created = nil
+	if _, ok := dockerfile.EnvFromSlice(sb.cfg.Config.Env).Get("PATH"); !ok {
+		sb.cfg.Config.Env = append(sb.cfg.Config.Env, "PATH="+defaultPath)
 	}
-	for _, kv := range g.cfg.Config.Env {
+	for _, kv := range sb.cfg.Config.Env {
 		k, v, _ := strings.Cut(kv, "=")
-		g.env.Set(k, v)
+		sb.env.Set(k, v)
 	}
-	g.baseHist = len(g.cfg.History)
+	sb.baseHist = len(sb.cfg.History)
 
-	triggers, err := dockerfile.ParseTriggers(g.cfg.Config.OnBuild, st.Line)
+	triggers, err := dockerfile.ParseTriggers(sb.cfg.Config.OnBuild, st.Line)
 	if err != nil {
 		return fail(result.ReasonDockerfileInvalid, err)
 	}
-	g.cfg.Config.OnBuild = nil
+	sb.cfg.Config.OnBuild = nil
 	for _, cmd := range append(triggers, st.Commands...) {
-		g.steps = append(g.steps, &step{cmd: cmd, hist: -1})
-		if err := g.dispatch(ctx, cmd); err != nil {
+		sb.steps = append(sb.steps, &step{cmd: cmd, hist: -1})
+		if err := sb.dispatch(ctx, cmd); err != nil {
 			return withLine(err, cmd)
 		}
 	}
@@ -170,8 +179,8 @@ func (b *builder) planStage(ctx context.Context, i int) error {
 }
 
 // meta records a metadata instruction's history entry.
-func (g *stage) meta(createdBy string) error {
-	g.cur().hist = g.history(createdBy, true)
+func (sb *stageBuilder) meta(createdBy string) error {
+	sb.cur().hist = sb.history(createdBy, true)
 	return nil
 }
 
@@ -179,39 +188,39 @@ func (g *stage) meta(createdBy string) error {
 // layer, the empty one if it changes nothing), its action and, with the
 // cache on, its key: the parent key and the step's inputs, and
 // SOURCE_DATE_EPOCH when the build has one (it dates the layer's files).
-func (g *stage) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, g *stage, root string) ([]string, error)) error {
-	s := g.cur()
-	s.hist = g.history(createdBy, false)
+func (sb *stageBuilder) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, sb *stageBuilder, root string) ([]string, error)) error {
+	s := sb.cur()
+	s.hist = sb.history(createdBy, false)
 	s.action = action
-	if g.b.keyed {
-		if keyParts == nil || g.key == "" {
+	if sb.b.keyed {
+		if keyParts == nil || sb.key == "" {
 			// An uncacheable step makes everything built on it
 			// uncacheable too: later steps, stages FROM this one and
 			// COPY --from it.
-			g.key = ""
+			sb.key = ""
 			return nil
 		}
 		h := sha256.New()
 		enc := json.NewEncoder(h)
-		enc.Encode(g.key)
+		enc.Encode(sb.key)
 		enc.Encode(keyParts)
-		if e := g.b.opts.SourceDateEpoch; e != nil {
+		if e := sb.b.opts.SourceDateEpoch; e != nil {
 			// The layer's file times are clamped to it (snapshot), so a
 			// dated build never takes an undated one's layer, nor one of
 			// another date; undated keys stay as they were.
 			enc.Encode([]any{"source-date-epoch", e.Unix()})
 		}
-		g.key = "sha256:" + hex.EncodeToString(h.Sum(nil))
-		s.key = strings.TrimPrefix(g.key, "sha256:")
+		sb.key = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		s.key = strings.TrimPrefix(sb.key, "sha256:")
 	}
 	return nil
 }
 
-func (g *stage) cur() *step { return g.steps[len(g.steps)-1] }
+func (sb *stageBuilder) cur() *step { return sb.steps[len(sb.steps)-1] }
 
-func (g *stage) history(createdBy string, empty bool) int {
-	g.cfg.History = append(g.cfg.History, ocispec.History{CreatedBy: createdBy, Comment: historyComment, EmptyLayer: empty, Created: g.b.opts.SourceDateEpoch})
-	return len(g.cfg.History) - 1 - g.baseHist
+func (sb *stageBuilder) history(createdBy string, empty bool) int {
+	sb.cfg.History = append(sb.cfg.History, ocispec.History{CreatedBy: createdBy, Comment: historyComment, EmptyLayer: empty, Created: sb.b.opts.SourceDateEpoch})
+	return len(sb.cfg.History) - 1 - sb.baseHist
 }
 
 // withLine adds cmd's Dockerfile line to a build error that has none.
@@ -243,15 +252,15 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // snapshotted.
 func (b *builder) execStage(ctx context.Context, i int) (err error) {
 	s := b.stages[i]
-	g := s.g
-	st := g.st
+	sb := s.sb
+	st := sb.st
 	start := time.Now()
 	defer func() {
 		s.err = err
-		s.report = result.Stage{Name: st.DisplayName(), Instructions: len(g.steps), CacheHits: g.hits, Millis: result.Millis(time.Since(start))}
+		s.report = result.Stage{Name: st.DisplayName(), Instructions: len(sb.steps), CacheHits: sb.hits, Millis: result.Millis(time.Since(start))}
 		close(s.done)
 	}()
-	total := len(g.steps) + 1
+	total := len(sb.steps) + 1
 	prefix := func(n int) string {
 		if len(b.plan.Stages) == 1 && st.Name == "" {
 			return fmt.Sprintf("[%d/%d]", n, total)
@@ -261,29 +270,29 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 
 	var baseHistory []ocispec.History
 	switch {
-	case g.baseStage != nil:
-		base, err := b.waitStage(ctx, g.baseStage.g.st.Index)
+	case sb.baseStage != nil:
+		base, err := b.waitStage(ctx, sb.baseStage.sb.st.Index)
 		if err != nil {
 			return err
 		}
-		g.layers = slices.Clone(base.layers)
+		sb.layers = slices.Clone(base.layers)
 		baseHistory = base.cfg.History
 		fmt.Fprintf(b.log, "%s FROM %s\n", prefix(1), st.Base)
-	case g.baseImage != nil:
-		g.layers = slices.Clone(g.baseImage.layers)
-		baseHistory = g.cfg.History[:g.baseHist]
-		fmt.Fprintf(b.log, "%s FROM %s@%s\n", prefix(1), st.Base, g.baseImage.digest)
+	case sb.baseImage != nil:
+		sb.layers = slices.Clone(sb.baseImage.layers)
+		baseHistory = sb.cfg.History[:sb.baseHist]
+		fmt.Fprintf(b.log, "%s FROM %s@%s\n", prefix(1), st.Base, sb.baseImage.digest)
 	default:
 		fmt.Fprintf(b.log, "%s FROM %s\n", prefix(1), st.Base)
 	}
-	own := g.cfg.History[g.baseHist:]
-	g.cfg.History = append(slices.Clone(baseHistory), own...)
-	histAt := func(s *step) *ocispec.History { return &g.cfg.History[len(baseHistory)+s.hist] }
+	own := sb.cfg.History[sb.baseHist:]
+	sb.cfg.History = append(slices.Clone(baseHistory), own...)
+	histAt := func(s *step) *ocispec.History { return &sb.cfg.History[len(baseHistory)+s.hist] }
 
 	missed := false
-	for n, sp := range g.steps {
+	for n, sp := range sb.steps {
 		if sp.key != "" {
-			g.keyed++
+			sb.keyed++
 		}
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
@@ -294,67 +303,67 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			continue
 		}
 		if sp.hit && !missed {
-			g.hits++
+			sb.hits++
 			fmt.Fprintf(b.log, "%s CACHED %s\n", prefix(n+2), line)
-			g.dated(histAt(sp), sp.created)
+			sb.dated(histAt(sp), sp.created)
 			l := sp.cached
 			if l == nil {
 				// An entry stored without a layer, as executors before
 				// this one stored a step that changed nothing: the step
 				// has the empty layer now, as when it runs.
 				var err error
-				if l, err = g.emptyLayer(); err != nil {
+				if l, err = sb.emptyLayer(); err != nil {
 					return withLine(err, sp.cmd)
 				}
 			}
-			g.layers = append(g.layers, l)
+			sb.layers = append(sb.layers, l)
 			continue
 		}
 		missed = true
-		g.prefix = prefix(n + 2)
-		fmt.Fprintf(b.log, "%s %s\n", g.prefix, line)
+		sb.prefix = prefix(n + 2)
+		fmt.Fprintf(b.log, "%s %s\n", sb.prefix, line)
 		var l v1.Layer
 		done := false
-		if sp.copyDest != "" && !g.ready && copiesOnly(g.steps[n:]) {
+		if sp.copyDest != "" && !sb.ready && copiesOnly(sb.steps[n:]) {
 			var err error
-			if l, done, err = g.copyOnPartialTree(ctx, sp); err != nil {
+			if l, done, err = sb.copyOnPartialTree(ctx, sp); err != nil {
 				return withLine(err, sp.cmd)
 			}
 		}
 		if !done {
-			if err := g.materialize(ctx); err != nil {
+			if err := sb.materialize(ctx); err != nil {
 				return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
 			}
-			paths, err := sp.action(ctx, g, g.root)
+			paths, err := sp.action(ctx, sb, sb.root)
 			if err != nil {
 				return withLine(err, sp.cmd)
 			}
-			if l, err = g.snapshot(g.snap, paths); err != nil {
+			if l, err = sb.snapshot(sb.snap, paths); err != nil {
 				return withLine(err, sp.cmd)
 			}
-			g.applied = len(g.layers) + 1
+			sb.applied = len(sb.layers) + 1
 		}
 		created := b.opts.Now().UTC().Truncate(time.Second)
-		g.dated(histAt(sp), created)
+		sb.dated(histAt(sp), created)
 		if sp.key != "" {
 			b.opts.Cache.Store(sp.key, l, created)
 		}
-		g.layers = append(g.layers, l)
+		sb.layers = append(sb.layers, l)
 	}
-	s.cfg, s.layers = g.cfg, g.layers
-	upToDate := g.ready && g.applied == len(g.layers)
+	s.cfg, s.layers = sb.cfg, sb.layers
+	upToDate := sb.ready && sb.applied == len(sb.layers)
 	if b.opts.Isolation == Chroot && upToDate {
-		s.root = g.root
+		s.root = sb.root
 	}
 	if b.opts.Isolation == InPlace {
 		if upToDate {
 			b.lastInPlace = s
-		} else if g.ready {
+		} else if sb.ready {
 			b.lastInPlace = nil
 		}
 	}
 	if b.keyed {
-		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), g.hits, g.keyed)
+		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), sb.hits, sb.keyed)
 	} else {
 		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", st.DisplayName(), time.Since(start).Seconds())
 	}
@@ -376,8 +385,8 @@ func copiesOnly(steps []*step) bool {
 // dated sets the time of a file system step's history entry: when its
 // layer was made, cached or not (so a rebuild from the cache gives the same
 // image), unless the build is reproducible (then every time is the epoch).
-func (g *stage) dated(h *ocispec.History, t time.Time) {
-	if g.b.opts.SourceDateEpoch != nil {
+func (sb *stageBuilder) dated(h *ocispec.History, t time.Time) {
+	if sb.b.opts.SourceDateEpoch != nil {
 		return
 	}
 	h.Created = &t
@@ -386,98 +395,98 @@ func (g *stage) dated(h *ocispec.History, t time.Time) {
 // materialize makes the root file system hold the base and every layer so
 // far (extracting only what is not there yet), with the snapshot baseline
 // taken after it.
-func (g *stage) materialize(ctx context.Context) error {
-	b := g.b
+func (sb *stageBuilder) materialize(ctx context.Context) error {
+	b := sb.b
 	opts := b.rootfsOptions()
-	if g.ready {
-		if g.applied == len(g.layers) {
+	if sb.ready {
+		if sb.applied == len(sb.layers) {
 			return nil
 		}
-		if err := b.extractLayers(ctx, g.root, g.layers[g.applied:], opts); err != nil {
+		if err := b.extractLayers(ctx, sb.root, sb.layers[sb.applied:], opts); err != nil {
 			return err
 		}
-		g.applied = len(g.layers)
-		if _, err := g.snap.Snapshot(io.Discard); err != nil {
+		sb.applied = len(sb.layers)
+		if _, err := sb.snap.Snapshot(io.Discard); err != nil {
 			return fmt.Errorf("recording the file tree: %w", err)
 		}
 		return nil
 	}
-	base := g.baseStage
+	base := sb.baseStage
 	baseLayers := 0
 	if base != nil {
 		baseLayers = len(base.layers)
 	}
 	if b.opts.Isolation == InPlace {
-		g.root = "/"
+		sb.root = "/"
 		if base == nil || b.lastInPlace != base {
-			if err := rootfs.Clear(g.root, opts...); err != nil {
+			if err := rootfs.Clear(sb.root, opts...); err != nil {
 				return fmt.Errorf("clearing the root filesystem: %w", err)
 			}
-			if err := b.extractLayers(ctx, g.root, g.layers, opts); err != nil {
+			if err := b.extractLayers(ctx, sb.root, sb.layers, opts); err != nil {
 				return err
 			}
-		} else if err := b.extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
+		} else if err := b.extractLayers(ctx, sb.root, sb.layers[baseLayers:], opts); err != nil {
 			return err
 		}
 		b.lastInPlace = nil
 	} else {
-		g.root = filepath.Join(b.opts.WorkDir, "stages", fmt.Sprint(g.st.Index), "rootfs")
-		if err := os.MkdirAll(filepath.Dir(g.root), 0o700); err != nil {
+		sb.root = filepath.Join(b.opts.WorkDir, "stages", fmt.Sprint(sb.st.Index), "rootfs")
+		if err := os.MkdirAll(filepath.Dir(sb.root), 0o700); err != nil {
 			return err
 		}
-		if base != nil && base.takeRoot(g.root) {
-			if err := b.extractLayers(ctx, g.root, g.layers[baseLayers:], opts); err != nil {
+		if base != nil && base.takeRoot(sb.root) {
+			if err := b.extractLayers(ctx, sb.root, sb.layers[baseLayers:], opts); err != nil {
 				return err
 			}
 		} else {
-			if err := os.Mkdir(g.root, 0o755); err != nil {
+			if err := os.Mkdir(sb.root, 0o755); err != nil {
 				return err
 			}
-			if err := b.extractLayers(ctx, g.root, g.layers, opts); err != nil {
+			if err := b.extractLayers(ctx, sb.root, sb.layers, opts); err != nil {
 				return err
 			}
 		}
 	}
-	g.applied = len(g.layers)
-	snap, err := rootfs.NewSnapshotter(g.root, opts...)
+	sb.applied = len(sb.layers)
+	snap, err := rootfs.NewSnapshotter(sb.root, opts...)
 	if err != nil {
 		return fmt.Errorf("recording the base file tree: %w", err)
 	}
-	g.snap, g.ready = snap, true
+	sb.snap, sb.ready = snap, true
 	return nil
 }
 
 // snapshot writes the changes snap sees since its last snapshot as a layer
 // (the empty layer when nothing changed).
-func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, error) {
+func (sb *stageBuilder) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, error) {
 	if paths != nil && len(paths) == 0 {
-		return g.emptyLayer()
+		return sb.emptyLayer()
 	}
 	var sopts []rootfs.SnapshotOption
 	if len(paths) > 0 {
 		sopts = append(sopts, rootfs.Paths(paths...))
 	}
-	if e := g.b.opts.SourceDateEpoch; e != nil {
+	if e := sb.b.opts.SourceDateEpoch; e != nil {
 		sopts = append(sopts, rootfs.ModTime(*e))
 	}
 	var ix *rootfs.Index
-	if g.b.keyed {
+	if sb.b.keyed {
 		ix = rootfs.NewIndex()
 		sopts = append(sopts, rootfs.IndexTo(ix))
 	}
-	l, err := layer.Write(g.b.layers, g.b.opts.Layers, func(w io.Writer) (bool, error) {
+	l, err := layer.Write(sb.b.layers, sb.b.opts.Layers, func(w io.Writer) (bool, error) {
 		return snap.Snapshot(w, sopts...)
 	})
 	if err != nil {
 		return nil, fail(result.ReasonInternal, fmt.Errorf("snapshotting the file system: %w", err))
 	}
 	if l == nil {
-		return g.emptyLayer()
+		return sb.emptyLayer()
 	}
 	if ix != nil {
 		d, _ := l.Digest()
-		g.b.indexed.Store(d, true)
-		g.b.storeIndex(d, ix, true)
+		sb.b.indexed.Store(d, true)
+		sb.b.storeIndex(d, ix, true)
 	}
 	return l, nil
 }
@@ -490,15 +499,15 @@ func (g *stage) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.Layer, er
 // the executor, with a history entry whose empty_layer is false
 // (testExportedHistory: "RUN ls" has a layer). Metadata instructions have
 // none.
-func (g *stage) emptyLayer() (v1.Layer, error) {
-	l, err := layer.Empty(g.b.opts.Layers)
+func (sb *stageBuilder) emptyLayer() (v1.Layer, error) {
+	l, err := layer.Empty(sb.b.opts.Layers)
 	if err != nil {
 		return nil, fail(result.ReasonInternal, err)
 	}
-	if g.b.keyed {
+	if sb.b.keyed {
 		d, _ := l.Digest()
-		if _, seen := g.b.indexed.LoadOrStore(d, true); !seen {
-			g.b.storeIndex(d, rootfs.NewIndex(), true)
+		if _, seen := sb.b.indexed.LoadOrStore(d, true); !seen {
+			sb.b.storeIndex(d, rootfs.NewIndex(), true)
 		}
 	}
 	return l, nil
@@ -506,7 +515,7 @@ func (g *stage) emptyLayer() (v1.Layer, error) {
 
 // takeRoot moves the stage's root to dst when this stage's only consumer is
 // the caller's FROM: nobody else needs it, so it need not be copied.
-func (s *stageState) takeRoot(dst string) bool {
+func (s *stageResult) takeRoot(dst string) bool {
 	s.rootMu.Lock()
 	defer s.rootMu.Unlock()
 	if s.root == "" || s.consumers != 1 || s.copySources || s.rootTaken {

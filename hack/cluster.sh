@@ -61,6 +61,7 @@ logs=${dir}/logs
 run=${dir}/run
 sock=${dir}/containerd/containerd.sock
 kubeconfig=${dir}/kubeconfig
+kubelet_config=${dir}/config/kubelet.yaml
 podlogs=${dir}/pod-logs
 # The processes hack/cluster.sh starts, in the order they start; down stops them in reverse.
 components=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet)
@@ -353,9 +354,11 @@ wait_for() { # seconds description command...
 	die "timed out after ${secs} s waiting for ${what}"
 }
 
-up() {
+# check_prerequisites: dies unless this runs as root, with the tools, the CNI plugins and a
+# state directory short enough for containerd's socket.
+check_prerequisites() {
+	local c
 	((EUID == 0)) || die "up needs root (containerd, runc, kubelet)"
-	local t0=${SECONDS} c
 	for c in containerd ctr runc containerd-shim-runc-v2 iptables ip ss curl "${KUBECTL:-kubectl}"; do
 		command -v "${c}" >/dev/null 2>&1 || die "${c} is missing: hack/deps.sh installs the Debian packages"
 	done
@@ -363,8 +366,12 @@ up() {
 		die "no CNI plugins in ${CNI_BIN}: install Debian's containernetworking-plugins (hack/deps.sh)"
 	# A unix socket path has at most 107 bytes; containerd's ttrpc socket adds ".ttrpc".
 	((${#sock} + 6 <= 107)) || die "the state directory ${state} is too long for containerd's socket path"
+}
 
-	local running=()
+# already_up: true when the whole cluster runs and is ready; dies when only part of it runs;
+# false when nothing does.
+already_up() {
+	local c running=()
 	for c in "${components[@]}"; do
 		pid_of "${c}" >/dev/null && running+=("${c}")
 	done
@@ -375,7 +382,12 @@ up() {
 	if ((${#running[@]} > 0)); then
 		die "partly running (${running[*]}): run hack/cluster.sh down first"
 	fi
+	return 1
+}
 
+# check_free: dies when a port the cluster binds is taken, or when a network interface has
+# the bridge's name and is not ours.
+check_free() {
 	check_port "${APISERVER_PORT}" apiserver SLIPWAY_CLUSTER_APISERVER_PORT
 	check_port "${ETCD_PORT}" etcd SLIPWAY_CLUSTER_ETCD_PORT
 	check_port "${ETCD_PEER_PORT}" "etcd peer" SLIPWAY_CLUSTER_ETCD_PEER_PORT
@@ -384,16 +396,19 @@ up() {
 	if ip link show "${BRIDGE}" >/dev/null 2>&1 && [[ ! -f "${run}/bridge.before" ]]; then
 		die "a network interface ${BRIDGE} exists already; choose another with SLIPWAY_CLUSTER_BRIDGE"
 	fi
+}
 
-	bin=$("${root}/hack/cluster/build.sh")
-	# On failure what started keeps running, for a look at it; down stops it.
-	trap 'if (($? != 0)); then log "up failed: logs in ${logs}/; hack/cluster.sh down stops what started"; fi' EXIT
-	local tb=${SECONDS}
+# make_dirs: the tree of the cluster directory.
+make_dirs() {
 	mkdir -p "${pki}" "${logs}" "${run}" "${podlogs}" "${dir}/etcd" "${dir}/kubelet" \
 		"${dir}/containerd/certs.d/127.0.0.1:${REGISTRY_PORT}" "${dir}/cni/net.d" "${dir}/cni/ipam" "${dir}/config"
 	chmod 700 "${dir}/etcd"
+}
 
-	# What exists before us, so that down removes only what this cluster made.
+# record_host_state: what exists before us (iptables chains, cgroups, host directories), so
+# that down removes only what this cluster made.
+record_host_state() {
+	local c
 	[[ -f "${run}/chains.before" ]] || chains >"${run}/chains.before"
 	[[ -f "${run}/cgroups.before" ]] || cgroup_roots >"${run}/cgroups.before"
 	if [[ ! -f "${run}/dirs.before" ]]; then
@@ -403,7 +418,11 @@ up() {
 	fi
 	touch "${run}/bridge.before"
 	: >"${netns_file}"
+}
 
+# make_pki: the cluster's certificates and keys (hack/cluster/certs), and the kubeconfigs of
+# admin, the controller-manager, the scheduler and the kubelet.
+make_pki() {
 	# The service IP: the first address of the service subnet (a /24 or larger ending in .0).
 	local svc_base=${SERVICE_SUBNET%/*}
 	local service_ip=${svc_base%.*}.$((${svc_base##*.} + 1))
@@ -414,13 +433,17 @@ up() {
 	write_kubeconfig "${dir}/config/controller-manager.kubeconfig" controller-manager controller-manager
 	write_kubeconfig "${dir}/config/scheduler.kubeconfig" scheduler scheduler
 	write_kubeconfig "${dir}/config/kubelet.kubeconfig" kubelet kubelet-client
+}
 
-	# The pause image: a static Go binary that writes its own image.
+# make_pause_image: the pause image, a static Go binary that writes its own image.
+make_pause_image() {
 	trace "pause image"
 	(cd "${root}" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "${dir}/config/pause" ./hack/cluster/pause)
 	"${dir}/config/pause" -image "${dir}/config/pause.tar" -ref "${PAUSE_IMAGE}"
+}
 
-	# etcd: plain HTTP on loopback, no fsync (a throwaway cluster), fresh each time.
+# start_etcd: etcd on plain HTTP on loopback, no fsync (a throwaway cluster), fresh each time.
+start_etcd() {
 	rm -rf "${dir}/etcd" && mkdir -m 700 "${dir}/etcd"
 	trace "starting etcd"
 	start etcd "${bin}/etcd" --name default --data-dir "${dir}/etcd" \
@@ -429,8 +452,11 @@ up() {
 		--initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORT}" \
 		--initial-cluster "default=http://127.0.0.1:${ETCD_PEER_PORT}" \
 		--unsafe-no-fsync --log-level warn
+}
 
-	# containerd, with everything under our directory.
+# start_containerd: containerd, with everything under our directory: its configuration, the
+# local registry's (plain HTTP) and the CNI bridge network's.
+start_containerd() {
 	rm -rf "${dir}/containerd/state"
 	cat >"${dir}/containerd/certs.d/127.0.0.1:${REGISTRY_PORT}/hosts.toml" <<-EOF
 		server = "http://127.0.0.1:${REGISTRY_PORT}"
@@ -495,7 +521,10 @@ up() {
 	EOF
 	trace "starting containerd"
 	start containerd containerd --config "${dir}/containerd/config.toml"
+}
 
+# start_apiserver: the apiserver, with Pod Security admission at ${POD_SECURITY} by default.
+start_apiserver() {
 	local admission=${dir}/config/admission.yaml
 	cat >"${admission}" <<-EOF
 		apiVersion: apiserver.config.k8s.io/v1
@@ -538,8 +567,11 @@ up() {
 		--endpoint-reconciler-type none \
 		--profiling=false \
 		--cert-dir "${dir}/config/apiserver-certs"
+}
 
-	# containerd: wait, then the pause image.
+# prepare_containerd: waits for containerd, deletes what a previous cluster left in it, and
+# imports the pause image.
+prepare_containerd() {
 	trace "waiting for containerd"
 	wait_for 30 containerd eval 'alive containerd; ctr_ version >/dev/null 2>&1'
 	# Containers of a cluster that did not go down cleanly (containerd had died): no kubelet
@@ -560,9 +592,11 @@ up() {
 		wait_for 30 containerd eval 'alive containerd; ctr_ version >/dev/null 2>&1'
 	fi
 	ctr_ -n k8s.io images import "${dir}/config/pause.tar" >/dev/null
+}
 
-	# The kubelet: node `localhost`, serving on 127.0.0.1 with its certificate.
-	local kubelet_config=${dir}/config/kubelet.yaml
+# write_kubelet_config: the kubelet's configuration: node `localhost`, serving on 127.0.0.1
+# with its certificate.
+write_kubelet_config() {
 	cat >"${kubelet_config}" <<-EOF
 		apiVersion: kubelet.config.k8s.io/v1beta1
 		kind: KubeletConfiguration
@@ -603,10 +637,10 @@ up() {
 		nodeStatusReportFrequency: 10s
 		resolvConf: /etc/resolv.conf
 	EOF
+}
 
-	trace "waiting for the apiserver"
-	wait_for 60 "the apiserver on 127.0.0.1:${APISERVER_PORT}" eval 'alive etcd; alive kube-apiserver; apiserver_ready'
-
+# start_node: the controller-manager, the scheduler and the kubelet.
+start_node() {
 	trace "starting the controller-manager, the scheduler, the kubelet"
 	start kube-controller-manager "${bin}/kube-controller-manager" \
 		--kubeconfig "${dir}/config/controller-manager.kubeconfig" \
@@ -623,26 +657,57 @@ up() {
 		--config "${kubelet_config}" --kubeconfig "${dir}/config/kubelet.kubeconfig" \
 		--hostname-override "${NODE}" --root-dir "${dir}/kubelet" --cert-dir "${dir}/config/kubelet-certs" \
 		--v 1
+}
 
+# wait_for_node: the node Ready, and the default ServiceAccount that pods need.
+wait_for_node() {
 	trace "waiting for the node"
 	wait_for 60 "node ${NODE} Ready" eval 'alive kubelet; alive containerd; node_ready'
 	# Pods need their namespace's default ServiceAccount (the controller-manager makes it).
 	trace "waiting for the default ServiceAccount"
 	wait_for 30 "the default ServiceAccount" eval \
 		'alive kube-controller-manager; alive kube-scheduler; kubectl -n default get serviceaccount default >/dev/null 2>&1'
+}
+
+# up: brings the cluster up, step by step; returns at once when it is up already.
+up() {
+	local t0=${SECONDS}
+	check_prerequisites
+	if already_up; then
+		return 0
+	fi
+	check_free
+
+	bin=$("${root}/hack/cluster/build.sh")
+	# On failure what started keeps running, for a look at it; down stops it.
+	trap 'if (($? != 0)); then log "up failed: logs in ${logs}/; hack/cluster.sh down stops what started"; fi' EXIT
+	local tb=${SECONDS}
+	make_dirs
+	record_host_state
+	make_pki
+	make_pause_image
+	start_etcd
+	start_containerd
+	start_apiserver
+	prepare_containerd
+	write_kubelet_config
+
+	trace "waiting for the apiserver"
+	wait_for 60 "the apiserver on 127.0.0.1:${APISERVER_PORT}" eval 'alive etcd; alive kube-apiserver; apiserver_ready'
+
+	start_node
+	wait_for_node
 
 	log "up in $((SECONDS - t0)) s ($((SECONDS - tb)) s after the binaries); export KUBECONFIG=${kubeconfig}"
 }
 
 # --- down --------------------------------------------------------------------------------------
 
-down() {
-	((EUID == 0)) || die "down needs root"
-	local t0=${SECONDS}
-	mkdir -p "${run}"
-
-	# 1. Pods, through the kubelet, so that containerd tears their networks down (CNI DEL) and
-	#    removes their network namespaces. No controller may make new ones meanwhile.
+# delete_pods: deletes the pods through the kubelet, so that containerd tears their networks
+# down (CNI DEL) and removes their network namespaces. No controller may make new ones
+# meanwhile.
+delete_pods() {
+	local i
 	trace "stopping the controller-manager and the scheduler"
 	stop 10 kube-controller-manager kube-scheduler
 	if pid_of kubelet >/dev/null && pid_of containerd >/dev/null && apiserver_ready; then
@@ -659,11 +724,10 @@ down() {
 			sleep 0.2
 		done
 	fi
-	trace "stopping the kubelet"
-	stop 20 kubelet
+}
 
-	trace "containerd: tasks and containers"
-	# 2. What is left in containerd: kill and delete tasks, delete containers.
+# clear_containerd: what is left in containerd: kills and deletes tasks, deletes containers.
+clear_containerd() {
 	if pid_of containerd >/dev/null; then
 		record_netns
 		local ns id
@@ -679,10 +743,11 @@ down() {
 			done
 		done
 	fi
-	trace "stopping containerd"
-	stop 20 containerd
+}
 
-	# Shims that outlived their containerd, and their containers: by PID, found from our socket.
+# kill_leftover_shims: shims that outlived their containerd, and their containers: by PID,
+# found from our socket.
+kill_leftover_shims() {
 	local p pids
 	pids=$(shim_tree)
 	if [[ -n "${pids}" ]]; then
@@ -701,15 +766,11 @@ down() {
 		sleep 0.5
 		rm -f "${sockets[@]}"
 	fi
+}
 
-	# 3. The control plane.
-	trace "stopping the apiserver, then etcd"
-	stop 10 kube-apiserver # before etcd: without etcd it does not finish its shutdown
-	stop 10 etcd
-
-	trace "unmounting"
-	# 4. Mounts under our directory (kubelet's bind mount of its root, volumes, containerd's
-	#    rootfs and shm), then the pods' network namespaces containerd did not remove.
+# unmount_all: the mounts under our directory (the kubelet's bind mount of its root, volumes,
+# containerd's rootfs and shm), then the pods' network namespaces containerd did not remove.
+unmount_all() {
 	local m
 	for _ in 1 2 3; do
 		while read -r m; do
@@ -727,14 +788,16 @@ down() {
 			rm -f "${m}" 2>/dev/null || true
 		done < <(sort -u "${netns_file}")
 	fi
+}
 
-	trace "iptables chains, bridge, cgroups"
-	# 5. iptables chains the kubelet and the CNI plugins made, the bridge, the cgroups.
+# remove_host_changes: the iptables chains the kubelet and the CNI plugins made, the bridge,
+# the cgroups, the kubelet's links to our pod logs, the host directories made for us.
+remove_host_changes() {
+	local c cg
 	remove_chains
 	if [[ -f "${run}/bridge.before" ]] && ip link show "${BRIDGE}" >/dev/null 2>&1; then
 		ip link delete "${BRIDGE}" 2>/dev/null || true
 	fi
-	local cg
 	while read -r cg; do
 		[[ -n "${cg}" ]] || continue
 		if [[ -f "${run}/cgroups.before" ]] && grep -qxF "${cg}" "${run}/cgroups.before"; then
@@ -751,10 +814,12 @@ down() {
 			grep -qxF "${c}" "${run}/dirs.before" || rmdir "${c}" 2>/dev/null || true
 		done
 	fi
+}
 
-	trace "verifying"
-	# 6. Verify, and only then remove the runtime state (never through a mount).
-	local left=()
+# check_nothing_left: dies, naming each, when a process, mount, iptables chain, network
+# interface, network namespace or cgroup of ours is still there.
+check_nothing_left() {
+	local c p m cg left=()
 	for c in "${components[@]}"; do
 		if p=$(pid_of "${c}"); then
 			left+=("process ${c} (${p})")
@@ -788,12 +853,54 @@ down() {
 		printf '  %s\n' "${left[@]}" >&2
 		exit 1
 	fi
-	# Nothing is mounted under ${dir}: the runtime state can go. The PKI (the cluster's
-	# identity), containerd's image store (pulled images) and the logs stay.
+}
+
+# remove_runtime_state: the runtime state; the PKI (the cluster's identity), containerd's
+# image store (pulled images) and the logs stay. Only once nothing is mounted under ${dir}:
+# never through a mount.
+remove_runtime_state() {
 	rm -rf --one-file-system "${dir}/etcd" "${dir}/kubelet" "${dir}/containerd/state" "${dir}/containerd/runc" \
 		"${dir}/cni/ipam" "${podlogs}"
 	rm -f "${run}"/*.pid "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" \
 		"${run}/dirs.before" "${netns_file}"
+}
+
+# down: stops it all, in order, and removes what up made; dies naming what it could not remove.
+down() {
+	((EUID == 0)) || die "down needs root"
+	local t0=${SECONDS}
+	mkdir -p "${run}"
+
+	# 1. Pods, through the kubelet; then the kubelet.
+	delete_pods
+	trace "stopping the kubelet"
+	stop 20 kubelet
+
+	# 2. What is left in containerd; then containerd, and the shims that outlived it.
+	trace "containerd: tasks and containers"
+	clear_containerd
+	trace "stopping containerd"
+	stop 20 containerd
+
+	kill_leftover_shims
+
+	# 3. The control plane.
+	trace "stopping the apiserver, then etcd"
+	stop 10 kube-apiserver # before etcd: without etcd it does not finish its shutdown
+	stop 10 etcd
+
+	# 4. Mounts, then network namespaces.
+	trace "unmounting"
+	unmount_all
+
+	# 5. What the kubelet, containerd and the CNI plugins made on the host.
+	trace "iptables chains, bridge, cgroups"
+	remove_host_changes
+
+	# 6. Verify, and only then remove the runtime state.
+	trace "verifying"
+	check_nothing_left
+	remove_runtime_state
 	log "down in $((SECONDS - t0)) s; no process, mount, iptables chain, bridge or cgroup left"
 }
 

@@ -146,8 +146,37 @@ func execute(args []string, logw io.Writer) int {
 	return 0
 }
 
+// parseFlags parses the command line: kaniko's flags and ours (flagSet),
+// then checks their values (check).
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
+	fs := o.flagSet()
+	// Where the result goes is known before any flag can fail, so that the
+	// error of a bad flag reaches the result file too.
+	o.resultFile = resultFileFlag(fs, args)
+	if o.resultFile == "" {
+		if _, err := os.Stat(terminationLog); err == nil {
+			o.resultFile = terminationLog
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q: every input is a flag", fs.Args())
+	}
+	if o.stageCredentials != "" {
+		if o.credentialsDir == "" {
+			return o, errors.New("--stage-credentials needs --credentials-dir")
+		}
+		return o, nil
+	}
+	return o, o.check()
+}
+
+// flagSet binds every flag to o: kaniko's, with their names and defaults,
+// then ours.
+func (o *options) flagSet() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("executor", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringVarP(&o.context, "context", "c", "/workspace/", "Build context: dir://PATH, tar://PATH (plain or gzip), or a bare path.")
@@ -206,41 +235,27 @@ func parseFlags(args []string) (*options, error) {
 		fs.StringArray(s, nil, "Accepted for kaniko compatibility.")
 		fs.Lookup(s).Hidden = true
 	}
-	// Where the result goes is known before any flag can fail, so that the
-	// error of a bad flag reaches the result file too.
-	o.resultFile = resultFileFlag(fs, args)
-	if o.resultFile == "" {
-		if _, err := os.Stat(terminationLog); err == nil {
-			o.resultFile = terminationLog
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q: every input is a flag", fs.Args())
-	}
-	if o.stageCredentials != "" {
-		if o.credentialsDir == "" {
-			return o, errors.New("--stage-credentials needs --credentials-dir")
-		}
-		return o, nil
-	}
+	return fs
+}
+
+// check checks the values of the flags of a build, and sets what they
+// imply (the layer size limit in bytes, the default isolation).
+func (o *options) check() error {
 	if len(o.destinations) == 0 && !o.noPush {
-		return o, errors.New("no --destination given: pass one or more, or --no-push")
+		return errors.New("no --destination given: pass one or more, or --no-push")
 	}
 	switch o.verbosity {
 	case "panic", "fatal", "error", "warn", "info", "debug", "trace":
 	default:
-		return o, fmt.Errorf("--verbosity=%s: want panic, fatal, error, warn, info, debug or trace", o.verbosity)
+		return fmt.Errorf("--verbosity=%s: want panic, fatal, error, warn, info, debug or trace", o.verbosity)
 	}
 	n, err := units.RAMInBytes(o.maxLayerSize)
 	if err != nil || n < 0 {
-		return o, fmt.Errorf("--max-layer-size=%s: want a size such as 16GiB, or 0 for no limit", o.maxLayerSize)
+		return fmt.Errorf("--max-layer-size=%s: want a size such as 16GiB, or 0 for no limit", o.maxLayerSize)
 	}
 	o.maxLayerBytes = n
 	if o.compression != "gzip" && o.compression != "zstd" {
-		return o, fmt.Errorf("--compression=%s: want gzip or zstd", o.compression)
+		return fmt.Errorf("--compression=%s: want gzip or zstd", o.compression)
 	}
 	switch o.isolation {
 	case "":
@@ -252,15 +267,15 @@ func parseFlags(args []string) (*options, error) {
 	case string(build.Chroot):
 	case string(build.InPlace):
 		if !inExecutorImage() {
-			return o, errors.New("--isolation=inplace takes over the root filesystem it runs in, so it only runs inside the executor image (" + imageMarker + " is missing here); use --isolation=chroot on a host")
+			return errors.New("--isolation=inplace takes over the root filesystem it runs in, so it only runs inside the executor image (" + imageMarker + " is missing here); use --isolation=chroot on a host")
 		}
 	default:
-		return o, fmt.Errorf("--isolation=%s: want chroot or inplace", o.isolation)
+		return fmt.Errorf("--isolation=%s: want chroot or inplace", o.isolation)
 	}
 	if o.customPlatform != "" && o.customPlatform != "linux/"+goarch() {
-		return o, fmt.Errorf("--custom-platform=%s: this executor builds for linux/%s only", o.customPlatform, goarch())
+		return fmt.Errorf("--custom-platform=%s: this executor builds for linux/%s only", o.customPlatform, goarch())
 	}
-	return o, nil
+	return nil
 }
 
 // resultFileFlag is the --result-file of args ("" when absent), read
@@ -300,7 +315,11 @@ func inExecutorImage() bool {
 	return err == nil
 }
 
-// buildAndPublish does the work and describes it as a result.
+// buildAndPublish does the work and describes it as a result. Each step
+// returns an error that names the result's reason (failed); a refused push
+// outranks any other failure (pushCheck). The deferred steps run after the
+// result is made, in this order: the cache's last writes, removing the work
+// directory, stopping the push check.
 func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Result {
 	// The build, the registry trace and this function write to logw from
 	// several goroutines.
@@ -309,30 +328,97 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		o.reg.Trace = logw
 	}
 	var res result.Result
-	pushRefused := func() error { return nil }
-	failWith := func(reason result.Reason, err error) result.Result {
-		if refused := pushRefused(); refused != nil {
-			reason, err = result.ReasonPushFailed, refused
-		}
-		res.Success = false
-		// No URL user info, no control characters, whatever the error
-		// quotes (see result.Redact for what a message may show).
-		f := &result.Failure{Reason: reason, Message: result.Sanitize(err.Error())}
-		var be *build.Error
-		if errors.As(err, &be) {
-			f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, result.Excerpt(be.Instruction, result.MaxInstruction), be.ExitCode
-		}
-		res.Failure = f
-		return res
+	creds, destinations, err := prepareRegistry(o, logw)
+	if err != nil {
+		return failedResult(res, nil, err)
 	}
+	ctx, push := startPushCheck(ctx, o, destinations)
+	defer push.stop()
 
-	// Before anything of the repository runs: see credentials.go.
+	workDir, removeWorkDir, err := makeWorkDir(o)
+	if err != nil {
+		return failedResult(res, push, err)
+	}
+	defer removeWorkDir()
+	in, err := readInputs(ctx, o, creds, workDir, &res, logw)
+	if err != nil {
+		return failedResult(res, push, err)
+	}
+	bo := buildOptions(ctx, o, creds, in, workDir, logw)
+	cacheRepo, err := useCache(ctx, o, destinations, &bo)
+	if err != nil {
+		return failedResult(res, push, err)
+	}
+	// The cache's last writes go on while the image is pushed; one that
+	// fails fails no build, and is a warning.
+	defer flushCache(ctx, bo.Cache, cacheRepo, bo.Log)
+
+	img, digest, err := buildImage(ctx, bo, &res, logw)
+	if err != nil {
+		return failedResult(res, push, err)
+	}
+	if err := push.wait(); err != nil {
+		return failedResult(res, push, failed(result.ReasonPushFailed, err))
+	}
+	pushStart := time.Now()
+	if err := writeOutputs(ctx, o, img, digest, destinations, &res, logw); err != nil {
+		return failedResult(res, push, failed(result.ReasonPushFailed, err))
+	}
+	res.PushMillis = result.Millis(time.Since(pushStart))
+	res.Success = true
+	return res
+}
+
+// stepError is an error of one of buildAndPublish's steps, with the reason
+// the result gives for it.
+type stepError struct {
+	reason result.Reason
+	err    error
+}
+
+// failed says that err fails the build for reason (unless err holds a
+// *build.Error, whose reason and line the result takes).
+func failed(reason result.Reason, err error) error {
+	return &stepError{reason: reason, err: err}
+}
+
+func (e *stepError) Error() string { return e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+// failedResult is res failed with err, or with the push check's refusal
+// when the destinations refused the push (whatever else failed meanwhile:
+// as if it had been checked first).
+func failedResult(res result.Result, push *pushCheck, err error) result.Result {
+	if refused := push.wait(); refused != nil {
+		err = failed(result.ReasonPushFailed, refused)
+	}
+	reason := result.ReasonInternal
+	var se *stepError
+	if errors.As(err, &se) {
+		reason = se.reason
+	}
+	res.Success = false
+	// No URL user info, no control characters, whatever the error
+	// quotes (see result.Redact for what a message may show).
+	f := &result.Failure{Reason: reason, Message: result.Sanitize(err.Error())}
+	var be *build.Error
+	if errors.As(err, &be) {
+		f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, result.Excerpt(be.Instruction, result.MaxInstruction), be.ExitCode
+	}
+	res.Failure = f
+	return res
+}
+
+// prepareRegistry seals the credentials (before anything of the repository
+// runs: see credentials.go), gives them to the registry options, and parses
+// the destinations.
+func prepareRegistry(o *options, logw io.Writer) (*credentials, []name.Reference, error) {
 	creds, err := loadCredentials(o)
 	if err == nil {
 		err = creds.seal(o, logw)
 	}
 	if err != nil {
-		return failWith(result.ReasonInvalidArguments, err)
+		return nil, nil, failed(result.ReasonInvalidArguments, err)
 	}
 	o.reg.Keychain = creds.keychain
 	o.reg.Share()
@@ -341,105 +427,155 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	for _, d := range o.destinations {
 		ref, err := publish.ParseReference(d, o.reg, true)
 		if err != nil {
-			return failWith(result.ReasonInvalidArguments, fmt.Errorf("--destination: %w", err))
+			return nil, nil, failed(result.ReasonInvalidArguments, fmt.Errorf("--destination: %w", err))
 		}
 		destinations = append(destinations, ref)
 	}
-	// The push permission is checked while the build starts (fetching the
-	// context, the base image and the cache) rather than before it. A
-	// refusal stops the build, and is what the result reports whatever
-	// else failed meanwhile, as when it was checked first.
-	if !o.noPush {
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		done := make(chan struct{})
-		var refused error
-		go func() {
-			defer close(done)
-			if refused = publish.CheckPush(ctx, destinations, o.reg); refused != nil {
-				cancel(refused)
-			}
-		}()
-		pushRefused = func() error {
-			<-done
-			return refused
-		}
-	}
+	return creds, destinations, nil
+}
 
-	workDir := o.workDir
-	if workDir == "" {
-		base := ""
-		if o.isolation == string(build.InPlace) {
-			base = "/slipway"
-		}
-		d, err := os.MkdirTemp(base, "slipway-build-")
-		if err != nil {
-			return failWith(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
-		}
-		workDir = d
-		defer os.RemoveAll(d)
-	} else if err := os.MkdirAll(workDir, 0o700); err != nil {
-		return failWith(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
-	}
+// pushCheck checks that the destinations take a push while the build
+// starts (fetching the context, the base image and the cache) rather than
+// before it. A refusal stops the build (it cancels the build's context),
+// and is what the result reports whatever else failed meanwhile, as when
+// it was checked first. A nil *pushCheck checks nothing (--no-push).
+type pushCheck struct {
+	cancel  context.CancelCauseFunc
+	done    chan struct{}
+	refused error
+}
 
+// startPushCheck starts the check unless o says not to push, and returns
+// the context the build runs in.
+func startPushCheck(ctx context.Context, o *options, destinations []name.Reference) (context.Context, *pushCheck) {
+	if o.noPush {
+		return ctx, nil
+	}
+	c := &pushCheck{done: make(chan struct{})}
+	ctx, c.cancel = context.WithCancelCause(ctx)
+	go func() {
+		defer close(c.done)
+		if c.refused = publish.CheckPush(ctx, destinations, o.reg); c.refused != nil {
+			c.cancel(c.refused)
+		}
+	}()
+	return ctx, c
+}
+
+// wait returns the destinations' refusal once the check is done, nil when
+// they take the push.
+func (c *pushCheck) wait() error {
+	if c == nil {
+		return nil
+	}
+	<-c.done
+	return c.refused
+}
+
+// stop cancels the build's context, ending the check if it still runs.
+func (c *pushCheck) stop() {
+	if c != nil {
+		c.cancel(nil)
+	}
+}
+
+// makeWorkDir returns the build's work directory: --work-dir, or a
+// temporary one (under /slipway with in-place isolation, whose root is
+// cleared) that remove deletes.
+func makeWorkDir(o *options) (dir string, remove func(), err error) {
+	if o.workDir != "" {
+		if err := os.MkdirAll(o.workDir, 0o700); err != nil {
+			return "", nil, failed(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
+		}
+		return o.workDir, func() {}, nil
+	}
+	base := ""
+	if o.isolation == string(build.InPlace) {
+		base = "/slipway"
+	}
+	d, err := os.MkdirTemp(base, "slipway-build-")
+	if err != nil {
+		return "", nil, failed(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+// buildInputs is what the build reads besides the registry: the context,
+// the Dockerfile, and the arguments.
+type buildInputs struct {
+	fetched    source.Fetched
+	context    *source.Context
+	dockerfile []byte
+	buildArgs  map[string]string
+	labels     map[string]string
+}
+
+// readInputs fetches the context (recording its commit and how long it
+// took in res), reads the Dockerfile in it, and parses --build-arg and
+// --label.
+func readInputs(ctx context.Context, o *options, creds *credentials, workDir string, res *result.Result, logw io.Writer) (*buildInputs, error) {
 	fetchStart := time.Now()
 	fetched, err := source.FetchWithInfo(ctx, o.context, o.contextSubPath, filepath.Join(workDir, "context"), source.FetchOptions{Git: o.git, Auth: &creds.git})
 	if err != nil {
-		return failWith(result.ReasonSourceFetchFailed, err)
+		return nil, failed(result.ReasonSourceFetchFailed, err)
 	}
-	contextDir := fetched.Dir
 	if res.Commit = fetched.Commit; res.Commit != "" {
 		fmt.Fprintf(logw, "Fetched git context at commit %s\n", res.Commit)
 	}
 	res.FetchMillis = result.Millis(time.Since(fetchStart))
-	// The Dockerfile (and its ignore file) is read inside the context: the
-	// repository may link it anywhere, but what is read is in the context
-	// (source.ReadFile), so no file of the executor's reaches a message.
-	// An absolute --dockerfile is the operator's choice, read as given;
-	// the controller passes a relative one (its API refuses others). A
-	// relative one is never looked up outside the context, unlike kaniko,
-	// which tries the working directory first.
+	in := &buildInputs{fetched: fetched}
+	if in.dockerfile, err = readDockerfile(fetched.Dir, o.dockerfile); err != nil {
+		return nil, failed(result.ReasonDockerfileInvalid, err)
+	}
+	if in.context, err = source.Open(fetched.Dir, o.dockerfile); err != nil {
+		return nil, failed(result.ReasonSourceFetchFailed, err)
+	}
+	if in.buildArgs, err = parseBuildArgs(o.buildArgs); err != nil {
+		return nil, failed(result.ReasonInvalidArguments, err)
+	}
+	if in.labels, err = parseKV("--label", o.labels); err != nil {
+		return nil, failed(result.ReasonInvalidArguments, err)
+	}
+	return in, nil
+}
+
+// readDockerfile reads the Dockerfile (and its ignore file) inside the
+// context: the repository may link it anywhere, but what is read is in the
+// context (source.ReadFile), so no file of the executor's reaches a
+// message. An absolute --dockerfile is the operator's choice, read as
+// given; the controller passes a relative one (its API refuses others). A
+// relative one is never looked up outside the context, unlike kaniko,
+// which tries the working directory first.
+func readDockerfile(contextDir, dockerfile string) ([]byte, error) {
 	dockerfileRoot := contextDir
-	if filepath.IsAbs(o.dockerfile) {
+	if filepath.IsAbs(dockerfile) {
 		dockerfileRoot = "/"
 	}
-	dt, err := source.ReadFile(dockerfileRoot, o.dockerfile)
-	if errors.Is(err, fs.ErrNotExist) && filepath.Base(o.dockerfile) == "Dockerfile" {
+	dt, err := source.ReadFile(dockerfileRoot, dockerfile)
+	if errors.Is(err, fs.ErrNotExist) && filepath.Base(dockerfile) == "Dockerfile" {
 		// A missing Dockerfile may be spelt dockerfile, as BuildKit
 		// (dockerui's build definition, moby/moby#10858) and Docker accept.
-		if lower, lerr := source.ReadFile(dockerfileRoot, filepath.Join(filepath.Dir(o.dockerfile), "dockerfile")); lerr == nil {
+		if lower, lerr := source.ReadFile(dockerfileRoot, filepath.Join(filepath.Dir(dockerfile), "dockerfile")); lerr == nil {
 			dt, err = lower, nil
 		}
 	}
-	if err != nil {
-		return failWith(result.ReasonDockerfileInvalid, err)
-	}
-	bctx, err := source.Open(contextDir, o.dockerfile)
-	if err != nil {
-		return failWith(result.ReasonSourceFetchFailed, err)
-	}
+	return dt, err
+}
 
-	buildArgs, err := parseBuildArgs(o.buildArgs)
-	if err != nil {
-		return failWith(result.ReasonInvalidArguments, err)
-	}
-	labels, err := parseKV("--label", o.labels)
-	if err != nil {
-		return failWith(result.ReasonInvalidArguments, err)
-	}
-	epoch := sourceDateEpoch(o.reproducible, buildArgs)
+// buildOptions are the build's options, without its cache (useCache), and
+// with the isolation o names: in-place excludes the executor's own paths;
+// chroot runs each RUN in a chroot sandbox.
+func buildOptions(ctx context.Context, o *options, creds *credentials, in *buildInputs, workDir string, logw io.Writer) build.Options {
 	var contextTime *time.Time
-	if !fetched.CommitTime.IsZero() {
-		contextTime = &fetched.CommitTime
+	if !in.fetched.CommitTime.IsZero() {
+		contextTime = &in.fetched.CommitTime
 	}
-
 	bo := build.Options{
-		Dockerfile:     dt,
+		Dockerfile:     in.dockerfile,
 		DockerfilePath: o.dockerfile,
-		Context:        bctx,
-		BuildArgs:      buildArgs,
-		Labels:         labels,
+		Context:        in.context,
+		BuildArgs:      in.buildArgs,
+		Labels:         in.labels,
 		Target:         o.target,
 		Isolation:      build.Isolation(o.isolation),
 		WorkDir:        workDir,
@@ -449,7 +585,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		},
 		MaxLayerSize:    o.maxLayerBytes,
 		Layers:          layer.Options{Compression: layer.Compression(o.compression), Level: o.compressionLevel, OCI: o.ociMediaTypes},
-		SourceDateEpoch: epoch,
+		SourceDateEpoch: sourceDateEpoch(o.reproducible, in.buildArgs),
 		ContextTime:     contextTime,
 		Hostname:        o.hostname,
 		Log:             levelFilter(o.verbosity, logw),
@@ -457,39 +593,52 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		SSH:             creds.ssh,
 		GitAuth:         creds.git,
 	}
-	bo.Cache = build.NoCache()
-	var cacheRepo name.Repository
-	if o.cache {
-		c, err := newCache(ctx, o, destinations)
-		if err != nil {
-			return failWith(result.ReasonInvalidArguments, err)
-		}
-		bo.Cache, cacheRepo = c, c.Repo()
-	}
-	// The cache's last writes go on while the image is pushed; one that
-	// fails fails no build, and is a warning.
-	defer func() {
-		if f, err := bo.Cache.Flush(ctx); err != nil {
-			fmt.Fprintf(bo.Log, "WARNING: writing the layer cache: %v\n", err)
-		} else if f.Stored > 0 {
-			fmt.Fprintf(bo.Log, "Wrote %d layer cache entries to %s\n", f.Stored, cacheRepo)
-		}
-	}()
 	if o.isolation == string(build.InPlace) {
-		bo.Exclude = inPlaceExcludes(workDir, contextDir, o.ignorePaths)
-	} else {
-		// no_new_privs as in an executor pod (allowPrivilegeEscalation:
-		// false), so that both isolations build the same image.
-		chrootOpts := []run.ChrootOption{run.WithNoNewPrivileges()}
-		bo.Runner = &announcedRunner{Runner: run.Chroot(chrootOpts...), announce: func(ctx context.Context) {
-			iso, err := run.ChrootIsolation(ctx, workDir, chrootOpts...)
-			if err != nil {
-				fmt.Fprintf(logw, "WARNING: finding out how RUN steps are confined: %v\n", err)
-				return
-			}
-			fmt.Fprintf(logw, "Isolation: chroot, pivot_root, Docker's default capabilities and seccomp profile, no_new_privs, %s\n", iso)
-		}}
+		bo.Exclude = inPlaceExcludes(workDir, in.fetched.Dir, o.ignorePaths)
+		return bo
 	}
+	// no_new_privs as in an executor pod (allowPrivilegeEscalation:
+	// false), so that both isolations build the same image.
+	chrootOpts := []run.ChrootOption{run.WithNoNewPrivileges()}
+	bo.Runner = &announcedRunner{Runner: run.Chroot(chrootOpts...), announce: func(ctx context.Context) {
+		iso, err := run.ChrootIsolation(ctx, workDir, chrootOpts...)
+		if err != nil {
+			fmt.Fprintf(logw, "WARNING: finding out how RUN steps are confined: %v\n", err)
+			return
+		}
+		fmt.Fprintf(logw, "Isolation: chroot, pivot_root, Docker's default capabilities and seccomp profile, no_new_privs, %s\n", iso)
+	}}
+	return bo
+}
+
+// useCache sets bo's cache: the registry's with --cache, else none. It
+// returns the cache's repository (empty without one).
+func useCache(ctx context.Context, o *options, destinations []name.Reference, bo *build.Options) (name.Repository, error) {
+	bo.Cache = build.NoCache()
+	if !o.cache {
+		return name.Repository{}, nil
+	}
+	c, err := newCache(ctx, o, destinations)
+	if err != nil {
+		return name.Repository{}, failed(result.ReasonInvalidArguments, err)
+	}
+	bo.Cache = c
+	return c.Repo(), nil
+}
+
+// flushCache waits for the cache's last writes and logs what they did; a
+// failed write fails no build, and is a warning.
+func flushCache(ctx context.Context, c build.Cache, repo name.Repository, log io.Writer) {
+	if f, err := c.Flush(ctx); err != nil {
+		fmt.Fprintf(log, "WARNING: writing the layer cache: %v\n", err)
+	} else if f.Stored > 0 {
+		fmt.Fprintf(log, "Wrote %d layer cache entries to %s\n", f.Stored, repo)
+	}
+}
+
+// buildImage builds the image, recording in res how long it took, its
+// stages and cache use (also when it fails) and its digest.
+func buildImage(ctx context.Context, bo build.Options, res *result.Result, logw io.Writer) (v1.Image, v1.Hash, error) {
 	buildStart := time.Now()
 	img, rep, err := build.Build(ctx, bo)
 	res.BuildMillis = result.Millis(time.Since(buildStart))
@@ -498,25 +647,15 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		res.CacheHits, res.CacheMisses = rep.CacheHits, rep.CacheMisses
 	}
 	if err != nil {
-		return failWith(result.ReasonInternal, err)
+		return nil, v1.Hash{}, failed(result.ReasonInternal, err)
 	}
 	digest, err := img.Digest()
 	if err != nil {
-		return failWith(result.ReasonInternal, err)
+		return nil, v1.Hash{}, failed(result.ReasonInternal, err)
 	}
 	res.Digest = digest.String()
 	fmt.Fprintf(logw, "Built image %s in %.1fs\n", digest, time.Since(buildStart).Seconds())
-
-	if err := pushRefused(); err != nil {
-		return failWith(result.ReasonPushFailed, err)
-	}
-	pushStart := time.Now()
-	if err := writeOutputs(ctx, o, img, digest, destinations, &res, logw); err != nil {
-		return failWith(result.ReasonPushFailed, err)
-	}
-	res.PushMillis = result.Millis(time.Since(pushStart))
-	res.Success = true
-	return res
+	return img, digest, nil
 }
 
 // writeOutputs pushes and writes every output the flags ask for.

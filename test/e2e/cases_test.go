@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
@@ -228,12 +229,17 @@ func TestSpecChangeMidBuild(t *testing.T) {
 	e.create(slowBuild(e, "change"))
 	old := e.waitRunningPod("change")
 
-	var ib v1alpha1.ImageBuild
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: "change"}, &ib); err != nil {
-		t.Fatal(err)
-	}
-	ib.Spec.Dockerfile = "Dockerfile"
-	if err := k8s.Update(context.Background(), &ib); err != nil {
+	// The controller writes the status as the build runs: a user's edit that meets one of
+	// those writes is retried, as kubectl edit would be.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var ib v1alpha1.ImageBuild
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: "change"}, &ib); err != nil {
+			return err
+		}
+		ib.Spec.Dockerfile = "Dockerfile"
+		return k8s.Update(context.Background(), &ib)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	e.waitPodGone(old, 90*time.Second)

@@ -35,9 +35,66 @@ const runKeyVersion = 3
 // dispatch applies one instruction to the stage, with Docker's semantics
 // (BuildKit's dockerfile2llb is the reference for each rule).
 func (sb *stageBuilder) dispatch(ctx context.Context, cmd instructions.Command) error {
-	// Word expansion with the stage's environment (ENV and ARGs in scope),
-	// for every instruction that supports it except ARG, whose values are
-	// expanded one by one as they are declared.
+	if err := sb.expandWords(cmd); err != nil {
+		return err
+	}
+	switch c := cmd.(type) {
+	case *instructions.ArgCommand:
+		return sb.arg(c)
+	case *instructions.EnvCommand:
+		return sb.applyEnv(c)
+	case *instructions.LabelCommand:
+		return sb.applyLabel(c)
+	case *instructions.MaintainerCommand:
+		sb.cfg.Author = c.Maintainer
+		return sb.meta("MAINTAINER " + c.Maintainer)
+	case *instructions.WorkdirCommand:
+		return sb.workdir(c)
+	case *instructions.UserCommand:
+		sb.cfg.Config.User = c.User
+		return sb.meta("USER " + c.User)
+	case *instructions.ExposeCommand:
+		return sb.expose(c)
+	case *instructions.VolumeCommand:
+		return sb.applyVolume(c)
+	case *instructions.StopSignalCommand:
+		if _, perr := signal.ParseSignal(c.Signal); perr != nil {
+			return fail(result.ReasonDockerfileInvalid, perr)
+		}
+		sb.cfg.Config.StopSignal = c.Signal
+		return sb.meta("STOPSIGNAL " + c.Signal)
+	case *instructions.ShellCommand:
+		sb.cfg.Config.Shell = slices.Clone(c.Shell)
+		return sb.meta(fmt.Sprintf("SHELL %v", c.Shell))
+	case *instructions.OnbuildCommand:
+		// BuildKit records no history entry for ONBUILD.
+		sb.cfg.Config.OnBuild = append(sb.cfg.Config.OnBuild, c.Expression)
+		return nil
+	case *instructions.CmdCommand:
+		return sb.applyCmd(c)
+	case *instructions.EntrypointCommand:
+		return sb.applyEntrypoint(c)
+	case *instructions.HealthCheckCommand:
+		h := *c.Health
+		h.Test = slices.Clone(h.Test)
+		sb.cfg.Config.Healthcheck = &h
+		return sb.meta(fmt.Sprintf("HEALTHCHECK %+v", h))
+	case *instructions.RunCommand:
+		return sb.run(ctx, c)
+	case *instructions.CopyCommand:
+		return sb.copy(ctx, c)
+	case *instructions.AddCommand:
+		return sb.add(ctx, c)
+	default:
+		return fail(result.ReasonDockerfileInvalid, fmt.Errorf("unsupported instruction %s", cmd.Name()))
+	}
+}
+
+// expandWords expands the words of cmd with the stage's environment (ENV
+// and ARGs in scope), for every instruction that supports it except ARG,
+// whose values are expanded one by one as they are declared; and the raw
+// words (quotes kept) of those that expand them so.
+func (sb *stageBuilder) expandWords(cmd instructions.Command) error {
 	if _, isArg := cmd.(*instructions.ArgCommand); !isArg {
 		if ex, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {
 			if err := ex.Expand(sb.expand); err != nil {
@@ -56,97 +113,73 @@ func (sb *stageBuilder) dispatch(ctx context.Context, cmd instructions.Command) 
 			return fail(result.ReasonDockerfileInvalid, err)
 		}
 	}
-	var err error
-	switch c := cmd.(type) {
-	case *instructions.ArgCommand:
-		err = sb.arg(c)
-	case *instructions.EnvCommand:
-		var msg strings.Builder
-		msg.WriteString("ENV")
-		for _, kv := range c.Env {
-			sb.env.Set(kv.Key, kv.Value)
-			sb.cfg.Config.Env = setEnv(sb.cfg.Config.Env, kv.Key, kv.Value)
-			msg.WriteString(" " + kv.String())
-		}
-		err = sb.meta(msg.String())
-	case *instructions.LabelCommand:
-		var msg strings.Builder
-		msg.WriteString("LABEL")
-		if sb.cfg.Config.Labels == nil {
-			sb.cfg.Config.Labels = map[string]string{}
-		}
-		for _, kv := range c.Labels {
-			sb.cfg.Config.Labels[kv.Key] = kv.Value
-			msg.WriteString(" " + kv.String())
-		}
-		err = sb.meta(msg.String())
-	case *instructions.MaintainerCommand:
-		sb.cfg.Author = c.Maintainer
-		err = sb.meta("MAINTAINER " + c.Maintainer)
-	case *instructions.WorkdirCommand:
-		err = sb.workdir(c)
-	case *instructions.UserCommand:
-		sb.cfg.Config.User = c.User
-		err = sb.meta("USER " + c.User)
-	case *instructions.ExposeCommand:
-		err = sb.expose(c)
-	case *instructions.VolumeCommand:
-		if sb.cfg.Config.Volumes == nil {
-			sb.cfg.Config.Volumes = map[string]struct{}{}
-		}
-		for _, v := range c.Volumes {
-			if v == "" {
-				return fail(result.ReasonDockerfileInvalid, errors.New("VOLUME specified can not be an empty string"))
-			}
-			sb.cfg.Config.Volumes[v] = struct{}{}
-		}
-		err = sb.meta(fmt.Sprintf("VOLUME %v", c.Volumes))
-	case *instructions.StopSignalCommand:
-		if _, perr := signal.ParseSignal(c.Signal); perr != nil {
-			return fail(result.ReasonDockerfileInvalid, perr)
-		}
-		sb.cfg.Config.StopSignal = c.Signal
-		err = sb.meta("STOPSIGNAL " + c.Signal)
-	case *instructions.ShellCommand:
-		sb.cfg.Config.Shell = slices.Clone(c.Shell)
-		err = sb.meta(fmt.Sprintf("SHELL %v", c.Shell))
-	case *instructions.OnbuildCommand:
-		// BuildKit records no history entry for ONBUILD.
-		sb.cfg.Config.OnBuild = append(sb.cfg.Config.OnBuild, c.Expression)
-	case *instructions.CmdCommand:
-		args := c.CmdLine
-		if c.PrependShell {
-			args = sb.withShell(args)
-		}
-		sb.cfg.Config.Cmd = slices.Clone(args)
-		sb.cfg.Config.ArgsEscaped = true //nolint:staticcheck // Docker still sets it.
-		sb.cmdSet = true
-		err = sb.meta(fmt.Sprintf("CMD %q", args))
-	case *instructions.EntrypointCommand:
-		args := c.CmdLine
-		if c.PrependShell {
-			args = sb.withShell(args)
-		}
-		sb.cfg.Config.Entrypoint = slices.Clone(args)
-		if !sb.cmdSet {
-			sb.cfg.Config.Cmd = nil
-		}
-		err = sb.meta(fmt.Sprintf("ENTRYPOINT %q", args))
-	case *instructions.HealthCheckCommand:
-		h := *c.Health
-		h.Test = slices.Clone(h.Test)
-		sb.cfg.Config.Healthcheck = &h
-		err = sb.meta(fmt.Sprintf("HEALTHCHECK %+v", h))
-	case *instructions.RunCommand:
-		err = sb.run(ctx, c)
-	case *instructions.CopyCommand:
-		err = sb.copy(ctx, c)
-	case *instructions.AddCommand:
-		err = sb.add(ctx, c)
-	default:
-		err = fail(result.ReasonDockerfileInvalid, fmt.Errorf("unsupported instruction %s", cmd.Name()))
+	return nil
+}
+
+// applyEnv applies ENV to the stage's environment and config.
+func (sb *stageBuilder) applyEnv(c *instructions.EnvCommand) error {
+	var msg strings.Builder
+	msg.WriteString("ENV")
+	for _, kv := range c.Env {
+		sb.env.Set(kv.Key, kv.Value)
+		sb.cfg.Config.Env = setEnv(sb.cfg.Config.Env, kv.Key, kv.Value)
+		msg.WriteString(" " + kv.String())
 	}
-	return err
+	return sb.meta(msg.String())
+}
+
+// applyLabel applies LABEL to the config.
+func (sb *stageBuilder) applyLabel(c *instructions.LabelCommand) error {
+	var msg strings.Builder
+	msg.WriteString("LABEL")
+	if sb.cfg.Config.Labels == nil {
+		sb.cfg.Config.Labels = map[string]string{}
+	}
+	for _, kv := range c.Labels {
+		sb.cfg.Config.Labels[kv.Key] = kv.Value
+		msg.WriteString(" " + kv.String())
+	}
+	return sb.meta(msg.String())
+}
+
+// applyVolume applies VOLUME to the config.
+func (sb *stageBuilder) applyVolume(c *instructions.VolumeCommand) error {
+	if sb.cfg.Config.Volumes == nil {
+		sb.cfg.Config.Volumes = map[string]struct{}{}
+	}
+	for _, v := range c.Volumes {
+		if v == "" {
+			return fail(result.ReasonDockerfileInvalid, errors.New("VOLUME specified can not be an empty string"))
+		}
+		sb.cfg.Config.Volumes[v] = struct{}{}
+	}
+	return sb.meta(fmt.Sprintf("VOLUME %v", c.Volumes))
+}
+
+// applyCmd applies CMD to the config.
+func (sb *stageBuilder) applyCmd(c *instructions.CmdCommand) error {
+	args := c.CmdLine
+	if c.PrependShell {
+		args = sb.withShell(args)
+	}
+	sb.cfg.Config.Cmd = slices.Clone(args)
+	sb.cfg.Config.ArgsEscaped = true //nolint:staticcheck // Docker still sets it.
+	sb.cmdSet = true
+	return sb.meta(fmt.Sprintf("CMD %q", args))
+}
+
+// applyEntrypoint applies ENTRYPOINT to the config: it resets a CMD the stage
+// inherited, not one it set.
+func (sb *stageBuilder) applyEntrypoint(c *instructions.EntrypointCommand) error {
+	args := c.CmdLine
+	if c.PrependShell {
+		args = sb.withShell(args)
+	}
+	sb.cfg.Config.Entrypoint = slices.Clone(args)
+	if !sb.cmdSet {
+		sb.cfg.Config.Cmd = nil
+	}
+	return sb.meta(fmt.Sprintf("ENTRYPOINT %q", args))
 }
 
 // expand is the word expander of the stage's environment.
@@ -313,8 +346,55 @@ func (sb *stageBuilder) expose(c *instructions.ExposeCommand) error {
 
 // run plans a RUN step: the command line (SHELL applied), the environment
 // it sees (ENV, ARGs in scope, proxy build args) and its working directory
-// and user, all fixed now; the step runs later in the stage's root.
+// and user, all fixed now; the step runs later in the stage's root
+// (runPlan.run).
 func (sb *stageBuilder) run(ctx context.Context, c *instructions.RunCommand) error {
+	network, err := runNetwork(c)
+	if err != nil {
+		return err
+	}
+	p := &runPlan{args: c.CmdLine, network: network, userSpec: sb.cfg.Config.User, wd: sb.cfg.Config.WorkingDir}
+	var script *runMount
+	if len(c.Files) > 0 {
+		if p.args, script, err = heredocArgs(c); err != nil {
+			return fail(result.ReasonDockerfileInvalid, err)
+		}
+	}
+	if c.PrependShell {
+		p.args = sb.withShell(p.args)
+	}
+	p.env = sb.env.Clone()
+	keyEnv := p.env.Slice() // proxy settings never invalidate the cache, as in Docker
+	for _, kv := range proxyEnv(sb.b.opts.BuildArgs) {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, set := p.env.Get(k); !set {
+			p.env.Set(k, v)
+		}
+	}
+	if p.wd == "" {
+		p.wd = "/"
+	}
+	mounts, mountKeys, cacheable, err := sb.planMounts(ctx, c, p.wd)
+	if err != nil {
+		return err
+	}
+	p.mounts = mounts
+	if script != nil {
+		// First, as BuildKit adds it before the --mount ones.
+		p.mounts = append([]*runMount{script}, mounts...)
+		p.dev = []string{path.Base(script.target)}
+	}
+	var keyParts []any
+	if cacheable {
+		keyParts = sb.runKeyParts(p, keyEnv, script, mountKeys)
+	}
+	createdBy := "RUN " + runCommandString(p.args, sb.args, sb.env) + " # buildkit"
+	return sb.fsStep(createdBy, keyParts, p.run)
+}
+
+// runNetwork checks RUN's flags, and returns the network its --network
+// asks for.
+func runNetwork(c *instructions.RunCommand) (run.Network, error) {
 	network := run.NetworkDefault
 	for _, f := range c.FlagsUsed {
 		switch {
@@ -332,47 +412,21 @@ func (sb *stageBuilder) run(ctx context.Context, c *instructions.RunCommand) err
 			// grants: it runs unprivileged, and a step with every capability
 			// would hold the pod's.
 			if instructions.GetSecurity(c) == instructions.SecurityInsecure {
-				return fail(result.ReasonDockerfileInvalid, errors.New("RUN --security=insecure: entitlement security.insecure is not allowed: this executor never runs a step with full privileges"))
+				return network, fail(result.ReasonDockerfileInvalid, errors.New("RUN --security=insecure: entitlement security.insecure is not allowed: this executor never runs a step with full privileges"))
 			}
 		default:
-			return fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", f))
+			return network, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --%s is not supported by this executor", f))
 		}
 	}
-	args := c.CmdLine
-	var script *runMount
-	if len(c.Files) > 0 {
-		var err error
-		if args, script, err = heredocArgs(c); err != nil {
-			return fail(result.ReasonDockerfileInvalid, err)
-		}
-	}
-	if c.PrependShell {
-		args = sb.withShell(args)
-	}
-	env := sb.env.Clone()
-	keyEnv := env.Slice() // proxy settings never invalidate the cache, as in Docker
-	for _, kv := range proxyEnv(sb.b.opts.BuildArgs) {
-		k, v, _ := strings.Cut(kv, "=")
-		if _, set := env.Get(k); !set {
-			env.Set(k, v)
-		}
-	}
-	userSpec := sb.cfg.Config.User
-	wd := sb.cfg.Config.WorkingDir
-	if wd == "" {
-		wd = "/"
-	}
-	mounts, mountKeys, cacheable, err := sb.planMounts(ctx, c, wd)
-	if err != nil {
-		return err
-	}
-	var dev []string
-	if script != nil {
-		// First, as BuildKit adds it before the --mount ones.
-		mounts = append([]*runMount{script}, mounts...)
-		dev = []string{path.Base(script.target)}
-	}
-	keyParts := []any{"RUN", runKeyVersion, args, keyEnv, wd, userSpec}
+	return network, nil
+}
+
+// runKeyParts is a cacheable RUN step's part of its cache key: the command,
+// the environment without proxy settings, where and as whom it runs, its
+// heredoc script and mounts, and its network and host name when not the
+// default.
+func (sb *stageBuilder) runKeyParts(p *runPlan, keyEnv []string, script *runMount, mountKeys []mountKey) []any {
+	keyParts := []any{"RUN", runKeyVersion, p.args, keyEnv, p.wd, p.userSpec}
 	if script != nil {
 		// The command names the script; its content is in BuildKit's key
 		// as the mounted file's.
@@ -381,79 +435,93 @@ func (sb *stageBuilder) run(ctx context.Context, c *instructions.RunCommand) err
 	if len(mountKeys) > 0 {
 		keyParts = append(keyParts, "mounts", mountKeys)
 	}
-	if network != run.NetworkDefault {
+	if p.network != run.NetworkDefault {
 		// Only then, so that the keys of steps with the default network stay
 		// those older executors made. default and host are one key: the same
 		// network here.
-		keyParts = append(keyParts, "network", network.String())
+		keyParts = append(keyParts, "network", p.network.String())
 	}
 	if h := sb.b.opts.Hostname; h != "" {
 		// BuildKit's key has it (ExecOp Meta.Hostname); only when set, so the
 		// keys of steps without one stay those older executors made.
 		keyParts = append(keyParts, "hostname", h)
 	}
-	if !cacheable {
-		keyParts = nil
+	return keyParts
+}
+
+// runPlan is a planned RUN step, which run runs in the stage's root.
+type runPlan struct {
+	args []string
+	// env is the step's environment, proxy build args included; HOME and
+	// secrets in environment variables are added when it runs.
+	env      *dockerfile.Env
+	userSpec string
+	wd       string
+	// mounts are the step's mounts, its heredoc script first.
+	mounts  []*runMount
+	dev     []string
+	network run.Network
+}
+
+// run is the step's action: it resolves the user in root, mounts what the
+// step mounts, and runs the command with its output in the build's log.
+func (p *runPlan) run(ctx context.Context, sb *stageBuilder, root string) ([]string, error) {
+	user, err := idtools.ResolveUser(root, p.userSpec)
+	if err != nil {
+		return nil, fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
 	}
-	createdBy := "RUN " + runCommandString(args, sb.args, sb.env) + " # buildkit"
-	return sb.fsStep(createdBy, keyParts, func(ctx context.Context, sb *stageBuilder, root string) ([]string, error) {
-		user, err := idtools.ResolveUser(root, userSpec)
-		if err != nil {
-			return nil, fail(result.ReasonRunFailed, fmt.Errorf("resolving USER: %w", err))
+	env := p.env.Clone()
+	// BuildKit passes no HOME; runc's setupUser sets the home of the
+	// step's uid in /etc/passwd ("/" without an entry) when the
+	// environment has none. Only the step sees it, never the config.
+	if _, ok := env.Get("HOME"); !ok {
+		env.Set("HOME", user.Home)
+	}
+	if p.wd != "/" {
+		// The runtime creates a missing working directory (owned by
+		// root); the snapshot after the step records it.
+		if _, err := sb.mkdirAll(root, p.wd, ""); err != nil {
+			return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", p.wd, err))
 		}
-		env := env.Clone()
-		// BuildKit passes no HOME; runc's setupUser sets the home of the
-		// step's uid in /etc/passwd ("/" without an entry) when the
-		// environment has none. Only the step sees it, never the config.
-		if _, ok := env.Get("HOME"); !ok {
-			env.Set("HOME", user.Home)
+	}
+	for _, m := range p.mounts {
+		if m.env != "" {
+			env.Set(m.env, string(m.secret))
 		}
-		if wd != "/" {
-			// The runtime creates a missing working directory (owned by
-			// root); the snapshot after the step records it.
-			if _, err := sb.mkdirAll(root, wd, ""); err != nil {
-				return nil, fail(result.ReasonRunFailed, fmt.Errorf("creating the working directory %s: %w", wd, err))
-			}
-		}
-		for _, m := range mounts {
-			if m.env != "" {
-				env.Set(m.env, string(m.secret))
-			}
-		}
-		unmount, err := sb.mount(ctx, root, mounts)
-		if err != nil {
-			return nil, err
-		}
-		out := newLinePrefixer(sb.b.log, sb.prefix+" ")
-		releaseMemory()
-		err = sb.b.opts.Runner.Run(ctx, run.Spec{
-			Root:     root,
-			Args:     args,
-			Env:      env.Slice(),
-			Dir:      wd,
-			UID:      user.UID,
-			GID:      user.GID,
-			Groups:   withPrimaryGroup(user.Groups, user.GID),
-			Stdout:   out,
-			Stderr:   out,
-			Dev:      dev,
-			Network:  network,
-			Hostname: sb.b.opts.Hostname,
-		})
-		out.Flush()
-		if uerr := unmount(); uerr != nil && err == nil {
-			return nil, fail(result.ReasonRunFailed, uerr)
-		}
-		if err != nil {
-			var xe *run.ExitError
-			if errors.As(err, &xe) {
-				return nil, &Error{Reason: result.ReasonRunFailed, ExitCode: xe.Code,
-					Err: fmt.Errorf("process %q did not complete successfully: exit code: %d", strings.Join(args, " "), xe.Code)}
-			}
-			return nil, fail(result.ReasonRunFailed, fmt.Errorf("running %q: %w", strings.Join(args, " "), err))
-		}
-		return nil, nil
+	}
+	unmount, err := sb.mount(ctx, root, p.mounts)
+	if err != nil {
+		return nil, err
+	}
+	out := newLinePrefixer(sb.b.log, sb.prefix+" ")
+	releaseMemory()
+	err = sb.b.opts.Runner.Run(ctx, run.Spec{
+		Root:     root,
+		Args:     p.args,
+		Env:      env.Slice(),
+		Dir:      p.wd,
+		UID:      user.UID,
+		GID:      user.GID,
+		Groups:   withPrimaryGroup(user.Groups, user.GID),
+		Stdout:   out,
+		Stderr:   out,
+		Dev:      p.dev,
+		Network:  p.network,
+		Hostname: sb.b.opts.Hostname,
 	})
+	out.Flush()
+	if uerr := unmount(); uerr != nil && err == nil {
+		return nil, fail(result.ReasonRunFailed, uerr)
+	}
+	if err != nil {
+		var xe *run.ExitError
+		if errors.As(err, &xe) {
+			return nil, &Error{Reason: result.ReasonRunFailed, ExitCode: xe.Code,
+				Err: fmt.Errorf("process %q did not complete successfully: exit code: %d", strings.Join(p.args, " "), xe.Code)}
+		}
+		return nil, fail(result.ReasonRunFailed, fmt.Errorf("running %q: %w", strings.Join(p.args, " "), err))
+	}
+	return nil, nil
 }
 
 // releaseMemory gives the heap's garbage and free pages back to the system

@@ -249,45 +249,22 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // execStage runs the planned stage: steps the cache holds only add their
 // layer; the first step it does not hold makes the root file system real
 // (base and layers so far) and from there every step runs and is
-// snapshotted.
+// snapshotted. Its stageResult is done when it returns.
 func (b *builder) execStage(ctx context.Context, i int) (err error) {
 	s := b.stages[i]
 	sb := s.sb
-	st := sb.st
 	start := time.Now()
 	defer func() {
 		s.err = err
-		s.report = result.Stage{Name: st.DisplayName(), Instructions: len(sb.steps), CacheHits: sb.hits, Millis: result.Millis(time.Since(start))}
+		s.report = result.Stage{Name: sb.st.DisplayName(), Instructions: len(sb.steps), CacheHits: sb.hits, Millis: result.Millis(time.Since(start))}
 		close(s.done)
 	}()
-	total := len(sb.steps) + 1
-	prefix := func(n int) string {
-		if len(b.plan.Stages) == 1 && st.Name == "" {
-			return fmt.Sprintf("[%d/%d]", n, total)
-		}
-		return fmt.Sprintf("[%s %d/%d]", st.DisplayName(), n, total)
-	}
-
-	var baseHistory []ocispec.History
-	switch {
-	case sb.baseStage != nil:
-		base, err := b.waitStage(ctx, sb.baseStage.sb.st.Index)
-		if err != nil {
-			return err
-		}
-		sb.layers = slices.Clone(base.layers)
-		baseHistory = base.cfg.History
-		fmt.Fprintf(b.log, "%s FROM %s\n", prefix(1), st.Base)
-	case sb.baseImage != nil:
-		sb.layers = slices.Clone(sb.baseImage.layers)
-		baseHistory = sb.cfg.History[:sb.baseHist]
-		fmt.Fprintf(b.log, "%s FROM %s@%s\n", prefix(1), st.Base, sb.baseImage.digest)
-	default:
-		fmt.Fprintf(b.log, "%s FROM %s\n", prefix(1), st.Base)
+	baseHistory, err := sb.startFromBase(ctx)
+	if err != nil {
+		return err
 	}
 	own := sb.cfg.History[sb.baseHist:]
 	sb.cfg.History = append(slices.Clone(baseHistory), own...)
-	histAt := func(s *step) *ocispec.History { return &sb.cfg.History[len(baseHistory)+s.hist] }
 
 	missed := false
 	for n, sp := range sb.steps {
@@ -299,57 +276,129 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		}
 		line := shorten(sp.cmd.(fmt.Stringer).String(), 200)
 		if sp.action == nil {
-			fmt.Fprintf(b.log, "%s %s\n", prefix(n+2), line)
+			fmt.Fprintf(b.log, "%s %s\n", sb.stepPrefix(n+2), line)
 			continue
 		}
+		h := &sb.cfg.History[len(baseHistory)+sp.hist]
 		if sp.hit && !missed {
-			sb.hits++
-			fmt.Fprintf(b.log, "%s CACHED %s\n", prefix(n+2), line)
-			sb.dated(histAt(sp), sp.created)
-			l := sp.cached
-			if l == nil {
-				// An entry stored without a layer, as executors before
-				// this one stored a step that changed nothing: the step
-				// has the empty layer now, as when it runs.
-				var err error
-				if l, err = sb.emptyLayer(); err != nil {
-					return withLine(err, sp.cmd)
-				}
+			if err := sb.useCachedStep(n, sp, line, h); err != nil {
+				return err
 			}
-			sb.layers = append(sb.layers, l)
 			continue
 		}
 		missed = true
-		sb.prefix = prefix(n + 2)
-		fmt.Fprintf(b.log, "%s %s\n", sb.prefix, line)
-		var l v1.Layer
-		done := false
-		if sp.copyDest != "" && !sb.ready && copiesOnly(sb.steps[n:]) {
-			var err error
-			if l, done, err = sb.copyOnPartialTree(ctx, sp); err != nil {
-				return withLine(err, sp.cmd)
-			}
+		if err := sb.execStep(ctx, n, sp, line, h); err != nil {
+			return err
 		}
-		if !done {
-			if err := sb.materialize(ctx); err != nil {
-				return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
-			}
-			paths, err := sp.action(ctx, sb, sb.root)
-			if err != nil {
-				return withLine(err, sp.cmd)
-			}
-			if l, err = sb.snapshot(sb.snap, paths); err != nil {
-				return withLine(err, sp.cmd)
-			}
-			sb.applied = len(sb.layers) + 1
-		}
-		created := b.opts.Now().UTC().Truncate(time.Second)
-		sb.dated(histAt(sp), created)
-		if sp.key != "" {
-			b.opts.Cache.Store(sp.key, l, created)
-		}
-		sb.layers = append(sb.layers, l)
 	}
+	sb.storeResult(s)
+	if b.keyed {
+		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", sb.st.DisplayName(), time.Since(start).Seconds(), sb.hits, sb.keyed)
+	} else {
+		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", sb.st.DisplayName(), time.Since(start).Seconds())
+	}
+	return nil
+}
+
+// stepPrefix is the log prefix of the stage's nth step (FROM is the
+// first), e.g. "[build 3/7]", or "[3/7]" in a build of one unnamed stage.
+func (sb *stageBuilder) stepPrefix(n int) string {
+	total := len(sb.steps) + 1
+	if len(sb.b.plan.Stages) == 1 && sb.st.Name == "" {
+		return fmt.Sprintf("[%d/%d]", n, total)
+	}
+	return fmt.Sprintf("[%s %d/%d]", sb.st.DisplayName(), n, total)
+}
+
+// startFromBase logs the stage's FROM and starts its layers with its
+// base's (waiting for a base stage to be built), and returns the base's
+// history.
+func (sb *stageBuilder) startFromBase(ctx context.Context) ([]ocispec.History, error) {
+	b, st := sb.b, sb.st
+	switch {
+	case sb.baseStage != nil:
+		base, err := b.waitStage(ctx, sb.baseStage.sb.st.Index)
+		if err != nil {
+			return nil, err
+		}
+		sb.layers = slices.Clone(base.layers)
+		fmt.Fprintf(b.log, "%s FROM %s\n", sb.stepPrefix(1), st.Base)
+		return base.cfg.History, nil
+	case sb.baseImage != nil:
+		sb.layers = slices.Clone(sb.baseImage.layers)
+		fmt.Fprintf(b.log, "%s FROM %s@%s\n", sb.stepPrefix(1), st.Base, sb.baseImage.digest)
+		return sb.cfg.History[:sb.baseHist], nil
+	default:
+		fmt.Fprintf(b.log, "%s FROM %s\n", sb.stepPrefix(1), st.Base)
+		return nil, nil
+	}
+}
+
+// useCachedStep takes the nth step's layer from the cache; h is its
+// history entry.
+func (sb *stageBuilder) useCachedStep(n int, sp *step, line string, h *ocispec.History) error {
+	sb.hits++
+	fmt.Fprintf(sb.b.log, "%s CACHED %s\n", sb.stepPrefix(n+2), line)
+	sb.dated(h, sp.created)
+	l := sp.cached
+	if l == nil {
+		// An entry stored without a layer, as executors before
+		// this one stored a step that changed nothing: the step
+		// has the empty layer now, as when it runs.
+		var err error
+		if l, err = sb.emptyLayer(); err != nil {
+			return withLine(err, sp.cmd)
+		}
+	}
+	sb.layers = append(sb.layers, l)
+	return nil
+}
+
+// execStep runs the nth step and snapshots what it changed as its layer,
+// which it stores in the cache when the step has a key; h is its history
+// entry. A COPY or ADD followed by no other kind of file system step runs
+// on a partial tree (copyOnPartialTree); any other step first makes the
+// root file system real (materialize).
+func (sb *stageBuilder) execStep(ctx context.Context, n int, sp *step, line string, h *ocispec.History) error {
+	b := sb.b
+	sb.prefix = sb.stepPrefix(n + 2)
+	fmt.Fprintf(b.log, "%s %s\n", sb.prefix, line)
+	var l v1.Layer
+	done := false
+	if sp.copyDest != "" && !sb.ready && copiesOnly(sb.steps[n:]) {
+		var err error
+		if l, done, err = sb.copyOnPartialTree(ctx, sp); err != nil {
+			return withLine(err, sp.cmd)
+		}
+	}
+	if !done {
+		if err := sb.materialize(ctx); err != nil {
+			return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
+		}
+		paths, err := sp.action(ctx, sb, sb.root)
+		if err != nil {
+			return withLine(err, sp.cmd)
+		}
+		if l, err = sb.snapshot(sb.snap, paths); err != nil {
+			return withLine(err, sp.cmd)
+		}
+		sb.applied = len(sb.layers) + 1
+	}
+	created := b.opts.Now().UTC().Truncate(time.Second)
+	sb.dated(h, created)
+	if sp.key != "" {
+		b.opts.Cache.Store(sp.key, l, created)
+	}
+	sb.layers = append(sb.layers, l)
+	return nil
+}
+
+// storeResult gives the stage's config and layers to its stageResult,
+// with its root while that is up to date (with chroot isolation; with
+// in-place isolation, the root file system is then the stage's, which a
+// stage FROM it can build on).
+func (sb *stageBuilder) storeResult(s *stageResult) {
+	b := sb.b
 	s.cfg, s.layers = sb.cfg, sb.layers
 	upToDate := sb.ready && sb.applied == len(sb.layers)
 	if b.opts.Isolation == Chroot && upToDate {
@@ -362,12 +411,6 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 			b.lastInPlace = nil
 		}
 	}
-	if b.keyed {
-		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", st.DisplayName(), time.Since(start).Seconds(), sb.hits, sb.keyed)
-	} else {
-		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", st.DisplayName(), time.Since(start).Seconds())
-	}
-	return nil
 }
 
 // copiesOnly reports whether the file system steps among steps are all

@@ -198,6 +198,56 @@ func shorten(s string, n int) string {
 // returns the target's image. The image's base and cached layers are read
 // lazily with ctx, so ctx must stay alive until the image is published.
 func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
+	o = o.withDefaults()
+	plan, err := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target})
+	if err != nil {
+		return nil, nil, fail(result.ReasonDockerfileInvalid, err)
+	}
+	for _, w := range plan.Warnings {
+		// The parser's warnings quote Dockerfile lines.
+		fmt.Fprintf(o.Log, "WARNING: %s\n", shorten(w, 300))
+	}
+	if err := resolveSourceDateEpoch(ctx, &o, plan); err != nil {
+		return nil, nil, err
+	}
+	if v := o.BuildArgs[sandboxHostnameArg]; v != "" {
+		o.Hostname = v
+	}
+	if err := run.CheckHostname(o.Hostname); err != nil {
+		return nil, nil, &Error{Reason: result.ReasonInvalidArguments, Err: fmt.Errorf("the RUN steps' hostname (--hostname, build arg %s): %w", sandboxHostnameArg, err)}
+	}
+	var b *builder
+	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
+	// A cached layer whose bytes are not what its entry says is refused
+	// when read (cache.ErrRefused), and its key is a miss from then on: the
+	// build starts again without it. Each attempt refuses a new key, so a
+	// few attempts end it; more is a cache not worth trying further.
+	for attempt := 0; ; attempt++ {
+		if b, err = newBuilder(o, plan, caches); err != nil {
+			return nil, nil, err
+		}
+		err = b.buildAll(ctx)
+		if attempt == maxCacheRefusals || !errors.Is(err, cache.ErrRefused) || ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(b.log, "WARNING: a layer of the cache was refused, building again without it: %v\n", err)
+		if err := os.RemoveAll(filepath.Join(o.WorkDir, "stages")); err != nil {
+			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("clearing the work directory: %w", err))
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	b.warnUnusedArgs()
+	img, err := b.finalImage(ctx, b.stages[plan.Target])
+	if err != nil {
+		return nil, nil, fail(result.ReasonInternal, err)
+	}
+	return img, b.report(), nil
+}
+
+// withDefaults is o with the defaults of its unset fields.
+func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -229,77 +279,48 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 			o.Runner = run.Chroot()
 		}
 	}
-	plan, err := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target})
-	if err != nil {
-		return nil, nil, fail(result.ReasonDockerfileInvalid, err)
+	return o
+}
+
+// newBuilder makes a builder for one attempt at the build of plan: every
+// stage not yet built, the cache mounts (caches) kept across attempts.
+func newBuilder(o Options, plan *dockerfile.Plan, caches *cacheStore) (*builder, error) {
+	b := &builder{
+		opts:    o,
+		plan:    plan,
+		log:     NewSyncWriter(o.Log),
+		stages:  make([]*stageResult, len(plan.Stages)),
+		images:  map[string]*imageSource{},
+		usedArg: map[string]bool{},
+		layers:  filepath.Join(o.WorkDir, "layers"),
+		caches:  caches,
+		keyed:   o.Cache != NoCache(),
 	}
-	for _, w := range plan.Warnings {
-		// The parser's warnings quote Dockerfile lines.
-		fmt.Fprintf(o.Log, "WARNING: %s\n", shorten(w, 300))
+	if err := os.MkdirAll(b.layers, 0o700); err != nil {
+		return nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
 	}
-	if err := resolveSourceDateEpoch(ctx, &o, plan); err != nil {
-		return nil, nil, err
+	for i := range b.stages {
+		b.stages[i] = &stageResult{done: make(chan struct{})}
 	}
-	if v := o.BuildArgs[sandboxHostnameArg]; v != "" {
-		o.Hostname = v
+	b.countConsumers()
+	for _, k := range plan.MetaArgNames {
+		b.usedArg[k] = true
 	}
-	if err := run.CheckHostname(o.Hostname); err != nil {
-		return nil, nil, &Error{Reason: result.ReasonInvalidArguments, Err: fmt.Errorf("the RUN steps' hostname (--hostname, build arg %s): %w", sandboxHostnameArg, err)}
-	}
-	var b *builder
-	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
-	// A cached layer whose bytes are not what its entry says is refused
-	// when read (cache.ErrRefused), and its key is a miss from then on: the
-	// build starts again without it. Each attempt refuses a new key, so a
-	// few attempts end it; more is a cache not worth trying further.
-	for attempt := 0; ; attempt++ {
-		b = &builder{
-			opts:    o,
-			plan:    plan,
-			log:     NewSyncWriter(o.Log),
-			stages:  make([]*stageResult, len(plan.Stages)),
-			images:  map[string]*imageSource{},
-			usedArg: map[string]bool{},
-			layers:  filepath.Join(o.WorkDir, "layers"),
-			caches:  caches,
-			keyed:   o.Cache != NoCache(),
-		}
-		if err := os.MkdirAll(b.layers, 0o700); err != nil {
-			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
-		}
-		for i := range b.stages {
-			b.stages[i] = &stageResult{done: make(chan struct{})}
-		}
-		b.countConsumers()
-		for _, k := range plan.MetaArgNames {
-			b.usedArg[k] = true
-		}
-		err = b.buildAll(ctx)
-		if attempt == maxCacheRefusals || !errors.Is(err, cache.ErrRefused) || ctx.Err() != nil {
-			break
-		}
-		fmt.Fprintf(b.log, "WARNING: a layer of the cache was refused, building again without it: %v\n", err)
-		if err := os.RemoveAll(filepath.Join(o.WorkDir, "stages")); err != nil {
-			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("clearing the work directory: %w", err))
-		}
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	b.warnUnusedArgs()
-	img, err := b.finalImage(ctx, b.stages[plan.Target])
-	if err != nil {
-		return nil, nil, fail(result.ReasonInternal, err)
-	}
+	return b, nil
+}
+
+// report is the build's report: each stage's, in the order built, and the
+// cache's hits and misses.
+func (b *builder) report() *Report {
 	rep := &Report{}
-	for _, i := range plan.Order {
+	for _, i := range b.plan.Order {
 		rep.Stages = append(rep.Stages, b.stages[i].report)
 		// A hit after a miss in its stage is not used (the step runs on the
 		// rebuilt tree), so count what each stage used.
 		rep.CacheHits += b.stages[i].sb.hits
 		rep.CacheMisses += b.stages[i].sb.keyed - b.stages[i].sb.hits
 	}
-	return img, rep, nil
+	return rep
 }
 
 // sandboxHostnameArg is the build arg that names RUN steps' host

@@ -117,31 +117,13 @@ func (sb *stageBuilder) planMounts(ctx context.Context, c *instructions.RunComma
 			mounts, keys = append(mounts, rm), append(keys, k)
 			continue
 		case instructions.MountTypeSecret:
-			id := m.CacheID
-			if id == "" {
-				id = path.Base(target)
+			var given bool
+			if target, given, err = sb.planSecret(m, rm, &k); err != nil {
+				return nil, nil, false, err
 			}
-			if target == "" && m.Env == nil {
-				target = "/run/secrets/" + id
-			}
-			rm.file = target != ""
-			if m.Env != nil {
-				rm.env = *m.Env
-			}
-			if strings.HasPrefix(id, source.SecretGitAuthToken) || strings.HasPrefix(id, source.SecretGitAuthHeader) {
-				// Given for git fetches of that host only (see source.GitAuth):
-				// a step that could read it could send it anywhere.
-				return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: this secret is a git credential for its host, which RUN steps may not read", id))
-			}
-			val, ok := sb.b.opts.Secrets[id]
-			if !ok {
-				if m.Required {
-					return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: the secret is required and was not given (the ImageBuild's spec.secrets, or executor --secret id=%s,src=FILE)", id, id))
-				}
+			if !given {
 				continue // as BuildKit: an optional secret that is missing is not mounted
 			}
-			rm.secret, rm.mode = val, 0o400
-			k.ID, k.Env = id, rm.env
 		case instructions.MountTypeCache:
 			rm.mode = 0o755
 			if err := sb.planCache(ctx, m, rm, &k); err != nil {
@@ -165,18 +147,7 @@ func (sb *stageBuilder) planMounts(ctx context.Context, c *instructions.RunComma
 		default:
 			return nil, nil, false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=%s is not supported by this executor", m.Type))
 		}
-		if m.Mode != nil {
-			rm.mode = fs.FileMode(*m.Mode & 0o777)
-			if *m.Mode&0o1000 != 0 {
-				rm.mode |= fs.ModeSticky
-			}
-		}
-		if m.UID != nil {
-			rm.uid = int(*m.UID)
-		}
-		if m.GID != nil {
-			rm.gid = int(*m.GID)
-		}
+		setMountOwner(m, rm)
 		k.UID, k.GID, k.Mode = rm.uid, rm.gid, rm.mode
 		if rm.typ == instructions.MountTypeSecret && !rm.file {
 			mounts, keys = append(mounts, rm), append(keys, k)
@@ -196,6 +167,57 @@ func (sb *stageBuilder) planMounts(ctx context.Context, c *instructions.RunComma
 		mounts, keys = append(mounts, rm), append(keys, k)
 	}
 	return mounts, keys, cacheable, nil
+}
+
+// planSecret plans a secret mount: the secret's id (by default its
+// target's base name), where it goes (a file, /run/secrets/ID by default,
+// or an environment variable), and its value. given is false for an
+// optional secret that was not given; a required one is an error, and so
+// is a git credential, which no RUN step may read.
+func (sb *stageBuilder) planSecret(m *instructions.Mount, rm *runMount, k *mountKey) (target string, given bool, err error) {
+	target = m.Target
+	id := m.CacheID
+	if id == "" {
+		id = path.Base(target)
+	}
+	if target == "" && m.Env == nil {
+		target = "/run/secrets/" + id
+	}
+	rm.file = target != ""
+	if m.Env != nil {
+		rm.env = *m.Env
+	}
+	if strings.HasPrefix(id, source.SecretGitAuthToken) || strings.HasPrefix(id, source.SecretGitAuthHeader) {
+		// Given for git fetches of that host only (see source.GitAuth):
+		// a step that could read it could send it anywhere.
+		return "", false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: this secret is a git credential for its host, which RUN steps may not read", id))
+	}
+	val, ok := sb.b.opts.Secrets[id]
+	if !ok {
+		if m.Required {
+			return "", false, fail(result.ReasonDockerfileInvalid, fmt.Errorf("RUN --mount=type=secret,id=%s: the secret is required and was not given (the ImageBuild's spec.secrets, or executor --secret id=%s,src=FILE)", id, id))
+		}
+		return target, false, nil
+	}
+	rm.secret, rm.mode = val, 0o400
+	k.ID, k.Env = id, rm.env
+	return target, true, nil
+}
+
+// setMountOwner applies a mount's mode, uid and gid options to rm.
+func setMountOwner(m *instructions.Mount, rm *runMount) {
+	if m.Mode != nil {
+		rm.mode = fs.FileMode(*m.Mode & 0o777)
+		if *m.Mode&0o1000 != 0 {
+			rm.mode |= fs.ModeSticky
+		}
+	}
+	if m.UID != nil {
+		rm.uid = int(*m.UID)
+	}
+	if m.GID != nil {
+		rm.gid = int(*m.GID)
+	}
 }
 
 // planBind resolves a bind mount's source: the build context, a stage or

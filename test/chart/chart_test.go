@@ -168,7 +168,8 @@ func manager(t *testing.T, objs map[string]object) (*appsv1.Deployment, *corev1.
 	return d, &d.Spec.Template.Spec.Containers[0]
 }
 
-// mainFlags are the flags main.go defines (flag.XxxVar(&v, "name", ...)), and klog's v.
+// mainFlags are the flags main.go defines (flag.XxxVar(&v, "name", ...) or the same on a
+// FlagSet), and klog's v.
 func mainFlags(t *testing.T) map[string]bool {
 	t.Helper()
 	src, err := os.ReadFile(filepath.Join(root, "main.go"))
@@ -176,7 +177,7 @@ func mainFlags(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	flags := map[string]bool{"v": true, "vmodule": true}
-	for _, m := range regexp.MustCompile(`flag\.\w+Var\([^,]+,\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
+	for _, m := range regexp.MustCompile(`\b\w+\.\w+Var\([^,]+,\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1) {
 		flags[m[1]] = true
 	}
 	return flags

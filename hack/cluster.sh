@@ -308,11 +308,12 @@ shim_tree() {
 
 # --- up ----------------------------------------------------------------------------------------
 
-# check_port PORT WHAT VARIABLE: dies, naming the socket that holds PORT, when any TCP socket on
-# the host has it as its local port (a listener, or a connection that would make bind fail).
+# check_port PORT WHAT VARIABLE: dies, naming the socket that holds PORT, when a TCP socket on
+# the host has it as its local port and would make bind fail: a listener or a connection, but not
+# one in TIME-WAIT, which a listener (Go's set SO_REUSEADDR) binds over, as after a down.
 check_port() {
 	local held
-	held=$(ss -Htanp "sport = :$1" 2>/dev/null | head -3)
+	held=$(ss -Htanp exclude time-wait "sport = :$1" 2>/dev/null | head -3)
 	if [[ -n "${held}" ]]; then
 		die "port $1 ($2) is in use; choose another with $3. Held by:"$'\n'"${held}"
 	fi

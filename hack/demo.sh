@@ -250,7 +250,8 @@ install() {
 		if ! kubectl -n "${NAMESPACE}" get deployment "${DEPLOYMENT}" >/dev/null 2>&1; then
 			local port held
 			for port in "${METRICS_PORT}" "${PROBE_PORT}"; do
-				held=$(ss -Htanp "sport = :${port}" 2>/dev/null | head -3)
+				# TIME-WAIT left by the last manager does not stop it binding (check_port).
+				held=$(ss -Htanp exclude time-wait "sport = :${port}" 2>/dev/null | head -3)
 				[[ -z "${held}" ]] || die "port ${port} (the manager's, on the host network) is in use;" \
 					"choose others with SLIPWAY_MANAGER_METRICS_PORT and SLIPWAY_MANAGER_PROBE_PORT. Held by:"$'\n'"${held}"
 			done

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -247,4 +248,23 @@ func TestExtract_whiteoutNames(t *testing.T) {
 			t.Errorf("tree (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// A layer that makes a directory, then replaces an ancestor of it with a
+// symlink to an excluded path, must not date that path: directory times are
+// set once the layer is written, and the directory is no longer where it
+// was then.
+func TestExtract_directoryTimesNotThroughLaterSymlink(t *testing.T) {
+	root := t.TempDir()
+	protected := filepath.Join(root, "slipway", "b")
+	must(t, os.MkdirAll(protected, 0o755))
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	must(t, os.Chtimes(protected, old, old))
+	layer := layerTar(t, dirE("a", 0o755), dirE("a/b", 0o755), symlinkE("a", "/slipway"))
+	mustExtract(t, root, layer, WithExcludedPaths("slipway"))
+	fi, err := os.Stat(protected)
+	must(t, err)
+	if !fi.ModTime().Equal(old) {
+		t.Errorf("the excluded slipway/b was dated %v by the layer, want %v", fi.ModTime(), old)
+	}
 }

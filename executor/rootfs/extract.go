@@ -661,12 +661,19 @@ func (x *extractor) setDirTimes() error {
 		if d.rel == "" {
 			name = "."
 		}
-		fd, _, err := x.t.openDir(dir)
+		fd, real, err := x.t.openDir(dir)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("setting times of %s: %w", d.rel, err)
+		}
+		if real != dir {
+			// A later entry replaced an ancestor with a symlink: the
+			// directory is no longer there, and what the symlink leads
+			// to (an excluded path, say) is not this layer's to date.
+			unix.Close(fd)
+			continue
 		}
 		err = utimes(fd, name, d.rel, d.atime, d.mtime)
 		unix.Close(fd)

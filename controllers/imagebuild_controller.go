@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/executor/result"
 )
 
 // ownerIndex is the field index of executor pods by the name of their controlling ImageBuild.
@@ -245,7 +246,7 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 	gen := ib.Generation
 
 	if problem := cacheRepositoryProblem(ib, r.Options.CacheRepositoryPrefixes); problem != "" {
-		fail(&ib.Status, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonCacheRepositoryNotAllowed, Message: problem}, now)
+		fail(&ib.Status, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonCacheRepositoryNotAllowed, Message: problem}, result.Result{}, now)
 		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonCacheRepositoryNotAllowed, action: "Build", note: problem})
 		return ctrl.Result{}, evs, nil
 	}

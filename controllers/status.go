@@ -61,7 +61,7 @@ func computeStatus(ib *v1alpha1.ImageBuild, pod *corev1.Pod, now time.Time) v1al
 
 	if pod == nil || (pod.DeletionTimestamp != nil && !podFinished(pod)) {
 		f := podFailure(pod, st.PodName)
-		fail(&st, gen, f, now)
+		fail(&st, gen, f, result.Result{}, now)
 		return st
 	}
 
@@ -69,12 +69,13 @@ func computeStatus(ib *v1alpha1.ImageBuild, pod *corev1.Pod, now time.Time) v1al
 	case corev1.PodSucceeded:
 		res, ok := podResult(pod)
 		if ok && !res.Success && res.Failure != nil {
-			fail(&st, gen, podFailure(pod, st.PodName), now)
+			fail(&st, gen, podFailure(pod, st.PodName), res, now)
 			return st
 		}
 		succeed(&st, gen, pod, res, now)
 	case corev1.PodFailed:
-		fail(&st, gen, podFailure(pod, st.PodName), now)
+		res, _ := podResult(pod)
+		fail(&st, gen, podFailure(pod, st.PodName), res, now)
 	case corev1.PodRunning:
 		st.Phase = v1alpha1.PhaseRunning
 		if st.StartTime == nil {
@@ -103,7 +104,7 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 		st.StartTime = containerStarted(pod)
 	}
 	st.CompletionTime = containerFinished(pod, now)
-	st.Duration = duration(st.StartTime, st.CompletionTime)
+	st.Duration = buildDuration(res, st.StartTime, st.CompletionTime)
 	if res.Commit != "" {
 		st.Source = &v1alpha1.SourceStatus{Commit: res.Commit}
 	}
@@ -121,7 +122,7 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 			Name:         s.Name,
 			Instructions: int32(s.Instructions),
 			CacheHits:    int32(s.CacheHits),
-			Duration:     (time.Duration(s.Millis) * time.Millisecond).String(),
+			Duration:     formatDuration(time.Duration(s.Millis) * time.Millisecond),
 		})
 	}
 	msg := "Built and pushed the image"
@@ -137,15 +138,14 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)
 }
 
-func fail(st *v1alpha1.ImageBuildStatus, gen int64, f v1alpha1.Failure, now time.Time) {
+// fail sets st to the failure f; res is the executor's result, if any
+// (its duration).
+func fail(st *v1alpha1.ImageBuildStatus, gen int64, f v1alpha1.Failure, res result.Result, now time.Time) {
 	st.Phase = v1alpha1.PhaseFailed
 	st.Failure = &f
 	st.CompletionTime = &metav1.Time{Time: now}
-	st.Duration = duration(st.StartTime, st.CompletionTime)
-	msg := f.Message
-	if f.Line > 0 {
-		msg = fmt.Sprintf("Dockerfile line %d: %s", f.Line, msg)
-	}
+	st.Duration = buildDuration(res, st.StartTime, st.CompletionTime)
+	msg := result.Located(int(f.Line), f.Message)
 	setCondition(st, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, f.Reason, msg)
 	setCondition(st, gen, v1alpha1.ConditionStalled, metav1.ConditionTrue, f.Reason, msg)
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionReconciling)
@@ -359,11 +359,40 @@ func podFinishedAt(pod *corev1.Pod) time.Time {
 	return time.Time{}
 }
 
-func duration(start, end *metav1.Time) string {
+// buildDuration is how long the build took, for people: the executor's own
+// measure when its result has one (res.Millis), else completionTime -
+// startTime. Those are whole seconds once stored (metav1.Time), so a
+// difference of zero reads "<1s" rather than "0s".
+func buildDuration(res result.Result, start, end *metav1.Time) string {
+	// The result is the executor image's to write: a figure no build
+	// takes (negative, or more than a year) is not shown.
+	if res.Millis > 0 && res.Millis < maxShownMillis {
+		return formatDuration(time.Duration(res.Millis) * time.Millisecond)
+	}
 	if start == nil || end == nil || end.Before(start) {
 		return ""
 	}
-	return end.Sub(start.Time).Round(time.Second).String()
+	d := end.Sub(start.Time)
+	if d < time.Second {
+		return "<1s"
+	}
+	return formatDuration(d)
+}
+
+// maxShownMillis bounds an executor's reported duration: a year.
+const maxShownMillis = 365 * 24 * 3600 * 1000
+
+// formatDuration shows d as precisely as a person reads it: milliseconds
+// under a second (111ms), tenths of a second under a minute (1.5s), whole
+// seconds from there (1m23s).
+func formatDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }
 
 // shortDigest is the first 12 hex digits of a sha256 digest.

@@ -155,6 +155,44 @@ func TestImageBuild_computeStatus(t *testing.T) {
 				"Dockerfile line 3: unknown instruction: FORM", nil, ""),
 		},
 		{
+			// Executors before the result's message lost its location wrote
+			// "Dockerfile line 3 (FROM ${BASE}): ..."; the line is named once.
+			name:   "a message that names its line already is not prefixed again",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonBaseImagePullFailed, Message: "Dockerfile line 3 (FROM ${BASE}): base name (${BASE}) should not be blank", Line: 3},
+			})).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "BaseImagePullFailed", Message: "Dockerfile line 3 (FROM ${BASE}): base name (${BASE}) should not be blank", Line: 3,
+				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
+				"Dockerfile line 3 (FROM ${BASE}): base name (${BASE}) should not be blank", nil, ""),
+		},
+		{
+			name:   "a failed build's duration is the executor's when it reports one",
+			status: func() v1alpha1.ImageBuildStatus { st := started(); st.StartTime = mt(t0); return st }(),
+			pod: makePod("app-1-1").Terminated(t0, t0, 1, "Error", encodeResult(result.Result{
+				Millis:  111,
+				Failure: &result.Failure{Reason: result.ReasonCopyFailed, Message: `COPY nope: "/nope": not found`, Line: 2},
+			})).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "CopyFailed", Message: `COPY nope: "/nope": not found`, Line: 2,
+				ExitCode: 1, Pod: "app-1-1", Container: "executor"}, `Dockerfile line 2: COPY nope: "/nope": not found`, mt(t0), "111ms"),
+		},
+		{
+			name:   "a build under a second reads as such",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t0, 0, "Completed", encodeResult(result.Result{
+				Success: true, Millis: 111,
+				Stages: []result.Stage{{Name: "0", Instructions: 1, Millis: 42}},
+			})).Obj(),
+			want: v1alpha1.ImageBuildStatus{
+				Phase: v1alpha1.PhaseSucceeded, ObservedGeneration: 1, Attempt: 1, PodName: "app-1-1",
+				StartTime: mt(t0), CompletionTime: mt(t0), Duration: "111ms",
+				Cache:  &v1alpha1.CacheStatus{},
+				Stages: []v1alpha1.StageStatus{{Name: "0", Instructions: 1, Duration: "42ms"}},
+				Conditions: []metav1.Condition{cond("Ready", metav1.ConditionTrue, "Succeeded",
+					"Built and pushed the image in 111ms, 0 of 0 cache lookups hit")},
+			},
+		},
+		{
 			name:   "RUN failure with its exit code",
 			status: func() v1alpha1.ImageBuildStatus { st := started(); st.StartTime = mt(t0); return st }(),
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
@@ -263,6 +301,35 @@ func TestImageBuild_computeStatus(t *testing.T) {
 	}
 }
 
+func TestImageBuild_buildDuration(t *testing.T) {
+	tests := []struct {
+		name       string
+		millis     int64
+		start, end *metav1.Time
+		want       string
+	}{
+		{"executor's milliseconds", 111, mt(t0), mt(t0), "111ms"},
+		{"executor's measure wins over the timestamps", 1540, mt(t0), mt(t1), "1.5s"},
+		{"tenths under a minute", 59_949, nil, nil, "59.9s"},
+		{"whole seconds from a minute", 83_400, nil, nil, "1m23s"},
+		{"an hour", 3_600_000, nil, nil, "1h0m0s"},
+		{"timestamps without a result", 0, mt(t0), mt(t1), "1m23s"},
+		{"timestamps in the same second", 0, mt(t0), mt(t0), "<1s"},
+		{"timestamps a few seconds apart", 0, mt(t0), mt(t0.Add(3 * time.Second)), "3s"},
+		{"no start", 0, nil, mt(t1), ""},
+		{"end before start", 0, mt(t1), mt(t0), ""},
+		{"a negative report is ignored", -5, mt(t0), mt(t1), "1m23s"},
+		{"an absurd report is ignored", 1 << 62, mt(t0), mt(t1), "1m23s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := buildDuration(result.Result{Millis: tc.millis}, tc.start, tc.end); got != tc.want {
+				t.Errorf("buildDuration(%d ms, %v, %v) = %q, want %q", tc.millis, tc.start, tc.end, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestImageBuild_executorReason(t *testing.T) {
 	tests := map[result.Reason]string{
 		"PushFailed":              "PushFailed",
@@ -301,7 +368,7 @@ func TestImageBuildReconciler_retryPolicy(t *testing.T) {
 				t.Fatalf("retryPolicy() = %+v, want %d retries, backoff 10s to 5m", p, tc.want)
 			}
 			st := started()
-			fail(&st, 1, v1alpha1.Failure{Reason: v1alpha1.ReasonPodDeleted, Message: "gone"}, now)
+			fail(&st, 1, v1alpha1.Failure{Reason: v1alpha1.ReasonPodDeleted, Message: "gone"}, result.Result{}, now)
 			wait := planRetry(&st, 1, p, now)
 			if retried := wait > 0; retried != (tc.want > 0) {
 				t.Errorf("planRetry with %d retries left: wait %s, phase %s", tc.want, wait, st.Phase)

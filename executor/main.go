@@ -116,6 +116,7 @@ func profiled(f func() int) int {
 // execute runs the executor and returns its exit status: 0 only when every
 // output was written.
 func execute(args []string, logw io.Writer) int {
+	start := time.Now()
 	o, err := parseFlags(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
@@ -136,8 +137,9 @@ func execute(args []string, logw io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res := buildAndPublish(ctx, o, logw)
+	res.Millis = result.Millis(time.Since(start))
 	if res.Failure != nil {
-		fmt.Fprintf(logw, "error: %s\n", res.Failure.Message)
+		fmt.Fprintf(logw, "error: %s\n", result.Located(res.Failure.Line, res.Failure.Message))
 	}
 	writeResult(o.resultFile, res, logw)
 	if !res.Success {
@@ -400,9 +402,15 @@ func failedResult(res result.Result, push *pushCheck, err error) result.Result {
 	res.Success = false
 	// No URL user info, no control characters, whatever the error
 	// quotes (see result.Redact for what a message may show).
-	f := &result.Failure{Reason: reason, Message: result.Sanitize(err.Error())}
+	msg := err.Error()
 	var be *build.Error
 	if errors.As(err, &be) {
+		// The message is the cause; the line and the instruction are
+		// fields of their own (result.Failure.Message).
+		msg = strings.Replace(msg, be.Error(), be.Cause(), 1)
+	}
+	f := &result.Failure{Reason: reason, Message: result.Sanitize(msg)}
+	if be != nil {
 		f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, result.Excerpt(be.Instruction, result.MaxInstruction), be.ExitCode
 	}
 	res.Failure = f

@@ -156,13 +156,21 @@ func (e *Error) Error() string {
 		}
 		b.WriteString(": ")
 	}
+	b.WriteString(e.Cause())
+	return b.String()
+}
+
+// Cause is Error without the location: what went wrong, sanitised and
+// bounded as in Error. The result's failure message is the cause, since
+// the line and the instruction are fields of their own (result.Failure),
+// and whoever shows the failure names the line once (result.Located).
+func (e *Error) Cause() string {
 	var de *dockerfile.Error
 	cause := e.Err.Error()
 	if errors.As(e.Err, &de) {
 		cause = de.Err.Error()
 	}
-	b.WriteString(result.Truncate(result.Sanitize(cause), maxErrorText))
-	return b.String()
+	return result.Truncate(result.Sanitize(cause), maxErrorText)
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -89,3 +89,26 @@ func TestEncode_failureBoundedAndRedacted(t *testing.T) {
 		}
 	}
 }
+
+func TestLocated(t *testing.T) {
+	tests := []struct {
+		name string
+		line int
+		msg  string
+		want string
+	}{
+		{"no line", 0, "pushing: refused", "pushing: refused"},
+		{"a cause gets its line", 3, "unknown instruction: FORM", "Dockerfile line 3: unknown instruction: FORM"},
+		{"a message naming its line keeps it once", 3, "Dockerfile line 3 (FROM ${BASE}): blank", "Dockerfile line 3 (FROM ${BASE}): blank"},
+		{"with a colon", 3, "Dockerfile line 3: blank", "Dockerfile line 3: blank"},
+		{"another line is not this one", 3, "Dockerfile line 30: x", "Dockerfile line 3: Dockerfile line 30: x"},
+		{"another line named later", 3, "copying: Dockerfile line 2 of the stage", "Dockerfile line 3: copying: Dockerfile line 2 of the stage"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Located(tc.line, tc.msg); got != tc.want {
+				t.Errorf("Located(%d, %q) = %q, want %q", tc.line, tc.msg, got, tc.want)
+			}
+		})
+	}
+}

@@ -9,6 +9,8 @@ package result
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -58,6 +60,10 @@ type Result struct {
 	CacheHits   int `json:"cacheHits"`
 	CacheMisses int `json:"cacheMisses"`
 
+	// Millis is how long the executor ran, from its start to this result,
+	// in milliseconds: the build's duration as people read it (the pod's
+	// timestamps count whole seconds).
+	Millis int64 `json:"millis,omitempty"`
 	// Durations of the phases, in milliseconds.
 	FetchMillis int64 `json:"fetchMillis,omitempty"`
 	BuildMillis int64 `json:"buildMillis,omitempty"`
@@ -85,6 +91,8 @@ type Failure struct {
 	Reason Reason `json:"reason"`
 	// Message says what failed; it quotes no file's content but an
 	// excerpt of the failing Dockerfile instruction, and no URL user info.
+	// It does not say where: Line and Instruction do, and whoever shows
+	// the failure names the line once (Located).
 	Message string `json:"message"`
 	// Line is the 1-based Dockerfile line of the failing instruction, 0 if none.
 	Line int `json:"line,omitempty"`
@@ -93,6 +101,21 @@ type Failure struct {
 	Instruction string `json:"instruction,omitempty"`
 	// ExitCode is the exit status of a failed RUN.
 	ExitCode int `json:"exitCode,omitempty"`
+}
+
+// Located is msg as a person reads it: prefixed with "Dockerfile line N: "
+// when line is set, unless msg already starts by naming that line (as the
+// messages of executors before the location had fields of its own did),
+// so that the line is named once.
+func Located(line int, msg string) string {
+	if line <= 0 {
+		return msg
+	}
+	loc := fmt.Sprintf("Dockerfile line %d", line)
+	if rest, ok := strings.CutPrefix(msg, loc); ok && (rest == "" || rest[0] == ':' || rest[0] == ' ') {
+		return msg
+	}
+	return loc + ": " + msg
 }
 
 // MaxInstruction bounds Failure.Instruction, in bytes.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -322,7 +323,7 @@ func inExecutorImage() bool {
 // outranks any other failure (pushCheck). The deferred steps run after the
 // result is made, in this order: the cache's last writes, removing the work
 // directory, stopping the push check.
-func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Result {
+func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out result.Result) {
 	// The build, the registry trace and this function write to logw from
 	// several goroutines.
 	logw = build.NewSyncWriter(logw)
@@ -342,6 +343,11 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 		return failedResult(res, push, err)
 	}
 	defer removeWorkDir()
+	defer func() {
+		if out.Failure != nil {
+			out.Failure.Message = userPaths(out.Failure.Message, workDir)
+		}
+	}()
 	in, err := readInputs(ctx, o, creds, workDir, &res, logw)
 	if err != nil {
 		return failedResult(res, push, err)
@@ -369,6 +375,29 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) result.Res
 	res.PushMillis = result.Millis(time.Since(pushStart))
 	res.Success = true
 	return res
+}
+
+// userPaths names the paths of msg that are in the executor's work
+// directory as the user knows them, since the work directory is the
+// executor's own (a temporary directory, or /slipway/... in place): a path
+// in a context fetched there (workDir/context, a git or tar context) by its
+// path in the context, the context itself as ".", and any other path there
+// (the git objects, the stages' file systems, the cache mounts) from
+// "<work dir>". A local context (dir://) is the user's own path, and stays.
+func userPaths(msg, workDir string) string {
+	if workDir == "" {
+		return msg
+	}
+	workDir = filepath.Clean(workDir)
+	contextDir := filepath.Join(workDir, "context")
+	// A path ends at a byte that cannot continue its last name.
+	end := `([^A-Za-z0-9._+@~-]|$)`
+	msg = regexp.MustCompile(regexp.QuoteMeta(contextDir+"/")).ReplaceAllLiteralString(msg, "")
+	msg = regexp.MustCompile(regexp.QuoteMeta(contextDir)+end).ReplaceAllString(msg, ".$1")
+	if workDir == "/" {
+		return msg
+	}
+	return regexp.MustCompile(regexp.QuoteMeta(workDir)+end).ReplaceAllString(msg, "<work dir>$1")
 }
 
 // stepError is an error of one of buildAndPublish's steps, with the reason

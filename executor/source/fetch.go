@@ -93,13 +93,16 @@ func isGit(u string) bool {
 	return false
 }
 
+// isDir reports why p is not a directory. The error does not name p: its
+// callers name the path as the user gave it (the context's URL, the
+// sub-path), since p may be in the executor's work directory.
 func isDir(p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
-		return err
+		return bareErrno(err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", p)
+		return errors.New("not a directory")
 	}
 	return nil
 }

@@ -363,7 +363,8 @@ type ImageBuildStatus struct {
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
 
-	// duration is completionTime - startTime, for people (1m23s).
+	// duration is how long the latest build took, for people (111ms, 1.5s, 1m23s): the
+	// executor's own measure, else completionTime - startTime ("<1s" within a second).
 	// +optional
 	Duration string `json:"duration,omitempty"`
 

@@ -614,6 +614,12 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 		if errors.Is(err, rootfs.ErrLayerTooLarge) {
 			return fmt.Errorf("extracting layer %s: %w (the executor's --max-layer-size)", d, err)
 		}
+		if ml, ok := l.(*remote.MountableLayer); ok && err != nil {
+			// A layer read from a registry (a base image's, a cached
+			// step's): the error names the pull, since a corrupt or
+			// truncated download shows up here as a bad archive.
+			return fmt.Errorf("pulling and extracting layer %s from %s: %w", d, ml.Reference.Context(), err)
+		}
 		if err != nil {
 			return fmt.Errorf("extracting layer %s: %w", d, err)
 		}

@@ -72,6 +72,7 @@ type options struct {
 	cache          bool
 	cacheRepo      string
 	cacheTTL       time.Duration
+	cacheLimits    publish.CacheLimits
 	isolation      string
 	resultFile     string
 	workDir        string
@@ -222,6 +223,8 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.BoolVar(&o.ociMediaTypes, "oci-media-types", false, "Use OCI media types instead of Docker v2 ones (zstd implies it).")
 	fs.StringVar(&o.isolation, "isolation", "", "chroot (each stage in its own root and namespaces) or inplace (the container's root, kaniko-style). Default: inplace in the executor image, chroot elsewhere.")
 	fs.StringVar(&o.resultFile, "result-file", "", "Write the JSON result here (default: "+terminationLog+" when it exists).")
+	fs.DurationVar(&o.cacheLimits.Timeout, "cache-timeout", 10*time.Second, "How long a layer cache request may wait on the registry (for an answer, or for each read or upload part) before the cache is a miss and is not asked again in the build. 0: no timeout. Pulls and pushes of images have none.")
+	fs.IntVar(&o.cacheLimits.Retries, "cache-retries", 1, "How many times a layer cache request that failed transiently (5xx, 429, reset) is tried again, from 250ms apart; pulls and pushes of images are tried three times.")
 	fs.StringVar(&o.hostname, "hostname", "", "Host name of RUN steps (BuildKit's hostname option; the build arg BUILDKIT_SANDBOX_HOSTNAME wins). Needs --isolation=chroot.")
 	fs.StringVar(&o.workDir, "work-dir", "", "Scratch directory for stage roots and layers (default: a new temporary directory).")
 	fs.StringVar(&o.maxLayerSize, "max-layer-size", "16GiB", "The most one image layer may expand to when extracted (e.g. 512MiB, 16GiB, 1TiB); a layer past it fails the build. 0: no limit.")
@@ -274,6 +277,12 @@ func (o *options) check() error {
 		}
 	default:
 		return fmt.Errorf("--isolation=%s: want chroot or inplace", o.isolation)
+	}
+	if o.cacheLimits.Timeout < 0 {
+		return fmt.Errorf("--cache-timeout=%s: want a duration of 0 or more", o.cacheLimits.Timeout)
+	}
+	if o.cacheLimits.Retries < 0 {
+		return fmt.Errorf("--cache-retries=%d: want 0 or more", o.cacheLimits.Retries)
 	}
 	if o.customPlatform != "" && o.customPlatform != "linux/"+goarch() {
 		return fmt.Errorf("--custom-platform=%s: this executor builds for linux/%s only", o.customPlatform, goarch())
@@ -744,7 +753,10 @@ func writeOutputs(ctx context.Context, o *options, img v1.Image, digest v1.Hash,
 }
 
 // newCache opens the layer cache: --cache-repo, or as kaniko does, the
-// first destination's repository with /cache appended.
+// first destination's repository with /cache appended. Its registry calls
+// have clients of their own, bounded by --cache-timeout and
+// --cache-retries (publish.CacheLimits); those of the base image and the
+// destinations are not.
 func newCache(ctx context.Context, o *options, destinations []name.Reference) (*cache.Cache, error) {
 	repoName := o.cacheRepo
 	if repoName == "" {
@@ -757,11 +769,12 @@ func newCache(ctx context.Context, o *options, destinations []name.Reference) (*
 	if err != nil {
 		return nil, fmt.Errorf("--cache-repo: %w", err)
 	}
+	reg := o.reg.ForCache(o.cacheLimits)
 	return cache.New(cache.Options{
 		Repo: ref.Context(),
 		TTL:  o.cacheTTL,
 		Remote: func(pull bool) []remote.Option {
-			return o.reg.Remote(ctx, ref, !pull)
+			return reg.Remote(ctx, ref, !pull)
 		},
 	}), nil
 }

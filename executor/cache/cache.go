@@ -317,11 +317,14 @@ func (l *describedLayer) Descriptor() (*v1.Descriptor, error) { d := l.desc; ret
 // end, or on Close, which reads what the caller left, the reader fails with
 // ErrRefused unless they are the descriptor's size and digest and
 // uncompress to the diff ID. (go-containerregistry checks the digest too,
-// but only of a blob read to its end, and not its size.)
+// but only of a blob read to its end, and not its size.) A layer that
+// cannot be fetched at all (the registry fails or times out) is refused
+// too: the entry is a miss, and the build makes the step instead.
 func (l *describedLayer) Compressed() (io.ReadCloser, error) {
 	rc, err := l.Layer.Compressed()
 	if err != nil {
-		return nil, err
+		l.refuse()
+		return nil, fmt.Errorf("%w: %s: layer %s: fetching it: %v", ErrRefused, l.ref, l.desc.Digest, err)
 	}
 	return newChecked(rc, l), nil
 }

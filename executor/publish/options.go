@@ -69,6 +69,7 @@ type RegistryOptions struct {
 	Trace io.Writer
 
 	clients *clients
+	cache   *cacheCalls // the limits of a cache's calls (ForCache), nil for others
 }
 
 // clients are the shared go-containerregistry clients of Share, by
@@ -173,15 +174,15 @@ func (t traceTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // Remote returns the options of a remote call (pull when forPush is false)
 // to ref's registry: credentials from the keychain, the transport that
 // the TLS settings ask for, the number of jobs, retries of transient
-// errors, and ctx.
+// errors, and ctx; for a cache's calls (ForCache), its timeout and retries.
 func (o RegistryOptions) Remote(ctx context.Context, ref name.Reference, forPush bool) []remote.Option {
 	reg := ref.Context().Registry
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain()),
-		remote.WithTransport(o.transport(reg, forPush)),
+		remote.WithTransport(o.bounded(o.transport(reg, forPush), reg.RegistryStr())),
 		remote.WithUserAgent("slipway"),
-		remote.WithRetryBackoff(remote.Backoff{Duration: retryDelay, Factor: 3, Jitter: 0.1, Steps: 3}),
+		remote.WithRetryBackoff(o.backoff()),
 	}
 	if o.Jobs > 0 {
 		opts = append(opts, remote.WithJobs(o.Jobs))

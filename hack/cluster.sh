@@ -34,6 +34,12 @@
 #                                                       level; namespaces may label stricter)
 # The controller-manager and the scheduler serve no port; containerd's streaming server takes
 # a random loopback port. Logs: <state>/cluster/logs/, PID files: <state>/cluster/run/.
+#
+# A component that dies while `up` runs is reported (its exit status or the signal that killed
+# it, the end of its log, the kernel's lines naming it: OOM kill, segfault), the report kept in
+# logs/NAME.died, and started again once; a second death ends `up` with the same report.
+# SLIPWAY_CLUSTER_FAULT=NAME:kill:N (for test/cluster) kills NAME with SIGKILL right after each
+# of its first N starts.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -93,11 +99,18 @@ pid_of() {
 	echo "${pid}"
 }
 
+# What up started, by name: the command line (for the one retry of alive), whether it was
+# retried, and how often SLIPWAY_CLUSTER_FAULT killed it.
+declare -A started=() retried=() faulted=()
+
 # start NAME CMD...: starts CMD in its own session, outliving this script, logging to
-# logs/NAME.log (truncated), with its PID in run/NAME.pid.
+# logs/NAME.log (truncated), with its PID in run/NAME.pid. This script is its parent (setsid
+# execs CMD in the same process, as it is no process group leader), so alive can `wait` for
+# its exit status.
 start() {
 	local name=$1
 	shift
+	started[${name}]=$(printf '%q ' "$@")
 	: >"${logs}/${name}.log"
 	setsid "$@" >>"${logs}/${name}.log" 2>&1 </dev/null &
 	local pid=$! i
@@ -105,10 +118,35 @@ start() {
 	# Until the child has exec'd, its command line is this script's, and pid_of would not
 	# know it.
 	for ((i = 0; i < 100; i++)); do
-		pid_of "${name}" >/dev/null && return 0
-		kill -0 "${pid}" 2>/dev/null || return 0
+		pid_of "${name}" >/dev/null && break
+		kill -0 "${pid}" 2>/dev/null || break
 		sleep 0.05
 	done
+	inject_fault "${name}" "${pid}"
+}
+
+# check_fault: dies unless SLIPWAY_CLUSTER_FAULT is empty or NAME:kill:N with NAME one of
+# ours. For tests: inject_fault then kills NAME with SIGKILL right after each of its first N
+# starts in this run of up (1: alive reports it and starts it again; 2: up gives up).
+check_fault() {
+	local f=${SLIPWAY_CLUSTER_FAULT:-} c
+	[[ -n "${f}" ]] || return 0
+	if [[ "${f}" =~ ^([a-z-]+):kill:([0-9]+)$ ]]; then
+		for c in "${components[@]}"; do
+			[[ "${c}" == "${BASH_REMATCH[1]}" ]] && return 0
+		done
+	fi
+	die "SLIPWAY_CLUSTER_FAULT=${f}: want NAME:kill:N, NAME one of ${components[*]}"
+}
+
+inject_fault() { # name pid
+	local f=${SLIPWAY_CLUSTER_FAULT:-}
+	[[ "${f}" == "$1:kill:"* ]] || return 0
+	faulted[$1]=$((${faulted[$1]:-0} + 1))
+	if ((faulted[$1] <= ${f##*:})); then
+		log "SLIPWAY_CLUSTER_FAULT=${f}: killing $1 (pid $2) with SIGKILL"
+		kill -KILL "$2" 2>/dev/null || true
+	fi
 }
 
 # stop SECONDS NAME...: SIGTERM to all of them at once, then SIGKILL to those still there after
@@ -152,13 +190,83 @@ stop() {
 	done
 }
 
-# alive NAME: dies with the end of NAME's log when NAME has exited.
-alive() {
-	if ! pid_of "$1" >/dev/null; then
-		log "$1 exited; the end of ${logs}/$1.log:"
-		tail -n 30 "${logs}/$1.log" >&2 || true
-		exit 1
+# death_report NAME PID: why NAME (PID) is gone, for a person: its exit status or the signal
+# that killed it (from `wait`: this script started it), the end of its log and the kernel's
+# lines naming it (the OOM killer, a segfault). Runs in this shell, not in $(...): a subshell
+# could not wait for the child.
+death_report() {
+	local name=$1 pid=$2 rc=0 stat="" err=${run}/wait.err kern comm
+	[[ -r "/proc/${pid}/stat" ]] && stat=$(<"/proc/${pid}/stat")
+	stat=${stat##*) }
+	if [[ -n "${stat}" && "${stat:0:1}" != Z ]]; then
+		# Alive, but no longer the command we started (the PID was reused), or not ours.
+		echo "  ${name}: pid ${pid} of ${run}/${name}.pid runs something else now; exit status unknown"
+	else
+		wait "${pid}" 2>"${err}" || rc=$?
+		if [[ -s "${err}" ]]; then
+			echo "  ${name} (pid ${pid}) exited; its exit status is unknown: not started by this run of cluster.sh"
+		elif ((rc > 128)); then
+			echo "  ${name} (pid ${pid}) was killed by SIG$(kill -l "$((rc - 128))" 2>/dev/null || echo "$((rc - 128))") (wait status ${rc})"
+		else
+			echo "  ${name} (pid ${pid}) exited with status ${rc}"
+		fi
+		rm -f "${err}"
 	fi
+	if [[ -s "${logs}/${name}.log" ]]; then
+		echo "  the last 20 lines of ${logs}/${name}.log:"
+		tail -n 20 "${logs}/${name}.log" | sed 's/^/    /'
+	else
+		echo "  ${logs}/${name}.log is empty"
+	fi
+	# The kernel names a process by its first 15 characters and its PID: "Killed process 123
+	# (containerd)", "oom-kill:...,task=containerd,pid=123", "containerd[123]: segfault at".
+	comm=${name:0:15}
+	if kern=$(dmesg 2>&1); then
+		kern=$(grep -F -- "${comm}" <<<"${kern}" | grep -E "(^|[^0-9])${pid}([^0-9]|\$)" | tail -n 10) || true
+		if [[ -n "${kern}" ]]; then
+			echo "  the kernel's lines naming ${comm} (pid ${pid}):"
+			awk '{print "    " $0}' <<<"${kern}"
+		else
+			echo "  no kernel line (dmesg) names ${comm} (pid ${pid}): no OOM kill, no segfault"
+		fi
+	else
+		echo "  the kernel's log is not readable here (dmesg: ${kern##*$'\n'}); an OOM kill or a segfault would show there"
+	fi
+}
+
+# alive NAME: true when NAME runs. When it has died, records why (death_report, to stderr
+# and logs/NAME.died); the first time, starts it again with the same command line and returns
+# false (a wait_for goes on waiting); the second time, gives up.
+alive() {
+	local name=$1 pid=""
+	pid_of "${name}" >/dev/null && return 0
+	[[ -f "${run}/${name}.pid" ]] && pid=$(<"${run}/${name}.pid")
+	if [[ ! "${pid}" =~ ^[0-9]+$ ]]; then
+		die "${name} is not running and has no PID file (${run}/${name}.pid)"
+	fi
+	if [[ -z "${retried[${name}]:-}" && -n "${started[${name}]:-}" ]]; then
+		retried[${name}]=1
+		death_report "${name}" "${pid}" >"${logs}/${name}.died"
+		log "${name} died while the cluster was starting:"
+		cat "${logs}/${name}.died" >&2
+		mv -f "${logs}/${name}.log" "${logs}/${name}.1.log"
+		log "starting ${name} again, once (the log of the first run is ${logs}/${name}.1.log)"
+		eval "start ${name} ${started[${name}]}"
+		return 1
+	fi
+	if [[ -n "${retried[${name}]:-}" ]]; then
+		death_report "${name}" "${pid}" >"${logs}/${name}.died.2"
+		log "${name} died again while the cluster was starting, after one retry; giving up:"
+		cat "${logs}/${name}.died.2" >&2
+		log "(why ${name} died the first time is above and in ${logs}/${name}.died)"
+		cat "${logs}/${name}.died.2" >>"${logs}/${name}.died"
+		rm -f "${logs}/${name}.died.2"
+	else
+		death_report "${name}" "${pid}" >"${logs}/${name}.died"
+		log "${name} died while the cluster was starting:"
+		cat "${logs}/${name}.died" >&2
+	fi
+	exit 1
 }
 
 # --- clients ---------------------------------------------------------------------------------
@@ -678,12 +786,14 @@ up() {
 		return 0
 	fi
 	check_free
+	check_fault
 
 	bin=$("${root}/hack/cluster/build.sh")
 	# On failure what started keeps running, for a look at it; down stops it.
 	trap 'if (($? != 0)); then log "up failed: logs in ${logs}/; hack/cluster.sh down stops what started"; fi' EXIT
 	local tb=${SECONDS}
 	make_dirs
+	rm -f "${logs}"/*.died "${logs}"/*.1.log
 	record_host_state
 	make_pki
 	make_pause_image

@@ -155,7 +155,7 @@ ensure_cluster() {
 		local ticker=$!
 		if ! hack/cluster.sh up; then
 			kill "${ticker}" 2>/dev/null || true
-			die "the local cluster did not come up"
+			die "the local cluster did not come up (hack/cluster.sh said why above)"
 		fi
 		kill "${ticker}" 2>/dev/null || true
 		wait "${ticker}" 2>/dev/null || true

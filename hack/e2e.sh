@@ -2,8 +2,9 @@
 # End-to-end tests (`make test-e2e`, and the last step of hack/test.sh): test/e2e on the local
 # cluster, through the manager the Helm chart installs.
 #
-#  1. hack/deps.sh, hack/cluster.sh up (the first time it builds the Kubernetes binaries: 20-25 minutes on
-#     2 cores; afterwards about 15 s);
+#  1. hack/deps.sh; test/cluster (SLIPWAY_CLUSTER_TEST=1: up with a component killed once, then
+#     twice, and down; skipped when the cluster runs); hack/cluster.sh up (the first time it
+#     builds the Kubernetes binaries: 20-25 minutes on 2 cores; afterwards about 15 s);
 #  2. hack/demo.sh install: Debian packages, the local registry, the git server, the executor and
 #     manager images built by the executor, the chart (manager on the host network);
 #  3. SLIPWAY_E2E=1 go test ./test/e2e (arguments are passed to go test, e.g. -run TestTimeout);
@@ -42,6 +43,11 @@ trap cleanup EXIT
 t=${SECONDS}
 # containerd, runc, the CNI plugins, git, docker-registry, ... (hack/deps.sh, once).
 hack/deps.sh
+# hack/cluster.sh itself: a component killed while the cluster starts is reported and started
+# again once; killed twice, up gives up saying why (test/cluster; it skips when the cluster runs).
+SLIPWAY_CLUSTER_TEST=1 go test -count=1 -v -timeout 40m ./test/cluster
+mark "${t}" "go test ./test/cluster"
+t=${SECONDS}
 # The tests run on the local cluster, never on whatever the current kubeconfig names.
 hack/cluster.sh up
 KUBECONFIG=$(hack/cluster.sh kubeconfig)

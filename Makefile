@@ -8,7 +8,7 @@ export SLIPWAY_CACHE
 # helm, built from its Go module by hack/tools/helm/build.sh (`make helm`) into the cache.
 HELM := $(SLIPWAY_CACHE)/bin/helm
 
-.PHONY: all build test test-unit test-e2e conformance fuzz bench generate manifests verify demo demo-local fmt vet clean images chart helm verify-chart
+.PHONY: all build test test-unit test-e2e conformance fuzz bench bench-load generate manifests verify demo demo-local fmt vet clean images chart helm verify-chart
 
 all: build
 
@@ -49,6 +49,11 @@ fuzz:
 ## bench: side-by-side benchmarks against the peers.
 bench:
 	hack/bench.sh
+
+## bench-load: 500 ImageBuilds through the manager on the local cluster (BENCH_LOAD_N to change);
+## fails on a lost, failed or twice-built build, RSS >= 200 MB or a reconcile hot loop.
+bench-load:
+	hack/loadbench.sh
 
 ## generate: deepcopy code from the API types.
 generate:

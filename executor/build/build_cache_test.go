@@ -165,8 +165,9 @@ func newFixture(t *testing.T, files map[string]string) *fixture {
 
 // build runs one build as a fresh executor would: a new cache client, a new
 // work directory, a freshly opened context. The Dockerfile's {{BASE}} is
-// replaced with the base image's reference.
-func (f *fixture) build(t *testing.T, dockerfile string, withCache bool) (v1.Image, *build.Report, error) {
+// replaced with the base image's reference. opts change the build's
+// options last (a hostname, ssh agents, ...); the log is in f.log.
+func (f *fixture) build(t *testing.T, dockerfile string, withCache bool, opts ...func(*build.Options)) (v1.Image, *build.Report, error) {
 	t.Helper()
 	bc, err := source.Open(f.ctxDir, "Dockerfile")
 	if err != nil {
@@ -189,6 +190,9 @@ func (f *fixture) build(t *testing.T, dockerfile string, withCache bool) (v1.Ima
 	case withCache:
 		remoteOpts := f.cacheRemote
 		o.Cache = cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return remoteOpts }})
+	}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	img, rep, err := buildAndFlush(t, o)
 	f.log = logBuf.String()

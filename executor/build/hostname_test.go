@@ -8,38 +8,17 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/slipway-dev/slipway/executor/build"
-	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/result"
-	"github.com/slipway-dev/slipway/executor/source"
 )
 
 // buildHostname is fixture.build with a hostname and build args.
 func buildHostname(t *testing.T, f *fixture, dockerfile, hostname string, args map[string]string, withCache bool) (v1.Image, *build.Report, error) {
 	t.Helper()
-	bc, err := source.Open(f.ctxDir, "Dockerfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log strings.Builder
-	o := build.Options{
-		Dockerfile:     []byte(strings.ReplaceAll(dockerfile, "{{BASE}}", f.base)),
-		DockerfilePath: "Dockerfile",
-		Context:        bc,
-		Isolation:      build.Chroot,
-		WorkDir:        t.TempDir(),
-		Log:            &syncBuilder{b: &log},
-		BuildArgs:      args,
-		Hostname:       hostname,
-	}
-	if withCache {
-		o.Cache = cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return nil }})
-	}
-	img, rep, err := buildAndFlush(t, o)
-	t.Logf("build log:\n%s", log.String())
-	return img, rep, err
+	return f.build(t, dockerfile, withCache, func(o *build.Options) {
+		o.BuildArgs, o.Hostname = args, hostname
+	})
 }
 
 // The hostname of RUN steps is Options.Hostname (executor --hostname,

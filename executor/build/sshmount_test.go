@@ -17,15 +17,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/slipway-dev/slipway/executor/build"
-	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/executor/run"
-	"github.com/slipway-dev/slipway/executor/source"
 	"github.com/slipway-dev/slipway/test/probe"
 )
 
@@ -97,29 +94,9 @@ func keyring(t *testing.T, keys ...testKey) agent.Agent {
 // build's ssh agents, and returns the log too.
 func sshBuild(t *testing.T, f *fixture, dockerfile string, agents map[string]agent.Agent, withCache bool, opts ...func(*build.Options)) (v1.Image, *build.Report, string, error) {
 	t.Helper()
-	bc, err := source.Open(f.ctxDir, "Dockerfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logBuf strings.Builder
-	o := build.Options{
-		Dockerfile:     []byte(strings.ReplaceAll(dockerfile, "{{BASE}}", f.base)),
-		DockerfilePath: "Dockerfile",
-		Context:        bc,
-		Isolation:      build.Chroot,
-		WorkDir:        t.TempDir(),
-		Log:            &syncBuilder{b: &logBuf},
-		SSH:            agents,
-	}
-	if withCache {
-		o.Cache = cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return nil }})
-	}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	img, rep, err := buildAndFlush(t, o)
-	t.Logf("build log:\n%s", logBuf.String())
-	return img, rep, logBuf.String(), err
+	opts = append([]func(*build.Options){func(o *build.Options) { o.SSH = agents }}, opts...)
+	img, rep, err := f.build(t, dockerfile, withCache, opts...)
+	return img, rep, f.log, err
 }
 
 // sshFixture is a fixture whose context holds agentprobe.

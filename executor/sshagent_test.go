@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -59,28 +58,10 @@ func newSSHKey(t *testing.T) sshKey {
 // config or one of texts holds the key's seed or a line of its file.
 func assertImageHoldsNoKey(t *testing.T, img v1.Image, k sshKey, texts ...string) {
 	t.Helper()
-	ls, err := img.Layers()
+	blobs, err := imagetest.Blobs(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var blobs [][]byte
-	for _, l := range ls {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		blobs = append(blobs, b)
-	}
-	cfg, err := img.RawConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blobs = append(blobs, cfg)
 	for _, s := range texts {
 		blobs = append(blobs, []byte(s))
 	}

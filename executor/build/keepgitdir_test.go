@@ -20,6 +20,7 @@ import (
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/executor/source"
 	"github.com/slipway-dev/slipway/test/gitserver"
+	"github.com/slipway-dev/slipway/test/imagetest"
 )
 
 // extractDir writes the directory dir of the image's file system (whiteouts
@@ -280,33 +281,15 @@ func TestBuild_addGitKeepGitDirHoldsNoCredentials(t *testing.T) {
 				t.Errorf("origin is %q, want %q", got, tc.origin)
 			}
 			secrets := []string{user, password, base64.StdEncoding.EncodeToString([]byte(user + ":" + password))}
-			layers, err := img.Layers()
+			blobs, err := imagetest.Blobs(img)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, l := range layers {
-				rc, err := l.Uncompressed()
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, err := io.ReadAll(rc)
-				rc.Close()
-				if err != nil {
-					t.Fatal(err)
-				}
+			for i, b := range blobs {
 				for _, s := range secrets {
 					if bytes.Contains(b, []byte(s)) {
-						t.Errorf("layer %d holds %q", i, s)
+						t.Errorf("blob %d of %d (the layers, then the config) holds %q", i, len(blobs), s)
 					}
-				}
-			}
-			cfg, err := img.RawConfigFile()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, s := range secrets {
-				if bytes.Contains(cfg, []byte(s)) {
-					t.Errorf("the image config holds %q", s)
 				}
 			}
 		})

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	"github.com/slipway-dev/slipway/executor/build"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/executor/run"
+	"github.com/slipway-dev/slipway/test/imagetest"
 	"github.com/slipway-dev/slipway/test/probe"
 )
 
@@ -117,28 +117,11 @@ func sshFixture(t *testing.T) *fixture {
 // holds a secret of one of keys.
 func assertNoKey(t *testing.T, img v1.Image, log string, keys ...testKey) {
 	t.Helper()
-	ls, err := img.Layers()
+	blobs, err := imagetest.Blobs(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var blobs [][]byte
-	for _, l := range ls {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		blobs = append(blobs, b)
-	}
-	cfg, err := img.RawConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blobs = append(blobs, cfg, []byte(log))
+	blobs = append(blobs, []byte(log))
 	for _, k := range keys {
 		for _, s := range k.secrets {
 			for i, b := range blobs {

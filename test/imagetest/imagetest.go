@@ -370,3 +370,31 @@ func hasKey(env []string, key string) bool {
 	}
 	return false
 }
+
+// Blobs returns what an image carries that a leak could hide in: each
+// layer's uncompressed tar, in order, then the raw config file. Tests that
+// plant a secret search them.
+func Blobs(img v1.Image) ([][]byte, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("listing layers: %w", err)
+	}
+	var blobs [][]byte
+	for i, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return nil, fmt.Errorf("reading layer %d: %w", i, err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading layer %d: %w", i, err)
+		}
+		blobs = append(blobs, b)
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading the config: %w", err)
+	}
+	return append(blobs, cfg), nil
+}

@@ -1,10 +1,18 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/slipway-dev/slipway/executor/publish"
 	"github.com/slipway-dev/slipway/test/testenv"
@@ -72,4 +80,80 @@ func writeFile(t *testing.T, dir, name, content string) {
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A mirror is trusted with tags only: one that answers a digest reference
+// with another manifest fails the build, as the README says, whatever it
+// claims in Docker-Content-Digest.
+func TestExecute_registryMirrorCannotSwapADigest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds images")
+	}
+	reg := testenv.StartRegistry(t)
+	base := testenv.PushBusybox(t, reg)
+	baseRef, err := name.ParseReference(base, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseImg, err := remote.Image(baseRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := baseImg.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilRef, err := name.ParseReference(reg.Ref("library/busybox:evil"), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(evilRef, evil); err != nil {
+		t.Fatal(err)
+	}
+	evilManifest, err := evil.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilType, err := evil.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, err := url.Parse("http://" + reg.Host())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(backend)
+	swapped := 0
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/manifests/"+want.String()) {
+			swapped++
+			w.Header().Set("Content-Type", string(evilType))
+			w.Header().Set("Docker-Content-Digest", want.String())
+			w.Write(evilManifest)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(mirror.Close)
+	mirrorHost := strings.TrimPrefix(mirror.URL, "http://")
+
+	dir := t.TempDir()
+	writeFile(t, dir, "Dockerfile", "FROM busybox@"+want.String()+"\nRUN echo built > /x\n")
+	dest := reg.Ref("out/swapped:1")
+	b := runExecutor(t, "--context=dir://"+dir, "--destination="+dest, "--insecure-registry="+reg.Host(),
+		"--insecure-registry="+mirrorHost, "--registry-mirror="+mirrorHost, "--skip-default-registry-fallback")
+	if swapped == 0 {
+		t.Fatalf("the mirror was never asked for %s; log:\n%s", want, b.log)
+	}
+	if b.exit == 0 || b.res.Failure == nil {
+		t.Fatalf("the build succeeded on a manifest that is not %s; result %s", want, b.resRaw)
+	}
+	if !strings.Contains(b.res.Failure.Message, "digest") {
+		t.Errorf("failure %q does not say the digest did not match", b.res.Failure.Message)
+	}
+	assertNotPushed(t, dest)
 }

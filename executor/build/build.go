@@ -152,7 +152,7 @@ func (e *Error) Error() string {
 	if e.Line > 0 {
 		fmt.Fprintf(&b, "Dockerfile line %d", e.Line)
 		if e.Instruction != "" {
-			fmt.Fprintf(&b, " (%s)", shorten(e.Instruction, 120))
+			fmt.Fprintf(&b, " (%s)", result.Excerpt(e.Instruction, 120))
 		}
 		b.WriteString(": ")
 	}
@@ -196,12 +196,6 @@ func fail(reason result.Reason, err error) error {
 	return e
 }
 
-// shorten is how an instruction shows in the log and in messages: one
-// line of at most n bytes, without URL user info or control characters.
-func shorten(s string, n int) string {
-	return result.Excerpt(s, n)
-}
-
 // Build parses the Dockerfile, builds the stages the target needs and
 // returns the target's image. The image's base and cached layers are read
 // lazily with ctx, so ctx must stay alive until the image is published.
@@ -213,7 +207,7 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	}
 	for _, w := range plan.Warnings {
 		// The parser's warnings quote Dockerfile lines.
-		fmt.Fprintf(o.Log, "WARNING: %s\n", shorten(w, 300))
+		fmt.Fprintf(o.Log, "WARNING: %s\n", result.Excerpt(w, 300))
 	}
 	if err := resolveSourceDateEpoch(ctx, &o, plan); err != nil {
 		return nil, nil, err

@@ -77,9 +77,9 @@ func resolveSourceDateEpoch(ctx context.Context, o *Options, plan *dockerfile.Pl
 	}
 	if how != "" {
 		if epoch != nil {
-			fmt.Fprintf(o.Log, "%s=%s is %s (%s)\n", sourceDateEpochArg, shorten(v, 80), formatted, how)
+			fmt.Fprintf(o.Log, "%s=%s is %s (%s)\n", sourceDateEpochArg, result.Excerpt(v, 80), formatted, how)
 		} else {
-			fmt.Fprintf(o.Log, "%s=%s sets no time: %s\n", sourceDateEpochArg, shorten(v, 80), how)
+			fmt.Fprintf(o.Log, "%s=%s sets no time: %s\n", sourceDateEpochArg, result.Excerpt(v, 80), how)
 		}
 	}
 	if fromArg {

@@ -274,7 +274,7 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
 		}
-		line := shorten(sp.cmd.(fmt.Stringer).String(), 200)
+		line := result.Excerpt(sp.cmd.(fmt.Stringer).String(), 200)
 		if sp.action == nil {
 			fmt.Fprintf(b.log, "%s %s\n", sb.stepPrefix(n+2), line)
 			continue

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -87,6 +88,7 @@ type ImageBuildReconciler struct {
 
 	slots   slotTracker
 	metrics *buildMetrics
+	wakeups chan event.GenericEvent // see wakeQueue
 }
 
 // +kubebuilder:rbac:groups=build.slipway.dev,resources=imagebuilds,verbs=get;list;watch
@@ -197,7 +199,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	// 5. No pod yet: adopt the one a previous reconcile created, or create it.
 	if ib.Status.PodName == "" {
 		name := podName(ib, ib.Status.Attempt)
-		if pod, err := r.getPod(ctx, ib.Namespace, name); err != nil {
+		if pod, err := r.findPod(ctx, ib, name); err != nil {
 			return ctrl.Result{}, evs, err
 		} else if pod != nil {
 			ib.Status.PodName = name
@@ -262,12 +264,16 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 		return ctrl.Result{}, evs, err
 	}
 
-	if ok, running, err := r.haveSlot(ctx, ib); err != nil {
+	if slot, err := r.haveSlot(ctx, ib); err != nil {
 		return ctrl.Result{}, evs, err
-	} else if !ok {
-		msg := fmt.Sprintf("Waiting for a build slot: %d of %d in use", running, r.Options.MaxConcurrentBuilds)
+	} else if !slot.free() {
+		// The condition's message stays the same while the build waits (a count in it would
+		// be stale at once, and rewriting it would cost a status write per freed slot); the
+		// event says how the queue stood when the build joined it.
+		msg := fmt.Sprintf("Waiting for a build slot (at most %d builds run at once; older builds start first)", slot.limit)
 		if ib.Status.Phase != v1alpha1.PhaseQueued {
-			evs = append(evs, pendingEvent{typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonQueued, action: "Queue", note: msg})
+			evs = append(evs, pendingEvent{typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonQueued, action: "Queue",
+				note: fmt.Sprintf("Queued: %d of %d build slots in use, %d older builds waiting", slot.running, slot.limit, slot.older)})
 		}
 		ib.Status.Phase = v1alpha1.PhaseQueued
 		setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonQueued, msg)
@@ -428,43 +434,79 @@ func (r *ImageBuildReconciler) getSecret(ctx context.Context, ns, name, field st
 	return s, nil
 }
 
-// haveSlot reports whether ib may start a pod: fewer than MaxConcurrentBuilds executor pods run
-// (counting those this manager just created and its cache may not show yet), counting the
-// builds that have waited longer than ib as running.
-func (r *ImageBuildReconciler) haveSlot(ctx context.Context, ib *v1alpha1.ImageBuild) (bool, int, error) {
-	limit := r.Options.MaxConcurrentBuilds
-	if limit <= 0 {
-		return true, 0, nil
+// slotState is how the build queue stands for one build: limit slots (--max-concurrent-builds),
+// running executor pods, and older builds that wait to start.
+type slotState struct{ limit, running, older int }
+
+// free reports whether the build may start: a slot is left once the older builds have theirs.
+func (s slotState) free() bool { return s.limit <= 0 || s.running+s.older < s.limit }
+
+// haveSlot reports how the queue stands for ib: the executor pods that run (counting those this
+// manager just created and its cache may not show yet), and the builds older than ib that wait
+// to start (waiting). All of it comes from the manager's cache and memory.
+func (r *ImageBuildReconciler) haveSlot(ctx context.Context, ib *v1alpha1.ImageBuild) (slotState, error) {
+	st := slotState{limit: r.Options.MaxConcurrentBuilds}
+	if st.limit <= 0 {
+		return st, nil
 	}
+	running, err := r.runningPods(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.running = running
+	if st.running >= st.limit {
+		return st, nil
+	}
+	var ibs v1alpha1.ImageBuildList
+	if err := r.Client.List(ctx, &ibs); err != nil {
+		return st, fmt.Errorf("listing ImageBuilds: %w", err)
+	}
+	for i := range ibs.Items {
+		other := &ibs.Items[i]
+		if other.UID != ib.UID && r.waiting(other) && olderThan(other, ib) {
+			st.older++
+		}
+	}
+	return st, nil
+}
+
+// runningPods counts the executor pods that hold a build slot.
+func (r *ImageBuildReconciler) runningPods(ctx context.Context) (int, error) {
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.MatchingLabels{managedByLabel: managedByValue}); err != nil {
-		return false, 0, fmt.Errorf("listing executor pods: %w", err)
+		return 0, fmt.Errorf("listing executor pods: %w", err)
 	}
 	cached := map[types.NamespacedName]bool{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		cached[client.ObjectKeyFromObject(p)] = !podFinished(p)
 	}
-	running := r.slots.active(cached, r.now())
-	if running >= limit {
-		return false, running, nil
-	}
+	return r.slots.active(cached, r.now()), nil
+}
 
-	var ibs v1alpha1.ImageBuildList
-	if err := r.Client.List(ctx, &ibs); err != nil {
-		return false, running, fmt.Errorf("listing ImageBuilds: %w", err)
+// newBuildGrace bounds how long a build that was never reconciled holds its place in the queue.
+const newBuildGrace = time.Minute
+
+// waiting reports whether the cached ib waits for a build slot and this manager has not
+// launched its pod: it is Queued (in the cache or in this manager's memory), or it is new and
+// not reconciled yet. A new build will ask for a slot as soon as the one worker gets to it, and
+// a younger build the worker happens to reach first must not take that slot; it keeps its place
+// for newBuildGrace, so that a build whose first status write keeps failing cannot block the
+// queue for good.
+func (r *ImageBuildReconciler) waiting(ib *v1alpha1.ImageBuild) bool {
+	if ib.DeletionTimestamp != nil {
+		return false
 	}
-	older := 0
-	for i := range ibs.Items {
-		other := &ibs.Items[i]
-		if other.UID == ib.UID || other.Status.Phase != v1alpha1.PhaseQueued || r.slots.launched(client.ObjectKeyFromObject(other)) {
-			continue
-		}
-		if olderThan(other, ib) {
-			older++
-		}
+	key := client.ObjectKeyFromObject(ib)
+	switch {
+	case r.slots.launched(key):
+		return false
+	case ib.Status.Phase == v1alpha1.PhaseQueued || r.slots.isQueued(key):
+		return true
+	case ib.Status.Phase == "":
+		return r.now().Sub(ib.CreationTimestamp.Time) < newBuildGrace
 	}
-	return running+older < limit, running, nil
+	return false
 }
 
 // olderThan orders the queue: creation time, then namespace and name.
@@ -581,6 +623,27 @@ func (r *ImageBuildReconciler) getPod(ctx context.Context, ns, name string) (*co
 	return pod, nil
 }
 
+// findPod looks for the pod a previous reconcile may have created for the current attempt. The
+// cache is enough, unless this manager created a pod for ib within launchGrace (then its status
+// write may have failed, and the cache not show the pod yet): a queued build must not cost a
+// read of the API server each time it is looked at. Should the cache miss a pod all the same
+// (another manager created it an instant before this one took over), creating it again fails
+// with AlreadyExists, which startPod takes as created.
+func (r *ImageBuildReconciler) findPod(ctx context.Context, ib *v1alpha1.ImageBuild, name string) (*corev1.Pod, error) {
+	if r.slots.launched(client.ObjectKeyFromObject(ib)) {
+		return r.getPod(ctx, ib.Namespace, name)
+	}
+	pod := &corev1.Pod{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: ib.Namespace, Name: name}, pod)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("getting executor pod %s: %w", name, err)
+	}
+	return pod, nil
+}
+
 // retryPolicy is Options' retry policy with its defaults: 3 retries (none when MaxRetries is
 // 0), backoff from 10s up to 5m.
 func (r *ImageBuildReconciler) retryPolicy() retryPolicy {
@@ -606,12 +669,17 @@ func (r *ImageBuildReconciler) now() time.Time {
 
 // afterWrite does what the status written (or found unchanged) implies for this manager's
 // memory and metrics, once that status is stored: a build that left the queue leaves the
-// slot tracker's queue; a finished build, or one waiting for a retry, frees its build slot;
-// a build that has just finished is counted in the metrics (finishedNow), once.
+// slot tracker's queue, and wakes the next in line when it left without taking a slot; a
+// finished build, or one waiting for a retry, frees its build slot; a build that has just
+// finished is counted in the metrics (finishedNow), once.
 func (r *ImageBuildReconciler) afterWrite(orig, ib *v1alpha1.ImageBuild) {
 	key := client.ObjectKeyFromObject(ib)
-	if orig.Status.Phase == v1alpha1.PhaseQueued && ib.Status.Phase != v1alpha1.PhaseQueued {
+	wasWaiting := orig.Status.Phase == v1alpha1.PhaseQueued || orig.Status.Phase == ""
+	if wasWaiting && ib.Status.Phase != v1alpha1.PhaseQueued {
 		r.slots.dequeue(key)
+		if ib.Status.PodName == "" && r.wakeups != nil {
+			r.wakeQueue()
+		}
 	}
 	switch {
 	case ib.Status.Phase.Finished():
@@ -674,37 +742,63 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.metrics = m
+	r.wakeups = make(chan event.GenericEvent, 1)
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.ImageBuild{}).
+		// Its own status writes do not wake an ImageBuild: only a new generation (spec) or a new
+		// rebuild annotation, its creation and its deletion do (each reconcile returns when it
+		// wants to be called again).
+		For(&v1alpha1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
+			predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Pod{}).
-		// A pod that ends or goes away frees a slot: wake the queued builds.
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.queuedBuilds), builder.WithPredicates(slotFreed{})).
+		// A pod that ends or goes away frees a slot: wake the head of the queue.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.queueHead), builder.WithPredicates(slotFreed{})).
+		WatchesRawSource(source.Channel(r.wakeups, handler.EnqueueRequestsFromMapFunc(r.queueHead))).
 		// One worker: the queue is decided one build at a time.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
 }
 
-// queuedBuilds lists the queued ImageBuilds, from the cache and from this manager's memory
-// (the cache may not show a build it just queued).
-func (r *ImageBuildReconciler) queuedBuilds(ctx context.Context, _ client.Object) []reconcile.Request {
-	seen := map[types.NamespacedName]bool{}
+// queueHead wakes the builds at the head of the queue, as many as there are free build slots
+// (at least one): the oldest that wait (see waiting), from the cache and this manager's memory.
+// Waking every queued build each time a slot frees would cost each of them a read of the API
+// server, hundreds per freed slot under load (issue 13's load benchmark).
+func (r *ImageBuildReconciler) queueHead(ctx context.Context, _ client.Object) []reconcile.Request {
 	var ibs v1alpha1.ImageBuildList
-	if err := r.Client.List(ctx, &ibs); err == nil {
-		for i := range ibs.Items {
-			if ibs.Items[i].Status.Phase == v1alpha1.PhaseQueued {
-				seen[client.ObjectKeyFromObject(&ibs.Items[i])] = true
-			}
+	if err := r.Client.List(ctx, &ibs); err != nil {
+		log.FromContext(ctx).Error(err, "Could not list the queued ImageBuilds")
+		return nil
+	}
+	var queued []*v1alpha1.ImageBuild
+	for i := range ibs.Items {
+		ib := &ibs.Items[i]
+		if r.waiting(ib) && ib.Status.Phase != "" { // a new build is reconciled anyway
+			queued = append(queued, ib)
 		}
 	}
-	for _, k := range r.slots.queued() {
-		seen[k] = true
+	sort.Slice(queued, func(i, j int) bool { return olderThan(queued[i], queued[j]) })
+	n := 1
+	if limit := r.Options.MaxConcurrentBuilds; limit > 0 {
+		if running, err := r.runningPods(ctx); err == nil {
+			n = max(limit-running, 1)
+		}
+	} else {
+		n = len(queued)
 	}
-	reqs := make([]reconcile.Request, 0, len(seen))
-	for k := range seen {
-		reqs = append(reqs, reconcile.Request{NamespacedName: k})
+	reqs := make([]reconcile.Request, 0, min(n, len(queued)))
+	for _, ib := range queued[:min(n, len(queued))] {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(ib)})
 	}
-	sort.Slice(reqs, func(i, j int) bool { return reqs[i].String() < reqs[j].String() })
 	return reqs
+}
+
+// wakeQueue asks for queueHead to run again: the build just reconciled was waiting for a slot
+// and left the queue without taking one (it failed, or waits for a Secret), so a slot it might
+// have taken is free for the next. It never blocks: one pending wake-up is enough.
+func (r *ImageBuildReconciler) wakeQueue() {
+	select {
+	case r.wakeups <- event.GenericEvent{Object: &v1alpha1.ImageBuild{}}:
+	default:
+	}
 }
 
 func indexOwner(obj client.Object) []string {
@@ -777,6 +871,12 @@ func (s *slotTracker) queued() []types.NamespacedName {
 		keys = append(keys, k)
 	}
 	return keys
+}
+
+func (s *slotTracker) isQueued(ib types.NamespacedName) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiting[ib]
 }
 
 func (s *slotTracker) launched(ib types.NamespacedName) bool {

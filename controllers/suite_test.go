@@ -108,6 +108,14 @@ func startManager(t *testing.T, ns string, opts Options) *testManager {
 // wrapped), for tests that make the API server fail.
 func startManagerWith(t *testing.T, ns string, opts Options, wrap func(client.Client) client.Client) *testManager {
 	t.Helper()
+	return startManagerWrapped(t, ns, opts, wrap, nil)
+}
+
+// startManagerWrapped is startManagerWith with the reconciler's API reader also wrapped by
+// wrapReader (nil: not wrapped), for tests that count what it reads.
+func startManagerWrapped(t *testing.T, ns string, opts Options, wrap func(client.Client) client.Client,
+	wrapReader func(client.Reader) client.Reader) *testManager {
+	t.Helper()
 	if opts.ExecutorImage == "" {
 		opts.ExecutorImage = "slipway/executor:test"
 	}
@@ -131,9 +139,13 @@ func startManagerWith(t *testing.T, ns string, opts Options, wrap func(client.Cl
 	if wrap != nil {
 		c = wrap(c)
 	}
+	var reader client.Reader = mgr.GetAPIReader()
+	if wrapReader != nil {
+		reader = wrapReader(reader)
+	}
 	r := &ImageBuildReconciler{
 		Client:    c,
-		APIReader: mgr.GetAPIReader(),
+		APIReader: reader,
 		Recorder:  mgr.GetEventRecorder("slipway-controller"),
 		Options:   opts,
 	}

@@ -162,15 +162,17 @@ func tagsOf(t *testing.T, reg *testenv.Registry, repo string) []string {
 
 // A base layer whose bytes do not match its digest, or that ends early,
 // fails the build (every attempt gets the fault), with a message that names
-// the pull; nothing is pushed, and no step's result is cached.
+// the pull and that cause (not the bad archive the extraction met first);
+// nothing is pushed, and no step's result is cached.
 func TestExecute_corruptBaseLayer(t *testing.T) {
 	e := newFaultEnv(t)
 	for _, tc := range []struct {
 		name  string
 		fault faultproxy.Fault
+		cause string // what the message says went wrong, not the bad archive it led to
 	}{
-		{"corrupt", faultproxy.Corrupt},
-		{"truncated", faultproxy.Truncate},
+		{"corrupt", faultproxy.Corrupt, "the download does not match the layer's digest"},
+		{"truncated", faultproxy.Truncate, "the download ended early"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			repo := "app/base-" + tc.name
@@ -182,6 +184,9 @@ func TestExecute_corruptBaseLayer(t *testing.T) {
 			msg := b.res.Failure.Message
 			if !strings.Contains(msg, "library/busybox") || !regexp.MustCompile(`pull|extract|read`).MatchString(msg) {
 				t.Errorf("message %q names neither the base image nor its pull", msg)
+			}
+			if !strings.Contains(msg, tc.cause) {
+				t.Errorf("message %q does not say %q", msg, tc.cause)
 			}
 			t.Logf("reason %s: %s", b.res.Failure.Reason, msg)
 			assertNotPushed(t, e.reg.Ref(repo+":latest"))

@@ -606,6 +606,18 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 			return fmt.Errorf("fetching layer %s: %w", d, err)
 		}
 		err = rootfs.Extract(root, rc, lopts...)
+		if _, remote := l.(*remote.MountableLayer); remote && err != nil && !errors.Is(err, rootfs.ErrLayerTooLarge) && ctx.Err() == nil {
+			// A download that is not the blob the manifest names fails
+			// the extraction before its digest is checked: say so.
+			if size, serr := l.Size(); serr == nil && size > 0 && size <= b.opts.MaxLayerSize {
+				switch derr := layer.Drain(rc, size+1); {
+				case errors.Is(derr, io.ErrUnexpectedEOF):
+					err = fmt.Errorf("the download ended early (%w)", derr)
+				case derr != nil:
+					err = fmt.Errorf("the download does not match the layer's digest (%w)", derr)
+				}
+			}
+		}
 		// Closing reads what the extraction left of a cached layer and
 		// checks it (cache.ErrRefused).
 		if cerr := rc.Close(); err == nil || errors.Is(cerr, cache.ErrRefused) {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -182,9 +183,31 @@ func (l *fileLayer) Uncompressed() (io.ReadCloser, error) {
 type readCloser struct {
 	io.Reader
 	close func() error
+	// blob is the compressed blob behind the decompressor (see Drain); stop stops the
+	// decompressor reading ahead of the consumer.
+	blob io.Reader
+	stop func()
 }
 
 func (r *readCloser) Close() error { return r.close() }
+
+// Drain reads what is left of the compressed blob behind rc, a reader from Uncompressed that
+// its consumer gave up on, up to limit bytes, and returns the error reading it ends with. A
+// registry's blob is checked against its digest (and its length) only when it has been read to
+// its end: a corrupt or cut-short download makes the extraction fail first, as a bad archive
+// ("invalid tar header", "unexpected EOF"). Draining it finds the cause that matters: the
+// registry did not send the blob the manifest names. Nil means the blob itself is intact.
+func Drain(rc io.ReadCloser, limit int64) error {
+	r, ok := rc.(*readCloser)
+	if !ok {
+		return nil
+	}
+	if r.stop != nil {
+		r.stop()
+	}
+	_, err := io.Copy(io.Discard, io.LimitReader(r.blob, limit))
+	return err
+}
 
 // Uncompressed opens l's content for extraction: the compressed blob,
 // decompressed here by klauspost's gzip (parallel, reading ahead of the
@@ -209,16 +232,18 @@ func Uncompressed(l v1.Layer) (io.ReadCloser, error) {
 			rc.Close()
 			return nil, err
 		}
-		return &readCloser{Reader: g, close: func() error { g.Close(); return rc.Close() }}, nil
+		stop := sync.OnceFunc(func() { g.Close() })
+		return &readCloser{Reader: g, close: func() error { stop(); return rc.Close() }, blob: br, stop: stop}, nil
 	case len(magic) >= 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
 		d, err := zstd.NewReader(br)
 		if err != nil {
 			rc.Close()
 			return nil, err
 		}
-		return &readCloser{Reader: d, close: func() error { d.Close(); return rc.Close() }}, nil
+		stop := sync.OnceFunc(d.Close)
+		return &readCloser{Reader: d, close: func() error { stop(); return rc.Close() }, blob: br, stop: stop}, nil
 	default:
 		// An uncompressed layer.
-		return &readCloser{Reader: br, close: rc.Close}, nil
+		return &readCloser{Reader: br, close: rc.Close, blob: br}, nil
 	}
 }

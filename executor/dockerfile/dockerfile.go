@@ -406,6 +406,11 @@ var ProxyArgs = []string{
 	"FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
 }
 
+// DefaultArgs are the build arguments Docker predefines for FROM lines
+// (the build and target platforms, TARGETSTAGE) for the target stage
+// named target, overridden by opts.BuildArgs.
+func DefaultArgs(opts Options, target string) *Env { return defaultArgs(opts, target) }
+
 func defaultArgs(opts Options, target string) *Env {
 	osName, arch, variant := opts.OS, opts.Arch, opts.Variant
 	if osName == "" {

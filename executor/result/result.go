@@ -37,6 +37,10 @@ const (
 	ReasonRunFailed Reason = "RunFailed"
 	// ReasonPushFailed: an output could not be pushed or written.
 	ReasonPushFailed Reason = "PushFailed"
+	// ReasonCheckFailed: a build check's finding fails the build before
+	// anything runs: a rule --check-fail-on names, or any rule under the
+	// Dockerfile's check=error=true; or --check found such a finding.
+	ReasonCheckFailed Reason = "CheckFailed"
 	// ReasonInternal: anything else.
 	ReasonInternal Reason = "Internal"
 )
@@ -71,6 +75,46 @@ type Result struct {
 
 	// Failure describes why the build failed; nil on success.
 	Failure *Failure `json:"failure,omitempty"`
+
+	// Warnings are the build checks' findings (executor/check), by line:
+	// at most MaxWarnings, fewer when the document would not fit in
+	// MaxSize otherwise (Encode). WarningsDropped counts those left out.
+	Warnings        []Warning `json:"warnings,omitempty"`
+	WarningsDropped int       `json:"warningsDropped,omitempty"`
+}
+
+// Warning is one finding of the build checks.
+type Warning struct {
+	// Rule is the rule's name, e.g. "JSONArgsRecommended" or "RootUser".
+	Rule string `json:"rule"`
+	// Line is the 1-based Dockerfile line the finding is about.
+	Line int `json:"line,omitempty"`
+	// Message says what was found, in one line of at most
+	// MaxWarningMessage bytes (Excerpt); it shows no secret value.
+	Message string `json:"message"`
+	// URL documents the rule.
+	URL string `json:"url,omitempty"`
+}
+
+// MaxWarnings bounds Result.Warnings.
+const MaxWarnings = 100
+
+// MaxWarningMessage bounds Warning.Message, in bytes.
+const MaxWarningMessage = 200
+
+// AddWarnings appends ws to r's warnings, keeping at most MaxWarnings
+// and counting the others in WarningsDropped. Messages are made one
+// sanitised line (Excerpt).
+func (r *Result) AddWarnings(ws ...Warning) {
+	for _, w := range ws {
+		if len(r.Warnings) >= MaxWarnings {
+			r.WarningsDropped++
+			continue
+		}
+		w.Message = Excerpt(w.Message, MaxWarningMessage)
+		w.URL = Excerpt(w.URL, MaxWarningMessage)
+		r.Warnings = append(r.Warnings, w)
+	}
 }
 
 // Stage summarises one built stage.
@@ -125,8 +169,9 @@ const MaxInstruction = 200
 func Millis(d time.Duration) int64 { return d.Milliseconds() }
 
 // Encode marshals r so that it fits in MaxSize bytes, dropping the
-// per-stage summary and then shortening the failure message if needed.
-// The failure's texts are sanitised (Sanitize, Excerpt) whoever made them.
+// per-stage summary, then the last warnings (counted in WarningsDropped),
+// and then shortening the failure message if needed. The failure's and
+// the warnings' texts are sanitised (Sanitize, Excerpt) whoever made them.
 func Encode(r Result) []byte {
 	if r.Failure != nil {
 		f := *r.Failure
@@ -134,12 +179,22 @@ func Encode(r Result) []byte {
 		f.Instruction = Excerpt(f.Instruction, MaxInstruction)
 		r.Failure = &f
 	}
+	if len(r.Warnings) > 0 {
+		ws := r.Warnings
+		r.Warnings = nil
+		r.AddWarnings(ws...)
+	}
 	b, _ := json.Marshal(r)
 	if len(b) <= MaxSize {
 		return b
 	}
 	r.Stages = nil
 	b, _ = json.Marshal(r)
+	for len(b) > MaxSize && len(r.Warnings) > 0 {
+		r.Warnings = r.Warnings[:len(r.Warnings)-1]
+		r.WarningsDropped++
+		b, _ = json.Marshal(r)
+	}
 	if len(b) <= MaxSize || r.Failure == nil {
 		return b
 	}

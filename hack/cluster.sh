@@ -272,8 +272,15 @@ alive() {
 # --- clients ---------------------------------------------------------------------------------
 
 bin=""
+# The kubectl the script runs: KUBECTL, else the machine's, else the one hack/cluster/build.sh
+# put beside the cluster's binaries (built there when the machine has none; up sets it again
+# once it has built them).
+kubectl_bin=${KUBECTL:-}
+if [[ -z "${kubectl_bin}" ]]; then
+	kubectl_bin=$(command -v kubectl 2>/dev/null) || kubectl_bin=$("${root}/hack/cluster/build.sh" --dir)/kubectl
+fi
 kubectl() {
-	command "${KUBECTL:-kubectl}" --kubeconfig "${kubeconfig}" "$@"
+	command "${kubectl_bin}" --kubeconfig "${kubeconfig}" "$@"
 }
 ctr_() {
 	command ctr --address "${sock}" "$@"
@@ -468,7 +475,7 @@ wait_for() { # seconds description command...
 check_prerequisites() {
 	local c
 	((EUID == 0)) || die "up needs root (containerd, runc, kubelet)"
-	for c in containerd ctr runc containerd-shim-runc-v2 iptables ip ss curl "${KUBECTL:-kubectl}"; do
+	for c in containerd ctr runc containerd-shim-runc-v2 iptables ip ss curl; do
 		command -v "${c}" >/dev/null 2>&1 || die "${c} is missing: hack/deps.sh installs the Debian packages"
 	done
 	[[ -x "${CNI_BIN}/bridge" && -x "${CNI_BIN}/host-local" && -x "${CNI_BIN}/loopback" ]] ||
@@ -789,6 +796,8 @@ up() {
 	check_fault
 
 	bin=$("${root}/hack/cluster/build.sh")
+	command -v "${kubectl_bin}" >/dev/null 2>&1 || kubectl_bin=${bin}/kubectl
+	command -v "${kubectl_bin}" >/dev/null 2>&1 || die "no kubectl: not on PATH, not in ${bin} (KUBECTL=${KUBECTL:-})"
 	# On failure what started keeps running, for a look at it; down stops it.
 	trap 'if (($? != 0)); then log "up failed: logs in ${logs}/; hack/cluster.sh down stops what started"; fi' EXIT
 	local tb=${SECONDS}

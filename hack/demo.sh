@@ -145,7 +145,7 @@ progress() {
 }
 
 ensure_cluster() {
-	if [[ -n "${KUBECONFIG:-}" || -f "${HOME}/.kube/config" ]] &&
+	if [[ -n "${KUBECONFIG:-}" || -f "${HOME}/.kube/config" ]] && command -v kubectl >/dev/null 2>&1 &&
 		kubectl --request-timeout=5s get --raw=/readyz >/dev/null 2>&1; then
 		echo "using the cluster of the current kubeconfig: $(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
 		return 0
@@ -163,6 +163,12 @@ ensure_cluster() {
 	KUBECONFIG=$(hack/cluster.sh kubeconfig)
 	export KUBECONFIG
 	echo "local cluster: KUBECONFIG=${KUBECONFIG}"
+	# Debian 12 has no kubectl: without one, the one built beside the cluster's binaries.
+	if ! command -v kubectl >/dev/null 2>&1; then
+		PATH=$(hack/cluster/build.sh --dir):${PATH}
+		export PATH
+		echo "kubectl: $(command -v kubectl) (hack/cluster/build.sh built it; the machine has none)"
+	fi
 }
 
 # pod_host: the address pods reach this host at: SLIPWAY_DEMO_HOST, else the CNI bridge's. The

@@ -22,6 +22,8 @@ packages=(
 	containerd                  # the node of hack/cluster.sh
 	containernetworking-plugins # its CNI bridge (/usr/lib/cni)
 	iptables                    # the kubelet's and CNI's chains
+	iproute2                    # ip and ss: hack/cluster.sh, hack/demo.sh (the bridge, port checks)
+	curl                        # readiness checks of hack/cluster.sh, hack/registry.sh, hack/demo.sh
 	shellcheck                  # make verify lints every shell script (hack/verify.sh)
 )
 if (($# > 0)); then

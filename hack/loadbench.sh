@@ -50,6 +50,11 @@ trap cleanup EXIT
 hack/cluster.sh up
 KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
+# Without a kubectl on PATH, the one built beside the cluster's binaries (hack/cluster/build.sh).
+if ! command -v kubectl >/dev/null 2>&1; then
+	PATH=$(hack/cluster/build.sh --dir):${PATH}
+	export PATH
+fi
 hack/demo.sh install
 # shellcheck disable=SC1091
 source "${state}/demo/env"

@@ -2,9 +2,12 @@
 # Makes sure the binaries of a one-machine cluster are in the cache and prints its directory:
 # etcd and kube-apiserver (through hack/envtest.sh, which builds and caches them), and kubelet,
 # kube-controller-manager and kube-scheduler, built here the same way from hack/tools/kubernetes
-# into the same cache, ${SLIPWAY_CACHE:-$HOME/.cache/slipway}/k8s/<version>/.
+# into the same cache, ${SLIPWAY_CACHE:-$HOME/.cache/slipway}/k8s/<version>/; and kubectl, the
+# machine's copied there, or built with the others when the machine has none (Debian 12 has no
+# kubectl package).
 #
 #   dir=$(hack/cluster/build.sh)
+#   hack/cluster/build.sh --dir    # prints the directory only; builds nothing
 #
 # A cached binary is reused as it is. Cold, on 2 cores: kube-apiserver about 15 minutes, the
 # three others about 7 more (they share most packages); progress goes to stderr. Builds run
@@ -22,6 +25,10 @@ NICE=${NICE-nice -n 19}
 
 log() { echo "cluster/build.sh: $*" >&2; }
 
+if [[ "${1:-}" == --dir ]]; then
+	echo "${dir}"
+	exit 0
+fi
 mkdir -p "${dir}"
 
 # etcd and kube-apiserver: envtest.sh owns them (and prints an export line we do not need).
@@ -42,10 +49,15 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X ${p}.gitTreeState=clean"
 done
 
+# The machine's kubectl when it has one (copied, then renamed); else it is built below.
+if [[ ! -x "${dir}/kubectl" ]] && command -v kubectl >/dev/null 2>&1; then
+	cp "$(command -v kubectl)" "${dir}/.kubectl.tmp"
+	mv -f "${dir}/.kubectl.tmp" "${dir}/kubectl"
+fi
 # One `go build` for all missing binaries, so shared packages compile once. Each goes to a
 # temporary name first and is renamed when complete: a half-written binary is never trusted.
 missing=()
-for b in kubelet kube-controller-manager kube-scheduler; do
+for b in kubelet kube-controller-manager kube-scheduler kubectl; do
 	[[ -x "${dir}/${b}" ]] || missing+=("${b}")
 done
 if ((${#missing[@]} > 0)); then
@@ -63,10 +75,6 @@ if ((${#missing[@]} > 0)); then
 		mv -f "${tmp}/${b}" "${dir}/${b}"
 	done
 	log "built ${missing[*]} in $((SECONDS - start)) s"
-fi
-
-if [[ ! -x "${dir}/kubectl" ]] && command -v kubectl >/dev/null 2>&1; then
-	cp "$(command -v kubectl)" "${dir}/kubectl"
 fi
 
 echo "${dir}"

@@ -36,9 +36,10 @@ staging="v0.${K8S_VERSION#v1.}"
 	grep -E '^\s*k8s\.io/[^ ]+ => \./staging/' "${kmod}" | awk '{print $1}' | grep -v '^k8s.io/sample-' |
 		while read -r m; do go mod edit -replace="${m}=${m}@${staging}"; done
 	go get -tool k8s.io/kubernetes/cmd/kube-apiserver
-	# The rest of a node (hack/cluster.sh): same module, same versions.
+	# The rest of a node (hack/cluster.sh), and kubectl for machines without one: same module,
+	# same versions.
 	go get -tool k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kube-scheduler
+		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 	go mod tidy
 )
 

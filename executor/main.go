@@ -451,6 +451,9 @@ func failedResult(res result.Result, push *pushCheck, err error) result.Result {
 	if be != nil {
 		f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, result.Excerpt(be.Instruction, result.MaxInstruction), be.ExitCode
 	}
+	// A git server that could not be reached may be there later; the
+	// controller retries such a failure when the ImageBuild asks it to.
+	f.Transient = f.Reason == result.ReasonSourceFetchFailed && source.Unreachable(err)
 	res.Failure = f
 	return res
 }

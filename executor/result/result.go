@@ -21,7 +21,8 @@ const MaxSize = 4096
 type Reason string
 
 // Reasons of failure. A controller retries none of them except
-// PushFailed and Internal, which may be transient.
+// PushFailed and Internal, which may be transient, and, when the build
+// asks for it, a SourceFetchFailed whose Failure.Transient is set.
 const (
 	// ReasonInvalidArguments: the command line is wrong.
 	ReasonInvalidArguments Reason = "InvalidArguments"
@@ -145,6 +146,11 @@ type Failure struct {
 	Instruction string `json:"instruction,omitempty"`
 	// ExitCode is the exit status of a failed RUN.
 	ExitCode int `json:"exitCode,omitempty"`
+	// Transient is true when the cause may pass without a change to
+	// the build: the git server could not be reached (connection
+	// refused, reset or timed out) or failed on its side (HTTP 5xx).
+	// The source fetch sets it (source.Unreachable).
+	Transient bool `json:"transient,omitempty"`
 }
 
 // Located is msg as a person reads it: prefixed with "Dockerfile line N: "

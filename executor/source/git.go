@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path"
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -24,6 +27,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/moby/buildkit/frontend/dockerfile/dfgitutil"
 )
@@ -296,7 +300,7 @@ func FetchGit(ctx context.Context, src GitSource, dest, gitDir string) (commit s
 	}
 	commit = h.String()
 	fail := func(msg string, err error) (string, error) {
-		return "", &gitError{url: RedactURL(src.URL), ref: src.Ref, msg: msg, err: f.scrub(err)}
+		return "", newGitError(RedactURL(src.URL), src.Ref, msg, err, f.scrub)
 	}
 	// source/git's resolveMetadata: the commit must start with the
 	// checksum (?commit=, ?checksum=).
@@ -332,6 +336,9 @@ type gitError struct {
 	url, ref string
 	msg      string
 	err      error
+	// unreachable: see Unreachable. Decided on the error as it came,
+	// since scrub may replace it by its text.
+	unreachable bool
 }
 
 func (e *gitError) Error() string {
@@ -348,6 +355,73 @@ func (e *gitError) Error() string {
 
 func (e *gitError) Unwrap() error { return e.err }
 
+// newGitError is the gitError of a fetch of url (redacted) at ref that
+// failed doing msg with err (nil when msg says it all); scrub removes
+// the credentials from err's text.
+func newGitError(url, ref, msg string, err error, scrub func(error) error) *gitError {
+	return &gitError{url: url, ref: ref, msg: msg, err: scrub(err), unreachable: unreachable(err)}
+}
+
+// Unreachable reports whether err, an error of FetchGit or
+// FetchWithInfo, says that the git server could not be reached or
+// failed on its side, so that the same fetch may succeed later: the
+// connection was refused, reset, broken off or timed out, a host name did
+// not resolve for a temporary reason, or the server answered an HTTP 5xx,
+// 429 or 408 status. A repository, revision or credentials that the server refused,
+// a host name that does not exist, a certificate or host key that does
+// not match, and the build's own deadline are not: fetching again would
+// meet them again.
+func Unreachable(err error) bool {
+	var ge *gitError
+	return errors.As(err, &ge) && ge.unreachable
+}
+
+func unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ge *gitError
+	if errors.As(err, &ge) {
+		return ge.unreachable // a submodule's fetch
+	}
+	var ue *plumbing.UnexpectedError // go-git's wrapper, which does not unwrap
+	if errors.As(err, &ue) && ue.Err != nil {
+		return unreachable(ue.Err)
+	}
+	if code := httpStatus(err); code != 0 {
+		return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
+	}
+	var dnse *net.DNSError
+	if errors.As(err, &dnse) {
+		return !dnse.IsNotFound && (dnse.IsTimeout || dnse.IsTemporary)
+	}
+	for _, errno := range []syscall.Errno{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.ECONNABORTED,
+		syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ETIMEDOUT, syscall.EPIPE} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true // the connection broke off before or in the middle of an answer
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// httpStatus is the status of the HTTP answer err reports (go-git wraps
+// it in a plumbing.UnexpectedError, which does not unwrap), 0 if none.
+func httpStatus(err error) int {
+	var he *githttp.Err
+	if errors.As(err, &he) {
+		return he.StatusCode()
+	}
+	var ue *plumbing.UnexpectedError
+	if errors.As(err, &ue) && errors.As(ue.Err, &he) {
+		return he.StatusCode()
+	}
+	return 0
+}
+
 var hexRE = regexp.MustCompile(`^[0-9a-fA-F]{4,40}$`)
 
 func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitDir string, depth int) (plumbing.Hash, error) {
@@ -356,7 +430,7 @@ func (f *gitFetcher) fetch(ctx context.Context, repoURL, ref, branch, dest, gitD
 		shown = branch
 	}
 	fail := func(msg string, err error) (plumbing.Hash, error) {
-		return plumbing.ZeroHash, &gitError{url: redacted, ref: shown, msg: msg, err: f.scrub(err)}
+		return plumbing.ZeroHash, newGitError(redacted, shown, msg, err, f.scrub)
 	}
 	auth, err := f.auth.method(repoURL, f.opts.InsecureIgnoreHostKey)
 	if err != nil {
@@ -651,6 +725,10 @@ func (f *gitFetcher) explain(err error, withAuth bool) string {
 		return "the host name does not resolve"
 	case errors.As(err, &oe), errors.As(err, &ne):
 		return "the host is unreachable"
+	case httpStatus(err) >= 500:
+		return fmt.Sprintf("the server failed (HTTP %d %s)", httpStatus(err), http.StatusText(httpStatus(err)))
+	case httpStatus(err) == http.StatusTooManyRequests:
+		return "the server refused for now (HTTP 429 Too Many Requests)"
 	}
 	return "listing the remote's refs"
 }

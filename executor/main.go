@@ -32,6 +32,7 @@ import (
 
 	"github.com/slipway-dev/slipway/executor/build"
 	"github.com/slipway-dev/slipway/executor/cache"
+	"github.com/slipway-dev/slipway/executor/check"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/publish"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -80,6 +81,11 @@ type options struct {
 	customPlatform string
 	maxLayerSize   string
 	maxLayerBytes  int64
+
+	// checkOnly is --check; failOn is --check-fail-on, parsed.
+	checkOnly   bool
+	checkFailOn string
+	failOn      []string
 }
 
 func main() {
@@ -230,6 +236,8 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.StringVar(&o.maxLayerSize, "max-layer-size", "16GiB", "The most one image layer may expand to when extracted (e.g. 512MiB, 16GiB, 1TiB); a layer past it fails the build. 0: no limit.")
 	fs.StringVar(&o.credentialsDir, "credentials-dir", "", "Directory of credentials (docker/config.json, git/, secrets/ID, ssh/ID) read at start and emptied before the first RUN step.")
 	fs.StringVar(&o.stageCredentials, "stage-credentials", "", "Copy the credential files under this directory into --credentials-dir and exit (the executor pod's init container).")
+	fs.BoolVar(&o.checkOnly, "check", false, "Evaluate the build checks (BuildKit's Dockerfile rules, RootUser, NoHealthcheck) and exit without building or pushing: exit status 1 when a finding is an error (check=error=true, --check-fail-on) or the Dockerfile cannot be checked.")
+	fs.StringVar(&o.checkFailOn, "check-fail-on", "", "Build check rules (comma-separated, or all) whose findings fail the build before its first step (reason CheckFailed); the Dockerfile's check=skip cannot waive them.")
 	// kaniko flags that change nothing here: our snapshots are always by
 	// stat, stages the target does not need are always skipped.
 	for _, b := range []string{"cleanup", "force", "single-snapshot", "use-new-run", "skip-unused-stages", "cache-copy-layers", "cache-run-layers", "compressed-caching", "no-push-cache", "ignore-var-run", "log-timestamp", "skip-push-permission-check", "preserve-context", "materialize", "push-ignore-immutable-tag-errors"} {
@@ -247,6 +255,14 @@ func (o *options) flagSet() *pflag.FlagSet {
 // check checks the values of the flags of a build, and sets what they
 // imply (the layer size limit in bytes, the default isolation).
 func (o *options) check() error {
+	if o.checkOnly {
+		o.noPush = true // --check builds nothing, and pushes nothing
+	}
+	failOn, err := check.ParseFailOn(o.checkFailOn)
+	if err != nil {
+		return fmt.Errorf("--check-fail-on: %w", err)
+	}
+	o.failOn = failOn
 	if len(o.destinations) == 0 && !o.noPush {
 		return errors.New("no --destination given: pass one or more, or --no-push")
 	}
@@ -362,6 +378,10 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 		return failedResult(res, push, err)
 	}
 	bo := buildOptions(ctx, o, creds, in, workDir, logw)
+	bo.Checks = buildChecks(o, &res)
+	if o.checkOnly {
+		return checkOnly(ctx, bo, &res, logw)
+	}
 	cacheRepo, err := useCache(ctx, o, destinations, &bo)
 	if err != nil {
 		return failedResult(res, push, err)
@@ -809,13 +829,13 @@ func (r *announcedRunner) Run(ctx context.Context, s run.Spec) error {
 	return r.Runner.Run(ctx, s)
 }
 
-// warnOnly passes on the lines that are warnings. The build writes whole
-// lines.
+// warnOnly passes on the lines that are warnings (and the build checks'
+// findings, WARN: and ERROR:). The build writes whole lines.
 type warnOnly struct{ w io.Writer }
 
 func (f *warnOnly) Write(p []byte) (int, error) {
 	for _, line := range strings.SplitAfter(string(p), "\n") {
-		if strings.HasPrefix(line, "WARNING") {
+		if strings.HasPrefix(line, "WARN") || strings.HasPrefix(line, "ERROR") {
 			if _, err := io.WriteString(f.w, line); err != nil {
 				return 0, err
 			}

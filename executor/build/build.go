@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-dev/slipway/executor/cache"
+	"github.com/slipway-dev/slipway/executor/check"
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -119,6 +120,9 @@ type Options struct {
 	// scheme, host and port only. The zero value fetches anonymously (but
 	// for credentials in the ADD URL itself, which go to that URL).
 	GitAuth source.GitAuth
+	// Checks, when set, are evaluated before the first step (see Checks);
+	// nil evaluates none.
+	Checks *Checks
 }
 
 // Report summarises a finished build for the result file.
@@ -203,11 +207,16 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	o = o.withDefaults()
 	plan, err := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target})
 	if err != nil {
+		checksBeforeError(o)
 		return nil, nil, fail(result.ReasonDockerfileInvalid, err)
 	}
-	for _, w := range plan.Warnings {
-		// The parser's warnings quote Dockerfile lines.
-		fmt.Fprintf(o.Log, "WARNING: %s\n", result.Excerpt(w, 300))
+	if o.Checks == nil {
+		// With checks, they report the parser's warnings (empty
+		// continuation lines: NoEmptyContinuation).
+		for _, w := range plan.Warnings {
+			// The parser's warnings quote Dockerfile lines.
+			fmt.Fprintf(o.Log, "WARNING: %s\n", result.Excerpt(w, 300))
+		}
 	}
 	if err := resolveSourceDateEpoch(ctx, &o, plan); err != nil {
 		return nil, nil, err
@@ -227,6 +236,11 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	for attempt := 0; ; attempt++ {
 		if b, err = newBuilder(o, plan, caches); err != nil {
 			return nil, nil, err
+		}
+		if attempt == 0 {
+			if err := b.runChecks(ctx); err != nil {
+				return nil, nil, err
+			}
 		}
 		err = b.buildAll(ctx)
 		if attempt == maxCacheRefusals || !errors.Is(err, cache.ErrRefused) || ctx.Err() != nil {
@@ -530,7 +544,7 @@ func isPredefinedArg(k string) bool {
 	switch k {
 	case "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT", "BUILDOSVERSION",
 		"TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "TARGETOSVERSION", "TARGETSTAGE",
-		"SOURCE_DATE_EPOCH", sandboxHostnameArg:
+		"SOURCE_DATE_EPOCH", sandboxHostnameArg, check.CheckArg:
 		return true
 	}
 	return false

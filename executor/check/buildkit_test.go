@@ -487,7 +487,7 @@ func TestRun_buildkitCheckTests(t *testing.T) {
 					t.Fatalf("%s: %v", mode, err)
 				case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 					if err == nil {
-						err = rep.Err(false)
+						err = rep.Err()
 					}
 					if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 						t.Fatalf("%s: error %v, want one containing %q", mode, err, tc.wantErr)

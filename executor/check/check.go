@@ -102,6 +102,21 @@ type Report struct {
 	// ErrorDirective is set when the Dockerfile's check=error=true (or
 	// BUILDKIT_DOCKERFILE_CHECK's) makes every finding an error.
 	ErrorDirective bool
+	// FailOn is Options.FailOn.
+	FailOn []string
+}
+
+// failsOn reports whether FailOn names rule, or All does.
+func (r *Report) failsOn(rule string) bool {
+	return failsOn(r.FailOn, rule)
+}
+
+func failsOn(policy []string, rule string) bool {
+	if slices.Contains(policy, rule) {
+		return true
+	}
+	ru := Lookup(rule)
+	return slices.Contains(policy, All) && ru != nil && !ru.Experimental
 }
 
 // Errors are the findings that fail the build.
@@ -118,26 +133,33 @@ func (r *Report) Errors() []Finding {
 	return out
 }
 
-// Err is nil when no finding fails the build, else an error naming the
-// rules that do, in BuildKit's words ("lint violation found for rules:
-// ..."), with the line of the first such finding.
-func (r *Report) Err(failOn bool) error {
+// Err is nil when no finding fails the build, else a *dockerfile.Error
+// naming the rules that do, in BuildKit's words ("lint violation found
+// for rules: ..."), and why they fail it, at the line of the first such
+// finding.
+func (r *Report) Err() error {
 	errs := r.Errors()
 	if len(errs) == 0 {
 		return nil
 	}
 	var rules []string
+	var byPolicy, byDirective bool
 	for _, f := range errs {
 		s := fmt.Sprintf("%s (line %d)", f.Rule, f.Line)
 		if !slices.Contains(rules, s) {
 			rules = append(rules, s)
 		}
+		if r.failsOn(f.Rule) {
+			byPolicy = true
+		} else {
+			byDirective = true
+		}
 	}
 	var why []string
-	if failOn {
+	if byPolicy {
 		why = append(why, "--check-fail-on")
 	}
-	if r.ErrorDirective {
+	if byDirective {
 		why = append(why, "the check=error=true directive")
 	}
 	msg := "lint violation found for rules: " + strings.Join(rules, ", ")
@@ -176,12 +198,8 @@ func Run(dt []byte, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{ErrorDirective: cfg.ReturnAsError}
-	failAll := slices.Contains(o.FailOn, All)
-	fails := func(rule string) bool {
-		r := Lookup(rule)
-		return slices.Contains(o.FailOn, rule) || failAll && r != nil && !r.Experimental
-	}
+	rep := &Report{ErrorDirective: cfg.ReturnAsError, FailOn: o.FailOn}
+	fails := rep.failsOn
 
 	found, runErr := evaluate(dt, o, cfg, false)
 	for _, f := range found {

@@ -38,7 +38,7 @@ func TestRun_errorDirective(t *testing.T) {
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}
 	var de *dockerfile.Error
-	if err := rep.Err(false); !errors.As(err, &de) || de.Line != 2 ||
+	if err := rep.Err(); !errors.As(err, &de) || de.Line != 2 ||
 		de.Err.Error() != "lint violation found for rules: FromAsCasing (line 2), MaintainerDeprecated (line 3) (failing the build: the check=error=true directive)" {
 		t.Errorf("Err() = %v (line %d)", err, de.Line)
 	}
@@ -47,7 +47,7 @@ func TestRun_errorDirective(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Findings) != 2 || len(rep.Errors()) != 0 || rep.Err(false) != nil {
+	if len(rep.Findings) != 2 || len(rep.Errors()) != 0 || rep.Err() != nil {
 		t.Errorf("without error=true: findings %v, errors %v; want 2 findings, no error", rep.Findings, rep.Errors())
 	}
 }
@@ -95,7 +95,7 @@ func TestRun_failOn(t *testing.T) {
 	if diff := cmp.Diff(want, errorsOf(rep)); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}
-	if err := rep.Err(true); err == nil || !strings.Contains(err.Error(), "lint violation found for rules: RootUser (line 4), MaintainerDeprecated (line 6) (failing the build: --check-fail-on)") {
+	if err := rep.Err(); err == nil || !strings.Contains(err.Error(), "lint violation found for rules: RootUser (line 4), MaintainerDeprecated (line 6) (failing the build: --check-fail-on)") {
 		t.Errorf("Err() = %v", err)
 	}
 

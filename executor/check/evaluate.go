@@ -54,9 +54,6 @@ func evaluate(dt []byte, o Options, cfg *linter.Config, strip bool) ([]Finding, 
 		e.ignore = m
 	}
 	err := e.run(dt, strip)
-	for i := range found {
-		found[i].Message = e.mask(found[i].Message)
-	}
 	return found, err
 }
 
@@ -67,8 +64,9 @@ func looksSecret(key string) bool {
 
 // noteSecret records the value of a key that looks secret, which no
 // finding may show: BuildKit's messages quote words after expansion (a
-// WORKDIR's path, a COPY source, an EXPOSE port, a FROM image), and such a
-// word may hold it.
+// WORKDIR's path, a COPY source, an EXPOSE port, a FROM image; RootUser
+// the USER), and such a word may hold it. Values are noted where they are
+// defined, so before any word that expands them.
 func (e *evaluator) noteSecret(key, value string) {
 	if value == "" || !looksSecret(key) {
 		return
@@ -79,8 +77,9 @@ func (e *evaluator) noteSecret(key, value string) {
 	e.secrets[value] = true
 }
 
-// mask replaces every noted secret value in msg with "***", the longest
-// first (so that a value holding another goes whole).
+// mask replaces every noted secret value in an expanded word a message
+// quotes with "***", the longest first (so that a value holding another
+// goes whole). Only such words: the messages' own text stays as it is.
 func (e *evaluator) mask(msg string) string {
 	values := slices.SortedFunc(maps.Keys(e.secrets), func(a, b string) int { return len(b) - len(a) })
 	for _, v := range values {
@@ -379,7 +378,7 @@ func (e *evaluator) validateBaseImagePlatform(s *stageState, img *dockerspec.Doc
 	actual := img.Platform
 	if expected.OS != actual.OS || expected.Architecture != actual.Architecture {
 		lint := e.lint.WithMergedConfigFromComments(s.fromComments)
-		msg := linter.RuleInvalidBaseImagePlatform.Format(s.baseName, platforms.FormatAll(platforms.Normalize(expected)), platforms.FormatAll(platforms.Normalize(actual)))
+		msg := linter.RuleInvalidBaseImagePlatform.Format(e.mask(s.baseName), platforms.FormatAll(platforms.Normalize(expected)), platforms.FormatAll(platforms.Normalize(actual)))
 		lint.Run(&linter.RuleInvalidBaseImagePlatform, s.fromLoc, msg)
 	}
 }
@@ -450,7 +449,7 @@ func (e *evaluator) dispatch(s *stageState, cmd instructions.Command) error {
 		// Only the first WORKDIR of the stage's chain in the Dockerfile
 		// counts: an absolute one there makes later relative ones safe.
 		if !s.workdirSet && !path.IsAbs(c.Path) {
-			lint.Run(&linter.RuleWorkdirRelativePath, c.Location(), linter.RuleWorkdirRelativePath.Format(c.Path))
+			lint.Run(&linter.RuleWorkdirRelativePath, c.Location(), linter.RuleWorkdirRelativePath.Format(e.mask(c.Path)))
 		}
 		s.workdirSet = true
 	case *instructions.UserCommand:
@@ -528,10 +527,10 @@ func (e *evaluator) dispatchExpose(s *stageState, c *instructions.ExposeCommand,
 			return fmt.Errorf("invalid port: %q: %w", p, err)
 		}
 		if proto != strings.ToLower(proto) {
-			lint.Run(&linter.RuleExposeProtoCasing, c.Location(), linter.RuleExposeProtoCasing.Format(p))
+			lint.Run(&linter.RuleExposeProtoCasing, c.Location(), linter.RuleExposeProtoCasing.Format(e.mask(p)))
 		}
 		if ip != "" || hostPort != "" {
-			lint.Run(&linter.RuleExposeInvalidFormat, c.Location(), linter.RuleExposeInvalidFormat.Format(p))
+			lint.Run(&linter.RuleExposeInvalidFormat, c.Location(), linter.RuleExposeInvalidFormat.Format(e.mask(p)))
 		}
 	}
 	return nil
@@ -575,7 +574,7 @@ func (e *evaluator) validateCopySourcePath(src, cmd string, loc []parser.Range, 
 		}
 	}
 	if ok, err := e.ignore.MatchesOrParentMatches(src); err == nil && ok {
-		lint.Run(&linter.RuleCopyIgnoredFile, loc, linter.RuleCopyIgnoredFile.Format(cmd, src))
+		lint.Run(&linter.RuleCopyIgnoredFile, loc, linter.RuleCopyIgnoredFile.Format(cmd, e.mask(src)))
 	}
 }
 
@@ -625,7 +624,7 @@ func (e *evaluator) finalStageRules(target string) {
 			at = from
 		}
 		lint := e.lint.WithMergedConfigFromComments(at.comments)
-		lint.Run(&RuleRootUser, at.loc, RuleRootUser.Format(s.user))
+		lint.Run(&RuleRootUser, at.loc, RuleRootUser.Format(e.mask(s.user)))
 	}
 	disabled := s.health != nil && len(s.health.Test) > 0 && s.health.Test[0] == "NONE"
 	if s.health == nil || disabled {

@@ -266,3 +266,44 @@ COPY $UNDEFINED$S18_SECRET /y
 		}
 	}
 }
+
+// examples/hello, the demo's image, follows the practices the checks look
+// for: `--check` finds nothing, and it builds into an image that runs as
+// nobody with a health check (hack/demo.sh runs it as a pod).
+func TestExecute_exampleFollowsThePractices(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the executor's chroot isolation needs root")
+	}
+	reg := testenv.StartRegistry(t)
+	base := testenv.PushBusybox(t, reg)
+	t.Setenv("DOCKER_CONFIG", reg.DockerConfig(t))
+	ctxDir, err := filepath.Abs("../examples/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--context=dir://" + ctxDir, "--insecure-registry=" + reg.Host(), "--build-arg=BASE=" + base}
+	b := runExecutor(t, append([]string{"--check"}, common...)...)
+	if b.exit != 0 || len(b.res.Warnings) != 0 || !strings.Contains(b.log, "Check complete, no warnings found.") {
+		t.Errorf("--check: exit %d, %s; log:\n%s", b.exit, b.resRaw, b.log)
+	}
+	dest := reg.Ref("examples/hello:latest")
+	b = runExecutor(t, append([]string{"--destination=" + dest, "--check-fail-on=all"}, common...)...)
+	if b.exit != 0 || len(b.res.Warnings) != 0 {
+		t.Fatalf("build: exit %d, %s; log:\n%s", b.exit, b.resRaw, b.log)
+	}
+	ref, err := name.ParseReference(dest, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Config.User != "65534:65534" || cfg.Config.Healthcheck == nil || len(cfg.Config.Healthcheck.Test) == 0 || cfg.Config.Healthcheck.Test[0] != "CMD" {
+		t.Errorf("user %q, healthcheck %+v; want nobody and a health check", cfg.Config.User, cfg.Config.Healthcheck)
+	}
+}

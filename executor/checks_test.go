@@ -307,3 +307,91 @@ func TestExecute_exampleFollowsThePractices(t *testing.T) {
 		t.Errorf("user %q, healthcheck %+v; want nobody and a health check", cfg.Config.User, cfg.Config.Healthcheck)
 	}
 }
+
+// The checks read the base image's manifest and config, never a layer
+// (--check pulls none), and a build's checks use the pulls the build does:
+// the base image's manifest is fetched once.
+func TestExecute_checkPullsNoLayer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the executor's chroot isolation needs root")
+	}
+	reg := testenv.StartRegistry(t)
+	base := testenv.PushBusybox(t, reg)
+	t.Setenv("DOCKER_CONFIG", reg.DockerConfig(t))
+	ref, err := name.ParseReference(base, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxDir := writeDockerfile(t, "ARG BASE=busybox\nFROM $BASE\nRUN true\nCMD sh\n")
+	common := []string{"--context=dir://" + ctxDir, "--insecure-registry=" + reg.Host(), "--build-arg=BASE=" + base, "--verbosity=trace"}
+
+	b := runExecutor(t, append([]string{"--check"}, common...)...)
+	if b.exit != 0 || len(b.res.Warnings) == 0 {
+		t.Fatalf("--check: exit %d, %s; log:\n%s", b.exit, b.resRaw, b.log)
+	}
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(b.log, "/blobs/"+d.String()) {
+			t.Errorf("--check read the layer %s; log:\n%s", d, b.log)
+		}
+	}
+	manifestGets := regexp.MustCompile(`registry: GET \S+/v2/library/busybox/manifests/\S+ -> `)
+	if n := len(manifestGets.FindAllString(b.log, -1)); n != 1 {
+		t.Errorf("--check: %d GETs of the base's manifest, want 1; log:\n%s", n, b.log)
+	}
+
+	b = runExecutor(t, append([]string{"--no-push"}, common...)...)
+	if b.exit != 0 || len(b.res.Warnings) == 0 {
+		t.Fatalf("build: exit %d, %s; log:\n%s", b.exit, b.resRaw, b.log)
+	}
+	if n := len(manifestGets.FindAllString(b.log, -1)); n != 1 {
+		t.Errorf("build: %d GETs of the base's manifest, want 1 (the checks use the build's); log:\n%s", n, b.log)
+	}
+}
+
+// A build whose Dockerfile does not parse reports the findings the checks
+// made before the error (BuildKit's testWarningsBeforeError) in the log and
+// the result; a check directive that does not parse fails the build, as in
+// BuildKit, before anything runs.
+func TestExecute_checksOfABrokenDockerfile(t *testing.T) {
+	for _, tc := range []struct {
+		name, dockerfile string
+		line             int
+		msg              string
+		warnings         []string
+	}{
+		{"unknown instruction", "FROM scratch AS Bad\nMAINTAINER me\nNOPE\n", 3, "unknown instruction: NOPE", []string{"StageNameCasing:1", "MaintainerDeprecated:2"}},
+		{"bad directive", "# check=skip=all;nope=1\nFROM scratch\nCOPY a.txt /\n", 1, `failed to parse check options: invalid check option "nope"`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := runExecutor(t, "--no-push", "--context=dir://"+writeDockerfile(t, tc.dockerfile))
+			f := b.res.Failure
+			if b.exit != 1 || f == nil || f.Reason != result.ReasonDockerfileInvalid || f.Line != tc.line || !strings.Contains(f.Message, tc.msg) {
+				t.Fatalf("exit %d, %s; want DockerfileInvalid at line %d: %q; log:\n%s", b.exit, b.resRaw, tc.line, tc.msg, b.log)
+			}
+			if diff := cmp.Diff(tc.warnings, warningsOf(b.res)); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			for _, w := range tc.warnings {
+				rule, _, _ := strings.Cut(w, ":")
+				if !strings.Contains(b.log, "WARN: "+rule+": ") {
+					t.Errorf("%s is not in the log:\n%s", rule, b.log)
+				}
+			}
+			if stepLine.MatchString(b.log) {
+				t.Errorf("a step ran; log:\n%s", b.log)
+			}
+		})
+	}
+}

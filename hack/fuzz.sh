@@ -15,6 +15,7 @@ targets=(
 	./executor/source:FuzzExtractTar             # tar:// contexts (rootfs.Extract, source's options): nothing outside changes
 	./executor/source:FuzzContextExcluded        # .dockerignore: parses or fails cleanly, walk and match agree
 	./executor/dockerfile:FuzzParse              # the planner: errors name a line, plans end with the target
+	./executor/check:FuzzRun                     # the build checks: never panic, findings of known rules at lines of the file
 	./executor/build:FuzzAnswerAgent             # the ssh agent of RUN --mount=type=ssh: only lists and signs, never panics
 )
 for t in "${targets[@]}"; do

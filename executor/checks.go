@@ -10,11 +10,12 @@ import (
 	"github.com/slipway-dev/slipway/executor/result"
 )
 
-// buildChecks are the build's checks (--check-fail-on): their findings
-// become the result's warnings.
+// buildChecks are the build's checks (--check-fail-on, --check-skip):
+// their findings become the result's warnings.
 func buildChecks(o *options, res *result.Result) *build.Checks {
 	return &build.Checks{
 		FailOn: o.failOn,
+		Skip:   o.skip,
 		Found: func(rep *check.Report) {
 			for _, f := range rep.Findings {
 				res.AddWarnings(result.Warning{Rule: f.Rule, Line: f.Line, Message: f.Message, URL: f.URL})

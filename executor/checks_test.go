@@ -168,6 +168,8 @@ func TestExecute_checkOnly(t *testing.T) {
 		{name: "check=error=true", dockerfile: "# check=error=true\n" + warned, exit: 1,
 			warnings: []string{"RootUser:3", "NoHealthcheck:3", "LegacyKeyValueFormat:4"}, summary: "Check complete, 3 warnings found, 3 of them errors.", reason: result.ReasonCheckFailed},
 		{name: "check=skip=all", dockerfile: "# check=skip=all;error=true\n" + warned, summary: "Check complete, no warnings found."},
+		{name: "--check-skip", dockerfile: warned, flags: []string{"--check-skip=RootUser,NoHealthcheck"},
+			warnings: []string{"LegacyKeyValueFormat:3"}, summary: "Check complete, 1 warning found."},
 		{name: "a Dockerfile that does not parse", dockerfile: "FROM scratch AS Bad\nNOPE\n", exit: 1,
 			warnings: []string{"StageNameCasing:1"}, summary: "Check complete, 1 warning found.", reason: result.ReasonDockerfileInvalid},
 		{name: "a base image that cannot be pulled", dockerfile: "FROM " + reg.Ref("library/missing:latest") + "\nUSER 1000\n", exit: 1,
@@ -195,10 +197,12 @@ func TestExecute_checkOnly(t *testing.T) {
 		})
 	}
 	// An unknown rule is a bad argument.
-	b := runExecutor(t, "--check", "--check-fail-on=RootUser,NoSuchRule", "--context=dir://"+writeDockerfile(t, clean))
-	if b.exit != 1 || b.res.Failure == nil || b.res.Failure.Reason != result.ReasonInvalidArguments ||
-		!strings.Contains(b.res.Failure.Message, `--check-fail-on: unknown build check rule "NoSuchRule"`) {
-		t.Errorf("exit %d, %s; want InvalidArguments naming the rule", b.exit, b.resRaw)
+	for _, flag := range []string{"--check-fail-on", "--check-skip"} {
+		b := runExecutor(t, "--check", flag+"=RootUser,NoSuchRule", "--context=dir://"+writeDockerfile(t, clean))
+		if b.exit != 1 || b.res.Failure == nil || b.res.Failure.Reason != result.ReasonInvalidArguments ||
+			!strings.Contains(b.res.Failure.Message, flag+`: unknown build check rule "NoSuchRule"`) {
+			t.Errorf("exit %d, %s; want InvalidArguments naming %s and the rule", b.exit, b.resRaw, flag)
+		}
 	}
 }
 

@@ -82,10 +82,11 @@ type options struct {
 	maxLayerSize   string
 	maxLayerBytes  int64
 
-	// checkOnly is --check; failOn is --check-fail-on, parsed.
-	checkOnly   bool
-	checkFailOn string
-	failOn      []string
+	// checkOnly is --check; failOn and skip are --check-fail-on and
+	// --check-skip, parsed.
+	checkOnly              bool
+	checkFailOn, checkSkip string
+	failOn, skip           []string
 }
 
 func main() {
@@ -238,6 +239,7 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.StringVar(&o.stageCredentials, "stage-credentials", "", "Copy the credential files under this directory into --credentials-dir and exit (the executor pod's init container).")
 	fs.BoolVar(&o.checkOnly, "check", false, "Evaluate the build checks (BuildKit's Dockerfile rules, RootUser, NoHealthcheck) and exit without building or pushing: exit status 1 when a finding is an error (check=error=true, --check-fail-on) or the Dockerfile cannot be checked.")
 	fs.StringVar(&o.checkFailOn, "check-fail-on", "", "Build check rules (comma-separated, or all) whose findings fail the build before its first step (reason CheckFailed); the Dockerfile's check=skip cannot waive them.")
+	fs.StringVar(&o.checkSkip, "check-skip", "", "Build check rules (comma-separated, or all) not evaluated, in addition to those the Dockerfile's check=skip names; --check-fail-on wins over it.")
 	// kaniko flags that change nothing here: our snapshots are always by
 	// stat, stages the target does not need are always skipped.
 	for _, b := range []string{"cleanup", "force", "single-snapshot", "use-new-run", "skip-unused-stages", "cache-copy-layers", "cache-run-layers", "compressed-caching", "no-push-cache", "ignore-var-run", "log-timestamp", "skip-push-permission-check", "preserve-context", "materialize", "push-ignore-immutable-tag-errors"} {
@@ -258,11 +260,13 @@ func (o *options) check() error {
 	if o.checkOnly {
 		o.noPush = true // --check builds nothing, and pushes nothing
 	}
-	failOn, err := check.ParseFailOn(o.checkFailOn)
-	if err != nil {
+	var err error
+	if o.failOn, err = check.ParseRules(o.checkFailOn); err != nil {
 		return fmt.Errorf("--check-fail-on: %w", err)
 	}
-	o.failOn = failOn
+	if o.skip, err = check.ParseRules(o.checkSkip); err != nil {
+		return fmt.Errorf("--check-skip: %w", err)
+	}
 	if len(o.destinations) == 0 && !o.noPush {
 		return errors.New("no --destination given: pass one or more, or --no-push")
 	}

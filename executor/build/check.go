@@ -23,6 +23,8 @@ type Checks struct {
 	// `# check=skip=...` does not waive them. Its check=error=true fails
 	// the build on any finding too.
 	FailOn []string
+	// Skip are rules not evaluated (check.Options.Skip), or check.All.
+	Skip []string
 	// Found receives the findings once, before the first step (and also
 	// when they then fail the build, or the Dockerfile does not parse).
 	Found func(*check.Report)
@@ -61,6 +63,7 @@ func (b *builder) checkOptions(ctx context.Context, stages []int) (opts check.Op
 		Target:    b.opts.Target,
 		Stages:    stages,
 		FailOn:    b.opts.Checks.FailOn,
+		Skip:      b.opts.Checks.Skip,
 		BaseImage: func(ref string) (*dockerspec.DockerOCIImage, error) {
 			src, err := b.image(ctx, ref)
 			if err != nil {
@@ -128,7 +131,7 @@ func checksBeforeError(o Options) {
 	if o.Checks == nil {
 		return
 	}
-	opts := check.Options{BuildArgs: o.BuildArgs, Target: o.Target, FailOn: o.Checks.FailOn}
+	opts := check.Options{BuildArgs: o.BuildArgs, Target: o.Target, FailOn: o.Checks.FailOn, Skip: o.Checks.Skip}
 	if o.Context != nil {
 		opts.IgnorePatterns = o.Context.Patterns
 	}

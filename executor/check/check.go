@@ -93,6 +93,11 @@ type Options struct {
 	OS, Arch, Variant string
 	// FailOn are rules whose findings fail the build, or All.
 	FailOn []string
+	// Skip are rules not evaluated, or All, added to those the
+	// Dockerfile's directive (or BUILDKIT_DOCKERFILE_CHECK) skips, as a
+	// skip in a comment above an instruction adds to them. FailOn wins
+	// over it.
+	Skip []string
 }
 
 // Report is what the checks found.
@@ -169,9 +174,10 @@ func (r *Report) Err() error {
 	return &dockerfile.Error{Line: errs[0].Line, Err: errors.New(msg)}
 }
 
-// ParseFailOn parses a --check-fail-on value: rule names separated by
-// commas (as BuildKit names them, case-sensitively), or "all".
-func ParseFailOn(s string) ([]string, error) {
+// ParseRules parses a --check-fail-on or --check-skip value: rule names
+// separated by commas (as BuildKit names them, case-sensitively), or
+// "all".
+func ParseRules(s string) ([]string, error) {
 	var out []string
 	for _, name := range strings.Split(s, ",") {
 		name = strings.TrimSpace(name)
@@ -197,6 +203,13 @@ func Run(dt []byte, o Options) (*Report, error) {
 	cfg, err := lintConfig(dt, o.BuildArgs)
 	if err != nil {
 		return nil, err
+	}
+	for _, name := range o.Skip {
+		if name == All {
+			cfg.SkipAll = true
+		} else {
+			cfg.SkipRules = append(cfg.SkipRules, name)
+		}
 	}
 	rep := &Report{ErrorDirective: cfg.ReturnAsError, FailOn: o.FailOn}
 	fails := rep.failsOn

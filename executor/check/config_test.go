@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -121,16 +122,16 @@ func TestRun_failOn(t *testing.T) {
 	}
 }
 
-func TestParseFailOn(t *testing.T) {
-	got, err := ParseFailOn("RootUser, NoHealthcheck,,SecretsUsedInArgOrEnv,RootUser")
+func TestParseRules(t *testing.T) {
+	got, err := ParseRules("RootUser, NoHealthcheck,,SecretsUsedInArgOrEnv,RootUser")
 	if err != nil || !slices.Equal(got, []string{"RootUser", "NoHealthcheck", "SecretsUsedInArgOrEnv"}) {
-		t.Errorf("ParseFailOn = %q, %v", got, err)
+		t.Errorf("ParseRules = %q, %v", got, err)
 	}
-	if got, err := ParseFailOn("all"); err != nil || !slices.Equal(got, []string{All}) {
-		t.Errorf("ParseFailOn(all) = %q, %v", got, err)
+	if got, err := ParseRules("all"); err != nil || !slices.Equal(got, []string{All}) {
+		t.Errorf("ParseRules(all) = %q, %v", got, err)
 	}
-	if _, err := ParseFailOn("RootUser,rootuser"); err == nil || !strings.Contains(err.Error(), `unknown build check rule "rootuser"`) {
-		t.Errorf("ParseFailOn(rootuser) = %v, want an unknown rule (names are case-sensitive)", err)
+	if _, err := ParseRules("RootUser,rootuser"); err == nil || !strings.Contains(err.Error(), `unknown build check rule "rootuser"`) {
+		t.Errorf("ParseRules(rootuser) = %v, want an unknown rule (names are case-sensitive)", err)
 	}
 }
 
@@ -162,5 +163,34 @@ func TestRules_coverBuildKitsRuleset(t *testing.T) {
 	slices.Sort(listed)
 	if diff := cmp.Diff(theirs, listed); diff != "" {
 		t.Errorf("BuildKit's rules (-theirs +listed):\n%s", diff)
+	}
+}
+
+// Options.Skip adds to the directive's skips; FailOn wins over it.
+func TestRun_skip(t *testing.T) {
+	df := "# check=skip=FromAsCasing\nFROM busybox as base\nMAINTAINER me\nCMD [\"sh\"]\n"
+	for _, tc := range []struct {
+		name         string
+		skip, failOn []string
+		want         []string
+	}{
+		{name: "none", want: []string{"RootUser:2", "NoHealthcheck:2", "MaintainerDeprecated:3"}},
+		{name: "ours", skip: []string{"RootUser", "NoHealthcheck"}, want: []string{"MaintainerDeprecated:3"}},
+		{name: "all", skip: []string{All}, want: nil},
+		{name: "fail-on wins", skip: []string{All}, failOn: []string{"RootUser"}, want: []string{"RootUser:2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := Run([]byte(df), Options{BaseImage: images, Skip: tc.skip, FailOn: tc.failOn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, x := range rep.Findings {
+				got = append(got, x.Rule+":"+strconv.Itoa(x.Line))
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("findings (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -879,5 +880,41 @@ func TestHandler_allow_forgetsFullBuckets(t *testing.T) {
 	}
 	if n != 100 || len(h.limiters) != 1 {
 		t.Errorf("buckets: %d before the sweep, %d after; want 100 and 1", n, len(h.limiters))
+	}
+}
+
+// genericCurl is the README's example of a generic request, run as written (HOOK is the
+// webhook URL, SECRET the Secret's value).
+const genericCurl = `body='{"repository":"https://git.example.com/platform/demo","ref":"refs/heads/main"}'
+sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$SECRET" -hex | sed 's/^.* //')
+curl -fsS -X POST -H "X-Slipway-Signature-256: sha256=$sig" -d "$body" "$HOOK"`
+
+// genericCurlNow is the README's "check now" example.
+const genericCurlNow = `sig=$(printf '' | openssl dgst -sha256 -hmac "$SECRET" -hex | sed 's/^.* //')
+curl -fsS -X POST -H "X-Slipway-Signature-256: sha256=$sig" "$HOOK"`
+
+func TestHandler_genericWithCurl(t *testing.T) {
+	for _, tool := range []string{"sh", "curl", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s: %v", tool, err)
+		}
+	}
+	for name, script := range map[string]string{"push": genericCurl, "check now": genericCurlNow} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			cmd := exec.Command("sh", "-ec", script)
+			cmd.Env = append(os.Environ(), "SECRET="+testSecret, "HOOK="+f.srv.URL+"/hooks/team-a/demo-generic",
+				"no_proxy=127.0.0.1", "NO_PROXY=127.0.0.1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			if got := strings.TrimSpace(string(out)); got != `{"result":"triggered"}` {
+				t.Errorf("curl printed %q", got)
+			}
+			if calls := f.triggered(); len(calls) != 1 || calls[0].Event.Provider != Generic {
+				t.Errorf("Trigger calls %v, want one generic", calls)
+			}
+		})
 	}
 }

@@ -718,6 +718,7 @@ func buildImage(ctx context.Context, bo build.Options, res *result.Result, logw 
 	if rep != nil {
 		res.Stages = rep.Stages
 		res.CacheHits, res.CacheMisses = rep.CacheHits, rep.CacheMisses
+		res.Bases, res.BasesOmitted = rep.Bases, rep.BasesOmitted
 	}
 	if err != nil {
 		return nil, v1.Hash{}, failed(result.ReasonInternal, err)

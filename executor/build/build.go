@@ -130,6 +130,10 @@ type Report struct {
 	Stages []result.Stage
 	// CacheHits and CacheMisses count the cache lookups.
 	CacheHits, CacheMisses int
+	// Bases are the images the build read, and what each resolved to (at
+	// most result.MaxBases; BasesOmitted counts the others).
+	Bases        []result.Base
+	BasesOmitted int
 }
 
 // Error is a build failure with the machine-readable reason, the Dockerfile
@@ -336,6 +340,7 @@ func (b *builder) report() *Report {
 		rep.CacheHits += b.stages[i].sb.hits
 		rep.CacheMisses += b.stages[i].sb.keyed - b.stages[i].sb.hits
 	}
+	rep.Bases, rep.BasesOmitted = b.bases()
 	return rep
 }
 

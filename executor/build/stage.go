@@ -705,6 +705,13 @@ type imageSource struct {
 	cfg    dockerspec.DockerOCIImage
 	layers []v1.Layer
 
+	// ref is the reference pulled, normalised (normalizedRef); resolved
+	// is what it resolved to, an index's digest when index is set (digest
+	// is then the platform's manifest's).
+	ref      string
+	resolved v1.Hash
+	index    bool
+
 	treeOnce sync.Once
 	tree     string
 	treeErr  error
@@ -732,9 +739,15 @@ func (src *imageSource) pull(ctx context.Context, b *builder, s string) error {
 	// error reported is the last one's, the others are logged.
 	var img v1.Image
 	var ref name.Reference
+	var desc *remote.Descriptor
 	for i, r := range refs {
 		opts := append([]remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH})}, b.opts.Remote(r)...)
-		if img, err = remote.Image(r, opts...); err == nil || ctx.Err() != nil {
+		// remote.Image, keeping what the reference resolved to (the
+		// index, for a multi-platform tag) for the result's bases.
+		if desc, err = remote.Get(r, opts...); err == nil {
+			img, err = desc.Image()
+		}
+		if err == nil || ctx.Err() != nil {
 			ref = r
 			break
 		}
@@ -748,6 +761,10 @@ func (src *imageSource) pull(ctx context.Context, b *builder, s string) error {
 	}
 	if src.digest, err = img.Digest(); err != nil {
 		return fmt.Errorf("pulling %s: %w", ref, err)
+	}
+	src.resolved, src.index = desc.Digest, desc.MediaType.IsIndex()
+	if src.ref, err = normalizedRef(s); err != nil {
+		return fmt.Errorf("parsing image reference %q: %w", s, err)
 	}
 	raw, err := img.RawConfigFile()
 	if err != nil {

@@ -59,6 +59,13 @@ type Result struct {
 	// Commit is the resolved git commit of the build context, if it came from git.
 	Commit string `json:"commit,omitempty"`
 
+	// Bases are the images the build read (FROM, COPY --from and RUN
+	// --mount from= images, not stages), in build order, at most
+	// MaxBases; BasesOmitted counts those left out (past MaxBases, or
+	// trimmed by Encode). The controller checks them for a moved tag.
+	Bases        []Base `json:"bases,omitempty"`
+	BasesOmitted int    `json:"basesOmitted,omitempty"`
+
 	// Stages summarises each stage that was built, in build order.
 	Stages []Stage `json:"stages,omitempty"`
 	// CacheHits and CacheMisses count the layer cache lookups of the whole build.
@@ -116,6 +123,26 @@ func (r *Result) AddWarnings(ws ...Warning) {
 		w.URL = Excerpt(w.URL, MaxWarningMessage)
 		r.Warnings = append(r.Warnings, w)
 	}
+}
+
+// MaxBases bounds Result.Bases.
+const MaxBases = 16
+
+// Base is an image a build read, and what its reference resolved to.
+type Base struct {
+	// Ref is the reference the Dockerfile named, after ARG expansion,
+	// normalised: registry, repository and tag or digest, in full
+	// ("docker.io/library/debian:bookworm"), whichever registry mirror
+	// served it.
+	Ref string `json:"ref"`
+	// Digest is what Ref resolved to: the digest the registry gives for
+	// the tag (an index's when the tag names an index, else the
+	// manifest's), which a HEAD request for Ref answers as long as the tag
+	// has not moved.
+	Digest string `json:"digest"`
+	// Manifest is the digest of the manifest of the build's platform, when
+	// Digest is an index's.
+	Manifest string `json:"manifest,omitempty"`
 }
 
 // Stage summarises one built stage.
@@ -176,7 +203,8 @@ func Millis(d time.Duration) int64 { return d.Milliseconds() }
 
 // Encode marshals r so that it fits in MaxSize bytes, dropping the
 // per-stage summary, then the last warnings (counted in WarningsDropped),
-// and then shortening the failure message if needed. The failure's and
+// then the bases' platform manifests and the last bases (counted in
+// BasesOmitted), and then shortening the failure message if needed. The failure's and
 // the warnings' texts are sanitised (Sanitize, Excerpt) whoever made them.
 func Encode(r Result) []byte {
 	if r.Failure != nil {
@@ -201,6 +229,9 @@ func Encode(r Result) []byte {
 		r.WarningsDropped++
 		b, _ = json.Marshal(r)
 	}
+	if len(b) > MaxSize && len(r.Bases) > 0 {
+		b = r.trimBases()
+	}
 	if len(b) <= MaxSize || r.Failure == nil {
 		return b
 	}
@@ -217,6 +248,23 @@ func Encode(r Result) []byte {
 			msg = ""
 		}
 		r.Failure.Message = msg
+		b, _ = json.Marshal(r)
+	}
+	return b
+}
+
+// trimBases drops the bases' Manifest, then bases from the last, until r
+// encodes within MaxSize or has no base left; it returns the encoding.
+func (r *Result) trimBases() []byte {
+	bases := make([]Base, len(r.Bases))
+	for i, bs := range r.Bases {
+		bases[i] = Base{Ref: bs.Ref, Digest: bs.Digest}
+	}
+	r.Bases = bases
+	b, _ := json.Marshal(r)
+	for len(b) > MaxSize && len(r.Bases) > 0 {
+		r.Bases = r.Bases[:len(r.Bases)-1]
+		r.BasesOmitted++
 		b, _ = json.Marshal(r)
 	}
 	return b

@@ -68,6 +68,14 @@ func (w *podWrapper) Deleting(at time.Time) *podWrapper {
 	w.DeletionTimestamp = &metav1.Time{Time: at}
 	return w
 }
+
+// DeletedAt is a deletion asked for at asked with a grace period of grace seconds, as the API
+// server records it: deletionTimestamp is asked + grace.
+func (w *podWrapper) DeletedAt(asked time.Time, grace int64) *podWrapper {
+	w.DeletionTimestamp = &metav1.Time{Time: asked.Add(time.Duration(grace) * time.Second)}
+	w.DeletionGracePeriodSeconds = ptr.To(grace)
+	return w
+}
 func (w *podWrapper) Running(started time.Time) *podWrapper {
 	w.Pod.Status.Phase = corev1.PodRunning
 	w.Pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: executorContainer,

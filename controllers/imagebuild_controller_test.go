@@ -516,6 +516,11 @@ func TestImageBuild_validation(t *testing.T) {
 			ib.Spec.Retention = &v1alpha1.Retention{TTLSecondsAfterFinished: ptr.To[int32](-1)}
 		}, "spec.retention.ttlSecondsAfterFinished"},
 		{"name too long for pods", func(ib *v1alpha1.ImageBuild) { ib.Name = strings.Repeat("a", 64) }, "metadata.name"},
+		{"retry limit above 10", func(ib *v1alpha1.ImageBuild) { ib.Spec.Retry = &v1alpha1.Retry{Limit: ptr.To[int32](11)} }, "spec.retry.limit"},
+		{"negative retry limit", func(ib *v1alpha1.ImageBuild) { ib.Spec.Retry = &v1alpha1.Retry{Limit: ptr.To[int32](-1)} }, "spec.retry.limit"},
+		{"retry of source fetches without retries", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Retry = &v1alpha1.Retry{SourceFetch: true, Limit: ptr.To[int32](0)}
+		}, "spec.retry: Invalid value: sourceFetch retries nothing with limit 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -546,6 +551,7 @@ func TestImageBuild_validation(t *testing.T) {
 			Source: v1alpha1.Source{Git: v1alpha1.GitSource{URL: "git@github.com:org/app.git", Revision: "refs/pull/42/head"}, ContextDir: "services/api"},
 			Output: v1alpha1.Output{Image: "127.0.0.1:5999/team/app", AdditionalTags: []string{"latest"}},
 			Cache:  &v1alpha1.Cache{TTL: &metav1.Duration{Duration: time.Hour}},
+			Retry:  &v1alpha1.Retry{Limit: ptr.To[int32](5), SourceFetch: true},
 		},
 	}
 	if err := c.Create(context.Background(), ok); err != nil {

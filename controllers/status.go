@@ -47,9 +47,12 @@ func isNewBuild(ib *v1alpha1.ImageBuild) bool {
 //   - running pod:   phase Running, startTime, Ready=False/Building, Reconciling=True.
 //   - succeeded pod: phase Succeeded with the executor's result (image, commit, cache,
 //     stages), completionTime, duration; Ready=True/Succeeded; Reconciling and Stalled removed.
-//   - failed, deleted or evicted pod: phase Failed with status.failure (see podFailure);
-//     Ready=False and Stalled=True with the failure's reason; Reconciling removed. Whether
-//     the failure is retried is decided afterwards by planRetry.
+//   - pod being deleted, not ended yet: phase Running while it runs; Ready=False and
+//     Reconciling=True with reason PodDeleted (or Evicted) saying that the attempt ends once
+//     the pod has stopped (no other attempt starts before).
+//   - failed, deleted (gone, or ended once deleted) or evicted pod: phase Failed with
+//     status.failure (see podFailure); Ready=False and Stalled=True with the failure's reason;
+//     Reconciling removed. Whether the failure is retried is decided afterwards by planRetry.
 //
 // A finished status, or one without a pod yet, is returned unchanged.
 func computeStatus(ib *v1alpha1.ImageBuild, pod *corev1.Pod, now time.Time) v1alpha1.ImageBuildStatus {
@@ -59,9 +62,27 @@ func computeStatus(ib *v1alpha1.ImageBuild, pod *corev1.Pod, now time.Time) v1al
 	}
 	gen := ib.Generation
 
-	if pod == nil || (pod.DeletionTimestamp != nil && !podFinished(pod)) {
+	if pod == nil {
+		fail(&st, gen, podFailure(nil, st.PodName), result.Result{}, now)
+		return st
+	}
+	if pod.DeletionTimestamp != nil && !podFinished(pod) {
+		// One executor at a time: a pod being deleted may go on building, and pushing, for
+		// its grace period. The attempt fails (and may be retried, by another pod) once this
+		// one has stopped: gone, or ended.
+		if pod.Status.Phase == corev1.PodRunning {
+			st.Phase = v1alpha1.PhaseRunning
+			if st.StartTime == nil {
+				st.StartTime = containerStarted(pod)
+			}
+		}
 		f := podFailure(pod, st.PodName)
-		fail(&st, gen, f, result.Result{}, now)
+		msg := fmt.Sprintf("Executor pod %s is being deleted (attempt %d); the attempt ends once it has stopped", pod.Name, st.Attempt)
+		if f.Reason != v1alpha1.ReasonPodDeleted {
+			msg = fmt.Sprintf("%s; the attempt ends once it has stopped", f.Message)
+		}
+		setCondition(&st, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, f.Reason, msg)
+		setCondition(&st, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, f.Reason, msg)
 		return st
 	}
 
@@ -178,7 +199,9 @@ func podFailure(pod *corev1.Pod, name string) v1alpha1.Failure {
 	case disruption(pod) != "":
 		f.Reason = v1alpha1.ReasonEvicted
 		f.Message = "Executor pod was disrupted: " + disruption(pod)
-	case pod.DeletionTimestamp != nil && !podFinished(pod):
+	case pod.DeletionTimestamp != nil && (!podFinished(pod) || stoppedByDeletion(pod)):
+		// The executor stops when its pod is deleted, and may then report why its build
+		// broke off (a RUN step killed, a push cancelled): the deletion is the cause.
 		f.Reason = v1alpha1.ReasonPodDeleted
 		f.Message = fmt.Sprintf("Executor pod %s was deleted before the build ended", name)
 	case term != nil && term.Reason == "OOMKilled":
@@ -192,6 +215,10 @@ func podFailure(pod *corev1.Pod, name string) v1alpha1.Failure {
 		if res.Failure.ExitCode != 0 {
 			f.ExitCode = int32(res.Failure.ExitCode)
 		}
+		f.Transient = res.Failure.Transient
+	case term != nil && killSignal(term) != "":
+		f.Reason = v1alpha1.ReasonExecutorKilled
+		f.Message = fmt.Sprintf("The executor was killed by %s (exit code %d) before it wrote a result", killSignal(term), term.ExitCode)
 	case term != nil:
 		f.Reason = v1alpha1.ReasonBuildFailed
 		f.Message = fmt.Sprintf("The executor exited with code %d without a result", term.ExitCode)
@@ -206,6 +233,43 @@ func podFailure(pod *corev1.Pod, name string) v1alpha1.Failure {
 		}
 	}
 	return f
+}
+
+// stoppedByDeletion reports whether pod, deleted and not succeeded, ended because of its
+// deletion: its executor never finished, or finished once the deletion was asked for
+// (deletionTimestamp less the grace period; both stored in whole seconds, so a failure of its
+// own in the second of the deletion counts as the deletion's), not before.
+func stoppedByDeletion(pod *corev1.Pod) bool {
+	if pod.DeletionTimestamp == nil || pod.Status.Phase == corev1.PodSucceeded {
+		return false
+	}
+	term := executorTerminated(pod)
+	if term == nil || term.FinishedAt.IsZero() {
+		return true
+	}
+	asked := pod.DeletionTimestamp.Add(-time.Duration(deref(pod.DeletionGracePeriodSeconds)) * time.Second)
+	return !term.FinishedAt.Time.Before(asked.Truncate(time.Second))
+}
+
+// signalNames are the Linux numbers of the signals that end a process unless it handles them.
+var signalNames = map[int32]string{1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS",
+	8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM"}
+
+// killSignal names the signal that ended the executor, "" when it exited by itself: the
+// runtime reports a process killed by signal N with exit code 128+N (the executor itself exits
+// with 0 or 1).
+func killSignal(term *corev1.ContainerStateTerminated) string {
+	n := term.Signal
+	if n == 0 && term.ExitCode > 128 && term.ExitCode <= 128+64 {
+		n = term.ExitCode - 128
+	}
+	if n <= 0 {
+		return ""
+	}
+	if name, ok := signalNames[n]; ok {
+		return name
+	}
+	return fmt.Sprintf("signal %d", n)
 }
 
 // conditionReason is what the API server accepts as a metav1.Condition's reason (its
@@ -223,32 +287,52 @@ func executorReason(r result.Reason) string {
 	return string(r)
 }
 
-// retryable reports whether a build that failed for reason may succeed if run again: the pod
-// was lost, or the executor reports a failure that may be transient (executor/result). Source,
-// Dockerfile and RUN errors, timeouts and OOM kills (with the same limits) are not retried.
-func retryable(reason string) bool {
-	switch reason {
-	case v1alpha1.ReasonPodDeleted, v1alpha1.ReasonEvicted, v1alpha1.ReasonPodFailed,
-		string(result.ReasonPushFailed), string(result.ReasonInternal):
-		return true
-	}
-	return false
-}
-
 // retryPolicy bounds retries of retryable failures.
 type retryPolicy struct {
 	// maxRetries is the number of retries after the first attempt.
 	maxRetries int32
 	// backoff is the wait before the first retry; it doubles for each next one, up to maxBackoff.
 	backoff, maxBackoff time.Duration
+	// sourceFetch retries a SourceFetchFailed the executor found transient (spec.retry).
+	sourceFetch bool
 }
 
-// planRetry turns a Failed status into a retry when its reason is retryable and retries are
-// left: phase Pending, nextRetryTime set, Ready=False and Reconciling=True with reason
-// Retrying, Stalled removed, the failure kept for people to read. It returns the wait, zero
-// when st is left as it is.
+// forBuild is p with what ib's spec.retry sets: its limit instead of p's, and whether a
+// transient source fetch failure is retried.
+func (p retryPolicy) forBuild(ib *v1alpha1.ImageBuild) retryPolicy {
+	if r := ib.Spec.Retry; r != nil {
+		if r.Limit != nil {
+			p.maxRetries = max(*r.Limit, 0)
+		}
+		p.sourceFetch = r.SourceFetch
+	}
+	return p
+}
+
+// retryable reports whether a build that failed with f may succeed if run again: the pod was
+// lost (deleted, evicted, killed by a signal, failed to run), or the executor reports a failure
+// that may be transient (executor/result: a push, an internal error), or, when p.sourceFetch,
+// a source fetch that the executor found transient (the git server unreachable). A source the
+// server refused, Dockerfile and RUN errors, timeouts and OOM kills (with the same limits) are
+// not retried.
+func (p retryPolicy) retryable(f *v1alpha1.Failure) bool {
+	switch f.Reason {
+	case v1alpha1.ReasonPodDeleted, v1alpha1.ReasonEvicted, v1alpha1.ReasonPodFailed, v1alpha1.ReasonExecutorKilled,
+		string(result.ReasonPushFailed), string(result.ReasonInternal):
+		return true
+	case string(result.ReasonSourceFetchFailed):
+		return p.sourceFetch && f.Transient
+	}
+	return false
+}
+
+// planRetry turns a Failed status into a retry when its failure is retryable under p and
+// retries are left: phase Pending, nextRetryTime set, Ready=False and Reconciling=True with
+// reason Retrying, Stalled removed, the failure kept for people to read. It returns the wait,
+// zero when st is left as it is. p is the manager's policy with the ImageBuild's spec.retry
+// applied (retryPolicy.forBuild).
 func planRetry(st *v1alpha1.ImageBuildStatus, gen int64, p retryPolicy, now time.Time) time.Duration {
-	if st.Phase != v1alpha1.PhaseFailed || st.Failure == nil || !retryable(st.Failure.Reason) || st.Retries >= p.maxRetries {
+	if st.Phase != v1alpha1.PhaseFailed || st.Failure == nil || !p.retryable(st.Failure) || st.Retries >= p.maxRetries {
 		return 0
 	}
 	wait := p.backoff << st.Retries

@@ -217,11 +217,31 @@ func TestImageBuild_computeStatus(t *testing.T) {
 				"Executor pod was evicted: The node was low on resource: ephemeral-storage.", nil, ""),
 		},
 		{
-			name:   "evicted through the eviction API",
+			// One executor at a time: the attempt ends when the evicted pod has stopped.
+			name:   "evicted through the eviction API, still stopping",
 			status: started(),
 			pod: makePod("app-1-1").Running(t0).Deleting(now).
 				Disrupted("EvictionByEvictionAPI", "Eviction API: evicting").Obj(),
-			want: failed(v1alpha1.Failure{Reason: "Evicted", Message: "Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting", Pod: "app-1-1"},
+			want: func() v1alpha1.ImageBuildStatus {
+				st := started()
+				st.Phase = v1alpha1.PhaseRunning
+				st.StartTime = mt(t0)
+				msg := "Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting; the attempt ends once it has stopped"
+				st.Conditions = []metav1.Condition{
+					cond("Ready", metav1.ConditionFalse, "Evicted", msg),
+					cond("Reconciling", metav1.ConditionTrue, "Evicted", msg),
+				}
+				return st
+			}(),
+		},
+		{
+			name:   "evicted through the eviction API, stopped",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN sleep 45: signal: killed", Line: 4}})).
+				DeletedAt(t1, 30).Disrupted("EvictionByEvictionAPI", "Eviction API: evicting").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "Evicted", Message: "Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting",
+				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting", nil, ""),
 		},
 		{
@@ -239,11 +259,76 @@ func TestImageBuild_computeStatus(t *testing.T) {
 				"Executor pod app-1-1 was deleted before the build ended", nil, ""),
 		},
 		{
-			name:   "pod being deleted mid-build",
+			// It may go on building and pushing for its grace period: no other attempt may
+			// start before it has stopped.
+			name:   "pod being deleted mid-build is waited for",
+			status: func() v1alpha1.ImageBuildStatus { st := started(); st.Phase = v1alpha1.PhaseRunning; return st }(),
+			pod:    makePod("app-1-1").Running(t0).DeletedAt(now, 30).Obj(),
+			want: func() v1alpha1.ImageBuildStatus {
+				st := started()
+				st.Phase = v1alpha1.PhaseRunning
+				st.StartTime = mt(t0)
+				msg := "Executor pod app-1-1 is being deleted (attempt 1); the attempt ends once it has stopped"
+				st.Conditions = []metav1.Condition{
+					cond("Ready", metav1.ConditionFalse, "PodDeleted", msg),
+					cond("Reconciling", metav1.ConditionTrue, "PodDeleted", msg),
+				}
+				return st
+			}(),
+		},
+		{
+			// The executor stopped by the deletion reports the RUN step it broke off: the
+			// deletion is the cause, and the attempt may be retried.
+			name:   "pod that failed once deleted was stopped by the deletion",
 			status: started(),
-			pod:    makePod("app-1-1").Running(t0).Deleting(now).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "PodDeleted", Message: "Executor pod app-1-1 was deleted before the build ended", Pod: "app-1-1"},
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN sleep 45: signal: killed", Line: 4}})).
+				DeletedAt(t1, 30).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "PodDeleted", Message: "Executor pod app-1-1 was deleted before the build ended",
+				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"Executor pod app-1-1 was deleted before the build ended", nil, ""),
+		},
+		{
+			name:   "pod killed at the end of its grace period was stopped by the deletion",
+			status: started(),
+			pod:    makePod("app-1-1").Terminated(t0, t1, 137, "Error", "").DeletedAt(t1.Add(-30*time.Second), 30).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "PodDeleted", Message: "Executor pod app-1-1 was deleted before the build ended",
+				ExitCode: 137, Pod: "app-1-1", Container: "executor"},
+				"Executor pod app-1-1 was deleted before the build ended", nil, ""),
+		},
+		{
+			name:   "pod that failed before it was deleted keeps its reason",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN exited with 2", Line: 5, ExitCode: 2}})).
+				DeletedAt(t1.Add(2*time.Second), 30).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "RunFailed", Message: "RUN exited with 2", Line: 5, ExitCode: 2,
+				Pod: "app-1-1", Container: "executor"}, "Dockerfile line 5: RUN exited with 2", nil, ""),
+		},
+		{
+			name:   "executor killed by SIGKILL",
+			status: started(),
+			pod:    makePod("app-1-1").Terminated(t0, t1, 137, "Error", "").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "ExecutorKilled", Message: "The executor was killed by SIGKILL (exit code 137) before it wrote a result",
+				ExitCode: 137, Pod: "app-1-1", Container: "executor"},
+				"The executor was killed by SIGKILL (exit code 137) before it wrote a result", nil, ""),
+		},
+		{
+			name:   "executor killed by SIGTERM without writing a result",
+			status: started(),
+			pod:    makePod("app-1-1").Terminated(t0, t1, 143, "Error", "").Obj(),
+			want: failed(v1alpha1.Failure{Reason: "ExecutorKilled", Message: "The executor was killed by SIGTERM (exit code 143) before it wrote a result",
+				ExitCode: 143, Pod: "app-1-1", Container: "executor"},
+				"The executor was killed by SIGTERM (exit code 143) before it wrote a result", nil, ""),
+		},
+		{
+			name:   "a source fetch the executor found transient says so",
+			status: started(),
+			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
+				Failure: &result.Failure{Reason: result.ReasonSourceFetchFailed, Message: "fetching git context: the host is unreachable", Transient: true}})).Obj(),
+			want: failed(v1alpha1.Failure{Reason: "SourceFetchFailed", Message: "fetching git context: the host is unreachable", Transient: true,
+				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
+				"fetching git context: the host is unreachable", nil, ""),
 		},
 		{
 			// The executor image is the spec's to choose: a reason the API server would refuse
@@ -415,6 +500,8 @@ func TestImageBuild_planRetry(t *testing.T) {
 			retrying("Evicted", 2, 15*time.Second, "Attempt 1 failed (Evicted: m); retry 2 of 2 in 15s"), 15 * time.Second},
 		{"push failure is retried", failedWith("PushFailed", 0),
 			retrying("PushFailed", 1, 10*time.Second, "Attempt 1 failed (PushFailed: m); retry 1 of 2 in 10s"), 10 * time.Second},
+		{"a killed executor is retried", failedWith("ExecutorKilled", 0),
+			retrying("ExecutorKilled", 1, 10*time.Second, "Attempt 1 failed (ExecutorKilled: m); retry 1 of 2 in 10s"), 10 * time.Second},
 		{"retries run out", failedWith("PodDeleted", 2), failedWith("PodDeleted", 2), 0},
 		{"Dockerfile errors are never retried", failedWith("DockerfileInvalid", 0), failedWith("DockerfileInvalid", 0), 0},
 		{"source errors are never retried", failedWith("SourceFetchFailed", 0), failedWith("SourceFetchFailed", 0), 0},
@@ -432,6 +519,56 @@ func TestImageBuild_planRetry(t *testing.T) {
 				t.Errorf("planRetry() status (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// spec.retry: its limit replaces the manager's, and sourceFetch retries a SourceFetchFailed
+// that the executor found transient, never one the server refused.
+func TestImageBuild_planRetry_specRetry(t *testing.T) {
+	manager := retryPolicy{maxRetries: 3, backoff: 10 * time.Second, maxBackoff: time.Minute}
+	sourceFailure := func(transient bool) v1alpha1.Failure {
+		return v1alpha1.Failure{Reason: "SourceFetchFailed", Message: "fetching git context", Transient: transient}
+	}
+	tests := []struct {
+		name        string
+		retry       *v1alpha1.Retry
+		failure     v1alpha1.Failure
+		retries     int32
+		wantRetried bool
+	}{
+		{"no spec.retry: a lost pod is retried", nil, v1alpha1.Failure{Reason: "PodDeleted"}, 0, true},
+		{"no spec.retry: the manager's limit", nil, v1alpha1.Failure{Reason: "PodDeleted"}, 3, false},
+		{"no spec.retry: an unreachable git server is not retried", nil, sourceFailure(true), 0, false},
+		{"limit 0 turns retries off", &v1alpha1.Retry{Limit: ptr.To[int32](0)}, v1alpha1.Failure{Reason: "PodDeleted"}, 0, false},
+		{"a limit above the manager's", &v1alpha1.Retry{Limit: ptr.To[int32](5)}, v1alpha1.Failure{Reason: "PushFailed"}, 4, true},
+		{"a limit below the manager's", &v1alpha1.Retry{Limit: ptr.To[int32](1)}, v1alpha1.Failure{Reason: "PushFailed"}, 1, false},
+		{"sourceFetch: an unreachable git server is retried", &v1alpha1.Retry{SourceFetch: true}, sourceFailure(true), 0, true},
+		{"sourceFetch: within the manager's limit", &v1alpha1.Retry{SourceFetch: true}, sourceFailure(true), 3, false},
+		{"sourceFetch with a limit", &v1alpha1.Retry{SourceFetch: true, Limit: ptr.To[int32](6)}, sourceFailure(true), 5, true},
+		{"sourceFetch: a refused source is never retried", &v1alpha1.Retry{SourceFetch: true}, sourceFailure(false), 0, false},
+		{"sourceFetch does not retry a Dockerfile error", &v1alpha1.Retry{SourceFetch: true},
+			v1alpha1.Failure{Reason: "DockerfileInvalid", Transient: true}, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ib := makeImageBuild("app", "ns").Obj()
+			ib.Spec.Retry = tc.retry
+			st := started()
+			st.Retries = tc.retries
+			fail(&st, 1, tc.failure, result.Result{}, now)
+			wait := planRetry(&st, 1, manager.forBuild(ib), now)
+			if retried := wait > 0; retried != tc.wantRetried {
+				t.Fatalf("planRetry: retried=%v (wait %s, phase %s), want %v", retried, wait, st.Phase, tc.wantRetried)
+			}
+			if !tc.wantRetried && (st.Phase != v1alpha1.PhaseFailed || st.NextRetryTime != nil) {
+				t.Errorf("a failure not retried should stay Failed: phase %s, nextRetryTime %v", st.Phase, st.NextRetryTime)
+			}
+		})
+	}
+	// forBuild leaves the backoff the manager's.
+	p := manager.forBuild(makeImageBuild("app", "ns").Obj())
+	if p != manager {
+		t.Errorf("forBuild without spec.retry = %+v, want the manager's %+v", p, manager)
 	}
 }
 

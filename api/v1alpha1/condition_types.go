@@ -50,6 +50,10 @@ const (
 	ReasonEvicted = "Evicted"
 	// ReasonPodDeleted: the executor pod was deleted before it ended.
 	ReasonPodDeleted = "PodDeleted"
+	// ReasonExecutorKilled: the executor was killed by a signal (its exit code is 128 + the
+	// signal's number) before it wrote a result, and not for exceeding its memory limit: by the
+	// kernel's OOM killer outside the container's limit, the container runtime, or a person.
+	ReasonExecutorKilled = "ExecutorKilled"
 	// ReasonTimeout: the build ran longer than spec.timeout.
 	ReasonTimeout = "Timeout"
 	// ReasonPodFailed: the executor pod could not start or ended in an unexpected way.

@@ -109,6 +109,92 @@ type ImageBuildSpec struct {
 	// retention says how long a finished executor pod is kept, so that its logs can be read.
 	// +optional
 	Retention *Retention `json:"retention,omitempty"`
+
+	// retry says how many times a failed attempt of this build is run again, and whether a
+	// source fetch that failed because the git server could not be reached is. Without it the
+	// manager's defaults apply: up to --max-build-retries (3) retries, a backoff doubling from
+	// --build-retry-backoff, of an attempt whose executor pod was lost (PodDeleted, Evicted,
+	// ExecutorKilled, PodFailed) or whose push or executor failed (PushFailed, Internal). A
+	// failure that the same build would meet again (a Dockerfile error, a failed RUN step, a
+	// missing revision, a timeout, OOMKilled) is never retried.
+	// +optional
+	Retry *Retry `json:"retry,omitempty"`
+
+	// triggers start builds besides a change of the spec or of the rebuild annotation: a push
+	// that a webhook reports, a base image that moved. Following the revision itself is
+	// source.git.interval.
+	// +optional
+	Triggers *Triggers `json:"triggers,omitempty"`
+
+	// runPolicy is what a build that a trigger starts (a new commit, a webhook, a base image)
+	// does when the ImageBuild's latest build is still running. Serial, the default: it waits
+	// for that build to end, and only the newest such build waits (status.next). SerialLatestOnly:
+	// the running build is stopped (history result Superseded) and the new one starts.
+	// Parallel: both run; every build is recorded in status.history, and the rest of the status
+	// describes the newest. A change of the spec or of the rebuild annotation always stops the
+	// running build, whatever the policy.
+	// +kubebuilder:validation:Enum=Serial;SerialLatestOnly;Parallel
+	// +kubebuilder:default=Serial
+	// +optional
+	RunPolicy RunPolicy `json:"runPolicy,omitempty"`
+}
+
+// RunPolicy says how a triggered build and a running one share the ImageBuild.
+type RunPolicy string
+
+// Run policies.
+const (
+	RunPolicySerial           RunPolicy = "Serial"
+	RunPolicySerialLatestOnly RunPolicy = "SerialLatestOnly"
+	RunPolicyParallel         RunPolicy = "Parallel"
+)
+
+// Triggers are the events besides spec changes that start a build.
+type Triggers struct {
+	// webhook lets the git server report pushes: the manager serves
+	// /hooks/<namespace>/<name> (its webhook port), verifies each request with the Secret's
+	// value (an HMAC signature for GitHub, Gitea, Forgejo, Bitbucket and the generic form; the
+	// token for GitLab), and on a verified push to the source's URL and branch lists the
+	// repository's refs at once, as source.git.interval does: the payload's commit is not
+	// trusted. Unverified requests get 401 and change nothing.
+	// +optional
+	Webhook *WebhookTrigger `json:"webhook,omitempty"`
+
+	// baseImages, when true, starts a build (cause BaseImage) when an image the latest
+	// successful build was FROM moved: its tag names another digest than the one built from
+	// (status.baseImages). The manager checks with HEAD requests, with the pull credentials of
+	// output.pushSecretRef, every source.git.interval, or every hour without one. An image
+	// named by digest never moves.
+	// +optional
+	BaseImages bool `json:"baseImages,omitempty"`
+}
+
+// WebhookTrigger verifies a git server's webhook requests.
+type WebhookTrigger struct {
+	// secretRef selects the key of a Secret of the ImageBuild's namespace that holds the
+	// webhook's secret (GitHub, Gitea, Forgejo, Bitbucket, generic) or token (GitLab). It must
+	// not be empty; until it exists, webhook requests for this ImageBuild get 401.
+	// +kubebuilder:validation:XValidation:rule="!has(self.optional) || !self.optional",message="optional is not supported"
+	// +required
+	SecretRef corev1.SecretKeySelector `json:"secretRef"`
+}
+
+// Retry is the retry policy of one ImageBuild; what it leaves unset is the manager's.
+// +kubebuilder:validation:XValidation:rule="!(has(self.sourceFetch) && self.sourceFetch && has(self.limit) && self.limit == 0)",message="sourceFetch retries nothing with limit 0: raise limit or drop sourceFetch"
+type Retry struct {
+	// limit is how many times a failed attempt of this build may be retried, instead of the
+	// manager's --max-build-retries; 0 turns retries off.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10
+	// +optional
+	Limit *int32 `json:"limit,omitempty"`
+
+	// sourceFetch, when true, also retries an attempt that failed with SourceFetchFailed because
+	// the git server could not be reached: the connection was refused, reset or timed out, or
+	// the server answered with a 5xx (or 429) status (status.failure.transient is then true). A
+	// repository, revision or credentials that the server refused are never retried.
+	// +optional
+	SourceFetch bool `json:"sourceFetch,omitempty"`
 }
 
 // Source is the build context.
@@ -153,6 +239,15 @@ type GitSource struct {
 	// submodules, when true, fetches the repository's submodules recursively.
 	// +optional
 	Submodules bool `json:"submodules,omitempty"`
+
+	// interval, when set, makes the ImageBuild follow its revision: every interval (jittered)
+	// the manager lists the repository's refs, without cloning it, and starts a build (cause
+	// Commit) when the revision names another commit than the latest build's. A revision that
+	// is a full commit SHA never moves and is not polled. ImageBuilds that name the same URL
+	// with the same credentials share one listing; those with other credentials never do.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('168h')",message="must be between 30s and 168h"
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
 }
 
 // BuildArg is the value of one ARG.
@@ -291,6 +386,13 @@ type Retention struct {
 	// +kubebuilder:validation:Maximum=2592000
 	// +optional
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
+
+	// history is how many builds status.history keeps, newest first.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:default=10
+	// +optional
+	History *int32 `json:"history,omitempty"`
 }
 
 // BuildPhase is a coarse summary of where a build is; conditions carry the details.
@@ -340,6 +442,33 @@ type ImageBuildStatus struct {
 	// attempt counts the executor pods started for the observed generation (1 for the first).
 	// +optional
 	Attempt int32 `json:"attempt,omitempty"`
+
+	// buildNumber counts the builds of this ImageBuild: 1 for the first, one more for each
+	// new generation, rebuild or trigger. Retries of a build keep its number.
+	// +optional
+	BuildNumber int64 `json:"buildNumber,omitempty"`
+
+	// cause is what started the latest build.
+	// +optional
+	Cause BuildCause `json:"cause,omitempty"`
+
+	// next is the build a trigger asked for while the latest build runs (runPolicy Serial):
+	// it starts when the latest build ends. A newer trigger replaces it.
+	// +optional
+	Next *BuildRequest `json:"next,omitempty"`
+
+	// history records the builds, newest first, at most spec.retention.history (10).
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	// +optional
+	History []BuildRecord `json:"history,omitempty"`
+
+	// baseImages are the images the latest successful build was FROM, with the digests it
+	// used: what triggers.baseImages compares.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	BaseImages []BaseImage `json:"baseImages,omitempty"`
 
 	// retries counts the attempts of the latest build that were retried after a transient
 	// failure.
@@ -397,6 +526,113 @@ type SourceStatus struct {
 	Commit string `json:"commit,omitempty"`
 }
 
+// BuildCause is what started a build.
+// +kubebuilder:validation:Enum=Created;SpecChanged;Manual;Commit;Webhook;BaseImage
+type BuildCause string
+
+// Causes of a build.
+const (
+	// CauseCreated: the ImageBuild was created.
+	CauseCreated BuildCause = "Created"
+	// CauseSpecChanged: its spec changed (a new generation).
+	CauseSpecChanged BuildCause = "SpecChanged"
+	// CauseManual: the build.slipway.dev/rebuild annotation changed.
+	CauseManual BuildCause = "Manual"
+	// CauseCommit: polling (source.git.interval) found the revision at a new commit.
+	CauseCommit BuildCause = "Commit"
+	// CauseWebhook: a verified webhook push made the manager find the revision at a new commit.
+	CauseWebhook BuildCause = "Webhook"
+	// CauseBaseImage: an image the latest successful build was FROM moved.
+	CauseBaseImage BuildCause = "BaseImage"
+)
+
+// BuildRequest is a build that a trigger asked for and that has not started.
+type BuildRequest struct {
+	// cause of the build.
+	// +required
+	Cause BuildCause `json:"cause"`
+
+	// commit the revision was found at, if the trigger resolved it.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Commit string `json:"commit,omitempty"`
+
+	// time the trigger fired.
+	// +required
+	Time metav1.Time `json:"time"`
+}
+
+// BuildRecord is one build of the ImageBuild's history.
+type BuildRecord struct {
+	// number of the build (status.buildNumber when it started).
+	// +required
+	Number int64 `json:"number"`
+
+	// cause of the build.
+	// +required
+	Cause BuildCause `json:"cause"`
+
+	// commit that was built (or that the trigger found, until the build reports it).
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Commit string `json:"commit,omitempty"`
+
+	// baseImages the build was FROM, as reference@digest.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	BaseImages []string `json:"baseImages,omitempty"`
+
+	// digest of the pushed image.
+	// +optional
+	Digest string `json:"digest,omitempty"`
+
+	// podName is the executor pod of the build's latest attempt.
+	// +optional
+	PodName string `json:"podName,omitempty"`
+
+	// startTime is when the build was started (its first executor pod created).
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// duration of the build, for people (1.5s, 1m23s), once it ended.
+	// +optional
+	Duration string `json:"duration,omitempty"`
+
+	// result of the build: Running while it runs, then Succeeded, Failed, or Superseded when
+	// a newer build stopped it (runPolicy SerialLatestOnly, a spec change, a rebuild).
+	// +kubebuilder:validation:Enum=Running;Succeeded;Failed;Superseded
+	// +required
+	Result BuildResult `json:"result"`
+
+	// reason of a failure (status.failure.reason's values).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+}
+
+// BuildResult is how a recorded build ended.
+type BuildResult string
+
+// Results of recorded builds.
+const (
+	BuildResultRunning    BuildResult = "Running"
+	BuildResultSucceeded  BuildResult = "Succeeded"
+	BuildResultFailed     BuildResult = "Failed"
+	BuildResultSuperseded BuildResult = "Superseded"
+)
+
+// BaseImage is an image a build was FROM.
+type BaseImage struct {
+	// reference as the Dockerfile resolved it (docker.io/library/debian:bookworm).
+	// +required
+	Reference string `json:"reference"`
+
+	// digest the reference named when the build pulled it: the index's digest when it
+	// named an index, else the manifest's.
+	// +required
+	Digest string `json:"digest"`
+}
+
 // ImageStatus is the pushed image.
 type ImageStatus struct {
 	// digest of the image manifest (sha256:...).
@@ -446,8 +682,8 @@ type StageStatus struct {
 // Failure says why and where a build failed.
 type Failure struct {
 	// reason is machine-readable: an executor reason (SourceFetchFailed, DockerfileInvalid,
-	// RunFailed, PushFailed, ...) or one of the pod's (OOMKilled, Evicted, PodDeleted, Timeout,
-	// PodFailed, BuildFailed).
+	// RunFailed, PushFailed, ...) or one of the pod's (OOMKilled, Evicted, PodDeleted,
+	// ExecutorKilled, Timeout, PodFailed, BuildFailed).
 	// +optional
 	Reason string `json:"reason,omitempty"`
 
@@ -474,6 +710,13 @@ type Failure struct {
 	// container is the container of the pod that failed.
 	// +optional
 	Container string `json:"container,omitempty"`
+
+	// transient is true when the executor found that the cause may pass without a change to the
+	// build: the git server could not be reached (connection refused, reset or timed out) or
+	// answered with a server error (5xx, or 429). spec.retry.sourceFetch retries such a
+	// SourceFetchFailed.
+	// +optional
+	Transient bool `json:"transient,omitempty"`
 }
 
 // ImageBuild builds a container image from a git repository in the cluster and pushes it to a
@@ -482,6 +725,8 @@ type Failure struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ib,categories=slipway
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Build",type=integer,JSONPath=`.status.buildNumber`
+// +kubebuilder:printcolumn:name="Cause",type=string,JSONPath=`.status.cause`
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.output.image`
 // +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.image.shortDigest`
 // +kubebuilder:printcolumn:name="Cache-Hits",type=integer,JSONPath=`.status.cache.hits`

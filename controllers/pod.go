@@ -342,8 +342,8 @@ func sshAgentSecret(ib *v1alpha1.ImageBuild, auth gitAuth) string {
 // credentialsSizeLimit bounds the in-memory credentials volume: Secrets are at most 1 MiB each.
 var credentialsSizeLimit = resource.MustParse("32Mi")
 
-// executorArgs are the executor's command line: kaniko's flags, and --result-file and
-// --isolation of ours.
+// executorArgs are the executor's command line: kaniko's flags (with --push-retry), and
+// --result-file and --isolation of ours.
 func executorArgs(ib *v1alpha1.ImageBuild) []string {
 	spec := &ib.Spec
 	git := spec.Source.Git
@@ -417,8 +417,17 @@ func executorArgs(ib *v1alpha1.ImageBuild) []string {
 		}
 	}
 
+	// A push that fails is tried again by the executor before the attempt fails with
+	// PushFailed, which the controller retries with a whole new pod (planRetry).
+	args = append(args, "--push-retry="+strconv.Itoa(executorPushRetries))
+
 	return append(args, "--result-file="+terminationMessagePath, "--isolation=inplace")
 }
+
+// executorPushRetries is the executor's --push-retry: a failed push (a registry that is down,
+// resets the connection or answers 5xx) is tried twice more, one then two seconds later
+// (executor/publish), on top of go-containerregistry's retries of each request.
+const executorPushRetries = 2
 
 // cacheRepository is the repository of the layer cache: spec.cache.repository, else
 // "<output repository>/cache" (kaniko's default); empty when the cache is disabled.

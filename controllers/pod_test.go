@@ -51,6 +51,7 @@ func wantPod() *corev1.Pod {
 					"--destination=registry.example.com/org/app:v1",
 					"--cache=true",
 					"--cache-repo=registry.example.com/org/app/cache",
+					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
 				},
@@ -127,6 +128,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--cache=true",
 					"--cache-repo=cache.example.com/layers",
 					"--cache-ttl=6h0m0s",
+					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
 				}
@@ -148,6 +150,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--destination=127.0.0.1:5999/hello",
 					"--cache=false",
 					"--insecure", "--skip-tls-verify", "--insecure-registry=127.0.0.1:5999",
+					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
 				}
@@ -170,6 +173,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--cache=true", "--cache-repo=cache.internal:5001/c",
 					"--insecure", "--skip-tls-verify",
 					"--insecure-registry=localhost:5000", "--insecure-registry=cache.internal:5001",
+					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
 				}

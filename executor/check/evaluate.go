@@ -104,7 +104,6 @@ type evaluator struct {
 
 // stageState is what BuildKit's dispatchState holds that a rule reads.
 type stageState struct {
-	index    int
 	st       instructions.Stage
 	base     *stageState // the stage this one is built FROM, if any
 	baseName string      // the expanded FROM name
@@ -121,17 +120,16 @@ type stageState struct {
 	onbuild    []string // this stage's ONBUILD expressions
 
 	// The image config, as far as the rules need it.
-	shell              []string
-	entrypoint, cmd    []string
-	user               string
-	userAt             *site // the USER that set user; nil: the base image's
-	health             *dockerspec.HealthcheckConfig
-	healthAt           *site
-	cmdT, entrypointT  tracker
-	healthT            tracker
-	fromLoc            []parser.Range
-	fromComments       []string
-	displayName, lower string
+	shell             []string
+	entrypoint, cmd   []string
+	user              string
+	userAt            *site // the USER that set user; nil: the base image's
+	health            *dockerspec.HealthcheckConfig
+	healthAt          *site
+	cmdT, entrypointT tracker
+	healthT           tracker
+	fromLoc           []parser.Range
+	fromComments      []string
 }
 
 // site is where an instruction is: its location and the comments above it
@@ -259,7 +257,7 @@ func stripDirectives(ast *parser.Node) {
 // stage to the stage it is built FROM (BuildKit's buildDispatchStates).
 func (e *evaluator) fromLines(stages []instructions.Stage, allArgs map[string]bool) error {
 	byName := map[string]*stageState{}
-	for i, st := range stages {
+	for _, st := range stages {
 		lint := e.lint.WithMergedConfigFromComments(st.Comments)
 		argKeys := unusedFromArgsCheckKeys(e.globalArgs, allArgs)
 
@@ -271,7 +269,7 @@ func (e *evaluator) fromLines(stages []instructions.Stage, allArgs map[string]bo
 		if nameMatch.Result == "" {
 			return located(fmt.Errorf("base name (%s) should not be blank", st.BaseName), st.Location)
 		}
-		s := &stageState{index: i, st: st, baseName: nameMatch.Result, fromLoc: st.Location, fromComments: st.Comments}
+		s := &stageState{st: st, baseName: nameMatch.Result, fromLoc: st.Location, fromComments: st.Comments}
 		if v := st.Platform; v != "" {
 			platMatch, err := e.shlex.ProcessWordWithMatches(v, e.globalArgs)
 			reportUnusedFromArgs(argKeys, platMatch.Unmatched, st.Location, lint)

@@ -861,16 +861,19 @@ func TestHandler_defaults(t *testing.T) {
 // TestHandler_allow_forgetsFullBuckets: the buckets of ImageBuilds not called for a while
 // are dropped, so the map does not grow with every ImageBuild ever called.
 func TestHandler_allow_forgetsFullBuckets(t *testing.T) {
-	h := New(lookupTargets, func(types.NamespacedName, Event) {}, WithRateLimit(1000, 1))
-	for i := 0; i < 100; i++ {
+	h := New(lookupTargets, func(types.NamespacedName, Event) {}, WithRateLimit(10, 1))
+	if _, ok := h.allow(nn("build-0")); !ok {
+		t.Fatal("first request of build-0 limited")
+	}
+	if wait, ok := h.allow(nn("build-0")); ok || wait <= 0 {
+		t.Fatalf("second request at once of build-0: allowed %v, wait %v; want limited with a burst of 1", ok, wait)
+	}
+	for i := 1; i < 100; i++ {
 		if _, ok := h.allow(nn(fmt.Sprint("build-", i))); !ok {
 			t.Fatalf("first request of build-%d limited", i)
 		}
 	}
-	if _, ok := h.allow(nn("build-0")); ok {
-		t.Fatal("second request at once of build-0 allowed with a burst of 1")
-	}
-	time.Sleep(10 * time.Millisecond) // every bucket refills (1000/s)
+	time.Sleep(300 * time.Millisecond) // every bucket refills (10/s, burst 1)
 	h.mu.Lock()
 	n := len(h.limiters)
 	h.lastSweep = time.Time{} // a minute passed

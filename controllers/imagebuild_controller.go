@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -29,11 +30,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/controllers/gitpoll"
 	"github.com/slipway-dev/slipway/executor/result"
 )
 
@@ -66,6 +69,9 @@ type Options struct {
 	// RetryBackoff is the wait before the first retry, doubling each time up to
 	// MaxRetryBackoff. The defaults are 10s and 5m.
 	RetryBackoff, MaxRetryBackoff time.Duration
+	// Poll configures the listings of the revisions that ImageBuilds follow (gitpoll); its
+	// Notify is the reconciler's.
+	Poll gitpoll.Options
 	// CacheRepositoryPrefixes are the cache repositories that namespaces may use besides those
 	// under their output repository (see checkCacheRepository); none by default.
 	CacheRepositoryPrefixes []CacheRepositoryPrefix
@@ -86,9 +92,24 @@ type ImageBuildReconciler struct {
 	Clock   clock.PassiveClock
 	Options Options
 
+	// Poller follows the revisions of ImageBuilds that poll (source.git.interval), have a
+	// webhook trigger or tags made from the commit; nil turns all of that off.
+	Poller *gitpoll.Poller
+	// Bases checks the base images of ImageBuilds with triggers.baseImages (SetupWithManager
+	// makes it); nil turns that off.
+	Bases *baseWatcher
+
 	slots   slotTracker
 	metrics *buildMetrics
 	wakeups chan event.GenericEvent // see wakeQueue
+	// changes are the ImageBuilds whose trigger found something (the poller, the base image
+	// watcher): each is reconciled.
+	changes chan event.GenericEvent
+
+	triggerMu     sync.Mutex
+	subscriptions map[types.NamespacedName]subscription
+	webhooks      map[types.NamespacedName]string // the WebhookAnnotation value handled
+	asked         map[types.NamespacedName]askedBuild
 }
 
 // +kubebuilder:rbac:groups=build.slipway.dev,resources=imagebuilds,verbs=get;list;watch
@@ -117,6 +138,10 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.APIReader.Get(ctx, req.NamespacedName, ib); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.slots.forget(req.NamespacedName)
+			r.unfollow(req.NamespacedName)
+			if r.Bases != nil {
+				r.Bases.forget(req.NamespacedName)
+			}
 			return ctrl.Result{}, r.deleteOrphans(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, fmt.Errorf("getting ImageBuild: %w", err)
@@ -171,10 +196,29 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	if err != nil {
 		return ctrl.Result{}, nil, err
 	}
-	if isNewBuild(ib) {
-		ib.Status = newBuildStatus(ib)
+	obs, err := r.observe(ctx, ib, now)
+	var missing *missingReferenceError
+	if err != nil && !errors.As(err, &missing) { // a missing Secret is the build's to report
+		return ctrl.Result{}, nil, err
 	}
-	// 1. Never two builds: stop every running pod that is not the current attempt's.
+	// 2. A new build: the spec's, or a trigger's (runPolicy).
+	switch {
+	case isNewBuild(ib):
+		r.startBuild(ib, v1alpha1.BuildRequest{Cause: specCause(ib), Time: metav1.NewTime(now)}, false, now)
+		evs = append(evs, buildStartedEvent(ib))
+	default:
+		if req := triggeredBuild(ib, obs, now); req != nil {
+			evs = append(evs, r.trigger(ib, *req, obs, now)...)
+		} else if ib.Status.Phase.Finished() && ib.Status.Next != nil {
+			r.startBuild(ib, *ib.Status.Next, false, now)
+			evs = append(evs, buildStartedEvent(ib))
+		}
+	}
+	if runPolicy(ib) == v1alpha1.RunPolicyParallel {
+		recordParallel(&ib.Status, pods, now)
+	}
+	// 1. Never two builds (but those runPolicy Parallel keeps): stop every running pod that is
+	// not the current attempt's.
 	stopping, err := r.stopOthers(ctx, ib, pods, &evs)
 	if err != nil {
 		return ctrl.Result{}, evs, err
@@ -209,7 +253,10 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 					v1alpha1.ReasonPodCreated, "Waiting for the executor pod of the previous build to stop")
 				return ctrl.Result{}, evs, nil
 			}
-			return r.startPod(ctx, ib, now, evs)
+			if wait, ok := r.pin(ib, obs, now); !ok {
+				return ctrl.Result{RequeueAfter: wait}, evs, nil
+			}
+			return r.startPod(ctx, ib, obs, now, evs)
 		}
 	}
 
@@ -220,10 +267,11 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	}
 	prev := ib.Status.Phase
 	ib.Status = computeStatus(ib, pod, now)
+	defer recordLatest(&ib.Status, pod)
 	var result ctrl.Result
 	if ib.Status.Phase == v1alpha1.PhaseFailed {
 		failure := *ib.Status.Failure
-		if wait := planRetry(&ib.Status, ib.Generation, r.retryPolicy(), now); wait > 0 {
+		if wait := planRetry(&ib.Status, ib.Generation, r.retryPolicy().forBuild(ib), now); wait > 0 {
 			evs = append(evs, pendingEvent{related: related(pod), typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonRetrying,
 				action: "Retry", note: fmt.Sprintf("Attempt %d failed with %s; retrying in %s", ib.Status.Attempt, failure.Reason, wait)})
 			return ctrl.Result{RequeueAfter: wait}, evs, nil
@@ -234,6 +282,11 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 		if pod != nil {
 			result = r.applyRetention(ctx, ib, []corev1.Pod{*pod}, now)
 		}
+		if ib.Status.Next != nil {
+			// The build a trigger asked for meanwhile (runPolicy Serial) starts once this
+			// one's end is written.
+			result = ctrl.Result{RequeueAfter: time.Millisecond}
+		}
 	}
 	return result, evs, nil
 }
@@ -243,7 +296,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 // Queued with Ready=False and Reconciling=True. A build whose cache repository its namespace
 // may not use (--cache-repository-prefix) fails before any pod exists: phase Failed,
 // Ready=False and Stalled=True with reason CacheRepositoryNotAllowed, Reconciling removed.
-func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
+func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, obs observed, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
 	key := client.ObjectKeyFromObject(ib)
 	gen := ib.Generation
 
@@ -262,6 +315,16 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 	}
 	if err != nil {
 		return ctrl.Result{}, evs, err
+	}
+	opts.commit = pinnedCommit(ib)
+	if opts.tags, err = renderTags(ib, opts.commit, obs); err != nil {
+		reason := v1alpha1.ReasonInvalidTag
+		if opts.commit == "" && slices.ContainsFunc(ib.Spec.Output.AdditionalTags, usesCommit) {
+			reason = string(result.ReasonSourceFetchFailed)
+		}
+		fail(&ib.Status, gen, v1alpha1.Failure{Reason: reason, Message: err.Error()}, result.Result{}, now)
+		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: reason, action: "Build", note: err.Error()})
+		return ctrl.Result{}, evs, nil
 	}
 
 	if slot, err := r.haveSlot(ctx, ib); err != nil {
@@ -499,7 +562,7 @@ func (r *ImageBuildReconciler) waiting(ib *v1alpha1.ImageBuild) bool {
 	}
 	key := client.ObjectKeyFromObject(ib)
 	switch {
-	case r.slots.launched(key):
+	case r.slots.launched(key), r.slots.left(key):
 		return false
 	case ib.Status.Phase == v1alpha1.PhaseQueued || r.slots.isQueued(key):
 		return true
@@ -534,11 +597,12 @@ func (r *ImageBuildReconciler) ownedPods(ctx context.Context, ib *v1alpha1.Image
 // still there.
 func (r *ImageBuildReconciler) stopOthers(ctx context.Context, ib *v1alpha1.ImageBuild, pods []corev1.Pod, evs *[]pendingEvent) (bool, error) {
 	current := podName(ib, ib.Status.Attempt)
+	parallel := parallelPods(&ib.Status)
 	stopping := false
 	for i := range pods {
 		p := &pods[i]
 		ours := metav1.IsControlledBy(p, ib)
-		if (ours && p.Name == current) || podFinished(p) && ours {
+		if ours && (p.Name == current || podFinished(p) || parallel[p.Name]) {
 			continue
 		}
 		stopping = true
@@ -687,6 +751,9 @@ func (r *ImageBuildReconciler) afterWrite(orig, ib *v1alpha1.ImageBuild) {
 	case ib.Status.NextRetryTime != nil:
 		r.slots.release(key)
 	}
+	if ib.Status.BuildNumber > orig.Status.BuildNumber {
+		r.metrics.startedBuild(ib.Status.Cause)
+	}
 	if finishedNow(&orig.Status, &ib.Status) {
 		r.metrics.finished(&ib.Status)
 	}
@@ -743,6 +810,20 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.metrics = m
 	r.wakeups = make(chan event.GenericEvent, 1)
+	r.initTriggers()
+	if r.Poller == nil {
+		o := r.Options.Poll
+		o.Notify = r.notifyChange
+		r.Poller = gitpoll.New(o)
+	}
+	if r.Bases == nil {
+		r.Bases = newBaseWatcher(r.notifyChange)
+	}
+	for _, run := range []manager.Runnable{r.Poller, r.Bases} {
+		if err := mgr.Add(run); err != nil {
+			return fmt.Errorf("adding the triggers' watchers: %w", err)
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Its own status writes do not wake an ImageBuild: only a new generation (spec) or a new
 		// rebuild annotation, its creation and its deletion do (each reconcile returns when it
@@ -753,6 +834,8 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A pod that ends or goes away frees a slot: wake the head of the queue.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.queueHead), builder.WithPredicates(slotFreed{})).
 		WatchesRawSource(source.Channel(r.wakeups, handler.EnqueueRequestsFromMapFunc(r.queueHead))).
+		// A trigger found something: a commit, a listing error, a base image that moved.
+		WatchesRawSource(source.Channel(r.changes, &handler.EnqueueRequestForObject{})).
 		// One worker: the queue is decided one build at a time.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
@@ -814,7 +897,10 @@ func indexOwner(obj client.Object) []string {
 type slotTracker struct {
 	mu       sync.Mutex
 	launches map[types.NamespacedName]launch // by ImageBuild
-	waiting  map[types.NamespacedName]bool
+	// waiting is true for the builds this manager queued, false for those it took out of the
+	// queue without launching them (a Secret went missing): the cache may still show them
+	// Queued for a moment, and a build they seem to wait before must not wait for them.
+	waiting map[types.NamespacedName]bool
 }
 
 type launch struct {
@@ -860,15 +946,28 @@ func (s *slotTracker) queue(ib types.NamespacedName) {
 func (s *slotTracker) dequeue(ib types.NamespacedName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.waiting, ib)
+	if s.waiting == nil {
+		s.waiting = map[types.NamespacedName]bool{}
+	}
+	s.waiting[ib] = false
+}
+
+// left reports whether this manager took ib out of the queue without launching it.
+func (s *slotTracker) left(ib types.NamespacedName) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q, ok := s.waiting[ib]
+	return ok && !q
 }
 
 func (s *slotTracker) queued() []types.NamespacedName {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	keys := make([]types.NamespacedName, 0, len(s.waiting))
-	for k := range s.waiting {
-		keys = append(keys, k)
+	for k, q := range s.waiting {
+		if q {
+			keys = append(keys, k)
+		}
 	}
 	return keys
 }

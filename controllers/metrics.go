@@ -16,6 +16,7 @@ import (
 // buildMetrics are the controller's metrics on the manager's metrics endpoint
 // (controller-runtime's registry).
 type buildMetrics struct {
+	started     *prometheus.CounterVec
 	builds      *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	cacheHits   prometheus.Counter
@@ -26,6 +27,10 @@ type buildMetrics struct {
 // the same process, as in tests) gets the same counters and a collector of the new cache.
 func registerMetrics(c client.Reader) (*buildMetrics, error) {
 	m := &buildMetrics{
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slipway_builds_started_total",
+			Help: "Image builds started, by cause (Created, SpecChanged, Manual, Commit, Webhook, BaseImage).",
+		}, []string{"cause"}),
 		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "slipway_builds_total",
 			Help: "Finished image builds, by result (succeeded, failed) and reason.",
@@ -45,6 +50,7 @@ func registerMetrics(c client.Reader) (*buildMetrics, error) {
 		}),
 	}
 	var err error
+	m.started = register(m.started, &err)
 	m.builds = register(m.builds, &err)
 	m.duration = register(m.duration, &err)
 	m.cacheHits = register(m.cacheHits, &err)
@@ -70,6 +76,14 @@ func register[C prometheus.Collector](c C, errp *error) C {
 		*errp = err
 	}
 	return c
+}
+
+// startedBuild records a build that just started.
+func (m *buildMetrics) startedBuild(cause v1alpha1.BuildCause) {
+	if m == nil {
+		return
+	}
+	m.started.WithLabelValues(string(cause)).Inc()
 }
 
 // finished records a build that just ended.

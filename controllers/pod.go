@@ -89,6 +89,11 @@ type podOptions struct {
 	tolerations  []corev1.Toleration
 	// gitAuth says how spec.source.git.secretRef is passed to the executor.
 	gitAuth gitAuth
+	// commit, when set, is the commit the manager resolved the revision to (an ImageBuild
+	// that follows its revision): the executor builds exactly that commit.
+	commit string
+	// tags are spec.output.additionalTags with their templates rendered (renderTags).
+	tags []string
 }
 
 // podName is the deterministic name of the executor pod of an attempt:
@@ -107,7 +112,7 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	spec := &ib.Spec
 	image := executorImage(ib, opts)
 	resources := executorResources(ib, opts)
-	executor := newExecutorContainer(ib, image, resources)
+	executor := newExecutorContainer(ib, opts, image, resources)
 
 	volumes, secretMounts := credentialVolumes(ib, opts.gitAuth)
 	var initContainers []corev1.Container
@@ -212,12 +217,12 @@ func executorResources(ib *v1alpha1.ImageBuild, opts podOptions) corev1.Resource
 // newExecutorContainer is the container that runs the build: the executor's command line
 // (executorArgs), the build arguments read from Secrets and ConfigMaps (executorEnv), its
 // termination message as the result, and no privilege beyond executorCapabilities.
-func newExecutorContainer(ib *v1alpha1.ImageBuild, image string, resources corev1.ResourceRequirements) corev1.Container {
+func newExecutorContainer(ib *v1alpha1.ImageBuild, opts podOptions, image string, resources corev1.ResourceRequirements) corev1.Container {
 	return corev1.Container{
 		Name:                     executorContainer,
 		Image:                    image,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
-		Args:                     executorArgs(ib),
+		Args:                     executorArgs(ib, opts),
 		Env:                      executorEnv(ib),
 		Resources:                resources,
 		TerminationMessagePath:   terminationMessagePath,
@@ -344,12 +349,15 @@ var credentialsSizeLimit = resource.MustParse("32Mi")
 
 // executorArgs are the executor's command line: kaniko's flags (with --push-retry), and
 // --result-file and --isolation of ours.
-func executorArgs(ib *v1alpha1.ImageBuild) []string {
+func executorArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
 	spec := &ib.Spec
 	git := spec.Source.Git
 
 	context := git.URL
-	if git.Revision != "" {
+	switch {
+	case opts.commit != "":
+		context += "#" + opts.commit
+	case git.Revision != "":
 		context += "#" + git.Revision
 	}
 	args := []string{"--context=" + context}
@@ -367,7 +375,7 @@ func executorArgs(ib *v1alpha1.ImageBuild) []string {
 
 	repo := outputRepository(spec.Output.Image)
 	args = append(args, "--destination="+spec.Output.Image)
-	for _, tag := range spec.Output.AdditionalTags {
+	for _, tag := range opts.tags {
 		args = append(args, "--destination="+repo+":"+tag)
 	}
 

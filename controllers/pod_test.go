@@ -99,13 +99,14 @@ func TestImageBuild_constructPod(t *testing.T) {
 		},
 		{
 			name: "every build flag",
+			opts: func(o *podOptions) { o.tags = []string{"latest", "stable"} },
 			ib: func() *v1alpha1.ImageBuild {
 				ib := makeImageBuild("app", "ns").Revision("refs/tags/v1").Obj()
 				ib.Spec.Source.ContextDir = "services/api"
 				ib.Spec.Source.Git.Submodules = true
 				ib.Spec.Dockerfile = "build/Dockerfile.prod"
 				ib.Spec.Target = "runtime"
-				ib.Spec.Output.AdditionalTags = []string{"latest", "stable"}
+				ib.Spec.Output.AdditionalTags = []string{"latest", "stable"} // rendered by renderTags: opts.tags
 				ib.Spec.BuildArgs = []v1alpha1.BuildArg{{Name: "VERSION", Value: str("1.2")}, {Name: "EMPTY"}}
 				ib.Spec.Labels = map[string]string{"b": "2", "a": "1"}
 				ib.Spec.Cache = &v1alpha1.Cache{Repository: "cache.example.com/layers", TTL: &metav1.Duration{Duration: 6 * time.Hour}}

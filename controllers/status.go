@@ -137,6 +137,13 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 		}
 	}
 	st.Cache = &v1alpha1.CacheStatus{Hits: int32(res.CacheHits), Misses: int32(res.CacheMisses)}
+	if len(res.Bases) > 0 || res.BasesOmitted > 0 {
+		// What triggers.baseImages compares: the bases of the latest successful build.
+		st.BaseImages = nil
+		for _, b := range res.Bases {
+			st.BaseImages = append(st.BaseImages, v1alpha1.BaseImage{Reference: b.Ref, Digest: b.Digest})
+		}
+	}
 	st.Stages = nil
 	for _, s := range res.Stages {
 		st.Stages = append(st.Stages, v1alpha1.StageStatus{

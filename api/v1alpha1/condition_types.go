@@ -31,6 +31,12 @@ const (
 	ReasonPodCreated = "PodCreated"
 	// ReasonBuilding: the executor pod is running.
 	ReasonBuilding = "Building"
+	// ReasonResolving: the build of an ImageBuild that follows its revision waits for the
+	// listing of the repository's refs that fixes the commit it builds.
+	ReasonResolving = "Resolving"
+	// ReasonInvalidTag: an additional tag's template could not be rendered into a valid tag;
+	// not retried.
+	ReasonInvalidTag = "InvalidTag"
 	// ReasonRetrying: an attempt failed for a reason that may be transient; another follows
 	// after a backoff.
 	ReasonRetrying = "Retrying"

@@ -336,10 +336,18 @@ type Output struct {
 	// +required
 	Image string `json:"image"`
 
-	// additionalTags are more tags of the same repository that the image is pushed to.
+	// additionalTags are more tags of the same repository that the image is pushed to. Each is
+	// a tag, or a template of one with the fields {{.Branch}} (the branch, "/" made "-"),
+	// {{.Commit}}, {{.ShortCommit}} (7 characters), {{.Timestamp}} (the build's start, Unix
+	// seconds) and {{.BuildNumber}}, and nothing else: "{{.Branch}}-{{.ShortCommit}}-{{.Timestamp}}"
+	// names each build so that Flux's image automation or Argo CD Image Updater can pick the
+	// newest. An ImageBuild with a tag made from the commit builds the commit the manager
+	// resolved the revision to, so the tag names what was built; a rendered tag that is not a
+	// valid tag fails the build (reason InvalidTag).
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^([A-Za-z0-9_]|\{\{ *\.(Branch|Commit|ShortCommit|Timestamp|BuildNumber) *\}\})([A-Za-z0-9_.-]|\{\{ *\.(Branch|Commit|ShortCommit|Timestamp|BuildNumber) *\}\})*$`
 	// +optional
 	AdditionalTags []string `json:"additionalTags,omitempty"`
 

@@ -87,8 +87,11 @@ type Status struct {
 	// not polled again. Commit is empty (a listing does not say which
 	// commit an abbreviation stands for).
 	Pinned bool
-	// CheckedAt is when the listing that gave this status ended.
-	CheckedAt time.Time
+	// CheckedAt is when the listing that gave this status ended, StartedAt
+	// when it began: it shows the refs as they were at some time between
+	// the two. A subscription that a listing of its repository served at
+	// once has that listing's times.
+	StartedAt, CheckedAt time.Time
 	// Err is why the revision could not be resolved: the listing failed (a
 	// *ListError), or the repository has no such ref. Its message names no
 	// credential.
@@ -195,9 +198,9 @@ type group struct {
 	// interval is the smallest effective interval of subs; 0 when none
 	// needs polling (every revision pinned).
 	interval time.Duration
-	// last is when the last listing ended (zero: never); next when the
-	// next one is due.
-	last, next time.Time
+	// last is when the last listing ended (zero: never), lastStarted when
+	// it began; next when the next one is due.
+	last, lastStarted, next time.Time
 	// lastWanted and lastListing are the refs the last listing was asked
 	// for and what it found (nil if it failed: lastErr).
 	lastWanted  map[string]bool
@@ -341,7 +344,7 @@ func (p *Poller) Subscribe(key types.NamespacedName, src Source, interval time.D
 // asks for a listing: at once for a new repository, else as Refresh does.
 func (p *Poller) resolveOrScheduleLocked(s *subscription, now time.Time) {
 	if g := s.group; g.covers(s.revision) {
-		s.apply(g.resolveFor(s.revision), now)
+		s.apply(g.resolveFor(s.revision), g.lastStarted, g.last)
 	} else {
 		p.scheduleLocked(g, p.refreshTime(g, now))
 	}
@@ -564,6 +567,7 @@ func (p *Poller) list(ctx context.Context, g *group) {
 	case <-ctx.Done():
 		return
 	}
+	started := p.opts.Clock.Now()
 	lctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
 	l, err := p.lister.list(lctx, g.ep, g.creds, wanted)
 	cancel()
@@ -575,7 +579,7 @@ func (p *Poller) list(ctx context.Context, g *group) {
 	now := p.opts.Clock.Now()
 	var changed []types.NamespacedName
 	p.mu.Lock()
-	g.last, g.lastWanted, g.lastListing, g.lastErr = now, wanted, l, nil
+	g.last, g.lastStarted, g.lastWanted, g.lastListing, g.lastErr = now, started, wanted, l, nil
 	if err != nil {
 		g.lastErr, g.lastListing = err, nil
 	}
@@ -585,7 +589,7 @@ func (p *Poller) list(ctx context.Context, g *group) {
 			p.scheduleLocked(g, p.refreshTime(g, now))
 			continue
 		}
-		if s.apply(g.resolveFor(s.revision), now) {
+		if s.apply(g.resolveFor(s.revision), started, now) {
 			changed = append(changed, s.key)
 		}
 	}
@@ -626,9 +630,9 @@ func (g *group) resolveFor(revision string) resolution {
 // apply records r as s's status, and reports whether it changed what the
 // controller sees: the commit, the error or whether it is pinned (or it is
 // the first result).
-func (s *subscription) apply(r resolution, now time.Time) bool {
+func (s *subscription) apply(r resolution, started, ended time.Time) bool {
 	old := s.status
-	st := Status{Commit: r.commit, Ref: r.ref, Pinned: r.pinned, CheckedAt: now, Err: r.err}
+	st := Status{Commit: r.commit, Ref: r.ref, Pinned: r.pinned, StartedAt: started, CheckedAt: ended, Err: r.err}
 	if r.err != nil {
 		// A failure keeps what the last success said.
 		st.Commit, st.Ref = old.Commit, old.Ref

@@ -1,0 +1,299 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/controllers/gitpoll"
+	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/test/gitserver"
+)
+
+// gitRepo is a repository served by git http-backend with basic auth, whose main branch the
+// test moves.
+type gitRepo struct {
+	t          *testing.T
+	work, bare string
+	url        string
+}
+
+const gitPassword = "p0ll-s3cret-passw0rd"
+
+func newGitRepo(t *testing.T) *gitRepo {
+	root := t.TempDir()
+	r := &gitRepo{t: t, work: gitserver.NewWorkRepo(t)}
+	gitserver.WriteFiles(t, r.work, map[string]string{"Dockerfile": "FROM scratch\n"})
+	gitserver.Commit(t, r.work, "first")
+	r.bare = gitserver.Publish(t, r.work, root, "org/app.git", true)
+	srv := gitserver.StartHTTP(t, root, gitserver.WithBasicAuth("ci", gitPassword))
+	r.url = srv.URL + "/org/app.git"
+	return r
+}
+
+// push commits a change to main and pushes it; it returns the new commit.
+func (r *gitRepo) push(msg string) string {
+	gitserver.WriteFiles(r.t, r.work, map[string]string{"version": msg})
+	c := gitserver.Commit(r.t, r.work, msg)
+	gitserver.Git(r.t, r.work, "push", "-q", r.bare, "main")
+	return c
+}
+
+func (r *gitRepo) head() string {
+	return strings.TrimSpace(gitserver.Git(r.t, r.bare, "rev-parse", "refs/heads/main"))
+}
+
+// followingBuild creates the ImageBuild "app" that follows main of repo every 30s (the
+// shortest interval; webhook annotations make the tests faster than that), with a tag made
+// from the branch and the commit, under policy.
+func followingBuild(t *testing.T, c client.Client, ns string, repo *gitRepo, policy v1alpha1.RunPolicy) client.ObjectKey {
+	t.Helper()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: ns}, Type: corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": "ci", "password": gitPassword}}
+	if err := c.Create(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	return newImageBuild(t, c, ns, "app", func(ib *v1alpha1.ImageBuild) {
+		ib.Spec.Source.Git = v1alpha1.GitSource{URL: repo.url, Revision: "main", SecretRef: &corev1.LocalObjectReference{Name: "git"},
+			Interval: &metav1.Duration{Duration: 30 * time.Second}}
+		ib.Spec.Output.AdditionalTags = []string{"{{.Branch}}-{{.ShortCommit}}", "build-{{.BuildNumber}}"}
+		ib.Spec.RunPolicy = policy
+	})
+}
+
+// pushed tells the controller, as the webhook receiver does, that a push arrived.
+func pushed(t *testing.T, c client.Client, key client.ObjectKey) {
+	t.Helper()
+	ib := &v1alpha1.ImageBuild{}
+	if err := c.Get(context.Background(), key, ib); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(ib.DeepCopy())
+	if ib.Annotations == nil {
+		ib.Annotations = map[string]string{}
+	}
+	ib.Annotations[WebhookAnnotation] = time.Now().UTC().Format(time.RFC3339Nano)
+	if err := c.Patch(context.Background(), ib, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func triggerOptions() Options {
+	return Options{Poll: gitpoll.Options{RefreshInterval: time.Millisecond, Timeout: 10 * time.Second}}
+}
+
+// builtFrom checks that pod builds commit (the context pinned to it) and pushes the tags
+// made from it.
+func builtFrom(t *testing.T, pod *corev1.Pod, repoURL, commit string, number int) {
+	t.Helper()
+	args := pod.Spec.Containers[0].Args
+	for _, want := range []string{
+		"--context=" + repoURL + "#" + commit,
+		"--destination=registry.example.com/org/app:main-" + commit[:7],
+		fmt.Sprintf("--destination=registry.example.com/org/app:build-%d", number),
+	} {
+		if !slices.Contains(args, want) {
+			t.Errorf("pod %s: args %v lack %s", pod.Name, args, want)
+		}
+	}
+}
+
+func commitResult(commit string) string {
+	return encodeResult(result.Result{Success: true, Digest: testDigest, Commit: commit})
+}
+
+// An ImageBuild that follows its branch builds each commit the branch moves to, pinned to
+// that commit, with the tags made from it; a push reported by a webhook (the annotation the
+// receiver writes) makes the manager list the refs at once; under runPolicy Serial a push
+// during a build waits in status.next, the newest one only.
+func TestImageBuildReconciler_Reconcile_followsItsBranch(t *testing.T) {
+	repo := newGitRepo(t)
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, triggerOptions())
+	k := kubelet{t, c}
+	key := followingBuild(t, c, ns, repo, v1alpha1.RunPolicySerial)
+
+	// Build 1: the spec's, pinned to the commit a listing found.
+	a := repo.head()
+	builtFrom(t, waitPod(t, c, ns, "app-1-1"), repo.url, a, 1)
+	k.finish(ns, "app-1-1", 0, "Completed", commitResult(a))
+	ib := waitStatus(t, c, key, "build 1 succeeded", phaseIs(v1alpha1.PhaseSucceeded))
+	if ib.Status.BuildNumber != 1 || ib.Status.Cause != v1alpha1.CauseCreated || len(ib.Status.History) != 1 ||
+		ib.Status.History[0].Commit != a || ib.Status.History[0].Result != v1alpha1.BuildResultSucceeded {
+		t.Fatalf("after build 1: %s; history %+v", describe(ib), ib.Status.History)
+	}
+
+	// A push reported by a webhook: build 2, of the new commit.
+	b := repo.push("two")
+	pushed(t, c, key)
+	builtFrom(t, waitPod(t, c, ns, "app-1-2"), repo.url, b, 2)
+	ib = waitStatus(t, c, key, "build 2 started", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.BuildNumber == 2 })
+	if ib.Status.Cause != v1alpha1.CauseWebhook {
+		t.Errorf("build 2's cause = %s, want Webhook", ib.Status.Cause)
+	}
+	k.run(ns, "app-1-2")
+
+	// Two pushes while build 2 runs: only the newest waits.
+	repo.push("three")
+	pushed(t, c, key)
+	d := repo.push("four")
+	pushed(t, c, key)
+	ib = waitStatus(t, c, key, "the newest push waiting", func(ib *v1alpha1.ImageBuild) bool {
+		return ib.Status.Next != nil && ib.Status.Next.Commit == d
+	})
+	if ib.Status.BuildNumber != 2 || ib.Status.Phase != v1alpha1.PhaseRunning {
+		t.Errorf("a push during build 2 changed it: %s", describe(ib))
+	}
+	if names := podNames(t, c, ns); len(names) != 2 {
+		t.Errorf("pods = %v, want only those of builds 1 and 2 (Serial)", names)
+	}
+	k.finish(ns, "app-1-2", 0, "Completed", commitResult(b))
+	builtFrom(t, waitPod(t, c, ns, "app-1-3"), repo.url, d, 3)
+	ib = waitStatus(t, c, key, "build 3 started", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.BuildNumber == 3 })
+	if ib.Status.Next != nil || len(ib.Status.History) != 3 || ib.Status.History[1].Result != v1alpha1.BuildResultSucceeded ||
+		ib.Status.History[1].Commit != b || ib.Status.History[0].Commit != d {
+		t.Errorf("after build 3 started: next %+v, history %+v", ib.Status.Next, ib.Status.History)
+	}
+
+	// The events name each build's cause; no event, status or pod names the git password.
+	var evs eventsv1.EventList
+	if err := c.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	for _, e := range evs.Items {
+		notes = append(notes, e.Note)
+		if strings.Contains(e.Note, gitPassword) {
+			t.Errorf("event %q names the git password", e.Note)
+		}
+	}
+	for _, want := range []string{"Build 1 started (cause Created)", "Build 2 started (cause Webhook)", "Build 3 started (cause Webhook)"} {
+		if !slices.ContainsFunc(notes, func(n string) bool { return strings.HasPrefix(n, want) }) {
+			t.Errorf("no event %q among %q", want, notes)
+		}
+	}
+	if strings.Contains(describe(ib), gitPassword) || strings.Contains(fmt.Sprint(ib.Status.History), gitPassword) {
+		t.Error("the status names the git password")
+	}
+}
+
+// A manager that starts finds the branch moved since the latest build: a build of cause
+// Commit (no webhook asked for it).
+func TestImageBuildReconciler_Reconcile_restartFindsANewCommit(t *testing.T) {
+	repo := newGitRepo(t)
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	m := startManager(t, ns, triggerOptions())
+	k := kubelet{t, c}
+	key := followingBuild(t, c, ns, repo, v1alpha1.RunPolicySerial)
+	a := repo.head()
+	waitPod(t, c, ns, "app-1-1")
+	k.finish(ns, "app-1-1", 0, "Completed", commitResult(a))
+	waitStatus(t, c, key, "build 1 succeeded", phaseIs(v1alpha1.PhaseSucceeded))
+	m.stop()
+
+	b := repo.push("two")
+	startManager(t, ns, triggerOptions())
+	builtFrom(t, waitPod(t, c, ns, "app-1-2"), repo.url, b, 2)
+	ib := waitStatus(t, c, key, "build 2", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.BuildNumber == 2 })
+	if ib.Status.Cause != v1alpha1.CauseCommit {
+		t.Errorf("cause = %s, want Commit", ib.Status.Cause)
+	}
+}
+
+// runPolicy SerialLatestOnly stops the running build for the new commit (Superseded);
+// Parallel lets both run and records each.
+func TestImageBuildReconciler_Reconcile_runPolicies(t *testing.T) {
+	t.Run("SerialLatestOnly", func(t *testing.T) {
+		repo := newGitRepo(t)
+		c := startEnv(t)
+		ns := newNamespace(t, c, nil)
+		startManager(t, ns, triggerOptions())
+		k := kubelet{t, c}
+		key := followingBuild(t, c, ns, repo, v1alpha1.RunPolicySerialLatestOnly)
+		waitPod(t, c, ns, "app-1-1")
+		k.run(ns, "app-1-1")
+		waitStatus(t, c, key, "build 1 running", phaseIs(v1alpha1.PhaseRunning))
+
+		b := repo.push("two")
+		pushed(t, c, key)
+		waitPodGone(t, c, ns, "app-1-1")
+		builtFrom(t, waitPod(t, c, ns, "app-1-2"), repo.url, b, 2)
+		ib := waitStatus(t, c, key, "build 2", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.BuildNumber == 2 })
+		if len(ib.Status.History) != 2 || ib.Status.History[1].Result != v1alpha1.BuildResultSuperseded {
+			t.Errorf("history = %+v, want build 1 Superseded", ib.Status.History)
+		}
+	})
+	t.Run("Parallel", func(t *testing.T) {
+		repo := newGitRepo(t)
+		c := startEnv(t)
+		ns := newNamespace(t, c, nil)
+		startManager(t, ns, triggerOptions())
+		k := kubelet{t, c}
+		key := followingBuild(t, c, ns, repo, v1alpha1.RunPolicyParallel)
+		a := repo.head()
+		waitPod(t, c, ns, "app-1-1")
+		k.run(ns, "app-1-1")
+		waitStatus(t, c, key, "build 1 running", phaseIs(v1alpha1.PhaseRunning))
+
+		b := repo.push("two")
+		pushed(t, c, key)
+		builtFrom(t, waitPod(t, c, ns, "app-1-2"), repo.url, b, 2)
+		time.Sleep(300 * time.Millisecond)
+		if names := podNames(t, c, ns); !slices.Equal(names, []string{"app-1-1", "app-1-2"}) {
+			t.Errorf("pods = %v, want builds 1 and 2 running side by side", names)
+		}
+		// Build 1 ends after build 2 started: its record says so, the status stays build 2's.
+		k.finish(ns, "app-1-1", 0, "Completed", commitResult(a))
+		ib := waitStatus(t, c, key, "build 1 recorded", func(ib *v1alpha1.ImageBuild) bool {
+			return len(ib.Status.History) == 2 && ib.Status.History[1].Result == v1alpha1.BuildResultSucceeded
+		})
+		if ib.Status.BuildNumber != 2 || ib.Status.Phase.Finished() || ib.Status.History[1].Digest != testDigest {
+			t.Errorf("after build 1 ended: %s; history %+v", describe(ib), ib.Status.History)
+		}
+		k.finish(ns, "app-1-2", 0, "Completed", commitResult(b))
+		ib = waitStatus(t, c, key, "build 2 succeeded", phaseIs(v1alpha1.PhaseSucceeded))
+		if ib.Status.History[0].Result != v1alpha1.BuildResultSucceeded || ib.Status.History[0].Commit != b {
+			t.Errorf("history = %+v", ib.Status.History)
+		}
+	})
+}
+
+// A spec change while a build runs stops it (Superseded) whatever the policy, and the next
+// build is pinned to the branch as it is then.
+func TestImageBuildReconciler_Reconcile_specChangeSupersedes(t *testing.T) {
+	repo := newGitRepo(t)
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, triggerOptions())
+	k := kubelet{t, c}
+	key := followingBuild(t, c, ns, repo, v1alpha1.RunPolicyParallel)
+	waitPod(t, c, ns, "app-1-1")
+	k.run(ns, "app-1-1")
+
+	b := repo.push("two")
+	ib := &v1alpha1.ImageBuild{}
+	if err := c.Get(context.Background(), key, ib); err != nil {
+		t.Fatal(err)
+	}
+	ib.Spec.Target = "runtime"
+	if err := c.Update(context.Background(), ib); err != nil {
+		t.Fatal(err)
+	}
+	waitPodGone(t, c, ns, "app-1-1")
+	builtFrom(t, waitPod(t, c, ns, "app-2-1"), repo.url, b, 2)
+	ib = waitStatus(t, c, key, "build 2", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.BuildNumber == 2 })
+	if ib.Status.Cause != v1alpha1.CauseSpecChanged || ib.Status.History[1].Result != v1alpha1.BuildResultSuperseded {
+		t.Errorf("cause %s, history %+v: want SpecChanged and build 1 Superseded", ib.Status.Cause, ib.Status.History)
+	}
+}

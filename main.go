@@ -49,7 +49,7 @@ func main() {
 		setupLog.Error(err, "Could not create the manager")
 		os.Exit(1)
 	}
-	if err := setupControllers(mgr, opts); err != nil {
+	if err := setupControllers(mgr, opts, f.manager.webhookAddr); err != nil {
 		setupLog.Error(err, "Could not set up the manager")
 		os.Exit(1)
 	}
@@ -65,6 +65,7 @@ func main() {
 // managerFlags are the flags of the manager itself: its endpoints and leader election.
 type managerFlags struct {
 	metricsAddr, probeAddr string
+	webhookAddr            string
 	leaderElect            bool
 	leaderElectionNS       string
 }
@@ -92,6 +93,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	f := &flags{}
 	fs.StringVar(&f.manager.metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
 	fs.StringVar(&f.manager.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	fs.StringVar(&f.manager.webhookAddr, "webhook-bind-address", ":8082", "Address of the git webhook receiver (/hooks/<namespace>/<name>); 0 turns it off.")
 	fs.BoolVar(&f.manager.leaderElect, "leader-elect", false, "Elect a leader, so that only one of several replicas reconciles.")
 	fs.StringVar(&f.manager.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; the manager's own when empty.")
 	fs.StringVar(&f.opts.ExecutorImage, "executor-image", "", "Image of the executor pods, unless an ImageBuild sets spec.executorImage. Required.")
@@ -200,9 +202,9 @@ func newManager(cfg *rest.Config, f managerFlags) (manager.Manager, error) {
 	})
 }
 
-// setupControllers adds the ImageBuild controller, with opts, and the /healthz and /readyz
-// checks to mgr.
-func setupControllers(mgr manager.Manager, opts controllers.Options) error {
+// setupControllers adds the ImageBuild controller, with opts, the git webhook receiver on
+// webhookAddr (none when "0" or empty), and the /healthz and /readyz checks to mgr.
+func setupControllers(mgr manager.Manager, opts controllers.Options, webhookAddr string) error {
 	r := &controllers.ImageBuildReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -212,6 +214,13 @@ func setupControllers(mgr manager.Manager, opts controllers.Options) error {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ImageBuild controller: %w", err)
+	}
+	if webhookAddr != "" && webhookAddr != "0" {
+		w := &controllers.WebhookReceiver{Addr: webhookAddr, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+			Log: ctrl.Log.WithName("webhook")}
+		if err := mgr.Add(w); err != nil {
+			return fmt.Errorf("adding the webhook receiver: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)

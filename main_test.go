@@ -152,16 +152,16 @@ func TestBindFlags_manager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := managerFlags{metricsAddr: ":8080", probeAddr: ":8081"}
+	want := managerFlags{metricsAddr: ":8080", probeAddr: ":8081", webhookAddr: ":8082"}
 	if diff := cmp.Diff(want, f.manager, cmp.AllowUnexported(managerFlags{})); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
-	f, err = parseFlags(t, "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:9000",
+	f, err = parseFlags(t, "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:9000", "--webhook-bind-address=0",
 		"--leader-elect", "--leader-election-namespace=slipway-system")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = managerFlags{metricsAddr: "0", probeAddr: "127.0.0.1:9000", leaderElect: true, leaderElectionNS: "slipway-system"}
+	want = managerFlags{metricsAddr: "0", probeAddr: "127.0.0.1:9000", webhookAddr: "0", leaderElect: true, leaderElectionNS: "slipway-system"}
 	if diff := cmp.Diff(want, f.manager, cmp.AllowUnexported(managerFlags{})); diff != "" {
 		t.Errorf("set (-want +got):\n%s", diff)
 	}

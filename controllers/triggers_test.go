@@ -286,8 +286,9 @@ func TestImageBuildReconciler_Reconcile_specChangeSupersedes(t *testing.T) {
 	if err := c.Get(context.Background(), key, ib); err != nil {
 		t.Fatal(err)
 	}
+	patch := client.MergeFrom(ib.DeepCopy())
 	ib.Spec.Target = "runtime"
-	if err := c.Update(context.Background(), ib); err != nil {
+	if err := c.Patch(context.Background(), ib, patch); err != nil {
 		t.Fatal(err)
 	}
 	waitPodGone(t, c, ns, "app-1-1")

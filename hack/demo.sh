@@ -31,8 +31,8 @@
 # same registry, the same digest).
 #
 # Environment: SLIPWAY_REGISTRY_PORT (25000), SLIPWAY_GIT_PORT (25001),
-# SLIPWAY_MANAGER_METRICS_PORT (25080) and SLIPWAY_MANAGER_PROBE_PORT (25081) (the manager is on
-# the host network), SLIPWAY_CLUSTER_APISERVER_PORT (26443), SLIPWAY_CLUSTER_BRIDGE (slipway0),
+# SLIPWAY_MANAGER_METRICS_PORT (25080), SLIPWAY_MANAGER_PROBE_PORT (25081) and
+# SLIPWAY_MANAGER_WEBHOOK_PORT (25082, the git webhook receiver) (the manager is on the host network), SLIPWAY_CLUSTER_APISERVER_PORT (26443), SLIPWAY_CLUSTER_BRIDGE (slipway0),
 # SLIPWAY_DEMO_HOST (the address pods reach the host at; default the bridge's),
 # SLIPWAY_DEMO_TIMEOUT (600 s for the build), SLIPWAY_STATE (<repo>/_output).
 set -euo pipefail
@@ -43,6 +43,7 @@ REGISTRY_PORT=${SLIPWAY_REGISTRY_PORT:-25000}
 GIT_PORT=${SLIPWAY_GIT_PORT:-25001}
 METRICS_PORT=${SLIPWAY_MANAGER_METRICS_PORT:-25080}
 PROBE_PORT=${SLIPWAY_MANAGER_PROBE_PORT:-25081}
+WEBHOOK_PORT=${SLIPWAY_MANAGER_WEBHOOK_PORT:-25082}
 APISERVER_PORT=${SLIPWAY_CLUSTER_APISERVER_PORT:-26443}
 BRIDGE=${SLIPWAY_CLUSTER_BRIDGE:-slipway0}
 TIMEOUT=${SLIPWAY_DEMO_TIMEOUT:-600}
@@ -255,18 +256,18 @@ install() {
 		# A manager already installed holds its own ports; otherwise they must be free.
 		if ! kubectl -n "${NAMESPACE}" get deployment "${DEPLOYMENT}" >/dev/null 2>&1; then
 			local port held
-			for port in "${METRICS_PORT}" "${PROBE_PORT}"; do
+			for port in "${METRICS_PORT}" "${PROBE_PORT}" "${WEBHOOK_PORT}"; do
 				# TIME-WAIT left by the last manager does not stop it binding (check_port).
 				held=$(ss -Htanp exclude time-wait "sport = :${port}" 2>/dev/null | head -3)
 				[[ -z "${held}" ]] || die "port ${port} (the manager's, on the host network) is in use;" \
-					"choose others with SLIPWAY_MANAGER_METRICS_PORT and SLIPWAY_MANAGER_PROBE_PORT. Held by:"$'\n'"${held}"
+					"choose others with SLIPWAY_MANAGER_METRICS_PORT, SLIPWAY_MANAGER_PROBE_PORT and SLIPWAY_MANAGER_WEBHOOK_PORT. Held by:"$'\n'"${held}"
 			done
 		fi
 	fi
 	"${helm}" upgrade --install "${RELEASE}" charts/slipway --namespace "${NAMESPACE}" --create-namespace \
 		--set image.repository="${manager_image%@*}" --set image.digest="${manager_image#*@}" \
 		--set executor.image.repository="${executor_image%@*}" --set executor.image.digest="${executor_image#*@}" \
-		--set metrics.port="${METRICS_PORT}" --set probes.port="${PROBE_PORT}" \
+		--set metrics.port="${METRICS_PORT}" --set probes.port="${PROBE_PORT}" --set webhooks.port="${WEBHOOK_PORT}" \
 		--set buildRetryBackoff=2s "${network_values[@]}" >"${out}/helm.log"
 	echo "helm: release ${RELEASE} installed (notes in ${out}/helm.log)"
 	if [[ -n "${local_apiserver}" ]]; then
@@ -287,6 +288,7 @@ install() {
 		export SLIPWAY_MANAGER_IMAGE=${manager_image}
 		export SLIPWAY_MANAGER_NAMESPACE=${NAMESPACE}
 		export SLIPWAY_MANAGER_DEPLOYMENT=${DEPLOYMENT}
+		export SLIPWAY_MANAGER_WEBHOOK_URL=http://127.0.0.1:${WEBHOOK_PORT}
 	EOF
 }
 

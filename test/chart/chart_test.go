@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -228,6 +230,7 @@ func TestChart_template_defaults(t *testing.T) {
 		"Role/" + fullname + "-leader-election",
 		"RoleBinding/" + fullname + "-leader-election",
 		"Service/" + fullname + "-metrics",
+		"Service/" + fullname + "-webhooks",
 		"ServiceAccount/" + fullname,
 	}
 	if diff := cmp.Diff(wantKinds, keys(objs)); diff != "" {
@@ -277,6 +280,7 @@ func TestChart_template_defaults(t *testing.T) {
 			"--leader-elect",
 			"--metrics-bind-address=:8080",
 			"--health-probe-bind-address=:8081",
+			"--webhook-bind-address=:8082",
 			"--executor-image=slipway/executor:0.1.0",
 			"--max-concurrent-builds=4",
 			"--host-users=auto",
@@ -329,6 +333,14 @@ func TestChart_template_defaults(t *testing.T) {
 		}
 		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.StrVal != "metrics" {
 			t.Errorf("service ports %+v, want one targeting the metrics port", svc.Spec.Ports)
+		}
+		// The webhook receiver's Service reaches the container port the manager listens on.
+		hooks := decode[corev1.Service](t, objs, "Service/"+fullname+"-webhooks")
+		if len(hooks.Spec.Ports) != 1 || hooks.Spec.Ports[0].TargetPort.StrVal != "webhooks" || hooks.Spec.Ports[0].Port != 8082 {
+			t.Errorf("webhooks service ports %+v, want 8082 targeting the webhooks port", hooks.Spec.Ports)
+		}
+		if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "webhooks" && p.ContainerPort == 8082 }) {
+			t.Errorf("container ports %+v lack webhooks 8082", c.Ports)
 		}
 	})
 
@@ -388,6 +400,33 @@ func TestChart_template_values(t *testing.T) {
 		name: "maxConcurrentBuilds",
 		set:  []string{"maxConcurrentBuilds=11"},
 		args: []string{"--max-concurrent-builds=11"},
+	}, {
+		name: "webhooks off",
+		set:  []string{"webhooks.enabled=false"},
+		args: []string{"--webhook-bind-address=0"},
+		check: func(t *testing.T, objs map[string]object) {
+			if _, ok := objs["Service/"+fullname+"-webhooks"]; ok {
+				t.Error("a webhooks Service with webhooks.enabled=false")
+			}
+		},
+	}, {
+		name: "webhooks ingress",
+		set: []string{"webhooks.ingress.enabled=true", "webhooks.ingress.host=hooks.example.com", "webhooks.ingress.className=nginx",
+			"webhooks.ingress.tls[0].secretName=hooks-tls", "webhooks.ingress.tls[0].hosts[0]=hooks.example.com"},
+		args: []string{"--webhook-bind-address=:8082"},
+		check: func(t *testing.T, objs map[string]object) {
+			ing := decode[networkingv1.Ingress](t, objs, "Ingress/"+fullname+"-webhooks")
+			if len(ing.Spec.Rules) != 1 || ing.Spec.Rules[0].Host != "hooks.example.com" || *ing.Spec.IngressClassName != "nginx" ||
+				len(ing.Spec.TLS) != 1 || ing.Spec.TLS[0].SecretName != "hooks-tls" {
+				t.Fatalf("ingress %+v", ing.Spec)
+			}
+			// Only the receiver's paths reach the manager.
+			paths := ing.Spec.Rules[0].HTTP.Paths
+			if len(paths) != 1 || paths[0].Path != "/hooks/" || paths[0].Backend.Service.Name != fullname+"-webhooks" ||
+				paths[0].Backend.Service.Port.Name != "webhooks" {
+				t.Errorf("ingress paths %+v, want /hooks/ to the webhooks Service only", paths)
+			}
+		},
 	}, {
 		name: "cacheRepositoryPrefixes",
 		set: []string{"cacheRepositoryPrefixes[0].namespace=*", "cacheRepositoryPrefixes[0].prefix=registry.example.com/cache/{namespace}",
@@ -496,8 +535,8 @@ func TestChart_template_values(t *testing.T) {
 			if _, ok := objs["Service/"+fullname+"-metrics"]; ok {
 				t.Error("metrics Service rendered with metrics off")
 			}
-			if _, c := manager(t, objs); len(c.Ports) != 1 || c.Ports[0].Name != "probes" {
-				t.Errorf("ports %+v, want only probes", c.Ports)
+			if _, c := manager(t, objs); slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" }) {
+				t.Errorf("ports %+v, want no metrics port", c.Ports)
 			}
 		},
 	}, {

@@ -102,6 +102,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.IntVar(&f.maxRetries, "max-build-retries", 3, "Retries of a build whose pod was lost or whose push failed; 0 for none.")
 	fs.DurationVar(&f.opts.RetryBackoff, "build-retry-backoff", 10*time.Second, "Wait before the first retry; doubled for each next one.")
 	fs.DurationVar(&f.opts.MaxRetryBackoff, "max-build-retry-backoff", 5*time.Minute, "Longest wait between retries.")
+	fs.DurationVar(&f.opts.BaseImageInterval, "base-image-check-interval", 0, "How often the base images of ImageBuilds with triggers.baseImages are checked (a HEAD request each); 0: their source.git.interval, or an hour.")
 	fs.StringVar(&f.requests.cpu, "executor-cpu-request", "500m", "CPU request of executor pods without spec.resources.")
 	fs.StringVar(&f.requests.memory, "executor-memory-request", "512Mi", "Memory request of executor pods without spec.resources.")
 	fs.StringVar(&f.limits.cpu, "executor-cpu-limit", "", "CPU limit of executor pods without spec.resources; none when empty.")

@@ -72,6 +72,9 @@ type Options struct {
 	// Poll configures the listings of the revisions that ImageBuilds follow (gitpoll); its
 	// Notify is the reconciler's.
 	Poll gitpoll.Options
+	// BaseImageInterval, when set, is how often the base images of ImageBuilds with
+	// triggers.baseImages are checked, instead of their source.git.interval (or an hour).
+	BaseImageInterval time.Duration
 	// CacheRepositoryPrefixes are the cache repositories that namespaces may use besides those
 	// under their output repository (see checkCacheRepository); none by default.
 	CacheRepositoryPrefixes []CacheRepositoryPrefix
@@ -279,6 +282,9 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	}
 	if ib.Status.Phase.Finished() && !prev.Finished() {
 		evs = append(evs, finishedEvent(ib, pod))
+		if e, ok := warningsEvent(ib, pod); ok { // the build checks' findings: one event per build
+			evs = append(evs, e)
+		}
 		if pod != nil {
 			result = r.applyRetention(ctx, ib, []corev1.Pod{*pod}, now)
 		}
@@ -286,6 +292,12 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 			// The build a trigger asked for meanwhile (runPolicy Serial) starts once this
 			// one's end is written.
 			result = ctrl.Result{RequeueAfter: time.Millisecond}
+		}
+		if r.Bases != nil && ib.Status.Phase == v1alpha1.PhaseSucceeded {
+			// Watch what this build was FROM (triggers.baseImages) from now on.
+			if _, err := r.followBases(ctx, ib, client.ObjectKeyFromObject(ib)); err != nil {
+				log.FromContext(ctx).Info("Cannot watch the base images", "error", err.Error())
+			}
 		}
 	}
 	return result, evs, nil

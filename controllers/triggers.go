@@ -238,8 +238,11 @@ func (r *ImageBuildReconciler) followBases(ctx context.Context, ib *v1alpha1.Ima
 		bases = append(bases, baseimage.Base{Ref: b.Reference, Digest: b.Digest})
 	}
 	interval := defaultBaseInterval
-	if i := ib.Spec.Source.Git.Interval; i != nil {
-		interval = i.Duration
+	switch {
+	case r.Options.BaseImageInterval > 0:
+		interval = r.Options.BaseImageInterval
+	case ib.Spec.Source.Git.Interval != nil:
+		interval = ib.Spec.Source.Git.Interval.Duration
 	}
 	secret := ""
 	if ref := ib.Spec.Output.PushSecretRef; ref != nil {

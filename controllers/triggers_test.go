@@ -2,12 +2,16 @@ package controllers
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +21,7 @@ import (
 	"github.com/slipway-dev/slipway/controllers/gitpoll"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/test/gitserver"
+	"github.com/slipway-dev/slipway/test/testenv"
 )
 
 // gitRepo is a repository served by git http-backend with basic auth, whose main branch the
@@ -297,4 +302,84 @@ func TestImageBuildReconciler_Reconcile_specChangeSupersedes(t *testing.T) {
 	if ib.Status.Cause != v1alpha1.CauseSpecChanged || ib.Status.History[1].Result != v1alpha1.BuildResultSuperseded {
 		t.Errorf("cause %s, history %+v: want SpecChanged and build 1 Superseded", ib.Status.Cause, ib.Status.History)
 	}
+}
+
+// triggers.baseImages: once the tag a successful build was FROM names another image (the
+// registry's tag re-pushed), the next build starts (cause BaseImage), of the same commit. The
+// registry requires the credentials of the push Secret (that they go to no other registry is
+// baseimage's TestCheck_credentialsOnlyToTheirRegistry).
+func TestImageBuildReconciler_Reconcile_baseImageMoved(t *testing.T) {
+	repo := newGitRepo(t)
+	const user, password = "puller", "base-passw0rd"
+	reg := testenv.StartRegistry(t, testenv.WithBasicAuth(user, password))
+	base := reg.Ref("library/debian:12")
+	first := pushRandom(t, base, reg)
+
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	opts := triggerOptions()
+	opts.BaseImageInterval = 200 * time.Millisecond
+	startManager(t, ns, opts)
+	k := kubelet{t, c}
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	if err := c.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "push", Namespace: ns},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		StringData: map[string]string{".dockerconfigjson": `{"auths":{"` + reg.Host() + `":{"auth":"` + auth + `"}}}`}}); err != nil {
+		t.Fatal(err)
+	}
+	key := followingBuild(t, c, ns, repo, v1alpha1.RunPolicySerial)
+	ib := &v1alpha1.ImageBuild{}
+	if err := c.Get(context.Background(), key, ib); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(ib.DeepCopy())
+	ib.Spec.Triggers = &v1alpha1.Triggers{BaseImages: true}
+	ib.Spec.Output.PushSecretRef = &corev1.LocalObjectReference{Name: "push"}
+	if err := c.Patch(context.Background(), ib, patch); err != nil {
+		t.Fatal(err)
+	}
+	ib = waitStatus(t, c, key, "the build of generation 2", func(ib *v1alpha1.ImageBuild) bool {
+		return ib.Status.ObservedGeneration == 2 && ib.Status.PodName != ""
+	})
+	a := repo.head()
+	k.finish(ns, ib.Status.PodName, 0, "Completed", encodeResult(result.Result{Success: true, Digest: testDigest, Commit: a,
+		Bases: []result.Base{{Ref: base, Digest: first}}}))
+	ib = waitStatus(t, c, key, "built", phaseIs(v1alpha1.PhaseSucceeded))
+	n := ib.Status.BuildNumber
+	if len(ib.Status.BaseImages) != 1 || ib.Status.BaseImages[0].Digest != first {
+		t.Fatalf("baseImages = %+v, want %s at %s", ib.Status.BaseImages, base, first)
+	}
+	// Checked every 200ms: the tag has not moved, nothing starts.
+	time.Sleep(time.Second)
+	if got := waitStatus(t, c, key, "still built", phaseIs(v1alpha1.PhaseSucceeded)); got.Status.BuildNumber != n {
+		t.Fatalf("a build started while the base had not moved: %s", describe(got))
+	}
+
+	pushRandom(t, base, reg)
+	ib = waitStatus(t, c, key, "the base image's build", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.BuildNumber == n+1 })
+	if ib.Status.Cause != v1alpha1.CauseBaseImage || ib.Status.History[0].Commit != a {
+		t.Errorf("cause %s, history %+v: want BaseImage, of commit %s", ib.Status.Cause, ib.Status.History, a)
+	}
+	builtFrom(t, waitPod(t, c, ns, ib.Status.PodName), repo.url, a, int(n+1))
+}
+
+// pushRandom pushes a random image to ref and returns its digest.
+func pushRandom(t *testing.T, ref string, reg *testenv.Registry) string {
+	t.Helper()
+	img, err := random.Image(128, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img, remote.WithAuth(reg.Auth())); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
 }

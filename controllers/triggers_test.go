@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -126,6 +128,10 @@ func TestImageBuildReconciler_Reconcile_followsItsBranch(t *testing.T) {
 	ns := newNamespace(t, c, nil)
 	startManager(t, ns, triggerOptions())
 	k := kubelet{t, c}
+	startedBefore := map[v1alpha1.BuildCause]float64{}
+	for _, cause := range []v1alpha1.BuildCause{v1alpha1.CauseCreated, v1alpha1.CauseWebhook} {
+		startedBefore[cause] = counterValue(t, "slipway_builds_started_total", map[string]string{"cause": string(cause)})
+	}
 	key := followingBuild(t, c, ns, repo, v1alpha1.RunPolicySerial)
 
 	// Build 1: the spec's, pinned to the commit a listing found.
@@ -182,13 +188,68 @@ func TestImageBuildReconciler_Reconcile_followsItsBranch(t *testing.T) {
 			t.Errorf("event %q names the git password", e.Note)
 		}
 	}
-	for _, want := range []string{"Build 1 started (cause Created)", "Build 2 started (cause Webhook)", "Build 3 started (cause Webhook)"} {
+	for _, want := range []string{"Build 1 started (cause Created)", "Build 2 started (cause Webhook)", "Build 3 started (cause Webhook)",
+		"A webhook push made main resolve to " + d[:12] + "; it starts when build 2 ends (runPolicy Serial)"} {
 		if !slices.ContainsFunc(notes, func(n string) bool { return strings.HasPrefix(n, want) }) {
 			t.Errorf("no event %q among %q", want, notes)
 		}
 	}
 	if strings.Contains(describe(ib), gitPassword) || strings.Contains(fmt.Sprint(ib.Status.History), gitPassword) {
 		t.Error("the status names the git password")
+	}
+	// slipway_builds_started_total counts builds by cause (other tests' builds may add to it).
+	for cause, n := range map[v1alpha1.BuildCause]float64{v1alpha1.CauseCreated: 1, v1alpha1.CauseWebhook: 2} {
+		if got := counterValue(t, "slipway_builds_started_total", map[string]string{"cause": string(cause)}) - startedBefore[cause]; got < n {
+			t.Errorf("slipway_builds_started_total{cause=%s} grew by %v, want at least %v", cause, got, n)
+		}
+	}
+}
+
+// pin waits (reason Resolving) for a listing that began after the build was asked for, then
+// pins the build to its commit; a failed listing leaves the build unpinned.
+func TestImageBuildReconciler_pin(t *testing.T) {
+	asked := t0.Add(time.Minute).Add(123 * time.Millisecond)
+	r := &ImageBuildReconciler{Poller: gitpoll.New(gitpoll.Options{})}
+	r.initTriggers()
+	newIB := func() *v1alpha1.ImageBuild {
+		return built(v1alpha1.PhasePending, func(ib *v1alpha1.ImageBuild) {
+			ib.Status.History[0].Commit = ""
+			ib.Status.History[0].StartTime = &metav1.Time{Time: asked}
+		})
+	}
+	tests := []struct {
+		name       string
+		obs        observed
+		wantPinned string
+		wantWait   bool
+	}{
+		{"a listing from before the request is waited out", observed{commit: commitA, startedAt: asked.Add(-time.Millisecond)}, "", true},
+		{"a listing begun after the request pins its commit", observed{commit: commitB, startedAt: asked.Add(time.Millisecond)}, commitB, false},
+		{"a failed listing after the request leaves it unpinned",
+			observed{commit: commitA, startedAt: asked.Add(time.Millisecond), listErr: errors.New("connection refused")}, "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ib := newIB()
+			wait, ok := r.pin(ib, tc.obs, asked)
+			if ok == tc.wantWait || (tc.wantWait && wait <= 0) {
+				t.Fatalf("pin = %v, %v; want waiting %v", wait, ok, tc.wantWait)
+			}
+			if got := pinnedCommit(ib); got != tc.wantPinned {
+				t.Errorf("pinned %q, want %q", got, tc.wantPinned)
+			}
+			if cond := apimeta.FindStatusCondition(ib.Status.Conditions, "Ready"); tc.wantWait &&
+				(cond == nil || cond.Reason != v1alpha1.ReasonResolving || !strings.Contains(cond.Message, "Resolving main of")) {
+				t.Errorf("Ready = %+v, want reason Resolving", cond)
+			}
+		})
+	}
+	// Read back from the API server, the request time has lost its fraction of a second: a
+	// listing must begin a whole second after it.
+	ib := newIB()
+	ib.Status.History[0].StartTime = &metav1.Time{Time: asked.Truncate(time.Second)}
+	if _, ok := r.pin(ib, observed{commit: commitB, startedAt: asked.Truncate(time.Second).Add(500 * time.Millisecond)}, asked); ok {
+		t.Error("pinned to a listing that may have begun before the request")
 	}
 }
 

@@ -99,7 +99,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.opts.ExecutorImage, "executor-image", "", "Image of the executor pods, unless an ImageBuild sets spec.executorImage. Required.")
 	fs.StringVar(&f.hostUsers, "host-users", "auto", "auto: executor pods run in their own user namespace (hostUsers: false) when every node they may run on reports support, else in the host's; true: always the host's; false: always their own (the nodes must support it).")
 	fs.IntVar(&f.opts.MaxConcurrentBuilds, "max-concurrent-builds", 0, "Executor pods running at once in the cluster; more builds wait in phase Queued, oldest first. 0 means no bound.")
-	fs.IntVar(&f.maxRetries, "max-build-retries", 3, "Retries of a build whose pod was lost or whose push failed; 0 for none.")
+	fs.IntVar(&f.maxRetries, "max-build-retries", 3, "Retries of a build whose pod was lost or killed or whose push failed, unless its spec.retry.limit says otherwise; 0 for none.")
 	fs.DurationVar(&f.opts.RetryBackoff, "build-retry-backoff", 10*time.Second, "Wait before the first retry; doubled for each next one.")
 	fs.DurationVar(&f.opts.MaxRetryBackoff, "max-build-retry-backoff", 5*time.Minute, "Longest wait between retries.")
 	fs.DurationVar(&f.opts.BaseImageInterval, "base-image-check-interval", 0, "How often the base images of ImageBuilds with triggers.baseImages are checked (a HEAD request each); 0: their source.git.interval, or an hour.")

@@ -51,9 +51,11 @@ bench:
 	hack/bench.sh
 
 ## bench-load: 500 ImageBuilds through the manager on the local cluster (BENCH_LOAD_N to change);
-## fails on a lost, failed or twice-built build, RSS >= 200 MB or a reconcile hot loop.
+## fails on a lost, failed or twice-built build, RSS >= 200 MB or a reconcile hot loop. Then
+## 200 ImageBuilds following one repository (envtest): the listings per interval.
 bench-load:
 	hack/loadbench.sh
+	eval "$$(hack/envtest.sh)" && SLIPWAY_BENCH=1 go test ./controllers/ -run '^TestPollingLoad$$' -count=1 -v -timeout 15m
 
 ## generate: deepcopy code from the API types.
 generate:

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -443,4 +444,68 @@ func pushRandom(t *testing.T, ref string, reg *testenv.Registry) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+// TestPollingLoad measures issue 14's load figure: 200 ImageBuilds that follow the same branch
+// of one repository with the same credentials make one listing per interval between them,
+// not 200. It takes a few minutes (intervals are at least 30 s), so it runs only with
+// SLIPWAY_BENCH=1 (`make bench-load` runs it) and prints what it counted at the git server.
+func TestPollingLoad(t *testing.T) {
+	if os.Getenv("SLIPWAY_BENCH") != "1" {
+		t.Skip("a benchmark of several minutes: SLIPWAY_BENCH=1 runs it (make bench-load)")
+	}
+	const n, interval, intervals = 200, 30 * time.Second, 3
+	root := t.TempDir()
+	work := gitserver.NewWorkRepo(t)
+	gitserver.WriteFiles(t, work, map[string]string{"Dockerfile": "FROM scratch\n"})
+	gitserver.Commit(t, work, "first")
+	gitserver.Publish(t, work, root, "org/app.git", true)
+	spy := &gitserver.Spy{}
+	srv := gitserver.StartHTTP(t, root, gitserver.WithBasicAuth("ci", gitPassword), gitserver.WithSpy(spy))
+	url := srv.URL + "/org/app.git"
+
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, Options{})
+	if err := c.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: ns},
+		Type: corev1.SecretTypeBasicAuth, StringData: map[string]string{"username": "ci", "password": gitPassword}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := range n {
+		newImageBuild(t, c, ns, fmt.Sprintf("app-%03d", i), func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Source.Git = v1alpha1.GitSource{URL: url, Revision: "main", SecretRef: &corev1.LocalObjectReference{Name: "git"},
+				Interval: &metav1.Duration{Duration: interval}}
+		})
+	}
+	eventually(t, 2*time.Minute, "every build pinned", func() (bool, string) {
+		var ibs v1alpha1.ImageBuildList
+		if err := c.List(context.Background(), &ibs, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		pinned := 0
+		for _, ib := range ibs.Items {
+			if ib.Status.PodName != "" && pinnedCommit(&ib) != "" {
+				pinned++
+			}
+		}
+		return pinned == n, fmt.Sprintf("%d of %d pinned", pinned, n)
+	})
+	settled := time.Now()
+	// Only listings reach the git server here: envtest runs no executor pod.
+	base := countListings(spy)
+	time.Sleep(intervals * interval)
+	listings := countListings(spy) - base
+	t.Logf("polling load: %d ImageBuilds, one repository, interval %s: %d listings to pin every first build (in %.1f s); "+
+		"then %d listings in %d intervals (%.1f per interval; %d if each ImageBuild listed for itself)",
+		n, interval, base, settled.Sub(start).Seconds(), listings, intervals, float64(listings)/intervals, n*intervals)
+	if listings > intervals+1 {
+		t.Errorf("%d listings in %d intervals, want at most one per interval", listings, intervals)
+	}
+}
+
+// countListings counts the requests that carried the credentials: one per listing (a 401
+// challenge, if the client waited for one, is not a listing).
+func countListings(spy *gitserver.Spy) int {
+	return len(spy.Credentialed())
 }

@@ -137,6 +137,41 @@ type ImageBuildSpec struct {
 	// +kubebuilder:default=Serial
 	// +optional
 	RunPolicy RunPolicy `json:"runPolicy,omitempty"`
+
+	// checks says which build checks (BuildKit's Dockerfile rules, RootUser, NoHealthcheck)
+	// fail the build and which are not evaluated. Without it every rule is evaluated, as the
+	// Dockerfile's `# check=` directive says, and its findings are warnings
+	// (status.warnings).
+	// +optional
+	Checks *Checks `json:"checks,omitempty"`
+}
+
+// Checks is the build checks' policy of an ImageBuild: the executor's --check-fail-on and
+// --check-skip. Rules are named as BuildKit names them (JSONArgsRecommended,
+// SecretsUsedInArgOrEnv, ...) or as ours are (RootUser, NoHealthcheck), case-sensitively, or
+// "all" alone; a name the executor does not know fails the build (InvalidArguments, not
+// retried).
+type Checks struct {
+	// failOn are the rules whose findings fail the build before its first step (reason
+	// CheckFailed, not retried; nothing runs or is pushed), or "all" (every rule but the
+	// experimental ones). The Dockerfile's check=skip cannot waive them.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:Pattern=`^([A-Z][A-Za-z]+|all)$`
+	// +kubebuilder:validation:XValidation:rule="!self.exists(r, r == 'all') || size(self) == 1",message="all must be the only item"
+	// +optional
+	FailOn []string `json:"failOn,omitempty"`
+
+	// skip are the rules not evaluated, or "all", besides those the Dockerfile's check=skip
+	// directive names. A rule in failOn is evaluated anyway.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:Pattern=`^([A-Z][A-Za-z]+|all)$`
+	// +kubebuilder:validation:XValidation:rule="!self.exists(r, r == 'all') || size(self) == 1",message="all must be the only item"
+	// +optional
+	Skip []string `json:"skip,omitempty"`
 }
 
 // RunPolicy says how a triggered build and a running one share the ImageBuild.
@@ -525,6 +560,44 @@ type ImageBuildStatus struct {
 	// failure says why and where the latest build failed.
 	// +optional
 	Failure *Failure `json:"failure,omitempty"`
+
+	// warnings are the build checks' findings of the latest build (its latest attempt that
+	// reported them), by line, at most 20: what BuildKit's `docker build` prints as
+	// warnings. A build that fails has them too. They are cleared when a new build starts.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	// +optional
+	Warnings []BuildWarning `json:"warnings,omitempty"`
+
+	// warningCount is the number of the latest build's findings, those warnings leaves out
+	// included; unset until an attempt of the build has reported them (kubectl get shows
+	// <none>), 0 when it found none.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	WarningCount *int32 `json:"warningCount,omitempty"`
+}
+
+// BuildWarning is one finding of the build checks.
+type BuildWarning struct {
+	// rule is the rule's name (JSONArgsRecommended, RootUser, ...).
+	// +kubebuilder:validation:MaxLength=64
+	// +required
+	Rule string `json:"rule"`
+
+	// line is the 1-based Dockerfile line the finding is about; 0 when none.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Line int32 `json:"line,omitempty"`
+
+	// message says what was found, in one line.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Message string `json:"message,omitempty"`
+
+	// url documents the rule.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	URL string `json:"url,omitempty"`
 }
 
 // SourceStatus is the fetched source.
@@ -739,6 +812,7 @@ type Failure struct {
 // +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.image.shortDigest`
 // +kubebuilder:printcolumn:name="Cache-Hits",type=integer,JSONPath=`.status.cache.hits`
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`
+// +kubebuilder:printcolumn:name="Warnings",type=integer,JSONPath=`.status.warningCount`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failure.reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters (it names the executor pods and labels them)"

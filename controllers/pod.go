@@ -401,6 +401,7 @@ func executorArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
 	if spec.Target != "" {
 		args = append(args, "--target="+spec.Target)
 	}
+	args = append(args, checkArgs(spec.Checks)...)
 
 	cacheRepo := cacheRepository(ib)
 	if cacheRepo == "" {

@@ -136,6 +136,53 @@ func TestImageBuild_constructPod(t *testing.T) {
 			},
 		},
 		{
+			name: "build checks",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Target = "runtime"
+				ib.Spec.Checks = &v1alpha1.Checks{FailOn: []string{"SecretsUsedInArgOrEnv", "RootUser"}, Skip: []string{"NoHealthcheck"}}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Args = []string{
+					"--context=https://git.example.com/org/app.git",
+					"--git=recurse-submodules=false",
+					"--dockerfile=Dockerfile",
+					"--destination=registry.example.com/org/app:v1",
+					"--target=runtime",
+					"--check-fail-on=SecretsUsedInArgOrEnv,RootUser",
+					"--check-skip=NoHealthcheck",
+					"--cache=true",
+					"--cache-repo=registry.example.com/org/app/cache",
+					"--push-retry=2",
+					"--result-file=/dev/termination-log",
+					"--isolation=inplace",
+				}
+			},
+		},
+		{
+			name: "build checks: all, and empty lists",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Checks = &v1alpha1.Checks{FailOn: []string{"all"}, Skip: []string{}}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				p.Spec.Containers[0].Args = []string{
+					"--context=https://git.example.com/org/app.git",
+					"--git=recurse-submodules=false",
+					"--dockerfile=Dockerfile",
+					"--destination=registry.example.com/org/app:v1",
+					"--check-fail-on=all",
+					"--cache=true",
+					"--cache-repo=registry.example.com/org/app/cache",
+					"--push-retry=2",
+					"--result-file=/dev/termination-log",
+					"--isolation=inplace",
+				}
+			},
+		},
+		{
 			name: "insecure registry with a port and no cache",
 			ib: func() *v1alpha1.ImageBuild {
 				ib := makeImageBuild("app", "ns").Image("127.0.0.1:5999/hello").Obj()

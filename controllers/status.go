@@ -53,6 +53,8 @@ func isNewBuild(ib *v1alpha1.ImageBuild) bool {
 //   - failed, deleted (gone, or ended once deleted) or evicted pod: phase Failed with
 //     status.failure (see podFailure); Ready=False and Stalled=True with the failure's reason;
 //     Reconciling removed. Whether the failure is retried is decided afterwards by planRetry.
+//   - succeeded or failed pod whose executor wrote a result: status.warnings and
+//     status.warningCount from its findings (observeWarnings).
 //
 // A finished status, or one without a pod yet, is returned unchanged.
 func computeStatus(ib *v1alpha1.ImageBuild, pod *corev1.Pod, now time.Time) v1alpha1.ImageBuildStatus {
@@ -86,6 +88,9 @@ func computeStatus(ib *v1alpha1.ImageBuild, pod *corev1.Pod, now time.Time) v1al
 		return st
 	}
 
+	if podFinished(pod) {
+		observeWarnings(&st, pod) // the build checks' findings, whether it succeeded or failed
+	}
 	switch pod.Status.Phase {
 	case corev1.PodSucceeded:
 		res, ok := podResult(pod)
@@ -320,8 +325,8 @@ func (p retryPolicy) forBuild(ib *v1alpha1.ImageBuild) retryPolicy {
 // lost (deleted, evicted, killed by a signal, failed to run), or the executor reports a failure
 // that may be transient (executor/result: a push, an internal error), or, when p.sourceFetch,
 // a source fetch that the executor found transient (the git server unreachable). A source the
-// server refused, Dockerfile and RUN errors, timeouts and OOM kills (with the same limits) are
-// not retried.
+// server refused, Dockerfile and RUN errors, a build check's finding (CheckFailed), timeouts
+// and OOM kills (with the same limits) are not retried.
 func (p retryPolicy) retryable(f *v1alpha1.Failure) bool {
 	switch f.Reason {
 	case v1alpha1.ReasonPodDeleted, v1alpha1.ReasonEvicted, v1alpha1.ReasonPodFailed, v1alpha1.ReasonExecutorKilled,

@@ -47,6 +47,13 @@ func TestImageBuild_computeStatus(t *testing.T) {
 		}
 		return st
 	}
+	// failedReported is failed with the executor's result read: it reported no build check
+	// findings (status.warningCount 0).
+	failedReported := func(f v1alpha1.Failure, msg string, start *metav1.Time, dur string) v1alpha1.ImageBuildStatus {
+		st := failed(f, msg, start, dur)
+		st.WarningCount = ptr.To[int32](0)
+		return st
+	}
 
 	tests := []struct {
 		name   string
@@ -112,7 +119,8 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			})).Obj(),
 			want: v1alpha1.ImageBuildStatus{
 				Phase: v1alpha1.PhaseSucceeded, ObservedGeneration: 1, Attempt: 1, PodName: "app-1-1",
-				StartTime: mt(t0), CompletionTime: mt(t1), Duration: "1m23s",
+				WarningCount: ptr.To[int32](0),
+				StartTime:    mt(t0), CompletionTime: mt(t1), Duration: "1m23s",
 				Source: &v1alpha1.SourceStatus{Commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904"},
 				Image: &v1alpha1.ImageStatus{Digest: digest, ShortDigest: "0123456789ab",
 					References: []string{"registry.example.com/org/app:v1@" + digest}},
@@ -138,7 +146,8 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			pod: makePod("app-1-1").Terminated(t0, t1, 0, "Completed", encodeResult(result.Result{Success: true})).Obj(),
 			want: v1alpha1.ImageBuildStatus{
 				Phase: v1alpha1.PhaseSucceeded, ObservedGeneration: 1, Attempt: 1, Retries: 1, PodName: "app-1-1",
-				StartTime: mt(t0), CompletionTime: mt(t1), Duration: "1m23s",
+				WarningCount: ptr.To[int32](0),
+				StartTime:    mt(t0), CompletionTime: mt(t1), Duration: "1m23s",
 				Cache: &v1alpha1.CacheStatus{},
 				Conditions: []metav1.Condition{cond("Ready", metav1.ConditionTrue, "Succeeded",
 					"Built and pushed the image in 1m23s, 0 of 0 cache lookups hit")},
@@ -150,7 +159,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonDockerfileInvalid, Message: "unknown instruction: FORM", Line: 3, Instruction: "FORM busybox"},
 			})).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "DockerfileInvalid", Message: "unknown instruction: FORM", Line: 3,
+			want: failedReported(v1alpha1.Failure{Reason: "DockerfileInvalid", Message: "unknown instruction: FORM", Line: 3,
 				Instruction: "FORM busybox", ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"Dockerfile line 3: unknown instruction: FORM", nil, ""),
 		},
@@ -162,7 +171,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonBaseImagePullFailed, Message: "Dockerfile line 3 (FROM ${BASE}): base name (${BASE}) should not be blank", Line: 3},
 			})).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "BaseImagePullFailed", Message: "Dockerfile line 3 (FROM ${BASE}): base name (${BASE}) should not be blank", Line: 3,
+			want: failedReported(v1alpha1.Failure{Reason: "BaseImagePullFailed", Message: "Dockerfile line 3 (FROM ${BASE}): base name (${BASE}) should not be blank", Line: 3,
 				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"Dockerfile line 3 (FROM ${BASE}): base name (${BASE}) should not be blank", nil, ""),
 		},
@@ -173,7 +182,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 				Millis:  111,
 				Failure: &result.Failure{Reason: result.ReasonCopyFailed, Message: `COPY nope: "/nope": not found`, Line: 2},
 			})).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "CopyFailed", Message: `COPY nope: "/nope": not found`, Line: 2,
+			want: failedReported(v1alpha1.Failure{Reason: "CopyFailed", Message: `COPY nope: "/nope": not found`, Line: 2,
 				ExitCode: 1, Pod: "app-1-1", Container: "executor"}, `Dockerfile line 2: COPY nope: "/nope": not found`, mt(t0), "111ms"),
 		},
 		{
@@ -185,7 +194,8 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			})).Obj(),
 			want: v1alpha1.ImageBuildStatus{
 				Phase: v1alpha1.PhaseSucceeded, ObservedGeneration: 1, Attempt: 1, PodName: "app-1-1",
-				StartTime: mt(t0), CompletionTime: mt(t0), Duration: "111ms",
+				WarningCount: ptr.To[int32](0),
+				StartTime:    mt(t0), CompletionTime: mt(t0), Duration: "111ms",
 				Cache:  &v1alpha1.CacheStatus{},
 				Stages: []v1alpha1.StageStatus{{Name: "0", Instructions: 1, Duration: "42ms"}},
 				Conditions: []metav1.Condition{cond("Ready", metav1.ConditionTrue, "Succeeded",
@@ -198,7 +208,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN exited with 2", Line: 5, ExitCode: 2},
 			})).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "RunFailed", Message: "RUN exited with 2", Line: 5, ExitCode: 2,
+			want: failedReported(v1alpha1.Failure{Reason: "RunFailed", Message: "RUN exited with 2", Line: 5, ExitCode: 2,
 				Pod: "app-1-1", Container: "executor"}, "Dockerfile line 5: RUN exited with 2", mt(t0), "2m0s"),
 		},
 		{
@@ -240,7 +250,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN sleep 45: signal: killed", Line: 4}})).
 				DeletedAt(t1, 30).Disrupted("EvictionByEvictionAPI", "Eviction API: evicting").Obj(),
-			want: failed(v1alpha1.Failure{Reason: "Evicted", Message: "Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting",
+			want: failedReported(v1alpha1.Failure{Reason: "Evicted", Message: "Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting",
 				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"Executor pod was disrupted: EvictionByEvictionAPI: Eviction API: evicting", nil, ""),
 		},
@@ -284,7 +294,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN sleep 45: signal: killed", Line: 4}})).
 				DeletedAt(t1, 30).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "PodDeleted", Message: "Executor pod app-1-1 was deleted before the build ended",
+			want: failedReported(v1alpha1.Failure{Reason: "PodDeleted", Message: "Executor pod app-1-1 was deleted before the build ended",
 				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"Executor pod app-1-1 was deleted before the build ended", nil, ""),
 		},
@@ -302,7 +312,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonRunFailed, Message: "RUN exited with 2", Line: 5, ExitCode: 2}})).
 				DeletedAt(t1.Add(2*time.Second), 30).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "RunFailed", Message: "RUN exited with 2", Line: 5, ExitCode: 2,
+			want: failedReported(v1alpha1.Failure{Reason: "RunFailed", Message: "RUN exited with 2", Line: 5, ExitCode: 2,
 				Pod: "app-1-1", Container: "executor"}, "Dockerfile line 5: RUN exited with 2", nil, ""),
 		},
 		{
@@ -326,7 +336,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			status: started(),
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonSourceFetchFailed, Message: "fetching git context: the host is unreachable", Transient: true}})).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "SourceFetchFailed", Message: "fetching git context: the host is unreachable", Transient: true,
+			want: failedReported(v1alpha1.Failure{Reason: "SourceFetchFailed", Message: "fetching git context: the host is unreachable", Transient: true,
 				ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"fetching git context: the host is unreachable", nil, ""),
 		},
@@ -337,7 +347,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			status: started(),
 			pod: makePod("app-1-1").Terminated(t0, t1, 1, "Error", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: "no such reason!", Message: "broke"}})).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "BuildFailed", Message: "broke", ExitCode: 1, Pod: "app-1-1", Container: "executor"},
+			want: failedReported(v1alpha1.Failure{Reason: "BuildFailed", Message: "broke", ExitCode: 1, Pod: "app-1-1", Container: "executor"},
 				"broke", nil, ""),
 		},
 		{
@@ -359,7 +369,7 @@ func TestImageBuild_computeStatus(t *testing.T) {
 			status: started(),
 			pod: makePod("app-1-1").Terminated(t0, t1, 0, "Completed", encodeResult(result.Result{
 				Failure: &result.Failure{Reason: result.ReasonPushFailed, Message: "pushing: 401"}})).Obj(),
-			want: failed(v1alpha1.Failure{Reason: "PushFailed", Message: "pushing: 401", Pod: "app-1-1", Container: "executor"},
+			want: failedReported(v1alpha1.Failure{Reason: "PushFailed", Message: "pushing: 401", Pod: "app-1-1", Container: "executor"},
 				"pushing: 401", nil, ""),
 		},
 		{

@@ -225,6 +225,7 @@ type observed struct {
 	commit    string
 	ref       string
 	startedAt time.Time
+	following bool // the poller follows the revision (its source Secret was read)
 	listErr   error
 	webhookAt time.Time
 	// baseChanged: moved lists the base images of the latest successful build that moved.

@@ -181,16 +181,23 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // reconcileBuild is one step of the state machine; it changes ib.Status and nothing else of ib.
 //
-//  1. Pods of other builds still running are deleted; nothing starts until they are gone.
-//  2. A new generation or rebuild annotation starts a new build (newBuildStatus).
-//  3. A finished build only applies the pods' retention.
-//  4. A build waiting for a retry starts its next attempt when the backoff has passed.
-//  5. A build without a pod creates it, unless its cache repository is not one its namespace may
-//     use (phase Failed, Ready=False and Stalled=True/CacheRepositoryNotAllowed, no retry), the
-//     queue is full (phase Queued), or a referenced Secret or ConfigMap is missing
-//     (Ready=False/SecretNotFound, error for backoff).
-//  6. A build with a pod takes its status from it (computeStatus), then maybe a retry
-//     (planRetry).
+//  1. The triggers' watches are brought in line with the spec, and what they found is read
+//     (observe: the revision's commit, a webhook, moved base images).
+//  2. A new generation or rebuild annotation starts a new build (startBuild); else a trigger
+//     asks for one, which runPolicy starts, keeps in status.next, or runs beside the latest
+//     (trigger); else a finished build starts the one status.next holds.
+//  3. Pods of other builds still running are deleted (not those of earlier builds runPolicy
+//     Parallel keeps); nothing starts until they are gone.
+//  4. A finished build only applies the pods' retention.
+//  5. A build waiting for a retry starts its next attempt when the backoff has passed.
+//  6. A build without a pod is pinned to a commit when it follows its revision (pin; it may
+//     wait for a listing, reason Resolving), then creates it, unless its cache repository is
+//     not one its namespace may use (phase Failed, Ready=False and
+//     Stalled=True/CacheRepositoryNotAllowed, no retry), a tag template cannot be rendered
+//     (InvalidTag), the queue is full (phase Queued), or a referenced Secret or ConfigMap is
+//     missing (Ready=False/SecretNotFound, error for backoff).
+//  7. A build with a pod takes its status from it (computeStatus), then maybe a retry
+//     (planRetry); its history record follows (recordLatest).
 func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.ImageBuild) (ctrl.Result, []pendingEvent, error) {
 	now := r.now()
 	var evs []pendingEvent
@@ -204,7 +211,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	if err != nil && !errors.As(err, &missing) { // a missing Secret is the build's to report
 		return ctrl.Result{}, nil, err
 	}
-	// 2. A new build: the spec's, or a trigger's (runPolicy).
+	// 1, 2. What the triggers found; a new build: the spec's, or a trigger's (runPolicy).
 	switch {
 	case isNewBuild(ib):
 		r.startBuild(ib, v1alpha1.BuildRequest{Cause: specCause(ib), Time: metav1.NewTime(now)}, false, now)
@@ -220,19 +227,19 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	if runPolicy(ib) == v1alpha1.RunPolicyParallel {
 		recordParallel(&ib.Status, pods, now)
 	}
-	// 1. Never two builds (but those runPolicy Parallel keeps): stop every running pod that is
+	// 3. Never two builds (but those runPolicy Parallel keeps): stop every running pod that is
 	// not the current attempt's.
 	stopping, err := r.stopOthers(ctx, ib, pods, &evs)
 	if err != nil {
 		return ctrl.Result{}, evs, err
 	}
 
-	// 3. Finished.
+	// 4. Finished.
 	if ib.Status.Phase.Finished() {
 		return r.applyRetention(ctx, ib, pods, now), evs, nil
 	}
 
-	// 4. Waiting for a retry.
+	// 5. Waiting for a retry.
 	if t := ib.Status.NextRetryTime; t != nil {
 		if wait := t.Sub(now); wait > 0 {
 			return ctrl.Result{RequeueAfter: wait}, evs, nil
@@ -243,7 +250,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 		ib.Status.StartTime = nil
 	}
 
-	// 5. No pod yet: adopt the one a previous reconcile created, or create it.
+	// 6. No pod yet: adopt the one a previous reconcile created, or create it.
 	if ib.Status.PodName == "" {
 		name := podName(ib, ib.Status.Attempt)
 		if pod, err := r.findPod(ctx, ib, name); err != nil {
@@ -263,7 +270,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 		}
 	}
 
-	// 6. Observe the pod.
+	// 7. Observe the pod.
 	pod, err := r.getPod(ctx, ib.Namespace, ib.Status.PodName)
 	if err != nil {
 		return ctrl.Result{}, evs, err

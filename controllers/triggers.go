@@ -116,6 +116,7 @@ func (r *ImageBuildReconciler) observe(ctx context.Context, ib *v1alpha1.ImageBu
 		if err != nil {
 			return obs, err
 		}
+		_, obs.following = r.Poller.Latest(key)
 		obs.commit, obs.ref, obs.startedAt, obs.listErr = st.Commit, st.Ref, st.StartedAt, st.Err
 		if at, ok := r.webhookReceived(ib, key, now); ok {
 			obs.webhookAt = at
@@ -476,6 +477,11 @@ func (r *ImageBuildReconciler) pin(ib *v1alpha1.ImageBuild, obs observed, now ti
 	st := &ib.Status
 	i := recordIndex(st.History, st.BuildNumber)
 	if r.Poller == nil || !follows(ib) || i < 0 || st.History[i].Commit != "" {
+		return 0, true
+	}
+	if !obs.following && obs.listErr == nil {
+		// Not subscribed: its source Secret is missing, which starting the build reports
+		// (SecretNotFound); the build is pinned when it is there.
 		return 0, true
 	}
 	key := client.ObjectKeyFromObject(ib)

@@ -224,8 +224,9 @@ func TestImageBuildReconciler_pin(t *testing.T) {
 		wantPinned string
 		wantWait   bool
 	}{
-		{"a listing from before the request is waited out", observed{commit: commitA, startedAt: asked.Add(-time.Millisecond)}, "", true},
-		{"a listing begun after the request pins its commit", observed{commit: commitB, startedAt: asked.Add(time.Millisecond)}, commitB, false},
+		{"a listing from before the request is waited out", observed{following: true, commit: commitA, startedAt: asked.Add(-time.Millisecond)}, "", true},
+		{"a listing begun after the request pins its commit", observed{following: true, commit: commitB, startedAt: asked.Add(time.Millisecond)}, commitB, false},
+		{"not followed (its Secret is missing): not waited for, the build reports the Secret", observed{}, "", false},
 		{"a failed listing after the request leaves it unpinned",
 			observed{commit: commitA, startedAt: asked.Add(time.Millisecond), listErr: errors.New("connection refused")}, "", false},
 	}
@@ -249,7 +250,7 @@ func TestImageBuildReconciler_pin(t *testing.T) {
 	// listing must begin a whole second after it.
 	ib := newIB()
 	ib.Status.History[0].StartTime = &metav1.Time{Time: asked.Truncate(time.Second)}
-	if _, ok := r.pin(ib, observed{commit: commitB, startedAt: asked.Truncate(time.Second).Add(500 * time.Millisecond)}, asked); ok {
+	if _, ok := r.pin(ib, observed{following: true, commit: commitB, startedAt: asked.Truncate(time.Second).Add(500 * time.Millisecond)}, asked); ok {
 		t.Error("pinned to a listing that may have begun before the request")
 	}
 }
@@ -508,4 +509,24 @@ func TestPollingLoad(t *testing.T) {
 // challenge, if the client waited for one, is not a listing).
 func countListings(spy *gitserver.Spy) int {
 	return len(spy.Credentialed())
+}
+
+// An ImageBuild that follows its revision with a source Secret that does not exist yet says
+// SecretNotFound (not Resolving for ever); once the Secret is there its build is pinned.
+func TestImageBuildReconciler_Reconcile_followingWaitsForItsSecret(t *testing.T) {
+	repo := newGitRepo(t)
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	startManager(t, ns, triggerOptions())
+	key := newImageBuild(t, c, ns, "app", func(ib *v1alpha1.ImageBuild) {
+		ib.Spec.Source.Git = v1alpha1.GitSource{URL: repo.url, Revision: "main", SecretRef: &corev1.LocalObjectReference{Name: "git"},
+			Interval: &metav1.Duration{Duration: 30 * time.Second}}
+		ib.Spec.Output.AdditionalTags = []string{"{{.Branch}}-{{.ShortCommit}}", "build-{{.BuildNumber}}"}
+	})
+	waitStatus(t, c, key, "SecretNotFound", conditionIs("Ready", metav1.ConditionFalse, "SecretNotFound"))
+	if err := c.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: ns},
+		Type: corev1.SecretTypeBasicAuth, StringData: map[string]string{"username": "ci", "password": gitPassword}}); err != nil {
+		t.Fatal(err)
+	}
+	builtFrom(t, waitPod(t, c, ns, "app-1-1"), repo.url, repo.head(), 1)
 }

@@ -603,3 +603,31 @@ func TestImageBuildReconciler_Reconcile_hostileWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestImageBuild_samplesAreValid: the API server takes the ImageBuilds of config/samples as
+// they are written (their spec.checks included).
+func TestImageBuild_samplesAreValid(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "build_v1alpha1_imagebuild*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no samples: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ib v1alpha1.ImageBuild
+		if err := yaml.UnmarshalStrict(b, &ib); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		ib.Namespace = ns
+		if err := c.Create(context.Background(), &ib, client.DryRunAll); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		if ib.Spec.Checks == nil {
+			t.Errorf("%s has no spec.checks", f)
+		}
+	}
+}

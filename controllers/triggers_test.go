@@ -18,6 +18,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
@@ -529,4 +530,77 @@ func TestImageBuildReconciler_Reconcile_followingWaitsForItsSecret(t *testing.T)
 		t.Fatal(err)
 	}
 	builtFrom(t, waitPod(t, c, ns, "app-1-1"), repo.url, repo.head(), 1)
+}
+
+// The API server refuses what the triggers cannot use: an interval out of bounds, an unknown
+// run policy or template field, a template with anything but fields, an optional webhook
+// Secret, a history out of bounds; it takes the README's example, with its defaults.
+func TestImageBuild_validation_triggers(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	tests := []struct {
+		name   string
+		mutate func(*v1alpha1.ImageBuild)
+		want   string
+	}{
+		{"interval under 30s", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Source.Git.Interval = &metav1.Duration{Duration: 10 * time.Second}
+		}, "spec.source.git.interval"},
+		{"interval over a week", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Source.Git.Interval = &metav1.Duration{Duration: 200 * time.Hour}
+		}, "spec.source.git.interval"},
+		{"unknown run policy", func(ib *v1alpha1.ImageBuild) { ib.Spec.RunPolicy = "Sometimes" }, "spec.runPolicy"},
+		{"unknown template field", func(ib *v1alpha1.ImageBuild) { ib.Spec.Output.AdditionalTags = []string{"{{.Author}}"} }, "spec.output.additionalTags[0]"},
+		{"template function", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Output.AdditionalTags = []string{`{{printf "%s" .Branch}}`}
+		}, "spec.output.additionalTags[0]"},
+		{"template pipeline", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Output.AdditionalTags = []string{"{{.Branch | html}}"}
+		}, "spec.output.additionalTags[0]"},
+		{"template starting a tag with a dot", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Output.AdditionalTags = []string{".{{.Branch}}"}
+		}, "spec.output.additionalTags[0]"},
+		{"optional webhook Secret", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Triggers = &v1alpha1.Triggers{Webhook: &v1alpha1.WebhookTrigger{SecretRef: corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "hook"}, Key: "secret", Optional: ptr.To(true)}}}
+		}, "optional is not supported"},
+		{"history of 0", func(ib *v1alpha1.ImageBuild) { ib.Spec.Retention = &v1alpha1.Retention{History: ptr.To[int32](0)} }, "spec.retention.history"},
+		{"history over 100", func(ib *v1alpha1.ImageBuild) { ib.Spec.Retention = &v1alpha1.Retention{History: ptr.To[int32](101)} }, "spec.retention.history"},
+	}
+	base := func(name string) *v1alpha1.ImageBuild {
+		return &v1alpha1.ImageBuild{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: v1alpha1.ImageBuildSpec{
+				Source: v1alpha1.Source{Git: v1alpha1.GitSource{URL: "https://github.com/slipway-dev/demo", Revision: "main"}},
+				Output: v1alpha1.Output{Image: "registry.example.com/team-a/demo:latest"},
+			},
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ib := base("bad")
+			tc.mutate(ib)
+			err := c.Create(context.Background(), ib)
+			if err == nil {
+				_ = c.Delete(context.Background(), ib)
+				t.Fatal("the API server accepted the ImageBuild")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name %s", err, tc.want)
+			}
+		})
+	}
+
+	good := base("good")
+	good.Spec.Source.Git.Interval = &metav1.Duration{Duration: 5 * time.Minute}
+	good.Spec.Triggers = &v1alpha1.Triggers{BaseImages: true, Webhook: &v1alpha1.WebhookTrigger{SecretRef: corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "demo-webhook"}, Key: "secret"}}}
+	good.Spec.Output.AdditionalTags = []string{"{{.Branch}}-{{.ShortCommit}}-{{.Timestamp}}", "build-{{ .BuildNumber }}", "{{.Commit}}", "stable"}
+	good.Spec.Retention = &v1alpha1.Retention{}
+	if err := c.Create(context.Background(), good); err != nil {
+		t.Fatalf("the README's example was refused: %v", err)
+	}
+	if good.Spec.RunPolicy != v1alpha1.RunPolicySerial || good.Spec.Retention.History == nil || *good.Spec.Retention.History != 10 {
+		t.Errorf("defaults: runPolicy %q, retention %+v; want Serial and history 10", good.Spec.RunPolicy, good.Spec.Retention)
+	}
 }

@@ -10,6 +10,17 @@
 #   hack/cluster.sh kubeconfig  # prints the path of the admin kubeconfig:
 #                               #   export KUBECONFIG=$(hack/cluster.sh kubeconfig)
 #
+# For fault tests (test/e2e), on a cluster that is up:
+#   hack/cluster.sh stop NAME [KILL]
+#                                   # stops component NAME by its PID (SIGTERM, SIGKILL after 20 s;
+#                                   # with KILL, SIGKILL at once, as a crash would end it)
+#   hack/cluster.sh start NAME      # starts NAME again with the command line it last ran with,
+#                                   # and waits until it is ready (see ready_check)
+#   hack/cluster.sh restart NAME    # stop, then start
+#   hack/cluster.sh kill-container ID [SIGNAL]
+#                                   # sends SIGNAL (KILL) to a container's main process through
+#                                   # containerd (ID: a pod's containerID without containerd://)
+#
 # The node is called `localhost` (the kubelet serves on 127.0.0.1 with a certificate for it, so
 # `kubectl logs` and `exec` work). There is no kube-proxy and no DNS: the `kubernetes` Service
 # has no endpoints (--endpoint-reconciler-type=none, the apiserver is on loopback), so an
@@ -104,14 +115,18 @@ pid_of() {
 declare -A started=() retried=() faulted=()
 
 # start NAME CMD...: starts CMD in its own session, outliving this script, logging to
-# logs/NAME.log (truncated), with its PID in run/NAME.pid. This script is its parent (setsid
-# execs CMD in the same process, as it is no process group leader), so alive can `wait` for
-# its exit status.
+# logs/NAME.log (truncated, unless keep_log is set), with its PID in run/NAME.pid and its command
+# line in run/NAME.args. This script is its parent (setsid execs CMD in the same process, as it
+# is no process group leader), so alive can `wait` for its exit status.
 start() {
 	local name=$1
 	shift
 	started[${name}]=$(printf '%q ' "$@")
-	: >"${logs}/${name}.log"
+	# The command line, NUL-separated, for `hack/cluster.sh start NAME` after a stop.
+	printf '%s\0' "$@" >"${run}/${name}.args"
+	if [[ -z "${keep_log:-}" ]]; then
+		: >"${logs}/${name}.log"
+	fi
 	setsid "$@" >>"${logs}/${name}.log" 2>&1 </dev/null &
 	local pid=$! i
 	echo "${pid}" >"${run}/${name}.pid"
@@ -981,7 +996,7 @@ check_nothing_left() {
 remove_runtime_state() {
 	rm -rf --one-file-system "${dir}/etcd" "${dir}/kubelet" "${dir}/containerd/state" "${dir}/containerd/runc" \
 		"${dir}/cni/ipam" "${podlogs}"
-	rm -f "${run}"/*.pid "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" \
+	rm -f "${run}"/*.pid "${run}"/*.args "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" \
 		"${run}/dirs.before" "${netns_file}"
 }
 
@@ -1024,6 +1039,90 @@ down() {
 	log "down in $((SECONDS - t0)) s; no process, mount, iptables chain, bridge or cgroup left"
 }
 
+# --- faults: stop, start and restart one component; signal a container ----------------------
+
+# component NAME: dies unless NAME is one of ours.
+component() {
+	local c
+	for c in "${components[@]}"; do
+		[[ "${c}" == "$1" ]] && return 0
+	done
+	die "unknown component '$1': one of ${components[*]}"
+}
+
+# ready_check NAME: true when NAME answers as it does once it has started: etcd's /health, the
+# apiserver's /readyz, containerd's API, the kubelet's /healthz with the node Ready. The
+# controller-manager and the scheduler serve no port: running is all that is checked.
+ready_check() {
+	case "$1" in
+	etcd) curl -sf --max-time 2 "http://127.0.0.1:${ETCD_PORT}/health" >/dev/null 2>&1 ;;
+	kube-apiserver) apiserver_ready ;;
+	containerd) ctr_ version >/dev/null 2>&1 ;;
+	kubelet)
+		curl -sf --max-time 2 "http://127.0.0.1:${KUBELET_HEALTHZ_PORT}/healthz" >/dev/null 2>&1 &&
+			{ ! apiserver_ready || node_ready; }
+		;;
+	*) true ;;
+	esac
+}
+
+# stop_component NAME [KILL]: stops the running component NAME by its PID: SIGTERM, then SIGKILL
+# after 20 s; with KILL, SIGKILL at once. Its command line stays in run/NAME.args for
+# start_component.
+stop_component() {
+	local name=$1 how=${2:-TERM} pid i
+	((EUID == 0)) || die "stop needs root"
+	component "${name}"
+	[[ "${how}" == TERM || "${how}" == KILL ]] || die "stop ${name} ${how}: want TERM (the default) or KILL"
+	pid=$(pid_of "${name}") || die "${name} is not running"
+	[[ -s "${run}/${name}.args" ]] || die "${name} has no recorded command line (${run}/${name}.args): it was not started by this version of cluster.sh; run down and up"
+	if [[ "${how}" == KILL ]]; then
+		log "killing ${name} (pid ${pid}) with SIGKILL"
+		kill -KILL "${pid}" 2>/dev/null || true
+		# Gone, or a zombie its parent has not reaped yet (not ours when another run of
+		# cluster.sh started it).
+		for ((i = 0; i < 100; i++)); do
+			pid_of "${name}" >/dev/null || break
+			sleep 0.1
+		done
+		pid_of "${name}" >/dev/null && die "${name} (pid ${pid}) is still there 10 s after SIGKILL"
+		rm -f "${run}/${name}.pid"
+	else
+		log "stopping ${name} (pid ${pid})"
+		stop 20 "${name}"
+	fi
+	echo "--- hack/cluster.sh stop: stopped (SIG${how}) at $(date -u +%FT%T.%3NZ) ---" >>"${logs}/${name}.log"
+}
+
+# start_component NAME: starts the stopped component NAME again with the command line it last
+# ran with (run/NAME.args), appending to its log, and waits up to 90 s until it is ready
+# (ready_check). A death meanwhile is reported and retried once, as in up (alive).
+start_component() {
+	local name=$1 args=()
+	((EUID == 0)) || die "start needs root"
+	component "${name}"
+	pid_of "${name}" >/dev/null && die "${name} is running already (pid $(pid_of "${name}"))"
+	[[ -s "${run}/${name}.args" ]] || die "${name} has no recorded command line (${run}/${name}.args): run hack/cluster.sh up"
+	mapfile -d '' -t args <"${run}/${name}.args"
+	echo "--- hack/cluster.sh start: started again at $(date -u +%FT%T.%3NZ) ---" >>"${logs}/${name}.log"
+	keep_log=1 start "${name}" "${args[@]}"
+	wait_for 90 "${name} to be ready again" eval "alive ${name}; ready_check ${name}"
+	log "${name} is running again (pid $(pid_of "${name}"))"
+}
+
+# kill_container ID [SIGNAL]: sends SIGNAL (KILL by default) to the main process of the
+# container ID of our containerd's k8s.io namespace, as the kernel or a crash would end it.
+kill_container() {
+	local id=${1:-} sig=${2:-KILL}
+	((EUID == 0)) || die "kill-container needs root"
+	[[ "${id}" =~ ^[0-9a-f]{64}$ ]] || die "kill-container: want a container ID (64 hex digits), not '${id}'"
+	sig=${sig#SIG}
+	[[ "${sig}" =~ ^[A-Z0-9]+$ ]] || die "kill-container: want a signal name (KILL, TERM, ...), not '${2:-}'"
+	pid_of containerd >/dev/null || die "containerd is not running"
+	ctr_ -n k8s.io tasks kill -s "SIG${sig}" "${id}" || die "kill-container: containerd could not signal ${id}"
+	log "sent SIG${sig} to container ${id}"
+}
+
 # --- status ------------------------------------------------------------------------------------
 
 status() {
@@ -1060,8 +1159,15 @@ kubeconfig)
 	[[ -f "${kubeconfig}" ]] || die "no kubeconfig at ${kubeconfig}: run hack/cluster.sh up"
 	echo "${kubeconfig}"
 	;;
+stop) stop_component "${2:-}" "${3:-TERM}" ;;
+start) start_component "${2:-}" ;;
+restart)
+	stop_component "${2:-}"
+	start_component "${2:-}"
+	;;
+kill-container) kill_container "${@:2}" ;;
 *)
-	echo "usage: $0 up|down|status|kubeconfig" >&2
+	echo "usage: $0 up|down|status|kubeconfig|stop NAME [KILL]|start NAME|restart NAME|kill-container ID [SIGNAL]" >&2
 	exit 2
 	;;
 esac

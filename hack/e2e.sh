@@ -7,8 +7,9 @@
 #     builds the Kubernetes binaries: 20-25 minutes on 2 cores; afterwards about 15 s);
 #  2. hack/demo.sh install: Debian packages, the local registry, the git server, the executor and
 #     manager images built by the executor, the chart (manager on the host network);
-#  3. SLIPWAY_E2E=1 go test ./test/e2e (arguments are passed to go test, e.g. -run TestTimeout);
-#     each test starts its own registry and git server requiring basic auth;
+#  3. SLIPWAY_E2E=1 go test ./test/e2e (arguments are passed to go test, e.g. -run TestTimeout,
+#     or -run TestFault for the cluster fault tests); each test starts its own registry and git
+#     server requiring basic auth;
 #  4. whatever happened: hack/demo.sh down (git server, registry, hack/cluster.sh down), unless
 #     SLIPWAY_E2E_KEEP=1.
 # On a failure the tests print the manager's log, the pods' logs and the events of their
@@ -63,7 +64,9 @@ mark "${t}" "hack/demo.sh install"
 t=${SECONDS}
 echo "e2e.sh: go test ./test/e2e (log: ${state}/e2e/go-test.log)" >&2
 set +e
-SLIPWAY_E2E=1 go test -count=1 -v -timeout 30m "$@" ./test/e2e 2>&1 | tee "${state}/e2e/go-test.log"
+# SLIPWAY_STATE: the fault tests (test/e2e/faults_test.go) stop and start the cluster's
+# components with hack/cluster.sh, which must find this cluster's state.
+SLIPWAY_STATE=${state} SLIPWAY_E2E=1 go test -count=1 -v -timeout 30m "$@" ./test/e2e 2>&1 | tee "${state}/e2e/go-test.log"
 rc=${PIPESTATUS[0]}
 set -e
 mark "${t}" "go test ./test/e2e"

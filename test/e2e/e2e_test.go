@@ -50,6 +50,7 @@ import (
 
 var (
 	k8s       client.Client
+	watcher   client.WithWatch // for the fault tests' watches (faults_test.go)
 	clientset *kubernetes.Clientset
 	podHost   string
 	plainReg  string
@@ -80,6 +81,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, "test/e2e: client:", err)
+		os.Exit(1)
+	}
+	if watcher, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, "test/e2e: client:", err)
 		os.Exit(1)
 	}
@@ -144,6 +149,7 @@ type env struct {
 	reg       *testenv.Registry
 	regPods   string // the registry as pods reach it: podHost:PORT
 	gitURL    string // the git server as pods reach it: http://podHost:PORT
+	gitHost   string // the git server on 127.0.0.1: HOST:PORT
 	gitRoot   string
 	work      string // the work repository published as app.git
 	commit    string
@@ -162,7 +168,8 @@ func newEnv(t *testing.T, nsLabels map[string]string, files map[string]string) *
 
 	e.gitRoot = t.TempDir()
 	git := gitserver.StartHTTP(t, e.gitRoot, gitserver.WithBasicAuth(gitUser, gitPassword))
-	e.gitURL = "http://" + forward(t, git.Host())
+	e.gitHost = git.Host()
+	e.gitURL = "http://" + forward(t, e.gitHost)
 	e.work = gitserver.NewWorkRepo(t)
 	gitserver.WriteFiles(t, e.work, files)
 	e.commit = gitserver.Commit(t, e.work, "e2e")

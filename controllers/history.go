@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -98,12 +99,16 @@ func recordLatest(st *v1alpha1.ImageBuildStatus, pod *corev1.Pod) {
 	if st.PodName != "" {
 		rec.PodName = st.PodName
 	}
-	if st.Source != nil && st.Source.Commit != "" {
+	// The commit a build was pinned to stays its commit: the executor was told to build that
+	// one, and what its result says (the executor image is the spec's to choose) does not
+	// change what the next listing is compared with. An unpinned build's commit is the one it
+	// reports, if it is one (hexadecimal, as git names commits).
+	if rec.Commit == "" && st.Source != nil && isCommit(st.Source.Commit) {
 		rec.Commit = st.Source.Commit
 	}
 	if pod != nil {
 		if res, ok := podResult(pod); ok {
-			if res.Commit != "" {
+			if rec.Commit == "" && isCommit(res.Commit) {
 				rec.Commit = res.Commit
 			}
 			if len(res.Bases) > 0 {
@@ -168,7 +173,7 @@ func recordParallel(st *v1alpha1.ImageBuildStatus, pods []corev1.Pod, now time.T
 			continue
 		}
 		res, ok := podResult(pod)
-		if ok && res.Commit != "" {
+		if ok && rec.Commit == "" && isCommit(res.Commit) {
 			rec.Commit = res.Commit
 		}
 		if pod.Status.Phase == corev1.PodSucceeded && ok && res.Success {
@@ -215,6 +220,19 @@ func latestCommit(st *v1alpha1.ImageBuildStatus) string {
 	return ""
 }
 
+// isCommit reports whether c is a full commit name: 40 (SHA-1) or 64 (SHA-256) hex digits.
+func isCommit(c string) bool {
+	if len(c) != 40 && len(c) != 64 {
+		return false
+	}
+	for _, r := range c {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
+}
+
 // observed is what the manager found outside the ImageBuild: the commit its revision names
 // now (gitpoll; "" when not known), when a verified webhook last asked for a check, and
 // whether an image the latest successful build was FROM moved.
@@ -226,6 +244,9 @@ type observed struct {
 	ref       string
 	startedAt time.Time
 	following bool // the poller follows the revision (its source Secret was read)
+	// fresh: that listing began after the latest build was asked for (askedAt), so what it
+	// says is no older than what that build built.
+	fresh bool
 	listErr   error
 	webhookAt time.Time
 	// baseChanged: moved lists the base images of the latest successful build that moved.
@@ -234,16 +255,21 @@ type observed struct {
 }
 
 // triggeredBuild is the build that what the manager observed asks for, nil when none: the
-// revision at another commit than the latest build's (cause Webhook when a webhook asked for
-// the check within webhookCauseWindow, else Commit), else, when the latest build succeeded and
-// nothing waits, a base image that moved (BaseImage). A request the status already holds
-// (status.next) is not asked for again. It is a pure function.
+// revision at another commit than the latest build's, in a listing that succeeded and began
+// after that build was asked for (cause Webhook when a webhook asked for the check within
+// webhookCauseWindow, else Commit); else, when the latest build succeeded and nothing waits,
+// a base image that moved (BaseImage, of the latest build's commit). A request the status
+// already holds (status.next) is not asked for again. It is a pure function.
+//
+// A listing that failed keeps the last commit it found, which may be older than what a build
+// fetched since with other credentials: building it again would tag an older commit as the
+// newest build, so only a fresh, successful listing counts.
 func triggeredBuild(ib *v1alpha1.ImageBuild, obs observed, now time.Time) *v1alpha1.BuildRequest {
 	st := &ib.Status
 	if st.BuildNumber == 0 {
 		return nil // the first build is the spec's (Created)
 	}
-	if obs.commit != "" {
+	if obs.commit != "" && obs.listErr == nil && obs.fresh {
 		known := latestCommit(st)
 		building := !st.Phase.Finished()
 		switch {
@@ -260,7 +286,7 @@ func triggeredBuild(ib *v1alpha1.ImageBuild, obs observed, now time.Time) *v1alp
 		}
 	}
 	if obs.baseChanged && st.Phase == v1alpha1.PhaseSucceeded && st.Next == nil {
-		return &v1alpha1.BuildRequest{Cause: v1alpha1.CauseBaseImage, Commit: obs.commit, Time: metav1.Time{Time: now}}
+		return &v1alpha1.BuildRequest{Cause: v1alpha1.CauseBaseImage, Commit: latestCommit(st), Time: metav1.Time{Time: now}}
 	}
 	return nil
 }

@@ -51,34 +51,38 @@ func TestTriggeredBuild(t *testing.T) {
 		cause v1alpha1.BuildCause // "" for none
 		want  string              // the request's commit
 	}{
-		{"the revision at the built commit asks for nothing", built(v1alpha1.PhaseSucceeded), observed{commit: commitA}, "", ""},
-		{"a new commit asks for a build", built(v1alpha1.PhaseSucceeded), observed{commit: commitB}, v1alpha1.CauseCommit, commitB},
-		{"a new commit while building asks too (the run policy decides)", built(v1alpha1.PhaseRunning), observed{commit: commitB}, v1alpha1.CauseCommit, commitB},
-		{"a failed build at the same commit is not tried again", built(v1alpha1.PhaseFailed), observed{commit: commitA}, "", ""},
-		{"a failed build and a new commit: built", built(v1alpha1.PhaseFailed), observed{commit: commitB}, v1alpha1.CauseCommit, commitB},
+		{"the revision at the built commit asks for nothing", built(v1alpha1.PhaseSucceeded), observed{fresh: true, commit: commitA}, "", ""},
+		{"a new commit asks for a build", built(v1alpha1.PhaseSucceeded), observed{fresh: true, commit: commitB}, v1alpha1.CauseCommit, commitB},
+		{"a new commit while building asks too (the run policy decides)", built(v1alpha1.PhaseRunning), observed{fresh: true, commit: commitB}, v1alpha1.CauseCommit, commitB},
+		{"a failed build at the same commit is not tried again", built(v1alpha1.PhaseFailed), observed{fresh: true, commit: commitA}, "", ""},
+		{"a failed build and a new commit: built", built(v1alpha1.PhaseFailed), observed{fresh: true, commit: commitB}, v1alpha1.CauseCommit, commitB},
 		{"a webhook shortly before: cause Webhook", built(v1alpha1.PhaseSucceeded),
-			observed{commit: commitB, webhookAt: now.Add(-time.Minute)}, v1alpha1.CauseWebhook, commitB},
+			observed{fresh: true, commit: commitB, webhookAt: now.Add(-time.Minute)}, v1alpha1.CauseWebhook, commitB},
 		{"a webhook long ago: cause Commit", built(v1alpha1.PhaseSucceeded),
-			observed{commit: commitB, webhookAt: now.Add(-time.Hour)}, v1alpha1.CauseCommit, commitB},
+			observed{fresh: true, commit: commitB, webhookAt: now.Add(-time.Hour)}, v1alpha1.CauseCommit, commitB},
 		{"the commit already waiting in status.next is not asked again", built(v1alpha1.PhaseRunning, func(ib *v1alpha1.ImageBuild) {
 			ib.Status.Next = &v1alpha1.BuildRequest{Cause: v1alpha1.CauseCommit, Commit: commitB}
-		}), observed{commit: commitB}, "", ""},
+		}), observed{fresh: true, commit: commitB}, "", ""},
 		{"a newer commit than status.next's replaces it", built(v1alpha1.PhaseRunning, func(ib *v1alpha1.ImageBuild) {
 			ib.Status.Next = &v1alpha1.BuildRequest{Cause: v1alpha1.CauseCommit, Commit: commitB}
-		}), observed{commit: commitC}, v1alpha1.CauseCommit, commitC},
+		}), observed{fresh: true, commit: commitC}, v1alpha1.CauseCommit, commitC},
 		{"an unpinned build that has not said its commit is waited for", built(v1alpha1.PhaseRunning, func(ib *v1alpha1.ImageBuild) {
 			ib.Status.History[0].Commit = ""
-		}), observed{commit: commitB}, "", ""},
+		}), observed{fresh: true, commit: commitB}, "", ""},
 		{"the first build is the spec's", built(v1alpha1.PhaseRunning, func(ib *v1alpha1.ImageBuild) { ib.Status.BuildNumber = 0 }),
-			observed{commit: commitB}, "", ""},
+			observed{fresh: true, commit: commitB}, "", ""},
 		{"a moved base after a success asks for a build of the same commit", built(v1alpha1.PhaseSucceeded),
-			observed{commit: commitA, baseChanged: true}, v1alpha1.CauseBaseImage, commitA},
+			observed{fresh: true, commit: commitA, baseChanged: true}, v1alpha1.CauseBaseImage, commitA},
 		{"a moved base after a failure does not (it would fail again)", built(v1alpha1.PhaseFailed),
-			observed{commit: commitA, baseChanged: true}, "", ""},
+			observed{fresh: true, commit: commitA, baseChanged: true}, "", ""},
 		{"a moved base while building does not (the build pulls it)", built(v1alpha1.PhaseRunning),
-			observed{commit: commitA, baseChanged: true}, "", ""},
+			observed{fresh: true, commit: commitA, baseChanged: true}, "", ""},
+		{"a failed listing's last commit does not (a build may have fetched a newer one since)", built(v1alpha1.PhaseSucceeded),
+			observed{fresh: true, commit: commitB, listErr: errors.New("401")}, "", ""},
+		{"a listing begun before the latest build was asked for does not", built(v1alpha1.PhaseSucceeded),
+			observed{commit: commitB}, "", ""},
 		{"a new commit wins over a moved base", built(v1alpha1.PhaseSucceeded),
-			observed{commit: commitB, baseChanged: true}, v1alpha1.CauseCommit, commitB},
+			observed{fresh: true, commit: commitB, baseChanged: true}, v1alpha1.CauseCommit, commitB},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,6 +162,29 @@ func TestRecordLatest(t *testing.T) {
 	if got.Result != v1alpha1.BuildResultSucceeded || got.Digest != testDigest || got.Duration != "1.5s" || got.Commit != commitA ||
 		len(got.BaseImages) != 1 || got.BaseImages[0] != "docker.io/library/busybox:1.36@sha256:abc" {
 		t.Errorf("record = %+v", got)
+	}
+
+	// A pinned build keeps its pin whatever the executor's result says.
+	pinned := ib.Status.DeepCopy()
+	pinned.Phase = v1alpha1.PhaseSucceeded
+	res := commitResult(commitB)
+	podB := makePod("app-1-1").Phase(corev1.PodSucceeded).Obj()
+	podB.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: executorContainer,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: res}}}}
+	recordLatest(pinned, podB)
+	if got := pinned.History[0].Commit; got != commitA {
+		t.Errorf("a pinned build's commit became %s after a result naming %s, want its pin %s", got, commitB, commitA)
+	}
+	// An unpinned build takes the result's commit, if it names one.
+	for _, c := range []struct{ reported, want string }{{commitB, commitB}, {"ref:subdir", ""}, {"main", ""}} {
+		unpinned := ib.Status.DeepCopy()
+		unpinned.History[0].Commit = ""
+		podC := podB.DeepCopy()
+		podC.Status.ContainerStatuses[0].State.Terminated.Message = commitResult(c.reported)
+		recordLatest(unpinned, podC)
+		if got := unpinned.History[0].Commit; got != c.want {
+			t.Errorf("an unpinned build reporting commit %q recorded %q, want %q", c.reported, got, c.want)
+		}
 	}
 
 	st.Phase = v1alpha1.PhaseFailed

@@ -211,6 +211,9 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	if err != nil && !errors.As(err, &missing) { // a missing Secret is the build's to report
 		return ctrl.Result{}, nil, err
 	}
+	if i := recordIndex(ib.Status.History, ib.Status.BuildNumber); i >= 0 && ib.Status.History[i].StartTime != nil {
+		obs.fresh = !obs.startedAt.Before(r.askedAt(client.ObjectKeyFromObject(ib), ib.Status.BuildNumber, ib.Status.History[i].StartTime.Time))
+	}
 	// 1, 2. What the triggers found; a new build: the spec's, or a trigger's (runPolicy).
 	switch {
 	case isNewBuild(ib):

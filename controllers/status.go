@@ -142,12 +142,11 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 		}
 	}
 	st.Cache = &v1alpha1.CacheStatus{Hits: int32(res.CacheHits), Misses: int32(res.CacheMisses)}
-	if len(res.Bases) > 0 || res.BasesOmitted > 0 {
-		// What triggers.baseImages compares: the bases of the latest successful build.
-		st.BaseImages = nil
-		for _, b := range res.Bases {
-			st.BaseImages = append(st.BaseImages, v1alpha1.BaseImage{Reference: b.Ref, Digest: b.Digest})
-		}
+	// What triggers.baseImages compares: the bases of the latest successful build (none when
+	// its result names none: a FROM scratch image, or an executor that does not report them).
+	st.BaseImages = nil
+	for _, b := range res.Bases {
+		st.BaseImages = append(st.BaseImages, v1alpha1.BaseImage{Reference: b.Ref, Digest: b.Digest})
 	}
 	st.Stages = nil
 	for _, s := range res.Stages {

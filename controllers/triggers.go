@@ -102,8 +102,13 @@ type subscription struct {
 }
 
 // resubscribeAfterError is how long a failed listing waits before the controller reads the
-// source Secret again (it may have been fixed) and subscribes anew.
-const resubscribeAfterError = time.Minute
+// source Secret again (it may have been fixed) and subscribes anew; rereadSecret how long a
+// working subscription goes on before the Secret is read again (it may have been rotated or
+// deleted).
+const (
+	resubscribeAfterError = time.Minute
+	rereadSecret          = 10 * time.Minute
+)
 
 // observe keeps the manager's watches of ib (its revision, its base images, its webhook
 // annotation) in line with its spec, and returns what they found. It reads a Secret only
@@ -151,11 +156,16 @@ func (r *ImageBuildReconciler) followRevision(ctx context.Context, ib *v1alpha1.
 	r.triggerMu.Unlock()
 	current := subscribed && ok && had.url == want.url && had.revision == want.revision &&
 		had.secret == want.secret && had.interval == want.interval
-	if current && (st.Err == nil || now.Sub(had.at) < resubscribeAfterError) {
+	age := now.Sub(had.at)
+	if current && age < rereadSecret && (st.Err == nil || age < resubscribeAfterError) {
 		return st, nil
 	}
 	creds, err := r.gitCredentials(ctx, ib)
 	if err != nil {
+		if _, missing := errors.AsType[*missingReferenceError](err); missing {
+			// The Secret is gone: no listing goes on with the credentials it held.
+			r.unfollow(key)
+		}
 		return gitpoll.Status{}, err
 	}
 	if err := r.Poller.Subscribe(key, gitpoll.Source{URL: git.URL, Revision: git.Revision, Credentials: creds}, want.interval); err != nil {
@@ -249,7 +259,7 @@ func (r *ImageBuildReconciler) followBases(ctx context.Context, ib *v1alpha1.Ima
 	if ref := ib.Spec.Output.PushSecretRef; ref != nil {
 		secret = ref.Name
 	}
-	if r.Bases.current(key, bases, secret, interval) {
+	if r.Bases.current(key, bases, secret, interval, time.Now()) {
 		return r.Bases.moved(key), nil
 	}
 	var opts baseimage.Options
@@ -265,9 +275,12 @@ func (r *ImageBuildReconciler) followBases(ctx context.Context, ib *v1alpha1.Ima
 		opts.Keychain = kc
 	}
 	if ib.Spec.Output.Insecure {
-		for _, b := range bases {
-			if host, _, ok := strings.Cut(b.Ref, "/"); ok {
-				opts.Insecure = append(opts.Insecure, host)
+		// output.insecure covers the registries the executor is told are insecure (the push
+		// and the cache repositories'), nothing else: a base image on another registry is
+		// checked over TLS only, so its credentials never go over plain HTTP.
+		for _, repo := range []string{outputRepository(ib.Spec.Output.Image), cacheRepository(ib)} {
+			if h := registryHost(repo); h != "" && !slices.Contains(opts.Insecure, h) {
+				opts.Insecure = append(opts.Insecure, h)
 			}
 		}
 	}
@@ -289,6 +302,7 @@ type baseWatcher struct {
 }
 
 type baseEntry struct {
+	since    time.Time // when the watch was set up (its Secret read)
 	bases    []baseimage.Base
 	secret   string
 	interval time.Duration
@@ -325,12 +339,18 @@ func (w *baseWatcher) Start(ctx context.Context) error {
 // NeedLeaderElection: only the leader's reconciles read the answers.
 func (w *baseWatcher) NeedLeaderElection() bool { return true }
 
-// current reports whether key is watched with these bases, Secret and interval.
-func (w *baseWatcher) current(key types.NamespacedName, bases []baseimage.Base, secret string, interval time.Duration) bool {
+// current reports whether key is watched with these bases, Secret and interval, with
+// credentials read recently enough: after a failed check a minute ago, or any ten minutes ago,
+// the Secret is read again (it may have been rotated or deleted).
+func (w *baseWatcher) current(key types.NamespacedName, bases []baseimage.Base, secret string, interval time.Duration, now time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e := w.entries[key]
-	return e != nil && slices.Equal(e.bases, bases) && e.secret == secret && e.interval == interval
+	if e == nil || !slices.Equal(e.bases, bases) || e.secret != secret || e.interval != interval {
+		return false
+	}
+	age := now.Sub(e.since)
+	return age < rereadSecret && (e.err == nil || age < resubscribeAfterError)
 }
 
 // watch (re)starts the watch of key: the first check comes after a jittered interval, since
@@ -341,7 +361,10 @@ func (w *baseWatcher) watch(key types.NamespacedName, bases []baseimage.Base, se
 	if e := w.entries[key]; e != nil && e.timer != nil {
 		e.timer.Stop()
 	}
-	e := &baseEntry{bases: slices.Clone(bases), secret: secret, interval: interval, opts: opts}
+	e := &baseEntry{since: time.Now(), bases: slices.Clone(bases), secret: secret, interval: interval, opts: opts}
+	if old := w.entries[key]; old != nil && slices.Equal(old.bases, bases) {
+		e.moved = old.moved // the same bases, read with fresh credentials: what moved still did
+	}
 	w.entries[key] = e
 	w.scheduleLocked(key, e, jitter(interval))
 }
@@ -521,6 +544,11 @@ func (r *ImageBuildReconciler) askedAt(key types.NamespacedName, n int64, stored
 // was asked for, to the nanosecond (askedAt).
 func (r *ImageBuildReconciler) startBuild(ib *v1alpha1.ImageBuild, req v1alpha1.BuildRequest, keepRunning bool, now time.Time) {
 	ib.Status = startBuild(ib, req, keepRunning, now)
+	if r.Bases != nil {
+		// What the new build is FROM is watched once it succeeds (followBases): what moved
+		// since the last one is this build's to pick up, not a reason for another.
+		r.Bases.forget(client.ObjectKeyFromObject(ib))
+	}
 	r.triggerMu.Lock()
 	defer r.triggerMu.Unlock()
 	if r.asked != nil {

@@ -419,12 +419,26 @@ func TestImageBuildReconciler_Reconcile_baseImageMoved(t *testing.T) {
 		t.Fatalf("a build started while the base had not moved: %s", describe(got))
 	}
 
-	pushRandom(t, base, reg)
+	second := pushRandom(t, base, reg)
 	ib = waitStatus(t, c, key, "the base image's build", func(ib *v1alpha1.ImageBuild) bool { return ib.Status.BuildNumber == n+1 })
 	if ib.Status.Cause != v1alpha1.CauseBaseImage || ib.Status.History[0].Commit != a {
 		t.Errorf("cause %s, history %+v: want BaseImage, of commit %s", ib.Status.Cause, ib.Status.History, a)
 	}
 	builtFrom(t, waitPod(t, c, ns, ib.Status.PodName), repo.url, a, int(n+1))
+
+	// That build pulls the moved base and says so: nothing starts again while the tag stays.
+	k.finish(ns, ib.Status.PodName, 0, "Completed", encodeResult(result.Result{Success: true, Digest: testDigest, Commit: a,
+		Bases: []result.Base{{Ref: base, Digest: second}}}))
+	ib = waitStatus(t, c, key, "the base image's build done", func(ib *v1alpha1.ImageBuild) bool {
+		return ib.Status.BuildNumber == n+1 && ib.Status.Phase == v1alpha1.PhaseSucceeded
+	})
+	if len(ib.Status.BaseImages) != 1 || ib.Status.BaseImages[0].Digest != second {
+		t.Errorf("baseImages = %+v, want %s at %s", ib.Status.BaseImages, base, second)
+	}
+	time.Sleep(time.Second) // five checks
+	if got := waitStatus(t, c, key, "still built", phaseIs(v1alpha1.PhaseSucceeded)); got.Status.BuildNumber != n+1 {
+		t.Fatalf("a build started though the base has not moved since: %s", describe(got))
+	}
 }
 
 // pushRandom pushes a random image to ref and returns its digest.

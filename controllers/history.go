@@ -246,7 +246,7 @@ type observed struct {
 	following bool // the poller follows the revision (its source Secret was read)
 	// fresh: that listing began after the latest build was asked for (askedAt), so what it
 	// says is no older than what that build built.
-	fresh bool
+	fresh     bool
 	listErr   error
 	webhookAt time.Time
 	// baseChanged: moved lists the base images of the latest successful build that moved.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/net/netutil"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -42,6 +44,15 @@ type WebhookReceiver struct {
 	patches chan struct{} // bounds the annotation writes running at once
 }
 
+// Bounds of the webhook port: header bytes per request, connections at once (more wait in the
+// kernel's backlog), and how long a body may take to arrive (a git server sends its payload at
+// once; a trickled body holds one of the handler's 16 slots only that long).
+const (
+	webhookMaxHeaderBytes = 64 << 10
+	webhookMaxConnections = 256
+	webhookBodyTimeout    = 3 * time.Second
+)
+
 // secretTTL is how long a webhook Secret's value is kept: requests (verified or not) for one
 // ImageBuild read its Secret from the API server at most once in that time.
 const secretTTL = 30 * time.Second
@@ -51,18 +62,23 @@ func (w *WebhookReceiver) Handler() http.Handler {
 	if w.patches == nil {
 		w.patches = make(chan struct{}, 8)
 	}
-	opts := append([]webhook.Option{webhook.WithLogger(w.Log)}, w.Options...)
+	opts := append([]webhook.Option{webhook.WithLogger(w.Log), webhook.WithBodyTimeout(webhookBodyTimeout)}, w.Options...)
 	return webhook.New(w.lookup, w.trigger, opts...)
 }
 
 // Start serves until ctx ends (a manager Runnable).
 func (w *WebhookReceiver) Start(ctx context.Context) error {
-	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+	// The port is reachable by anyone who can reach the manager: headers are small, slow
+	// requests are cut short, and connections are bounded, so that nobody holds the
+	// manager's memory or the handler's slots for long.
+	srv := &http.Server{Handler: w.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: webhookMaxHeaderBytes,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	ln, err := net.Listen("tcp", w.Addr)
 	if err != nil {
 		return fmt.Errorf("webhook receiver: %w", err)
 	}
+	ln = netutil.LimitListener(ln, webhookMaxConnections)
 	w.Log.Info("Serving git webhooks", "address", ln.Addr().String(), "path", webhook.PathPrefix+"<namespace>/<name>")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -127,11 +143,24 @@ func annotateWebhook(ctx context.Context, c client.Client, key types.NamespacedN
 	return c.Patch(ctx, ib, client.RawPatch(types.MergePatchType, patch))
 }
 
-// secretCache keeps the values of webhook Secrets' keys for secretTTL.
+// secretCache keeps the values of webhook Secrets' keys for secretTTL. A read is done once for
+// all the requests that want it at the same time (singleflight), with a context of its own (a
+// caller that hangs up at once must not cancel it, or every request would cost a read), and a
+// read that failed is remembered for secretErrorTTL.
 type secretCache struct {
 	mu      sync.Mutex
 	entries map[secretKey]cachedSecret
+	reads   singleflight.Group
 }
+
+// secretErrorTTL is how long a failed read of a webhook Secret is answered from memory.
+const secretErrorTTL = 5 * time.Second
+
+// secretReadTimeout bounds one read of a webhook Secret.
+const secretReadTimeout = 10 * time.Second
+
+// errSecretRead is what a failed read answers: the handler logs it, so it names nothing.
+var errSecretRead = errors.New("reading webhook Secrets from the API server failed")
 
 type secretKey struct {
 	name types.NamespacedName
@@ -139,49 +168,64 @@ type secretKey struct {
 }
 
 type cachedSecret struct {
-	value []byte // nil: the Secret or key does not exist
-	at    time.Time
+	value  []byte // nil: the Secret or key does not exist
+	failed bool   // the read failed
+	at     time.Time
+}
+
+func (e cachedSecret) fresh(now time.Time) bool {
+	if e.failed {
+		return now.Sub(e.at) < secretErrorTTL
+	}
+	return now.Sub(e.at) < secretTTL
+}
+
+func (e cachedSecret) answer() ([]byte, error) {
+	switch {
+	case e.failed:
+		return nil, errSecretRead
+	case e.value == nil:
+		return nil, webhook.ErrNotFound
+	}
+	return e.value, nil
 }
 
 // get returns the value of key in the Secret name, from the cache when fresh; a missing
 // Secret or key is webhook.ErrNotFound (and cached as such).
 func (c *secretCache) get(ctx context.Context, r client.Reader, name types.NamespacedName, key string) ([]byte, error) {
 	k := secretKey{name, key}
-	now := time.Now()
 	c.mu.Lock()
-	if e, ok := c.entries[k]; ok && now.Sub(e.at) < secretTTL {
-		c.mu.Unlock()
-		if e.value == nil {
-			return nil, webhook.ErrNotFound
-		}
-		return e.value, nil
-	}
+	e, ok := c.entries[k]
 	c.mu.Unlock()
-
-	s := &corev1.Secret{}
-	var value []byte
-	switch err := r.Get(ctx, name, s); {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return nil, errors.New("reading webhook Secrets from the API server failed")
-	default:
-		if v := s.Data[key]; len(v) > 0 {
-			value = v
+	if ok && e.fresh(time.Now()) {
+		return e.answer()
+	}
+	v, _, _ := c.reads.Do(name.String()+"\x00"+key, func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), secretReadTimeout)
+		defer cancel()
+		e := cachedSecret{at: time.Now()}
+		s := &corev1.Secret{}
+		switch err := r.Get(rctx, name, s); {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			e.failed = true
+		default:
+			if v := s.Data[key]; len(v) > 0 {
+				e.value = v
+			}
 		}
-	}
-	c.mu.Lock()
-	if c.entries == nil {
-		c.entries = map[secretKey]cachedSecret{}
-	}
-	for old, e := range c.entries { // forget what expired, so the cache stays small
-		if now.Sub(e.at) >= secretTTL {
-			delete(c.entries, old)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.entries == nil {
+			c.entries = map[secretKey]cachedSecret{}
 		}
-	}
-	c.entries[k] = cachedSecret{value: value, at: now}
-	c.mu.Unlock()
-	if value == nil {
-		return nil, webhook.ErrNotFound
-	}
-	return value, nil
+		for old, o := range c.entries { // forget what expired, so the cache stays small
+			if !o.fresh(e.at) {
+				delete(c.entries, old)
+			}
+		}
+		c.entries[k] = e
+		return e, nil
+	})
+	return v.(cachedSecret).answer()
 }

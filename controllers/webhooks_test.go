@@ -7,15 +7,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 	"github.com/slipway-dev/slipway/controllers/webhook"
@@ -98,5 +102,83 @@ func TestWebhookReceiver_githubPushStartsABuild(t *testing.T) {
 	}
 	if v := got.Annotations[WebhookAnnotation]; v == "" {
 		t.Error("no webhook annotation")
+	}
+}
+
+// secretReads counts the Secrets read through it, and can fail them.
+type secretReads struct {
+	client.Reader
+	mu    sync.Mutex
+	n     int
+	fail  bool
+	delay time.Duration
+}
+
+func (r *secretReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	r.mu.Lock()
+	r.n++
+	fail, delay := r.fail, r.delay
+	r.mu.Unlock()
+	time.Sleep(delay)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if fail {
+		return errors.New("etcdserver: request timed out")
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (r *secretReads) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// Requests for an ImageBuild with a webhook trigger read its Secret from the API server at most
+// once in secretTTL, also when every caller hangs up at once (a cancelled request must not
+// cancel the read, or each would cost one) and when many come together; a failed read is
+// remembered for a few seconds, not retried by each request.
+func TestWebhookReceiver_secretReads(t *testing.T) {
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: "ns"}, Data: map[string][]byte{"secret": []byte("s3cret")}}
+	ib := makeImageBuild("app", "ns").Obj()
+	ib.Spec.Triggers = &v1alpha1.Triggers{Webhook: &v1alpha1.WebhookTrigger{SecretRef: corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "hook"}, Key: "secret"}}}
+	c := fake.NewClientBuilder().WithScheme(envScheme).WithObjects(secret, ib).Build()
+	reads := &secretReads{Reader: c, delay: 50 * time.Millisecond}
+	w := &WebhookReceiver{Client: c, APIReader: reads, Log: logr.Discard()}
+	key := client.ObjectKeyFromObject(ib)
+
+	hungUp, cancel := context.WithCancel(context.Background())
+	cancel()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if _, err := w.lookup(hungUp, key); err != nil {
+				t.Errorf("lookup: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	target, err := w.lookup(context.Background(), key)
+	if err != nil || string(target.Secret) != "s3cret" {
+		t.Fatalf("lookup = %+v, %v", target, err)
+	}
+	if n := reads.count(); n != 1 {
+		t.Errorf("51 requests, 50 of them hung up at once, read the Secret %d times, want 1", n)
+	}
+
+	// A read that fails is answered from memory for secretErrorTTL.
+	w2 := &WebhookReceiver{Client: c, APIReader: reads, Log: logr.Discard()}
+	reads.mu.Lock()
+	reads.fail, reads.n = true, 0
+	reads.mu.Unlock()
+	for range 20 {
+		if _, err := w2.lookup(context.Background(), key); err == nil || errors.Is(err, webhook.ErrNotFound) {
+			t.Fatalf("lookup with the API server failing: %v, want an error that is not ErrNotFound", err)
+		}
+	}
+	if n := reads.count(); n != 1 {
+		t.Errorf("20 requests while the API server failed read the Secret %d times, want 1", n)
 	}
 }

@@ -429,7 +429,9 @@ func parseAdvertisement(r io.Reader, wanted map[string]bool) (*listing, error) {
 			continue
 		}
 		for c := range bytes.FieldsSeq(caps) {
-			if target, ok := bytes.CutPrefix(c, []byte("symref=HEAD:")); ok {
+			// The server's word for the default branch: kept only when it is a plausible
+			// ref name (the tag templates' {{.Branch}} is made from it).
+			if target, ok := bytes.CutPrefix(c, []byte("symref=HEAD:")); ok && plausibleRef(target) {
 				out.head = string(target)
 			}
 		}
@@ -555,4 +557,19 @@ func newHTTPClient(rt http.RoundTripper) *http.Client {
 		rt = t
 	}
 	return &http.Client{Transport: rt}
+}
+
+// plausibleRef reports whether a server-given ref name is one git could have made: under
+// refs/, at most 255 bytes of printable ASCII without spaces or the characters git refuses in
+// ref names.
+func plausibleRef(b []byte) bool {
+	if len(b) > 255 || !bytes.HasPrefix(b, []byte("refs/")) {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte("~^:?*[\\"), c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

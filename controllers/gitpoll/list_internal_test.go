@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/format/pktline"
 	"github.com/google/go-cmp/cmp"
@@ -49,6 +50,11 @@ func TestParseAdvertisement(t *testing.T) {
 			h1+" refs/heads/main\n", h2+" refs/heads/other\n",
 			h2+" refs/tags/v1\n", h3+" refs/tags/v1^{}\n", ""),
 		want: &listing{refs: map[string]string{"HEAD": h1, "refs/heads/main": h1, "refs/tags/v1": h2, "refs/tags/v1^{}": h3}, head: "refs/heads/main"},
+	}, {
+		name: "a symref HEAD that is no ref name is not kept (security review)",
+		input: advertisement(t, "# service=git-upload-pack\n", "",
+			h1+" HEAD\x00multi_ack symref=HEAD:refs/heads/\x1b[31mred\u202e agent=git/2\n", h1+" refs/heads/main\n", ""),
+		want: &listing{refs: map[string]string{"HEAD": h1, "refs/heads/main": h1}},
 	}, {
 		name:  "ssh, without a service line",
 		input: advertisement(t, h1+" refs/heads/main\x00caps\n", ""),
@@ -117,6 +123,28 @@ func TestShellQuote(t *testing.T) {
 	} {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// A repository whose listings keep failing is listed less and less often, up to once an hour,
+// so that a tenant's unreachable repositories cannot take the listing slots every interval
+// (security review).
+func TestFailureBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		n        int
+		want     time.Duration
+	}{
+		{time.Minute, 0, time.Minute},
+		{time.Minute, 1, 2 * time.Minute},
+		{time.Minute, 3, 8 * time.Minute},
+		{time.Minute, 10, time.Hour},
+		{time.Minute, 1000, time.Hour},
+		{2 * time.Hour, 3, 2 * time.Hour},
+	} {
+		if got := failureBackoff(tc.interval, tc.n); got != tc.want {
+			t.Errorf("failureBackoff(%s, %d) = %s, want %s", tc.interval, tc.n, got, tc.want)
 		}
 	}
 }

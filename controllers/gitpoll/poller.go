@@ -206,6 +206,8 @@ type group struct {
 	lastWanted  map[string]bool
 	lastListing *listing
 	lastErr     error
+	// failures counts the listings that failed in a row (failureBackoff).
+	failures int
 
 	// wake tells the loop that next changed; done that the group is gone.
 	wake chan struct{}
@@ -468,8 +470,27 @@ func (p *Poller) updateIntervalLocked(g *group, now time.Time) {
 	}
 	g.interval = iv
 	if iv > 0 && !g.last.IsZero() {
-		p.scheduleLocked(g, g.last.Add(jitter(iv)))
+		p.scheduleLocked(g, g.last.Add(jitter(failureBackoff(iv, g.failures))))
 	}
+}
+
+// maxFailureBackoff bounds how far failed listings push a repository's next one.
+const maxFailureBackoff = time.Hour
+
+// failureBackoff is the interval of a repository whose last n listings failed: doubled for
+// each failure, up to maxFailureBackoff (never shorter than the interval itself). A repository
+// that stalls every listing until its timeout then takes one of the listing slots rarely, not
+// every interval, so it cannot hold back the other repositories' listings (Refresh still
+// lists it at once).
+func failureBackoff(interval time.Duration, n int) time.Duration {
+	d := interval
+	for range min(n, 16) {
+		if d >= maxFailureBackoff {
+			return max(interval, maxFailureBackoff)
+		}
+		d *= 2
+	}
+	return max(interval, min(d, maxFailureBackoff))
 }
 
 // refreshTime is when a listing asked for now may run: now, unless g was
@@ -579,9 +600,12 @@ func (p *Poller) list(ctx context.Context, g *group) {
 	now := p.opts.Clock.Now()
 	var changed []types.NamespacedName
 	p.mu.Lock()
+	prevFailures := g.failures
 	g.last, g.lastStarted, g.lastWanted, g.lastListing, g.lastErr = now, started, wanted, l, nil
+	g.failures = 0
 	if err != nil {
 		g.lastErr, g.lastListing = err, nil
+		g.failures = prevFailures + 1
 	}
 	for _, s := range g.subs {
 		if !g.covers(s.revision) {

@@ -315,7 +315,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.trigger(key, Event{Provider: provider, Ref: ref, Delivery: delivery})
-	log.Info("Triggered a resolution of the revision from a webhook", "result", resultTriggered, "ref", ref)
+	log.Info("Triggered a resolution of the revision from a webhook", "result", resultTriggered, "ref", clip(ref))
 	reply(w, http.StatusAccepted, resultTriggered, "")
 }
 

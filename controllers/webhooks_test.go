@@ -8,8 +8,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,5 +182,48 @@ func TestWebhookReceiver_secretReads(t *testing.T) {
 	}
 	if n := reads.count(); n != 1 {
 		t.Errorf("20 requests while the API server failed read the Secret %d times, want 1", n)
+	}
+}
+
+// The webhook port refuses headers over 64 KiB (431), before any handler runs.
+func TestWebhookReceiver_Start_limitsHeaders(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := fake.NewClientBuilder().WithScheme(envScheme).Build()
+	w := &WebhookReceiver{Addr: addr, Client: c, APIReader: c, Log: logr.Discard()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	}()
+	post := func(header string) int {
+		t.Helper()
+		for range 50 {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/hooks/ns/app", nil)
+			req.Header.Set("X-Padding", header)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				time.Sleep(20 * time.Millisecond) // not listening yet
+				continue
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		t.Fatal("the receiver did not answer")
+		return 0
+	}
+	if code := post("small"); code != http.StatusUnauthorized {
+		t.Errorf("a request for an unknown ImageBuild: %d, want 401", code)
+	}
+	if code := post(strings.Repeat("a", 100<<10)); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("100 KiB of headers: %d, want 431", code)
 	}
 }

@@ -14,10 +14,6 @@ import (
 // defaultHistory is how many builds status.history keeps when spec.retention.history is unset.
 const defaultHistory = 10
 
-// webhookCauseWindow is how long after a verified webhook request a commit found to have moved
-// is said to come from the webhook (cause Webhook) rather than from polling (cause Commit).
-const webhookCauseWindow = 2 * time.Minute
-
 func historyLimit(ib *v1alpha1.ImageBuild) int {
 	if r := ib.Spec.Retention; r != nil && r.History != nil && *r.History > 0 {
 		return int(*r.History)
@@ -246,9 +242,10 @@ type observed struct {
 	following bool // the poller follows the revision (its source Secret was read)
 	// fresh: that listing began after the latest build was asked for (askedAt), so what it
 	// says is no older than what that build built.
-	fresh     bool
-	listErr   error
-	webhookAt time.Time
+	fresh   bool
+	listErr error
+	// byWebhook: that listing is the first begun after a webhook push (webhookReceived).
+	byWebhook bool
 	// baseChanged: moved lists the base images of the latest successful build that moved.
 	baseChanged bool
 	moved       []baseimage.Moved
@@ -256,8 +253,8 @@ type observed struct {
 
 // triggeredBuild is the build that what the manager observed asks for, nil when none: the
 // revision at another commit than the latest build's, in a listing that succeeded and began
-// after that build was asked for (cause Webhook when a webhook asked for the check within
-// webhookCauseWindow, else Commit); else, when the latest build succeeded and nothing waits,
+// after that build was asked for (cause Webhook when that listing is the one a webhook push
+// asked for, else Commit); else, when the latest build succeeded and nothing waits,
 // a base image that moved (BaseImage, of the latest build's commit). A request the status
 // already holds (status.next) is not asked for again. It is a pure function.
 //
@@ -279,7 +276,7 @@ func triggeredBuild(ib *v1alpha1.ImageBuild, obs observed, now time.Time) *v1alp
 		case st.Next != nil && st.Next.Commit == obs.commit:
 		default:
 			cause := v1alpha1.CauseCommit
-			if !obs.webhookAt.IsZero() && now.Sub(obs.webhookAt) < webhookCauseWindow {
+			if obs.byWebhook {
 				cause = v1alpha1.CauseWebhook
 			}
 			return &v1alpha1.BuildRequest{Cause: cause, Commit: obs.commit, Time: metav1.Time{Time: now}}

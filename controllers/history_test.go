@@ -56,10 +56,8 @@ func TestTriggeredBuild(t *testing.T) {
 		{"a new commit while building asks too (the run policy decides)", built(v1alpha1.PhaseRunning), observed{fresh: true, commit: commitB}, v1alpha1.CauseCommit, commitB},
 		{"a failed build at the same commit is not tried again", built(v1alpha1.PhaseFailed), observed{fresh: true, commit: commitA}, "", ""},
 		{"a failed build and a new commit: built", built(v1alpha1.PhaseFailed), observed{fresh: true, commit: commitB}, v1alpha1.CauseCommit, commitB},
-		{"a webhook shortly before: cause Webhook", built(v1alpha1.PhaseSucceeded),
-			observed{fresh: true, commit: commitB, webhookAt: now.Add(-time.Minute)}, v1alpha1.CauseWebhook, commitB},
-		{"a webhook long ago: cause Commit", built(v1alpha1.PhaseSucceeded),
-			observed{fresh: true, commit: commitB, webhookAt: now.Add(-time.Hour)}, v1alpha1.CauseCommit, commitB},
+		{"found by the listing a webhook asked for: cause Webhook", built(v1alpha1.PhaseSucceeded),
+			observed{fresh: true, commit: commitB, byWebhook: true}, v1alpha1.CauseWebhook, commitB},
 		{"the commit already waiting in status.next is not asked again", built(v1alpha1.PhaseRunning, func(ib *v1alpha1.ImageBuild) {
 			ib.Status.Next = &v1alpha1.BuildRequest{Cause: v1alpha1.CauseCommit, Commit: commitB}
 		}), observed{fresh: true, commit: commitB}, "", ""},

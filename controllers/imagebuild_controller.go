@@ -111,7 +111,7 @@ type ImageBuildReconciler struct {
 
 	triggerMu     sync.Mutex
 	subscriptions map[types.NamespacedName]subscription
-	webhooks      map[types.NamespacedName]string // the WebhookAnnotation value handled
+	webhooks      map[types.NamespacedName]webhookSeen // what each WebhookAnnotation was made of
 	asked         map[types.NamespacedName]askedBuild
 }
 

@@ -56,7 +56,7 @@ func (r *ImageBuildReconciler) initTriggers() {
 	if r.changes == nil {
 		r.changes = make(chan event.GenericEvent, 1024)
 		r.subscriptions = map[types.NamespacedName]subscription{}
-		r.webhooks = map[types.NamespacedName]string{}
+		r.webhooks = map[types.NamespacedName]webhookSeen{}
 		r.asked = map[types.NamespacedName]askedBuild{}
 	}
 }
@@ -123,9 +123,7 @@ func (r *ImageBuildReconciler) observe(ctx context.Context, ib *v1alpha1.ImageBu
 		}
 		_, obs.following = r.Poller.Latest(key)
 		obs.commit, obs.ref, obs.startedAt, obs.listErr = st.Commit, st.Ref, st.StartedAt, st.Err
-		if at, ok := r.webhookReceived(ib, key, now); ok {
-			obs.webhookAt = at
-		}
+		obs.byWebhook = r.webhookReceived(ib, key, now, st.StartedAt)
 	}
 	if r.Bases != nil {
 		moved, err := r.followBases(ctx, ib, key)
@@ -213,28 +211,47 @@ func (r *ImageBuildReconciler) gitCredentials(ctx context.Context, ib *v1alpha1.
 	}, nil
 }
 
+// webhookSeen is what this manager made of an ImageBuild's WebhookAnnotation: its value, when
+// it saw it, and the start of the first listing begun after that (zero until there is one).
+type webhookSeen struct {
+	value   string
+	seenAt  time.Time
+	listing time.Time
+	stale   bool // seen long after it was written (a restarted manager): no listing is its
+}
+
+// webhookStale is how old a webhook annotation a manager sees for the first time may be and
+// still be taken for a push to look for (a manager that starts sees every old one).
+const webhookStale = 10 * time.Minute
+
 // webhookReceived handles ib's WebhookAnnotation: a value this manager has not seen makes the
-// poller list the repository now. It returns the time the annotation says, bounded by now.
-func (r *ImageBuildReconciler) webhookReceived(ib *v1alpha1.ImageBuild, key types.NamespacedName, now time.Time) (time.Time, bool) {
+// poller list the repository now, and the first listing begun after that is the webhook's.
+// It reports whether the listing that began at listingStarted is that one: a commit it found
+// moved is then the webhook's (cause Webhook), a later listing's is polling's (Commit).
+func (r *ImageBuildReconciler) webhookReceived(ib *v1alpha1.ImageBuild, key types.NamespacedName, now, listingStarted time.Time) bool {
 	v := ib.Annotations[WebhookAnnotation]
 	if v == "" {
-		return time.Time{}, false
+		return false
 	}
 	at, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return time.Time{}, false
-	}
-	if at.After(now) {
-		at = now
+		return false
 	}
 	r.triggerMu.Lock()
-	seen := r.webhooks[key] == v
-	r.webhooks[key] = v
+	w := r.webhooks[key]
+	fresh := w.value != v
+	if fresh {
+		w = webhookSeen{value: v, seenAt: now, stale: now.Sub(at) > webhookStale}
+	}
+	if w.listing.IsZero() && !listingStarted.IsZero() && !listingStarted.Before(w.seenAt) {
+		w.listing = listingStarted
+	}
+	r.webhooks[key] = w
 	r.triggerMu.Unlock()
-	if !seen {
+	if fresh && !w.stale {
 		r.Poller.Refresh(key)
 	}
-	return at, true
+	return !w.stale && !w.listing.IsZero() && listingStarted.Equal(w.listing)
 }
 
 // followBases watches the base images of ib's latest successful build when

@@ -618,3 +618,35 @@ func TestImageBuild_validation_triggers(t *testing.T) {
 		t.Errorf("defaults: runPolicy %q, retention %+v; want Serial and history 10", good.Spec.RunPolicy, good.Spec.Retention)
 	}
 }
+
+// The first listing begun after this manager saw a new webhook annotation is the webhook's
+// (what it finds moved has cause Webhook); later listings are polling's; an annotation written
+// long before the manager first saw it (a restart) is nobody's push.
+func TestImageBuildReconciler_webhookReceived(t *testing.T) {
+	r := &ImageBuildReconciler{Poller: gitpoll.New(gitpoll.Options{})}
+	r.initTriggers()
+	seen := t0.Add(time.Hour)
+	ib := makeImageBuild("app", "ns").Obj()
+	key := client.ObjectKeyFromObject(ib)
+	ib.Annotations = map[string]string{WebhookAnnotation: seen.Add(-time.Second).Format(time.RFC3339Nano)}
+	steps := []struct {
+		name    string
+		now     time.Time
+		listing time.Time
+		want    bool
+	}{
+		{"a listing begun before the push was seen", seen, seen.Add(-time.Minute), false},
+		{"the first listing begun after it", seen.Add(time.Second), seen.Add(500 * time.Millisecond), true},
+		{"the same listing, read again", seen.Add(2 * time.Second), seen.Add(500 * time.Millisecond), true},
+		{"the next listing (polling)", seen.Add(time.Minute), seen.Add(30 * time.Second), false},
+	}
+	for _, s := range steps {
+		if got := r.webhookReceived(ib, key, s.now, s.listing); got != s.want {
+			t.Errorf("%s: webhookReceived = %v, want %v", s.name, got, s.want)
+		}
+	}
+	ib.Annotations[WebhookAnnotation] = t0.Format(time.RFC3339Nano) // another push, written an hour before it is seen
+	if r.webhookReceived(ib, key, seen, seen) || r.webhookReceived(ib, key, seen.Add(time.Second), seen.Add(time.Second)) {
+		t.Error("an annotation written long before the manager saw it was taken for a push")
+	}
+}

@@ -270,6 +270,10 @@ func TestImageBuildReconciler_Reconcile_restartFindsANewCommit(t *testing.T) {
 	k.finish(ns, "app-1-1", 0, "Completed", commitResult(a))
 	waitStatus(t, c, key, "build 1 succeeded", phaseIs(v1alpha1.PhaseSucceeded))
 	m.stop()
+	// A manager that did not start build 1 knows when it was asked for only to the second (as
+	// the API server keeps times), so only a listing begun a second after that counts: a
+	// restart within the same second waits for the next interval.
+	time.Sleep(1100 * time.Millisecond)
 
 	b := repo.push("two")
 	startManager(t, ns, triggerOptions())

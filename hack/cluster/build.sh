@@ -10,8 +10,9 @@
 #   hack/cluster/build.sh --dir    # prints the directory only; builds nothing
 #
 # A cached binary is reused as it is. Cold, on 2 cores: kube-apiserver about 15 minutes, the
-# three others about 7 more (they share most packages); progress goes to stderr. Builds run
-# under `nice -n 19` unless NICE= is set empty.
+# three others about 7 more (they share most packages); progress goes to stderr. Builds run at
+# the caller's priority; NICE='nice -n 19' lowers it (on a machine busy with CPU-bound work in
+# the same session, a nice 19 build gets about 1% of a CPU and hardly advances).
 set -euo pipefail
 
 K8S_VERSION=v1.37.2 # the version of hack/envtest.sh and hack/tools/kubernetes/go.mod
@@ -21,7 +22,7 @@ tools="${root}/hack/tools"
 cache="${SLIPWAY_CACHE:-${HOME}/.cache/slipway}"
 dir="${cache}/k8s/${K8S_VERSION}"
 GO=${GO:-go}
-NICE=${NICE-nice -n 19}
+NICE=${NICE-}
 
 log() { echo "cluster/build.sh: $*" >&2; }
 

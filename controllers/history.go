@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 	"github.com/slipway-dev/slipway/controllers/baseimage"
+	"github.com/slipway-dev/slipway/controllers/gitpoll"
 )
 
 // defaultHistory is how many builds status.history keeps when spec.retention.history is unset.
@@ -99,12 +99,12 @@ func recordLatest(st *v1alpha1.ImageBuildStatus, pod *corev1.Pod) {
 	// one, and what its result says (the executor image is the spec's to choose) does not
 	// change what the next listing is compared with. An unpinned build's commit is the one it
 	// reports, if it is one (hexadecimal, as git names commits).
-	if rec.Commit == "" && st.Source != nil && isCommit(st.Source.Commit) {
+	if rec.Commit == "" && st.Source != nil && gitpoll.IsCommit(st.Source.Commit) {
 		rec.Commit = st.Source.Commit
 	}
 	if pod != nil {
 		if res, ok := podResult(pod); ok {
-			if rec.Commit == "" && isCommit(res.Commit) {
+			if rec.Commit == "" && gitpoll.IsCommit(res.Commit) {
 				rec.Commit = res.Commit
 			}
 			if len(res.Bases) > 0 {
@@ -169,7 +169,7 @@ func recordParallel(st *v1alpha1.ImageBuildStatus, pods []corev1.Pod, now time.T
 			continue
 		}
 		res, ok := podResult(pod)
-		if ok && rec.Commit == "" && isCommit(res.Commit) {
+		if ok && rec.Commit == "" && gitpoll.IsCommit(res.Commit) {
 			rec.Commit = res.Commit
 		}
 		if pod.Status.Phase == corev1.PodSucceeded && ok && res.Success {
@@ -214,19 +214,6 @@ func latestCommit(st *v1alpha1.ImageBuildStatus) string {
 		return st.Source.Commit
 	}
 	return ""
-}
-
-// isCommit reports whether c is a full commit name: 40 (SHA-1) or 64 (SHA-256) hex digits.
-func isCommit(c string) bool {
-	if len(c) != 40 && len(c) != 64 {
-		return false
-	}
-	for _, r := range c {
-		if !strings.ContainsRune("0123456789abcdef", r) {
-			return false
-		}
-	}
-	return true
 }
 
 // observed is what the manager found outside the ImageBuild: the commit its revision names

@@ -48,6 +48,18 @@ const (
 	// the build fails before any pod is created, and is not retried (Stalled=True).
 	ReasonCacheRepositoryNotAllowed = "CacheRepositoryNotAllowed"
 
+	// ReasonNoNodeForPlatform: no Ready node of the architecture of one of spec.platforms
+	// matches the build's placement, and spec.emulation is false; the build fails before any
+	// pod is created and is not retried (Stalled=True).
+	ReasonNoNodeForPlatform = "NoNodeForPlatform"
+	// ReasonRevisionMoved: the pods of a multi-platform build fetched different commits (the
+	// revision moved while they started); retried.
+	ReasonRevisionMoved = "RevisionMoved"
+	// ReasonIndexInvalid: a platform's pushed image is not what an image index may name
+	// (not an image manifest, or of another platform than the one it was built for); not
+	// retried.
+	ReasonIndexInvalid = "IndexInvalid"
+
 	// ReasonBuildFailed: the executor failed without a readable result.
 	ReasonBuildFailed = "BuildFailed"
 	// ReasonOOMKilled: the executor was killed for exceeding its memory limit.
@@ -78,4 +90,7 @@ const (
 	LabelGeneration = "build.slipway.dev/generation"
 	// LabelAttempt on an executor pod is the build attempt it runs (see status.attempt).
 	LabelAttempt = "build.slipway.dev/attempt"
+	// LabelPlatform on an executor pod of a multi-platform build is the platform it builds,
+	// "/" made "-" (linux-arm-v7).
+	LabelPlatform = "build.slipway.dev/platform"
 )

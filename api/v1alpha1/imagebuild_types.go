@@ -6,6 +6,9 @@ import (
 )
 
 // ImageBuildSpec is the image to build: where its source is, how to build it and where to push it.
+// +kubebuilder:validation:XValidation:rule="!has(self.platforms) || size(self.platforms) == 0 || !has(self.nodeSelector) || !('kubernetes.io/arch' in self.nodeSelector)",message="nodeSelector cannot set kubernetes.io/arch when platforms are given: each platform's pod is placed on a node of its own architecture"
+// +kubebuilder:validation:XValidation:rule="!has(self.platforms) || size(self.platforms) == 0 || !has(self.runPolicy) || self.runPolicy != 'Parallel'",message="runPolicy Parallel is not supported with platforms: use Serial or SerialLatestOnly"
+// +kubebuilder:validation:XValidation:rule="!has(self.emulation) || !self.emulation || (has(self.platforms) && size(self.platforms) > 0)",message="emulation applies to platforms: list them in platforms"
 type ImageBuildSpec struct {
 	// source is where the build context comes from.
 	// +required
@@ -144,6 +147,35 @@ type ImageBuildSpec struct {
 	// (status.warnings).
 	// +optional
 	Checks *Checks `json:"checks,omitempty"`
+
+	// platforms are the platforms the image is built for, each os/arch[/variant] as OCI names
+	// them (linux/amd64, linux/arm64, linux/arm/v7), Linux only. When set, the manager runs one
+	// executor pod per platform, each building that platform's image and pushing it by digest,
+	// and once every platform has succeeded it pushes an image index (a Docker manifest list,
+	// as the executor's manifests are Docker's) naming them under output.image and
+	// output.additionalTags; status.image.digest is then the index's, status.platforms has each
+	// platform's. A pod runs on a Ready node of its platform's architecture (the
+	// kubernetes.io/arch and kubernetes.io/os node selector) when one matches the build's
+	// nodeSelector and tolerations; else on any node when emulation is true; else the build
+	// fails before any pod starts (NoNodeForPlatform). One platform that fails fails the
+	// build: no tag is pushed and the other platforms' pods are stopped. A retry runs every
+	// platform again. Empty: one pod builds for its node's own platform, and output.image
+	// names that image, as without this field.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=32
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?$`
+	// +kubebuilder:validation:XValidation:rule="self.all(p, p.startsWith('linux/'))",message="only linux platforms can be built (linux/amd64, linux/arm64, linux/arm/v7, ...)"
+	// +optional
+	Platforms []string `json:"platforms,omitempty"`
+
+	// emulation, when true, lets a platform for which no Ready node of its architecture
+	// matches run on any node, building under emulation: the node must have a binfmt_misc
+	// handler for the architecture registered (QEMU user mode, as the chart's optional binfmt
+	// DaemonSet installs), or the executor fails the build naming the step and the platform.
+	// The pod stays unprivileged. Emulated steps run many times slower than native ones.
+	// +optional
+	Emulation bool `json:"emulation,omitempty"`
 }
 
 // Checks is the build checks' policy of an ImageBuild: the executor's --check-fail-on and
@@ -575,6 +607,55 @@ type ImageBuildStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	WarningCount *int32 `json:"warningCount,omitempty"`
+
+	// platforms is the latest build's progress for each of spec.platforms, in their order;
+	// empty for a build without spec.platforms.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Platforms []PlatformStatus `json:"platforms,omitempty"`
+}
+
+// PlatformStatus is one platform's part of a multi-platform build (spec.platforms).
+type PlatformStatus struct {
+	// platform as spec.platforms names it (linux/arm64).
+	// +kubebuilder:validation:MaxLength=32
+	// +required
+	Platform string `json:"platform"`
+
+	// phase of the platform's executor pod: Pending, Running, Succeeded or Failed.
+	// +optional
+	Phase BuildPhase `json:"phase,omitempty"`
+
+	// podName is the executor pod that builds the platform in the latest attempt.
+	// +optional
+	PodName string `json:"podName,omitempty"`
+
+	// node the pod was scheduled on.
+	// +optional
+	Node string `json:"node,omitempty"`
+
+	// emulated is true when the pod was placed without an architecture selector
+	// (spec.emulation, and no Ready node of the platform's architecture matched): its RUN
+	// steps run under the node's binfmt_misc handler.
+	// +optional
+	Emulated bool `json:"emulated,omitempty"`
+
+	// digest of the platform's image manifest, pushed by digest.
+	// +optional
+	Digest string `json:"digest,omitempty"`
+
+	// duration of the platform's build, for people (1m23s).
+	// +optional
+	Duration string `json:"duration,omitempty"`
+
+	// cache counts the platform's layer cache lookups.
+	// +optional
+	Cache *CacheStatus `json:"cache,omitempty"`
+
+	// failure says why and where the platform's build failed.
+	// +optional
+	Failure *Failure `json:"failure,omitempty"`
 }
 
 // BuildWarning is one finding of the build checks.
@@ -814,6 +895,7 @@ type Failure struct {
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.status.duration`
 // +kubebuilder:printcolumn:name="Warnings",type=integer,JSONPath=`.status.warningCount`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.failure.reason`,priority=1
+// +kubebuilder:printcolumn:name="Platforms",type=string,JSONPath=`.spec.platforms`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters (it names the executor pods and labels them)"
 type ImageBuild struct {

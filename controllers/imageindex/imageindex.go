@@ -1,0 +1,247 @@
+// Package imageindex assembles the image index of a multi-platform build (spec.platforms):
+// each platform's executor pod pushes its image by digest, with no tag, and Assemble reads
+// each pushed manifest's descriptor and configuration back from the registry, checks that it
+// is an image of the platform it was built for, and pushes one index naming them all under
+// the build's tags. Nothing but manifests and configurations is read, and nothing but the
+// index is written (its manifests are in the repository already).
+//
+// The index is a Docker manifest list when every manifest is a Docker one (the executor's
+// default, as kaniko's; docker buildx pushes the same for Docker manifests), else an OCI
+// image index. Registry credentials come from the ImageBuild's push Secret (the caller reads
+// it from the ImageBuild's own namespace) and go to the output repository's registry only.
+package imageindex
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/containerd/platforms"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	specs "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/slipway-dev/slipway/executor/result"
+)
+
+// Manifest is one platform's pushed image.
+type Manifest struct {
+	// Platform is the platform it was built for, os/arch[/variant] (spec.platforms).
+	Platform string
+	// Digest is its manifest's digest, as the executor reported it (sha256:...).
+	Digest string
+}
+
+// Request is an index to assemble and push.
+type Request struct {
+	// Repository is the output repository, [registry/]path (the output image without its
+	// tag); the manifests were pushed there by digest.
+	Repository string
+	// Tags are the tags the index is pushed under, the output image's first.
+	Tags []string
+	// Manifests are the platforms' images, in the index's order.
+	Manifests []Manifest
+	// Keychain gives the registry's credentials; anonymous when nil.
+	Keychain authn.Keychain
+	// Insecure reaches the registry over plain HTTP (output.insecure).
+	Insecure bool
+	// Transport is the HTTP transport; Go's default transport when nil.
+	Transport http.RoundTripper
+}
+
+// Result is the pushed index.
+type Result struct {
+	// Digest of the index (sha256:...).
+	Digest string
+	// MediaType of the index: a Docker manifest list or an OCI image index.
+	MediaType types.MediaType
+	// References are repository:tag@digest for each tag.
+	References []string
+}
+
+// InvalidError is an index that cannot be made from what the platforms pushed: a digest
+// that is none, a manifest that is not an image's, an image of another platform. Running the
+// same build again would not help.
+type InvalidError struct{ msg string }
+
+func (e *InvalidError) Error() string { return e.msg }
+
+func invalid(format string, args ...any) error {
+	return &InvalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// Assemble reads each manifest's descriptor and configuration from req.Repository, builds
+// the index (platforms from the images' configurations, which must name the platform each
+// was built for), and pushes it under every tag. Errors say what was being done and name
+// references, never credentials; an *InvalidError is the pushed images' fault.
+func Assemble(ctx context.Context, req Request) (Result, error) {
+	if len(req.Manifests) == 0 || len(req.Tags) == 0 {
+		return Result{}, invalid("an index needs at least one manifest and one tag")
+	}
+	var nopts []name.Option
+	if req.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	repo, err := name.NewRepository(req.Repository, nopts...)
+	if err != nil {
+		return Result{}, invalid("output repository %q: %v", req.Repository, err)
+	}
+	kc := req.Keychain
+	if kc == nil {
+		kc = authn.NewMultiKeychain()
+	}
+	auth, err := kc.Resolve(repo)
+	if err != nil {
+		return Result{}, fmt.Errorf("finding the credentials of %s: %w", repo.RegistryStr(), err)
+	}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
+	if req.Transport != nil {
+		ropts = append(ropts, remote.WithTransport(req.Transport))
+	}
+
+	descs := make([]v1.Descriptor, 0, len(req.Manifests))
+	docker := true
+	for _, m := range req.Manifests {
+		d, err := describe(repo, m, auth != authn.Anonymous, ropts)
+		if err != nil {
+			return Result{}, err
+		}
+		docker = docker && d.MediaType == types.DockerManifestSchema2
+		descs = append(descs, d)
+	}
+	mt := types.OCIImageIndex
+	if docker {
+		mt = types.DockerManifestList
+	}
+	raw, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: mt, Manifests: descs})
+	if err != nil {
+		return Result{}, fmt.Errorf("encoding the index: %w", err)
+	}
+	digest, _, err := v1.SHA256(bytes.NewReader(raw))
+	if err != nil {
+		return Result{}, fmt.Errorf("hashing the index: %w", err)
+	}
+	idx := rawIndex{raw: raw, mediaType: mt}
+	res := Result{Digest: digest.String(), MediaType: mt}
+	for _, t := range req.Tags {
+		tag := repo.Tag(t)
+		if err := remote.Put(tag, idx, ropts...); err != nil {
+			return Result{}, fmt.Errorf("pushing the index to %s: %s: %w", tag, explain(err, auth != authn.Anonymous), err)
+		}
+		res.References = append(res.References, tag.String()+"@"+res.Digest)
+	}
+	return res, nil
+}
+
+// describe is the index's descriptor of m: the registry's descriptor of repo@digest (an image
+// manifest), with the platform its configuration names, which must be m.Platform's.
+func describe(repo name.Repository, m Manifest, withAuth bool, ropts []remote.Option) (v1.Descriptor, error) {
+	want, err := platforms.Parse(m.Platform)
+	if err != nil {
+		return v1.Descriptor{}, invalid("platform %q: %v", m.Platform, err)
+	}
+	want = platforms.Normalize(want)
+	h, err := v1.NewHash(m.Digest)
+	if err != nil || h.Algorithm != "sha256" {
+		return v1.Descriptor{}, invalid("%s: the executor reported %q, which is no sha256 digest", m.Platform, result.Excerpt(m.Digest, 80))
+	}
+	ref := repo.Digest(h.String())
+	desc, err := remote.Get(ref, ropts...)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("reading the manifest of %s (%s): %s: %w", m.Platform, ref, explain(err, withAuth), err)
+	}
+	if desc.MediaType != types.DockerManifestSchema2 && desc.MediaType != types.OCIManifestSchema1 {
+		return v1.Descriptor{}, invalid("%s: %s is a %s, not an image manifest", m.Platform, ref, desc.MediaType)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return v1.Descriptor{}, invalid("%s: reading the image %s: %v", m.Platform, ref, err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("reading the configuration of %s (%s): %s: %w", m.Platform, ref, explain(err, withAuth), err)
+	}
+	got := platforms.Normalize(specs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
+	if got.OS != want.OS || got.Architecture != want.Architecture || got.Variant != want.Variant {
+		return v1.Descriptor{}, invalid("%s: the image %s is for %s, not %s", m.Platform, ref,
+			result.Excerpt(platforms.Format(got), 64), platforms.Format(want))
+	}
+	return v1.Descriptor{
+		MediaType: desc.MediaType,
+		Size:      desc.Size,
+		Digest:    desc.Digest,
+		Platform: &v1.Platform{
+			OS:           cfg.OS,
+			Architecture: cfg.Architecture,
+			Variant:      cfg.Variant,
+			OSVersion:    cfg.OSVersion,
+		},
+	}, nil
+}
+
+// rawIndex is an encoded index, a remote.Taggable with its media type.
+type rawIndex struct {
+	raw       []byte
+	mediaType types.MediaType
+}
+
+func (r rawIndex) RawManifest() ([]byte, error)        { return r.raw, nil }
+func (r rawIndex) MediaType() (types.MediaType, error) { return r.mediaType, nil }
+
+// explain says in words what a registry's refusal means.
+func explain(err error, withAuth bool) string {
+	var te *transport.Error
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "no answer in time"
+	case errors.As(err, &ne):
+		return "the registry is unreachable"
+	case !errors.As(err, &te):
+		return "the registry's answer is not usable"
+	}
+	switch code := te.StatusCode; {
+	case code == http.StatusUnauthorized && withAuth:
+		return "the registry refused the credentials"
+	case code == http.StatusUnauthorized:
+		return "the registry requires credentials (spec.output.pushSecretRef)"
+	case code == http.StatusForbidden:
+		return "the registry refused access"
+	case code == http.StatusNotFound:
+		return "the registry has no such manifest"
+	case code == http.StatusTooManyRequests:
+		return "the registry limits the rate of requests"
+	case code >= 500:
+		return "the registry failed"
+	}
+	return "unexpected answer"
+}
+
+// Retryable reports whether a failed Assemble may succeed when tried again within seconds:
+// not an *InvalidError, nor a refusal of the credentials or of access. A manifest the
+// registry does not have (yet) is retried: some registries' storage lags behind a push.
+func Retryable(err error) bool {
+	if _, ok := errors.AsType[*InvalidError](err); ok {
+		return false
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch te.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return false
+		}
+	}
+	return true
+}
+
+// Timeout is how long one Assemble may take, the reads and every push.
+const Timeout = 2 * time.Minute

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Builds Slipway's two images without Docker, reproducibly, and prints their references with
+# Builds Slipway's images without Docker, reproducibly, and prints their references with
 # digests:
 #
-#   hack/images.sh --registry HOST:PORT   # push REGISTRY/slipway/executor:TAG and .../manager:TAG
-#   hack/images.sh --tar DIR              # write DIR/executor.tar and DIR/manager.tar (docker load)
+#   hack/images.sh --registry HOST:PORT   # push REGISTRY/slipway/executor:TAG, .../manager:TAG
+#                                         # and .../binfmt:TAG
+#   hack/images.sh --tar DIR              # write DIR/executor.tar, DIR/manager.tar and
+#                                         # DIR/binfmt.tar (docker load)
+#
+# The binfmt image is the chart's optional binfmt DaemonSet's (hack/images/binfmt/Dockerfile):
+# cmd/slipway-binfmt and Debian's static QEMU emulators (qemu-user-static, which hack/deps.sh
+# installs) for the QEMU architectures in SLIPWAY_BINFMT_ARCHES (default: aarch64 arm riscv64
+# ppc64le s390x, i.e. linux/arm64, arm, riscv64, ppc64le and s390x).
 #
 # Options: --tag TAG (default: the commit's short hash, or "dev" outside git), --insecure
 # (plain HTTP to the registry; implied for 127.0.0.1 and localhost). Either output also writes
-# DIR/executor.digest and DIR/manager.digest (with --registry, under
+# DIR/executor.digest, DIR/manager.digest and DIR/binfmt.digest (with --registry, under
 # ${SLIPWAY_STATE:-$PWD/_output}/images).
 #
 # Both images are built BY OUR EXECUTOR (dogfooding): the freshly built static executor binary
@@ -18,6 +25,7 @@
 #
 #   executor REF@sha256:...
 #   manager  REF@sha256:...
+#   binfmt   REF@sha256:...
 #
 # Reproducible: the binaries are built with -trimpath, an empty build ID and -buildvcs=false,
 # so they depend on the source and the Go toolchain only; --reproducible sets every time in the
@@ -85,11 +93,23 @@ gobuild() {
 # for files copied into directories that COPY creates (which would get --chmod's mode too), by
 # chmod here, and times by --reproducible, so nothing of this checkout's file metadata reaches
 # a layer.
-ectx=${work}/executor-context mctx=${work}/manager-context
-mkdir -p "${ectx}" "${mctx}"
-echo "images.sh: building the executor and manager binaries" >&2
+ectx=${work}/executor-context mctx=${work}/manager-context bctx=${work}/binfmt-context
+mkdir -p "${ectx}" "${mctx}" "${bctx}/qemu-binfmt" "${bctx}/binfmt.d"
+echo "images.sh: building the executor, manager and slipway-binfmt binaries" >&2
 gobuild ./executor "${ectx}/executor"
 gobuild . "${mctx}/manager"
+gobuild ./cmd/slipway-binfmt "${bctx}/slipway-binfmt"
+# The emulators under the names Debian's binfmt rules give them (<arch>-binfmt-P), and the rules.
+for arch in ${SLIPWAY_BINFMT_ARCHES:-aarch64 arm riscv64 ppc64le s390x}; do
+	qemu=/usr/bin/qemu-${arch}-static conf=/usr/lib/binfmt.d/qemu-${arch}.conf
+	if [[ ! -x "${qemu}" || ! -s "${conf}" ]]; then
+		echo "images.sh: ${qemu} or ${conf} is missing: install Debian's qemu-user-static (hack/deps.sh)" >&2
+		exit 1
+	fi
+	cp "${qemu}" "${bctx}/qemu-binfmt/${arch}-binfmt-P"
+	cp "${conf}" "${bctx}/binfmt.d/"
+done
+chmod 0644 "${bctx}"/binfmt.d/*
 cp "${ca}" "${ectx}/ca-certificates.crt"
 cp "${ca}" "${mctx}/ca-certificates.crt"
 chmod 0644 "${ectx}/ca-certificates.crt" "${mctx}/ca-certificates.crt"
@@ -125,3 +145,4 @@ build() {
 
 build executor "${ectx}" executor/Dockerfile
 build manager "${mctx}" hack/images/manager/Dockerfile
+build binfmt "${bctx}" hack/images/binfmt/Dockerfile

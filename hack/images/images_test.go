@@ -115,8 +115,8 @@ func TestImages_reproducible(t *testing.T) {
 		t.Fatalf("two runs of hack/images.sh gave different digests (-first +second):\n%s", diff)
 	}
 	t.Logf("digests: %v", first)
-	if len(first) != 2 || first["executor"] == "" || first["manager"] == "" {
-		t.Fatalf("hack/images.sh printed %v, want the executor and the manager", first)
+	if len(first) != 3 || first["executor"] == "" || first["manager"] == "" || first["binfmt"] == "" {
+		t.Fatalf("hack/images.sh printed %v, want the executor, the manager and binfmt", first)
 	}
 
 	caInfo, err := os.Stat("/etc/ssl/certs/ca-certificates.crt")
@@ -154,6 +154,11 @@ func TestImages_reproducible(t *testing.T) {
 		entrypoint: []string{"/manager"},
 		user:       "65532:65532",
 		certs:      "/etc/ssl/certs/ca-certificates.crt",
+	}, {
+		name:       "binfmt",
+		wantFiles:  binfmtFiles(t),
+		entrypoint: []string{"/usr/bin/slipway-binfmt"},
+		user:       "65534:65534",
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,10 +193,42 @@ func TestImages_reproducible(t *testing.T) {
 			}
 			env := append([]string(nil), cf.Config.Env...)
 			sort.Strings(env)
-			wantEnv := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SSL_CERT_FILE=" + tc.certs}
+			wantEnv := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+			if tc.certs != "" {
+				wantEnv = append(wantEnv, "SSL_CERT_FILE="+tc.certs)
+			}
 			if diff := cmp.Diff(wantEnv, env); diff != "" {
 				t.Errorf("env (-want +got):\n%s", diff)
 			}
 		})
 	}
+}
+
+// binfmtFiles are the files of the binfmt image: slipway-binfmt, Debian's static QEMU for the
+// default SLIPWAY_BINFMT_ARCHES as <arch>-binfmt-P, and Debian's rules for them.
+func binfmtFiles(t *testing.T) map[string]entry {
+	t.Helper()
+	dir := os.ModeDir | 0o755
+	files := map[string]entry{
+		"usr": {Mode: dir}, "usr/bin": {Mode: dir}, "usr/bin/slipway-binfmt": {Mode: 0o755},
+		"usr/libexec": {Mode: dir}, "usr/libexec/qemu-binfmt": {Mode: dir},
+		"usr/lib": {Mode: dir}, "usr/lib/binfmt.d": {Mode: dir},
+	}
+	for _, arch := range []string{"aarch64", "arm", "riscv64", "ppc64le", "s390x"} {
+		for path, name := range map[string]string{
+			"/usr/bin/qemu-" + arch + "-static":        "usr/libexec/qemu-binfmt/" + arch + "-binfmt-P",
+			"/usr/lib/binfmt.d/qemu-" + arch + ".conf": "usr/lib/binfmt.d/qemu-" + arch + ".conf",
+		} {
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatalf("Debian's qemu-user-static is needed (hack/deps.sh installs it): %v", err)
+			}
+			mode := os.FileMode(0o644)
+			if strings.HasSuffix(name, "-binfmt-P") {
+				mode = 0o755
+			}
+			files[name] = entry{Mode: mode, Size: fi.Size()}
+		}
+	}
+	return files
 }

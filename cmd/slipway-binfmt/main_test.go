@@ -99,8 +99,8 @@ func runOK(t *testing.T, args ...string) string {
 	return out.String()
 }
 
-// On this machine's kernel, with platforms the executor tests do not emulate (riscv64,
-// ppc64le, s390x), so that their handlers cannot interfere: register, again (no-op), replace
+// On this machine's kernel, with platforms no other test emulates (riscv64, s390x,
+// mips64le), so that their handlers cannot interfere: register, again (no-op), replace
 // its own changed entry, leave alone another's that serves, uninstall only its own.
 func TestRun_kernel(t *testing.T) {
 	kernel(t)
@@ -108,13 +108,13 @@ func TestRun_kernel(t *testing.T) {
 	other := prefix(t)
 	common := []string{"--name-prefix=" + p, "--qemu-dir=/usr/libexec/qemu-binfmt", "--conf-dir=" + binfmt.DebianConfDir}
 
-	out := runOK(t, append(common, "--platforms=riscv64,ppc64le")...)
+	out := runOK(t, append(common, "--platforms=riscv64,s390x")...)
 	want := "linux/riscv64: registered " + p + "riscv64 (interpreter /usr/libexec/qemu-binfmt/riscv64-binfmt-P, flags OPF)\n" +
-		"linux/ppc64le: registered " + p + "ppc64le (interpreter /usr/libexec/qemu-binfmt/ppc64le-binfmt-P, flags OPF)\n"
+		"linux/s390x: registered " + p + "s390x (interpreter /usr/libexec/qemu-binfmt/s390x-binfmt-P, flags OPF)\n"
 	if out != want {
 		t.Errorf("first run printed\n%s\nwant\n%s", out, want)
 	}
-	for _, pl := range []v1.Platform{{OS: "linux", Architecture: "riscv64"}, {OS: "linux", Architecture: "ppc64le"}} {
+	for _, pl := range []v1.Platform{{OS: "linux", Architecture: "riscv64"}, {OS: "linux", Architecture: "s390x"}} {
 		h, err := binfmt.Find(binfmt.DefaultDir, pl)
 		if err != nil {
 			t.Errorf("Find(%s) after registering: %v", pl.Architecture, err)
@@ -123,8 +123,8 @@ func TestRun_kernel(t *testing.T) {
 		}
 	}
 
-	out = runOK(t, append(common, "--platforms=riscv64,ppc64le")...)
-	if want := "linux/riscv64: already registered as " + p + "riscv64\nlinux/ppc64le: already registered as " + p + "ppc64le\n"; out != want {
+	out = runOK(t, append(common, "--platforms=riscv64,s390x")...)
+	if want := "linux/riscv64: already registered as " + p + "riscv64\nlinux/s390x: already registered as " + p + "s390x\n"; out != want {
 		t.Errorf("second run printed\n%s\nwant\n%s", out, want)
 	}
 
@@ -145,27 +145,27 @@ func TestRun_kernel(t *testing.T) {
 		t.Errorf("run over a changed entry printed\n%s\nwant\n%s", out, want)
 	}
 
-	// Another's entry serving s390x with F: left alone, nothing registered.
-	theirs, err := binfmt.QEMUConf(binfmt.DebianConfDir, v1.Platform{OS: "linux", Architecture: "s390x"})
+	// Another's entry serving mips64le with F: left alone, nothing registered.
+	theirs, err := binfmt.QEMUConf(binfmt.DebianConfDir, v1.Platform{OS: "linux", Architecture: "mips64le"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	theirs.Name = other + "s390x"
+	theirs.Name = other + "mips64el"
 	if err := binfmt.Register(binfmt.DefaultDir, theirs); err != nil {
 		t.Fatal(err)
 	}
-	out = runOK(t, append(common, "--platforms=s390x")...)
-	if want := "linux/s390x: already served by entry " + theirs.Name + " (interpreter " + theirs.Interpreter + ", flags POF), left alone\n"; out != want {
-		t.Errorf("run with another's s390x entry printed\n%s\nwant\n%s", out, want)
+	out = runOK(t, append(common, "--platforms=mips64le")...)
+	if want := "linux/mips64le: already served by entry " + theirs.Name + " (interpreter " + theirs.Interpreter + ", flags POF), left alone\n"; out != want {
+		t.Errorf("run with another's mips64el entry printed\n%s\nwant\n%s", out, want)
 	}
 
 	// Uninstall removes its own entries only.
-	out = runOK(t, append(common, "--uninstall", "--platforms=riscv64,ppc64le,s390x")...)
-	want = "linux/riscv64: removed " + p + "riscv64\nlinux/ppc64le: removed " + p + "ppc64le\nlinux/s390x: no entry " + p + "s390x to remove\n"
+	out = runOK(t, append(common, "--uninstall", "--platforms=riscv64,s390x,mips64le")...)
+	want = "linux/riscv64: removed " + p + "riscv64\nlinux/s390x: removed " + p + "s390x\nlinux/mips64le: no entry " + p + "mips64el to remove\n"
 	if out != want {
 		t.Errorf("uninstall printed\n%s\nwant\n%s", out, want)
 	}
-	for _, n := range []string{p + "riscv64", p + "ppc64le"} {
+	for _, n := range []string{p + "riscv64", p + "s390x"} {
 		if _, err := binfmt.ReadEntry(binfmt.DefaultDir, n); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s after uninstall: %v", n, err)
 		}

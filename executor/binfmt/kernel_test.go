@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -204,4 +205,57 @@ func TestKernel_registerFindRun(t *testing.T) {
 			t.Errorf("running arm64 busybox with no handler: %v, want exec format error", err)
 		}
 	})
+}
+
+// Probe, with no binfmt_misc mount needed, tells the three cases apart on loong64 (which no
+// other test emulates): no handler, a handler whose interpreter is not in this root (as one
+// without F looks from a container), a handler with F.
+func TestKernel_probe(t *testing.T) {
+	dir := kernelDir(t)
+	testenv.RequireQEMUUserStatic(t)
+	loong := v1.Platform{OS: "linux", Architecture: "loong64"}
+	if others := othersServe(t, dir, loong); len(others) > 0 {
+		t.Skipf("%q serve linux/loong64 already", others)
+	}
+	work := t.TempDir()
+	if err := binfmt.Probe(work, loong); err == nil || !strings.Contains(err.Error(), "the kernel runs no ELF executables of linux/loong64 (EM_LOONGARCH, 64-bit little-endian)") {
+		t.Errorf("Probe with no handler: %v", err)
+	}
+
+	rule, err := binfmt.QEMUConf(binfmt.DebianConfDir, loong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := rule
+	missing.Name = testName(t, "loongarch64")
+	missing.Flags = "P"
+	missing.Interpreter = "/nonexistent/loongarch64-binfmt-P"
+	t.Run("interpreter not in this root", func(t *testing.T) {
+		register(t, dir, missing)
+		err := binfmt.Probe(work, loong)
+		if err == nil || !strings.Contains(err.Error(), "its interpreter cannot be opened from this container's root (no such file or directory): it lacks the F (fix-binary) flag") {
+			t.Errorf("Probe: %v", err)
+		}
+	})
+	withF := rule
+	withF.Name = testName(t, "loongarch64")
+	t.Run("F", func(t *testing.T) {
+		register(t, dir, withF)
+		if err := binfmt.Probe(work, loong); err != nil {
+			t.Errorf("Probe: %v", err)
+		}
+		// Check takes Find's answer where binfmt_misc is mounted, Probe's where not.
+		if err := binfmt.Check(dir, work, loong); err != nil {
+			t.Errorf("Check: %v", err)
+		}
+		if err := binfmt.Check(t.TempDir(), work, loong); err != nil {
+			t.Errorf("Check without a binfmt_misc mount: %v", err)
+		}
+	})
+	if err := binfmt.Check(t.TempDir(), work, loong); err == nil {
+		t.Error("Check without a mount and with no handler: nil")
+	}
+	if err := binfmt.Check(dir, work, v1.Platform{OS: "linux", Architecture: runtime.GOARCH}); err != nil {
+		t.Errorf("Check(native): %v", err)
+	}
 }

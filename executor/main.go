@@ -16,9 +16,9 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,11 +28,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
 
 	"github.com/slipway-dev/slipway/executor/build"
 	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/check"
+	"github.com/slipway-dev/slipway/executor/dockerfile"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/publish"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -70,17 +72,21 @@ type options struct {
 	credentialsDir   string
 	stageCredentials string
 
-	cache          bool
-	cacheRepo      string
-	cacheTTL       time.Duration
-	cacheLimits    publish.CacheLimits
-	isolation      string
-	resultFile     string
-	workDir        string
-	ignorePaths    []string
-	customPlatform string
-	maxLayerSize   string
-	maxLayerBytes  int64
+	cache           bool
+	cacheRepo       string
+	cacheTTL        time.Duration
+	cacheLimits     publish.CacheLimits
+	isolation       string
+	resultFile      string
+	workDir         string
+	ignorePaths     []string
+	customPlatforms []string
+	// platforms are --custom-platform's, parsed and normalised, without
+	// duplicates; pushByDigest is --push-by-digest.
+	platforms     []ocispec.Platform
+	pushByDigest  bool
+	maxLayerSize  string
+	maxLayerBytes int64
 
 	// checkOnly is --check; failOn and skip are --check-fail-on and
 	// --check-skip, parsed.
@@ -224,9 +230,10 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.String("cache-dir", "", "Accepted for kaniko compatibility; base images are pulled from the registry.")
 	fs.DurationVar(&o.cacheTTL, "cache-ttl", 14*24*time.Hour, "How long cached layers are used.")
 	fs.StringArrayVar(&o.ignorePaths, "ignore-path", nil, "Path never snapshotted or cleared in place (repeatable).")
-	fs.StringVar(&o.customPlatform, "custom-platform", "", "Platform to build for; only this machine's is supported.")
+	fs.StringArrayVar(&o.customPlatforms, "custom-platform", nil, "Platform to build for, os/arch[/variant] (repeatable, or comma-separated): several build an image index. A RUN step of a platform the node does not run needs a binfmt_misc handler (QEMU) for it. Default: this machine's.")
 	fs.Int("image-fs-extract-retry", 0, "Accepted for kaniko compatibility.")
 	// Ours.
+	fs.BoolVar(&o.pushByDigest, "push-by-digest", false, "Push the image (or index) to each destination's repository by digest only, writing no tag (BuildKit's push-by-digest).")
 	fs.BoolVar(&o.ociMediaTypes, "oci-media-types", false, "Use OCI media types instead of Docker v2 ones (zstd implies it).")
 	fs.StringVar(&o.isolation, "isolation", "", "chroot (each stage in its own root and namespaces) or inplace (the container's root, kaniko-style). Default: inplace in the executor image, chroot elsewhere.")
 	fs.StringVar(&o.resultFile, "result-file", "", "Write the JSON result here (default: "+terminationLog+" when it exists).")
@@ -304,10 +311,47 @@ func (o *options) check() error {
 	if o.cacheLimits.Retries < 0 {
 		return fmt.Errorf("--cache-retries=%d: want 0 or more", o.cacheLimits.Retries)
 	}
-	if o.customPlatform != "" && o.customPlatform != "linux/"+goarch() {
-		return fmt.Errorf("--custom-platform=%s: this executor builds for linux/%s only", o.customPlatform, goarch())
+	if o.platforms, err = parsePlatforms(o.customPlatforms); err != nil {
+		return err
+	}
+	if len(o.platforms) > 1 && o.tarPath != "" {
+		// BuildKit's docker exporter refuses too ("docker exporter does
+		// not currently support exporting manifest lists").
+		return fmt.Errorf("--tar-path writes a docker-archive tarball (docker load), which holds one image per tag, not an image index: a build for %d platforms cannot be written to it; use --oci-layout-path, which holds the index", len(o.platforms))
+	}
+	if o.pushByDigest && o.noPush {
+		return errors.New("--push-by-digest pushes by digest instead of by tag; with --no-push nothing is pushed")
 	}
 	return nil
+}
+
+// parsePlatforms parses --custom-platform values: each os/arch[/variant],
+// or several separated by commas, normalised as BuildKit's dockerui
+// parsePlatforms does (platforms.Parse, platforms.Normalize: arm64/v8 is
+// arm64, arm is arm/v7, x86_64 is amd64), in order and without
+// duplicates. Windows images are not built here: the executor makes Linux
+// file systems.
+func parsePlatforms(values []string) ([]ocispec.Platform, error) {
+	var out []ocispec.Platform
+	for _, v := range values {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				continue
+			}
+			p, err := dockerfile.ParsePlatform(s)
+			if err != nil {
+				return nil, fmt.Errorf("--custom-platform=%s: %w", s, err)
+			}
+			if p.OS == "windows" {
+				return nil, fmt.Errorf("--custom-platform=%s: Windows images are not supported: this executor builds Linux file systems", s)
+			}
+			if !slices.ContainsFunc(out, func(q ocispec.Platform) bool { return dockerfile.SamePlatform(p, q) }) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
 }
 
 // resultFileFlag is the --result-file of args ("" when absent), read
@@ -394,7 +438,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	// fails fails no build, and is a warning.
 	defer flushCache(ctx, bo.Cache, cacheRepo, bo.Log)
 
-	img, digest, err := buildImage(ctx, bo, &res, logw)
+	img, digest, err := buildImage(ctx, bo, o.ociMediaTypes, &res, logw)
 	if err != nil {
 		return failedResult(res, push, err)
 	}
@@ -474,6 +518,7 @@ func failedResult(res result.Result, push *pushCheck, err error) result.Result {
 	f := &result.Failure{Reason: reason, Message: result.Sanitize(msg)}
 	if be != nil {
 		f.Reason, f.Line, f.Instruction, f.ExitCode = be.Reason, be.Line, result.Excerpt(be.Instruction, result.MaxInstruction), be.ExitCode
+		f.Platform = be.Platform
 	}
 	// A git server that could not be reached may be there later; the
 	// controller retries such a failure when the ImageBuild asks it to.
@@ -665,6 +710,7 @@ func buildOptions(ctx context.Context, o *options, creds *credentials, in *build
 		Secrets:         creds.secrets,
 		SSH:             creds.ssh,
 		GitAuth:         creds.git,
+		Platforms:       o.platforms,
 	}
 	if o.isolation == string(build.InPlace) {
 		bo.Exclude = inPlaceExcludes(workDir, in.fetched.Dir, o.ignorePaths)
@@ -710,32 +756,61 @@ func flushCache(ctx context.Context, c build.Cache, repo name.Repository, log io
 }
 
 // buildImage builds the image, recording in res how long it took, its
-// stages and cache use (also when it fails) and its digest.
-func buildImage(ctx context.Context, bo build.Options, res *result.Result, logw io.Writer) (v1.Image, v1.Hash, error) {
+// stages and cache use (also when it fails) and its digest. A build for
+// several platforms gives an image index of their images (publish.Index);
+// res lists each platform's (res.Platforms) when --custom-platform named
+// any.
+func buildImage(ctx context.Context, bo build.Options, oci bool, res *result.Result, logw io.Writer) (publish.Artifact, v1.Hash, error) {
 	buildStart := time.Now()
-	img, rep, err := build.Build(ctx, bo)
+	imgs, rep, err := build.BuildAll(ctx, bo)
 	res.BuildMillis = result.Millis(time.Since(buildStart))
 	if rep != nil {
 		res.Stages = rep.Stages
 		res.CacheHits, res.CacheMisses = rep.CacheHits, rep.CacheMisses
 		res.Bases, res.BasesOmitted = rep.Bases, rep.BasesOmitted
+		if len(bo.Platforms) > 0 {
+			res.Platforms = rep.Platforms
+		}
 	}
 	if err != nil {
 		return nil, v1.Hash{}, failed(result.ReasonInternal, err)
 	}
-	digest, err := img.Digest()
+	var art publish.Artifact = imgs[0].Image
+	if len(imgs) > 1 {
+		pis := make([]publish.PlatformImage, len(imgs))
+		for i, pi := range imgs {
+			pis[i] = publish.PlatformImage{Platform: v1.Platform{OS: pi.Platform.OS, Architecture: pi.Platform.Architecture, Variant: pi.Platform.Variant, OSVersion: pi.Platform.OSVersion, OSFeatures: pi.Platform.OSFeatures}, Image: pi.Image}
+		}
+		if art, err = publish.Index(pis); err != nil {
+			return nil, v1.Hash{}, failed(result.ReasonInternal, err)
+		}
+	}
+	digest, err := art.Digest()
 	if err != nil {
 		return nil, v1.Hash{}, failed(result.ReasonInternal, err)
 	}
 	res.Digest = digest.String()
-	fmt.Fprintf(logw, "Built image %s in %.1fs\n", digest, time.Since(buildStart).Seconds())
-	return img, digest, nil
+	if len(imgs) > 1 {
+		for _, p := range res.Platforms {
+			fmt.Fprintf(logw, "Built image %s for %s\n", p.Digest, p.Platform)
+		}
+		fmt.Fprintf(logw, "Built image index %s in %.1fs\n", digest, time.Since(buildStart).Seconds())
+	} else {
+		fmt.Fprintf(logw, "Built image %s in %.1fs\n", digest, time.Since(buildStart).Seconds())
+	}
+	return art, digest, nil
 }
 
-// writeOutputs pushes and writes every output the flags ask for.
-func writeOutputs(ctx context.Context, o *options, img v1.Image, digest v1.Hash, destinations []name.Reference, res *result.Result, logw io.Writer) error {
+// writeOutputs pushes and writes every output the flags ask for: img is
+// an image, or the index of a build of several platforms (which a
+// tarball cannot hold: check refuses --tar-path then).
+func writeOutputs(ctx context.Context, o *options, img publish.Artifact, digest v1.Hash, destinations []name.Reference, res *result.Result, logw io.Writer) error {
 	if o.tarPath != "" {
-		if err := publish.WriteTarball(o.tarPath, img, destinations); err != nil {
+		single, ok := img.(v1.Image)
+		if !ok {
+			return errors.New("--tar-path: a docker-archive tarball holds no image index")
+		}
+		if err := publish.WriteTarball(o.tarPath, single, destinations); err != nil {
 			return err
 		}
 		fmt.Fprintf(logw, "Wrote tarball %s\n", o.tarPath)
@@ -748,7 +823,11 @@ func writeOutputs(ctx context.Context, o *options, img v1.Image, digest v1.Hash,
 	}
 	refs := publish.NamesWithDigest(destinations, digest)
 	if !o.noPush {
-		pushed, err := publish.Push(ctx, img, destinations, o.reg)
+		pushFn := publish.Push
+		if o.pushByDigest {
+			pushFn = publish.PushByDigest
+		}
+		pushed, err := pushFn(ctx, img, destinations, o.reg)
 		if err != nil {
 			return err
 		}
@@ -986,8 +1065,6 @@ func writeResult(path string, r result.Result, logw io.Writer) {
 		fmt.Fprintf(logw, "warning: writing the result to %s: %v\n", path, err)
 	}
 }
-
-func goarch() string { return runtime.GOARCH }
 
 func fileExists(p string) bool {
 	_, err := os.Stat(p)

@@ -44,16 +44,16 @@ func TestBases_bounded(t *testing.T) {
 	digest := func(i int) v1.Hash {
 		return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", i)}
 	}
-	b := &builder{
-		plan: &dockerfile.Plan{
-			Order:  []int{0, 1},
-			Stages: []*dockerfile.Stage{{Index: 0, Base: "z/from:1", BaseStage: -1}, {Index: 1, Base: "scratch", BaseStage: -1}},
-		},
-		images: map[string]*imageSource{},
+	plan := &dockerfile.Plan{
+		Order:  []int{0, 1},
+		Stages: []*dockerfile.Stage{{Index: 0, Base: "z/from:1", BaseStage: -1}, {Index: 1, Base: "scratch", BaseStage: -1}},
 	}
+	plan.TargetPlatform = dockerfile.NativePlatform()
+	sh := &shared{images: map[imageKey]*imageSource{}}
+	b := &buildSet{sh: sh, builders: []*builder{{plan: plan, sh: sh}}}
 	add := func(s string, d v1.Hash, err error) {
 		ref, _ := normalizedRef(s)
-		b.images[s] = &imageSource{ref: ref, resolved: d, digest: d, err: err}
+		sh.images[imageKey{ref: s, platform: dockerfile.FormatPlatform(plan.TargetPlatform)}] = &imageSource{ref: ref, resolved: d, digest: d, err: err}
 	}
 	add("z/from:1", digest(0), nil)
 	for i := range 20 {
@@ -72,5 +72,28 @@ func TestBases_bounded(t *testing.T) {
 		if strings.Contains(bs.Ref, "broken") {
 			t.Errorf("an image that failed to pull is listed: %v", bs)
 		}
+	}
+}
+
+// TestBases_platforms: a reference read for two platforms is one base; its
+// manifest is named only when both resolved it to the same one.
+func TestBases_platforms(t *testing.T) {
+	h := func(i int) v1.Hash { return v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", i)} }
+	sh := &shared{images: map[imageKey]*imageSource{}}
+	set := &buildSet{sh: sh}
+	for n, p := range []string{"linux/amd64", "linux/arm64"} {
+		pp, _ := dockerfile.ParsePlatform(p)
+		plan := &dockerfile.Plan{Order: []int{0}, Stages: []*dockerfile.Stage{{Index: 0, Base: "busybox", BaseStage: -1}}, TargetPlatform: pp}
+		set.builders = append(set.builders, &builder{plan: plan, sh: sh})
+		sh.images[imageKey{ref: "busybox", platform: p}] = &imageSource{ref: "docker.io/library/busybox:latest", resolved: h(1), index: true, digest: h(10 + n)}
+		sh.images[imageKey{ref: "single", platform: p}] = &imageSource{ref: "docker.io/library/single:latest", resolved: h(2), digest: h(2)}
+	}
+	got, omitted := set.bases()
+	want := []result.Base{
+		{Ref: "docker.io/library/busybox:latest", Digest: h(1).String()},
+		{Ref: "docker.io/library/single:latest", Digest: h(2).String()},
+	}
+	if omitted != 0 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("bases %v (%d omitted), want %v", got, omitted, want)
 	}
 }

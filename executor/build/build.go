@@ -21,8 +21,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/ssh/agent"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/check"
@@ -123,6 +123,22 @@ type Options struct {
 	// Checks, when set, are evaluated before the first step (see Checks);
 	// nil evaluates none.
 	Checks *Checks
+	// Platforms are the platforms to build for (TARGETPLATFORM of each),
+	// normalised (dockerfile.ParsePlatform), without duplicates: Build
+	// takes at most one, BuildAll any number. None builds for
+	// BuildPlatform implicitly, as BuildKit does without --platform: the
+	// image's config then keeps its base image's platform, where an
+	// explicit platform sets it (finalImage).
+	Platforms []ocispec.Platform
+	// BuildPlatform is the platform this executor runs on (BUILDPLATFORM);
+	// the zero value is this machine's (dockerfile.NativePlatform).
+	BuildPlatform ocispec.Platform
+	// Emulator says how RUN steps of a stage of another platform than
+	// BuildPlatform run: natively, through a binfmt_misc handler of the
+	// kernel's, or not at all (the build then fails before it starts,
+	// reason PlatformUnsupported). The default asks the kernel (package
+	// binfmt).
+	Emulator Emulator
 }
 
 // Report summarises a finished build for the result file.
@@ -134,6 +150,11 @@ type Report struct {
 	// most result.MaxBases; BasesOmitted counts the others).
 	Bases        []result.Base
 	BasesOmitted int
+	// Platforms are the builds of each platform (BuildAll's images, in
+	// their order), each with its image's digest, its stages (those
+	// shared with another platform too) and their cache hits and misses.
+	// Stages, CacheHits and CacheMisses above count each stage once.
+	Platforms []result.Platform
 }
 
 // Error is a build failure with the machine-readable reason, the Dockerfile
@@ -145,7 +166,10 @@ type Error struct {
 	// info of its URLs redacted (result.Redact).
 	Instruction string
 	ExitCode    int
-	Err         error
+	// Platform is the platform of the stage that failed, in a build that
+	// names platforms in its log (several, or a foreign one); else empty.
+	Platform string
+	Err      error
 }
 
 // maxErrorText bounds the text of the cause in Error: a parser error may
@@ -205,24 +229,62 @@ func fail(reason result.Reason, err error) error {
 }
 
 // Build parses the Dockerfile, builds the stages the target needs and
-// returns the target's image. The image's base and cached layers are read
-// lazily with ctx, so ctx must stay alive until the image is published.
+// returns the target's image, for the one platform of o.Platforms (or the
+// build platform when it names none). The image's base and cached layers
+// are read lazily with ctx, so ctx must stay alive until the image is
+// published. BuildAll builds for several platforms.
 func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
-	o = o.withDefaults()
-	plan, err := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target})
+	if len(o.Platforms) > 1 {
+		return nil, nil, &Error{Reason: result.ReasonInternal, Err: fmt.Errorf("Build builds one platform, not %d: use BuildAll", len(o.Platforms))}
+	}
+	imgs, rep, err := BuildAll(ctx, o)
 	if err != nil {
-		checksBeforeError(o)
-		return nil, nil, fail(result.ReasonDockerfileInvalid, err)
+		return nil, rep, err
+	}
+	return imgs[0].Image, rep, nil
+}
+
+// PlatformImage is the image built for one platform.
+type PlatformImage struct {
+	// Platform is the platform built for (an element of Options.Platforms,
+	// or the build platform when it names none).
+	Platform ocispec.Platform
+	Image    v1.Image
+}
+
+// BuildAll builds the target for each platform of o.Platforms (the build
+// platform when it names none) and returns their images in that order.
+// The builds are planned together, and a stage whose platform and inputs
+// are the same in several of them (a FROM --platform=$BUILDPLATFORM stage
+// that reads no TARGET* argument, say) is built once for all (see
+// sameStage). As in BuildKit, each platform's build is the Dockerfile
+// converted with that target platform: its TARGET* args, the platform of
+// its stages (dockerfile.Plan.StagePlatform), its base images resolved for
+// it. The report has one result.Platform per image, in the same order.
+func BuildAll(ctx context.Context, o Options) ([]PlatformImage, *Report, error) {
+	o = o.withDefaults()
+	targets := o.Platforms
+	if len(targets) == 0 {
+		targets = []ocispec.Platform{o.BuildPlatform}
+	}
+	plans := make([]*dockerfile.Plan, len(targets))
+	for i := range targets {
+		plan, err := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target, Platform: &targets[i], BuildPlatform: &o.BuildPlatform})
+		if err != nil {
+			checksBeforeError(o)
+			return nil, nil, fail(result.ReasonDockerfileInvalid, err)
+		}
+		plans[i] = plan
 	}
 	if o.Checks == nil {
 		// With checks, they report the parser's warnings (empty
 		// continuation lines: NoEmptyContinuation).
-		for _, w := range plan.Warnings {
+		for _, w := range plans[0].Warnings {
 			// The parser's warnings quote Dockerfile lines.
 			fmt.Fprintf(o.Log, "WARNING: %s\n", result.Excerpt(w, 300))
 		}
 	}
-	if err := resolveSourceDateEpoch(ctx, &o, plan); err != nil {
+	if err := resolveSourceDateEpoch(ctx, &o, plans); err != nil {
 		return nil, nil, err
 	}
 	if v := o.BuildArgs[sandboxHostnameArg]; v != "" {
@@ -231,26 +293,27 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if err := run.CheckHostname(o.Hostname); err != nil {
 		return nil, nil, &Error{Reason: result.ReasonInvalidArguments, Err: fmt.Errorf("the RUN steps' hostname (--hostname, build arg %s): %w", sandboxHostnameArg, err)}
 	}
-	var b *builder
+	var set *buildSet
+	var err error
 	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
 	// A cached layer whose bytes are not what its entry says is refused
 	// when read (cache.ErrRefused), and its key is a miss from then on: the
 	// build starts again without it. Each attempt refuses a new key, so a
 	// few attempts end it; more is a cache not worth trying further.
 	for attempt := 0; ; attempt++ {
-		if b, err = newBuilder(o, plan, caches); err != nil {
+		if set, err = newBuildSet(o, plans, caches); err != nil {
 			return nil, nil, err
 		}
 		if attempt == 0 {
-			if err := b.runChecks(ctx); err != nil {
+			if err := set.runChecks(ctx); err != nil {
 				return nil, nil, err
 			}
 		}
-		err = b.buildAll(ctx)
+		err = set.buildAll(ctx)
 		if attempt == maxCacheRefusals || !errors.Is(err, cache.ErrRefused) || ctx.Err() != nil {
 			break
 		}
-		fmt.Fprintf(b.log, "WARNING: a layer of the cache was refused, building again without it: %v\n", err)
+		fmt.Fprintf(set.sh.log, "WARNING: a layer of the cache was refused, building again without it: %v\n", err)
 		if err := os.RemoveAll(filepath.Join(o.WorkDir, "stages")); err != nil {
 			return nil, nil, fail(result.ReasonInternal, fmt.Errorf("clearing the work directory: %w", err))
 		}
@@ -258,12 +321,16 @@ func Build(ctx context.Context, o Options) (v1.Image, *Report, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	b.warnUnusedArgs()
-	img, err := b.finalImage(ctx, b.stages[plan.Target])
-	if err != nil {
-		return nil, nil, fail(result.ReasonInternal, err)
+	set.warnUnusedArgs()
+	imgs := make([]PlatformImage, len(set.builders))
+	for i, b := range set.builders {
+		img, err := b.finalImage(ctx, b.stages[b.plan.Target])
+		if err != nil {
+			return nil, nil, fail(result.ReasonInternal, err)
+		}
+		imgs[i] = PlatformImage{Platform: b.platform, Image: img}
 	}
-	return img, b.report(), nil
+	return imgs, set.report(imgs), nil
 }
 
 // withDefaults is o with the defaults of its unset fields.
@@ -289,6 +356,12 @@ func (o Options) withDefaults() Options {
 	if o.Isolation == "" {
 		o.Isolation = Chroot
 	}
+	if o.BuildPlatform.OS == "" {
+		o.BuildPlatform = dockerfile.NativePlatform()
+	}
+	if o.Emulator == nil {
+		o.Emulator = kernelEmulator{}
+	}
 	if o.Cache == nil {
 		o.Cache = NoCache()
 	}
@@ -302,48 +375,6 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// newBuilder makes a builder for one attempt at the build of plan: every
-// stage not yet built, the cache mounts (caches) kept across attempts.
-func newBuilder(o Options, plan *dockerfile.Plan, caches *cacheStore) (*builder, error) {
-	b := &builder{
-		opts:    o,
-		plan:    plan,
-		log:     NewSyncWriter(o.Log),
-		stages:  make([]*stageResult, len(plan.Stages)),
-		images:  map[string]*imageSource{},
-		usedArg: map[string]bool{},
-		layers:  filepath.Join(o.WorkDir, "layers"),
-		caches:  caches,
-		keyed:   o.Cache != NoCache(),
-	}
-	if err := os.MkdirAll(b.layers, 0o700); err != nil {
-		return nil, fail(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
-	}
-	for i := range b.stages {
-		b.stages[i] = &stageResult{done: make(chan struct{})}
-	}
-	b.countConsumers()
-	for _, k := range plan.MetaArgNames {
-		b.usedArg[k] = true
-	}
-	return b, nil
-}
-
-// report is the build's report: each stage's, in the order built, and the
-// cache's hits and misses.
-func (b *builder) report() *Report {
-	rep := &Report{}
-	for _, i := range b.plan.Order {
-		rep.Stages = append(rep.Stages, b.stages[i].report)
-		// A hit after a miss in its stage is not used (the step runs on the
-		// rebuilt tree), so count what each stage used.
-		rep.CacheHits += b.stages[i].sb.hits
-		rep.CacheMisses += b.stages[i].sb.keyed - b.stages[i].sb.hits
-	}
-	rep.Bases, rep.BasesOmitted = b.bases()
-	return rep
-}
-
 // sandboxHostnameArg is the build arg that names RUN steps' host
 // (BuildKit's dockerui keyHostnameArg).
 const sandboxHostnameArg = "BUILDKIT_SANDBOX_HOSTNAME"
@@ -352,7 +383,9 @@ const sandboxHostnameArg = "BUILDKIT_SANDBOX_HOSTNAME"
 // layer it refused (cache.ErrRefused).
 const maxCacheRefusals = 3
 
-// builder holds the state of one build.
+// builder holds the state of the build for one target platform; the
+// builders of a BuildAll share a buildSet's state (sh) and the stages
+// that are the same in several of them.
 type builder struct {
 	opts   Options
 	plan   *dockerfile.Plan
@@ -361,14 +394,35 @@ type builder struct {
 	layers string // directory for layer files
 	// caches holds RUN --mount=type=cache directories for the whole build.
 	caches *cacheStore
-	// keyed is set when the build has a cache (not NoCache): steps get
-	// cache keys and layers are indexed only then, since hashing the
-	// context's files and indexing layers is work only a cache uses.
+	// keyed is set when the build has a cache (not NoCache): steps are
+	// looked up, layers are indexed, and the report counts hits and misses
+	// only then, since indexing layers is work only a cache uses.
 	keyed bool
+	// keys is set when steps get cache keys: with a cache, and when
+	// several platforms are built (whose stages are shared by their keys,
+	// see sameStage). Hashing the context's files is work only they use.
+	keys bool
+
+	// platform is the target platform; index is the builder's position in
+	// its buildSet; explicit is set when the platform was asked for
+	// (Options.Platforms), not the build platform by default.
+	platform ocispec.Platform
+	index    int
+	explicit bool
+	// decorate is set when the log names the platform of each step (the
+	// build has several platforms, or a stage of a foreign one).
+	decorate bool
+
+	sh *shared
+}
+
+// shared is the state of a build that its platforms' builders share.
+type shared struct {
+	log *SyncWriter
 
 	mu      sync.Mutex
-	images  map[string]*imageSource // COPY --from images and their extracted trees
-	usedArg map[string]bool         // build args some ARG declared
+	images  map[imageKey]*imageSource // FROM and COPY --from images and their extracted trees
+	usedArg map[string]bool           // build args some ARG declared
 
 	// lastInPlace is the stage whose tree the container's root holds now
 	// (in-place isolation only).
@@ -378,115 +432,6 @@ type builder struct {
 	// stored, is storing or has read (see rootfs.Index); indexes holds
 	// those indexes (gzip-compressed), by digest.
 	indexed, indexes sync.Map
-}
-
-// buildAll plans every stage the target needs (in order: a stage's plan
-// needs its base's), looks every cache key up at once, then executes the
-// stages: concurrently where the isolation allows, each waiting for the
-// stages it needs.
-func (b *builder) buildAll(ctx context.Context) error {
-	b.prefetchImages(ctx)
-	for _, i := range b.plan.Order {
-		if err := b.planStage(ctx, i); err != nil {
-			return err
-		}
-	}
-	b.lookupAll(ctx)
-	if b.opts.Isolation == InPlace {
-		for _, i := range b.plan.Order {
-			if err := b.execStage(ctx, i); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	errs := make([]error, len(b.stages))
-	for _, i := range b.plan.Order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := b.execStage(ctx, i); err != nil {
-				errs[i] = err
-				cancel(err)
-			}
-		}()
-	}
-	wg.Wait()
-	// Report the first failure in build order; later ones are usually the
-	// cancellation it caused.
-	for _, i := range b.plan.Order {
-		if errs[i] != nil && !errors.Is(errs[i], context.Canceled) && !isStageFailed(errs[i]) {
-			return errs[i]
-		}
-	}
-	for _, i := range b.plan.Order {
-		if errs[i] != nil {
-			return errs[i]
-		}
-	}
-	return nil
-}
-
-// prefetchImages resolves every FROM and COPY --from image of the needed
-// stages at once (manifests and configs only).
-func (b *builder) prefetchImages(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, i := range b.plan.Order {
-		st := b.plan.Stages[i]
-		var refs []string
-		if st.BaseStage < 0 && !strings.EqualFold(st.Base, dockerfile.Scratch) {
-			refs = append(refs, st.Base)
-		}
-		for _, cmd := range st.Commands {
-			if from := copyFrom(cmd); from != "" && b.plan.StageForFrom(from, i) == nil {
-				refs = append(refs, from)
-			}
-		}
-		for _, ref := range refs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				b.image(ctx, ref) // errors are reported where the image is used
-			}()
-		}
-	}
-	wg.Wait()
-}
-
-// lookupAll asks the cache for every planned step at once. Any failure is
-// a miss, reported once.
-func (b *builder) lookupAll(ctx context.Context) {
-	c := b.opts.Cache
-	var steps []*step
-	for _, i := range b.plan.Order {
-		for _, sp := range b.stages[i].sb.steps {
-			if sp.action != nil && sp.key != "" {
-				steps = append(steps, sp)
-			}
-		}
-	}
-	var once sync.Once
-	var g errgroup.Group
-	g.SetLimit(16)
-	for _, sp := range steps {
-		g.Go(func() error {
-			e, err := c.Lookup(ctx, sp.key)
-			switch {
-			case err == nil:
-				sp.hit, sp.cached, sp.created = true, e.Layer, e.Created
-			case errors.Is(err, cache.ErrMiss):
-			default:
-				once.Do(func() {
-					fmt.Fprintf(b.log, "WARNING: the layer cache could not be read, building without it: %v\n", err)
-				})
-			}
-			return nil
-		})
-	}
-	g.Wait()
 }
 
 // errDependency marks the failure of a stage whose dependency failed.
@@ -506,38 +451,6 @@ func (b *builder) waitStage(ctx context.Context, i int) (*stageResult, error) {
 		return nil, fmt.Errorf("stage %s: %w", b.plan.Stages[i].DisplayName(), errDependency)
 	}
 	return s, nil
-}
-
-// countConsumers records, for every stage, how many later stages use it as a
-// base or COPY --from source; a stage root with one FROM consumer is handed
-// over instead of copied.
-func (b *builder) countConsumers() {
-	for _, i := range b.plan.Order {
-		st := b.plan.Stages[i]
-		if st.BaseStage >= 0 {
-			b.stages[st.BaseStage].consumers++
-		}
-		for _, cmd := range st.Commands {
-			if from := copyFrom(cmd); from != "" {
-				if src := b.plan.StageForFrom(from, i); src != nil {
-					b.stages[src.Index].consumers++
-					b.stages[src.Index].copySources = true
-				}
-			}
-		}
-	}
-}
-
-func (b *builder) warnUnusedArgs() {
-	var unused []string
-	for k := range b.opts.BuildArgs {
-		if !b.usedArg[k] && !isPredefinedArg(k) {
-			unused = append(unused, k)
-		}
-	}
-	if len(unused) > 0 {
-		fmt.Fprintf(b.log, "WARNING: One or more build-args %v were not consumed\n", unused)
-	}
 }
 
 func isPredefinedArg(k string) bool {
@@ -599,6 +512,7 @@ func (b *builder) finalImage(ctx context.Context, target *stageResult) (v1.Image
 		created = b.opts.SourceDateEpoch.UTC()
 	}
 	cfg.Created = &created
+	b.setPlatform(&cfg)
 	oci := b.opts.Layers.OCI
 	layers := make([]v1.Layer, len(target.layers))
 	for i, l := range target.layers {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/slipway-dev/slipway/executor/check"
 	"github.com/slipway-dev/slipway/executor/dockerfile"
@@ -32,40 +34,63 @@ type Checks struct {
 
 // runChecks evaluates the checks on the stages the build runs, with the
 // configs of their base images (pulled once, for the checks and the
-// build), logs the findings as warnings, hands them to Found, and fails
-// the build when one of them is an error. An error the checks meet in the
-// Dockerfile is left to the build, which reports it where it meets it;
-// only a check configuration that does not parse fails here, as it fails
-// BuildKit's build.
-func (b *builder) runChecks(ctx context.Context) error {
-	if b.opts.Checks == nil {
+// build), for each platform (their findings merged: mergeReports), logs
+// the findings as warnings, hands them to Found, and fails the build when
+// one of them is an error. An error the checks meet in the Dockerfile is
+// left to the build, which reports it where it meets it; only a check
+// configuration that does not parse fails here, as it fails BuildKit's
+// build.
+func (set *buildSet) runChecks(ctx context.Context) error {
+	if set.o.Checks == nil {
 		return nil
 	}
-	b.prefetchImages(ctx)
-	opts, _ := b.checkOptions(ctx, b.plan.Order)
-	rep, err := check.Run(b.opts.Dockerfile, opts)
-	if rep == nil {
-		return fail(result.ReasonDockerfileInvalid, err)
+	set.prefetchImages(ctx)
+	var merged *check.Report
+	for _, b := range set.builders {
+		opts, _ := b.checkOptions(ctx, b.plan.Order)
+		rep, err := check.Run(b.opts.Dockerfile, opts)
+		if rep == nil {
+			return fail(result.ReasonDockerfileInvalid, err)
+		}
+		merged = mergeReports(merged, rep)
 	}
-	b.reportChecks(rep)
-	return fail(result.ReasonCheckFailed, rep.Err())
+	set.builders[0].reportChecks(merged)
+	return fail(result.ReasonCheckFailed, merged.Err())
+}
+
+// mergeReports adds the findings of b (the checks of another platform)
+// that a does not have to a, sorted by line as Run sorts them.
+func mergeReports(a, b *check.Report) *check.Report {
+	if a == nil {
+		return b
+	}
+	for _, f := range b.Findings {
+		if !slices.Contains(a.Findings, f) {
+			a.Findings = append(a.Findings, f)
+		}
+	}
+	slices.SortStableFunc(a.Findings, func(x, y check.Finding) int { return x.Line - y.Line })
+	return a
 }
 
 // checkOptions are the checks' options for the given stages (nil: every
-// stage); pullErr returns the first error resolving a base image, as the
-// build would fail on it (BaseImagePullFailed, at the first FROM naming
-// it when the plan is known).
+// stage) of the builder's platform; pullErr returns the first error
+// resolving a base image, as the build would fail on it
+// (BaseImagePullFailed, at the first FROM naming it when the plan is
+// known).
 func (b *builder) checkOptions(ctx context.Context, stages []int) (opts check.Options, pullErr func() error) {
 	var mu sync.Mutex
 	var first error
 	opts = check.Options{
-		BuildArgs: b.opts.BuildArgs,
-		Target:    b.opts.Target,
-		Stages:    stages,
-		FailOn:    b.opts.Checks.FailOn,
-		Skip:      b.opts.Checks.Skip,
-		BaseImage: func(ref string) (*dockerspec.DockerOCIImage, error) {
-			src, err := b.image(ctx, ref)
+		BuildArgs:     b.opts.BuildArgs,
+		Target:        b.opts.Target,
+		Stages:        stages,
+		FailOn:        b.opts.Checks.FailOn,
+		Skip:          b.opts.Checks.Skip,
+		Platform:      &b.platform,
+		BuildPlatform: &b.opts.BuildPlatform,
+		BaseImage: func(ref string, p ocispec.Platform) (*dockerspec.DockerOCIImage, error) {
+			src, err := b.image(ctx, ref, p)
 			if err != nil {
 				mu.Lock()
 				if first == nil {
@@ -158,25 +183,40 @@ func Check(ctx context.Context, o Options) (*check.Report, error) {
 	if o.Checks == nil {
 		o.Checks = &Checks{}
 	}
-	plan, planErr := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target})
-	var stages []int
-	if plan != nil && o.Target != "" {
-		stages = plan.Order
+	targets := o.Platforms
+	if len(targets) == 0 {
+		targets = []ocispec.Platform{o.BuildPlatform}
 	}
-	b := &builder{opts: o, plan: plan, log: NewSyncWriter(o.Log), images: map[string]*imageSource{}}
-	opts, pullErr := b.checkOptions(ctx, stages)
-	rep, err := check.Run(o.Dockerfile, opts)
-	if rep == nil {
-		return nil, fail(result.ReasonDockerfileInvalid, err)
+	sh := &shared{log: NewSyncWriter(o.Log), images: map[imageKey]*imageSource{}}
+	var merged *check.Report
+	var firstErr error
+	for i := range targets {
+		plan, planErr := dockerfile.Parse(o.Dockerfile, dockerfile.Options{BuildArgs: o.BuildArgs, Target: o.Target, Platform: &targets[i], BuildPlatform: &o.BuildPlatform})
+		var stages []int
+		if plan != nil && o.Target != "" {
+			stages = plan.Order
+		}
+		b := &builder{opts: o, plan: plan, log: sh.log, sh: sh, platform: targets[i]}
+		opts, pullErr := b.checkOptions(ctx, stages)
+		rep, err := check.Run(o.Dockerfile, opts)
+		if rep == nil {
+			return nil, fail(result.ReasonDockerfileInvalid, err)
+		}
+		merged = mergeReports(merged, rep)
+		switch {
+		case firstErr != nil:
+		case planErr != nil:
+			firstErr = fail(result.ReasonDockerfileInvalid, planErr)
+		case err != nil:
+			firstErr = fail(result.ReasonDockerfileInvalid, err)
+		case pullErr() != nil:
+			firstErr = pullErr()
+		}
 	}
-	b.reportChecks(rep)
-	switch {
-	case planErr != nil:
-		return rep, fail(result.ReasonDockerfileInvalid, planErr)
-	case err != nil:
-		return rep, fail(result.ReasonDockerfileInvalid, err)
-	case pullErr() != nil:
-		return rep, pullErr()
+	b := &builder{opts: o, log: sh.log, sh: sh}
+	b.reportChecks(merged)
+	if firstErr != nil {
+		return merged, firstErr
 	}
-	return rep, fail(result.ReasonCheckFailed, rep.Err())
+	return merged, fail(result.ReasonCheckFailed, merged.Err())
 }

@@ -303,7 +303,12 @@ func (sb *stageBuilder) planFromSources(ctx context.Context, p *copyPlan, from s
 		}
 		return keyParts, nil
 	}
-	img, err := sb.b.image(ctx, from)
+	// An image is resolved for the build's target platform, whatever the
+	// stage's: BuildKit makes COPY --from=IMAGE an unregistered stage
+	// without a platform of its own (toCommand), which resolveBaseImage
+	// resolves for platformOpt.targetPlatform ("the platform is the current
+	// platform of the build", moby/moby#39233).
+	img, err := sb.b.image(ctx, from, sb.b.platform)
 	if err != nil {
 		return nil, fail(result.ReasonBaseImagePullFailed, err)
 	}
@@ -330,7 +335,7 @@ func (sb *stageBuilder) planContextSources(ctx context.Context, p *copyPlan, nam
 	p.req.IgnoreDescend = bc.MayContainIncluded
 	p.req.SrcRoot = bc.Dir
 	p.srcRoot = func(context.Context) (string, error) { return bc.Dir, nil }
-	if !sb.b.keyed {
+	if !sb.b.keys {
 		return keyParts, nil
 	}
 	w, files, err := copier.WalkSources(ctx, p.req)

@@ -214,9 +214,9 @@ func setEnv(env []string, k, v string) []string {
 func (sb *stageBuilder) arg(c *instructions.ArgCommand) error {
 	var parts []string
 	for _, kv := range c.Args {
-		sb.b.mu.Lock()
-		sb.b.usedArg[kv.Key] = true
-		sb.b.mu.Unlock()
+		sb.b.sh.mu.Lock()
+		sb.b.sh.usedArg[kv.Key] = true
+		sb.b.sh.mu.Unlock()
 		bv, hasValue := sb.b.opts.BuildArgs[kv.Key]
 		switch {
 		case hasValue:

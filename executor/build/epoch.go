@@ -49,7 +49,11 @@ const sourceDateEpochArg = "SOURCE_DATE_EPOCH"
 // stage reads the seconds; a value that gives no time is removed from both,
 // and o.SourceDateEpoch stays as the caller set it (executor
 // --reproducible).
-func resolveSourceDateEpoch(ctx context.Context, o *Options, plan *dockerfile.Plan) error {
+//
+// plans are the build's plans, one per platform: the first resolves the
+// value, and each gets it.
+func resolveSourceDateEpoch(ctx context.Context, o *Options, plans []*dockerfile.Plan) error {
+	plan := plans[0]
 	v, fromArg := o.BuildArgs[sourceDateEpochArg]
 	line := 0
 	if !fromArg {
@@ -94,8 +98,10 @@ func resolveSourceDateEpoch(ctx context.Context, o *Options, plan *dockerfile.Pl
 		}
 		o.BuildArgs = args
 	}
-	if _, ok := plan.GlobalArgs.Get(sourceDateEpochArg); ok {
-		plan.GlobalArgs = withArg(plan.GlobalArgs, sourceDateEpochArg, formatted)
+	for _, plan := range plans {
+		if _, ok := plan.GlobalArgs.Get(sourceDateEpochArg); ok {
+			plan.GlobalArgs = withArg(plan.GlobalArgs, sourceDateEpochArg, formatted)
+		}
 	}
 	return nil
 }

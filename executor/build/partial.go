@@ -104,8 +104,8 @@ func (sb *stageBuilder) fillPartialTree(ctx context.Context, scratch string, kee
 			}
 			if bad = extractIndexFiltered(scratch, l, indexes[i], keep, opts); bad != nil {
 				d, _ := l.Digest()
-				sb.b.indexes.Store(d, []byte(nil)) // fetchIndexes gives nil now
-				sb.b.indexed.Delete(d)
+				sb.b.sh.indexes.Store(d, []byte(nil)) // fetchIndexes gives nil now
+				sb.b.sh.indexed.Delete(d)
 				break
 			}
 			fromIndex++
@@ -137,7 +137,7 @@ func (b *builder) fetchIndexes(ctx context.Context, layers []v1.Layer) [][]byte 
 			if err != nil {
 				return nil
 			}
-			if data, ok := b.indexes.Load(d); ok {
+			if data, ok := b.sh.indexes.Load(d); ok {
 				out[i] = data.([]byte) // nil: the cache's could not be read
 				return nil
 			}
@@ -145,8 +145,8 @@ func (b *builder) fetchIndexes(ctx context.Context, layers []v1.Layer) [][]byte 
 			switch {
 			case err == nil:
 				out[i] = data
-				b.indexed.Store(d, true)
-				b.indexes.Store(d, data)
+				b.sh.indexed.Store(d, true)
+				b.sh.indexes.Store(d, data)
 			case !errors.Is(err, cache.ErrMiss):
 				fmt.Fprintf(b.log, "WARNING: reading layer %s instead of its index: %v\n", d, err)
 			}

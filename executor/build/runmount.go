@@ -234,7 +234,7 @@ func (sb *stageBuilder) planBind(ctx context.Context, m *instructions.Mount, rm 
 			return fail(result.ReasonCopyFailed, errors.New("RUN --mount=type=bind needs a build context, and this build has none"))
 		}
 		rm.req.SrcRoot, rm.req.Ignore, rm.req.IgnoreDescend = bc.Dir, bc.Excluded, bc.MayContainIncluded
-		if !sb.b.keyed {
+		if !sb.b.keys {
 			w, err := copier.Walk(ctx, rm.req)
 			if err != nil {
 				return fail(result.ReasonCopyFailed, fmt.Errorf("RUN --mount=type=bind,source=%s: %w", src, err))
@@ -267,7 +267,9 @@ func (sb *stageBuilder) planFrom(ctx context.Context, from string, rm *runMount,
 		rm.dir = func(ctx context.Context) (string, error) { return sb.b.stageTree(ctx, st.Index) }
 		return nil
 	}
-	img, err := sb.b.image(ctx, from)
+	// An image is resolved for the build's target platform, as for COPY
+	// --from (BuildKit's detectRunMount makes it an unregistered stage).
+	img, err := sb.b.image(ctx, from, sb.b.platform)
 	if err != nil {
 		return fail(result.ReasonBaseImagePullFailed, err)
 	}

@@ -11,12 +11,12 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -68,6 +68,8 @@ type stageResult struct {
 	treeErr   error
 
 	report result.Stage
+	// finished is when the stage was built.
+	finished time.Time
 }
 
 // step is one planned instruction.
@@ -83,8 +85,12 @@ type step struct {
 	// the tree the step depends on (with its parents), so it can run on a
 	// partial tree (see copyOnPartialTree).
 	copyDest string
-	// key is the step's cache key ("" when the cache is off).
+	// key is the step's cache key ("" when the build computes none, see
+	// builder.keys, or the step cannot be cached).
 	key string
+	// platform is the step's log prefix's platform part (platformPrefix),
+	// set when the build names platforms in its log.
+	platform string
 	// hit is set when the cache holds the step; cached is its layer (nil
 	// in an entry an older executor stored for a step that changed
 	// nothing, which then has the empty layer).
@@ -100,6 +106,10 @@ type step struct {
 type stageBuilder struct {
 	b  *builder
 	st *dockerfile.Stage
+	// platform is the platform the stage is built for
+	// (dockerfile.Plan.StagePlatform): its RUN steps run executables of
+	// it, and its cache keys hold it.
+	platform ocispec.Platform
 
 	// Planning state, as Docker's dispatcher keeps it.
 	cfg    dockerspec.DockerOCIImage
@@ -130,7 +140,7 @@ type stageBuilder struct {
 func (b *builder) planStage(ctx context.Context, i int) error {
 	st := b.plan.Stages[i]
 	s := b.stages[i]
-	sb := &stageBuilder{b: b, st: st}
+	sb := &stageBuilder{b: b, st: st, platform: b.plan.StagePlatform(i)}
 	s.sb = sb
 	switch {
 	case st.BaseStage >= 0:
@@ -141,11 +151,11 @@ func (b *builder) planStage(ctx context.Context, i int) error {
 		sb.args = slices.Clone(base.args)
 		sb.key = base.key
 	case strings.EqualFold(st.Base, dockerfile.Scratch):
-		sb.cfg = emptyImage()
+		sb.cfg = emptyImage(sb.platform)
 		sb.env = &dockerfile.Env{}
 		sb.key = "scratch"
 	default:
-		src, err := b.image(ctx, st.Base)
+		src, err := b.image(ctx, st.Base, sb.platform)
 		if err != nil {
 			return &Error{Reason: result.ReasonBaseImagePullFailed, Line: st.Line, Instruction: st.Source, Err: err}
 		}
@@ -170,7 +180,7 @@ func (b *builder) planStage(ctx context.Context, i int) error {
 	}
 	sb.cfg.Config.OnBuild = nil
 	for _, cmd := range append(triggers, st.Commands...) {
-		sb.steps = append(sb.steps, &step{cmd: cmd, hist: -1})
+		sb.steps = append(sb.steps, &step{cmd: cmd, hist: -1, platform: platformPrefix(sb.platform, sb.env)})
 		if err := sb.dispatch(ctx, cmd); err != nil {
 			return withLine(err, cmd)
 		}
@@ -186,13 +196,17 @@ func (sb *stageBuilder) meta(createdBy string) error {
 
 // fsStep records a step that changes files: its history entry (it has a
 // layer, the empty one if it changes nothing), its action and, with the
-// cache on, its key: the parent key and the step's inputs, and
-// SOURCE_DATE_EPOCH when the build has one (it dates the layer's files).
+// cache on, its key: the parent key, the step's inputs, the stage's
+// platform, and SOURCE_DATE_EPOCH when the build has one (it dates the
+// layer's files). The platform is in every key, as BuildKit's vertices
+// hold theirs (llb.Platform): a step for arm64 never takes a layer made
+// for amd64, even from scratch or from a single-platform image, whose
+// keys would otherwise be the same.
 func (sb *stageBuilder) fsStep(createdBy string, keyParts []any, action func(ctx context.Context, sb *stageBuilder, root string) ([]string, error)) error {
 	s := sb.cur()
 	s.hist = sb.history(createdBy, false)
 	s.action = action
-	if sb.b.keyed {
+	if sb.b.keys {
 		if keyParts == nil || sb.key == "" {
 			// An uncacheable step makes everything built on it
 			// uncacheable too: later steps, stages FROM this one and
@@ -204,6 +218,7 @@ func (sb *stageBuilder) fsStep(createdBy string, keyParts []any, action func(ctx
 		enc := json.NewEncoder(h)
 		enc.Encode(sb.key)
 		enc.Encode(keyParts)
+		enc.Encode([]any{"platform", dockerfile.FormatPlatform(sb.platform)})
 		if e := sb.b.opts.SourceDateEpoch; e != nil {
 			// The layer's file times are clamped to it (snapshot), so a
 			// dated build never takes an undated one's layer, nor one of
@@ -255,8 +270,16 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 	sb := s.sb
 	start := time.Now()
 	defer func() {
+		var be *Error
+		if b.decorate && errors.As(err, &be) && be.Platform == "" {
+			be.Platform = dockerfile.FormatPlatform(sb.platform)
+		}
 		s.err = err
 		s.report = result.Stage{Name: sb.st.DisplayName(), Instructions: len(sb.steps), CacheHits: sb.hits, Millis: result.Millis(time.Since(start))}
+		if b.decorate {
+			s.report.Platform = dockerfile.FormatPlatform(sb.platform)
+		}
+		s.finished = time.Now()
 		close(s.done)
 	}()
 	baseHistory, err := sb.startFromBase(ctx)
@@ -268,7 +291,7 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 
 	missed := false
 	for n, sp := range sb.steps {
-		if sp.key != "" {
+		if sp.key != "" && b.keyed {
 			sb.keyed++
 		}
 		if err := ctx.Err(); err != nil {
@@ -292,22 +315,37 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 		}
 	}
 	sb.storeResult(s)
+	name := sb.st.DisplayName()
+	if b.decorate {
+		name = dockerfile.FormatPlatform(sb.platform) + " " + name
+	}
 	if b.keyed {
-		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", sb.st.DisplayName(), time.Since(start).Seconds(), sb.hits, sb.keyed)
+		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", name, time.Since(start).Seconds(), sb.hits, sb.keyed)
 	} else {
-		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", sb.st.DisplayName(), time.Since(start).Seconds())
+		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs\n", name, time.Since(start).Seconds())
 	}
 	return nil
 }
 
 // stepPrefix is the log prefix of the stage's nth step (FROM is the
-// first), e.g. "[build 3/7]", or "[3/7]" in a build of one unnamed stage.
+// first), e.g. "[build 3/7]", or "[3/7]" in a build of one unnamed stage;
+// when the build names platforms, the step's platform first, as BuildKit
+// writes it: "[linux/arm64 build 3/7]", "[linux/amd64->arm64 build 3/7]"
+// for a step that cross-compiles (its TARGET* args name another
+// platform).
 func (sb *stageBuilder) stepPrefix(n int) string {
 	total := len(sb.steps) + 1
-	if len(sb.b.plan.Stages) == 1 && sb.st.Name == "" {
-		return fmt.Sprintf("[%d/%d]", n, total)
+	plat := ""
+	if sb.b.decorate {
+		plat = dockerfile.FormatPlatform(sb.platform) + " "
+		if n >= 2 && sb.steps[n-2].platform != "" {
+			plat = sb.steps[n-2].platform + " "
+		}
 	}
-	return fmt.Sprintf("[%s %d/%d]", sb.st.DisplayName(), n, total)
+	if len(sb.b.plan.Stages) == 1 && sb.st.Name == "" {
+		return fmt.Sprintf("[%s%d/%d]", plat, n, total)
+	}
+	return fmt.Sprintf("[%s%s %d/%d]", plat, sb.st.DisplayName(), n, total)
 }
 
 // startFromBase logs the stage's FROM and starts its layers with its
@@ -406,9 +444,9 @@ func (sb *stageBuilder) storeResult(s *stageResult) {
 	}
 	if b.opts.Isolation == InPlace {
 		if upToDate {
-			b.lastInPlace = s
+			b.sh.lastInPlace = s
 		} else if sb.ready {
-			b.lastInPlace = nil
+			b.sh.lastInPlace = nil
 		}
 	}
 }
@@ -461,7 +499,7 @@ func (sb *stageBuilder) materialize(ctx context.Context) error {
 	}
 	if b.opts.Isolation == InPlace {
 		sb.root = "/"
-		if base == nil || b.lastInPlace != base {
+		if base == nil || b.sh.lastInPlace != base {
 			if err := rootfs.Clear(sb.root, opts...); err != nil {
 				return fmt.Errorf("clearing the root filesystem: %w", err)
 			}
@@ -471,9 +509,9 @@ func (sb *stageBuilder) materialize(ctx context.Context) error {
 		} else if err := b.extractLayers(ctx, sb.root, sb.layers[baseLayers:], opts); err != nil {
 			return err
 		}
-		b.lastInPlace = nil
+		b.sh.lastInPlace = nil
 	} else {
-		sb.root = filepath.Join(b.opts.WorkDir, "stages", fmt.Sprint(sb.st.Index), "rootfs")
+		sb.root = filepath.Join(b.opts.WorkDir, "stages", b.rootName(sb.st.Index), "rootfs")
 		if err := os.MkdirAll(filepath.Dir(sb.root), 0o700); err != nil {
 			return err
 		}
@@ -528,7 +566,7 @@ func (sb *stageBuilder) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.L
 	}
 	if ix != nil {
 		d, _ := l.Digest()
-		sb.b.indexed.Store(d, true)
+		sb.b.sh.indexed.Store(d, true)
 		sb.b.storeIndex(d, ix, true)
 	}
 	return l, nil
@@ -549,7 +587,7 @@ func (sb *stageBuilder) emptyLayer() (v1.Layer, error) {
 	}
 	if sb.b.keyed {
 		d, _ := l.Digest()
-		if _, seen := sb.b.indexed.LoadOrStore(d, true); !seen {
+		if _, seen := sb.b.sh.indexed.LoadOrStore(d, true); !seen {
 			sb.b.storeIndex(d, rootfs.NewIndex(), true)
 		}
 	}
@@ -647,7 +685,7 @@ func (b *builder) newIndex(d v1.Hash) *rootfs.Index {
 	if !b.keyed {
 		return nil
 	}
-	if _, seen := b.indexed.LoadOrStore(d, true); seen {
+	if _, seen := b.sh.indexed.LoadOrStore(d, true); seen {
 		return nil
 	}
 	return rootfs.NewIndex()
@@ -667,15 +705,20 @@ func (b *builder) storeIndex(d v1.Hash, ix *rootfs.Index, made bool) {
 		fmt.Fprintf(b.log, "not indexing layer %s: %v\n", d, err)
 		return
 	}
-	_, bad := b.indexes.Load(d) // only an unreadable index is there before
-	b.indexes.Store(d, data)
+	_, bad := b.sh.indexes.Load(d) // only an unreadable index is there before
+	b.sh.indexes.Store(d, data)
 	b.opts.Cache.StoreIndex(d, data, bad || made)
 }
 
-func emptyImage() dockerspec.DockerOCIImage {
+// emptyImage is the config of scratch for platform p (BuildKit's
+// emptyImage).
+func emptyImage(p ocispec.Platform) dockerspec.DockerOCIImage {
 	var img dockerspec.DockerOCIImage
-	img.OS = runtime.GOOS
-	img.Architecture = runtime.GOARCH
+	img.OS = p.OS
+	img.Architecture = p.Architecture
+	img.OSVersion = p.OSVersion
+	img.OSFeatures = slices.Clone(p.OSFeatures)
+	img.Variant = p.Variant
 	img.RootFS.Type = "layers"
 	img.Config.WorkingDir = "/"
 	img.Config.Env = []string{"PATH=" + defaultPath}
@@ -717,20 +760,32 @@ type imageSource struct {
 	treeErr  error
 }
 
-// image pulls ref's manifest and config once per build (no layer bytes).
-func (b *builder) image(ctx context.Context, ref string) (*imageSource, error) {
-	b.mu.Lock()
-	src, ok := b.images[ref]
+// rootName is the name of stage i's root directory under the work
+// directory's "stages": its index, after the platform's for the second
+// platform and later.
+func (b *builder) rootName(i int) string {
+	if b.index == 0 {
+		return fmt.Sprint(i)
+	}
+	return fmt.Sprintf("p%d-%d", b.index, i)
+}
+
+// image pulls the manifest and config of ref for platform p once per build
+// (no layer bytes).
+func (b *builder) image(ctx context.Context, ref string, p ocispec.Platform) (*imageSource, error) {
+	k := imageKey{ref: ref, platform: dockerfile.FormatPlatform(p)}
+	b.sh.mu.Lock()
+	src, ok := b.sh.images[k]
 	if !ok {
 		src = &imageSource{}
-		b.images[ref] = src
+		b.sh.images[k] = src
 	}
-	b.mu.Unlock()
-	src.once.Do(func() { src.err = src.pull(ctx, b, ref) })
+	b.sh.mu.Unlock()
+	src.once.Do(func() { src.err = src.pull(ctx, b, ref, p) })
 	return src, src.err
 }
 
-func (src *imageSource) pull(ctx context.Context, b *builder, s string) error {
+func (src *imageSource) pull(ctx context.Context, b *builder, s string, p ocispec.Platform) error {
 	refs, err := b.opts.PullReferences(s)
 	if err != nil {
 		return fmt.Errorf("parsing image reference %q: %w", s, err)
@@ -741,13 +796,14 @@ func (src *imageSource) pull(ctx context.Context, b *builder, s string) error {
 	var ref name.Reference
 	var desc *remote.Descriptor
 	for i, r := range refs {
-		opts := append([]remote.Option{remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH})}, b.opts.Remote(r)...)
+		opts := append([]remote.Option{remote.WithContext(ctx)}, b.opts.Remote(r)...)
 		// remote.Image, keeping what the reference resolved to (the
 		// index, for a multi-platform tag) for the result's bases.
 		if desc, err = remote.Get(r, opts...); err == nil {
-			img, err = desc.Image()
+			img, err = imageFor(desc, p)
 		}
-		if err == nil || ctx.Err() != nil {
+		var noMatch *noPlatformError
+		if err == nil || ctx.Err() != nil || errors.As(err, &noMatch) {
 			ref = r
 			break
 		}
@@ -777,6 +833,118 @@ func (src *imageSource) pull(ctx context.Context, b *builder, s string) error {
 		return fmt.Errorf("pulling %s: %w", ref, err)
 	}
 	return nil
+}
+
+// noPlatformError is an index that has no manifest for the platform.
+type noPlatformError struct {
+	index    v1.Hash
+	platform ocispec.Platform
+	has      []string
+}
+
+func (e *noPlatformError) Error() string {
+	has := "no platform"
+	if len(e.has) > 0 {
+		has = strings.Join(e.has, ", ")
+	}
+	return fmt.Sprintf("no match for platform %s in the image index %s (it has %s)", dockerfile.FormatPlatform(e.platform), e.index, has)
+}
+
+// maxIndexDepth bounds how deep indexes nest in an image reference.
+const maxIndexDepth = 4
+
+// imageFor is the image desc names for platform p, as BuildKit resolves a
+// base image (imageutil.Config, containerd's images.Manifest with
+// platforms.Only(p)): an image manifest is taken whatever platform its
+// config names (the build checks warn of a mismatch:
+// InvalidBaseImagePlatform); from an index, the manifests whose platform
+// p's matcher accepts (p itself, then what it runs: arm/v6 for arm/v7,
+// 386 for amd64, ...) or that name none, best first, those without a
+// platform last, and of those the first whose config matches.
+func imageFor(desc *remote.Descriptor, p ocispec.Platform) (v1.Image, error) {
+	if !desc.MediaType.IsIndex() {
+		return desc.Image()
+	}
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return nil, err
+	}
+	return imageFromIndex(idx, desc.Digest, platforms.Only(p), p, 0)
+}
+
+func imageFromIndex(idx v1.ImageIndex, digest v1.Hash, m platforms.MatchComparer, p ocispec.Platform, depth int) (v1.Image, error) {
+	if depth >= maxIndexDepth {
+		return nil, fmt.Errorf("image index %s: indexes nested more than %d deep", digest, maxIndexDepth)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var cands []v1.Descriptor
+	var has []string
+	for _, d := range im.Manifests {
+		if d.Platform != nil {
+			has = append(has, platforms.FormatAll(ociPlatform(*d.Platform)))
+		}
+		if d.Platform == nil || m.Match(ociPlatform(*d.Platform)) {
+			cands = append(cands, d)
+		}
+	}
+	slices.SortStableFunc(cands, func(a, b v1.Descriptor) int {
+		switch {
+		case a.Platform == nil && b.Platform == nil:
+			return 0
+		case a.Platform == nil:
+			return 1
+		case b.Platform == nil:
+			return -1
+		case m.Less(ociPlatform(*a.Platform), ociPlatform(*b.Platform)):
+			return -1
+		case m.Less(ociPlatform(*b.Platform), ociPlatform(*a.Platform)):
+			return 1
+		}
+		return 0
+	})
+	for _, d := range cands {
+		switch {
+		case d.MediaType.IsIndex():
+			child, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				return nil, err
+			}
+			img, err := imageFromIndex(child, d.Digest, m, p, depth+1)
+			var noMatch *noPlatformError
+			if errors.As(err, &noMatch) {
+				continue
+			}
+			return img, err
+		case !d.MediaType.IsImage():
+			continue
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		if d.Platform == nil {
+			// A manifest the index names no platform for: its config's
+			// platform decides (images.Manifest).
+			cf, err := img.ConfigFile()
+			if err != nil {
+				return nil, err
+			}
+			if !m.Match(platforms.Normalize(ocispec.Platform{OS: cf.OS, Architecture: cf.Architecture})) {
+				continue
+			}
+		}
+		return img, nil
+	}
+	slices.Sort(has)
+	return nil, &noPlatformError{index: digest, platform: p, has: slices.Compact(has)}
+}
+
+// ociPlatform is p as the OCI image spec's type.
+func ociPlatform(p v1.Platform) ocispec.Platform {
+	return ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion, OSFeatures: slices.Clone(p.OSFeatures)}
 }
 
 // extracted returns a directory holding the image's file tree, extracting

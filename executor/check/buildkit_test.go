@@ -40,7 +40,9 @@ func testImage() *dockerspec.DockerOCIImage {
 }
 
 // resolveTestImages resolves every image to testImage.
-func resolveTestImages(string) (*dockerspec.DockerOCIImage, error) { return testImage(), nil }
+func resolveTestImages(string, ocispec.Platform) (*dockerspec.DockerOCIImage, error) {
+	return testImage(), nil
+}
 
 type bkCase struct {
 	name       string
@@ -475,7 +477,7 @@ var buildkitCases = []bkCase{
 func TestRun_buildkitCheckTests(t *testing.T) {
 	for _, tc := range buildkitCases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := Options{BuildArgs: tc.buildArgs, IgnorePatterns: tc.ignore, BaseImage: resolveTestImages, Arch: "amd64"}
+			o := Options{BuildArgs: tc.buildArgs, IgnorePatterns: tc.ignore, BaseImage: resolveTestImages, Platform: &ocispec.Platform{OS: "linux", Architecture: "amd64"}}
 			wantLint := tc.wantLint
 			if wantLint == nil {
 				wantLint = tc.want
@@ -506,7 +508,7 @@ func TestRun_buildkitCheckTests(t *testing.T) {
 				}
 			}
 			run("check of every stage", o, wantLint)
-			plan, err := dockerfile.Parse([]byte(tc.dockerfile), dockerfile.Options{BuildArgs: tc.buildArgs, Arch: "amd64"})
+			plan, err := dockerfile.Parse([]byte(tc.dockerfile), dockerfile.Options{BuildArgs: tc.buildArgs, Platform: &ocispec.Platform{OS: "linux", Architecture: "amd64"}})
 			if err != nil {
 				// The build refuses it before its checks (a duplicate
 				// stage name, a platform that does not expand): the
@@ -530,7 +532,7 @@ func TestRun_invalidBaseImagePlatform(t *testing.T) {
 	img := testImage()
 	img.Architecture = other
 	df := "\nFROM registry.example/app:latest\nENV foo=bar\n\t"
-	rep, err := Run([]byte(df), Options{BaseImage: func(string) (*dockerspec.DockerOCIImage, error) { return img, nil }})
+	rep, err := Run([]byte(df), Options{BaseImage: func(string, ocispec.Platform) (*dockerspec.DockerOCIImage, error) { return img, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +551,7 @@ func TestRun_invalidBaseImagePlatform(t *testing.T) {
 		img := testImage()
 		img.Architecture = other
 		mod(img)
-		rep, err := Run([]byte(df), Options{BaseImage: func(string) (*dockerspec.DockerOCIImage, error) { return img, nil }})
+		rep, err := Run([]byte(df), Options{BaseImage: func(string, ocispec.Platform) (*dockerspec.DockerOCIImage, error) { return img, nil }})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 )
@@ -87,10 +88,12 @@ type Options struct {
 	// error, leaves the base unknown: the rules that need it (UndefinedVar,
 	// JSONArgsRecommended, InvalidBaseImagePlatform, RootUser,
 	// NoHealthcheck) are not evaluated for that stage.
-	BaseImage func(ref string) (*dockerspec.DockerOCIImage, error)
-	// OS, Arch and Variant are the platform built for (empty: this
-	// machine's), as in dockerfile.Options.
-	OS, Arch, Variant string
+	// It is asked for the platform the stage is built for (its FROM
+	// --platform, else the target platform).
+	BaseImage func(ref string, platform ocispec.Platform) (*dockerspec.DockerOCIImage, error)
+	// Platform and BuildPlatform are the target and build platforms (nil:
+	// this machine's), as in dockerfile.Options.
+	Platform, BuildPlatform *ocispec.Platform
 	// FailOn are rules whose findings fail the build, or All.
 	FailOn []string
 	// Skip are rules not evaluated, or All, added to those the

@@ -202,7 +202,7 @@ func (e *evaluator) run(dt []byte, strip bool) error {
 	if target == "" {
 		target = stages[len(stages)-1].Name
 	}
-	defaults := dockerfile.DefaultArgs(dockerfile.Options{BuildArgs: e.o.BuildArgs, OS: e.o.OS, Arch: e.o.Arch, Variant: e.o.Variant}, target)
+	defaults := dockerfile.DefaultArgs(dockerfile.Options{BuildArgs: e.o.BuildArgs, Platform: e.o.Platform, BuildPlatform: e.o.BuildPlatform}, target)
 	for k, v := range e.o.BuildArgs {
 		e.noteSecret(k, v)
 	}
@@ -326,7 +326,7 @@ func (e *evaluator) dispatchStage(s *stageState) error {
 		s.env = &dockerfile.Env{}
 		var img *dockerspec.DockerOCIImage
 		if e.o.BaseImage != nil {
-			img, _ = e.o.BaseImage(s.baseName)
+			img, _ = e.o.BaseImage(s.baseName, e.stagePlatform(s))
 		}
 		if img != nil {
 			s.known = true
@@ -356,6 +356,21 @@ func (e *evaluator) dispatchStage(s *stageState) error {
 	return nil
 }
 
+// stagePlatform is the platform of a stage FROM an image: its --platform,
+// else the target platform (BuildKit's resolveBaseImage).
+func (e *evaluator) stagePlatform(s *stageState) ocispec.Platform {
+	if s.platform != nil {
+		return *s.platform
+	}
+	switch {
+	case e.o.Platform != nil:
+		return *e.o.Platform
+	case e.o.BuildPlatform != nil:
+		return *e.o.BuildPlatform
+	}
+	return dockerfile.NativePlatform()
+}
+
 // validateBaseImagePlatform is BuildKit's InvalidBaseImagePlatform: the
 // image's platform is not the one the stage is built for. An image without
 // layers is scratch to BuildKit, and not checked.
@@ -363,16 +378,7 @@ func (e *evaluator) validateBaseImagePlatform(s *stageState, img *dockerspec.Doc
 	if len(img.RootFS.DiffIDs) == 0 {
 		return
 	}
-	expected := ocispec.Platform{OS: e.o.OS, Architecture: e.o.Arch, Variant: e.o.Variant}
-	if expected.OS == "" {
-		expected.OS = "linux"
-	}
-	if expected.Architecture == "" {
-		expected.Architecture = platforms.DefaultSpec().Architecture
-	}
-	if s.platform != nil {
-		expected = *s.platform
-	}
+	expected := e.stagePlatform(s)
 	actual := img.Platform
 	if expected.OS != actual.OS || expected.Architecture != actual.Architecture {
 		lint := e.lint.WithMergedConfigFromComments(s.fromComments)

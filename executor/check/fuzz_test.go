@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 )
@@ -26,11 +27,11 @@ func FuzzRun(f *testing.F) {
 			BuildArgs:      map[string]string{"B": "busybox", "API_TOKEN": "x"},
 			IgnorePatterns: []string{"*.md", "secret"},
 			FailOn:         []string{"RootUser", "UndefinedVar"},
-			BaseImage: func(ref string) (*dockerspec.DockerOCIImage, error) {
+			BaseImage: func(ref string, p ocispec.Platform) (*dockerspec.DockerOCIImage, error) {
 				if ref == "" {
 					t.Fatalf("asked for the config of an empty name")
 				}
-				return images(ref)
+				return images(ref, p)
 			},
 		})
 		if err != nil {

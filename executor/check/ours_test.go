@@ -6,13 +6,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // images resolves the names the cases use: busybox (no USER, no
 // HEALTHCHECK, CMD sh), distroless-ish nonroot (USER 65532), healthy (a
 // HEALTHCHECK), nohealth (HEALTHCHECK NONE), rootuser (USER root),
 // onbuild (ONBUILD USER 1000, HEALTHCHECK), nocmd (no CMD).
-func images(ref string) (*dockerspec.DockerOCIImage, error) {
+func images(ref string, _ ocispec.Platform) (*dockerspec.DockerOCIImage, error) {
 	img := testImage()
 	switch strings.TrimSuffix(ref, ":latest") {
 	case "nonroot":

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // A Dockerfile that tries to have a finding show a secret: every rule
@@ -36,7 +37,7 @@ WORKDIR $NPM_TOKEN
 	if runtime.GOARCH == "arm64" {
 		other = "amd64"
 	}
-	resolve := func(ref string) (*dockerspec.DockerOCIImage, error) {
+	resolve := func(ref string, _ ocispec.Platform) (*dockerspec.DockerOCIImage, error) {
 		img := testImage()
 		if ref == "img-s3cr3t-meta" {
 			img.Architecture = other

@@ -14,16 +14,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/moby/buildkit/util/suggest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Scratch is the name of the empty base image.
@@ -93,8 +94,27 @@ type Options struct {
 	BuildArgs map[string]string
 	// Target is the stage to build; empty means the last one.
 	Target string
-	// OS and Arch are the platform built for; empty means this machine's.
-	OS, Arch, Variant string
+	// Platform is the platform built for (TARGETPLATFORM), normalised as
+	// ParsePlatform does; nil is BuildPlatform, implicitly (BuildKit's
+	// implicitTarget).
+	Platform *ocispec.Platform
+	// BuildPlatform is the platform the build runs on (BUILDPLATFORM); nil
+	// is this machine's (NativePlatform).
+	BuildPlatform *ocispec.Platform
+}
+
+// platforms returns the build and target platforms of o, with their
+// defaults.
+func (o Options) platforms() (build, target ocispec.Platform) {
+	build = NativePlatform()
+	if o.BuildPlatform != nil {
+		build = *o.BuildPlatform
+	}
+	target = build
+	if o.Platform != nil {
+		target = *o.Platform
+	}
+	return build, target
 }
 
 // Stage is one FROM section of a Dockerfile.
@@ -108,8 +128,9 @@ type Stage struct {
 	Base string
 	// BaseStage is the index of the stage this one builds on, or -1.
 	BaseStage int
-	// Platform is the expanded --platform value of FROM, if any.
-	Platform string
+	// Platform is the expanded and parsed --platform value of FROM, nil
+	// without one. The platform the stage is built for is Plan.StagePlatform.
+	Platform *ocispec.Platform
 	// Commands are the stage's instructions after FROM.
 	Commands []instructions.Command
 	// Line is the line of the FROM instruction.
@@ -150,6 +171,9 @@ type Plan struct {
 	// Warnings are non-fatal findings (empty continuation lines, unused
 	// build args), for the log.
 	Warnings []string
+	// TargetPlatform and BuildPlatform are the platforms the plan is for
+	// (Options.Platform and Options.BuildPlatform, with their defaults).
+	TargetPlatform, BuildPlatform ocispec.Platform
 }
 
 // Parse reads a Dockerfile and plans its build.
@@ -175,6 +199,7 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 		return nil, &Error{Err: errors.New("dockerfile contains no stages to build: the Dockerfile has no FROM instruction")}
 	}
 	p := &Plan{Escape: res.EscapeToken, Lex: shell.NewLex(res.EscapeToken), Warnings: warnings}
+	p.BuildPlatform, p.TargetPlatform = opts.platforms()
 
 	targetName := opts.Target
 	if targetName == "" {
@@ -225,14 +250,20 @@ func Parse(dt []byte, opts Options) (*Plan, error) {
 			s.BaseStage = idx
 		}
 		if st.Platform != "" {
+			// BuildKit's buildDispatchStates: the value expanded with
+			// the global args, then platforms.Parse (which normalises it).
 			plat, _, err := p.Lex.ProcessWord(st.Platform, p.GlobalArgs)
-			if err != nil || plat == "" {
+			if err != nil {
+				return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("failed to process arguments for platform %s: %w", st.Platform, err)}
+			}
+			if plat == "" {
 				return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("empty platform value from expression %s", st.Platform)}
 			}
-			if !nativePlatform(plat, opts) {
-				return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("platform %q is not supported: this executor builds for %s only", plat, p.GlobalArgs.MustGet("TARGETPLATFORM"))}
+			pp, err := ParsePlatform(plat)
+			if err != nil {
+				return nil, &Error{Line: s.Line, Instruction: s.Source, Err: fmt.Errorf("failed to parse platform %s: %w", st.Platform, err)}
 			}
-			s.Platform = plat
+			s.Platform = &pp
 		}
 		if s.Name != "" {
 			if _, dup := byName[s.Name]; dup {
@@ -411,25 +442,18 @@ var ProxyArgs = []string{
 // named target, overridden by opts.BuildArgs.
 func DefaultArgs(opts Options, target string) *Env { return defaultArgs(opts, target) }
 
+// defaultArgs are BuildKit's (dockerfile2llb's defaultArgs): BUILDPLATFORM
+// is platforms.Format of the build platform, TARGETPLATFORM
+// platforms.FormatAll of the target (with its OS version, when it has one).
 func defaultArgs(opts Options, target string) *Env {
-	osName, arch, variant := opts.OS, opts.Arch, opts.Variant
-	if osName == "" {
-		osName = runtime.GOOS
-	}
-	if arch == "" {
-		arch = runtime.GOARCH
-	}
+	bp, tp := opts.platforms()
 	if target == "" {
 		target = "default"
 	}
-	plat := osName + "/" + arch
-	if variant != "" {
-		plat += "/" + variant
-	}
 	e := &Env{}
 	for _, kv := range [][2]string{
-		{"BUILDPLATFORM", plat}, {"BUILDOS", osName}, {"BUILDOSVERSION", ""}, {"BUILDARCH", arch}, {"BUILDVARIANT", variant},
-		{"TARGETPLATFORM", plat}, {"TARGETOS", osName}, {"TARGETOSVERSION", ""}, {"TARGETARCH", arch}, {"TARGETVARIANT", variant},
+		{"BUILDPLATFORM", platforms.Format(bp)}, {"BUILDOS", bp.OS}, {"BUILDOSVERSION", bp.OSVersion}, {"BUILDARCH", bp.Architecture}, {"BUILDVARIANT", bp.Variant},
+		{"TARGETPLATFORM", platforms.FormatAll(tp)}, {"TARGETOS", tp.OS}, {"TARGETOSVERSION", tp.OSVersion}, {"TARGETARCH", tp.Architecture}, {"TARGETVARIANT", tp.Variant},
 		{"TARGETSTAGE", target},
 	} {
 		v := kv[1]
@@ -439,31 +463,4 @@ func defaultArgs(opts Options, target string) *Env {
 		e.Set(kv[0], v)
 	}
 	return e
-}
-
-// nativePlatform reports whether a FROM --platform value names the platform
-// this build produces.
-func nativePlatform(p string, opts Options) bool {
-	osName, arch := opts.OS, opts.Arch
-	if osName == "" {
-		osName = runtime.GOOS
-	}
-	if arch == "" {
-		arch = runtime.GOARCH
-	}
-	parts := strings.Split(strings.ToLower(p), "/")
-	if parts[0] != osName {
-		return false
-	}
-	if len(parts) == 1 {
-		return true
-	}
-	a := parts[1]
-	if a == "x86_64" || a == "x86-64" {
-		a = "amd64"
-	}
-	if a == "aarch64" {
-		a = "arm64"
-	}
-	return a == arch
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // planSummary is the part of a Plan the table tests compare.
@@ -29,8 +30,12 @@ type stageSummary struct {
 func summarize(p *Plan) planSummary {
 	s := planSummary{Target: p.Target, Order: p.Order}
 	for _, st := range p.Stages {
+		plat := ""
+		if st.Platform != nil {
+			plat = FormatPlatform(*st.Platform)
+		}
 		s.Stages = append(s.Stages, stageSummary{
-			Name: st.Name, Base: st.Base, BaseStage: st.BaseStage, Platform: st.Platform,
+			Name: st.Name, Base: st.Base, BaseStage: st.BaseStage, Platform: plat,
 			Line: st.Line, Commands: len(st.Commands),
 		})
 	}
@@ -231,13 +236,13 @@ func TestParse_args(t *testing.T) {
 		{
 			name:       "predefined platform args",
 			dockerfile: "FROM img:$TARGETOS-$TARGETARCH-${TARGETVARIANT:-none}\nFROM $BUILDPLATFORM\nFROM ${TARGETPLATFORM}\n",
-			opts:       Options{OS: "linux", Arch: "arm64"},
+			opts:       Options{BuildPlatform: &ocispec.Platform{OS: "linux", Architecture: "arm64"}},
 			wantBases:  []string{"img:linux-arm64-none", "linux/arm64", "linux/arm64"},
 		},
 		{
 			name:       "predefined platform args with a variant",
 			dockerfile: "FROM img:$TARGETARCH$TARGETVARIANT\nFROM $TARGETPLATFORM\n",
-			opts:       Options{OS: "linux", Arch: "arm", Variant: "v7"},
+			opts:       Options{Platform: &ocispec.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
 			wantBases:  []string{"img:armv7", "linux/arm/v7"},
 		},
 		{
@@ -268,8 +273,8 @@ func TestParse_args(t *testing.T) {
 
 func TestParse_globalArgs(t *testing.T) {
 	p, err := Parse([]byte("ARG A=1\nARG B\nARG C\nFROM busybox\n"), Options{
-		OS: "linux", Arch: "amd64",
-		BuildArgs: map[string]string{"C": "3", "UNDECLARED": "x"},
+		BuildPlatform: &ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		BuildArgs:     map[string]string{"C": "3", "UNDECLARED": "x"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -290,28 +295,34 @@ func TestParse_globalArgs(t *testing.T) {
 }
 
 func TestParse_platform(t *testing.T) {
+	amd64 := &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	arm64 := &ocispec.Platform{OS: "linux", Architecture: "arm64"}
 	tests := []struct {
 		name       string
 		dockerfile string
 		opts       Options
-		want       string // Platform of the first stage
-		wantErr    bool
+		want       string // Platform of the first stage, normalised
+		wantErr    string
 	}{
-		{name: "native", dockerfile: "FROM --platform=linux/amd64 busybox\n", opts: Options{OS: "linux", Arch: "amd64"}, want: "linux/amd64"},
-		{name: "native by BUILDPLATFORM", dockerfile: "FROM --platform=$BUILDPLATFORM busybox\n", opts: Options{OS: "linux", Arch: "arm64"}, want: "linux/arm64"},
-		{name: "native by TARGETPLATFORM", dockerfile: "FROM --platform=${TARGETPLATFORM} busybox\n", want: runtime.GOOS + "/" + runtime.GOARCH},
-		{name: "x86_64 alias", dockerfile: "FROM --platform=linux/x86_64 busybox\n", opts: Options{OS: "linux", Arch: "amd64"}, want: "linux/x86_64"},
-		{name: "aarch64 alias", dockerfile: "FROM --platform=linux/aarch64 busybox\n", opts: Options{OS: "linux", Arch: "arm64"}, want: "linux/aarch64"},
-		{name: "OS only", dockerfile: "FROM --platform=linux busybox\n", opts: Options{OS: "linux", Arch: "amd64"}, want: "linux"},
-		{name: "from a meta arg", dockerfile: "ARG P=linux/amd64\nFROM --platform=$P busybox\n", opts: Options{OS: "linux", Arch: "amd64"}, want: "linux/amd64"},
-		{name: "other architecture", dockerfile: "FROM --platform=linux/arm64 busybox\n", opts: Options{OS: "linux", Arch: "amd64"}, wantErr: true},
-		{name: "other OS", dockerfile: "FROM --platform=windows/amd64 busybox\n", opts: Options{OS: "linux", Arch: "amd64"}, wantErr: true},
-		{name: "empty after expansion", dockerfile: "FROM --platform=$NOPE busybox\n", wantErr: true},
+		{name: "native", dockerfile: "FROM --platform=linux/amd64 busybox\n", opts: Options{BuildPlatform: amd64}, want: "linux/amd64"},
+		{name: "BUILDPLATFORM", dockerfile: "FROM --platform=$BUILDPLATFORM busybox\n", opts: Options{BuildPlatform: arm64, Platform: amd64}, want: "linux/arm64"},
+		{name: "TARGETPLATFORM", dockerfile: "FROM --platform=${TARGETPLATFORM} busybox\n", opts: Options{BuildPlatform: amd64, Platform: arm64}, want: "linux/arm64"},
+		{name: "TARGETPLATFORM by default", dockerfile: "FROM --platform=${TARGETPLATFORM} busybox\n", want: FormatPlatform(NativePlatform())},
+		// platforms.Parse normalises (BuildKit's buildDispatchStates).
+		{name: "x86_64 alias", dockerfile: "FROM --platform=linux/x86_64 busybox\n", want: "linux/amd64"},
+		{name: "aarch64 alias", dockerfile: "FROM --platform=linux/aarch64 busybox\n", want: "linux/arm64"},
+		{name: "arm64/v8 is arm64", dockerfile: "FROM --platform=linux/arm64/v8 busybox\n", want: "linux/arm64"},
+		{name: "arm is arm/v7", dockerfile: "FROM --platform=linux/arm busybox\n", want: "linux/arm/v7"},
+		{name: "armhf", dockerfile: "FROM --platform=linux/armhf busybox\n", want: "linux/arm/v7"},
+		{name: "from a meta arg", dockerfile: "ARG P=linux/s390x\nFROM --platform=$P busybox\n", want: "linux/s390x"},
+		{name: "other architecture", dockerfile: "FROM --platform=linux/arm64 busybox\n", opts: Options{BuildPlatform: amd64}, want: "linux/arm64"},
+		{name: "empty after expansion", dockerfile: "FROM --platform=$NOPE busybox\n", wantErr: "empty platform value from expression $NOPE"},
+		{name: "not a platform", dockerfile: "FROM --platform=linux/amd64/v2/x busybox\n", wantErr: "failed to parse platform linux/amd64/v2/x"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := Parse([]byte(tc.dockerfile), tc.opts)
-			if tc.wantErr {
+			if tc.wantErr != "" {
 				var de *Error
 				if !errors.As(err, &de) {
 					t.Fatalf("Parse error = %v, want a *dockerfile.Error", err)
@@ -320,15 +331,126 @@ func TestParse_platform(t *testing.T) {
 				if de.Line != wantLine {
 					t.Errorf("Line = %d, want %d (%v)", de.Line, wantLine, err)
 				}
+				if !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("error %q does not say %q", err, tc.wantErr)
+				}
 				return
 			}
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if got := p.Stages[0].Platform; got != tc.want {
+			if got := FormatPlatform(*p.Stages[0].Platform); got != tc.want {
 				t.Errorf("Platform = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPlan_StagePlatform: the platform of each stage by BuildKit's rules
+// (see StagePlatform), for a build on amd64 for arm64.
+func TestPlan_StagePlatform(t *testing.T) {
+	df := `FROM --platform=$BUILDPLATFORM busybox AS builder
+FROM builder AS derived
+FROM --platform=linux/s390x builder AS ignored-platform
+FROM --platform=$BUILDPLATFORM scratch AS scratch-build
+FROM scratch AS plain-scratch
+FROM busybox AS target-image
+FROM --platform=linux/ppc64le busybox AS explicit
+FROM explicit
+`
+	p, err := Parse([]byte(df), Options{
+		BuildPlatform: &ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		Platform:      &ocispec.Platform{OS: "linux", Architecture: "arm64"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := range p.Stages {
+		got = append(got, FormatPlatform(p.StagePlatform(i)))
+	}
+	want := []string{
+		"linux/amd64",   // --platform=$BUILDPLATFORM
+		"linux/amd64",   // its base stage's
+		"linux/amd64",   // its base stage's: a stage's --platform is ignored (moby/buildkit#4929)
+		"linux/arm64",   // scratch is the target platform (resolveReachableStages)
+		"linux/arm64",   // scratch
+		"linux/arm64",   // an image: the target platform
+		"linux/ppc64le", // an image: its --platform
+		"linux/ppc64le", // its base stage's
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("stage platforms (-want +got):\n%s", diff)
+	}
+}
+
+// TestParse_platformArgs: the automatic platform args with BuildKit's
+// values (dockerfile2llb's defaultArgs: BUILDPLATFORM by
+// platforms.Format, TARGETPLATFORM by platforms.FormatAll), and build
+// args replacing them (testPlatformArgsExplicit sets TARGETOS to
+// freebsd by a build arg: only the arg changes).
+func TestParse_platformArgs(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		want map[string]string
+	}{
+		{
+			name: "arm/v7 on amd64",
+			opts: Options{BuildPlatform: &ocispec.Platform{OS: "linux", Architecture: "amd64"}, Platform: &ocispec.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}},
+			want: map[string]string{
+				"BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux", "BUILDARCH": "amd64", "BUILDVARIANT": "", "BUILDOSVERSION": "",
+				"TARGETPLATFORM": "linux/arm/v7", "TARGETOS": "linux", "TARGETARCH": "arm", "TARGETVARIANT": "v7", "TARGETOSVERSION": "",
+			},
+		},
+		{
+			name: "testPlatformArgsExplicit: darwin/ppc64le, TARGETOS by a build arg",
+			opts: Options{
+				BuildPlatform: &ocispec.Platform{OS: "linux", Architecture: "amd64"},
+				Platform:      &ocispec.Platform{OS: "darwin", Architecture: "ppc64le"},
+				BuildArgs:     map[string]string{"TARGETOS": "freebsd"},
+			},
+			want: map[string]string{
+				"BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux", "BUILDARCH": "amd64", "BUILDVARIANT": "", "BUILDOSVERSION": "",
+				"TARGETPLATFORM": "darwin/ppc64le", "TARGETOS": "freebsd", "TARGETARCH": "ppc64le", "TARGETVARIANT": "", "TARGETOSVERSION": "",
+			},
+		},
+		{
+			name: "implicit target: the build platform",
+			opts: Options{BuildPlatform: &ocispec.Platform{OS: "linux", Architecture: "arm64"}},
+			want: map[string]string{
+				"BUILDPLATFORM": "linux/arm64", "BUILDOS": "linux", "BUILDARCH": "arm64", "BUILDVARIANT": "", "BUILDOSVERSION": "",
+				"TARGETPLATFORM": "linux/arm64", "TARGETOS": "linux", "TARGETARCH": "arm64", "TARGETVARIANT": "", "TARGETOSVERSION": "",
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Parse([]byte("FROM scratch\n"), tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for k := range tc.want {
+				got[k] = p.GlobalArgs.MustGet(k)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("platform args (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestParse_platformArgsImplicit is BuildKit's testPlatformArgsImplicit:
+// FROM names a stage through ${TARGETOS}.
+func TestParse_platformArgsImplicit(t *testing.T) {
+	df := "FROM scratch AS build-" + runtime.GOOS + "\nCOPY foo bar\nFROM build-${TARGETOS}\nCOPY foo2 bar2\n"
+	p, err := Parse([]byte(df), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stages[1].BaseStage != 0 {
+		t.Errorf("stage 1 is built FROM %q (stage %d), want stage 0", p.Stages[1].Base, p.Stages[1].BaseStage)
 	}
 }
 

@@ -51,18 +51,28 @@ func WriteTarball(path string, img v1.Image, refs []name.Reference) error {
 	})
 }
 
-// WriteOCILayout writes img as an OCI image layout in the directory path,
-// replacing its index. The index lists the image once per reference in
-// refs, annotated with the full reference (AnnotationRefName and
-// AnnotationContainerdName), or once without annotations when refs is
-// empty, as kaniko's --oci-layout-path does.
-func WriteOCILayout(path string, img v1.Image, refs []name.Reference) error {
+// WriteOCILayout writes img (an image, or an index with its images) as an
+// OCI image layout in the directory path, replacing its index. The
+// layout's index lists it once per reference in refs, annotated with the
+// full reference (AnnotationRefName and AnnotationContainerdName), or once
+// without annotations when refs is empty, as kaniko's --oci-layout-path
+// does.
+func WriteOCILayout(path string, img Artifact, refs []name.Reference) error {
 	p, err := layout.Write(path, empty.Index)
 	if err != nil {
 		return fmt.Errorf("writing OCI layout %s: %w", path, err)
 	}
+	add := func(opts ...layout.Option) error {
+		switch a := img.(type) {
+		case v1.ImageIndex:
+			return p.AppendIndex(a, opts...)
+		case v1.Image:
+			return p.AppendImage(a, opts...)
+		}
+		return fmt.Errorf("%T is neither an image nor an index", img)
+	}
 	if len(refs) == 0 {
-		if err := p.AppendImage(img); err != nil {
+		if err := add(); err != nil {
 			return fmt.Errorf("writing OCI layout %s: %w", path, err)
 		}
 		return nil
@@ -72,7 +82,7 @@ func WriteOCILayout(path string, img v1.Image, refs []name.Reference) error {
 			AnnotationRefName:        ref.Name(),
 			AnnotationContainerdName: ref.Name(),
 		}
-		if err := p.AppendImage(img, layout.WithAnnotations(ann)); err != nil {
+		if err := add(layout.WithAnnotations(ann)); err != nil {
 			return fmt.Errorf("writing %s to OCI layout %s: %w", ref, path, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -50,9 +51,18 @@ func (t ctxTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.inner.RoundTrip(req.WithContext(t.ctx))
 }
 
-// Push pushes img to every destination in refs and returns, in the order
-// of refs, each destination's repository with the image digest
-// (repo@sha256:...).
+// Artifact is what a build publishes: an image (v1.Image), or an image
+// index of the images of several platforms (v1.ImageIndex, see Index).
+type Artifact interface {
+	MediaType() (types.MediaType, error)
+	RawManifest() ([]byte, error)
+	Digest() (v1.Hash, error)
+}
+
+// Push pushes img (an image, or an index with its images) to every
+// destination in refs and returns, in the order of refs, each
+// destination's repository with its digest (repo@sha256:...). An index's
+// images go up first, by digest, then the index.
 //
 // It works in two phases so that nothing half-pushed is ever tagged. First
 // the image is pushed by digest to every distinct repository at once, its
@@ -69,7 +79,21 @@ func (t ctxTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 //
 // Layers that can be read only once (stream.Layer) cannot be pushed to
 // more than one repository.
-func Push(ctx context.Context, img v1.Image, refs []name.Reference, o RegistryOptions) ([]string, error) {
+func Push(ctx context.Context, img Artifact, refs []name.Reference, o RegistryOptions) ([]string, error) {
+	return push(ctx, img, refs, o, true)
+}
+
+// PushByDigest pushes img (an image or an index) to the repository of
+// every destination in refs by digest only, as BuildKit's image exporter
+// does with push-by-digest=true: no tag is written (whoever assembles the
+// platforms' images into an index tags that), and the tag of a
+// destination only names its repository. It returns repo@digest for each
+// destination, in the order of refs.
+func PushByDigest(ctx context.Context, img Artifact, refs []name.Reference, o RegistryOptions) ([]string, error) {
+	return push(ctx, img, refs, o, false)
+}
+
+func push(ctx context.Context, img Artifact, refs []name.Reference, o RegistryOptions, tag bool) ([]string, error) {
 	if len(refs) == 0 {
 		return nil, errors.New("pushing: no destination")
 	}
@@ -98,7 +122,7 @@ func Push(ctx context.Context, img v1.Image, refs []name.Reference, o RegistryOp
 			repos[key] = rp
 			order = append(order, rp)
 		}
-		if _, ok := ref.(name.Tag); ok {
+		if _, ok := ref.(name.Tag); ok && tag {
 			tags = append(tags, ref)
 		}
 	}

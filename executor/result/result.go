@@ -38,6 +38,12 @@ const (
 	ReasonRunFailed Reason = "RunFailed"
 	// ReasonPushFailed: an output could not be pushed or written.
 	ReasonPushFailed Reason = "PushFailed"
+	// ReasonPlatformUnsupported: a RUN step of a stage of another platform
+	// than the node's cannot run there (no binfmt_misc handler for that
+	// platform, or one without the F flag); found before any step runs.
+	// Another node (of that architecture, or with the handler) can build
+	// it: Failure.Platform names the platform.
+	ReasonPlatformUnsupported Reason = "PlatformUnsupported"
 	// ReasonCheckFailed: a build check's finding fails the build before
 	// anything runs: a rule --check-fail-on names, or any rule under the
 	// Dockerfile's check=error=true; or --check found such a finding.
@@ -51,10 +57,18 @@ type Result struct {
 	// Success is true when every output was written.
 	Success bool `json:"success"`
 
-	// Digest is the image manifest digest (sha256:...).
+	// Digest is the digest (sha256:...) of what was pushed, or written,
+	// under the destinations: the image manifest, or for a build of
+	// several platforms the image index (a Docker manifest list without
+	// OCI media types).
 	Digest string `json:"digest,omitempty"`
-	// References are the pushed references, each with its digest (repo@sha256:...).
+	// References are the pushed references, each with its digest
+	// (repo@sha256:...).
 	References []string `json:"references,omitempty"`
+	// Platforms are the platforms built, each with its image's digest,
+	// when the build was given any (--custom-platform), in that order:
+	// one for a single platform, then Digest is that image's.
+	Platforms []Platform `json:"platforms,omitempty"`
 
 	// Commit is the resolved git commit of the build context, if it came from git.
 	Commit string `json:"commit,omitempty"`
@@ -145,10 +159,33 @@ type Base struct {
 	Manifest string `json:"manifest,omitempty"`
 }
 
+// Platform summarises the build of one platform.
+type Platform struct {
+	// Platform is os/arch[/variant], normalised (linux/arm64,
+	// linux/arm/v7).
+	Platform string `json:"platform"`
+	// Digest is the digest of the platform's image manifest.
+	Digest string `json:"digest,omitempty"`
+	// Stages are the stages its image needed, in build order, those
+	// built once for several platforms included.
+	Stages []Stage `json:"stages,omitempty"`
+	// CacheHits and CacheMisses count the layer cache lookups of those
+	// stages.
+	CacheHits   int `json:"cacheHits"`
+	CacheMisses int `json:"cacheMisses"`
+	// Millis is how long its stages took, from the start of the build to
+	// the last of them (the platforms are built at the same time).
+	Millis int64 `json:"millis,omitempty"`
+}
+
 // Stage summarises one built stage.
 type Stage struct {
 	// Name is the stage's name, or its index when it has none.
 	Name string `json:"name"`
+	// Platform is the platform the stage was built for, in a build of
+	// several platforms or of another platform than the node's; else
+	// empty.
+	Platform string `json:"platform,omitempty"`
 	// Instructions is the number of instructions in the stage (FROM excluded).
 	Instructions int `json:"instructions"`
 	// CacheHits is the number of instructions served from the cache.
@@ -173,6 +210,9 @@ type Failure struct {
 	Instruction string `json:"instruction,omitempty"`
 	// ExitCode is the exit status of a failed RUN.
 	ExitCode int `json:"exitCode,omitempty"`
+	// Platform is the platform of the failing stage, in a build of
+	// several platforms or of another platform than the node's.
+	Platform string `json:"platform,omitempty"`
 	// Transient is true when the cause may pass without a change to
 	// the build: the git server could not be reached (connection
 	// refused, reset or timed out) or failed on its side (HTTP 5xx).
@@ -202,7 +242,8 @@ const MaxInstruction = 200
 func Millis(d time.Duration) int64 { return d.Milliseconds() }
 
 // Encode marshals r so that it fits in MaxSize bytes, dropping the
-// per-stage summary, then the last warnings (counted in WarningsDropped),
+// per-stage summaries (of the build and of each platform), then the last
+// warnings (counted in WarningsDropped),
 // then the bases' platform manifests and the last bases (counted in
 // BasesOmitted), and then shortening the failure message if needed. The failure's and
 // the warnings' texts are sanitised (Sanitize, Excerpt) whoever made them.
@@ -223,6 +264,14 @@ func Encode(r Result) []byte {
 		return b
 	}
 	r.Stages = nil
+	if len(r.Platforms) > 0 {
+		ps := make([]Platform, len(r.Platforms))
+		for i, p := range r.Platforms {
+			p.Stages = nil
+			ps[i] = p
+		}
+		r.Platforms = ps
+	}
 	b, _ = json.Marshal(r)
 	for len(b) > MaxSize && len(r.Warnings) > 0 {
 		r.Warnings = r.Warnings[:len(r.Warnings)-1]

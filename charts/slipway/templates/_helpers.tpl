@@ -36,6 +36,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: slipway
 {{- end }}
 
+{{/* Labels that select the binfmt DaemonSet's pods. */}}
+{{- define "slipway.binfmtSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "slipway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: binfmt
+{{- end }}
+
+{{- define "slipway.binfmtLabels" -}}
+helm.sh/chart: {{ include "slipway.chart" . }}
+{{ include "slipway.binfmtSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: slipway
+{{- end }}
+
 {{- define "slipway.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "slipway.fullname" .) .Values.serviceAccount.name }}

@@ -46,6 +46,11 @@
 # The controller-manager and the scheduler serve no port; containerd's streaming server takes
 # a random loopback port. Logs: <state>/cluster/logs/, PID files: <state>/cluster/run/.
 #
+# binfmt_misc: the node is this machine, so QEMU handlers that the chart's binfmt DaemonSet
+# registers while the cluster runs (entries slipway-qemu-*, hack/demo.sh install with
+# SLIPWAY_BINFMT=1) are in this machine's kernel. down unregisters those that were not there
+# before up, and no other entry.
+#
 # A component that dies while `up` runs is reported (its exit status or the signal that killed
 # it, the end of its log, the kernel's lines naming it: OOM kill, segfault), the report kept in
 # logs/NAME.died, and started again once; a second death ends `up` with the same report.
@@ -536,11 +541,12 @@ make_dirs() {
 	chmod 700 "${dir}/etcd"
 }
 
-# record_host_state: what exists before us (iptables chains, cgroups, host directories), so
-# that down removes only what this cluster made.
+# record_host_state: what exists before us (iptables chains, cgroups, host directories,
+# binfmt_misc entries of the chart's DaemonSet), so that down removes only what this cluster made.
 record_host_state() {
 	local c
 	[[ -f "${run}/chains.before" ]] || chains >"${run}/chains.before"
+	[[ -f "${run}/binfmt.before" ]] || binfmt_entries >"${run}/binfmt.before"
 	[[ -f "${run}/cgroups.before" ]] || cgroup_roots >"${run}/cgroups.before"
 	if [[ ! -f "${run}/dirs.before" ]]; then
 		for c in "${host_dirs[@]}"; do
@@ -925,11 +931,42 @@ unmount_all() {
 	fi
 }
 
+# binfmt_entries: the binfmt_misc entries named as the chart's binfmt DaemonSet names its own
+# (slipway-qemu-*), one per line; nothing when binfmt_misc is not mounted.
+binfmt_entries() {
+	local e
+	for e in /proc/sys/fs/binfmt_misc/slipway-qemu-*; do
+		[[ -f "${e}" ]] && echo "${e##*/}"
+	done
+	return 0
+}
+
+# new_binfmt_entries: those of binfmt_entries that were not there before up.
+new_binfmt_entries() {
+	local e
+	while read -r e; do
+		[[ -n "${e}" ]] || continue
+		[[ -f "${run}/binfmt.before" ]] && grep -qxF "${e}" "${run}/binfmt.before" && continue
+		echo "${e}"
+	done < <(binfmt_entries)
+}
+
+# remove_binfmt_entries: unregisters the QEMU handlers the DaemonSet registered on this node
+# (this machine) while the cluster ran.
+remove_binfmt_entries() {
+	local e
+	while read -r e; do
+		[[ -n "${e}" ]] || continue
+		echo -1 >"/proc/sys/fs/binfmt_misc/${e}" 2>/dev/null || true
+	done < <(new_binfmt_entries)
+}
+
 # remove_host_changes: the iptables chains the kubelet and the CNI plugins made, the bridge,
 # the cgroups, the kubelet's links to our pod logs, the host directories made for us.
 remove_host_changes() {
 	local c cg
 	remove_chains
+	remove_binfmt_entries
 	if [[ -f "${run}/bridge.before" ]] && ip link show "${BRIDGE}" >/dev/null 2>&1; then
 		ip link delete "${BRIDGE}" 2>/dev/null || true
 	fi
@@ -969,6 +1006,9 @@ check_nothing_left() {
 	while read -r m; do
 		[[ -n "${m}" ]] && left+=("iptables chain ${m}")
 	done < <(our_chains)
+	while read -r m; do
+		[[ -n "${m}" ]] && left+=("binfmt_misc entry ${m}")
+	done < <(new_binfmt_entries)
 	if [[ -f "${run}/bridge.before" ]] && ip link show "${BRIDGE}" >/dev/null 2>&1; then
 		left+=("network interface ${BRIDGE}: $(ip -o link show master "${BRIDGE}" 2>/dev/null | wc -l) interfaces on it")
 	fi
@@ -997,7 +1037,7 @@ remove_runtime_state() {
 	rm -rf --one-file-system "${dir}/etcd" "${dir}/kubelet" "${dir}/containerd/state" "${dir}/containerd/runc" \
 		"${dir}/cni/ipam" "${podlogs}"
 	rm -f "${run}"/*.pid "${run}"/*.args "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" \
-		"${run}/dirs.before" "${netns_file}"
+		"${run}/dirs.before" "${run}/binfmt.before" "${netns_file}"
 }
 
 # down: stops it all, in order, and removes what up made; dies naming what it could not remove.
@@ -1028,15 +1068,15 @@ down() {
 	trace "unmounting"
 	unmount_all
 
-	# 5. What the kubelet, containerd and the CNI plugins made on the host.
-	trace "iptables chains, bridge, cgroups"
+	# 5. What the kubelet, containerd, the CNI plugins and the binfmt DaemonSet made on the host.
+	trace "iptables chains, bridge, cgroups, binfmt_misc entries"
 	remove_host_changes
 
 	# 6. Verify, and only then remove the runtime state.
 	trace "verifying"
 	check_nothing_left
 	remove_runtime_state
-	log "down in $((SECONDS - t0)) s; no process, mount, iptables chain, bridge or cgroup left"
+	log "down in $((SECONDS - t0)) s; no process, mount, iptables chain, bridge, cgroup or binfmt_misc entry left"
 }
 
 # --- faults: stop, start and restart one component; signal a container ----------------------

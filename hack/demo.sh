@@ -34,7 +34,11 @@
 # SLIPWAY_MANAGER_METRICS_PORT (25080), SLIPWAY_MANAGER_PROBE_PORT (25081) and
 # SLIPWAY_MANAGER_WEBHOOK_PORT (25082, the git webhook receiver) (the manager is on the host network), SLIPWAY_CLUSTER_APISERVER_PORT (26443), SLIPWAY_CLUSTER_BRIDGE (slipway0),
 # SLIPWAY_DEMO_HOST (the address pods reach the host at; default the bridge's),
-# SLIPWAY_DEMO_TIMEOUT (600 s for the build), SLIPWAY_STATE (<repo>/_output).
+# SLIPWAY_DEMO_TIMEOUT (600 s for the build), SLIPWAY_STATE (<repo>/_output),
+# SLIPWAY_BINFMT=1 (also install the chart's privileged binfmt DaemonSet, which registers QEMU
+# for SLIPWAY_BINFMT_PLATFORMS, default arm64,arm, in the node's kernel: for ImageBuilds with
+# spec.emulation; on the local cluster the node is this machine, and hack/cluster.sh down
+# unregisters them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=${PWD}
@@ -238,6 +242,15 @@ install() {
 	echo "${images}"
 	executor_image=$(awk '$1 == "executor" {print $2}' <<<"${images}")
 	manager_image=$(awk '$1 == "manager" {print $2}' <<<"${images}")
+	# binfmt (issue 15): the DaemonSet's image always, the DaemonSet only with SLIPWAY_BINFMT=1.
+	local binfmt_image binfmt_values
+	binfmt_image=$(awk '$1 == "binfmt" {print $2}' <<<"${images}")
+	binfmt_values=(--set binfmt.image.repository="${binfmt_image%@*}" --set binfmt.image.digest="${binfmt_image#*@}")
+	if [[ "${SLIPWAY_BINFMT:-}" == 1 ]]; then
+		binfmt_values+=(--set binfmt.enabled=true --set "binfmt.platforms={${SLIPWAY_BINFMT_PLATFORMS:-arm64,arm}}")
+	else
+		binfmt_values+=(--set binfmt.enabled=false)
+	fi
 
 	step "Installing the chart (charts/slipway) in ${NAMESPACE}"
 	local helm local_apiserver=''
@@ -268,7 +281,7 @@ install() {
 		--set image.repository="${manager_image%@*}" --set image.digest="${manager_image#*@}" \
 		--set executor.image.repository="${executor_image%@*}" --set executor.image.digest="${executor_image#*@}" \
 		--set metrics.port="${METRICS_PORT}" --set probes.port="${PROBE_PORT}" --set webhooks.port="${WEBHOOK_PORT}" \
-		--set buildRetryBackoff=2s "${network_values[@]}" >"${out}/helm.log"
+		--set buildRetryBackoff=2s "${network_values[@]}" "${binfmt_values[@]}" >"${out}/helm.log"
 	echo "helm: release ${RELEASE} installed (notes in ${out}/helm.log)"
 	if [[ -n "${local_apiserver}" ]]; then
 		echo "manager: hostNetwork, KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=${APISERVER_PORT}"
@@ -278,6 +291,11 @@ install() {
 		kubectl -n "${NAMESPACE}" logs deployment/"${DEPLOYMENT}" --tail=50 >&2 || true
 		die "the manager did not become ready"
 	fi
+	if [[ "${SLIPWAY_BINFMT:-}" == 1 ]] && ! kubectl -n "${NAMESPACE}" rollout status daemonset/"${RELEASE}-binfmt" --timeout=120s; then
+		kubectl -n "${NAMESPACE}" describe pods -l app.kubernetes.io/component=binfmt >&2 || true
+		kubectl -n "${NAMESPACE}" logs daemonset/"${RELEASE}-binfmt" -c register >&2 || true
+		die "the binfmt DaemonSet did not become ready"
+	fi
 
 	cat >"${out}/env" <<-EOF
 		export KUBECONFIG=${KUBECONFIG:-}
@@ -286,6 +304,8 @@ install() {
 		export SLIPWAY_GIT_URL=http://${host}:${GIT_PORT}
 		export SLIPWAY_EXECUTOR_IMAGE=${executor_image}
 		export SLIPWAY_MANAGER_IMAGE=${manager_image}
+		export SLIPWAY_BINFMT_IMAGE=${binfmt_image}
+		export SLIPWAY_BINFMT=${SLIPWAY_BINFMT:-0}
 		export SLIPWAY_MANAGER_NAMESPACE=${NAMESPACE}
 		export SLIPWAY_MANAGER_DEPLOYMENT=${DEPLOYMENT}
 		export SLIPWAY_MANAGER_WEBHOOK_URL=http://127.0.0.1:${WEBHOOK_PORT}

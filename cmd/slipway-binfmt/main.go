@@ -16,9 +16,11 @@
 //
 // It only adds: an entry of another name is never removed or changed. Running it again is a
 // no-op when its entries are there as it would write them; an entry of its own name that
-// differs is replaced. A platform whose executables the node runs natively, or that an enabled
-// entry of another name already serves with the F flag, is left alone. --uninstall removes its
-// own entries for the platforms and nothing else.
+// differs is replaced. A platform whose executables the node runs natively is left alone. A
+// platform that an entry of another name serves too (tonistiigi/binfmt's qemu-aarch64, say)
+// still gets its own entry, so that the node keeps its emulator when the other goes; the kernel
+// uses the entry registered last. --uninstall removes its own entries for the platforms and
+// nothing else.
 //
 // Writing binfmt_misc needs a privileged container (CAP_SYS_ADMIN to mount it, and a /proc/sys
 // that is not read-only); the table is the node's, shared by every pod.
@@ -169,15 +171,14 @@ func apply(o options, p v1.Platform) (string, error) {
 	if exists && same(existing, want) {
 		return "already registered as " + name, nil
 	}
-	if !exists {
-		entries, err := binfmt.ReadEntries(o.dir)
-		if err != nil {
-			return "", err
-		}
-		for _, e := range entries {
-			if e.Enabled && e.Serves(p) && strings.ContainsRune(e.Flags, 'F') && !strings.HasPrefix(e.Name, o.namePrefix) {
-				return fmt.Sprintf("already served by entry %s (interpreter %s, flags %s), left alone", e.Name, e.Interpreter, e.Flags), nil
-			}
+	entries, err := binfmt.ReadEntries(o.dir)
+	if err != nil {
+		return "", err
+	}
+	var others []string
+	for _, e := range entries {
+		if e.Enabled && e.Serves(p) && e.Name != name {
+			others = append(others, e.Name)
 		}
 	}
 	if exists {
@@ -193,7 +194,11 @@ func apply(o options, p v1.Platform) (string, error) {
 	if exists {
 		verb = "replaced"
 	}
-	return fmt.Sprintf("%s %s (interpreter %s, flags %s)", verb, name, want.Interpreter, want.Flags), nil
+	msg := fmt.Sprintf("%s %s (interpreter %s, flags %s)", verb, name, want.Interpreter, want.Flags)
+	if len(others) > 0 {
+		msg += fmt.Sprintf(", ahead of %s, which also serve it and are left alone", strings.Join(others, ", "))
+	}
+	return msg, nil
 }
 
 // same reports whether the kernel's entry e is want as registered: enabled, the same match,

@@ -101,7 +101,7 @@ func runOK(t *testing.T, args ...string) string {
 
 // On this machine's kernel, with platforms no other test emulates (riscv64, s390x,
 // mips64le), so that their handlers cannot interfere: register, again (no-op), replace
-// its own changed entry, leave alone another's that serves, uninstall only its own.
+// its own changed entry, register beside another's that serves (left alone), uninstall only its own.
 func TestRun_kernel(t *testing.T) {
 	kernel(t)
 	p := prefix(t)
@@ -145,7 +145,7 @@ func TestRun_kernel(t *testing.T) {
 		t.Errorf("run over a changed entry printed\n%s\nwant\n%s", out, want)
 	}
 
-	// Another's entry serving mips64le with F: left alone, nothing registered.
+	// Another's entry serving mips64le: left alone, and ours registered too.
 	theirs, err := binfmt.QEMUConf(binfmt.DebianConfDir, v1.Platform{OS: "linux", Architecture: "mips64le"})
 	if err != nil {
 		t.Fatal(err)
@@ -155,17 +155,17 @@ func TestRun_kernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = runOK(t, append(common, "--platforms=mips64le")...)
-	if want := "linux/mips64le: already served by entry " + theirs.Name + " (interpreter " + theirs.Interpreter + ", flags POF), left alone\n"; out != want {
+	if want := "linux/mips64le: registered " + p + "mips64el (interpreter /usr/libexec/qemu-binfmt/mips64el-binfmt-P, flags OPF), ahead of " + theirs.Name + ", which also serve it and are left alone\n"; out != want {
 		t.Errorf("run with another's mips64el entry printed\n%s\nwant\n%s", out, want)
 	}
 
 	// Uninstall removes its own entries only.
 	out = runOK(t, append(common, "--uninstall", "--platforms=riscv64,s390x,mips64le")...)
-	want = "linux/riscv64: removed " + p + "riscv64\nlinux/s390x: removed " + p + "s390x\nlinux/mips64le: no entry " + p + "mips64el to remove\n"
+	want = "linux/riscv64: removed " + p + "riscv64\nlinux/s390x: removed " + p + "s390x\nlinux/mips64le: removed " + p + "mips64el\n"
 	if out != want {
 		t.Errorf("uninstall printed\n%s\nwant\n%s", out, want)
 	}
-	for _, n := range []string{p + "riscv64", p + "s390x"} {
+	for _, n := range []string{p + "riscv64", p + "s390x", p + "mips64el"} {
 		if _, err := binfmt.ReadEntry(binfmt.DefaultDir, n); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s after uninstall: %v", n, err)
 		}

@@ -6,9 +6,14 @@
 # our executor and the harness (hack/bench/main.go), mounts a tmpfs for the registry's storage and
 # every tool's state, starts docker-registry on 127.0.0.1:${BENCH_PORT}, pushes the busybox base
 # and (for bigbase) a debootstrap Debian base (hack/baseimage), runs the harness, and cleans up.
+# The multiplatform case (linux/amd64 + linux/arm64 in one build; Slipway and BuildKit only) also
+# pushes a multi-platform busybox and a Go toolchain image, and registers Debian's QEMU for arm64
+# in the kernel's binfmt_misc table (cmd/slipway-binfmt, entries named slipway-bench-qemu-*,
+# removed at the end); after the runs it checks that both tools built the same platforms with the
+# same file trees.
 # Needs root (mounts, chroots, namespaces). It prints a table; it fails only when a build fails.
 #
-#   BENCH_CASES=hello,multistage,manyfiles,bigbase   (default: all)
+#   BENCH_CASES=hello,multistage,manyfiles,bigbase,multiplatform   (default: all)
 #   BENCH_TOOLS=slipway,kaniko,kaniko-ccl,buildah,buildkit   (default: all)
 #   BENCH_RUNS=3            runs per cell (medians)
 #   BENCH_PORT=25500        the registry's port
@@ -34,7 +39,7 @@ host=127.0.0.1:${port}
 KANIKO_VERSION=${KANIKO_VERSION:-v1.23.2}
 BUILDKIT_VERSION=${BUILDKIT_VERSION:-v0.34.2}
 export KANIKO_VERSION BUILDKIT_VERSION
-IFS=, read -r -a cases <<<"${BENCH_CASES:-hello,multistage,manyfiles,bigbase}"
+IFS=, read -r -a cases <<<"${BENCH_CASES:-hello,multistage,manyfiles,bigbase,multiplatform}"
 IFS=, read -r -a tools <<<"${BENCH_TOOLS:-slipway,kaniko,kaniko-ccl,buildah,buildkit}"
 has() {
 	local x
@@ -55,6 +60,10 @@ if ((${#peers[@]})); then hack/bench/peers.sh "${peers[@]}"; fi
 export CGO_ENABLED=0
 nice -n 19 go build -trimpath -o "${bin}/bench" ./hack/bench
 nice -n 19 go build -trimpath -o "${bin}/baseimage" ./hack/baseimage
+if has multiplatform "${cases[@]}"; then
+	hack/deps.sh qemu-user-static
+	nice -n 19 go build -trimpath -o "${bin}/slipway-binfmt" ./cmd/slipway-binfmt
+fi
 if has slipway "${tools[@]}"; then
 	if [[ -z "${BENCH_SLIPWAY:-}" ]]; then
 		nice -n 19 go build -trimpath -o "${bin}/slipway-executor" ./executor
@@ -64,8 +73,12 @@ fi
 
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
 regpid=
+binfmt=
 # shellcheck disable=SC2317 # a false positive: cleanup runs from the EXIT trap below, which shellcheck does not follow
 cleanup() {
+	if [[ -n "${binfmt}" ]]; then
+		"${bin}/slipway-binfmt" --uninstall --platforms=arm64 --name-prefix=slipway-bench-qemu- >/dev/null || true
+	fi
 	if [[ -n "${regpid}" ]]; then
 		kill "${regpid}" 2>/dev/null || true
 		wait "${regpid}" 2>/dev/null || true
@@ -115,10 +128,18 @@ if has bigbase "${cases[@]}"; then
 fi
 mapfile -t bases < <("${bin}/baseimage" "${baseargs[@]}")
 echo "${bases[*]}" >&2
+multi=()
+if has multiplatform "${cases[@]}"; then
+	mapfile -t multi < <("${bin}/baseimage" --registry "${host}" --multiplatform)
+	echo "${multi[*]}" >&2
+	binfmt=1
+	"${bin}/slipway-binfmt" --platforms=arm64 --name-prefix=slipway-bench-qemu- >&2
+fi
 
 say "Benchmarking: cases ${cases[*]}; tools ${tools[*]}; ${BENCH_RUNS:-3} run(s) each"
 rc=0
 env BENCH_REGISTRY="${host}" BENCH_WORK="${work}" BENCH_LOGS="${logs}" BENCH_BUSYBOX="${bases[0]}" BENCH_DEBIAN="${bases[1]:-}" \
+	BENCH_MULTI="${multi[0]:-}" BENCH_GOLANG="${multi[1]:-}" \
 	BENCH_SLIPWAY="${BENCH_SLIPWAY:-}" \
 	BENCH_KANIKO="${bin}/kaniko-executor-${KANIKO_VERSION}" \
 	BENCH_BUILDKITD="${bin}/buildkitd-${BUILDKIT_VERSION}" BENCH_BUILDCTL="${bin}/buildctl-${BUILDKIT_VERSION}" \

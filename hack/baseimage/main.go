@@ -14,6 +14,13 @@
 // at PATH, which it first makes with `debootstrap --variant=minbase bookworm`
 // when PATH does not exist (Debian's mirror must be reachable; about 300 MB
 // unpacked). Its reference is printed on the second line.
+//
+// With --multiplatform it pushes only the images of the multiplatform
+// benchmark and prints their references, one a line: library/busybox:multi
+// (test/testenv's MultiPlatformBusybox, an index of amd64, arm64 and arm/v7
+// busybox made from Debian's busybox-static packages) and
+// library/golang:host (busybox with this machine's Go toolchain,
+// test/testenv's GoImage).
 package main
 
 import (
@@ -24,6 +31,7 @@ import (
 	"os/signal"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/slipway-dev/slipway/executor/publish"
 	"github.com/slipway-dev/slipway/test/testenv"
 )
@@ -35,6 +43,7 @@ func main() {
 	debRepo := flag.String("debian", "library/debian:bookworm", "the repository and tag of the Debian image")
 	debSuite := flag.String("debian-suite", "bookworm", "the Debian suite debootstrap installs")
 	debMirror := flag.String("debian-mirror", "", "the Debian mirror debootstrap uses (default: debootstrap's)")
+	multi := flag.Bool("multiplatform", false, "push only the multiplatform benchmark's images: library/busybox:multi and library/golang:host")
 	flag.Parse()
 	if *registry == "" || flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: baseimage --registry HOST:PORT [--busybox REPO:TAG] [--debian-tarball PATH [--debian REPO:TAG]]")
@@ -42,6 +51,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if *multi {
+		for _, push := range []func(context.Context, string) (string, error){pushMultiBusybox, pushGolang} {
+			ref, err := push(ctx, *registry)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "baseimage: %v\n", err)
+				os.Exit(1)
+			}
+			fmt.Println(ref)
+		}
+		return
+	}
 	// The slow part first: the Debian tarball, when it is to be made.
 	if *debTar != "" {
 		if err := debianTarball(ctx, *debTar, *debSuite, *debMirror); err != nil {
@@ -72,6 +92,39 @@ func pushBusybox(ctx context.Context, registry, repo string) (string, error) {
 	}
 	o := publish.RegistryOptions{InsecureRegistries: []string{registry}}
 	s := registry + "/" + repo
+	ref, err := publish.ParseReference(s, o, true)
+	if err != nil {
+		return "", err
+	}
+	if _, err := publish.Push(ctx, img, []name.Reference{ref}, o); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+func pushMultiBusybox(ctx context.Context, registry string) (string, error) {
+	idx, err := testenv.MultiPlatformBusybox()
+	if err != nil {
+		return "", err
+	}
+	s := registry + "/library/busybox:multi"
+	ref, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("pushing %s: %w", s, err)
+	}
+	return s, nil
+}
+
+func pushGolang(ctx context.Context, registry string) (string, error) {
+	img, err := testenv.GoImage()
+	if err != nil {
+		return "", err
+	}
+	o := publish.RegistryOptions{InsecureRegistries: []string{registry}}
+	s := registry + "/library/golang:host"
 	ref, err := publish.ParseReference(s, o, true)
 	if err != nil {
 		return "", err

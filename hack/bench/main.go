@@ -35,6 +35,8 @@ type config struct {
 	bin        map[string]string
 	busybox    string
 	debian     string
+	multi      string // an amd64+arm64 busybox index (multiplatform)
+	golang     string // busybox with the host's Go toolchain (multiplatform)
 	cases      []string
 	tools      []string
 	runs       int
@@ -48,7 +50,21 @@ type config struct {
 	idleWait   time.Duration
 }
 
-var allCases = []string{"hello", "multistage", "manyfiles", "bigbase"}
+var allCases = []string{"hello", "multistage", "manyfiles", "bigbase", "multiplatform"}
+
+// platformCases are built for several platforms at once; only the tools
+// that build an image index for a Dockerfile take part (kaniko never did;
+// buildah's --platform list is left out).
+var platformCases = map[string][]string{"multiplatform": {"linux/amd64", "linux/arm64"}}
+
+// supports says whether tool builds case cs.
+func supports(tool, cs string) bool {
+	if _, ok := platformCases[cs]; ok {
+		return tool == "slipway" || tool == "buildkit"
+	}
+	return true
+}
+
 var allTools = []string{"slipway", "kaniko", "kaniko-ccl", "buildah", "buildkit"}
 var scenarios = []string{"cold", "warm", "change"}
 
@@ -96,6 +112,8 @@ func loadConfig() (*config, error) {
 		work:       os.Getenv("BENCH_WORK"),
 		busybox:    os.Getenv("BENCH_BUSYBOX"),
 		debian:     os.Getenv("BENCH_DEBIAN"),
+		multi:      os.Getenv("BENCH_MULTI"),
+		golang:     os.Getenv("BENCH_GOLANG"),
 		buildahSD:  env("BENCH_BUILDAH_DRIVER", "overlay"),
 		logDir:     os.Getenv("BENCH_LOGS"),
 		verbose:    os.Getenv("BENCH_VERBOSE") != "",
@@ -156,6 +174,10 @@ func run(c *config) int {
 			fmt.Fprintln(os.Stderr, "bench: bigbase needs BENCH_DEBIAN (the Debian base's reference)")
 			return 2
 		}
+		if cs == "multiplatform" && (c.multi == "" || c.golang == "") {
+			fmt.Fprintln(os.Stderr, "bench: multiplatform needs BENCH_MULTI and BENCH_GOLANG (the multi-platform busybox and the Go image)")
+			return 2
+		}
 		dir := filepath.Join(c.work, "ctx", cs)
 		if err := makeContext(cs, dir); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: context %s: %v\n", cs, err)
@@ -174,6 +196,9 @@ func run(c *config) int {
 			tools = append(tools[k:], tools[:k]...)
 			n++
 			for _, tool := range tools {
+				if !supports(tool, cs) {
+					continue
+				}
 				repo := fmt.Sprintf("%s/bench-%s/%s/%s-r%d", c.registry, c.runID, tool, cs, r)
 				for _, sc := range scenarios {
 					if err := setChange(ctxs[cs], sc == "change", r); err != nil {
@@ -197,6 +222,7 @@ func run(c *config) int {
 			}
 		}
 	}
+	failures = append(failures, compareOutputs(c, results)...)
 	printTable(c, results)
 	if len(failures) > 0 {
 		fmt.Printf("\n%d build(s) failed:\n", len(failures))
@@ -223,7 +249,10 @@ const changeFile = "app.sh"
 func setChange(dir string, changed bool, r int) error {
 	s := "#!/bin/sh\necho hello from the bench\n"
 	if changed {
-		s = fmt.Sprintf("#!/bin/sh\necho changed %d %d\n", r, time.Now().UnixNano())
+		// The same change for every tool of run r (the platform case
+		// compares their trees), new for every run; each run has
+		// its own cache repository.
+		s = fmt.Sprintf("#!/bin/sh\necho changed in run %d\n", r)
 	}
 	p := filepath.Join(dir, changeFile)
 	if old, err := os.ReadFile(p); err == nil && string(old) == s {
@@ -260,6 +289,22 @@ COPY . /app
 RUN find /app -type f | wc -l > /count
 CMD ["/bin/sh", "/app/app.sh"]
 `,
+	// A cross-compiling builder stage on the build platform (no
+	// emulation), then a RUN in each target platform's stage, which for
+	// arm64 runs under QEMU (binfmt_misc).
+	"multiplatform": `ARG BASE
+ARG GOLANG
+FROM --platform=$BUILDPLATFORM ${GOLANG} AS build
+ARG TARGETOS TARGETARCH
+WORKDIR /src
+COPY main.go .
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOCACHE=/tmp/gocache go build -trimpath -o /out/hello main.go
+FROM ${BASE}
+COPY --from=build /out/hello /usr/local/bin/hello
+RUN hello > /hello.txt && uname -m >> /hello.txt
+COPY app.sh /app.sh
+CMD ["/bin/sh", "/app.sh"]
+`,
 	"bigbase": `ARG BASE
 FROM ${BASE}
 RUN head -c 104857600 /dev/urandom > /big.bin
@@ -282,6 +327,10 @@ func makeContext(cs, dir string) error {
 	switch cs {
 	case "hello":
 		if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello, world\n"), 0o644); err != nil {
+			return err
+		}
+	case "multiplatform":
+		if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(multiplatformMain), 0o644); err != nil {
 			return err
 		}
 	case "manyfiles":
@@ -514,9 +563,15 @@ func baseEnv() []string {
 // build runs one build of case cs, scenario sc, with tool, from a fresh state.
 func build(c *config, tool, cs, sc, ctx, repo string) result {
 	base := c.busybox
-	if cs == "bigbase" {
+	var extra []string // more --build-arg NAME=VALUE
+	switch cs {
+	case "bigbase":
 		base = c.debian
+	case "multiplatform":
+		base = c.multi
+		extra = []string{"GOLANG=" + c.golang}
 	}
+	platforms := strings.Join(platformCases[cs], ",")
 	dest := repo + ":" + sc
 	cacheRepo := repo + "-cache"
 	state, err := os.MkdirTemp(filepath.Join(c.work, "state"), tool+"-")
@@ -531,10 +586,17 @@ func build(c *config, tool, cs, sc, ctx, repo string) result {
 	switch tool {
 	case "slipway":
 		do = func() error {
-			return r.run(c.bin["slipway"], "--context=dir://"+ctx, "--destination="+dest,
-				"--insecure-registry="+c.registry, "--cache=true", "--cache-repo="+cacheRepo,
-				"--isolation=chroot", "--work-dir="+filepath.Join(state, "work"),
-				"--result-file="+filepath.Join(state, "result.json"), "--build-arg", "BASE="+base)
+			args := []string{"--context=dir://" + ctx, "--destination=" + dest,
+				"--insecure-registry=" + c.registry, "--cache=true", "--cache-repo=" + cacheRepo,
+				"--isolation=chroot", "--work-dir=" + filepath.Join(state, "work"),
+				"--result-file=" + filepath.Join(state, "result.json"), "--build-arg", "BASE=" + base}
+			for _, a := range extra {
+				args = append(args, "--build-arg", a)
+			}
+			if platforms != "" {
+				args = append(args, "--custom-platform="+platforms)
+			}
+			return r.run(c.bin["slipway"], args...)
 		}
 	case "kaniko", "kaniko-ccl":
 		root := filepath.Join(state, "root")
@@ -561,7 +623,7 @@ func build(c *config, tool, cs, sc, ctx, repo string) result {
 			return r.run(c.bin["buildah"], push...)
 		}
 	case "buildkit":
-		do = func() error { return buildkitRun(c, r, state, ctx, dest, cacheRepo, base) }
+		do = func() error { return buildkitRun(c, r, state, ctx, dest, cacheRepo, base, extra, platforms) }
 	default:
 		return result{err: fmt.Errorf("unknown tool %s", tool)}
 	}
@@ -647,7 +709,7 @@ func kanikoRun(r *runner, root, ctx string, args []string) error {
 	return r.run("unshare", a...)
 }
 
-func buildkitRun(c *config, r *runner, state, ctx, dest, cacheRepo, base string) error {
+func buildkitRun(c *config, r *runner, state, ctx, dest, cacheRepo, base string, extra []string, platforms string) error {
 	sock := "unix://" + filepath.Join(state, "buildkitd.sock")
 	cfg := fmt.Sprintf(`root = %q
 [grpc]
@@ -708,11 +770,18 @@ func buildkitRun(c *config, r *runner, state, ctx, dest, cacheRepo, base string)
 	if !ready {
 		return errors.New("buildkitd did not answer in 30s")
 	}
-	return r.run(c.bin["buildctl"], "--addr", sock, "build", "--frontend", "dockerfile.v0",
-		"--local", "context="+ctx, "--local", "dockerfile="+ctx, "--opt", "build-arg:BASE="+base,
-		"--output", "type=image,name="+dest+",push=true,registry.insecure=true",
-		"--export-cache", "type=registry,ref="+cacheRepo+":cache,mode=max,registry.insecure=true",
-		"--import-cache", "type=registry,ref="+cacheRepo+":cache,registry.insecure=true")
+	args := []string{"--addr", sock, "build", "--frontend", "dockerfile.v0",
+		"--local", "context=" + ctx, "--local", "dockerfile=" + ctx, "--opt", "build-arg:BASE=" + base,
+		"--output", "type=image,name=" + dest + ",push=true,registry.insecure=true",
+		"--export-cache", "type=registry,ref=" + cacheRepo + ":cache,mode=max,registry.insecure=true",
+		"--import-cache", "type=registry,ref=" + cacheRepo + ":cache,registry.insecure=true"}
+	for _, a := range extra {
+		args = append(args, "--opt", "build-arg:"+a)
+	}
+	if platforms != "" {
+		args = append(args, "--opt", "platform="+platforms)
+	}
+	return r.run(c.bin["buildctl"], args...)
 }
 
 // ---- the table

@@ -6,7 +6,10 @@
 #     twice, and down; skipped when the cluster runs); hack/cluster.sh up (the first time it
 #     builds the Kubernetes binaries: 20-25 minutes on 2 cores; afterwards about 15 s);
 #  2. hack/demo.sh install: Debian packages, the local registry, the git server, the executor and
-#     manager images built by the executor, the chart (manager on the host network);
+#     manager images built by the executor, the chart (manager on the host network), with the
+#     chart's binfmt DaemonSet (SLIPWAY_BINFMT=1 unless set otherwise) for TestMultiPlatform's
+#     emulated arm64 platform: while the cluster is up, this machine's kernel runs arm64 and arm
+#     executables through QEMU (hack/cluster.sh down removes the handlers);
 #  3. SLIPWAY_E2E=1 go test ./test/e2e (arguments are passed to go test, e.g. -run TestTimeout,
 #     or -run TestFault for the cluster fault tests); each test starts its own registry and git
 #     server requiring basic auth;
@@ -56,6 +59,7 @@ export KUBECONFIG
 mark "${t}" "hack/cluster.sh up"
 
 t=${SECONDS}
+export SLIPWAY_BINFMT=${SLIPWAY_BINFMT:-1}
 hack/demo.sh install
 # shellcheck disable=SC1091
 source "${state}/demo/env"

@@ -24,6 +24,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/slipway-dev/slipway/executor/binfmt"
 	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/check"
 	"github.com/slipway-dev/slipway/executor/dockerfile"
@@ -136,8 +137,8 @@ type Options struct {
 	// Emulator says how RUN steps of a stage of another platform than
 	// BuildPlatform run: natively, through a binfmt_misc handler of the
 	// kernel's, or not at all (the build then fails before it starts,
-	// reason PlatformUnsupported). The default asks the kernel (package
-	// binfmt).
+	// reason PlatformUnsupported). The default asks the kernel
+	// (KernelEmulator at binfmt.DefaultDir, probing in WorkDir).
 	Emulator Emulator
 }
 
@@ -360,7 +361,7 @@ func (o Options) withDefaults() Options {
 		o.BuildPlatform = dockerfile.NativePlatform()
 	}
 	if o.Emulator == nil {
-		o.Emulator = kernelEmulator{}
+		o.Emulator = KernelEmulator(binfmt.DefaultDir, o.WorkDir)
 	}
 	if o.Cache == nil {
 		o.Cache = NoCache()

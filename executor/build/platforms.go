@@ -38,20 +38,33 @@ type Emulator interface {
 	Handler(p ocispec.Platform) (string, error)
 }
 
-// kernelEmulator is the kernel's binfmt_misc table (package binfmt): a RUN
-// step of a foreign platform execs its command as any other step does,
-// and the kernel runs it through the handler registered for the platform's
-// executables.
-type kernelEmulator struct{}
+// KernelEmulator is the kernel's binfmt_misc table (package binfmt), the
+// default Emulator: a RUN step of a foreign platform execs its command as
+// any other step does, and the kernel runs it through the handler
+// registered for the platform's executables. Where binfmt_misc is mounted
+// at dir (binfmt.DefaultDir on a node) the handler is found by the
+// kernel's matching rule (binfmt.Find), and named; in a pod, whose /proc
+// has no binfmt_misc mounted, by executing a probe of the platform in
+// workDir (binfmt.Probe), which must allow exec.
+func KernelEmulator(dir, workDir string) Emulator { return kernelEmulator{dir: dir, workDir: workDir} }
+
+type kernelEmulator struct{ dir, workDir string }
 
 func (kernelEmulator) Native(p ocispec.Platform) bool { return binfmt.Native(ggcrPlatform(p)) }
 
-func (kernelEmulator) Handler(p ocispec.Platform) (string, error) {
-	h, err := binfmt.Find(binfmt.DefaultDir, ggcrPlatform(p))
-	if err != nil {
+func (e kernelEmulator) Handler(p ocispec.Platform) (string, error) {
+	gp := ggcrPlatform(p)
+	if binfmt.Mounted(e.dir) {
+		h, err := binfmt.Find(e.dir, gp)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("the kernel's binfmt_misc handler %s (%s, flags %s)", h.Name, h.Interpreter, h.Flags), nil
+	}
+	if err := binfmt.Probe(e.workDir, gp); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("the kernel's binfmt_misc handler %s (%s, flags %s)", h.Name, h.Interpreter, h.Flags), nil
+	return "a binfmt_misc handler of the kernel's (an executable of it ran here; binfmt_misc is not mounted to name the handler)", nil
 }
 
 // ggcrPlatform is p as go-containerregistry's type.

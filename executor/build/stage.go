@@ -317,7 +317,14 @@ func (b *builder) execStage(ctx context.Context, i int) (err error) {
 	sb.storeResult(s)
 	name := sb.st.DisplayName()
 	if b.decorate {
-		name = dockerfile.FormatPlatform(sb.platform) + " " + name
+		// The platform as its last step's prefix names it, so that the
+		// stages a stage of the build platform cross-compiles for each
+		// target tell apart ("linux/amd64->arm64 build").
+		plat := dockerfile.FormatPlatform(sb.platform)
+		if n := len(sb.steps); n > 0 && sb.steps[n-1].platform != "" {
+			plat = sb.steps[n-1].platform
+		}
+		name = plat + " " + name
 	}
 	if b.keyed {
 		fmt.Fprintf(b.log, "[%s] Built stage in %.2fs (%d of %d steps from the cache)\n", name, time.Since(start).Seconds(), sb.hits, sb.keyed)

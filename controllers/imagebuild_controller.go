@@ -101,6 +101,9 @@ type ImageBuildReconciler struct {
 	// Bases checks the base images of ImageBuilds with triggers.baseImages (SetupWithManager
 	// makes it); nil turns that off.
 	Bases *baseWatcher
+	// Assembler pushes the image indexes of multi-platform builds (spec.platforms) in the
+	// background; SetupWithManager makes it.
+	Assembler *indexAssembler
 
 	slots   slotTracker
 	metrics *buildMetrics
@@ -145,6 +148,7 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			if r.Bases != nil {
 				r.Bases.forget(req.NamespacedName)
 			}
+			r.Assembler.forget(req.NamespacedName)
 			return ctrl.Result{}, r.deleteOrphans(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, fmt.Errorf("getting ImageBuild: %w", err)
@@ -198,6 +202,9 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 //     missing (Ready=False/SecretNotFound, error for backoff).
 //  7. A build with a pod takes its status from it (computeStatus), then maybe a retry
 //     (planRetry); its history record follows (recordLatest).
+//
+// A multi-platform build (spec.platforms) does 6 and 7 with one pod per platform and pushes
+// the image index once they have all succeeded (reconcilePlatforms, platforms.go).
 func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.ImageBuild) (ctrl.Result, []pendingEvent, error) {
 	now := r.now()
 	var evs []pendingEvent
@@ -251,6 +258,10 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 		ib.Status.Attempt++
 		ib.Status.PodName = ""
 		ib.Status.StartTime = nil
+		ib.Status.Platforms = nil
+	}
+	if multiPlatform(ib) {
+		return r.reconcilePlatforms(ctx, ib, pods, obs, stopping, now, evs)
 	}
 
 	// 6. No pod yet: adopt the one a previous reconcile created, or create it.
@@ -281,13 +292,28 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	prev := ib.Status.Phase
 	ib.Status = computeStatus(ib, pod, now)
 	defer recordLatest(&ib.Status, pod)
+	var own []corev1.Pod
+	if pod != nil {
+		own = []corev1.Pod{*pod}
+	}
+	res, evs := r.concludeAttempt(ctx, ib, prev, pod, own, now, evs)
+	return res, evs, nil
+}
+
+// concludeAttempt does what the status just observed implies, prev being the phase before:
+// a failed attempt may be retried (planRetry: Retrying event); a build that has just ended
+// gets its events (finished, build checks' findings), its pods' retention (pods), starts
+// the build a trigger asked for meanwhile, and, on success, has its base images watched. pod
+// is the pod the events relate to (nil for none).
+func (r *ImageBuildReconciler) concludeAttempt(ctx context.Context, ib *v1alpha1.ImageBuild, prev v1alpha1.BuildPhase, pod *corev1.Pod,
+	pods []corev1.Pod, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent) {
 	var result ctrl.Result
 	if ib.Status.Phase == v1alpha1.PhaseFailed {
 		failure := *ib.Status.Failure
 		if wait := planRetry(&ib.Status, ib.Generation, r.retryPolicy().forBuild(ib), now); wait > 0 {
 			evs = append(evs, pendingEvent{related: related(pod), typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonRetrying,
 				action: "Retry", note: fmt.Sprintf("Attempt %d failed with %s; retrying in %s", ib.Status.Attempt, failure.Reason, wait)})
-			return ctrl.Result{RequeueAfter: wait}, evs, nil
+			return ctrl.Result{RequeueAfter: wait}, evs
 		}
 	}
 	if ib.Status.Phase.Finished() && !prev.Finished() {
@@ -295,8 +321,8 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 		if e, ok := warningsEvent(ib, pod); ok { // the build checks' findings: one event per build
 			evs = append(evs, e)
 		}
-		if pod != nil {
-			result = r.applyRetention(ctx, ib, []corev1.Pod{*pod}, now)
+		if len(pods) > 0 {
+			result = r.applyRetention(ctx, ib, pods, now)
 		}
 		if ib.Status.Next != nil {
 			// The build a trigger asked for meanwhile (runPolicy Serial) starts once this
@@ -310,7 +336,7 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 			}
 		}
 	}
-	return result, evs, nil
+	return result, evs
 }
 
 // startPod creates the executor pod of the current attempt, or leaves the build Queued when
@@ -348,30 +374,19 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: reason, action: "Build", note: err.Error()})
 		return ctrl.Result{}, evs, nil
 	}
+	if multiPlatform(ib) {
+		return r.startPlatformPods(ctx, ib, opts, now, evs)
+	}
 
-	if slot, err := r.haveSlot(ctx, ib); err != nil {
+	if queued, err := r.queueIfFull(ctx, ib, &evs); err != nil || queued {
 		return ctrl.Result{}, evs, err
-	} else if !slot.free() {
-		// The condition's message stays the same while the build waits (a count in it would
-		// be stale at once, and rewriting it would cost a status write per freed slot); the
-		// event says how the queue stood when the build joined it.
-		msg := fmt.Sprintf("Waiting for a build slot (at most %d builds run at once; older builds start first)", slot.limit)
-		if ib.Status.Phase != v1alpha1.PhaseQueued {
-			evs = append(evs, pendingEvent{typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonQueued, action: "Queue",
-				note: fmt.Sprintf("Queued: %d of %d build slots in use, %d older builds waiting", slot.running, slot.limit, slot.older)})
-		}
-		ib.Status.Phase = v1alpha1.PhaseQueued
-		setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonQueued, msg)
-		setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonQueued, msg)
-		r.slots.queue(key)
-		return ctrl.Result{}, evs, nil
 	}
 
 	pod := constructPod(ib, opts)
 	if err := r.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
 		return ctrl.Result{}, evs, fmt.Errorf("creating executor pod %s: %w", pod.Name, err)
 	}
-	r.slots.launch(key, types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}, now)
+	r.slots.launch(key, now, types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name})
 	ib.Status.PodName = pod.Name
 	ib.Status.Phase = v1alpha1.PhasePending
 	msg := fmt.Sprintf("Created executor pod %s (attempt %d)", pod.Name, ib.Status.Attempt)
@@ -379,6 +394,34 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 	setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonPodCreated, msg)
 	evs = append(evs, pendingEvent{related: pod, typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonPodCreated, action: "Build", note: msg})
 	return ctrl.Result{}, evs, nil
+}
+
+// queueIfFull reports whether ib must wait for build slots (haveSlot), and then makes it
+// Queued: phase Queued, Ready=False and Reconciling=True with reason Queued, a Queued event
+// when it joins the queue.
+func (r *ImageBuildReconciler) queueIfFull(ctx context.Context, ib *v1alpha1.ImageBuild, evs *[]pendingEvent) (bool, error) {
+	slot, err := r.haveSlot(ctx, ib)
+	if err != nil || slot.free() {
+		return false, err
+	}
+	// The condition's message stays the same while the build waits (a count in it would
+	// be stale at once, and rewriting it would cost a status write per freed slot); the
+	// event says how the queue stood when the build joined it.
+	msg := fmt.Sprintf("Waiting for a build slot (at most %d builds run at once; older builds start first)", slot.limit)
+	if slot.need > 1 {
+		msg = fmt.Sprintf("Waiting for %d build slots, one per platform (at most %d executor pods run at once; older builds start first)",
+			slot.need, slot.limit)
+	}
+	if ib.Status.Phase != v1alpha1.PhaseQueued {
+		*evs = append(*evs, pendingEvent{typ: corev1.EventTypeNormal, reason: v1alpha1.ReasonQueued, action: "Queue",
+			note: fmt.Sprintf("Queued: %d of %d build slots in use, %d older builds waiting", slot.running, slot.limit, slot.older)})
+	}
+	gen := ib.Generation
+	ib.Status.Phase = v1alpha1.PhaseQueued
+	setCondition(&ib.Status, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonQueued, msg)
+	setCondition(&ib.Status, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonQueued, msg)
+	r.slots.queue(client.ObjectKeyFromObject(ib))
+	return true, nil
 }
 
 // missingReferenceError is a Secret or ConfigMap that a build needs and that is missing, or
@@ -520,26 +563,43 @@ func (r *ImageBuildReconciler) getSecret(ctx context.Context, ns, name, field st
 }
 
 // slotState is how the build queue stands for one build: limit slots (--max-concurrent-builds),
-// running executor pods, and older builds that wait to start.
-type slotState struct{ limit, running, older int }
+// running executor pods, older builds that wait to start and the slots they need
+// (olderSlots), and the slots the build needs (need: one per pod).
+type slotState struct{ limit, running, older, olderSlots, need int }
 
-// free reports whether the build may start: a slot is left once the older builds have theirs.
-func (s slotState) free() bool { return s.limit <= 0 || s.running+s.older < s.limit }
+// free reports whether the build may start: its slots are left once the older builds have
+// theirs.
+func (s slotState) free() bool {
+	return s.limit <= 0 || s.running+s.olderSlots+max(s.need, 1) <= s.limit
+}
+
+// slotsNeeded is how many build slots ib's build takes: one per executor pod (one per
+// platform of spec.platforms), at most limit: a build of more platforms than
+// --max-concurrent-builds starts when every slot is free, and then runs all its pods.
+func slotsNeeded(ib *v1alpha1.ImageBuild, limit int) int {
+	n := max(len(ib.Spec.Platforms), 1)
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	return n
+}
 
 // haveSlot reports how the queue stands for ib: the executor pods that run (counting those this
 // manager just created and its cache may not show yet), and the builds older than ib that wait
-// to start (waiting). All of it comes from the manager's cache and memory.
+// to start (waiting), with the slots each needs. All of it comes from the manager's cache and
+// memory.
 func (r *ImageBuildReconciler) haveSlot(ctx context.Context, ib *v1alpha1.ImageBuild) (slotState, error) {
 	st := slotState{limit: r.Options.MaxConcurrentBuilds}
 	if st.limit <= 0 {
 		return st, nil
 	}
+	st.need = slotsNeeded(ib, st.limit)
 	running, err := r.runningPods(ctx)
 	if err != nil {
 		return st, err
 	}
 	st.running = running
-	if st.running >= st.limit {
+	if st.running+st.need > st.limit {
 		return st, nil
 	}
 	var ibs v1alpha1.ImageBuildList
@@ -550,6 +610,7 @@ func (r *ImageBuildReconciler) haveSlot(ctx context.Context, ib *v1alpha1.ImageB
 		other := &ibs.Items[i]
 		if other.UID != ib.UID && r.waiting(other) && olderThan(other, ib) {
 			st.older++
+			st.olderSlots += slotsNeeded(other, st.limit)
 		}
 	}
 	return st, nil
@@ -615,16 +676,16 @@ func (r *ImageBuildReconciler) ownedPods(ctx context.Context, ib *v1alpha1.Image
 }
 
 // stopOthers deletes the unfinished pods that are not the current attempt's (an older
-// generation's, a previous ImageBuild of the same name's), and reports whether any is
-// still there.
+// generation's or attempt's, a previous ImageBuild of the same name's), and reports whether
+// any is still there.
 func (r *ImageBuildReconciler) stopOthers(ctx context.Context, ib *v1alpha1.ImageBuild, pods []corev1.Pod, evs *[]pendingEvent) (bool, error) {
-	current := podName(ib, ib.Status.Attempt)
+	current := currentPods(ib)
 	parallel := parallelPods(&ib.Status)
 	stopping := false
 	for i := range pods {
 		p := &pods[i]
 		ours := metav1.IsControlledBy(p, ib)
-		if ours && (p.Name == current || podFinished(p) || parallel[p.Name]) {
+		if ours && (current[p.Name] || podFinished(p) || parallel[p.Name]) {
 			continue
 		}
 		stopping = true
@@ -763,7 +824,7 @@ func (r *ImageBuildReconciler) afterWrite(orig, ib *v1alpha1.ImageBuild) {
 	wasWaiting := orig.Status.Phase == v1alpha1.PhaseQueued || orig.Status.Phase == ""
 	if wasWaiting && ib.Status.Phase != v1alpha1.PhaseQueued {
 		r.slots.dequeue(key)
-		if ib.Status.PodName == "" && r.wakeups != nil {
+		if !hasPods(&ib.Status) && r.wakeups != nil {
 			r.wakeQueue()
 		}
 	}
@@ -841,7 +902,10 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Bases == nil {
 		r.Bases = newBaseWatcher(r.notifyChange)
 	}
-	for _, run := range []manager.Runnable{r.Poller, r.Bases} {
+	if r.Assembler == nil {
+		r.Assembler = newIndexAssembler(r.notifyChange)
+	}
+	for _, run := range []manager.Runnable{r.Poller, r.Bases, r.Assembler} {
 		if err := mgr.Add(run); err != nil {
 			return fmt.Errorf("adding the triggers' watchers: %w", err)
 		}
@@ -926,20 +990,21 @@ type slotTracker struct {
 }
 
 type launch struct {
-	pod types.NamespacedName
-	at  time.Time
+	pods []types.NamespacedName // one, or one per platform
+	at   time.Time
 }
 
 // launchGrace is how long a created pod counts as running even when the cache does not show it.
 const launchGrace = time.Minute
 
-func (s *slotTracker) launch(ib, pod types.NamespacedName, now time.Time) {
+// launch records that this manager created pods for ib's build: each takes a slot.
+func (s *slotTracker) launch(ib types.NamespacedName, now time.Time, pods ...types.NamespacedName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.launches == nil {
 		s.launches = map[types.NamespacedName]launch{}
 	}
-	s.launches[ib] = launch{pod: pod, at: now}
+	s.launches[ib] = launch{pods: pods, at: now}
 	delete(s.waiting, ib)
 }
 
@@ -1024,8 +1089,10 @@ func (s *slotTracker) active(cached map[types.NamespacedName]bool, now time.Time
 			delete(s.launches, ib)
 			continue
 		}
-		if _, seen := cached[l.pod]; !seen {
-			n++
+		for _, pod := range l.pods {
+			if _, seen := cached[pod]; !seen {
+				n++
+			}
 		}
 	}
 	return n

@@ -155,7 +155,7 @@ func (p *phaseCollector) Collect(ch chan<- prometheus.Metric) {
 		case st.Phase == v1alpha1.PhaseQueued:
 			queued++
 		case st.Phase == v1alpha1.PhaseRunning,
-			st.Phase == v1alpha1.PhasePending && st.PodName != "" && st.NextRetryTime == nil:
+			st.Phase == v1alpha1.PhasePending && hasPods(st) && st.NextRetryTime == nil:
 			running++
 		}
 	}

@@ -94,6 +94,11 @@ type podOptions struct {
 	commit string
 	// tags are spec.output.additionalTags with their templates rendered (renderTags).
 	tags []string
+	// platform, when set, is the one of spec.platforms this pod builds (--custom-platform,
+	// pushed by digest); native places it on a node of the platform's architecture
+	// (platformPlacement), else it runs under emulation wherever its selector allows.
+	platform string
+	native   bool
 }
 
 // podName is the deterministic name of the executor pod of an attempt:
@@ -125,7 +130,7 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 
 	nodeSelector, tolerations := placement(ib, opts)
 	pod := &corev1.Pod{
-		ObjectMeta: podMeta(ib),
+		ObjectMeta: podMeta(ib, opts.platform),
 		Spec: corev1.PodSpec{
 			RestartPolicy:                corev1.RestartPolicyNever,
 			ActiveDeadlineSeconds:        activeDeadline(spec.Timeout),
@@ -150,19 +155,26 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	return pod
 }
 
-// podMeta is the executor pod's identity: its deterministic name (podName), the labels the
-// manager selects and caches it by, and ib as its controller.
-func podMeta(ib *v1alpha1.ImageBuild) metav1.ObjectMeta {
+// podMeta is the executor pod's identity: its deterministic name (podName, or
+// platformPodName for one of spec.platforms), the labels the manager selects and caches it
+// by, and ib as its controller.
+func podMeta(ib *v1alpha1.ImageBuild, platform string) metav1.ObjectMeta {
 	attempt := ib.Status.Attempt
+	labels := map[string]string{
+		managedByLabel:           managedByValue,
+		v1alpha1.LabelImageBuild: ib.Name,
+		v1alpha1.LabelGeneration: strconv.FormatInt(ib.Generation, 10),
+		v1alpha1.LabelAttempt:    strconv.FormatInt(int64(attempt), 10),
+	}
+	name := podName(ib, attempt)
+	if platform != "" {
+		name = platformPodName(ib, attempt, platform)
+		labels[v1alpha1.LabelPlatform] = platformSuffix(platform)
+	}
 	return metav1.ObjectMeta{
-		Name:      podName(ib, attempt),
+		Name:      name,
 		Namespace: ib.Namespace,
-		Labels: map[string]string{
-			managedByLabel:           managedByValue,
-			v1alpha1.LabelImageBuild: ib.Name,
-			v1alpha1.LabelGeneration: strconv.FormatInt(ib.Generation, 10),
-			v1alpha1.LabelAttempt:    strconv.FormatInt(int64(attempt), 10),
-		},
+		Labels:    labels,
 		OwnerReferences: []metav1.OwnerReference{{
 			APIVersion:         v1alpha1.GroupVersion.String(),
 			Kind:               "ImageBuild",
@@ -183,7 +195,9 @@ func executorImage(ib *v1alpha1.ImageBuild, opts podOptions) string {
 }
 
 // placement is the pod's node selector and tolerations: each the spec's, else the manager's
-// default when the spec sets none.
+// default when the spec sets none. The pod of one of spec.platforms also selects nodes of
+// the platform's OS (kubernetes.io/os), and, placed natively, of its architecture
+// (kubernetes.io/arch, instead of any the manager's default names).
 func placement(ib *v1alpha1.ImageBuild, opts podOptions) (map[string]string, []corev1.Toleration) {
 	nodeSelector, tolerations := ib.Spec.NodeSelector, ib.Spec.Tolerations
 	if nodeSelector == nil {
@@ -191,6 +205,9 @@ func placement(ib *v1alpha1.ImageBuild, opts podOptions) (map[string]string, []c
 	}
 	if tolerations == nil {
 		tolerations = opts.tolerations
+	}
+	if opts.platform != "" {
+		nodeSelector = platformSelector(nodeSelector, opts.platform, opts.native)
 	}
 	return nodeSelector, tolerations
 }
@@ -424,6 +441,12 @@ func executorArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
 				args = append(args, "--insecure-registry="+h)
 			}
 		}
+	}
+
+	if opts.platform != "" {
+		// One platform of spec.platforms: its image is pushed by digest only, and the
+		// manager pushes the index naming every platform's under the tags.
+		args = append(args, "--custom-platform="+opts.platform, "--push-by-digest")
 	}
 
 	// A push that fails is tried again by the executor before the attempt fails with

@@ -21,8 +21,8 @@ import (
 func TestSlotTracker_active(t *testing.T) {
 	nn := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: n} }
 	var s slotTracker
-	s.launch(nn("a"), nn("a-1-1"), t0)
-	s.launch(nn("b"), nn("b-1-1"), t0)
+	s.launch(nn("a"), t0, nn("a-1-1"))
+	s.launch(nn("b"), t0, nn("b-1-1"))
 
 	tests := []struct {
 		name   string
@@ -51,7 +51,7 @@ func TestSlotTracker_queued(t *testing.T) {
 	if got := s.queued(); len(got) != 1 || got[0] != k {
 		t.Fatalf("queued() = %v, want [%v]", got, k)
 	}
-	s.launch(k, types.NamespacedName{Namespace: "ns", Name: "a-1-1"}, t0)
+	s.launch(k, t0, types.NamespacedName{Namespace: "ns", Name: "a-1-1"})
 	if got := s.queued(); len(got) != 0 {
 		t.Errorf("queued() after launch = %v, want none", got)
 	}

@@ -322,14 +322,15 @@ func (p retryPolicy) forBuild(ib *v1alpha1.ImageBuild) retryPolicy {
 
 // retryable reports whether a build that failed with f may succeed if run again: the pod was
 // lost (deleted, evicted, killed by a signal, failed to run), or the executor reports a failure
-// that may be transient (executor/result: a push, an internal error), or, when p.sourceFetch,
+// that may be transient (executor/result: a push, an internal error), or the platforms of a
+// multi-platform build fetched different commits (RevisionMoved), or, when p.sourceFetch,
 // a source fetch that the executor found transient (the git server unreachable). A source the
 // server refused, Dockerfile and RUN errors, a build check's finding (CheckFailed), timeouts
 // and OOM kills (with the same limits) are not retried.
 func (p retryPolicy) retryable(f *v1alpha1.Failure) bool {
 	switch f.Reason {
 	case v1alpha1.ReasonPodDeleted, v1alpha1.ReasonEvicted, v1alpha1.ReasonPodFailed, v1alpha1.ReasonExecutorKilled,
-		string(result.ReasonPushFailed), string(result.ReasonInternal):
+		string(result.ReasonPushFailed), string(result.ReasonInternal), v1alpha1.ReasonRevisionMoved:
 		return true
 	case string(result.ReasonSourceFetchFailed):
 		return p.sourceFetch && f.Transient

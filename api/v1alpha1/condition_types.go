@@ -52,6 +52,9 @@ const (
 	// matches the build's placement, and spec.emulation is false; the build fails before any
 	// pod is created and is not retried (Stalled=True).
 	ReasonNoNodeForPlatform = "NoNodeForPlatform"
+	// ReasonInvalidPlatforms: two of spec.platforms are the same platform (linux/arm64 and
+	// linux/arm64/v8); not retried.
+	ReasonInvalidPlatforms = "InvalidPlatforms"
 	// ReasonRevisionMoved: the pods of a multi-platform build fetched different commits (the
 	// revision moved while they started); retried.
 	ReasonRevisionMoved = "RevisionMoved"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
@@ -279,7 +280,7 @@ func TestBuild_emptyLayerFromOlderCacheEntry(t *testing.T) {
 		t.Fatalf("no cache entry with the empty layer among %v", tags)
 	}
 	c := cache.New(cache.Options{Repo: f.cacheTo, Remote: func(bool) []remote.Option { return nil }})
-	c.Store(emptyKey, nil, epoch)
+	c.Store(emptyKey, nil, epoch, v1.Platform{})
 	if _, err := c.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -38,8 +38,9 @@ type Cache interface {
 	Lookup(ctx context.Context, key string) (cache.Entry, error)
 
 	// Store keeps layer under key, as made at created (a later build served
-	// from the entry dates its step with it); layer is never nil here.
-	Store(key string, layer v1.Layer, created time.Time)
+	// from the entry dates its step with it) for platform (the stage's: the
+	// key holds it too); layer is never nil here.
+	Store(key string, layer v1.Layer, created time.Time, platform v1.Platform)
 
 	// Index returns the index of the layer whose (compressed) digest is
 	// layer, as StoreIndex was given it: cache.ErrMiss when there is none;
@@ -79,7 +80,7 @@ type noCache struct{}
 func (noCache) Lookup(context.Context, string) (cache.Entry, error) {
 	return cache.Entry{}, cache.ErrMiss
 }
-func (noCache) Store(string, v1.Layer, time.Time) {}
+func (noCache) Store(string, v1.Layer, time.Time, v1.Platform) {}
 func (noCache) Index(context.Context, v1.Hash) ([]byte, error) {
 	return nil, cache.ErrMiss
 }

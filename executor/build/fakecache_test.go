@@ -60,7 +60,7 @@ func (c *fakeCache) Lookup(_ context.Context, key string) (cache.Entry, error) {
 	return cache.Entry{Layer: &fakeLayer{e: e, c: c, key: key}, Created: e.created}, nil
 }
 
-func (c *fakeCache) Store(key string, l v1.Layer, created time.Time) {
+func (c *fakeCache) Store(key string, l v1.Layer, created time.Time, _ v1.Platform) {
 	e := fakeEntry{created: created}
 	var err error
 	if e.compressed, err = readAll(l.Compressed()); err == nil {

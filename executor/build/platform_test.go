@@ -20,6 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/slipway-dev/slipway/executor/build"
+	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/check"
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 	"github.com/slipway-dev/slipway/executor/result"
@@ -711,4 +712,41 @@ func indexChild(t *testing.T, idx v1.ImageIndex, p v1.Platform) v1.Image {
 func runHost(path string, args ...string) (string, error) {
 	out, err := exec.Command(path, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestBuild_cacheEntryNamesThePlatform: the registry cache's entry of a
+// step for arm64 is an image whose config says linux/arm64, not this
+// machine's platform.
+func TestBuild_cacheEntryNamesThePlatform(t *testing.T) {
+	e := newPlatformEnv(t, map[string]string{"a.txt": "a\n"})
+	repo, err := name.NewRepository(e.reg.Ref("app/cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cache.New(cache.Options{Repo: repo, Remote: func(bool) []remote.Option { return nil }})
+	e.mustBuild(t, "FROM scratch\nCOPY a.txt /a.txt\n", []string{"linux/arm/v7"}, withoutEmulation, func(o *build.Options) { o.Cache = c })
+	if _, err := c.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := remote.List(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := 0
+	for _, tag := range tags {
+		if strings.HasSuffix(tag, ".index") {
+			continue
+		}
+		entries++
+		img, err := remote.Image(repo.Tag(tag))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := configPlatform(t, img); got != "linux/arm/v7" {
+			t.Errorf("cache entry %s says %s, want linux/arm/v7", tag, got)
+		}
+	}
+	if entries != 1 {
+		t.Errorf("%d cache entries (tags %v), want 1", entries, tags)
+	}
 }

@@ -432,7 +432,7 @@ func (sb *stageBuilder) execStep(ctx context.Context, n int, sp *step, line stri
 	created := b.opts.Now().UTC().Truncate(time.Second)
 	sb.dated(h, created)
 	if sp.key != "" {
-		b.opts.Cache.Store(sp.key, l, created)
+		b.opts.Cache.Store(sp.key, l, created, ggcrPlatform(sb.platform))
 	}
 	sb.layers = append(sb.layers, l)
 	return nil

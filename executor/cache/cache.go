@@ -538,9 +538,11 @@ func isUnknown(te *transport.Error) bool {
 
 // Store writes key's entry in the background; layer is nil for a step that
 // changed nothing, created is when the step made it (a build served from
-// the entry later dates the step with it, so its image is the same). Flush
-// reports the outcome; Mountable gives layer as a push should see it.
-func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
+// the entry later dates the step with it, so its image is the same), and
+// platform the platform the step was built for (the entry's config names
+// it; the key holds it already). Flush reports the outcome; Mountable
+// gives layer as a push should see it.
+func (c *Cache) Store(key string, layer v1.Layer, created time.Time, platform v1.Platform) {
 	var up *upload
 	if layer != nil {
 		if d, err := layer.Digest(); err == nil {
@@ -568,7 +570,7 @@ func (c *Cache) Store(key string, layer v1.Layer, created time.Time) {
 				return fmt.Errorf("writing cache entry %s: %w", ref, err)
 			}
 		}
-		if err := c.write(ref, layer, created, key); err != nil {
+		if err := c.write(ref, layer, created, key, platform); err != nil {
 			return fmt.Errorf("writing cache entry %s: %w", ref, err)
 		}
 		return nil
@@ -604,8 +606,9 @@ func (c *Cache) background(entry bool, store func() error) {
 }
 
 // write pushes to ref a plain image of layer (none when nil), created at
-// created, with key in its key label and its annotations.
-func (c *Cache) write(ref name.Tag, layer v1.Layer, created time.Time, key string) error {
+// created, with key in its key label and its annotations, for platform
+// (this machine's when it names no OS).
+func (c *Cache) write(ref name.Tag, layer v1.Layer, created time.Time, key string, platform v1.Platform) error {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	if layer != nil {
@@ -632,7 +635,10 @@ func (c *Cache) write(ref name.Tag, layer v1.Layer, created time.Time, key strin
 	cf = cf.DeepCopy()
 	cf.Created = v1.Time{Time: created.UTC()}
 	cf.Config.Labels = map[string]string{keyLabel: key}
-	cf.OS, cf.Architecture = runtime.GOOS, runtime.GOARCH
+	cf.OS, cf.Architecture, cf.Variant = platform.OS, platform.Architecture, platform.Variant
+	if cf.OS == "" {
+		cf.OS, cf.Architecture, cf.Variant = runtime.GOOS, runtime.GOARCH, ""
+	}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
 	}
@@ -683,7 +689,7 @@ func (c *Cache) StoreIndex(layer v1.Hash, index []byte, replace bool) {
 			return io.NopCloser(bytes.NewReader(index)), nil
 		})
 		if err == nil {
-			err = c.write(ref, l, time.Unix(0, 0), indexKey(layer))
+			err = c.write(ref, l, time.Unix(0, 0), indexKey(layer), v1.Platform{})
 		}
 		if err != nil {
 			return fmt.Errorf("writing layer index %s: %w", ref, err)

@@ -121,8 +121,8 @@ func TestCache_Lookup_afterStore(t *testing.T) {
 	tr := newTestRegistry(t)
 	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
 	l := randomLayer(t)
-	c.Store(key1, l, t0)
-	c.Store(key2, nil, t0)
+	c.Store(key1, l, t0, v1.Platform{})
+	c.Store(key2, nil, t0, v1.Platform{})
 	if n, err := flush(c); n != 2 || err != nil {
 		t.Fatalf("Flush = %d, %v; want 2, nil", n, err)
 	}
@@ -200,8 +200,8 @@ func TestCache_Store_plainImage(t *testing.T) {
 		t.Fatalf("the test layer is a %s, want a Docker layer", mt)
 	}
 	wantDiffID, _ := l.DiffID()
-	c.Store(key1, l, t0)
-	c.Store(key2, nil, t0)
+	c.Store(key1, l, t0, v1.Platform{})
+	c.Store(key2, nil, t0, v1.Platform{})
 	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestCache_Lookup_oneRequest(t *testing.T) {
 		t.Fatal("HEAD of an unknown tag succeeded")
 	}
 	store := New(Options{Repo: repo})
-	store.Store(key1, l, t0)
+	store.Store(key1, l, t0, v1.Platform{})
 	if _, err := flush(store); err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestCache_Lookup_dockerEntry(t *testing.T) {
 func TestCache_Lookup_miss(t *testing.T) {
 	tr := newTestRegistry(t)
 	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
-	c.Store(key1, nil, t0)
+	c.Store(key1, nil, t0, v1.Platform{})
 	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestCache_Lookup_ttl(t *testing.T) {
 	tr := newTestRegistry(t)
 	repo := tr.repo(t, "cache")
 	c := New(Options{Repo: repo, Now: clockAt(t0)})
-	c.Store(key1, randomLayer(t), t0)
+	c.Store(key1, randomLayer(t), t0, v1.Platform{})
 	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
@@ -525,7 +525,7 @@ func TestCache_Flush(t *testing.T) {
 			}
 			c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
 			for i, l := range tc.layers {
-				c.Store(strings.Repeat(string(rune('a'+i)), 64), l, t0)
+				c.Store(strings.Repeat(string(rune('a'+i)), 64), l, t0, v1.Platform{})
 			}
 			n, err := flush(c)
 			if n != tc.wantCount {
@@ -548,11 +548,11 @@ func TestCache_Flush_again(t *testing.T) {
 	// Flush reports the stores started so far; more may follow.
 	tr := newTestRegistry(t)
 	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
-	c.Store(key1, nil, t0)
+	c.Store(key1, nil, t0, v1.Platform{})
 	if n, err := flush(c); n != 1 || err != nil {
 		t.Fatalf("first Flush = %d, %v", n, err)
 	}
-	c.Store(key2, randomLayer(t), t0)
+	c.Store(key2, randomLayer(t), t0, v1.Platform{})
 	if n, err := flush(c); n != 2 || err != nil {
 		t.Fatalf("second Flush = %d, %v; want 2, nil", n, err)
 	}
@@ -633,7 +633,7 @@ func TestCache_Index(t *testing.T) {
 	}
 
 	// A cache entry pushed under the other layer's index tag.
-	c.Store(key1, layer, t0)
+	c.Store(key1, layer, t0, v1.Platform{})
 	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}
@@ -668,7 +668,7 @@ func TestCache_Flush_context(t *testing.T) {
 		return 0
 	}
 	c := New(Options{Repo: tr.repo(t, "cache"), Now: clockAt(t0)})
-	c.Store(key1, nil, t0)
+	c.Store(key1, nil, t0, v1.Platform{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	f, err := c.Flush(ctx)
@@ -699,7 +699,7 @@ func TestCache_Mountable(t *testing.T) {
 	}
 
 	small := randomLayer(t)
-	c.Store(key1, small, t0)
+	c.Store(key1, small, t0, v1.Platform{})
 	ml, ok := c.Mountable(t.Context(), small).(*remote.MountableLayer)
 	if !ok || ml.Layer != small || ml.Reference.String() != repo.Tag(key1).String() {
 		t.Errorf("Mountable(a stored layer) = %#v, want a MountableLayer of %s", ml, repo.Tag(key1))
@@ -727,7 +727,7 @@ func TestCache_Mountable(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := ls[0]
-	c.Store(key2, big, t0)
+	c.Store(key2, big, t0, v1.Platform{})
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()

@@ -232,7 +232,7 @@ func TestCache_Lookup_checkedLayer(t *testing.T) {
 	repo := tr.repo(t, "cache")
 	l := tarLayer(t, map[string]string{"one": strings.Repeat("1", 100000)})
 	c := New(Options{Repo: repo})
-	c.Store(key1, l, t0)
+	c.Store(key1, l, t0, v1.Platform{})
 	if _, err := flush(c); err != nil {
 		t.Fatal(err)
 	}

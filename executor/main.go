@@ -154,7 +154,11 @@ func execute(args []string, logw io.Writer) int {
 	res := buildAndPublish(ctx, o, logw)
 	res.Millis = result.Millis(time.Since(start))
 	if res.Failure != nil {
-		fmt.Fprintf(logw, "error: %s\n", result.Located(res.Failure.Line, res.Failure.Message))
+		where := ""
+		if res.Failure.Platform != "" {
+			where = "[" + res.Failure.Platform + "] "
+		}
+		fmt.Fprintf(logw, "error: %s%s\n", where, result.Located(res.Failure.Line, res.Failure.Message))
 	}
 	writeResult(o.resultFile, res, logw)
 	if !res.Success {

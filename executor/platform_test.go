@@ -309,6 +309,9 @@ func TestExecute_multiPlatformFailureTagsNothing(t *testing.T) {
 	if b.res.Digest != "" || len(b.res.References) != 0 {
 		t.Errorf("the result names an image: %s", b.resRaw)
 	}
+	if !strings.Contains(b.log, "error: [linux/s390x] Dockerfile line 7: ") {
+		t.Errorf("the log's error does not name the platform and line; log:\n%s", b.log)
+	}
 }
 
 // TestExecute_ociLayoutIndex: --oci-layout-path holds the index of a build
@@ -373,8 +376,47 @@ func TestExecute_platformUnsupported(t *testing.T) {
 			t.Errorf("message %q does not say %q", f.Message, s)
 		}
 	}
-	if !strings.Contains(b.log, "error: Dockerfile line 4: RUN in stage 0 for linux/mips64le") {
+	if !strings.Contains(b.log, "error: [linux/mips64le] Dockerfile line 4: RUN in stage 0 for linux/mips64le") {
 		t.Errorf("the log does not name the line; log:\n%s", b.log)
+	}
+	// The base image is for amd64 only: it is used, as BuildKit uses it,
+	// and the checks warn (InvalidBaseImagePlatform).
+	warned := false
+	for _, w := range b.res.Warnings {
+		warned = warned || (w.Rule == "InvalidBaseImagePlatform" && w.Line == 2 && strings.Contains(w.Message, `expected "linux/mips64le"`))
+	}
+	if !warned {
+		t.Errorf("warnings %+v, want InvalidBaseImagePlatform at line 2", b.res.Warnings)
+	}
+}
+
+// TestExecute_inplaceMultiPlatform: in place, the stages of two platforms
+// are built one after another in the one root, and the index is the one a
+// chroot build makes (--reproducible: the same digest).
+func TestExecute_inplaceMultiPlatform(t *testing.T) {
+	for _, tool := range []string{"unshare", "mount", "chroot"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s: %v (util-linux and coreutils)", tool, err)
+		}
+	}
+	e := newPlatformExec(t, platformDockerfile)
+	common := []string{"--custom-platform=linux/amd64,linux/arm64", "--reproducible"}
+	chroot := e.mustRun(t, "app/multi-chroot:v1", common...)
+	root := makeExecutorRoot(t)
+	ref := e.reg.Ref("app/multi-inplace:v1")
+	args := append([]string{"--isolation=inplace", "--context=dir:///workspace", "--destination=" + ref,
+		"--insecure-registry=" + e.reg.Host(), "--build-arg=BASE=" + e.base, "--result-file=/slipway/result.json"}, common...)
+	out, err := runInPlace(t, root, e.ctxDir, args)
+	raw, _ := os.ReadFile(filepath.Join(root, "slipway", "result.json"))
+	if err != nil {
+		t.Fatalf("in-place build: %v; result %s; output:\n%s", err, raw, out)
+	}
+	res, err := result.Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != chroot.res.Digest {
+		t.Errorf("in place: index %s, chroot: %s; want the same\nin-place result %s\nchroot result %s", res.Digest, chroot.res.Digest, raw, chroot.resRaw)
 	}
 }
 

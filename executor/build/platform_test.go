@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/slipway-dev/slipway/executor/binfmt"
 	"github.com/slipway-dev/slipway/executor/build"
 	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/check"
@@ -748,5 +749,57 @@ func TestBuild_cacheEntryNamesThePlatform(t *testing.T) {
 	}
 	if entries != 1 {
 		t.Errorf("%d cache entries (tags %v), want 1", entries, tags)
+	}
+}
+
+// TestBuild_handlerWithoutFixBinaryRefused: a binfmt_misc handler without
+// the F flag would have the kernel open its interpreter by path inside
+// the build's root, which the Dockerfile controls (here a stage puts a
+// file of its own at that path): the build refuses it before any step
+// runs (PlatformUnsupported), and nothing of the root is ever run as the
+// interpreter. The handler is for linux/mips64, which no other test
+// emulates, and is removed when the test ends.
+func TestBuild_handlerWithoutFixBinaryRefused(t *testing.T) {
+	e := newPlatformEnv(t, map[string]string{"attacker-interp": "#!/bin/sh\necho owned > /owned\n"})
+	if !binfmt.Mounted(binfmt.DefaultDir) {
+		if err := binfmt.Mount(binfmt.DefaultDir); err != nil {
+			t.Skipf("binfmt_misc cannot be mounted: %v", err)
+		}
+	}
+	testenv.RequireQEMUUserStatic(t)
+	mips64 := v1.Platform{OS: "linux", Architecture: "mips64"}
+	entry, err := binfmt.QEMUConf(binfmt.DebianConfDir, mips64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry.Name = fmt.Sprintf("slipway-test-%d-nofix-mips64", os.Getpid())
+	entry.Interpreter = "/attacker-interp"
+	entry.Flags = strings.ReplaceAll(entry.Flags, "F", "")
+	if err := binfmt.Register(binfmt.DefaultDir, entry); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := binfmt.Unregister(binfmt.DefaultDir, entry.Name); err != nil {
+			t.Errorf("unregistering %s: %v", entry.Name, err)
+		}
+	})
+	df := `FROM scratch AS payload
+COPY --chmod=755 attacker-interp /attacker-interp
+FROM {{SINGLE}}
+COPY --from=payload /attacker-interp /attacker-interp
+RUN echo ran > /ran
+`
+	_, _, err = e.build(t, df, []string{"linux/mips64"})
+	var be *build.Error
+	if !errors.As(err, &be) || be.Reason != result.ReasonPlatformUnsupported || be.Line != 5 || be.Platform != "linux/mips64" {
+		t.Fatalf("error %v, want PlatformUnsupported at line 5 for linux/mips64", err)
+	}
+	for _, s := range []string{entry.Name, "lacks the F (fix-binary) flag"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not say %q", err, s)
+		}
+	}
+	if strings.Contains(e.log, "Built stage") || strings.Contains(e.log, "RUN echo ran") {
+		t.Errorf("a step ran; log:\n%s", e.log)
 	}
 }

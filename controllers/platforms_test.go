@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
+	"github.com/slipway-dev/slipway/controllers/imageindex"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/test/testenv"
 )
@@ -784,4 +786,84 @@ func TestImageBuildReconciler_Reconcile_platformResultsChecked(t *testing.T) {
 		t.Errorf("failure message %q does not say the image is of another platform", msg)
 	}
 	noTag(repo)
+}
+
+// The assembler tries a job that may succeed again (3 tries, doubling waits), not one the
+// images cannot make, and a job that a newer build replaced says nothing when it ends.
+func TestIndexAssembler(t *testing.T) {
+	key := client.ObjectKey{Namespace: "ns", Name: "app"}
+	newAssembler := func(errs ...error) (*indexAssembler, *int, chan client.ObjectKey) {
+		notified := make(chan client.ObjectKey, 10)
+		a := newIndexAssembler(func(k client.ObjectKey) { notified <- k })
+		a.wait = time.Millisecond
+		calls := 0
+		a.assemble = func(ctx context.Context, req imageindex.Request) (imageindex.Result, error) {
+			calls++
+			if calls <= len(errs) && errs[calls-1] != nil {
+				return imageindex.Result{}, errs[calls-1]
+			}
+			return imageindex.Result{Digest: testDigest}, nil
+		}
+		t.Cleanup(a.cancel)
+		return a, &calls, notified
+	}
+	wait := func(a *indexAssembler, notified chan client.ObjectKey, id string) indexJob {
+		t.Helper()
+		select {
+		case <-notified:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no notification")
+		}
+		j, ok := a.job(key, id)
+		if !ok || !j.done {
+			t.Fatalf("job %s: %+v, %v; want done", id, j, ok)
+		}
+		return j
+	}
+
+	a, calls, notified := newAssembler(errors.New("connection reset"), errors.New("502"))
+	a.start(key, "1", imageindex.Request{})
+	if j := wait(a, notified, "1"); j.err != nil || j.res.Digest != testDigest || *calls != 3 {
+		t.Errorf("after two transient errors: %+v in %d calls, want success in 3", j, *calls)
+	}
+
+	a, calls, notified = newAssembler(errors.New("a"), errors.New("b"), errors.New("c"), errors.New("d"))
+	a.start(key, "1", imageindex.Request{})
+	if j := wait(a, notified, "1"); j.err == nil || *calls != 3 {
+		t.Errorf("always failing: %+v in %d calls, want the error after 3", j, *calls)
+	}
+
+	a, calls, notified = newAssembler(&imageindex.InvalidError{})
+	a.start(key, "1", imageindex.Request{})
+	if j := wait(a, notified, "1"); j.err == nil || *calls != 1 {
+		t.Errorf("invalid: %+v in %d calls, want the error at once", j, *calls)
+	}
+
+	// A job replaced by a newer build's is cancelled and never reported.
+	a, _, notified = newAssembler()
+	started, block := make(chan struct{}), make(chan struct{})
+	a.assemble = func(ctx context.Context, req imageindex.Request) (imageindex.Result, error) {
+		if req.Repository == "old" {
+			close(started)
+			<-ctx.Done()
+			close(block)
+			return imageindex.Result{}, ctx.Err()
+		}
+		return imageindex.Result{Digest: testDigest}, nil
+	}
+	a.start(key, "1", imageindex.Request{Repository: "old"})
+	<-started
+	a.start(key, "2", imageindex.Request{Repository: "new"})
+	if j := wait(a, notified, "2"); j.err != nil {
+		t.Errorf("the newer job: %+v", j)
+	}
+	<-block
+	if _, ok := a.job(key, "1"); ok {
+		t.Error("the replaced job is still there")
+	}
+	select {
+	case k := <-notified:
+		t.Errorf("the replaced job notified %v", k)
+	case <-time.After(100 * time.Millisecond):
+	}
 }

@@ -421,4 +421,3 @@ func TestPush_zeroSigner(t *testing.T) {
 		t.Error("PushAttestations with a zero Signer succeeded")
 	}
 }
-

@@ -122,6 +122,22 @@ func TestAssemble(t *testing.T) {
 		}
 	})
 
+	t.Run("one platform makes an index of one manifest", func(t *testing.T) {
+		arm := pushByDigest(t, repo, authn.Anonymous, "linux/arm64", false)
+		res, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"one"}, Manifests: []Manifest{{"linux/arm64", arm}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := remote.Index(repo.Tag("one"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil || len(im.Manifests) != 1 || im.Manifests[0].Digest.String() != arm || res.MediaType != types.DockerManifestList {
+			t.Errorf("index %+v (%v), result %+v; want a manifest list of %s", im, err, res, arm)
+		}
+	})
+
 	t.Run("an image of another platform is refused and nothing is tagged", func(t *testing.T) {
 		amd := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", false)
 		other := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", false)

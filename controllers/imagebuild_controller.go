@@ -344,6 +344,7 @@ func (r *ImageBuildReconciler) concludeAttempt(ctx context.Context, ib *v1alpha1
 // Queued with Ready=False and Reconciling=True. A build whose cache repository its namespace
 // may not use (--cache-repository-prefix) fails before any pod exists: phase Failed,
 // Ready=False and Stalled=True with reason CacheRepositoryNotAllowed, Reconciling removed.
+// A multi-platform build creates its pods, one per platform, in startPlatformPods.
 func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, obs observed, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
 	key := client.ObjectKeyFromObject(ib)
 	gen := ib.Generation

@@ -17,7 +17,8 @@ import (
 // the next stage when building in place. It keeps excluded paths and, as a
 // safety net, anything on another filesystem than root (mounts the caller
 // forgot to exclude), with the directories leading to them. Symlinks are
-// removed, never followed.
+// removed, never followed. A Covered given with WithCovered then records
+// every name as absent.
 func Clear(root string, opts ...Option) error {
 	t, err := openTree(root, newOptions(opts))
 	if err != nil {
@@ -39,6 +40,9 @@ func Clear(root string, opts ...Option) error {
 		if _, err := rm.removeAll(fd, n, n); err != nil {
 			return fmt.Errorf("clearing %s: %w", root, err)
 		}
+	}
+	if c := t.opts.covered; c != nil {
+		c.clear(nil)
 	}
 	return nil
 }

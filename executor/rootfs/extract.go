@@ -80,6 +80,7 @@ func Extract(root string, r io.Reader, opts ...Option) error {
 		rm:      remover{t: t},
 		written: make(map[string]bool),
 		keep:    make(map[string]bool),
+		covSeen: make(map[string]bool),
 		buf:     make([]byte, 1<<20),
 		pfd:     -1,
 	}
@@ -165,6 +166,9 @@ type dirTime struct {
 type extractor struct {
 	t  *tree
 	rm remover
+	// covSeen holds the covered names (WithCovered) this layer has entries
+	// at or under.
+	covSeen map[string]bool
 	// written holds the (resolved) paths this layer created; keep holds them
 	// and their ancestors, which an opaque whiteout must not remove.
 	written, keep map[string]bool
@@ -261,6 +265,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	dir, name := split(rel)
+	x.coverEntry(rel, dir, name)
 	if strings.HasPrefix(name, whiteoutPrefix) && !o.noWhiteouts {
 		return x.whiteout(dir, name)
 	}

@@ -24,6 +24,7 @@ type options struct {
 	skipped     func(rel string, err error)
 	index       *Index
 	maxSize     int64
+	covered     *Covered
 
 	// Extract only, for archives that are not layers (see the options).
 	noWhiteouts bool

@@ -89,6 +89,8 @@ type snapshotOptions struct {
 	modTime  time.Time
 	clampSet bool
 	index    *Index
+	// defaultMounts are the names DefaultMounts gave.
+	defaultMounts []string
 }
 
 // Paths limits a snapshot to these subtrees and their parent directories,
@@ -133,7 +135,9 @@ func IndexTo(ix *Index) SnapshotOption {
 //   - hard links: a second path to an inode already in this layer as a link
 //     to the first in name order;
 //   - extended attributes as PAX records, except security.selinux and
-//     overlay's own.
+//     overlay's own;
+//   - with DefaultMounts, the default mount points the image lacks, as
+//     directories (see there).
 //
 // Entries are in lexical order of their paths (so parents come first; an
 // opaque marker follows its directory), directories end with "/", owner
@@ -165,10 +169,18 @@ func (s *Snapshotter) Snapshot(w io.Writer, opts ...SnapshotOption) (changed boo
 		}
 	}
 	items := s.diff(cur, scopes)
+	mounts := s.missingMounts(&so)
+	if len(mounts) > 0 {
+		items = append(items, mounts...)
+		slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.key, b.key) })
+	}
 	if len(items) > 0 {
 		if err := s.write(t, w, items, &so); err != nil {
 			return false, fmt.Errorf("snapshotting %s: %w", s.root, err)
 		}
+	}
+	for _, it := range mounts {
+		s.opts.covered.set(it.name, true)
 	}
 	s.rebase(cur, scopes)
 	return len(items) > 0, nil
@@ -391,6 +403,7 @@ const (
 	kindEntry itemKind = iota
 	kindOpaque
 	kindWhiteout
+	kindMountPoint // a default mount point the image lacks (DefaultMounts)
 )
 
 // item is one entry of the layer to write.
@@ -497,6 +510,14 @@ func (s *Snapshotter) write(t *tree, w io.Writer, items []item, so *snapshotOpti
 	}
 	links := make(map[inodeKey]string)
 	for _, it := range items {
+		if it.kind == kindMountPoint {
+			hdr := mountPointHeader(it.name, so)
+			so.index.add(hdr, nil)
+			if err := tw.WriteHeader(hdr); err != nil {
+				return fmt.Errorf("writing %s: %w", it.name, err)
+			}
+			continue
+		}
 		if it.kind != kindEntry {
 			hdr := &tar.Header{Name: it.name, Typeflag: tar.TypeReg, ModTime: whiteoutTime}
 			so.index.add(hdr, nil)

@@ -88,17 +88,22 @@ import (
 // a non-root USER) works. The Dockerfile chooses the user a step runs as anyway, root
 // included, so setuid adds nothing an attacker lacks.
 //
-// Afterwards Run removes the mount points it had to create in the root (including /etc
-// itself if the root had none, unless the command put something in it) and restores the
-// access and modification times of the directories it created them in, so a snapshot
-// comparing lstat results (except ctime, which cannot be set) sees only what the command
-// changed. It does so through descriptors opened before the step, never by path, so what
-// the command did to the root (a directory renamed, a symlink to a host directory in its
-// place) cannot turn the cleanup onto another file. A directory's times the command
-// changed keep the command's values. The ctime of such a parent does change (nothing can
-// set it): a snapshotter comparing ctime sees, say, /etc as changed, with the same
-// metadata, when the root has /etc but no /etc/hosts. If the process dies during Run, the
-// created mount points stay (the mounts do not).
+// The mount points are left as BuildKit's runc executor leaves them. /proc, /dev and /sys,
+// made when the root lacks them (mode 0755, owned by root, empty), stay: runc makes them,
+// and BuildKit's cleanup of mount stubs (executor.MountStubsCleaner) never removes them,
+// so a step's layer holds them when its root had none. /proc and /sys must be
+// directories, not symlinks, as runc requires of the targets of proc and sysfs. Run then
+// removes the stubs of /etc/hosts and /etc/resolv.conf it made (including /etc itself if
+// the root had none, unless the command put something in it), as MountStubsCleaner does,
+// and restores the access and modification times of the directories it created them in,
+// so a snapshot comparing lstat results (except ctime, which cannot be set) sees only
+// what the command changed and the three mount points. It does so through descriptors
+// opened before the step, never by path, so what the command did to the root (a
+// directory renamed, a symlink to a host directory in its place) cannot turn the cleanup
+// onto another file. A directory's times the command changed keep the command's values.
+// The ctime of such a parent does change (nothing can set it): a snapshotter comparing
+// ctime sees, say, /etc as changed, with the same metadata, when the root has /etc but no
+// /etc/hosts. If the process dies during Run, the created stubs stay (the mounts do not).
 //
 // Runs on different roots may happen concurrently; two at once on one root may not.
 func Chroot(opts ...ChrootOption) Runner {
@@ -227,13 +232,15 @@ func (r *chrootRunner) run(ctx context.Context, cfg helperConfig, stdout, stderr
 	defer func() {
 		retErr = errors.Join(retErr, fx.undo())
 	}()
-	if cfg.Proc, err = fx.ensure("/proc", true); err != nil {
+	// The mount points of the default mounts stay in the root, as runc leaves them in
+	// BuildKit's (see fixture).
+	if cfg.Proc, err = fx.mountPoint("/proc", true); err != nil {
 		return err
 	}
-	if cfg.Dev, err = fx.ensure("/dev", true); err != nil {
+	if cfg.Dev, err = fx.mountPoint("/dev", false); err != nil {
 		return err
 	}
-	if cfg.Sys, err = fx.ensure("/sys", true); err != nil {
+	if cfg.Sys, err = fx.mountPoint("/sys", true); err != nil {
 		return err
 	}
 	for _, f := range []struct{ name, fallback string }{

@@ -333,12 +333,14 @@ func snapshot(t *testing.T, root string) map[string]entry {
 }
 
 func TestChroot_Run_leavesRootUnchanged(t *testing.T) {
+	// A root holding the mount points of the default mounts (/proc, /dev, /sys): without
+	// them, Run leaves the ones it makes (TestChroot_Run_mountPointsStay).
 	for _, tc := range []struct {
 		name string
 		more []string
 	}{
-		{"bare", nil},
-		{"etc without hosts", []string{"etc/passwd"}},
+		{"without etc", []string{"proc/", "dev/", "sys/"}},
+		{"etc without hosts", []string{"etc/passwd", "proc/", "dev/", "sys/"}},
 		{"full", []string{"etc/hosts", "etc/resolv.conf", "proc/", "dev/", "sys/"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -381,7 +383,8 @@ func TestChroot_Run_keepsCommandChanges(t *testing.T) {
 			names = append(names, p)
 		}
 	}
-	if diff := cmp.Diff([]string{"etc", "etc/motd", "new"}, names); diff != "" {
+	// The mount points of the default mounts stay, as runc leaves them.
+	if diff := cmp.Diff([]string{"etc", "etc/motd", "new", "proc", "dev", "sys"}, names); diff != "" {
 		t.Errorf("entries in the root (-want +got):\n%s", diff)
 	}
 	fi, err := os.Stat(root)
@@ -457,7 +460,8 @@ func TestChroot_Run_leavesNothingMounted(t *testing.T) {
 }
 
 func TestChroot_Run_cancel(t *testing.T) {
-	root := newRoot(t)
+	// With the default mounts' mount points, which Run would make and leave.
+	root := newRoot(t, "proc/", "dev/", "sys/")
 	before := snapshot(t, root)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out signalWriter
@@ -545,7 +549,7 @@ func TestChroot_Run_unusualRoot(t *testing.T) {
 		}
 	})
 	t.Run("hosts is a directory", func(t *testing.T) {
-		root := newRoot(t, "etc/hosts/")
+		root := newRoot(t, "etc/hosts/", "proc/", "dev/", "sys/")
 		before := snapshot(t, root)
 		if _, stderr, err := runSh(t, Chroot(), root, "test -d /etc/hosts && test -f /etc/resolv.conf"); err != nil {
 			t.Errorf("Run: %v (stderr %q)", err, stderr)
@@ -555,7 +559,7 @@ func TestChroot_Run_unusualRoot(t *testing.T) {
 		}
 	})
 	t.Run("etc is a symlink", func(t *testing.T) {
-		root := newRoot(t, "private/etc/")
+		root := newRoot(t, "private/etc/", "proc/", "dev/", "sys/")
 		if err := os.Symlink("/private/etc", filepath.Join(root, "etc")); err != nil {
 			t.Fatal(err)
 		}

@@ -12,13 +12,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fixture creates what the helper needs in a root (mount points) and removes it again.
+// fixture creates what the helper needs in a root (mount points) and removes again what
+// BuildKit removes.
 //
-// Everything goes through descriptors: the parent directory of each entry it creates is
+// Two kinds of mount point, as BuildKit's runc executor leaves them:
+//
+//   - those of the OCI spec's default mounts, /proc, /dev and /sys (mountPoint): runc
+//     makes them when the root lacks them (libcontainer's mountToRootfs, MkdirAllInRoot
+//     with mode 0755) and nothing removes them, so they stay in the step's layer, as empty
+//     directories owned by root. What runc mounts beneath them (/dev/pts, /dev/shm,
+//     /dev/mqueue in the /dev tmpfs, /sys/fs/cgroup in sysfs) is inside those file
+//     systems and leaves nothing in the root;
+//   - the stubs of /etc/hosts and /etc/resolv.conf (ensure): runc makes them too (an
+//     empty file, mode 0644, and the missing directories on the way), and BuildKit's
+//     executor.MountStubsCleaner (executor/stubs.go; RemoveMountStubsRecursive, which
+//     the Dockerfile frontend always sets, takes the directories too) removes each one
+//     that is still an empty file or directory after the step. undo does that.
+//
+// Everything goes through descriptors: the parent directory of each stub it creates is
 // held open from its creation until undo, and undo removes the entry by name from that
 // directory, only if it is still the inode created. So whatever the command did in
 // between (renamed a directory, put a symlink to a host directory in its place), undo
-// acts on nothing but what the fixture made, wherever in the root it now is.
+// acts on nothing but what the fixture made, wherever in the root it now is. The mount
+// points that stay are not looked at again after the step.
 type fixture struct {
 	root     int    // the root, open as a directory
 	rootPath string // its host path, symlinks resolved
@@ -65,10 +81,44 @@ func (f *fixture) openDir(rel string) (int, error) {
 
 // ensure returns the path of name inside the root, relative to it and free of symlinks,
 // creating it (a directory if dir, else an empty file) and its missing parents if it does
-// not exist, without changing the times of any existing directory. It returns "" for a
-// file that exists as something other than a regular file (or whose parent is not a
-// directory), and an error for a directory that does.
+// not exist, without changing the times of any existing directory; undo removes what it
+// created. It returns "" for a file that exists as something other than a regular file
+// (or whose parent is not a directory), and an error for a directory that does.
 func (f *fixture) ensure(name string, dir bool) (string, error) {
+	return f.ensureIn(name, dir, false)
+}
+
+// mountPoint returns the path inside the root of the mount point name of an OCI default
+// mount (/proc, /dev, /sys), relative to the root and free of symlinks, creating the
+// directory (mode 0755, owned by the fixture's user: root) and its missing parents if it
+// does not exist. What it creates stays, as runc leaves it (see fixture), with the times
+// of its parent changed as runc's mkdir changes them. With ordinary (proc and sysfs), a
+// name that exists as a symlink or anything but a directory is an error, as runc refuses
+// to mount proc or sysfs through one ("must be mounted on ordinary directory"); otherwise
+// symlinks resolve inside the root, as runc resolves the target of a tmpfs mount.
+func (f *fixture) mountPoint(name string, ordinary bool) (string, error) {
+	if ordinary {
+		var st unix.Stat_t
+		rel := path.Clean("/" + name)[1:]
+		for {
+			err := unix.Fstatat(f.root, rel, &st, unix.AT_SYMLINK_NOFOLLOW)
+			if err == unix.EINTR {
+				continue
+			}
+			if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				return "", fmt.Errorf("preparing %s in the root: exists and is not a directory (proc and sysfs are mounted on an ordinary directory only, as runc does)", name)
+			}
+			if err != nil && !errors.Is(err, unix.ENOENT) {
+				return "", fmt.Errorf("preparing %s in the root: %w", name, err)
+			}
+			break
+		}
+	}
+	return f.ensureIn(name, true, true)
+}
+
+// ensureIn is ensure, or mountPoint when keep is set.
+func (f *fixture) ensureIn(name string, dir, keep bool) (string, error) {
 	host, err := securejoin.SecureJoin(f.rootPath, name)
 	if err != nil {
 		return "", fmt.Errorf("resolving %s in the root: %w", name, err)
@@ -83,7 +133,7 @@ func (f *fixture) ensure(name string, dir bool) (string, error) {
 
 	pfd, err := f.openDir(parentRel)
 	if errors.Is(err, unix.ENOENT) {
-		if _, err := f.ensure("/"+parentRel, true); err != nil {
+		if _, err := f.ensureIn("/"+parentRel, true, keep); err != nil {
 			return "", err
 		}
 		pfd, err = f.openDir(parentRel)
@@ -94,9 +144,9 @@ func (f *fixture) ensure(name string, dir bool) (string, error) {
 	case err != nil:
 		return "", fmt.Errorf("preparing %s in the root: %w", name, err)
 	}
-	keep := false
+	keepFd := false // held open for undo
 	defer func() {
-		if !keep {
+		if !keepFd {
 			unix.Close(pfd)
 		}
 	}()
@@ -130,10 +180,17 @@ func (f *fixture) ensure(name string, dir bool) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("creating %s in the root: %w", name, err)
 	}
+	if keep {
+		// The mode runc's mkdir gives under the usual umask (022), whatever ours is.
+		if err := unix.Fchmodat(pfd, base, 0o755, 0); err != nil {
+			return "", fmt.Errorf("creating %s in the root: %w", name, err)
+		}
+		return rel, nil
+	}
 	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return "", fmt.Errorf("creating %s in the root: %w", name, err)
 	}
-	keep = true
+	keepFd = true
 	f.created = append(f.created, made{parent: pfd, name: base, dev: st.Dev, ino: st.Ino, dir: dir})
 	if err := setFdTimes(pfd, ts); err != nil {
 		return "", fmt.Errorf("restoring the times of the parent of %s: %w", name, err)

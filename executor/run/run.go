@@ -14,9 +14,10 @@
 //     namespace, NET_RAW and NET_BIND_SERVICE, which would then act on the host's
 //     network, are dropped. A step with Spec.Network NetworkNone gets a network
 //     namespace of its own instead, with only lo, up (and keeps those two). Nothing
-//     limits its resources. It leaves the root exactly as
-//     it found it apart from what the command itself changed, so that a snapshot sees
-//     only the command's work.
+//     limits its resources. It leaves the root as it found it apart from what the
+//     command itself changed and the mount points /proc, /dev and /sys it made where the
+//     root had none (they stay, as runc leaves them in a BuildKit build), so that a
+//     snapshot sees the step's work as BuildKit's does.
 //
 // Chroot needs Init to be called first thing in main (and in TestMain): it re-executes the
 // current binary as the namespace helper.

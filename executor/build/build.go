@@ -30,6 +30,7 @@ import (
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/rootfs"
 	"github.com/slipway-dev/slipway/executor/run"
 	"github.com/slipway-dev/slipway/executor/source"
 )
@@ -428,6 +429,10 @@ type shared struct {
 	// lastInPlace is the stage whose tree the container's root holds now
 	// (in-place isolation only).
 	lastInPlace *stageResult
+	// covered records which of defaultMountPoints the image in the
+	// container's root has (in-place isolation only): the pod's own are
+	// there, excluded.
+	covered *rootfs.Covered
 
 	// indexed holds the digests of the layers whose index this build has
 	// stored, is storing or has read (see rootfs.Index); indexes holds

@@ -23,6 +23,7 @@ import (
 	"github.com/slipway-dev/slipway/executor/dockerfile"
 	"github.com/slipway-dev/slipway/executor/idtools"
 	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/rootfs"
 	"github.com/slipway-dev/slipway/executor/run"
 )
 
@@ -421,6 +422,34 @@ func runNetwork(c *instructions.RunCommand) (run.Network, error) {
 	return network, nil
 }
 
+// defaultMountPoints are the mount points of the OCI spec's default mounts
+// that runc makes in a step's root where it has none (/run BuildKit drops).
+// They stay in the step's layer: BuildKit's executor.MountStubsCleaner
+// removes only the stubs of /etc/hosts, /etc/resolv.conf and the step's own
+// mounts. The chroot runner makes them in the root as runc does; in place
+// the pod's cover them, and the snapshot adds the ones the image lacks
+// (rootfs.DefaultMounts).
+var defaultMountPoints = []string{"proc", "dev", "sys"}
+
+// defaultMountsOf returns the default mount points a RUN with mounts keeps:
+// all but those a mount's target is at or under. Where the image lacks
+// one, BuildKit's MountStubsCleaner (RemoveMountStubsRecursive, which the
+// Dockerfile frontend always sets) records it as a stub of that mount, and
+// removes it, empty once its file system is unmounted: a RUN heredoc's
+// /dev/pipes leaves no /dev. The chroot runner gets this from the mount's
+// own stubs (runmount.go).
+func defaultMountsOf(mounts []*runMount) []string {
+	var out []string
+	for _, n := range defaultMountPoints {
+		if !slices.ContainsFunc(mounts, func(m *runMount) bool {
+			return m.target != "" && rootfs.IsUnder(strings.TrimPrefix(m.target, "/"), n)
+		}) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // runKeyParts is a cacheable RUN step's part of its cache key: the command,
 // the environment without proxy settings, where and as whom it runs, its
 // heredoc script and mounts, and its network and host name when not the
@@ -513,6 +542,7 @@ func (p *runPlan) run(ctx context.Context, sb *stageBuilder, root string) ([]str
 	if uerr := unmount(); uerr != nil && err == nil {
 		return nil, fail(result.ReasonRunFailed, uerr)
 	}
+	sb.defaultMounts = defaultMountsOf(p.mounts)
 	if err != nil {
 		var xe *run.ExitError
 		if errors.As(err, &xe) {

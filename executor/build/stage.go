@@ -132,6 +132,10 @@ type stageBuilder struct {
 	hits    int
 	keyed   int    // steps with a cache key
 	prefix  string // the running step's log prefix, e.g. "[build 3/7]"
+	// defaultMounts are the mount points of the runtime's default mounts
+	// the running step had (a RUN's), for its snapshot (see
+	// rootfs.DefaultMounts).
+	defaultMounts []string
 }
 
 // planStage resolves the stage's base and plans every instruction: the
@@ -420,6 +424,7 @@ func (sb *stageBuilder) execStep(ctx context.Context, n int, sp *step, line stri
 		if err := sb.materialize(ctx); err != nil {
 			return withLine(fail(result.ReasonBaseImagePullFailed, err), sp.cmd)
 		}
+		sb.defaultMounts = nil
 		paths, err := sp.action(ctx, sb, sb.root)
 		if err != nil {
 			return withLine(err, sp.cmd)
@@ -486,6 +491,15 @@ func (sb *stageBuilder) dated(h *ocispec.History, t time.Time) {
 func (sb *stageBuilder) materialize(ctx context.Context) error {
 	b := sb.b
 	opts := b.rootfsOptions()
+	if b.opts.Isolation == InPlace {
+		// The pod's /proc, /dev and /sys cover the image's: whether the
+		// image has them is followed aside, for RUN's layers (see
+		// defaultMountPoints). One root, one record, as lastInPlace.
+		if b.sh.covered == nil {
+			b.sh.covered = rootfs.NewCovered(defaultMountPoints...)
+		}
+		opts = append(opts, rootfs.WithCovered(b.sh.covered))
+	}
 	if sb.ready {
 		if sb.applied == len(sb.layers) {
 			return nil
@@ -556,6 +570,10 @@ func (sb *stageBuilder) snapshot(snap *rootfs.Snapshotter, paths []string) (v1.L
 	}
 	if e := sb.b.opts.SourceDateEpoch; e != nil {
 		sopts = append(sopts, rootfs.ModTime(*e))
+	}
+	if len(sb.defaultMounts) > 0 {
+		sopts = append(sopts, rootfs.DefaultMounts(sb.defaultMounts...))
+		sb.defaultMounts = nil
 	}
 	var ix *rootfs.Index
 	if sb.b.keyed {

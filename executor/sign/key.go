@@ -80,9 +80,7 @@ const maxKeyFileSize = 64 << 10
 // PRIVATE KEY") whose body is go-securesystemslib's scrypt + NaCl secretbox
 // JSON around a PKCS #8 private key, as `cosign generate-key-pair` and
 // `cosign import-key-pair` write it. The password may be empty (cosign allows
-// that). It signs as cosign does (cosign's LoadPrivateKey with its default
-// load options): ECDSA with the hash of its curve (P-256: SHA-256), RSA
-// PKCS #1 v1.5 with SHA-256, Ed25519 as Ed25519ph.
+// that). The key signs as FromPrivateKey says.
 //
 // Errors wrap ErrNotCosignKey, ErrWrongPassword or ErrUnsupportedKey, and
 // never hold bytes of pemBytes or the password.
@@ -112,9 +110,20 @@ func LoadKey(pemBytes, password []byte) (Signer, error) {
 	return FromPrivateKey(priv)
 }
 
-// FromPrivateKey returns a Signer for an ECDSA, RSA or Ed25519 private key,
-// signing as LoadKey does. It is for keys already in memory (and tests);
-// keys from a file or Secret go through LoadKey.
+// FromPrivateKey returns a Signer for an ECDSA (P-256, P-384, P-521), RSA
+// (2048, 3072, 4096 bits) or Ed25519 private key: the keys sigstore's
+// cryptoutils.ValidatePubKey accepts, as cosign import-key-pair does. It is
+// for keys already in memory (and tests); keys from a file or Secret go
+// through LoadKey.
+//
+// It signs as `cosign verify --key` verifies (cosign's VerifierForKeyRef:
+// signature.LoadVerifier with SHA-256): ECDSA over SHA-256 whatever the
+// curve, RSA PKCS #1 v1.5 with SHA-256, and pure Ed25519. For the P-256 key
+// of `cosign generate-key-pair` that is also what `cosign sign` does. For
+// other keys cosign v2 signs differently (LoadPrivateKey: SHA-384 for P-384,
+// SHA-512 for P-521, Ed25519ph), and its own `cosign verify --key` then
+// rejects the signature (TestLoadKey_cosignImportedKeyTypes shows both); we
+// sign so that it verifies.
 func FromPrivateKey(priv crypto.PrivateKey) (Signer, error) {
 	var algorithm string
 	switch k := priv.(type) {
@@ -130,11 +139,12 @@ func FromPrivateKey(priv crypto.PrivateKey) (Signer, error) {
 	default:
 		return Signer{}, fmt.Errorf("reading signing key: %w: %s (cosign signs with ECDSA, RSA or Ed25519 keys)", ErrUnsupportedKey, keyTypeName(priv))
 	}
-	// cosign's GetDefaultLoadOptions: Ed25519 keys sign as Ed25519ph.
-	sv, err := signature.LoadDefaultSignerVerifier(priv, options.WithED25519ph())
+	if err := cryptoutils.ValidatePubKey(priv.(crypto.Signer).Public()); err != nil {
+		// Its message names the curve or size, nothing of the key.
+		return Signer{}, fmt.Errorf("reading signing key: %w: %s: %v", ErrUnsupportedKey, algorithm, err)
+	}
+	sv, err := signature.LoadSignerVerifierWithOpts(priv, options.WithHash(crypto.SHA256))
 	if err != nil {
-		// sigstore refuses curves and sizes it has no algorithm for
-		// (ECDSA P-224, RSA under 2048 bits); its message names the type.
 		return Signer{}, fmt.Errorf("reading signing key: %w: %s: %v", ErrUnsupportedKey, algorithm, err)
 	}
 	pub, err := sv.PublicKey()

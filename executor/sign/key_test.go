@@ -67,6 +67,7 @@ func TestLoadKey_keyTypes(t *testing.T) {
 		{"ecdsa-p256 sigstore", mustECDSA(t, elliptic.P256()), SigstorePrivateKeyPEMType, "ecdsa-p256"},
 		{"ecdsa-p256 cosign (older cosign)", mustECDSA(t, elliptic.P256()), CosignPrivateKeyPEMType, "ecdsa-p256"},
 		{"ecdsa-p384", mustECDSA(t, elliptic.P384()), SigstorePrivateKeyPEMType, "ecdsa-p384"},
+		{"ecdsa-p521", mustECDSA(t, elliptic.P521()), SigstorePrivateKeyPEMType, "ecdsa-p521"},
 		{"rsa-2048", rsaKey, SigstorePrivateKeyPEMType, "rsa-2048"},
 		{"ed25519", edKey, SigstorePrivateKeyPEMType, "ed25519"},
 	} {
@@ -82,23 +83,14 @@ func TestLoadKey_keyTypes(t *testing.T) {
 			if !ok || !pub.Equal(tc.priv.Public()) {
 				t.Errorf("PublicKey() is not the key's public key")
 			}
-			// What it signs verifies with the public key, as cosign's
-			// verifier loads it (signature.LoadVerifier with SHA-256; for
-			// Ed25519 the Ed25519ph verifier cosign's signer pairs with).
+			// What it signs verifies with the public key as cosign verify
+			// --key loads it: signature.LoadVerifier with SHA-256.
 			msg := []byte("payload")
 			sig, err := s.signMessage(msg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var v signature.Verifier
-			if _, isEd := tc.priv.(ed25519.PrivateKey); isEd {
-				v, err = signature.LoadED25519phVerifier(tc.priv.Public().(ed25519.PublicKey))
-			} else {
-				v, err = signature.LoadVerifier(tc.priv.Public(), crypto.SHA256)
-				if tc.algorithm == "ecdsa-p384" {
-					v, err = signature.LoadVerifier(tc.priv.Public(), crypto.SHA384)
-				}
-			}
+			v, err := signature.LoadVerifier(tc.priv.Public(), crypto.SHA256)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -170,8 +162,14 @@ func TestLoadKey_errors(t *testing.T) {
 		t.Fatal(err)
 	}
 	x25519 := encryptKey(t, x, password, SigstorePrivateKeyPEMType)
-	// A P-224 key, for which sigstore (and so cosign) has no algorithm.
+	// A P-224 key and an RSA-1024 key, which sigstore's ValidatePubKey (and
+	// so cosign import-key-pair) refuses.
 	p224 := encryptKey(t, mustECDSA(t, elliptic.P224()), password, SigstorePrivateKeyPEMType)
+	rsa1024Key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsa1024 := encryptKey(t, rsa1024Key, password, SigstorePrivateKeyPEMType)
 
 	for _, tc := range []struct {
 		name     string
@@ -190,6 +188,7 @@ func TestLoadKey_errors(t *testing.T) {
 		{"costly scrypt parameters", costly, password, ErrNotCosignKey, "scrypt parameters"},
 		{"X25519", x25519, password, ErrUnsupportedKey, "*ecdh.PrivateKey"},
 		{"P-224", p224, password, ErrUnsupportedKey, "ecdsa-p224"},
+		{"RSA-1024", rsa1024, password, ErrUnsupportedKey, "rsa-1024"},
 		{"too large", append(bytes.Repeat([]byte("A"), 70<<10), good...), password, ErrNotCosignKey, "larger than any cosign key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

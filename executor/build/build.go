@@ -157,6 +157,9 @@ type Report struct {
 	// shared with another platform too) and their cache hits and misses.
 	// Stages, CacheHits and CacheMisses above count each stage once.
 	Platforms []result.Platform
+	// Materials are, per platform (in the order of Platforms), every
+	// image its build read, for its provenance (see buildSet.materials).
+	Materials [][]Material
 }
 
 // Error is a build failure with the machine-readable reason, the Dockerfile

@@ -454,6 +454,7 @@ func (set *buildSet) report(imgs []PlatformImage) *Report {
 		rep.CacheMisses += s.sb.keyed - s.sb.hits
 	}
 	rep.Bases, rep.BasesOmitted = set.bases()
+	rep.Materials = set.materials()
 	for n, b := range set.builders {
 		pr := result.Platform{Platform: dockerfile.FormatPlatform(b.platform)}
 		var last time.Time

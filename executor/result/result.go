@@ -70,6 +70,17 @@ type Result struct {
 	// one for a single platform, then Digest is that image's.
 	Platforms []Platform `json:"platforms,omitempty"`
 
+	// Attestations are the attestation manifests of the pushed index,
+	// one per image in the order of its images, when the build attached
+	// any (--provenance, --sbom); at most MaxAttestations, fewer when the
+	// document would not fit in MaxSize otherwise (Encode), those left
+	// out counted in AttestationsOmitted. Digest is then the index's.
+	Attestations        []Attestation `json:"attestations,omitempty"`
+	AttestationsOmitted int           `json:"attestationsOmitted,omitempty"`
+	// Signatures are what --sign-key signed and where cosign finds it:
+	// Digest's signature first, then each image's of an index.
+	Signatures []Signature `json:"signatures,omitempty"`
+
 	// Commit is the resolved git commit of the build context, if it came from git.
 	Commit string `json:"commit,omitempty"`
 
@@ -159,6 +170,45 @@ type Base struct {
 	Manifest string `json:"manifest,omitempty"`
 }
 
+// MaxAttestations bounds Result.Attestations, and Result.Signatures.
+const MaxAttestations = 16
+
+// Attestation is the attestation manifest about one image: in BuildKit's
+// layout, an entry of the index of platform unknown/unknown whose
+// annotation vnd.docker.reference.digest names the image.
+type Attestation struct {
+	// Platform is the image's platform (os/arch[/variant]).
+	Platform string `json:"platform,omitempty"`
+	// Image is the digest of the image's manifest.
+	Image string `json:"image"`
+	// Manifest is the digest of the attestation manifest in the index.
+	Manifest string `json:"manifest"`
+	// PredicateTypes are the in-toto predicate types of its statements,
+	// in order (https://slsa.dev/provenance/v1, https://spdx.dev/Document,
+	// https://cyclonedx.org/bom).
+	PredicateTypes []string `json:"predicateTypes,omitempty"`
+	// Referrer is the digest of the same statements as an OCI 1.1
+	// referrer of the image (BuildKit's OCI artifact form, with the image
+	// as subject), pushed to the destinations whose registry has the
+	// referrers API; empty when none has.
+	Referrer string `json:"referrer,omitempty"`
+}
+
+// Signature is what --sign-key signed of one digest, in cosign's layout:
+// the signature under the tag sha256-<hex>.sig and the signed statements
+// (cosign's attestations) under sha256-<hex>.att of the first
+// destination's repository (the others hold their own, of the same
+// content).
+type Signature struct {
+	// Digest is the digest signed: the index's or an image's.
+	Digest string `json:"digest"`
+	// Signature is the digest of the .sig manifest.
+	Signature string `json:"signature,omitempty"`
+	// Attestations is the digest of the .att manifest, when statements
+	// were attached to Digest.
+	Attestations string `json:"attestations,omitempty"`
+}
+
 // Platform summarises the build of one platform.
 type Platform struct {
 	// Platform is os/arch[/variant], normalised (linux/arm64,
@@ -243,7 +293,8 @@ func Millis(d time.Duration) int64 { return d.Milliseconds() }
 
 // Encode marshals r so that it fits in MaxSize bytes, dropping the
 // per-stage summaries (of the build and of each platform), then the last
-// warnings (counted in WarningsDropped),
+// warnings (counted in WarningsDropped), then the attestations' details
+// and the last attestations (trimAttestations),
 // then the bases' platform manifests and the last bases (counted in
 // BasesOmitted), and then shortening the failure message if needed. The failure's and
 // the warnings' texts are sanitised (Sanitize, Excerpt) whoever made them.
@@ -278,6 +329,9 @@ func Encode(r Result) []byte {
 		r.WarningsDropped++
 		b, _ = json.Marshal(r)
 	}
+	if len(b) > MaxSize && (len(r.Attestations) > 0 || len(r.Signatures) > 0) {
+		b = r.trimAttestations()
+	}
 	if len(b) > MaxSize && len(r.Bases) > 0 {
 		b = r.trimBases()
 	}
@@ -297,6 +351,30 @@ func Encode(r Result) []byte {
 			msg = ""
 		}
 		r.Failure.Message = msg
+		b, _ = json.Marshal(r)
+	}
+	return b
+}
+
+// trimAttestations drops the attestations' predicate types, then the
+// images' signatures (Digest's is kept), then attestations from the last
+// (counted in AttestationsOmitted), until r encodes within MaxSize or has
+// no attestation left; it returns the encoding.
+func (r *Result) trimAttestations() []byte {
+	atts := make([]Attestation, len(r.Attestations))
+	for i, a := range r.Attestations {
+		a.PredicateTypes = nil
+		atts[i] = a
+	}
+	r.Attestations = atts
+	b, _ := json.Marshal(r)
+	if len(b) > MaxSize && len(r.Signatures) > 1 {
+		r.Signatures = r.Signatures[:1]
+		b, _ = json.Marshal(r)
+	}
+	for len(b) > MaxSize && len(r.Attestations) > 0 {
+		r.Attestations = r.Attestations[:len(r.Attestations)-1]
+		r.AttestationsOmitted++
 		b, _ = json.Marshal(r)
 	}
 	return b

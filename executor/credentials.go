@@ -19,6 +19,7 @@ import (
 
 	"github.com/slipway-dev/slipway/executor/build"
 	"github.com/slipway-dev/slipway/executor/publish"
+	"github.com/slipway-dev/slipway/executor/sign"
 	"github.com/slipway-dev/slipway/executor/source"
 )
 
@@ -62,6 +63,8 @@ const (
 	credGit     = "git"     // username, password, ssh-privatekey, known_hosts
 	credSecrets = "secrets" // one file per build secret, named by its id
 	credSSH     = "ssh"     // per ssh agent id: a private key file, or a directory of them
+	// signing/cosign.key and signing/cosign.password: the signing key
+	// (credSigning, supplychain.go)
 )
 
 // credentials are the build's secrets, in memory.
@@ -75,6 +78,9 @@ type credentials struct {
 	// readable are files holding credentials that stay where a RUN step
 	// can read them (outside the credentials directory).
 	readable []string
+	// signer signs what is pushed (--sign-key, the credentials
+	// directory's signing/); nil for none. See supplychain.go.
+	signer *sign.Signer
 }
 
 // stageCredentials copies the credential files under src (the Secret
@@ -199,6 +205,9 @@ func loadCredentials(o *options) (*credentials, error) {
 
 	c.ssh, err = readSSH(o.ssh, dir)
 	if err != nil {
+		return nil, err
+	}
+	if c.signer, err = loadSigner(o, &c.readable); err != nil {
 		return nil, err
 	}
 	for _, f := range o.ssh {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,6 +182,12 @@ const podCapabilities = "+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+set
 // environment but PATH, HOME and env.
 func inExecutorRoot(t *testing.T, root string, env []string, args ...string) ([]byte, error) {
 	t.Helper()
+	// As runExecutor: no attestation unless the test asks for one.
+	if !slices.ContainsFunc(args, func(a string) bool {
+		return strings.HasPrefix(a, "--provenance") || strings.HasPrefix(a, "--sbom")
+	}) {
+		args = append([]string{"--provenance=none"}, args...)
+	}
 	script := `set -e
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 mountpoint -q "$ROOT/dev" || {

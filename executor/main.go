@@ -93,6 +93,9 @@ type options struct {
 	checkOnly              bool
 	checkFailOn, checkSkip string
 	failOn, skip           []string
+
+	// sc are the attestation and signing flags (supplychain.go).
+	sc supplyChain
 }
 
 func main() {
@@ -192,6 +195,7 @@ func parseFlags(args []string) (*options, error) {
 		}
 		return o, nil
 	}
+	o.sc.provenanceSet, o.sc.ociSet = fs.Changed("provenance"), fs.Changed("oci-media-types")
 	return o, o.check()
 }
 
@@ -248,6 +252,7 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.StringVar(&o.maxLayerSize, "max-layer-size", "16GiB", "The most one image layer may expand to when extracted (e.g. 512MiB, 16GiB, 1TiB); a layer past it fails the build. 0: no limit.")
 	fs.StringVar(&o.credentialsDir, "credentials-dir", "", "Directory of credentials (docker/config.json, git/, secrets/ID, ssh/ID) read at start and emptied before the first RUN step.")
 	fs.StringVar(&o.stageCredentials, "stage-credentials", "", "Copy the credential files under this directory into --credentials-dir and exit (the executor pod's init container).")
+	o.sc.flags(fs)
 	fs.BoolVar(&o.checkOnly, "check", false, "Evaluate the build checks (BuildKit's Dockerfile rules, RootUser, NoHealthcheck) and exit without building or pushing: exit status 1 when a finding is an error (check=error=true, --check-fail-on) or the Dockerfile cannot be checked.")
 	fs.StringVar(&o.checkFailOn, "check-fail-on", "", "Build check rules (comma-separated, or all) whose findings fail the build before its first step (reason CheckFailed); the Dockerfile's check=skip cannot waive them.")
 	fs.StringVar(&o.checkSkip, "check-skip", "", "Build check rules (comma-separated, or all) not evaluated, in addition to those the Dockerfile's check=skip names; --check-fail-on wins over it.")
@@ -326,7 +331,7 @@ func (o *options) check() error {
 	if o.pushByDigest && o.noPush {
 		return errors.New("--push-by-digest pushes by digest instead of by tag; with --no-push nothing is pushed")
 	}
-	return nil
+	return o.sc.check(o)
 }
 
 // parsePlatforms parses --custom-platform values: each os/arch[/variant],
@@ -407,6 +412,10 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	if o.verbosity == "trace" {
 		o.reg.Trace = logw
 	}
+	started := time.Now()
+	if o.sc.note != "" {
+		fmt.Fprintln(logw, o.sc.note)
+	}
 	var res result.Result
 	creds, destinations, err := prepareRegistry(o, logw)
 	if err != nil {
@@ -430,6 +439,9 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 		return failedResult(res, push, err)
 	}
 	bo := buildOptions(ctx, o, creds, in, workDir, logw)
+	if bo.Isolation == build.InPlace {
+		bo.Exclude = append(bo.Exclude, o.sc.excludes()...)
+	}
 	bo.Checks = buildChecks(o, &res)
 	if o.checkOnly {
 		return checkOnly(ctx, bo, &res, logw)
@@ -442,15 +454,21 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	// fails fails no build, and is a warning.
 	defer flushCache(ctx, bo.Cache, cacheRepo, bo.Log)
 
-	img, digest, err := buildImage(ctx, bo, o.ociMediaTypes, &res, logw)
+	img, digest, rep, err := buildImage(ctx, bo, o.ociMediaTypes, &res, logw)
 	if err != nil {
 		return failedResult(res, push, err)
+	}
+	if img, digest, err = attach(ctx, o, creds, in, rep, img, started, destinations, &res, logw); err != nil {
+		return failedResult(res, push, failed(result.ReasonInternal, err))
 	}
 	if err := push.wait(); err != nil {
 		return failedResult(res, push, failed(result.ReasonPushFailed, err))
 	}
 	pushStart := time.Now()
 	if err := writeOutputs(ctx, o, img, digest, destinations, &res, logw); err != nil {
+		return failedResult(res, push, failed(result.ReasonPushFailed, err))
+	}
+	if err := publishSupplyChain(ctx, o, creds, img, destinations, &res, logw); err != nil {
 		return failedResult(res, push, failed(result.ReasonPushFailed, err))
 	}
 	res.PushMillis = result.Millis(time.Since(pushStart))
@@ -764,7 +782,7 @@ func flushCache(ctx context.Context, c build.Cache, repo name.Repository, log io
 // several platforms gives an image index of their images (publish.Index);
 // res lists each platform's (res.Platforms) when --custom-platform named
 // any.
-func buildImage(ctx context.Context, bo build.Options, oci bool, res *result.Result, logw io.Writer) (publish.Artifact, v1.Hash, error) {
+func buildImage(ctx context.Context, bo build.Options, oci bool, res *result.Result, logw io.Writer) (publish.Artifact, v1.Hash, *build.Report, error) {
 	buildStart := time.Now()
 	imgs, rep, err := build.BuildAll(ctx, bo)
 	res.BuildMillis = result.Millis(time.Since(buildStart))
@@ -777,7 +795,7 @@ func buildImage(ctx context.Context, bo build.Options, oci bool, res *result.Res
 		}
 	}
 	if err != nil {
-		return nil, v1.Hash{}, failed(result.ReasonInternal, err)
+		return nil, v1.Hash{}, rep, failed(result.ReasonInternal, err)
 	}
 	var art publish.Artifact = imgs[0].Image
 	if len(imgs) > 1 {
@@ -786,12 +804,12 @@ func buildImage(ctx context.Context, bo build.Options, oci bool, res *result.Res
 			pis[i] = publish.PlatformImage{Platform: v1.Platform{OS: pi.Platform.OS, Architecture: pi.Platform.Architecture, Variant: pi.Platform.Variant, OSVersion: pi.Platform.OSVersion, OSFeatures: pi.Platform.OSFeatures}, Image: pi.Image}
 		}
 		if art, err = publish.Index(pis); err != nil {
-			return nil, v1.Hash{}, failed(result.ReasonInternal, err)
+			return nil, v1.Hash{}, rep, failed(result.ReasonInternal, err)
 		}
 	}
 	digest, err := art.Digest()
 	if err != nil {
-		return nil, v1.Hash{}, failed(result.ReasonInternal, err)
+		return nil, v1.Hash{}, rep, failed(result.ReasonInternal, err)
 	}
 	res.Digest = digest.String()
 	if len(imgs) > 1 {
@@ -802,7 +820,7 @@ func buildImage(ctx context.Context, bo build.Options, oci bool, res *result.Res
 	} else {
 		fmt.Fprintf(logw, "Built image %s in %.1fs\n", digest, time.Since(buildStart).Seconds())
 	}
-	return art, digest, nil
+	return art, digest, rep, nil
 }
 
 // writeOutputs pushes and writes every output the flags ask for: img is
@@ -810,7 +828,7 @@ func buildImage(ctx context.Context, bo build.Options, oci bool, res *result.Res
 // tarball cannot hold: check refuses --tar-path then).
 func writeOutputs(ctx context.Context, o *options, img publish.Artifact, digest v1.Hash, destinations []name.Reference, res *result.Result, logw io.Writer) error {
 	if o.tarPath != "" {
-		single, ok := img.(v1.Image)
+		single, ok := tarballImage(o, img, logw)
 		if !ok {
 			return errors.New("--tar-path: a docker-archive tarball holds no image index")
 		}

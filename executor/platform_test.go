@@ -478,6 +478,8 @@ exec chroot "$ROOT" /slipway/executor "$@"
 `
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// As runExecutor: no attestation (the images are compared).
+	args = append([]string{"--provenance=none"}, args...)
 	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--mount", "--pid", "--fork", "--propagation", "private",
 		"sh", "-c", script, "sh"}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ROOT=" + root, "CONTEXT=" + ctxDir, "HOME=/root"}

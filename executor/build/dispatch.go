@@ -537,6 +537,9 @@ func (p *runPlan) run(ctx context.Context, sb *stageBuilder, root string) ([]str
 		Dev:      p.dev,
 		Network:  p.network,
 		Hostname: sb.b.opts.Hostname,
+		// The step's seccomp filter allows the machine's compat ABI
+		// only for a stage of that platform.
+		CompatArch: sb.compatArch(),
 	})
 	out.Flush()
 	if uerr := unmount(); uerr != nil && err == nil {
@@ -552,6 +555,20 @@ func (p *runPlan) run(ctx context.Context, sb *stageBuilder, root string) ([]str
 		return nil, fail(result.ReasonRunFailed, fmt.Errorf("running %q: %w", strings.Join(p.args, " "), err))
 	}
 	return nil, nil
+}
+
+// compatArch is the run.Spec CompatArch of the stage's RUN steps: its
+// platform's architecture when that is not this machine's but the
+// machine runs its executables itself (Emulator.Native: linux/386 on
+// amd64, with no emulator, as BuildKit does, where containerd's
+// platforms.Only lists it), else empty, as for executables an emulator
+// runs, whose interpreter makes native system calls.
+func (sb *stageBuilder) compatArch() string {
+	p := sb.platform
+	if p.Architecture == "" || p.Architecture == dockerfile.NativePlatform().Architecture || !sb.b.opts.Emulator.Native(p) {
+		return ""
+	}
+	return p.Architecture
 }
 
 // releaseMemory gives the heap's garbage and free pages back to the system

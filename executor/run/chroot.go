@@ -46,9 +46,10 @@ import (
 // capabilities (DefaultCapabilities: bounding, permitted and effective sets for UID 0, the
 // bounding set only for another user, no inheritable or ambient ones), less NET_RAW and
 // NET_BIND_SERVICE when there is no user namespace (see below), installs Docker's default
-// seccomp profile (narrower in two ways: only the native ABI, see compileFilter, and the
-// terminal ioctls TIOCSTI and TIOCLINUX refused, see ttyIoctls), takes the user and groups
-// of the Spec, checks that the command's path does not lead through a magic link of /proc
+// seccomp profile (narrower in two ways: the native ABI alone, with the machine's compat
+// ABI added only for a step of Spec.CompatArch, see stepFilter; and the terminal ioctls
+// TIOCSTI and TIOCLINUX refused, see ttyIoctls), takes the user and groups of the Spec,
+// checks that the command's path does not lead through a magic link of /proc
 // (/proc/self/exe would be the executor's binary: see checkNoMagicLink) and execs the
 // command. The helper reaps orphans and reports the command's status; the command can
 // neither signal nor trace it. When the command exits, the helper exits, which kills
@@ -178,7 +179,9 @@ type helperConfig struct {
 	// only the loopback interface, up (Spec.Network NetworkNone).
 	NoNetwork bool
 	// Hostname, when set, is the UTS namespace's host name (Spec.Hostname).
-	Hostname   string
+	Hostname string
+	// CompatArch is Spec.CompatArch: it chooses Filter (stepFilter).
+	CompatArch string
 	Caps       uint64 // see initConfig and stepCapMask
 	Filter     []unix.SockFilter
 	NoNewPrivs bool
@@ -209,7 +212,7 @@ func (r *chrootRunner) Run(ctx context.Context, s Spec) error {
 	return r.run(ctx, helperConfig{
 		Root: root, Path: p.path, Args: s.Args, Env: p.env, Dir: p.dir,
 		UID: s.UID, GID: s.GID, Groups: s.Groups, DevKeep: s.Dev,
-		NoNetwork: p.noNetwork, Hostname: s.Hostname,
+		NoNetwork: p.noNetwork, Hostname: s.Hostname, CompatArch: s.CompatArch,
 	}, s.Stdout, s.Stderr)
 }
 
@@ -219,7 +222,7 @@ func (r *chrootRunner) run(ctx context.Context, cfg helperConfig, stdout, stderr
 	if !initCalled {
 		return errors.New("running in a chroot: run.Init was not called at the start of main")
 	}
-	filter, err := defaultFilter()
+	filter, err := stepFilter(cfg.CompatArch)
 	if err != nil {
 		return err
 	}

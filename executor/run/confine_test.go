@@ -25,9 +25,15 @@ func seccompData(nr, auditArch uint32, args [6]uint64) []byte {
 	return b
 }
 
-// wantAction is what libseccomp makes of p for a call: the action of a rule whose
-// conditions all hold, or the default.
+// wantAction is what libseccomp makes of p for a call of a 64-bit ABI: the action of a
+// rule whose conditions all hold, or the default.
 func wantAction(p *specs.LinuxSeccomp, name string, args [6]uint64) uint32 {
+	return wantActionABI(p, name, args, false)
+}
+
+// wantActionABI is wantAction for a 64-bit ABI or, if short, a 32-bit one, whose rules
+// libseccomp compares on the low 32 bits of the arguments and values alone.
+func wantActionABI(p *specs.LinuxSeccomp, name string, args [6]uint64, short bool) uint32 {
 	action := func(a specs.LinuxSeccompAction, errno *uint) uint32 {
 		switch a {
 		case specs.ActAllow:
@@ -51,22 +57,25 @@ func wantAction(p *specs.LinuxSeccomp, name string, args [6]uint64) uint32 {
 		}
 		holds := true
 		for _, c := range rule.Args {
-			a := args[c.Index]
+			a, v, v2 := args[c.Index], c.Value, c.ValueTwo
+			if short {
+				a, v, v2 = uint64(uint32(a)), uint64(uint32(v)), uint64(uint32(v2))
+			}
 			switch c.Op {
 			case specs.OpEqualTo:
-				holds = holds && a == c.Value
+				holds = holds && a == v
 			case specs.OpNotEqual:
-				holds = holds && a != c.Value
+				holds = holds && a != v
 			case specs.OpLessThan:
-				holds = holds && a < c.Value
+				holds = holds && a < v
 			case specs.OpLessEqual:
-				holds = holds && a <= c.Value
+				holds = holds && a <= v
 			case specs.OpGreaterThan:
-				holds = holds && a > c.Value
+				holds = holds && a > v
 			case specs.OpGreaterEqual:
-				holds = holds && a >= c.Value
+				holds = holds && a >= v
 			case specs.OpMaskedEqual:
-				holds = holds && a&c.Value == c.ValueTwo
+				holds = holds && a&v == v2
 			}
 		}
 		if holds {
@@ -93,35 +102,12 @@ func TestCompileFilter_defaultProfile(t *testing.T) {
 		return runFilter(t, vm, nr, auditArch, args)
 	}
 
-	// Argument values worth trying for each system call: zero, and around every value
-	// its rules compare with.
-	values := map[string][]uint64{}
-	for _, rule := range p.Syscalls {
-		for _, n := range rule.Names {
-			for _, c := range rule.Args {
-				vs := []uint64{c.Value, c.Value - 1, c.Value + 1, c.Value | 1<<32, 0xffffffff, ^uint64(0)}
-				for bit := 0; bit < 64; bit++ {
-					if c.Value&(1<<bit) != 0 {
-						vs = append(vs, 1<<bit, c.Value&^(1<<bit))
-					}
-				}
-				values[n] = append(values[n], vs...)
-			}
-		}
-	}
+	values := ruleValues(p.Syscalls)
 	const auditArchX86_64 = 0xc000003e
 	info := arch.X86_64
 	allowed := 0
 	for name, nr := range info.SyscallNames {
-		tries := [][6]uint64{{}}
-		for _, v := range values[name] {
-			for i := range 6 {
-				var args [6]uint64
-				args[i] = v
-				tries = append(tries, args)
-			}
-		}
-		for _, args := range tries {
+		for _, args := range argTries(values[name]) {
 			want, got := wantAction(p, name, args), run(uint32(nr), auditArchX86_64, args)
 			if got != want {
 				t.Errorf("%s%v: %#x, want %#x", name, args, got, want)
@@ -145,11 +131,51 @@ func TestCompileFilter_defaultProfile(t *testing.T) {
 	}
 }
 
-// filterVM compiles p, with the rules of first checked first, and loads it in x/net/bpf's
-// interpreter.
+// ruleValues returns the argument values worth trying for each system call that rules
+// name: around every value they compare with.
+func ruleValues(rules []specs.LinuxSyscall) map[string][]uint64 {
+	values := map[string][]uint64{}
+	for _, rule := range rules {
+		for _, n := range rule.Names {
+			for _, c := range rule.Args {
+				vs := []uint64{c.Value, c.Value - 1, c.Value + 1, c.Value | 1<<32, 0xffffffff, ^uint64(0)}
+				for bit := 0; bit < 64; bit++ {
+					if c.Value&(1<<bit) != 0 {
+						vs = append(vs, 1<<bit, c.Value&^(1<<bit))
+					}
+				}
+				values[n] = append(values[n], vs...)
+			}
+		}
+	}
+	return values
+}
+
+// argTries returns the arguments to try a system call with: all zero, and each of
+// values in each argument.
+func argTries(values []uint64) [][6]uint64 {
+	tries := [][6]uint64{{}}
+	for _, v := range values {
+		for i := range 6 {
+			var args [6]uint64
+			args[i] = v
+			tries = append(tries, args)
+		}
+	}
+	return tries
+}
+
+// filterVM compiles p for x86-64, with the rules of first checked first, and loads it in
+// x/net/bpf's interpreter.
 func filterVM(t *testing.T, p *specs.LinuxSeccomp, first ...specs.LinuxSyscall) *bpf.VM {
 	t.Helper()
-	filter, err := compileFilter(p, first)
+	return abiFilterVM(t, p, arch.X86_64, nil, first...)
+}
+
+// abiFilterVM is filterVM for the native ABI and compat ABI given.
+func abiFilterVM(t *testing.T, p *specs.LinuxSeccomp, native, compat *arch.Info, first ...specs.LinuxSyscall) *bpf.VM {
+	t.Helper()
+	filter, err := compileFilter(p, first, native, compat)
 	if err != nil {
 		t.Fatalf("compileFilter: %v", err)
 	}

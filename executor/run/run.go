@@ -79,6 +79,16 @@ type Spec struct {
 	// without whitespace or control characters. Empty: the runner's default. The in-place
 	// runner shares the pod's UTS namespace, and refuses a step with one.
 	Hostname string
+	// CompatArch, when set, is the architecture (as a GOARCH and an OCI platform name it:
+	// "386") of the step's executables when it is not this machine's own but the kernel
+	// runs them itself, natively, through a compat ABI of its own: linux/386 on amd64 (see
+	// compatABIs). The chroot runner's seccomp filter then allows that ABI too, with the
+	// same rules as the native one; a step without it gets the native ABI alone, and a
+	// 32-bit program's system calls fail there. Leave it empty for executables of the
+	// machine's architecture and for those a binfmt_misc emulator runs (its interpreter
+	// is a native program). The in-place runner installs no filter: the pod's seccomp
+	// profile decides. An architecture the machine has no compat ABI for is an error.
+	CompatArch string
 }
 
 // CheckHostname checks h as Spec.Hostname takes it.
@@ -173,6 +183,9 @@ func prepare(root string, s Spec) (prepared, error) {
 	}
 	if err := CheckHostname(s.Hostname); err != nil {
 		return prepared{}, fmt.Errorf("checking hostname: %w", err)
+	}
+	if err := checkCompatArch(s.CompatArch); err != nil {
+		return prepared{}, err
 	}
 	dir := s.Dir
 	if dir == "" {

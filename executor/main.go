@@ -429,6 +429,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 		return failedResult(res, push, err)
 	}
 	defer removeWorkDir()
+	o.sc.workDir = workDir
 	defer func() {
 		if out.Failure != nil {
 			out.Failure.Message = userPaths(out.Failure.Message, workDir)

@@ -73,6 +73,9 @@ type supplyChain struct {
 	// attested is what attach made, for the outputs, the referrers and
 	// signing; nil when the build attached nothing.
 	attested *attested
+	// workDir is the build's work directory, where the SBOM's tree is
+	// unpacked.
+	workDir string
 }
 
 // flags binds the supply chain's flags to fs.

@@ -409,3 +409,31 @@ func TestProvenance_builderDependencies(t *testing.T) {
 		t.Errorf("a builder dependency without a digest was taken")
 	}
 }
+
+// The SBOM statement: in-toto v1, the SBOM's predicate type, the document
+// as its predicate, the subjects as the provenance's.
+func TestSBOM_statement(t *testing.T) {
+	doc := []byte(`{"spdxVersion":"SPDX-2.3","packages":[{"name":"busybox"}]}`)
+	raw, err := SBOM(doc, PredicateSPDX, Subject{Names: []string{"r.example/a:v1"}, Platform: amd64, Digests: []digest.Digest{imgDigest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		T         string `json:"_type"`
+		P         string `json:"predicateType"`
+		Subject   []struct{ Name string }
+		Predicate json.RawMessage `json:"predicate"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.T != "https://in-toto.io/Statement/v1" || s.P != "https://spdx.dev/Document" || string(s.Predicate) != string(doc) || len(s.Subject) != 1 || s.Subject[0].Name != "pkg:docker/r.example/a@v1?platform=linux%2Famd64" {
+		t.Errorf("statement %s", raw)
+	}
+	if _, err := SBOM([]byte("not json"), PredicateSPDX, Subject{Digests: []digest.Digest{imgDigest}}); err == nil {
+		t.Errorf("a document that is not JSON was taken")
+	}
+	if _, err := SBOM(doc, "https://example.invalid/x", Subject{Digests: []digest.Digest{imgDigest}}); err == nil {
+		t.Errorf("another predicate type was taken")
+	}
+}

@@ -552,3 +552,22 @@ func TestExecute_provenanceReferrers(t *testing.T) {
 		t.Errorf("tags of %s: %v; want v1 alone (no referrers fallback tag)", repo, tags)
 	}
 }
+
+// An ADD of a URL or git repository, or of a source a variable names, is
+// a dependency the provenance does not name: it says its dependencies are
+// incomplete then (BuildKit records them; see readsUnrecorded).
+func TestReadsUnrecorded(t *testing.T) {
+	for df, want := range map[string]bool{
+		"FROM a\nCOPY x /x\nADD y.tar /y\n":                         false,
+		"FROM a\nADD https://example.invalid/x /x\n":                true,
+		"FROM a\nADD --checksum=sha256:00 https://e.invalid/x /x\n": true,
+		"FROM a\nADD git@github.com:org/repo.git /src\n":            true,
+		"FROM a\nARG SRC\nADD $SRC /x\n":                            true,
+		"FROM a\nadd [\"http://e.invalid/x\", \"/x\"]\n":            true,
+		"FROM a\nCOPY https://not.read/ /x\n":                       false,
+	} {
+		if got := readsUnrecorded([]byte(df)); got != want {
+			t.Errorf("readsUnrecorded(%q) = %v, want %v", df, got, want)
+		}
+	}
+}

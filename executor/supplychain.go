@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
@@ -357,6 +359,7 @@ func attach(ctx context.Context, o *options, creds *credentials, in *buildInputs
 		SecretIDs:           slices.Collect(mapsKeys(creds.secrets)),
 		SSHIDs:              slices.Collect(mapsKeys(creds.ssh)),
 		Redact:              creds.secretValues(),
+		Incomplete:          readsUnrecorded(in.dockerfile),
 		InvocationID:        hex.EncodeToString(invocation),
 		StartedOn:           started,
 		FinishedOn:          finished,
@@ -448,6 +451,37 @@ func attach(ctx context.Context, o *options, creds *credentials, in *buildInputs
 	fmt.Fprintf(logw, "Attached %s to each image: image index %s\n", strings.Join(what, " and "), idxDigest)
 	o.sc.attested = &attested{index: idx, digest: idxDigest, images: imgs}
 	return idx, idxDigest, nil
+}
+
+// readsUnrecorded tells whether a Dockerfile may read what the provenance
+// does not name: an ADD of a URL or a git repository (BuildKit records
+// their digests as materials; this executor does not yet), or of a source
+// named by a variable, which may be one. The provenance then says its
+// dependencies are incomplete. A Dockerfile that does not parse says so
+// too (it builds nothing anyway).
+func readsUnrecorded(dockerfileBytes []byte) bool {
+	res, err := parser.Parse(bytes.NewReader(dockerfileBytes))
+	if err != nil {
+		return true
+	}
+	for _, n := range res.AST.Children {
+		if !strings.EqualFold(n.Value, "add") {
+			continue
+		}
+		var words []string
+		for w := n.Next; w != nil; w = w.Next {
+			words = append(words, w.Value)
+		}
+		if len(words) > 0 {
+			words = words[:len(words)-1] // the destination
+		}
+		for _, w := range words {
+			if strings.Contains(w, "://") || strings.HasPrefix(w, "git@") || strings.Contains(w, "$") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // tagOf is ":tag" of a tag reference, "" for a digest.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -589,8 +588,7 @@ func pushReferrers(ctx context.Context, o *options, a *attested, repos []name.Re
 		for i, r := range refs {
 			rd, err := r.Digest()
 			if err == nil {
-				ref := repo.Digest(rd.String())
-				err = remote.Write(ref, r, append(o.reg.Remote(ctx, ref, true), remote.WithReferrersTagFallback(false))...)
+				err = publish.PushReferrer(ctx, repo.Digest(rd.String()), r, o.reg)
 			}
 			if err != nil {
 				fmt.Fprintf(logw, "WARNING: pushing the attestation referrer of %s to %s: %v\n", a.images[i].digest, repo, err)

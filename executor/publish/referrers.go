@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -71,4 +72,16 @@ func KeychainSecrets(kc authn.Keychain) [][]byte {
 		}
 	}
 	return out
+}
+
+// PushReferrer pushes img, a manifest with a subject, to ref by digest,
+// for a registry SupportsReferrers says has the referrers API: the
+// registry lists it. It never writes a referrers tag of the fallback
+// scheme (go-containerregistry would, with a shared client made without
+// saying otherwise), so a registry that turns out to lack the API fails
+// the push instead.
+func PushReferrer(ctx context.Context, ref name.Digest, img v1.Image, o RegistryOptions) error {
+	o.clients = nil
+	opts := append(o.Remote(ctx, ref, true), remote.WithReferrersTagFallback(false))
+	return withRetries(ctx, o.Retries, func() error { return remote.Write(ref, img, opts...) })
 }

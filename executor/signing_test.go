@@ -239,3 +239,52 @@ func mustTag(t *testing.T, s string) name.Reference {
 	}
 	return r
 }
+
+// loadSigner: a key (and password file) outside the credentials
+// directory is a file RUN steps could read in place (readable, which seal
+// warns about), and its directory one an in-place build never clears or
+// snapshots (excludes); staged in the credentials directory it is neither.
+// COSIGN_PASSWORD leaves the environment once read.
+func TestLoadSigner_readableAndExcluded(t *testing.T) {
+	priv, _ := testenv.CosignKeyPair(t, "pw")
+	outside := t.TempDir()
+	keyPath := filepath.Join(outside, "cosign.key")
+	if err := os.WriteFile(keyPath, priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("COSIGN_PASSWORD", "pw")
+	o := &options{}
+	o.sc.signKey = keyPath
+	var readable []string
+	s, err := loadSigner(o, &readable)
+	if err != nil || s == nil {
+		t.Fatalf("loadSigner: %v, %v", s, err)
+	}
+	if len(readable) != 1 || readable[0] != keyPath {
+		t.Errorf("readable %v; want the key file", readable)
+	}
+	if ex := o.sc.excludes(); len(ex) != 1 || ex[0] != outside {
+		t.Errorf("excludes %v; want %s", ex, outside)
+	}
+	if _, set := os.LookupEnv("COSIGN_PASSWORD"); set {
+		t.Errorf("COSIGN_PASSWORD is still set")
+	}
+
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "signing"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for p, b := range map[string]string{"signing/cosign.key": string(priv), "signing/cosign.password": "pw\n"} {
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(b), 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o = &options{credentialsDir: dir}
+	readable = nil
+	if s, err := loadSigner(o, &readable); err != nil || s == nil {
+		t.Fatalf("loadSigner from the credentials directory: %v, %v", s, err)
+	}
+	if len(readable) != 0 {
+		t.Errorf("readable %v for a staged key", readable)
+	}
+}

@@ -358,7 +358,9 @@ func (e *env) run(repo, digest string) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	img, err := remote.Image(src, remote.WithAuth(e.reg.Auth()))
+	// An image or an index (a multi-platform build, or an image with its provenance
+	// attestation), copied whole so that the digest stays.
+	desc, err := remote.Get(src, remote.WithAuth(e.reg.Auth()))
 	if err != nil {
 		e.t.Fatalf("pulling %s: %v", src, err)
 	}
@@ -367,7 +369,20 @@ func (e *env) run(repo, digest string) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := remote.Write(dst, img, remote.WithAuth(authn.Anonymous)); err != nil {
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		err = remote.WriteIndex(dst, idx, remote.WithAuth(authn.Anonymous))
+	} else {
+		img, err := desc.Image()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		err = remote.Write(dst, img, remote.WithAuth(authn.Anonymous))
+	}
+	if err != nil {
 		e.t.Fatalf("copying to %s: %v", dst, err)
 	}
 	pod := &corev1.Pod{

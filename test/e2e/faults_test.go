@@ -177,14 +177,30 @@ func (e *env) checkComplete(repo, tag, digest string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	img, err := remote.Image(ref, remote.WithAuth(e.reg.Auth()))
+	desc, err := remote.Get(ref, remote.WithAuth(e.reg.Auth()))
 	if err != nil {
 		e.t.Fatalf("pulling %s: %v", ref, err)
 	}
-	if d, err := img.Digest(); err != nil || d.String() != digest {
-		e.t.Errorf("%s points at %v (%v), want %s, the digest of the status", ref, d, err, digest)
+	if desc.Digest.String() != digest {
+		e.t.Errorf("%s points at %s, want %s, the digest of the status", ref, desc.Digest, digest)
 	}
-	if err := validate.Image(img); err != nil {
+	// An image, or an index (the image with its provenance attestation): every manifest,
+	// config and layer it names is read back.
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err == nil {
+			err = validate.Index(idx)
+		}
+		if err != nil {
+			e.t.Errorf("%s is not complete in the registry: %v", ref, err)
+		}
+		return
+	}
+	img, err := desc.Image()
+	if err == nil {
+		err = validate.Image(img)
+	}
+	if err != nil {
 		e.t.Errorf("%s is not complete in the registry: %v", ref, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,17 +92,41 @@ func TestMultiPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.MediaType != types.DockerManifestList {
-		t.Errorf("the index is a %s, want a Docker manifest list (the executor's manifests are Docker's)", m.MediaType)
-	}
 	want := map[string]struct{ uname, built string }{
 		"linux/amd64": {"x86_64\n", "built on linux/amd64 for linux/amd64\nx86_64\n"},
 		"linux/arm64": {"aarch64\n", "built on linux/amd64 for linux/arm64\nx86_64\n"},
 	}
-	if len(m.Manifests) != len(want) {
-		t.Errorf("the index names %d manifests, want %d: %+v", len(m.Manifests), len(want), m.Manifests)
-	}
+	// Each platform's image, and (with the default provenance) an attestation manifest of each,
+	// in BuildKit's layout: platform unknown/unknown, naming the image it is about.
+	var images, attestations []v1.Descriptor
 	for _, d := range m.Manifests {
+		if d.Platform != nil && d.Platform.OS == "unknown" {
+			attestations = append(attestations, d)
+		} else {
+			images = append(images, d)
+		}
+	}
+	if len(images) != len(want) {
+		t.Errorf("the index names %d images, want %d: %+v", len(images), len(want), m.Manifests)
+	}
+	wantType := types.DockerManifestList // the executor's manifests are Docker's ...
+	if len(attestations) > 0 {
+		wantType = types.OCIImageIndex // ... but for attestations, which need OCI's
+	}
+	if m.MediaType != wantType {
+		t.Errorf("the index is a %s, want a %s", m.MediaType, wantType)
+	}
+	for _, a := range attestations {
+		about := a.Annotations["vnd.docker.reference.digest"]
+		if a.Annotations["vnd.docker.reference.type"] != "attestation-manifest" ||
+			!slices.ContainsFunc(images, func(d v1.Descriptor) bool { return d.Digest.String() == about }) {
+			t.Errorf("attestation manifest %s (annotations %v) names none of the index's images", a.Digest, a.Annotations)
+		}
+	}
+	if n := len(attestations); n != 0 && n != len(images) {
+		t.Errorf("%d attestation manifests for %d images", n, len(images))
+	}
+	for _, d := range images {
 		if d.Platform == nil {
 			t.Errorf("manifest %s has no platform", d.Digest)
 			continue

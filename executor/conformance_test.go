@@ -31,7 +31,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/tools/txtar"
 
@@ -80,6 +83,19 @@ import (
 // response to every connection and closes it, and {{ECHO_PORT}}, its port,
 // is replaced where {{REGISTRY}} is. A RUN step has the executor's network
 // unless it is --network=none, so the server is reachable from it.
+//
+// A case of several platforms (BuildKit's "platform" attribute with a
+// comma, --custom-platform here) names them in "platforms": the build must
+// push an index of exactly those, in order, and the image checks (files,
+// config, layers, history, created) hold for every platform's image;
+// "platformFiles" adds files of one platform's image, "platformsDiffer"
+// paths whose content differs between the platforms' images. "sameAs"
+// (of the build or of a prebuild) names an earlier prebuild whose pushed
+// digest the build's must equal, as BuildKit's cache tests compare the
+// descriptors of two builds, and "sameFilesAs" one whose files (by path)
+// the build's image must have, as they compare files; "ociLayout" writes the build to an OCI layout
+// too (--oci-layout-path) and checks its index.json as BuildKit's OCI
+// exporter tests read it.
 const conformanceDir = "testdata/buildkit"
 
 // conformanceMinimum is how many cases the suite must hold (issue 11).
@@ -154,8 +170,31 @@ type conformanceCase struct {
 	// Failure is the expected failure; nil: the build succeeds.
 	Failure *conformanceFailure `json:"failure,omitempty"`
 
+	// Platforms are the platforms (os/arch[/variant]) of the index the build
+	// pushes, in order; the image checks above hold for each platform's
+	// image. Empty: the build pushes one image, checked as it is.
+	Platforms []string `json:"platforms,omitempty"`
+	// PlatformFiles are more Files, of one platform's image (by platform).
+	PlatformFiles map[string]map[string]conformanceFile `json:"platformFiles,omitempty"`
+	// PlatformsDiffer are paths whose content differs between the images of
+	// every two platforms.
+	PlatformsDiffer []string `json:"platformsDiffer,omitempty"`
+	// SameAs names a prebuild (its image) whose pushed digest the build's
+	// must be.
+	SameAs string `json:"sameAs,omitempty"`
+	// SameFilesAs names a prebuild and paths whose content in the build's
+	// image must be what it is in the image the prebuild pushed.
+	SameFilesAs *conformanceSameFiles `json:"sameFilesAs,omitempty"`
+	// Wait is how many seconds the build starts after the prebuilds, as
+	// BuildKit's reproducibility tests sleep between two builds so that a
+	// time the build failed to fix would differ.
+	Wait int `json:"wait,omitempty"`
+	// OCILayout, when set, writes the build to an OCI layout as well
+	// (--oci-layout-path), checked as BuildKit's OCI exporter tests read it.
+	OCILayout *conformanceLayout `json:"ociLayout,omitempty"`
+
 	// Unsupported, when set, says why this case cannot run here (what
-	// BuildKit's test needs that a single-platform, daemonless builder does
+	// BuildKit's test needs that a daemonless builder does
 	// not have); the case is ported but skipped, and listed by make
 	// conformance.
 	Unsupported string `json:"unsupported,omitempty"`
@@ -166,6 +205,25 @@ type conformancePrebuild struct {
 	Image      string            `json:"image"`
 	BuildArgs  map[string]string `json:"buildArgs,omitempty"`
 	Target     string            `json:"target,omitempty"`
+	// Flags are more executor flags for this build.
+	Flags []string `json:"flags,omitempty"`
+	// SameAs names an earlier prebuild whose pushed digest this one's must
+	// be.
+	SameAs string `json:"sameAs,omitempty"`
+}
+
+type conformanceSameFiles struct {
+	Image string   `json:"image"`
+	Paths []string `json:"paths"`
+}
+
+// conformanceLayout is what the OCI layout's index.json must hold.
+type conformanceLayout struct {
+	// Manifests is how many descriptors index.json holds.
+	Manifests int `json:"manifests"`
+	// IndexManifests, when set, is how many descriptors the image index
+	// that index.json's first descriptor names holds.
+	IndexManifests *int `json:"indexManifests,omitempty"`
 }
 
 type conformanceEchoServer struct {
@@ -273,7 +331,8 @@ func loadConformance(t *testing.T) []*conformanceCase {
 				return fmt.Errorf("%s: httpLastModified[%s]: %v", p, name, err)
 			}
 		}
-		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 && c.Created == nil && (c.EchoServer == nil || c.EchoServer.Connections == nil) {
+		if c.Unsupported == "" && c.Failure == nil && len(c.Files) == 0 && len(c.Config) == 0 && c.Layers == nil && len(c.History) == 0 && c.Created == nil && (c.EchoServer == nil || c.EchoServer.Connections == nil) &&
+			len(c.Platforms) == 0 && c.SameAs == "" && c.OCILayout == nil && c.SameFilesAs == nil {
 			return fmt.Errorf("%s: the case asserts nothing", p)
 		}
 		cases = append(cases, c)
@@ -386,6 +445,7 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 	if c.ContextURL != "" {
 		common[0] = "--context=" + c.ContextURL
 	}
+	pushed := map[string]string{} // prebuild image → the digest it pushed
 	for _, p := range c.Prebuilds {
 		dest := prefix + "/" + p.Image
 		if !strings.Contains(p.Image, ":") {
@@ -396,10 +456,15 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 		if p.Target != "" {
 			args = append(args, "--target="+p.Target)
 		}
-		if b := runExecutor(t, args...); b.exit != 0 {
+		args = append(args, p.Flags...)
+		b := runExecutor(t, args...)
+		if b.exit != 0 {
 			t.Fatalf("prebuild of %s failed: %s\n%s", p.Image, b.resRaw, b.log)
 		}
+		checkSameAs(t, "prebuild of "+p.Image, p.SameAs, b.res.Digest, pushed)
+		pushed[p.Image] = b.res.Digest
 	}
+	time.Sleep(time.Duration(c.Wait) * time.Second)
 	ref := reg.Ref("conformance/" + caseRepo(c.name) + ":latest")
 	args := append(common, "--dockerfile="+c.Dockerfile, "--destination="+ref)
 	args = append(args, buildArgFlags(c.BuildArgs, expand)...)
@@ -422,6 +487,11 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 		args = append(args, "--credentials-dir="+creds)
 	}
 	args = append(args, c.Flags...)
+	var layoutDir string
+	if c.OCILayout != nil {
+		layoutDir = filepath.Join(t.TempDir(), "layout")
+		args = append(args, "--oci-layout-path="+layoutDir)
+	}
 	b := runExecutor(t, args...)
 	defer func() {
 		if t.Failed() {
@@ -447,7 +517,156 @@ func (c *conformanceCase) run(t *testing.T, reg *testenv.Registry) {
 	if b.exit != 0 || !b.res.Success {
 		t.Fatalf("build failed: exit %d, result %s", b.exit, b.resRaw)
 	}
-	c.check(t, pullImage(t, ref))
+	checkSameAs(t, "the build", c.SameAs, b.res.Digest, pushed)
+	if c.SameFilesAs != nil {
+		c.SameFilesAs.check(t, ref, prefix, pushed)
+	}
+	if c.OCILayout != nil {
+		c.OCILayout.check(t, layoutDir)
+	}
+	if len(c.Platforms) == 0 {
+		c.check(t, pullImage(t, ref))
+		return
+	}
+	c.checkPlatforms(t, ref)
+}
+
+// checkSameAs checks that what reproduced pushed digest, the digest that
+// the prebuild sameAs pushed, when sameAs is set.
+func checkSameAs(t *testing.T, what, sameAs, digest string, pushed map[string]string) {
+	t.Helper()
+	if sameAs == "" {
+		return
+	}
+	want, ok := pushed[sameAs]
+	if !ok {
+		t.Fatalf("%s: sameAs names %s, which no earlier prebuild pushed", what, sameAs)
+	}
+	if digest != want {
+		t.Errorf("%s pushed %s, want %s, the digest the prebuild of %s pushed", what, digest, want, sameAs)
+	}
+}
+
+// check compares the files of the image ref names with those of the image
+// the prebuild s.Image pushed (under prefix, by the digest it pushed).
+func (s *conformanceSameFiles) check(t *testing.T, ref, prefix string, pushed map[string]string) {
+	t.Helper()
+	digest, ok := pushed[s.Image]
+	if !ok {
+		t.Fatalf("sameFilesAs names %s, which no prebuild pushed", s.Image)
+	}
+	repo, _, _ := strings.Cut(s.Image, ":")
+	_, want, err := imagetest.FlattenContents(pullImage(t, prefix+"/"+repo+"@"+digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got, err := imagetest.FlattenContents(pullImage(t, ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range s.Paths {
+		w, ok := want[p]
+		if !ok {
+			t.Errorf("%s: not in the image the prebuild of %s pushed", p, s.Image)
+		} else if g := got[p]; !bytes.Equal(g, w) {
+			t.Errorf("%s is %q, want %q as in the image the prebuild of %s pushed", p, g, w, s.Image)
+		}
+	}
+}
+
+// checkPlatforms checks the index ref names: its platforms, in order, and
+// each platform's image.
+func (c *conformanceCase) checkPlatforms(t *testing.T, ref string) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := remote.Index(r)
+	if err != nil {
+		t.Fatalf("pulling the index %s: %v", ref, err)
+	}
+	if err := validate.Index(idx); err != nil {
+		t.Fatalf("validating the index %s: %v", ref, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	imgs := map[string]v1.Image{}
+	for _, d := range im.Manifests {
+		if d.Platform == nil {
+			t.Fatalf("index entry %s has no platform", d.Digest)
+		}
+		p := d.Platform.String()
+		got = append(got, p)
+		if imgs[p], err = idx.Image(d.Digest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff(c.Platforms, got); diff != "" {
+		t.Fatalf("the index's platforms (-want +got):\n%s", diff)
+	}
+	for p := range c.PlatformFiles {
+		if imgs[p] == nil {
+			t.Fatalf("platformFiles names %s, not a platform of the build", p)
+		}
+	}
+	contents := map[string]map[string][]byte{}
+	for _, p := range c.Platforms {
+		t.Run(p, func(t *testing.T) {
+			c.check(t, imgs[p])
+			tree, files, err := imagetest.FlattenContents(imgs[p])
+			if err != nil {
+				t.Fatal(err)
+			}
+			contents[p] = files
+			for _, f := range slices.Sorted(maps.Keys(c.PlatformFiles[p])) {
+				checkConformanceFile(t, f, c.PlatformFiles[p][f], tree, files)
+			}
+		})
+	}
+	for _, f := range c.PlatformsDiffer {
+		for i, p := range c.Platforms {
+			for _, q := range c.Platforms[i+1:] {
+				if bytes.Equal(contents[p][f], contents[q][f]) {
+					t.Errorf("%s is %q in the images of both %s and %s, want it to differ", f, contents[p][f], p, q)
+				}
+			}
+		}
+	}
+}
+
+// check reads the OCI layout at dir as BuildKit's OCI exporter tests read
+// the exporter's tarball: index.json, and the index its first descriptor
+// names.
+func (l *conformanceLayout) check(t *testing.T, dir string) {
+	data, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top v1.IndexManifest
+	if err := json.Unmarshal(data, &top); err != nil {
+		t.Fatalf("index.json: %v", err)
+	}
+	if len(top.Manifests) != l.Manifests {
+		t.Fatalf("index.json holds %d descriptors, want %d: %s", len(top.Manifests), l.Manifests, data)
+	}
+	if l.IndexManifests == nil {
+		return
+	}
+	d := top.Manifests[0].Digest
+	data, err = os.ReadFile(filepath.Join(dir, "blobs", d.Algorithm, d.Hex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx v1.IndexManifest
+	if err := json.Unmarshal(data, &idx); err != nil {
+		t.Fatalf("blob %s: %v", d, err)
+	}
+	if len(idx.Manifests) != *l.IndexManifests {
+		t.Errorf("the index %s holds %d descriptors, want %d: %s", d, len(idx.Manifests), *l.IndexManifests, data)
+	}
 }
 
 // caseRepo is a repository name for case name: AREA/NAME lower-cased.

@@ -589,7 +589,9 @@ func build(c *config, tool, cs, sc, ctx, repo string) result {
 			args := []string{"--context=dir://" + ctx, "--destination=" + dest,
 				"--insecure-registry=" + c.registry, "--cache=true", "--cache-repo=" + cacheRepo,
 				"--isolation=chroot", "--work-dir=" + filepath.Join(state, "work"),
-				"--result-file=" + filepath.Join(state, "result.json"), "--build-arg", "BASE=" + base}
+				"--result-file=" + filepath.Join(state, "result.json"), "--build-arg", "BASE=" + base,
+				// As buildctl, which the BuildKit cells run: no provenance attestation.
+				"--provenance=none"}
 			for _, a := range extra {
 				args = append(args, "--build-arg", a)
 			}

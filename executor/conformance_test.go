@@ -595,6 +595,9 @@ func (c *conformanceCase) checkPlatforms(t *testing.T, ref string) {
 	var got []string
 	imgs := map[string]v1.Image{}
 	for _, d := range im.Manifests {
+		if d.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+			continue // not an image of a platform, as BuildKit's testutil.ReadImages skips it
+		}
 		if d.Platform == nil {
 			t.Fatalf("index entry %s has no platform", d.Digest)
 		}

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,11 +32,12 @@ import (
 	"github.com/slipway-dev/slipway/test/testenv"
 )
 
-// These tests have the real cosign CLI (testenv.Cosign: built from its Go
-// module) verify what this package pushes to Debian's docker-registry, with
-// keys made by the real `cosign generate-key-pair`. The registry is plain
-// HTTP on 127.0.0.1 and there is no Rekor: cosign runs with
-// --allow-http-registry and --insecure-ignore-tlog=true.
+// These tests have the real cosign CLIs (testenv.Cosigns: v2 and v3, each
+// built from its Go module) verify what this package pushes to Debian's
+// docker-registry, with keys made by the real `cosign generate-key-pair`.
+// Every verification runs with each version. The registry is plain HTTP on
+// 127.0.0.1 and there is no Rekor: cosign runs with --allow-http-registry and
+// --insecure-ignore-tlog=true.
 
 // cosignKey is a key pair made by cosign generate-key-pair.
 type cosignKey struct {
@@ -63,47 +65,94 @@ func newCosignKey(t *testing.T, password string) cosignKey {
 	return k
 }
 
-// cosign runs the real cosign with args against reg and returns its
-// standard output, its error output and its error.
-func cosign(t *testing.T, reg *testenv.Registry, env []string, args ...string) (string, string, error) {
+// cosignRun is what one run of cosign did.
+type cosignRun struct {
+	cli         testenv.CosignCLI
+	out, errOut string
+	err         error
+}
+
+// runCosign runs cli with args against reg (its credentials in
+// DOCKER_CONFIG) and extra environment env.
+func runCosign(t *testing.T, cli testenv.CosignCLI, reg *testenv.Registry, env []string, args ...string) cosignRun {
 	t.Helper()
-	cmd := testenv.CosignCommand(t, reg.DockerConfig(t), args...)
+	cmd := testenv.CosignCommand(t, cli.Path, reg.DockerConfig(t), args...)
 	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	go func() {
-		<-ctx.Done()
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-		}
-	}()
-	err := cmd.Run()
-	return out.String(), errb.String(), err
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s %s did not finish in 2 minutes", cli, strings.Join(args, " "))
+	}
+	return cosignRun{cli: cli, out: out.String(), errOut: errb.String(), err: err}
 }
 
 // verifyFlags are what cosign needs for a plain-HTTP registry without a
 // transparency log.
 var verifyFlags = []string{"--insecure-ignore-tlog=true", "--allow-http-registry", "--allow-insecure-registry"}
 
-func cosignVerify(t *testing.T, reg *testenv.Registry, pubPath, ref string) (string, string, error) {
+// cosignVerify runs `cosign verify --key pubPath ref` with each cosign.
+func cosignVerify(t *testing.T, reg *testenv.Registry, pubPath, ref string) []cosignRun {
 	t.Helper()
-	args := append([]string{"verify", "--key", pubPath}, verifyFlags...)
-	return cosign(t, reg, nil, append(args, ref)...)
+	var runs []cosignRun
+	for _, cli := range testenv.Cosigns(t) {
+		args := append([]string{"verify", "--key", pubPath}, verifyFlags...)
+		runs = append(runs, runCosign(t, cli, reg, nil, append(args, ref)...))
+	}
+	return runs
 }
 
-// refused logs why cosign refused, for the test log.
-func refused(t *testing.T, what, errOut string) {
+// cosignVerifyAttestation runs `cosign verify-attestation --key pubPath
+// --type typ ref` with each cosign.
+func cosignVerifyAttestation(t *testing.T, reg *testenv.Registry, pubPath, typ, ref string) []cosignRun {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(errOut), "\n")
-	t.Logf("%s: cosign refused: %s", what, lines[len(lines)-1])
+	var runs []cosignRun
+	for _, cli := range testenv.Cosigns(t) {
+		args := append([]string{"verify-attestation", "--key", pubPath, "--type", typ}, verifyFlags...)
+		runs = append(runs, runCosign(t, cli, reg, nil, append(args, ref)...))
+	}
+	return runs
 }
 
-func cosignVerifyAttestation(t *testing.T, reg *testenv.Registry, pubPath, typ, ref string) (string, string, error) {
+// verified fails the test unless every run passed, and returns the
+// standard output of each.
+func verified(t *testing.T, what string, runs []cosignRun) []string {
 	t.Helper()
-	args := append([]string{"verify-attestation", "--key", pubPath, "--type", typ}, verifyFlags...)
-	return cosign(t, reg, nil, append(args, ref)...)
+	var outs []string
+	for _, r := range runs {
+		if r.err != nil {
+			t.Errorf("%s: %s refused: %v\n%s", what, r.cli, r.err, r.errOut)
+		}
+		outs = append(outs, r.out)
+	}
+	return outs
+}
+
+// refused fails the test unless every run failed saying want, and logs why
+// cosign refused.
+func refused(t *testing.T, what, want string, runs []cosignRun) {
+	t.Helper()
+	for _, r := range runs {
+		if r.err == nil {
+			t.Errorf("%s: %s verified it", what, r.cli)
+			continue
+		}
+		if !strings.Contains(r.errOut, want) {
+			t.Errorf("%s: %s refused without saying %q:\n%s", what, r.cli, want, r.errOut)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(r.errOut), "\n")
+		t.Logf("%s: %s refused: %s", what, r.cli, lines[len(lines)-1])
+	}
 }
 
 // busybox pushes the test busybox image to reg and returns its reference
@@ -181,13 +230,11 @@ func TestPushSignature_cosignVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ref := range []string{img.String(), tag.String()} {
-		out, errOut, err := cosignVerify(t, reg, k.pubPath, ref)
-		if err != nil {
-			t.Fatalf("cosign verify %s: %v\n%s", ref, err, errOut)
-		}
-		// cosign prints the verified payloads: ours, for this digest.
-		if !strings.Contains(out, img.DigestStr()) || !strings.Contains(out, "cosign container image signature") {
-			t.Errorf("cosign verify %s printed %q, want the payload for %s", ref, out, img.DigestStr())
+		for _, out := range verified(t, "cosign verify "+ref, cosignVerify(t, reg, k.pubPath, ref)) {
+			// cosign prints the verified payloads: ours, for this digest.
+			if !strings.Contains(out, img.DigestStr()) || !strings.Contains(out, "cosign container image signature") {
+				t.Errorf("cosign verify %s printed %q, want the payload for %s", ref, out, img.DigestStr())
+			}
 		}
 	}
 	sigTag, _ := SignatureTag(img)
@@ -206,24 +253,23 @@ func TestPushAttestations_cosignVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, typ := range []string{"slsaprovenance1", "https://slsa.dev/provenance/v1", "spdxjson"} {
-		out, errOut, err := cosignVerifyAttestation(t, reg, k.pubPath, typ, img.String())
-		if err != nil {
-			t.Errorf("cosign verify-attestation --type %s: %v\n%s", typ, err, errOut)
-			continue
-		}
-		// It prints the verified envelopes (of every predicate type), each
-		// line one envelope whose payload is one of our statements.
-		if !strings.Contains(out, `"payloadType":"application/vnd.in-toto+json"`) {
-			t.Errorf("cosign verify-attestation --type %s printed %q", typ, out)
+		for _, out := range verified(t, "cosign verify-attestation --type "+typ, cosignVerifyAttestation(t, reg, k.pubPath, typ, img.String())) {
+			// It prints the verified envelopes, whose payloads are our
+			// statements.
+			if !strings.Contains(out, `"payloadType":"application/vnd.in-toto+json"`) {
+				t.Errorf("cosign verify-attestation --type %s printed %q", typ, out)
+			}
 		}
 	}
 	// cosign's --type slsaprovenance is SLSA v0.2 (https://slsa.dev/provenance/v0.2):
 	// a v1 statement is not of that type, and cosign says so.
-	_, errOut, err := cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance", img.String())
-	if err == nil || !strings.Contains(errOut, "https://slsa.dev/provenance/v1") {
-		t.Errorf("cosign verify-attestation --type slsaprovenance (v0.2) of a v1 statement: %v\n%s", err, errOut)
-	}
-	refused(t, "--type slsaprovenance (v0.2)", errOut)
+	refused(t, "--type slsaprovenance (SLSA v0.2) of a v1 statement", "found: https://slsa.dev/provenance/v1",
+		cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance", img.String()))
+}
+
+// emptyOCIImage is an empty image with cosign's OCI media types.
+func emptyOCIImage() v1.Image {
+	return mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.OCIConfigJSON), types.OCIManifestSchema1)
 }
 
 func TestPushSignature_tamperedFails(t *testing.T) {
@@ -237,9 +283,7 @@ func TestPushSignature_tamperedFails(t *testing.T) {
 	if _, err := PushAttestations(ctx, img, [][]byte{slsaProvenance(img)}, k.signer); err != nil {
 		t.Fatal(err)
 	}
-	if _, errOut, err := cosignVerify(t, reg, k.pubPath, tag.String()); err != nil {
-		t.Fatalf("before tampering: %v\n%s", err, errOut)
-	}
+	verified(t, "before tampering", cosignVerify(t, reg, k.pubPath, tag.String()))
 
 	t.Run("tag moved to another image", func(t *testing.T) {
 		other, err := random.Image(512, 1)
@@ -247,15 +291,11 @@ func TestPushSignature_tamperedFails(t *testing.T) {
 			t.Fatal(err)
 		}
 		// library/busybox:latest now names another image.
-		moved := tag
-		if err := remote.Write(moved, other); err != nil {
+		if err := remote.Write(tag, other); err != nil {
 			t.Fatal(err)
 		}
-		_, errOut, err := cosignVerify(t, reg, k.pubPath, moved.String())
-		if err == nil || !strings.Contains(errOut, "no signatures found") {
-			t.Errorf("cosign verify of an unsigned image under the tag: %v\n%s", err, errOut)
-		}
-		refused(t, "another image under the tag", errOut)
+		refused(t, "another image under the tag", "no signatures found", cosignVerify(t, reg, k.pubPath, tag.String()))
+
 		// The attacker copies the signed image's .sig to the other image's
 		// .sig tag: the payload names another digest.
 		od, _ := other.Digest()
@@ -264,15 +304,11 @@ func TestPushSignature_tamperedFails(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		otherSigTag, _ := SignatureTag(moved.Context().Digest(od.String()))
+		otherSigTag, _ := SignatureTag(tag.Context().Digest(od.String()))
 		if err := remote.Write(otherSigTag, sigImg); err != nil {
 			t.Fatal(err)
 		}
-		_, errOut, err = cosignVerify(t, reg, k.pubPath, moved.String())
-		if err == nil || !strings.Contains(errOut, "no matching signatures") {
-			t.Errorf("cosign verify with another image's signature copied over: %v\n%s", err, errOut)
-		}
-		refused(t, "another image's signature copied over", errOut)
+		refused(t, "another image's signature copied over", "no matching signatures", cosignVerify(t, reg, k.pubPath, tag.String()))
 	})
 
 	t.Run("signature payload changed", func(t *testing.T) {
@@ -289,7 +325,7 @@ func TestPushSignature_tamperedFails(t *testing.T) {
 		if bytes.Equal(forged, payload) {
 			t.Fatalf("payload %s has no optional field to change", payload)
 		}
-		tampered, err := mutate.Append(mutate.MediaType(mutate.ConfigMediaType(emptyOCI(), types.OCIConfigJSON), types.OCIManifestSchema1),
+		tampered, err := mutate.Append(emptyOCIImage(),
 			mutate.Addendum{Layer: static.NewLayer(forged, SimpleSigningMediaType), Annotations: m.Layers[0].Annotations})
 		if err != nil {
 			t.Fatal(err)
@@ -297,11 +333,7 @@ func TestPushSignature_tamperedFails(t *testing.T) {
 		if err := remote.Write(sigTag, tampered); err != nil {
 			t.Fatal(err)
 		}
-		_, errOut, err := cosignVerify(t, reg, k.pubPath, img.String())
-		if err == nil || !strings.Contains(errOut, "no matching signatures") {
-			t.Errorf("cosign verify of a changed payload: %v\n%s", err, errOut)
-		}
-		refused(t, "changed payload", errOut)
+		refused(t, "changed payload", "no matching signatures", cosignVerify(t, reg, k.pubPath, img.String()))
 	})
 
 	t.Run("attestation statement changed", func(t *testing.T) {
@@ -316,9 +348,13 @@ func TestPushSignature_tamperedFails(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, _ := base64.StdEncoding.DecodeString(env["payload"].(string))
-		env["payload"] = base64.StdEncoding.EncodeToString(bytes.Replace(st, []byte("0123456789abcdef"), []byte("fedcba9876543210"), 1))
+		changed := bytes.Replace(st, []byte("0123456789abcdef"), []byte("fedcba9876543210"), 1)
+		if bytes.Equal(changed, st) {
+			t.Fatal("the statement has no commit to change")
+		}
+		env["payload"] = base64.StdEncoding.EncodeToString(changed)
 		forged, _ := json.Marshal(env)
-		tampered, err := mutate.Append(mutate.MediaType(mutate.ConfigMediaType(emptyOCI(), types.OCIConfigJSON), types.OCIManifestSchema1),
+		tampered, err := mutate.Append(emptyOCIImage(),
 			mutate.Addendum{Layer: static.NewLayer(forged, DSSEMediaType), Annotations: m.Layers[0].Annotations})
 		if err != nil {
 			t.Fatal(err)
@@ -326,11 +362,7 @@ func TestPushSignature_tamperedFails(t *testing.T) {
 		if err := remote.Write(attTag, tampered); err != nil {
 			t.Fatal(err)
 		}
-		_, errOut, err := cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance1", img.String())
-		if err == nil || !strings.Contains(errOut, "no matching attestations") {
-			t.Errorf("cosign verify-attestation of a changed statement: %v\n%s", err, errOut)
-		}
-		refused(t, "changed statement", errOut)
+		refused(t, "changed statement", "no matching attestations", cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance1", img.String()))
 	})
 }
 
@@ -344,16 +376,19 @@ func TestPushSignature_wrongKeyFails(t *testing.T) {
 	if _, err := PushAttestations(context.Background(), img, [][]byte{slsaProvenance(img)}, signer.signer); err != nil {
 		t.Fatal(err)
 	}
-	_, errOut, err := cosignVerify(t, reg, other.pubPath, img.String())
-	if err == nil || !strings.Contains(errOut, "no matching signatures") {
-		t.Errorf("cosign verify with another key: %v\n%s", err, errOut)
+	refused(t, "verify with another key", "no matching signatures", cosignVerify(t, reg, other.pubPath, img.String()))
+	refused(t, "verify-attestation with another key", "no matching attestations", cosignVerifyAttestation(t, reg, other.pubPath, "slsaprovenance1", img.String()))
+}
+
+// cosignSign signs ref with the real cosign v2's `cosign sign`, which
+// writes the .sig layout (v3 writes a Sigstore bundle by default).
+func cosignSign(t *testing.T, reg *testenv.Registry, k cosignKey, ref string) {
+	t.Helper()
+	r := runCosign(t, testenv.Cosigns(t)[0], reg, []string{"COSIGN_PASSWORD=" + k.pass},
+		"sign", "--key", k.keyPath, "--tlog-upload=false", "--allow-http-registry", "--yes", ref)
+	if r.err != nil {
+		t.Fatalf("%s sign: %v\n%s", r.cli, r.err, r.errOut)
 	}
-	refused(t, "verify with another key", errOut)
-	_, errOut, err = cosignVerifyAttestation(t, reg, other.pubPath, "slsaprovenance1", img.String())
-	if err == nil || !strings.Contains(errOut, "no matching attestations") {
-		t.Errorf("cosign verify-attestation with another key: %v\n%s", err, errOut)
-	}
-	refused(t, "verify-attestation with another key", errOut)
 }
 
 // TestPushSignature_twoKeys: signatures by two keys, ours and one by the
@@ -368,18 +403,13 @@ func TestPushSignature_twoKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	// cosign sign after us appends to our .sig image.
-	if _, errOut, err := cosign(t, reg, []string{"COSIGN_PASSWORD=" + b.pass},
-		"sign", "--key", b.keyPath, "--tlog-upload=false", "--allow-http-registry", "--yes", img.String()); err != nil {
-		t.Fatalf("cosign sign: %v\n%s", err, errOut)
-	}
+	cosignSign(t, reg, b, img.String())
 	// We append after cosign's.
 	if _, err := PushSignature(ctx, img, c.signer); err != nil {
 		t.Fatal(err)
 	}
 	for i, k := range []cosignKey{a, b, c} {
-		if _, errOut, err := cosignVerify(t, reg, k.pubPath, img.String()); err != nil {
-			t.Errorf("cosign verify with key %d: %v\n%s", i, err, errOut)
-		}
+		verified(t, fmt.Sprintf("cosign verify with key %d", i), cosignVerify(t, reg, k.pubPath, img.String()))
 	}
 	sigTag, _ := SignatureTag(img)
 	sigImg, err := remote.Image(sigTag)
@@ -397,9 +427,7 @@ func TestPushSignature_twoKeys(t *testing.T) {
 		}
 	}
 	for i, k := range []cosignKey{a, c} {
-		if _, errOut, err := cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance1", img.String()); err != nil {
-			t.Errorf("cosign verify-attestation with key %d: %v\n%s", i, err, errOut)
-		}
+		verified(t, fmt.Sprintf("cosign verify-attestation with key %d", i), cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance1", img.String()))
 	}
 }
 
@@ -410,14 +438,12 @@ func TestPushSignature_basicAuth(t *testing.T) {
 	_, img := busybox(t, reg)
 	ctx := context.Background()
 
-	// Without credentials the registry refuses, and the error says so
-	// without the key.
+	// Without credentials the registry refuses, and the error says so.
 	if _, err := PushSignature(ctx, img, k.signer); err == nil {
 		t.Fatal("PushSignature without credentials succeeded")
 	} else if !strings.Contains(err.Error(), "UNAUTHORIZED") && !strings.Contains(err.Error(), "401") {
 		t.Errorf("error without credentials %q does not say unauthorized", err)
 	}
-
 	// Wrong credentials: refused, and neither they nor the key are in the
 	// error.
 	wrong := remote.WithAuth(&authn.Basic{Username: "builder", Password: "wr0ng-registry-pass"})
@@ -434,46 +460,44 @@ func TestPushSignature_basicAuth(t *testing.T) {
 	if _, err := PushAttestations(ctx, img, [][]byte{slsaProvenance(img)}, k.signer, remote.WithAuth(reg.Auth())); err != nil {
 		t.Fatal(err)
 	}
-	if _, errOut, err := cosignVerify(t, reg, k.pubPath, img.String()); err != nil {
-		t.Errorf("cosign verify: %v\n%s", err, errOut)
-	}
-	if _, errOut, err := cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance1", img.String()); err != nil {
-		t.Errorf("cosign verify-attestation: %v\n%s", err, errOut)
-	}
+	verified(t, "cosign verify", cosignVerify(t, reg, k.pubPath, img.String()))
+	verified(t, "cosign verify-attestation", cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance1", img.String()))
 }
 
-// TestLoadKey_cosignKeys loads keys the real cosign wrote.
+// TestLoadKey_cosignKeys loads keys the real cosign v2 and v3 wrote.
 func TestLoadKey_cosignKeys(t *testing.T) {
 	const password = "Un1que-Passphrase-7781"
-	priv, pub := testenv.CosignKeyPair(t, password)
-	if block, _ := pemDecode(priv); block != SigstorePrivateKeyPEMType {
-		t.Errorf("cosign generate-key-pair wrote a %q block, want %q", block, SigstorePrivateKeyPEMType)
-	}
-	s, err := LoadKey(priv, []byte(password))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.PublicKeyPEM(); err != nil || !bytes.Equal(got, pub) {
-		t.Errorf("PublicKeyPEM() =\n%s(%v), want cosign.pub:\n%s", got, err, pub)
-	}
+	for _, cli := range testenv.Cosigns(t) {
+		t.Run(cli.Version, func(t *testing.T) {
+			priv, pub := testenv.CosignKeyPairWith(t, cli.Path, password)
+			if block, _ := pemDecode(priv); block != SigstorePrivateKeyPEMType {
+				t.Errorf("cosign generate-key-pair wrote a %q block, want %q", block, SigstorePrivateKeyPEMType)
+			}
+			s, err := LoadKey(priv, []byte(password))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.PublicKeyPEM(); err != nil || !bytes.Equal(got, pub) {
+				t.Errorf("PublicKeyPEM() =\n%s(%v), want cosign.pub:\n%s", got, err, pub)
+			}
 
-	_, err = LoadKey(priv, []byte("Un1que-Passphrase-7782"))
-	if err == nil {
-		t.Fatal("LoadKey with the wrong password succeeded")
-	}
-	if !strings.Contains(err.Error(), "wrong password") {
-		t.Errorf("error %q does not say the password is wrong", err)
-	}
-	assertNoSecret(t, "error", err.Error(), append(secretPieces(priv, password), "Un1que-Passphrase"))
+			_, err = LoadKey(priv, []byte("Un1que-Passphrase-7782"))
+			if err == nil {
+				t.Fatal("LoadKey with the wrong password succeeded")
+			}
+			if !strings.Contains(err.Error(), "wrong password") {
+				t.Errorf("error %q does not say the password is wrong", err)
+			}
+			assertNoSecret(t, "error", err.Error(), append(secretPieces(priv, password), "Un1que-Passphrase"))
 
-	// An empty password, which cosign allows.
-	priv, _ = testenv.CosignKeyPair(t, "")
-	if _, err := LoadKey(priv, nil); err != nil {
-		t.Errorf("LoadKey of a key with an empty password: %v", err)
+			// An empty password, which cosign allows.
+			priv, _ = testenv.CosignKeyPairWith(t, cli.Path, "")
+			if _, err := LoadKey(priv, nil); err != nil {
+				t.Errorf("LoadKey of a key with an empty password: %v", err)
+			}
+		})
 	}
 }
-
-func emptyOCI() v1.Image { return empty.Image }
 
 // pemDecode returns the type of the first PEM block of b.
 func pemDecode(b []byte) (string, []byte) {
@@ -505,9 +529,10 @@ func pushRandomTo(t *testing.T, reg *testenv.Registry, repo string) name.Digest 
 // TestLoadKey_cosignImportedKeyTypes: keys of every type cosign takes,
 // turned into cosign's format by the real `cosign import-key-pair`, load,
 // and what they sign passes `cosign verify --key` and `cosign
-// verify-attestation --key`. For Ed25519 and P-384 keys it also shows why
-// FromPrivateKey does not sign as `cosign sign` does: cosign's own signature
-// (Ed25519ph, ECDSA over SHA-384) fails its own `cosign verify --key`.
+// verify-attestation --key` (v2 and v3). For P-384, P-521 and Ed25519 keys
+// it also shows why FromPrivateKey does not sign as `cosign sign` v2 does:
+// cosign's own signature (ECDSA over SHA-384/SHA-512, Ed25519ph) fails its
+// own `cosign verify --key`.
 func TestLoadKey_cosignImportedKeyTypes(t *testing.T) {
 	reg := testenv.StartRegistry(t)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 3072)
@@ -521,7 +546,7 @@ func TestLoadKey_cosignImportedKeyTypes(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		priv              crypto.Signer
-		cosignSignFailsIt bool // cosign v2.6.5's sign + verify --key of this key type
+		cosignSignFailsIt bool // cosign v2.6.5's sign, then verify --key, with this key type
 	}{
 		{"ecdsa-p256", mustECDSA(t, elliptic.P256()), false},
 		{"ecdsa-p384", mustECDSA(t, elliptic.P384()), true},
@@ -541,8 +566,9 @@ func TestLoadKey_cosignImportedKeyTypes(t *testing.T) {
 				t.Fatal(err)
 			}
 			prefix := filepath.Join(dir, "imported")
-			if _, errOut, err := cosign(t, reg, []string{"COSIGN_PASSWORD=" + password}, "import-key-pair", "--key", in, "--output-key-prefix", prefix); err != nil {
-				t.Fatalf("cosign import-key-pair: %v\n%s", err, errOut)
+			v3 := testenv.Cosigns(t)[len(testenv.Cosigns(t))-1]
+			if r := runCosign(t, v3, reg, []string{"COSIGN_PASSWORD=" + password}, "import-key-pair", "--key", in, "--output-key-prefix", prefix); r.err != nil {
+				t.Fatalf("%s import-key-pair: %v\n%s", r.cli, r.err, r.errOut)
 			}
 			priv, err := os.ReadFile(prefix + ".key")
 			if err != nil {
@@ -552,7 +578,7 @@ func TestLoadKey_cosignImportedKeyTypes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("LoadKey: %v", err)
 			}
-			pubPath := prefix + ".pub"
+			k := cosignKey{signer: s, pubPath: prefix + ".pub", keyPath: prefix + ".key", pass: password}
 
 			img := pushRandomTo(t, reg, "imported/"+tc.name)
 			if _, err := PushSignature(context.Background(), img, s); err != nil {
@@ -561,25 +587,19 @@ func TestLoadKey_cosignImportedKeyTypes(t *testing.T) {
 			if _, err := PushAttestations(context.Background(), img, [][]byte{slsaProvenance(img)}, s); err != nil {
 				t.Fatal(err)
 			}
-			if _, errOut, err := cosignVerify(t, reg, pubPath, img.String()); err != nil {
-				t.Errorf("cosign verify: %v\n%s", err, errOut)
-			}
-			if _, errOut, err := cosignVerifyAttestation(t, reg, pubPath, "slsaprovenance1", img.String()); err != nil {
-				t.Errorf("cosign verify-attestation: %v\n%s", err, errOut)
-			}
+			verified(t, "cosign verify", cosignVerify(t, reg, k.pubPath, img.String()))
+			verified(t, "cosign verify-attestation", cosignVerifyAttestation(t, reg, k.pubPath, "slsaprovenance1", img.String()))
 
-			// cosign's own signature of another image with the same key.
+			// cosign v2's own signature of another image with the same key.
 			own := pushRandomTo(t, reg, "imported/"+tc.name+"-cosign")
-			if _, errOut, err := cosign(t, reg, []string{"COSIGN_PASSWORD=" + password},
-				"sign", "--key", prefix+".key", "--tlog-upload=false", "--allow-http-registry", "--yes", own.String()); err != nil {
-				t.Fatalf("cosign sign: %v\n%s", err, errOut)
-			}
-			_, errOut, err := cosignVerify(t, reg, pubPath, own.String())
-			switch {
-			case tc.cosignSignFailsIt && err == nil:
-				t.Errorf("cosign verify --key now accepts cosign sign's own %s signature: revisit FromPrivateKey's choice of hash and Ed25519 mode", tc.name)
-			case !tc.cosignSignFailsIt && err != nil:
-				t.Errorf("cosign verify of cosign sign's own signature: %v\n%s", err, errOut)
+			cosignSign(t, reg, k, own.String())
+			for _, r := range cosignVerify(t, reg, k.pubPath, own.String()) {
+				switch {
+				case tc.cosignSignFailsIt && r.err == nil:
+					t.Errorf("%s verify --key now accepts cosign sign's own %s signature: revisit FromPrivateKey's choice of hash and Ed25519 mode", r.cli, tc.name)
+				case !tc.cosignSignFailsIt && r.err != nil:
+					t.Errorf("%s verify of cosign sign's own signature: %v\n%s", r.cli, r.err, r.errOut)
+				}
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-module github.com/slipway-dev/slipway/hack/tools/cosign
+module github.com/slipway-dev/slipway/hack/tools/cosign/cosignv2
 
 go 1.26.0
 

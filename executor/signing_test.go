@@ -18,10 +18,10 @@ import (
 	"github.com/slipway-dev/slipway/test/testenv"
 )
 
-// cosignCLI runs the real cosign (testenv.Cosign) against reg.
-func cosignCLI(t *testing.T, reg *testenv.Registry, args ...string) (string, error) {
+// cosignCLI runs the real cosign of path against reg.
+func cosignCLI(t *testing.T, path string, reg *testenv.Registry, args ...string) (string, error) {
 	t.Helper()
-	cmd := testenv.CosignCommand(t, reg.DockerConfig(t), args...)
+	cmd := testenv.CosignCommand(t, path, reg.DockerConfig(t), args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -44,7 +44,8 @@ var cosignNoTlog = []string{"--insecure-ignore-tlog=true", "--allow-http-registr
 // verified by the real cosign: `cosign verify --key` of the tag (the
 // index) and of each image, and `cosign verify-attestation --type
 // slsaprovenance1` (the provenance is SLSA v1; cosign's "slsaprovenance"
-// is v0.2) of the tag and of the image. Another key fails. The password
+// is v0.2) of the tag and of the image, with cosign v2 and v3. Another
+// key fails. The password
 // comes from COSIGN_PASSWORD or --sign-key-password-file; a wrong one
 // fails the build before it starts, saying so without the password. The
 // RUN steps (a hostile probe) find neither the key's bytes nor the
@@ -108,15 +109,17 @@ func TestExecute_signedWithCosignsKey(t *testing.T) {
 				t.Errorf("the image's signature %+v", s)
 			}
 			repo := env.reg.Ref("app/signed")
-			for _, ref := range []string{dest, repo + "@" + b.res.Digest, repo + "@" + img} {
-				if out, err := cosignCLI(t, env.reg, append(append([]string{"verify", "--key", pubPath}, cosignNoTlog...), ref)...); err != nil {
-					t.Errorf("cosign verify %s: %v\n%s", ref, err, out)
+			for _, cli := range testenv.Cosigns(t) {
+				for _, ref := range []string{dest, repo + "@" + b.res.Digest, repo + "@" + img} {
+					if out, err := cosignCLI(t, cli.Path, env.reg, append(append([]string{"verify", "--key", pubPath}, cosignNoTlog...), ref)...); err != nil {
+						t.Errorf("%s verify %s: %v\n%s", cli, ref, err, out)
+					}
 				}
-			}
-			for _, ref := range []string{dest, repo + "@" + img} {
-				out, err := cosignCLI(t, env.reg, append(append([]string{"verify-attestation", "--key", pubPath, "--type", "slsaprovenance1"}, cosignNoTlog...), ref)...)
-				if err != nil {
-					t.Errorf("cosign verify-attestation %s: %v\n%s", ref, err, out)
+				for _, ref := range []string{dest, repo + "@" + img} {
+					out, err := cosignCLI(t, cli.Path, env.reg, append(append([]string{"verify-attestation", "--key", pubPath, "--type", "slsaprovenance1"}, cosignNoTlog...), ref)...)
+					if err != nil {
+						t.Errorf("%s verify-attestation %s: %v\n%s", cli, ref, err, out)
+					}
 				}
 			}
 			// The .sig and .att tags are where cosign keeps them, and the
@@ -136,7 +139,7 @@ func TestExecute_signedWithCosignsKey(t *testing.T) {
 		if err := os.WriteFile(other, otherPub, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if out, err := cosignCLI(t, env.reg, append(append([]string{"verify", "--key", other}, cosignNoTlog...), env.reg.Ref("app/signed:cosign_password"))...); err == nil {
+		if out, err := cosignCLI(t, testenv.Cosign(t), env.reg, append(append([]string{"verify", "--key", other}, cosignNoTlog...), env.reg.Ref("app/signed:cosign_password"))...); err == nil {
 			t.Errorf("cosign verify with another key passed:\n%s", out)
 		}
 	})
@@ -220,7 +223,7 @@ func TestExecute_inplaceStepReadsNoSigningKey(t *testing.T) {
 	if err != nil || len(res.Signatures) == 0 {
 		t.Fatalf("result %s: %v; want signatures", raw, err)
 	}
-	if o, err := cosignCLI(t, env.reg, append(append([]string{"verify", "--key", pubPath}, cosignNoTlog...), dest)...); err != nil {
+	if o, err := cosignCLI(t, testenv.Cosign(t), env.reg, append(append([]string{"verify", "--key", pubPath}, cosignNoTlog...), dest)...); err != nil {
 		t.Errorf("cosign verify %s: %v\n%s", dest, err, o)
 	}
 	probe.Check(t, pullImage(t, dest), "used", "used-c4nary", "/slipway/executor", "/proc/1/environ", "/proc/1/cmdline")

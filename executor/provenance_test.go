@@ -430,6 +430,35 @@ func TestExecute_provenanceOutputs(t *testing.T) {
 		}
 	})
 
+	t.Run("no push", func(t *testing.T) {
+		layoutPath := filepath.Join(t.TempDir(), "layout")
+		b := runExecutor(t, append(common, "--no-push", "--provenance=min", "--oci-layout-path="+layoutPath)...)
+		if b.exit != 0 {
+			t.Fatalf("build failed: %s\n%s", b.resRaw, b.log)
+		}
+		lp, err := layout.FromPath(layoutPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		top, err := lp.ImageIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tim, _ := top.IndexManifest()
+		idx, err := top.ImageIndex(tim.Manifests[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := readPushed(t, idx)
+		if p.digest.String() != b.res.Digest || len(p.att) != 1 {
+			t.Fatalf("layout index %s with %d attestations; result %s", p.digest, len(p.att), b.res.Digest)
+		}
+		s := provenanceOf(t, p.statements[p.images[0].Digest][0])
+		if len(s.Subject) != 1 || s.Subject[0].Name != "" || s.Subject[0].Digest["sha256"] != p.images[0].Digest.Hex {
+			t.Errorf("subject %+v; want the image without a name (no destination)", s.Subject)
+		}
+	})
+
 	t.Run("push by digest", func(t *testing.T) {
 		dest := env.reg.Ref("app/bydigest:v1")
 		b := runExecutor(t, append(common, "--destination="+dest, "--provenance=min", "--push-by-digest")...)

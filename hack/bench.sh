@@ -14,7 +14,10 @@
 # Needs root (mounts, chroots, namespaces). It prints a table; it fails only when a build fails.
 #
 #   BENCH_CASES=hello,multistage,manyfiles,bigbase,multiplatform   (default: all)
-#   BENCH_TOOLS=slipway,kaniko,kaniko-ccl,buildah,buildkit   (default: all)
+#   BENCH_TOOLS=slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit   (default: all)
+#                           slipway-supply is Slipway with --provenance=max, --sbom=true and
+#                           --sign-key (a key of the real cosign's generate-key-pair, built by
+#                           hack/tools/cosign/build.sh and cached): the table prints what it adds
 #   BENCH_RUNS=3            runs per cell (medians)
 #   BENCH_PORT=25500        the registry's port
 #   BENCH_IDLE=0.8          the idle CPU fraction to wait for before each build ...
@@ -40,7 +43,7 @@ KANIKO_VERSION=${KANIKO_VERSION:-v1.23.2}
 BUILDKIT_VERSION=${BUILDKIT_VERSION:-v0.34.2}
 export KANIKO_VERSION BUILDKIT_VERSION
 IFS=, read -r -a cases <<<"${BENCH_CASES:-hello,multistage,manyfiles,bigbase,multiplatform}"
-IFS=, read -r -a tools <<<"${BENCH_TOOLS:-slipway,kaniko,kaniko-ccl,buildah,buildkit}"
+IFS=, read -r -a tools <<<"${BENCH_TOOLS:-slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit}"
 has() {
 	local x
 	for x in "${@:2}"; do [[ "${x}" == "$1" ]] && return 0; done
@@ -60,6 +63,16 @@ if ((${#peers[@]})); then hack/bench/peers.sh "${peers[@]}"; fi
 export CGO_ENABLED=0
 nice -n 19 go build -trimpath -o "${bin}/bench" ./hack/bench
 nice -n 19 go build -trimpath -o "${bin}/baseimage" ./hack/baseimage
+if has slipway-supply "${tools[@]}"; then
+	cosign=$(hack/tools/cosign/build.sh v3)
+	keys=${cache}/signing
+	if [[ ! -f "${keys}/cosign.key" ]]; then
+		mkdir -p "${keys}"
+		printf 'bench' >"${keys}/password"
+		(cd "${keys}" && COSIGN_PASSWORD=bench "${cosign}" generate-key-pair >/dev/null)
+	fi
+	export BENCH_SIGN_KEY=${keys}/cosign.key BENCH_SIGN_PASSWORD_FILE=${keys}/password
+fi
 if has multiplatform "${cases[@]}"; then
 	hack/deps.sh qemu-user-static
 	nice -n 19 go build -trimpath -o "${bin}/slipway-binfmt" ./cmd/slipway-binfmt

@@ -48,6 +48,8 @@ type config struct {
 	verbose    bool
 	kanikoCert string
 	idleWait   time.Duration
+	signKey    string // a cosign private key (cosign generate-key-pair) for slipway-supply
+	signPass   string // the file holding its password
 }
 
 var allCases = []string{"hello", "multistage", "manyfiles", "bigbase", "multiplatform"}
@@ -60,12 +62,18 @@ var platformCases = map[string][]string{"multiplatform": {"linux/amd64", "linux/
 // supports says whether tool builds case cs.
 func supports(tool, cs string) bool {
 	if _, ok := platformCases[cs]; ok {
-		return tool == "slipway" || tool == "buildkit"
+		return tool == "slipway" || tool == "buildkit" || tool == supplyTool
 	}
 	return true
 }
 
-var allTools = []string{"slipway", "kaniko", "kaniko-ccl", "buildah", "buildkit"}
+var allTools = []string{"slipway", "slipway-supply", "kaniko", "kaniko-ccl", "buildah", "buildkit"}
+
+// supplyTool is Slipway with what issue 16 adds to a build: provenance (mode max), an SBOM
+// and a cosign signature of the image and its attestations. It is not a peer: the table prints
+// what it costs over the plain slipway cell instead of a ratio.
+const supplyTool = "slipway-supply"
+
 var scenarios = []string{"cold", "warm", "change"}
 
 func main() {
@@ -118,6 +126,8 @@ func loadConfig() (*config, error) {
 		logDir:     os.Getenv("BENCH_LOGS"),
 		verbose:    os.Getenv("BENCH_VERBOSE") != "",
 		kanikoCert: env("BENCH_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
+		signKey:    os.Getenv("BENCH_SIGN_KEY"),
+		signPass:   os.Getenv("BENCH_SIGN_PASSWORD_FILE"),
 		bin: map[string]string{
 			"slipway":   os.Getenv("BENCH_SLIPWAY"),
 			"kaniko":    os.Getenv("BENCH_KANIKO"),
@@ -139,6 +149,9 @@ func loadConfig() (*config, error) {
 	}
 	if c.runs, err = strconv.Atoi(env("BENCH_RUNS", "3")); err != nil || c.runs < 1 {
 		return nil, fmt.Errorf("BENCH_RUNS=%q: want a positive number", os.Getenv("BENCH_RUNS"))
+	}
+	if has(c.tools, supplyTool) && (c.signKey == "" || c.signPass == "") {
+		return nil, errors.New("slipway-supply needs BENCH_SIGN_KEY and BENCH_SIGN_PASSWORD_FILE (a cosign key pair; hack/bench.sh makes one)")
 	}
 	if c.idle, err = strconv.ParseFloat(env("BENCH_IDLE", "0.8"), 64); err != nil {
 		return nil, fmt.Errorf("BENCH_IDLE: %v", err)
@@ -584,7 +597,7 @@ func build(c *config, tool, cs, sc, ctx, repo string) result {
 	var prepare func() error
 	var do func() error
 	switch tool {
-	case "slipway":
+	case "slipway", supplyTool:
 		do = func() error {
 			args := []string{"--context=dir://" + ctx, "--destination=" + dest,
 				"--insecure-registry=" + c.registry, "--cache=true", "--cache-repo=" + cacheRepo,
@@ -592,6 +605,10 @@ func build(c *config, tool, cs, sc, ctx, repo string) result {
 				"--result-file=" + filepath.Join(state, "result.json"), "--build-arg", "BASE=" + base,
 				// As buildctl, which the BuildKit cells run: no provenance attestation.
 				"--provenance=none"}
+			if tool == supplyTool {
+				args[len(args)-1] = "--provenance=max"
+				args = append(args, "--sbom=true", "--sign-key="+c.signKey, "--sign-key-password-file="+c.signPass)
+			}
 			for _, a := range extra {
 				args = append(args, "--build-arg", a)
 			}
@@ -850,7 +867,7 @@ func printTable(c *config, results map[cell][]result) {
 	}
 	if hasOurs {
 		for _, t := range c.tools {
-			if t != "slipway" {
+			if t != "slipway" && t != supplyTool {
 				fmt.Fprintf(w, " | %-22s", "x "+t)
 			}
 		}
@@ -876,7 +893,7 @@ func printTable(c *config, results map[cell][]result) {
 					notes = append(notes, fmt.Sprintf("%s warm: %.2fs, target under 0.5s", cs, os))
 				}
 				for _, t := range c.tools {
-					if t == "slipway" {
+					if t == "slipway" || t == supplyTool {
 						continue
 					}
 					ts, tm, tok := median(results[cell{cs, sc, t}])
@@ -891,6 +908,24 @@ func printTable(c *config, results map[cell][]result) {
 				}
 			}
 			fmt.Fprintln(w)
+		}
+	}
+	if hasOurs && has(c.tools, supplyTool) {
+		fmt.Fprintf(w, "\nWhat provenance (max) + SBOM + cosign signing add to a Slipway build (issue 16's target: under 25%% of a cold build, under 150 MB):\n")
+		for _, cs := range c.cases {
+			for _, sc := range scenarios {
+				ps, pm, pok := median(results[cell{cs, sc, "slipway"}])
+				ss, sm, sok := median(results[cell{cs, sc, supplyTool}])
+				if !pok || !sok {
+					continue
+				}
+				cold, _, cok := median(results[cell{cs, "cold", "slipway"}])
+				pct := "-"
+				if cok && cold > 0 {
+					pct = fmt.Sprintf("%.0f%% of cold", 100*(ss-ps)/cold)
+				}
+				fmt.Fprintf(w, "  %-13s %-6s +%.2fs (%s), peak %.0f MB (plain %.0f MB)\n", cs, sc, ss-ps, pct, sm, pm)
+			}
 		}
 	}
 	if len(notes) > 0 {

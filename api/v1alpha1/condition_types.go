@@ -63,6 +63,22 @@ const (
 	// retried.
 	ReasonIndexInvalid = "IndexInvalid"
 
+	// ReasonSigning: the build's image was pushed and the manager signs it and its
+	// attestations (spec.signing, or its default key).
+	ReasonSigning = "Signing"
+	// ReasonSigningKeyInvalid: the build's signing key (spec.signing.secretRef, or the
+	// manager's default) is missing, lacks cosign.key or cosign.password, or does not decrypt
+	// with its password; the build fails (before any pod when it is found then) and is not
+	// retried (Stalled=True). No message holds key bytes or the password.
+	ReasonSigningKeyInvalid = "SigningKeyInvalid"
+	// ReasonSigningFailed: the manager could not push the signature or the signed
+	// attestations of the pushed image (the registry refused or failed); retried as PushFailed.
+	ReasonSigningFailed = "SigningFailed"
+	// ReasonAttestationInvalid: the pushed index's attestations are not what the manager can
+	// sign (an attestation manifest about an image the index does not hold, a statement that
+	// is not an in-toto statement about its image, or one too large); not retried.
+	ReasonAttestationInvalid = "AttestationInvalid"
+
 	// ReasonBuildFailed: the executor failed without a readable result.
 	ReasonBuildFailed = "BuildFailed"
 	// ReasonOOMKilled: the executor was killed for exceeding its memory limit.

@@ -9,6 +9,8 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.platforms) || size(self.platforms) == 0 || !has(self.nodeSelector) || !('kubernetes.io/arch' in self.nodeSelector)",message="nodeSelector cannot set kubernetes.io/arch when platforms are given: each platform's pod is placed on a node of its own architecture"
 // +kubebuilder:validation:XValidation:rule="!has(self.platforms) || size(self.platforms) == 0 || !has(self.runPolicy) || self.runPolicy != 'Parallel'",message="runPolicy Parallel is not supported with platforms: use Serial or SerialLatestOnly"
 // +kubebuilder:validation:XValidation:rule="!has(self.emulation) || !self.emulation || (has(self.platforms) && size(self.platforms) > 0)",message="emulation applies to platforms: list them in platforms"
+// +kubebuilder:validation:XValidation:rule="!has(self.sbomFormat) || (has(self.sbom) && self.sbom)",message="sbomFormat applies to an SBOM: set sbom: true"
+// +kubebuilder:validation:XValidation:rule="!has(self.signing) || size(self.signing.secretRef.name) > 0",message="signing.secretRef.name must name a Secret"
 type ImageBuildSpec struct {
 	// source is where the build context comes from.
 	// +required
@@ -151,9 +153,10 @@ type ImageBuildSpec struct {
 	// platforms are the platforms the image is built for, each os/arch[/variant] as OCI names
 	// them (linux/amd64, linux/arm64, linux/arm/v7), Linux only. When set, the manager runs one
 	// executor pod per platform, each building that platform's image and pushing it by digest,
-	// and once every platform has succeeded it pushes an image index (a Docker manifest list,
-	// as the executor's manifests are Docker's) naming them under output.image and
-	// output.additionalTags; status.image.digest is then the index's, status.platforms has each
+	// and once every platform has succeeded it pushes an image index naming them under
+	// output.image and output.additionalTags (an OCI image index that also names each
+	// platform's attestation manifest, with provenance or sbom; a Docker manifest list of
+	// Docker manifests without); status.image.digest is then the index's, status.platforms has each
 	// platform's. A pod runs on a Ready node of its platform's architecture (the
 	// kubernetes.io/arch and kubernetes.io/os node selector) when one matches the build's
 	// nodeSelector and tolerations; else on any node when emulation is true; else the build
@@ -176,6 +179,69 @@ type ImageBuildSpec struct {
 	// The pod stays unprivileged. Emulated steps run many times slower than native ones.
 	// +optional
 	Emulation bool `json:"emulation,omitempty"`
+
+	// provenance is how much the SLSA provenance attestation of each pushed image records, as
+	// BuildKit's modes (the executor's --provenance): min, the default, records the build's
+	// source, Dockerfile path, target, platform, every base image by digest and the times,
+	// without build arguments, labels or secret ids; max also the build arguments and labels
+	// (those whose name or value looks like a secret's left out) and the ids of secrets and ssh
+	// agents; none attaches none. With an attestation (provenance other than none, or sbom),
+	// the pushed artifact is an OCI image index holding each image and its attestation
+	// manifest (BuildKit's layout), and status.image.digest is the index's.
+	// +kubebuilder:validation:Enum=none;min;max
+	// +kubebuilder:default=min
+	// +optional
+	Provenance ProvenanceMode `json:"provenance,omitempty"`
+
+	// sbom, when true, attaches an SBOM of each pushed image (its packages: dpkg, apk, rpm, Go
+	// binaries, npm, pip and Go module lock files) as an attestation beside the provenance, in
+	// sbomFormat. Off by default, as in BuildKit.
+	// +optional
+	SBOM bool `json:"sbom,omitempty"`
+
+	// sbomFormat is the SBOM's format: spdx (SPDX 2.3 JSON, the default) or cyclonedx
+	// (CycloneDX JSON).
+	// +kubebuilder:validation:Enum=spdx;cyclonedx
+	// +optional
+	SBOMFormat SBOMFormat `json:"sbomFormat,omitempty"`
+
+	// signing names the cosign key that signs the pushed image and its attestations. Without
+	// it, the manager's default key signs (--default-signing-secret, the chart's
+	// signing.defaultSecret), if the manager has one; else nothing is signed. The MANAGER
+	// signs, once the image (or, with platforms, the index) is pushed: the key never reaches
+	// the executor pod, where the repository's RUN steps run.
+	// +optional
+	Signing *Signing `json:"signing,omitempty"`
+}
+
+// ProvenanceMode is how much a provenance attestation records.
+type ProvenanceMode string
+
+// Provenance modes, BuildKit's.
+const (
+	ProvenanceNone ProvenanceMode = "none"
+	ProvenanceMin  ProvenanceMode = "min"
+	ProvenanceMax  ProvenanceMode = "max"
+)
+
+// SBOMFormat is the format of an SBOM attestation.
+type SBOMFormat string
+
+// SBOM formats.
+const (
+	SBOMFormatSPDX      SBOMFormat = "spdx"
+	SBOMFormatCycloneDX SBOMFormat = "cyclonedx"
+)
+
+// Signing is the cosign key of an ImageBuild.
+type Signing struct {
+	// secretRef names a Secret of the ImageBuild's namespace with the keys cosign.key (a private
+	// key in cosign's encrypted format, as `cosign generate-key-pair` or `cosign
+	// import-key-pair` write it) and cosign.password (its password, which may be empty). Only
+	// the manager reads it, to sign; a build whose Secret is missing, lacks a key or does not
+	// decrypt fails before any pod starts (reason SigningKeyInvalid, not retried).
+	// +required
+	SecretRef corev1.LocalObjectReference `json:"secretRef"`
 }
 
 // Checks is the build checks' policy of an ImageBuild: the executor's --check-fail-on and
@@ -645,6 +711,13 @@ type PlatformStatus struct {
 	// +optional
 	Digest string `json:"digest,omitempty"`
 
+	// index is the digest of the image index the platform's pod pushed by digest when it
+	// attached attestations (spec.provenance, spec.sbom): its image and the attestation
+	// manifest about it, which the build's index takes both from. Empty when the pod pushed
+	// its image alone.
+	// +optional
+	Index string `json:"index,omitempty"`
+
 	// duration of the platform's build, for people (1m23s).
 	// +optional
 	Duration string `json:"duration,omitempty"`
@@ -809,6 +882,54 @@ type ImageStatus struct {
 	// +listType=atomic
 	// +optional
 	References []string `json:"references,omitempty"`
+
+	// signature is the digest of the manifest under cosign's tag sha256-<digest>.sig that holds
+	// the signature of digest (`cosign verify --key` finds it there); empty when the build is not
+	// signed.
+	// +optional
+	Signature string `json:"signature,omitempty"`
+
+	// attestations are the attestations of the build: one per image of the pushed index, whose
+	// attestation manifest (BuildKit's layout) holds its statements, and, when signed, one more
+	// whose subject is digest itself (the index), for `cosign verify-attestation` of the tags.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=17
+	// +optional
+	Attestations []AttestationStatus `json:"attestations,omitempty"`
+
+	// sbom is true when an SBOM attestation (SPDX or CycloneDX) was attached to the image.
+	// +optional
+	SBOM bool `json:"sbom,omitempty"`
+}
+
+// AttestationStatus is what is attested about one image (or the index).
+type AttestationStatus struct {
+	// subject is the digest of the image the statements are about.
+	// +required
+	Subject string `json:"subject"`
+
+	// platform of that image (linux/amd64); empty for the index.
+	// +optional
+	Platform string `json:"platform,omitempty"`
+
+	// manifest is the digest of the attestation manifest in the pushed index that holds the
+	// statements (BuildKit's layout: what `docker buildx imagetools inspect` reads); empty for
+	// the index's entry.
+	// +optional
+	Manifest string `json:"manifest,omitempty"`
+
+	// predicateTypes are the in-toto predicate types of the statements
+	// (https://slsa.dev/provenance/v1, https://spdx.dev/Document, https://cyclonedx.org/bom).
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	PredicateTypes []string `json:"predicateTypes,omitempty"`
+
+	// signed is the digest of the manifest under cosign's tag sha256-<subject>.att that holds the
+	// statements signed (`cosign verify-attestation --key` finds them there); empty when the
+	// build is not signed.
+	// +optional
+	Signed string `json:"signed,omitempty"`
 }
 
 // CacheStatus counts layer cache lookups.

@@ -5,9 +5,18 @@
 // the build's tags. Nothing but manifests and configurations is read, and nothing but the
 // index is written (its manifests are in the repository already).
 //
+// A platform's pod that attached attestations (provenance, SBOM) pushed an index of its own:
+// its image and the attestation manifest about it, in BuildKit's layout (the attestation
+// manifest's descriptor has platform unknown/unknown and the annotations
+// vnd.docker.reference.type=attestation-manifest and vnd.docker.reference.digest=<image>).
+// Assemble then flattens: the build's index names every platform's image, then every
+// platform's attestation manifest, each descriptor with the annotations the platform's index
+// gave it, as BuildKit lays out the index of a multi-platform build with attestations
+// (exporter/containerimage: images first, then their attestation manifests).
+//
 // The index is a Docker manifest list when every manifest is a Docker one (the executor's
-// default, as kaniko's; docker buildx pushes the same for Docker manifests), else an OCI
-// image index. Registry credentials come from the ImageBuild's push Secret (the caller reads
+// default without attestations, as kaniko's; docker buildx pushes the same for Docker
+// manifests), else an OCI image index. Registry credentials come from the ImageBuild's push Secret (the caller reads
 // it from the ImageBuild's own namespace) and go to the output repository's registry only.
 package imageindex
 
@@ -37,9 +46,32 @@ import (
 type Manifest struct {
 	// Platform is the platform it was built for, os/arch[/variant] (spec.platforms).
 	Platform string
-	// Digest is its manifest's digest, as the executor reported it (sha256:...).
+	// Digest is its manifest's digest, as the executor reported it (sha256:...). With Index
+	// it may be empty: the image is then the one the platform's index holds.
 	Digest string
+	// Index, when set, is the digest of the index the platform's pod pushed: its image (which
+	// must be Digest's, when Digest is set) and the attestation manifests about it, nothing
+	// else. Both go into the build's index.
+	Index string
 }
+
+// Attestation annotations and platform of BuildKit's layout (exporter/containerimage,
+// util/attestation).
+const (
+	AnnotationReferenceType   = "vnd.docker.reference.type"
+	AnnotationReferenceDigest = "vnd.docker.reference.digest"
+	ReferenceTypeAttestation  = "attestation-manifest"
+)
+
+// IsAttestation reports whether d is the descriptor of an attestation manifest in an index
+// of BuildKit's layout.
+func IsAttestation(d v1.Descriptor) bool {
+	return d.Annotations[AnnotationReferenceType] == ReferenceTypeAttestation
+}
+
+// maxPlatformAttestations bounds the attestation manifests about one platform's image: one,
+// as BuildKit writes.
+const maxPlatformAttestations = 1
 
 // Request is an index to assemble and push.
 type Request struct {
@@ -109,14 +141,31 @@ func Assemble(ctx context.Context, req Request) (Result, error) {
 	}
 
 	descs := make([]v1.Descriptor, 0, len(req.Manifests))
-	docker := true
+	var atts []v1.Descriptor
 	for _, m := range req.Manifests {
+		var idx *platformIndex
+		if m.Index != "" {
+			if idx, err = readPlatformIndex(repo, m, auth != authn.Anonymous, ropts); err != nil {
+				return Result{}, err
+			}
+			m.Digest = idx.image.Digest.String()
+		}
 		d, err := describe(repo, m, auth != authn.Anonymous, ropts)
 		if err != nil {
 			return Result{}, err
 		}
-		docker = docker && d.MediaType == types.DockerManifestSchema2
+		if idx != nil {
+			// The registry's media type, size and digest, the platform the configuration
+			// names (describe checked them), and the annotations of the platform's index.
+			d.Annotations = idx.image.Annotations
+			atts = append(atts, idx.attestations...)
+		}
 		descs = append(descs, d)
+	}
+	descs = append(descs, atts...)
+	docker := true
+	for _, d := range descs {
+		docker = docker && d.MediaType == types.DockerManifestSchema2
 	}
 	mt := types.OCIImageIndex
 	if docker {
@@ -135,7 +184,7 @@ func Assemble(ctx context.Context, req Request) (Result, error) {
 	for _, t := range req.Tags {
 		tag := repo.Tag(t)
 		if err := remote.Put(tag, idx, ropts...); err != nil {
-			return Result{}, fmt.Errorf("pushing the index to %s: %s: %w", tag, explain(err, auth != authn.Anonymous), err)
+			return Result{}, fmt.Errorf("pushing the index to %s: %s: %w", tag, Explain(err, auth != authn.Anonymous), err)
 		}
 		res.References = append(res.References, tag.String()+"@"+res.Digest)
 	}
@@ -157,7 +206,7 @@ func describe(repo name.Repository, m Manifest, withAuth bool, ropts []remote.Op
 	ref := repo.Digest(h.String())
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("reading the manifest of %s (%s): %s: %w", m.Platform, ref, explain(err, withAuth), err)
+		return v1.Descriptor{}, fmt.Errorf("reading the manifest of %s (%s): %s: %w", m.Platform, ref, Explain(err, withAuth), err)
 	}
 	if desc.MediaType != types.DockerManifestSchema2 && desc.MediaType != types.OCIManifestSchema1 {
 		return v1.Descriptor{}, invalid("%s: %s is a %s, not an image manifest", m.Platform, ref, desc.MediaType)
@@ -168,7 +217,7 @@ func describe(repo name.Repository, m Manifest, withAuth bool, ropts []remote.Op
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("reading the configuration of %s (%s): %s: %w", m.Platform, ref, explain(err, withAuth), err)
+		return v1.Descriptor{}, fmt.Errorf("reading the configuration of %s (%s): %s: %w", m.Platform, ref, Explain(err, withAuth), err)
 	}
 	got := platforms.Normalize(specs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
 	if got.OS != want.OS || got.Architecture != want.Architecture || got.Variant != want.Variant {
@@ -188,6 +237,68 @@ func describe(repo name.Repository, m Manifest, withAuth bool, ropts []remote.Op
 	}, nil
 }
 
+// platformIndex is what a platform's pod pushed as an index: the descriptors of its image and
+// of the attestation manifests about it.
+type platformIndex struct {
+	image        v1.Descriptor
+	attestations []v1.Descriptor
+}
+
+// readPlatformIndex reads m.Index from repo: an image index that holds one image manifest
+// (m.Digest's, when set) and at most maxPlatformAttestations attestation manifests about it
+// (OCI image manifests, platform unknown/unknown, BuildKit's annotations), nothing else.
+// Anything else is an *InvalidError: the executor image is the spec's to choose, and what it
+// pushed goes under the build's tags.
+func readPlatformIndex(repo name.Repository, m Manifest, withAuth bool, ropts []remote.Option) (*platformIndex, error) {
+	h, err := v1.NewHash(m.Index)
+	if err != nil || h.Algorithm != "sha256" {
+		return nil, invalid("%s: the executor reported the index %q, which is no sha256 digest", m.Platform, result.Excerpt(m.Index, 80))
+	}
+	ref := repo.Digest(h.String())
+	desc, err := remote.Get(ref, ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("reading the index of %s (%s): %s: %w", m.Platform, ref, Explain(err, withAuth), err)
+	}
+	if desc.MediaType != types.OCIImageIndex && desc.MediaType != types.DockerManifestList {
+		return nil, invalid("%s: %s is a %s, not an image index", m.Platform, ref, desc.MediaType)
+	}
+	im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return nil, invalid("%s: reading the index %s: %v", m.Platform, ref, err)
+	}
+	out := &platformIndex{}
+	images := 0
+	for _, d := range im.Manifests {
+		if IsAttestation(d) {
+			out.attestations = append(out.attestations, d)
+			continue
+		}
+		images++
+		out.image = d
+	}
+	if images != 1 {
+		return nil, invalid("%s: the index %s holds %d images, want its platform's alone (and its attestations)", m.Platform, ref, images)
+	}
+	if m.Digest != "" && out.image.Digest.String() != m.Digest {
+		return nil, invalid("%s: the index %s holds the image %s, not %s, which the executor reported", m.Platform, ref,
+			out.image.Digest, result.Excerpt(m.Digest, 80))
+	}
+	if len(out.attestations) > maxPlatformAttestations {
+		return nil, invalid("%s: the index %s holds %d attestation manifests, more than %d", m.Platform, ref,
+			len(out.attestations), maxPlatformAttestations)
+	}
+	for _, a := range out.attestations {
+		if a.MediaType != types.OCIManifestSchema1 {
+			return nil, invalid("%s: the attestation manifest %s in %s is a %s, not an OCI image manifest", m.Platform, a.Digest, ref, a.MediaType)
+		}
+		if a.Annotations[AnnotationReferenceDigest] != out.image.Digest.String() {
+			return nil, invalid("%s: the attestation manifest %s in %s is about %q, not the index's image %s", m.Platform, a.Digest, ref,
+				result.Excerpt(a.Annotations[AnnotationReferenceDigest], 80), out.image.Digest)
+		}
+	}
+	return out, nil
+}
+
 // rawIndex is an encoded index, a remote.Taggable with its media type.
 type rawIndex struct {
 	raw       []byte
@@ -197,8 +308,8 @@ type rawIndex struct {
 func (r rawIndex) RawManifest() ([]byte, error)        { return r.raw, nil }
 func (r rawIndex) MediaType() (types.MediaType, error) { return r.mediaType, nil }
 
-// explain says in words what a registry's refusal means.
-func explain(err error, withAuth bool) string {
+// Explain says in words what a registry's refusal means: withAuth when credentials were sent.
+func Explain(err error, withAuth bool) string {
 	var te *transport.Error
 	var ne net.Error
 	switch {

@@ -1,18 +1,23 @@
 package imageindex
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
@@ -66,7 +71,7 @@ func TestAssemble(t *testing.T) {
 		amd := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", false)
 		arm := pushByDigest(t, repo, authn.Anonymous, "linux/arm/v7", false)
 		res, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"v1", "main-1"},
-			Manifests: []Manifest{{"linux/amd64", amd}, {"linux/arm/v7", arm}}})
+			Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd}, {Platform: "linux/arm/v7", Digest: arm}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +114,7 @@ func TestAssemble(t *testing.T) {
 		amd := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", true)
 		arm := pushByDigest(t, repo, authn.Anonymous, "linux/arm64", true)
 		res, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"oci"},
-			Manifests: []Manifest{{"linux/amd64", amd}, {"linux/arm64/v8", arm}}})
+			Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd}, {Platform: "linux/arm64/v8", Digest: arm}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +129,7 @@ func TestAssemble(t *testing.T) {
 
 	t.Run("one platform makes an index of one manifest", func(t *testing.T) {
 		arm := pushByDigest(t, repo, authn.Anonymous, "linux/arm64", false)
-		res, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"one"}, Manifests: []Manifest{{"linux/arm64", arm}}})
+		res, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"one"}, Manifests: []Manifest{{Platform: "linux/arm64", Digest: arm}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +147,7 @@ func TestAssemble(t *testing.T) {
 		amd := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", false)
 		other := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", false)
 		_, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"liar"},
-			Manifests: []Manifest{{"linux/amd64", amd}, {"linux/arm64", other}}})
+			Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd}, {Platform: "linux/arm64", Digest: other}}})
 		var inv *InvalidError
 		if !errors.As(err, &inv) || !strings.Contains(err.Error(), "is for linux/amd64, not linux/arm64") {
 			t.Fatalf("err = %v, want an InvalidError naming both platforms", err)
@@ -164,7 +169,7 @@ func TestAssemble(t *testing.T) {
 		}
 		for _, bad := range []string{d.String(), "sha256:abc", "md5:" + strings.Repeat("0", 32), "../../etc"} {
 			_, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"bad"},
-				Manifests: []Manifest{{"linux/amd64", amd}, {"linux/arm64", bad}}})
+				Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd}, {Platform: "linux/arm64", Digest: bad}}})
 			if _, ok := errors.AsType[*InvalidError](err); !ok {
 				t.Errorf("digest %q: err = %v, want an InvalidError", bad, err)
 			}
@@ -175,7 +180,7 @@ func TestAssemble(t *testing.T) {
 		amd := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", false)
 		missing := "sha256:" + strings.Repeat("e", 64)
 		_, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"missing"},
-			Manifests: []Manifest{{"linux/amd64", amd}, {"linux/arm64", missing}}})
+			Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd}, {Platform: "linux/arm64", Digest: missing}}})
 		if err == nil || !strings.Contains(err.Error(), "no such manifest") || !Retryable(err) {
 			t.Errorf("err = %v (retryable %v), want a retryable 'no such manifest'", err, Retryable(err))
 		}
@@ -195,7 +200,7 @@ func TestAssemble_credentials(t *testing.T) {
 	}
 	amd := pushByDigest(t, repo, reg.Auth(), "linux/amd64", false)
 	arm := pushByDigest(t, repo, reg.Auth(), "linux/arm64", false)
-	req := Request{Repository: repo.String(), Tags: []string{"v1"}, Manifests: []Manifest{{"linux/amd64", amd}, {"linux/arm64", arm}}}
+	req := Request{Repository: repo.String(), Tags: []string{"v1"}, Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd}, {Platform: "linux/arm64", Digest: arm}}}
 
 	for _, tc := range []struct {
 		name string
@@ -232,3 +237,149 @@ func TestAssemble_credentials(t *testing.T) {
 type keychain struct{ a authn.Authenticator }
 
 func (k keychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
+
+// pushPlatformIndex pushes, as an executor run with --custom-platform, --push-by-digest and
+// attestations does, an index of the image img (of platform, with an annotation of its own)
+// and the attestation manifests atts (BuildKit's descriptors, each about about), by digest,
+// and returns its digest.
+func pushPlatformIndex(t *testing.T, repo name.Repository, platform, img string, about []string, extra ...v1.Descriptor) string {
+	t.Helper()
+	h, err := v1.NewHash(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(repo.Digest(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := v1.ParsePlatform(platform)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{{
+		MediaType: desc.MediaType, Size: desc.Size, Digest: h, Platform: p,
+		Annotations: map[string]string{"org.opencontainers.image.title": "app " + platform},
+	}}}
+	for _, a := range about {
+		att := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+		att, err = mutate.Append(att, mutate.Addendum{Layer: static.NewLayer([]byte(`{"about":"`+a+platform+`"}`), "application/vnd.in-toto+json")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ad, _ := att.Digest()
+		if err := remote.Write(repo.Digest(ad.String()), att); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := att.RawManifest()
+		im.Manifests = append(im.Manifests, v1.Descriptor{MediaType: types.OCIManifestSchema1, Size: int64(len(raw)), Digest: ad,
+			Platform:    &v1.Platform{OS: "unknown", Architecture: "unknown"},
+			Annotations: map[string]string{AnnotationReferenceType: ReferenceTypeAttestation, AnnotationReferenceDigest: a}})
+	}
+	im.Manifests = append(im.Manifests, extra...)
+	raw, err := json.Marshal(im)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := v1.SHA256(bytes.NewReader(raw))
+	if err := remote.Put(repo.Digest(d.String()), rawIndex{raw: raw, mediaType: types.OCIImageIndex}); err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// Platforms that pushed an index with their attestation manifest (BuildKit's layout) make an
+// OCI index of every image, then every attestation manifest, each descriptor with the
+// annotations its platform's index gave it, as BuildKit lays out a multi-platform build with
+// attestations. A platform's index that holds anything else is refused.
+func TestAssemble_attestations(t *testing.T) {
+	reg := testenv.StartRegistry(t)
+	repo, err := name.NewRepository(reg.Ref("team/attested"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	amd := pushByDigest(t, repo, authn.Anonymous, "linux/amd64", true)
+	arm := pushByDigest(t, repo, authn.Anonymous, "linux/arm64", true)
+	amdIdx := pushPlatformIndex(t, repo, "linux/amd64", amd, []string{amd})
+	armIdx := pushPlatformIndex(t, repo, "linux/arm64", arm, []string{arm})
+
+	res, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"v1"},
+		Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd, Index: amdIdx}, {Platform: "linux/arm64", Index: armIdx}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := remote.Index(repo.Tag("v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range []string{amd, arm} {
+		child, err := idx.Image(v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(img, "sha256:")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(child); err != nil {
+			t.Errorf("the index's image %s is not valid: %v", img, err)
+		}
+	}
+	im, _ := idx.IndexManifest()
+	if res.MediaType != types.OCIImageIndex || im.MediaType != types.OCIImageIndex {
+		t.Errorf("media type %s (%s), want an OCI index: it names OCI attestation manifests", res.MediaType, im.MediaType)
+	}
+	var got []string
+	for _, m := range im.Manifests {
+		got = append(got, fmt.Sprintf("%s %s %s %s %s", m.Platform, m.Digest, m.Annotations[AnnotationReferenceType],
+			m.Annotations[AnnotationReferenceDigest], m.Annotations["org.opencontainers.image.title"]))
+	}
+	amdAtt, armAtt := attestationOf(t, repo, amdIdx), attestationOf(t, repo, armIdx)
+	want := []string{
+		"linux/amd64 " + amd + "   app linux/amd64", "linux/arm64 " + arm + "   app linux/arm64",
+		"unknown/unknown " + amdAtt + " attestation-manifest " + amd + " ", "unknown/unknown " + armAtt + " attestation-manifest " + arm + " ",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("manifests (-want +got)\n%s", diff)
+	}
+
+	other := pushByDigest(t, repo, authn.Anonymous, "linux/arm64", true)
+	otherDesc, _ := remote.Get(repo.Digest(other))
+	for _, tc := range []struct {
+		name  string
+		index string
+		image string
+		want  string
+	}{
+		{"an attestation about another image", pushPlatformIndex(t, repo, "linux/arm64", arm, []string{other}), "", "not the index's image"},
+		{"two attestation manifests", pushPlatformIndex(t, repo, "linux/arm64", arm, []string{arm, arm + ""}), "", "more than 1"},
+		{"two images", pushPlatformIndex(t, repo, "linux/arm64", arm, nil, v1.Descriptor{MediaType: otherDesc.MediaType, Size: otherDesc.Size,
+			Digest: otherDesc.Digest, Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}), "", "holds 2 images"},
+		{"another image than the executor reported", armIdx, other, "which the executor reported"},
+		{"an image, not an index", arm, "", "not an image index"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Assemble(ctx, Request{Repository: repo.String(), Tags: []string{"bad"},
+				Manifests: []Manifest{{Platform: "linux/amd64", Digest: amd, Index: amdIdx}, {Platform: "linux/arm64", Digest: tc.image, Index: tc.index}}})
+			if _, ok := errors.AsType[*InvalidError](err); !ok || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want an InvalidError saying %q", err, tc.want)
+			}
+			if _, err := remote.Head(repo.Tag("bad")); err == nil {
+				t.Error("the tag was pushed")
+			}
+		})
+	}
+}
+
+// attestationOf is the digest of the attestation manifest of a platform's index.
+func attestationOf(t *testing.T, repo name.Repository, index string) string {
+	t.Helper()
+	idx, err := remote.Index(repo.Digest(index))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	for _, m := range im.Manifests {
+		if IsAttestation(m) {
+			return m.Digest.String()
+		}
+	}
+	t.Fatalf("%s has no attestation manifest", index)
+	return ""
+}

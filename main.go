@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2/textlogger"
@@ -55,7 +59,8 @@ func main() {
 	}
 
 	setupLog.Info("Starting the manager", "executorImage", opts.ExecutorImage,
-		"maxConcurrentBuilds", opts.MaxConcurrentBuilds, "hostUsers", opts.HostUsersMode)
+		"maxConcurrentBuilds", opts.MaxConcurrentBuilds, "hostUsers", opts.HostUsersMode,
+		"defaultSigningSecret", opts.DefaultSigningSecret.String())
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		setupLog.Error(err, "Manager stopped")
 		os.Exit(1)
@@ -83,6 +88,9 @@ type flags struct {
 	requests, limits resourceFlags
 	// nodeSelector and tolerations of executor pods whose ImageBuild sets none, as JSON.
 	nodeSelector, tolerations string
+	// defaultSigningSecret names the Secret of the manager's namespace (managerNamespace)
+	// with the default signing key; empty for none.
+	defaultSigningSecret, managerNamespace string
 }
 
 // resourceFlags are the quantities of the executor's resources, by resource.
@@ -111,6 +119,9 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.limits.storage, "executor-ephemeral-storage-limit", "20Gi", "Ephemeral storage limit of executor pods (the kubelet evicts a build that writes more: a layer bomb fails as Evicted); applies also when spec.resources sets none; none when empty.")
 	fs.StringVar(&f.nodeSelector, "executor-node-selector", "", `Node selector of executor pods whose ImageBuild sets none, as JSON: {"key":"value"}.`)
 	fs.StringVar(&f.tolerations, "executor-tolerations", "", `Tolerations of executor pods whose ImageBuild sets none, as a JSON list of corev1 tolerations.`)
+	fs.StringVar(&f.defaultSigningSecret, "default-signing-secret", "", "Name of a Secret of the manager's own namespace with keys cosign.key (cosign's encrypted private key) and cosign.password: the manager signs with it the builds of ImageBuilds without spec.signing, in every namespace. It is read in the manager's namespace only and never copied elsewhere. Empty: such builds are not signed.")
+	fs.StringVar(&f.managerNamespace, "manager-namespace", "", "The manager's own namespace, where --default-signing-secret is: $POD_NAMESPACE when empty, else the namespace of the pod's service account.")
+	fs.StringVar(&f.opts.ManagerImage, "manager-image", "", "The manager's own image with its digest (repo@sha256:...): executor pods record it in their provenance as a dependency of the builder (--builder-dependency). Empty: not recorded.")
 	fs.Func("cache-repository-prefix", "NAMESPACE=PREFIX (repeatable): the ImageBuilds of NAMESPACE (* for every namespace) may use cache repositories at or under PREFIX, where {namespace} stands for their namespace, e.g. '*=registry.example.com/cache/{namespace}'. Those under the output repository are always allowed; no other is.",
 		func(s string) error {
 			p, err := controllers.ParseCacheRepositoryPrefix(s)
@@ -154,7 +165,44 @@ func (f *flags) options() (controllers.Options, error) {
 			return opts, fmt.Errorf("invalid --executor-tolerations: want a JSON list of tolerations: %w", err)
 		}
 	}
+	if img := opts.ManagerImage; img != "" {
+		if _, d, ok := strings.Cut(img, "@"); !ok || !sha256Digest.MatchString(d) {
+			return opts, fmt.Errorf("invalid --manager-image=%s: want the image's reference with its digest (repo@sha256:...)", img)
+		}
+	}
+	if name := f.defaultSigningSecret; name != "" {
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return opts, fmt.Errorf("invalid --default-signing-secret=%s: want the name of a Secret: %s", name, strings.Join(errs, "; "))
+		}
+		ns, err := managerNamespace(f.managerNamespace)
+		if err != nil {
+			return opts, fmt.Errorf("--default-signing-secret=%s: %w", name, err)
+		}
+		opts.DefaultSigningSecret = types.NamespacedName{Namespace: ns, Name: name}
+	}
 	return opts, nil
+}
+
+// sha256Digest is a digest as --manager-image must end with.
+var sha256Digest = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// serviceAccountNamespace is where the kubelet writes the namespace of a pod's service account.
+var serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// managerNamespace is the manager's namespace: flag, else $POD_NAMESPACE (the chart sets it
+// from the pod's metadata), else its service account's.
+func managerNamespace(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns, nil
+	}
+	b, err := os.ReadFile(serviceAccountNamespace)
+	if ns := strings.TrimSpace(string(b)); err == nil && ns != "" {
+		return ns, nil
+	}
+	return "", errors.New("the manager's namespace is unknown: set --manager-namespace or $POD_NAMESPACE")
 }
 
 // list parses the quantities that are set; nil when none is. kind ("request" or "limit")

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/slipway-dev/slipway/controllers"
@@ -69,6 +71,8 @@ func TestFlags_options(t *testing.T) {
 			`--executor-tolerations=[{"key":"builds","operator":"Exists","effect":"NoSchedule"}]`,
 			"--cache-repository-prefix=*=registry.example.com/cache/{namespace}",
 			"--cache-repository-prefix=team=registry.example.com/team",
+			"--default-signing-secret=cosign-default", "--manager-namespace=slipway-system",
+			"--manager-image=registry.example.com/slipway/manager@sha256:" + strings.Repeat("a", 64),
 		},
 		want: func(o *controllers.Options) {
 			o.HostUsersMode = controllers.HostUsersFalse
@@ -93,6 +97,14 @@ func TestFlags_options(t *testing.T) {
 				{Namespace: "*", Prefix: "registry.example.com/cache/{namespace}"},
 				{Namespace: "team", Prefix: "registry.example.com/team"},
 			}
+			o.DefaultSigningSecret = types.NamespacedName{Namespace: "slipway-system", Name: "cosign-default"}
+			o.ManagerImage = "registry.example.com/slipway/manager@sha256:" + strings.Repeat("a", 64)
+		},
+	}, {
+		name: "the default signing key is in $POD_NAMESPACE without --manager-namespace",
+		args: []string{"--executor-image=img", "--default-signing-secret=cosign"},
+		want: func(o *controllers.Options) {
+			o.DefaultSigningSecret = types.NamespacedName{Namespace: "from-env", Name: "cosign"}
 		},
 	}, {
 		name: "empty quantities set no requests and no limits",
@@ -101,6 +113,7 @@ func TestFlags_options(t *testing.T) {
 		want: func(o *controllers.Options) { o.Resources = corev1.ResourceRequirements{} },
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("POD_NAMESPACE", "from-env")
 			f, err := parseFlags(t, tc.args...)
 			if err != nil {
 				t.Fatalf("parsing %q: %v", tc.args, err)
@@ -134,8 +147,17 @@ func TestFlags_options_invalid(t *testing.T) {
 		{"node selector not an object of strings", []string{"--executor-image=img", `--executor-node-selector={"a":1}`}, "--executor-node-selector"},
 		{"tolerations not a list", []string{"--executor-image=img", `--executor-tolerations={}`}, "--executor-tolerations"},
 		{"cache prefix without a namespace", []string{"--executor-image=img", "--cache-repository-prefix=registry.example.com/cache"}, "NAMESPACE=PREFIX"},
+		{"a signing Secret name that is none", []string{"--executor-image=img", "--default-signing-secret=Cosign/Key", "--manager-namespace=x"},
+			"--default-signing-secret=Cosign/Key"},
+		{"a manager image without a digest", []string{"--executor-image=img", "--manager-image=slipway/manager:1"}, "--manager-image=slipway/manager:1"},
+		{"a default signing key in no known namespace", []string{"--executor-image=img", "--default-signing-secret=cosign"},
+			"the manager's namespace is unknown"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("POD_NAMESPACE", "")
+			old := serviceAccountNamespace
+			serviceAccountNamespace = filepath.Join(t.TempDir(), "none")
+			t.Cleanup(func() { serviceAccountNamespace = old })
 			f, err := parseFlags(t, tc.args...)
 			if err == nil {
 				_, err = f.options()

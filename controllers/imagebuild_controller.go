@@ -78,6 +78,13 @@ type Options struct {
 	// CacheRepositoryPrefixes are the cache repositories that namespaces may use besides those
 	// under their output repository (see checkCacheRepository); none by default.
 	CacheRepositoryPrefixes []CacheRepositoryPrefix
+	// DefaultSigningSecret, when its Name is set, is the Secret of the manager's own namespace
+	// whose cosign key signs the builds of ImageBuilds without spec.signing (signing.go). It
+	// is read there only, never copied into another namespace.
+	DefaultSigningSecret types.NamespacedName
+	// ManagerImage is the manager's own image, when known: executor pods record it in their
+	// provenance as a dependency of the builder (--builder-dependency).
+	ManagerImage string
 }
 
 // ImageBuildReconciler reconciles ImageBuilds with their executor pods.
@@ -101,11 +108,12 @@ type ImageBuildReconciler struct {
 	// Bases checks the base images of ImageBuilds with triggers.baseImages (SetupWithManager
 	// makes it); nil turns that off.
 	Bases *baseWatcher
-	// Assembler pushes the image indexes of multi-platform builds (spec.platforms) in the
-	// background; SetupWithManager makes it.
-	Assembler *indexAssembler
+	// Publisher pushes, in the background, the image indexes of multi-platform builds
+	// (spec.platforms) and the signatures of signed builds; SetupWithManager makes it.
+	Publisher *publisher
 
 	slots   slotTracker
+	keys    keyCache // the signing keys read (signing.go)
 	metrics *buildMetrics
 	wakeups chan event.GenericEvent // see wakeQueue
 	// changes are the ImageBuilds whose trigger found something (the poller, the base image
@@ -148,7 +156,7 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			if r.Bases != nil {
 				r.Bases.forget(req.NamespacedName)
 			}
-			r.Assembler.forget(req.NamespacedName)
+			r.Publisher.forget(req.NamespacedName)
 			return ctrl.Result{}, r.deleteOrphans(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, fmt.Errorf("getting ImageBuild: %w", err)
@@ -197,11 +205,13 @@ func (r *ImageBuildReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 //  6. A build without a pod is pinned to a commit when it follows its revision (pin; it may
 //     wait for a listing, reason Resolving), then creates it, unless its cache repository is
 //     not one its namespace may use (phase Failed, Ready=False and
-//     Stalled=True/CacheRepositoryNotAllowed, no retry), a tag template cannot be rendered
+//     Stalled=True/CacheRepositoryNotAllowed, no retry) or its signing key cannot be used
+//     (SigningKeyInvalid, the same), a tag template cannot be rendered
 //     (InvalidTag), the queue is full (phase Queued), or a referenced Secret or ConfigMap is
 //     missing (Ready=False/SecretNotFound, error for backoff).
-//  7. A build with a pod takes its status from it (computeStatus), then maybe a retry
-//     (planRetry); its history record follows (recordLatest).
+//  7. A build with a pod takes its status from it (computeStatus); a signed build that
+//     succeeded is signed by the manager (signPushed: Running until then); then maybe a
+//     retry (planRetry); its history record follows (recordLatest).
 //
 // A multi-platform build (spec.platforms) does 6 and 7 with one pod per platform and pushes
 // the image index once they have all succeeded (reconcilePlatforms, platforms.go).
@@ -292,6 +302,10 @@ func (r *ImageBuildReconciler) reconcileBuild(ctx context.Context, ib *v1alpha1.
 	prev := ib.Status.Phase
 	ib.Status = computeStatus(ib, pod, now)
 	defer recordLatest(&ib.Status, pod)
+	// A signed build has succeeded once the manager has signed what its pod pushed.
+	if err := r.signPushed(ctx, ib, now); err != nil {
+		return ctrl.Result{}, evs, err
+	}
 	var own []corev1.Pod
 	if pod != nil {
 		own = []corev1.Pod{*pod}
@@ -343,7 +357,8 @@ func (r *ImageBuildReconciler) concludeAttempt(ctx context.Context, ib *v1alpha1
 // --max-concurrent-builds pods already run or older builds wait. It sets phase Pending or
 // Queued with Ready=False and Reconciling=True. A build whose cache repository its namespace
 // may not use (--cache-repository-prefix) fails before any pod exists: phase Failed,
-// Ready=False and Stalled=True with reason CacheRepositoryNotAllowed, Reconciling removed.
+// Ready=False and Stalled=True with reason CacheRepositoryNotAllowed, Reconciling removed; so
+// does a signed build whose key cannot be used (SigningKeyInvalid: signing.go).
 // A multi-platform build creates its pods, one per platform, in startPlatformPods.
 func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, obs observed, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
 	key := client.ObjectKeyFromObject(ib)
@@ -364,6 +379,15 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 	}
 	if err != nil {
 		return ctrl.Result{}, evs, err
+	}
+	if err := r.checkSigningKey(ctx, ib); err != nil {
+		keyErr, isKey := errors.AsType[*signingKeyError](err)
+		if !isKey {
+			return ctrl.Result{}, evs, err
+		}
+		fail(&ib.Status, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonSigningKeyInvalid, Message: keyErr.msg}, result.Result{}, now)
+		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonSigningKeyInvalid, action: "Build", note: keyErr.msg})
+		return ctrl.Result{}, evs, nil
 	}
 	opts.commit = pinnedCommit(ib)
 	if opts.tags, err = renderTags(ib, opts.commit, obs); err != nil {
@@ -446,7 +470,7 @@ func missingReference(format string, args ...any) error {
 // what the build needs, another error when one could not be read.
 func (r *ImageBuildReconciler) podOptions(ctx context.Context, ib *v1alpha1.ImageBuild) (podOptions, error) {
 	opts := podOptions{executorImage: r.Options.ExecutorImage, resources: r.Options.Resources,
-		nodeSelector: r.Options.NodeSelector, tolerations: r.Options.Tolerations}
+		nodeSelector: r.Options.NodeSelector, tolerations: r.Options.Tolerations, managerImage: r.Options.ManagerImage}
 	ns := ib.Namespace
 	selector := ib.Spec.NodeSelector
 	if selector == nil {
@@ -903,10 +927,10 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Bases == nil {
 		r.Bases = newBaseWatcher(r.notifyChange)
 	}
-	if r.Assembler == nil {
-		r.Assembler = newIndexAssembler(r.notifyChange)
+	if r.Publisher == nil {
+		r.Publisher = newPublisher(r.notifyChange)
 	}
-	for _, run := range []manager.Runnable{r.Poller, r.Bases, r.Assembler} {
+	for _, run := range []manager.Runnable{r.Poller, r.Bases, r.Publisher} {
 		if err := mgr.Add(run); err != nil {
 			return fmt.Errorf("adding the triggers' watchers: %w", err)
 		}

@@ -2,15 +2,12 @@ package controllers
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -26,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
-	"github.com/slipway-dev/slipway/controllers/baseimage"
 	"github.com/slipway-dev/slipway/controllers/imageindex"
+	"github.com/slipway-dev/slipway/controllers/imagesign"
 	"github.com/slipway-dev/slipway/executor/result"
 )
 
@@ -441,12 +438,30 @@ func observePlatform(ib *v1alpha1.ImageBuild, ps *v1alpha1.PlatformStatus, pod *
 				Message: "The executor reported no image digest: does the executor image support --push-by-digest?"}
 			return sub
 		}
-		ps.Digest = sub.Image.Digest
+		ps.Digest, ps.Index = platformDigests(pod, sub.Image.Digest)
 	case v1alpha1.PhaseFailed:
 		ps.Duration = sub.Duration
 		ps.Failure = sub.Failure
 	}
 	return sub
+}
+
+// platformDigests are the digest of the image a platform's executor pushed and of the index
+// it pushed it in (with its attestation manifest), "" for none: with an attestation, the
+// result's digest is the index's and its one platform (or attestation) names the image.
+func platformDigests(pod *corev1.Pod, pushed string) (image, index string) {
+	res, _ := podResult(pod)
+	image = pushed
+	switch {
+	case len(res.Platforms) == 1 && sha256Digest.MatchString(res.Platforms[0].Digest):
+		image = res.Platforms[0].Digest
+	case len(res.Attestations) == 1 && sha256Digest.MatchString(res.Attestations[0].Image):
+		image = res.Attestations[0].Image
+	}
+	if image != pushed {
+		index = pushed
+	}
+	return image, index
 }
 
 // sha256Digest is a digest the index may name.
@@ -506,11 +521,14 @@ func platformsProgress(ib *v1alpha1.ImageBuild, seen []platformPod) {
 }
 
 // assembleIndex pushes the index of a build whose platforms have all succeeded, in the
-// background (indexAssembler), and reports whether the build has ended: it fails when the
-// platforms built different commits (RevisionMoved, retried) or the index could not be
-// made (IndexInvalid) or pushed (PushFailed, retried); it succeeds once the index is pushed.
-// While the index is pushed, phase is Running, with Ready=False and Reconciling=True. A
-// missing push Secret is a *missingReferenceError (Ready=False, SecretNotFound).
+// background (publisher), and, for a signed build, signs it (signing.go) in the same job;
+// it reports whether the build has ended: it fails when the platforms built different commits
+// (RevisionMoved, retried), the signing key cannot be used (SigningKeyInvalid, before the
+// index is pushed), or the index could not be made (IndexInvalid) or pushed (PushFailed,
+// retried), or signed (AttestationInvalid; SigningFailed, retried); it succeeds once the index
+// is pushed (and signed). While the job runs, phase is Running, with Ready=False and
+// Reconciling=True. A missing push Secret is a *missingReferenceError (Ready=False,
+// SecretNotFound).
 func (r *ImageBuildReconciler) assembleIndex(ctx context.Context, ib *v1alpha1.ImageBuild, seen []platformPod, obs observed,
 	now time.Time) (bool, ctrl.Result, error) {
 	st := &ib.Status
@@ -520,16 +538,25 @@ func (r *ImageBuildReconciler) assembleIndex(ctx context.Context, ib *v1alpha1.I
 		fail(st, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonRevisionMoved, Message: problem}, result.Result{}, now)
 		return true, ctrl.Result{}, nil
 	}
-	if r.Assembler == nil {
-		return false, ctrl.Result{}, errors.New("no index assembler: the reconciler was not set up with SetupWithManager")
+	if r.Publisher == nil {
+		return false, ctrl.Result{}, errors.New("no publisher: the reconciler was not set up with SetupWithManager")
 	}
 	key := client.ObjectKeyFromObject(ib)
 	id := buildID(ib)
-	job, ok := r.Assembler.job(key, id)
+	job, ok := r.Publisher.job(key, id)
 	if !ok {
 		req, err := r.indexRequest(ctx, ib, obs)
 		if tagErr, isTag := errors.AsType[*tagError](err); isTag {
 			fail(st, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonInvalidTag, Message: tagErr.Error()}, result.Result{}, now)
+			return true, ctrl.Result{}, nil
+		}
+		var signReq *imagesign.Request
+		if err == nil && r.signs(ib) {
+			signReq, err = r.signRequest(ctx, ib, "") // its digest is the index's, once pushed
+		}
+		if keyErr, isKey := errors.AsType[*signingKeyError](err); isKey {
+			fail(st, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonSigningKeyInvalid,
+				Message: "The image index was not pushed: " + keyErr.msg}, result.Result{}, now)
 			return true, ctrl.Result{}, nil
 		}
 		if missing, isMissing := errors.AsType[*missingReferenceError](err); isMissing {
@@ -540,25 +567,31 @@ func (r *ImageBuildReconciler) assembleIndex(ctx context.Context, ib *v1alpha1.I
 		if err != nil {
 			return false, ctrl.Result{}, err
 		}
-		r.Assembler.start(key, id, req)
+		r.Publisher.start(key, id, publishRequest{index: &req, sign: signReq})
 		job.id = id
 	}
 	if !job.done {
 		st.Phase = v1alpha1.PhaseRunning
 		msg := fmt.Sprintf("Pushing the image index of %s to %s", strings.Join(ib.Spec.Platforms, ", "), outputRepository(ib.Spec.Output.Image))
+		if r.signs(ib) {
+			msg += ", and signing it"
+		}
 		setCondition(st, gen, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonBuilding, msg)
 		setCondition(st, gen, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonBuilding, msg)
 		return false, ctrl.Result{}, nil
 	}
 	if job.err != nil {
-		reason := string(result.ReasonPushFailed)
-		if _, invalid := errors.AsType[*imageindex.InvalidError](job.err); invalid {
-			reason = v1alpha1.ReasonIndexInvalid
+		f := publishFailure(job.err)
+		if pe, ok := errors.AsType[*publishError](job.err); ok && pe.step == "sign" {
+			f.Message = fmt.Sprintf("The image index %s was pushed under its tags but is not signed: %s", job.res.index.Digest, f.Message)
 		}
-		fail(st, gen, v1alpha1.Failure{Reason: reason, Message: "Pushing the image index: " + result.Sanitize(job.err.Error())}, result.Result{}, now)
+		fail(st, gen, f, result.Result{}, now)
 		return true, ctrl.Result{}, nil
 	}
 	succeedPlatforms(ib, seen, commit, job)
+	if r.signs(ib) {
+		signed(ib, job)
+	}
 	return true, ctrl.Result{}, nil
 }
 
@@ -588,15 +621,25 @@ func platformCommits(st *v1alpha1.ImageBuildStatus, seen []platformPod) (string,
 }
 
 // succeedPlatforms sets st to the success of a multi-platform build whose index job pushed:
-// status.image is the index's, cache counts are the platforms' sums, base images those of
-// every platform (each once).
-func succeedPlatforms(ib *v1alpha1.ImageBuild, seen []platformPod, commit string, job indexJob) {
+// status.image is the index's, with the attestations each platform's executor reported,
+// cache counts are the platforms' sums, base images those of every platform (each once).
+func succeedPlatforms(ib *v1alpha1.ImageBuild, seen []platformPod, commit string, job publishJob) {
 	st := &ib.Status
 	st.Phase = v1alpha1.PhaseSucceeded
 	st.Failure = nil
 	st.CompletionTime = &metav1.Time{Time: job.end}
 	st.Duration = buildDuration(result.Result{}, st.StartTime, st.CompletionTime)
-	st.Image = &v1alpha1.ImageStatus{Digest: job.res.Digest, ShortDigest: shortDigest(job.res.Digest), References: job.res.References}
+	idx := job.res.index
+	st.Image = &v1alpha1.ImageStatus{Digest: idx.Digest, ShortDigest: shortDigest(idx.Digest), References: idx.References}
+	for _, s := range seen {
+		if s.pod == nil {
+			continue
+		}
+		res, _ := podResult(s.pod)
+		atts, sbom := attestationsOf(res)
+		st.Image.Attestations = append(st.Image.Attestations, atts...)
+		st.Image.SBOM = st.Image.SBOM || sbom
+	}
 	if commit != "" {
 		st.Source = &v1alpha1.SourceStatus{Commit: commit}
 	}
@@ -622,7 +665,7 @@ func succeedPlatforms(ib *v1alpha1.ImageBuild, seen []platformPod, commit string
 		}
 	}
 	st.Stages = nil
-	msg := fmt.Sprintf("Built and pushed %s, an index of %s", job.res.Digest, strings.Join(ib.Spec.Platforms, ", "))
+	msg := fmt.Sprintf("Built and pushed %s, an index of %s", idx.Digest, strings.Join(ib.Spec.Platforms, ", "))
 	if st.Duration != "" {
 		msg += " in " + st.Duration
 	}
@@ -666,8 +709,9 @@ type tagError struct{ err error }
 func (e *tagError) Error() string { return e.err.Error() }
 
 // indexRequest is what assembling ib's index needs: the output repository, the tags (the
-// output image's, then the additional tags rendered as for the pods), each platform's digest,
-// and the registry credentials of the push Secret, read from ib's own namespace.
+// output image's, then the additional tags rendered as for the pods), each platform's image
+// (and the index it pushed it in, with its attestations), and the registry credentials of the
+// push Secret, read from ib's own namespace (pushAccess).
 func (r *ImageBuildReconciler) indexRequest(ctx context.Context, ib *v1alpha1.ImageBuild, obs observed) (imageindex.Request, error) {
 	out := ib.Spec.Output
 	req := imageindex.Request{Repository: outputRepository(out.Image), Insecure: out.Insecure}
@@ -686,149 +730,11 @@ func (r *ImageBuildReconciler) indexRequest(ctx context.Context, ib *v1alpha1.Im
 		}
 	}
 	for _, ps := range ib.Status.Platforms {
-		req.Manifests = append(req.Manifests, imageindex.Manifest{Platform: ps.Platform, Digest: ps.Digest})
+		req.Manifests = append(req.Manifests, imageindex.Manifest{Platform: ps.Platform, Digest: ps.Digest, Index: ps.Index})
 	}
-	if ref := out.PushSecretRef; ref != nil {
-		s, err := r.getSecret(ctx, ib.Namespace, ref.Name, "spec.output.pushSecretRef")
-		if err != nil {
-			return req, err
-		}
-		kc, err := baseimage.Keychain(s.Data)
-		if err != nil {
-			return req, missingReference("Secret %q (spec.output.pushSecretRef): %v", ref.Name, err)
-		}
-		req.Keychain = kc
-	}
-	if out.Insecure {
-		// As the executor's --skip-tls-verify for the output registry.
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // spec.output.insecure asks for it
-		req.Transport = t
+	req.Keychain, req.Transport, err = r.pushAccess(ctx, ib)
+	if err != nil {
+		return req, err
 	}
 	return req, nil
-}
-
-// buildID names the attempt of ib's build whose index a job pushes.
-func buildID(ib *v1alpha1.ImageBuild) string {
-	return fmt.Sprintf("%s/%d/%d", ib.UID, ib.Status.BuildNumber, ib.Status.Attempt)
-}
-
-// indexAssembler pushes the indexes of multi-platform builds in the background, so that a slow
-// registry does not hold the controller's one worker: the reconcile starts a job, and reads
-// its outcome once notify has woken it. Each ImageBuild has at most one job, that of its
-// latest attempt; starting another or forgetting it cancels the one before.
-type indexAssembler struct {
-	notify   func(types.NamespacedName)
-	assemble func(context.Context, imageindex.Request) (imageindex.Result, error)
-	// tries and wait: a job that fails for a reason that may pass (imageindex.Retryable) is
-	// tried again, after wait, then twice that; 3 tries and a second by default.
-	tries int
-	wait  time.Duration
-	sem   chan struct{}
-
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	mu   sync.Mutex
-	jobs map[types.NamespacedName]*indexJob
-}
-
-// indexJob is one build's index push: done once it has ended, with res or err.
-type indexJob struct {
-	id     string
-	cancel context.CancelFunc
-	done   bool
-	res    imageindex.Result
-	err    error
-	end    time.Time
-}
-
-func newIndexAssembler(notify func(types.NamespacedName)) *indexAssembler {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &indexAssembler{notify: notify, assemble: imageindex.Assemble, tries: 3, wait: time.Second,
-		sem: make(chan struct{}, 4), ctx: ctx, cancel: cancel, jobs: map[types.NamespacedName]*indexJob{}}
-}
-
-// Start runs until ctx ends, then cancels the jobs (a manager Runnable, on the leader only).
-func (a *indexAssembler) Start(ctx context.Context) error {
-	<-ctx.Done()
-	a.cancel()
-	return nil
-}
-
-// NeedLeaderElection: only the leader reconciles.
-func (a *indexAssembler) NeedLeaderElection() bool { return true }
-
-// job is a copy of key's job of build id, if there is one.
-func (a *indexAssembler) job(key types.NamespacedName, id string) (indexJob, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	j := a.jobs[key]
-	if j == nil || j.id != id {
-		return indexJob{}, false
-	}
-	return *j, true
-}
-
-// start begins key's job for build id, cancelling any other of key.
-func (a *indexAssembler) start(key types.NamespacedName, id string, req imageindex.Request) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if old := a.jobs[key]; old != nil {
-		old.cancel()
-	}
-	ctx, cancel := context.WithTimeout(a.ctx, imageindex.Timeout)
-	j := &indexJob{id: id, cancel: cancel}
-	a.jobs[key] = j
-	go a.run(ctx, key, j, req)
-}
-
-// forget cancels and drops key's job.
-func (a *indexAssembler) forget(key types.NamespacedName) {
-	if a == nil {
-		return
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if j := a.jobs[key]; j != nil {
-		j.cancel()
-		delete(a.jobs, key)
-	}
-}
-
-func (a *indexAssembler) run(ctx context.Context, key types.NamespacedName, j *indexJob, req imageindex.Request) {
-	defer j.cancel()
-	var res imageindex.Result
-	var err error
-	select {
-	case a.sem <- struct{}{}:
-		wait := a.wait
-		for try := 1; ; try++ {
-			res, err = a.assemble(ctx, req)
-			if err == nil || try >= a.tries || !imageindex.Retryable(err) || ctx.Err() != nil {
-				break
-			}
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-			}
-			wait *= 2
-		}
-		<-a.sem
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err == nil && ctx.Err() != nil {
-		err = ctx.Err()
-	}
-	a.mu.Lock()
-	if a.jobs[key] != j { // cancelled and replaced or forgotten
-		a.mu.Unlock()
-		return
-	}
-	j.done, j.res, j.err, j.end = true, res, err, time.Now()
-	a.mu.Unlock()
-	if a.notify != nil {
-		a.notify(key)
-	}
 }

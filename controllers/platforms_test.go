@@ -26,6 +26,7 @@ import (
 
 	"github.com/slipway-dev/slipway/api/v1alpha1"
 	"github.com/slipway-dev/slipway/controllers/imageindex"
+	"github.com/slipway-dev/slipway/controllers/imagesign"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/test/testenv"
 )
@@ -788,13 +789,13 @@ func TestImageBuildReconciler_Reconcile_platformResultsChecked(t *testing.T) {
 	noTag(repo)
 }
 
-// The assembler tries a job that may succeed again (3 tries, doubling waits), not one the
+// The publisher tries a step that may succeed again (3 tries, doubling waits), not one the
 // images cannot make, and a job that a newer build replaced says nothing when it ends.
-func TestIndexAssembler(t *testing.T) {
+func TestPublisher(t *testing.T) {
 	key := client.ObjectKey{Namespace: "ns", Name: "app"}
-	newAssembler := func(errs ...error) (*indexAssembler, *int, chan client.ObjectKey) {
+	start := func(errs ...error) (*publisher, *int, chan client.ObjectKey) {
 		notified := make(chan client.ObjectKey, 10)
-		a := newIndexAssembler(func(k client.ObjectKey) { notified <- k })
+		a := newPublisher(func(k client.ObjectKey) { notified <- k })
 		a.wait = time.Millisecond
 		calls := 0
 		a.assemble = func(ctx context.Context, req imageindex.Request) (imageindex.Result, error) {
@@ -807,7 +808,7 @@ func TestIndexAssembler(t *testing.T) {
 		t.Cleanup(a.cancel)
 		return a, &calls, notified
 	}
-	wait := func(a *indexAssembler, notified chan client.ObjectKey, id string) indexJob {
+	wait := func(a *publisher, notified chan client.ObjectKey, id string) publishJob {
 		t.Helper()
 		select {
 		case <-notified:
@@ -820,27 +821,55 @@ func TestIndexAssembler(t *testing.T) {
 		}
 		return j
 	}
+	index := func(repo string) publishRequest { return publishRequest{index: &imageindex.Request{Repository: repo}} }
 
-	a, calls, notified := newAssembler(errors.New("connection reset"), errors.New("502"))
-	a.start(key, "1", imageindex.Request{})
-	if j := wait(a, notified, "1"); j.err != nil || j.res.Digest != testDigest || *calls != 3 {
+	a, calls, notified := start(errors.New("connection reset"), errors.New("502"))
+	a.start(key, "1", index(""))
+	if j := wait(a, notified, "1"); j.err != nil || j.res.index.Digest != testDigest || *calls != 3 {
 		t.Errorf("after two transient errors: %+v in %d calls, want success in 3", j, *calls)
 	}
 
-	a, calls, notified = newAssembler(errors.New("a"), errors.New("b"), errors.New("c"), errors.New("d"))
-	a.start(key, "1", imageindex.Request{})
+	a, calls, notified = start(errors.New("a"), errors.New("b"), errors.New("c"), errors.New("d"))
+	a.start(key, "1", index(""))
 	if j := wait(a, notified, "1"); j.err == nil || *calls != 3 {
 		t.Errorf("always failing: %+v in %d calls, want the error after 3", j, *calls)
 	}
 
-	a, calls, notified = newAssembler(&imageindex.InvalidError{})
-	a.start(key, "1", imageindex.Request{})
+	a, calls, notified = start(&imageindex.InvalidError{})
+	a.start(key, "1", index(""))
 	if j := wait(a, notified, "1"); j.err == nil || *calls != 1 {
 		t.Errorf("invalid: %+v in %d calls, want the error at once", j, *calls)
+	} else if f := publishFailure(j.err); f.Reason != v1alpha1.ReasonIndexInvalid {
+		t.Errorf("invalid index: failure %+v, want IndexInvalid", f)
+	}
+
+	// The signing step follows the index, with the index's digest, and is tried again as
+	// the index is; an invalid attestation is not.
+	a, calls, notified = start()
+	var signed []string
+	signErrs := []error{errors.New("connection reset"), nil}
+	a.sign = func(ctx context.Context, j *imagesign.Job) (imagesign.Result, error) {
+		signed = append(signed, j.Digest)
+		if err := signErrs[len(signed)-1]; err != nil {
+			return imagesign.Result{}, err
+		}
+		return imagesign.Result{Signature: "sha256:sig"}, nil
+	}
+	a.start(key, "1", publishRequest{index: &imageindex.Request{}, sign: &imagesign.Request{}})
+	if j := wait(a, notified, "1"); j.err != nil || j.res.signed.Signature != "sha256:sig" || *calls != 1 ||
+		!slices.Equal(signed, []string{testDigest, testDigest}) {
+		t.Errorf("index and signing: %+v; index calls %d, signed %v", j, *calls, signed)
+	}
+	signed, signErrs = nil, []error{&imagesign.InvalidError{}}
+	a.start(key, "2", publishRequest{sign: &imagesign.Request{Digest: testDigest}})
+	if j := wait(a, notified, "2"); j.err == nil || len(signed) != 1 {
+		t.Errorf("invalid attestation: %+v in %d calls, want the error at once", j, len(signed))
+	} else if f := publishFailure(j.err); f.Reason != v1alpha1.ReasonAttestationInvalid {
+		t.Errorf("invalid attestation: failure %+v, want AttestationInvalid", f)
 	}
 
 	// A job replaced by a newer build's is cancelled and never reported.
-	a, _, notified = newAssembler()
+	a, _, notified = start()
 	started, block := make(chan struct{}), make(chan struct{})
 	a.assemble = func(ctx context.Context, req imageindex.Request) (imageindex.Result, error) {
 		if req.Repository == "old" {
@@ -851,9 +880,9 @@ func TestIndexAssembler(t *testing.T) {
 		}
 		return imageindex.Result{Digest: testDigest}, nil
 	}
-	a.start(key, "1", imageindex.Request{Repository: "old"})
+	a.start(key, "1", index("old"))
 	<-started
-	a.start(key, "2", imageindex.Request{Repository: "new"})
+	a.start(key, "2", index("new"))
 	if j := wait(a, notified, "2"); j.err != nil {
 		t.Errorf("the newer job: %+v", j)
 	}

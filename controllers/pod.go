@@ -99,6 +99,9 @@ type podOptions struct {
 	// (platformPlacement), else it runs under emulation wherever its selector allows.
 	platform string
 	native   bool
+	// managerImage, when known, is the manager's image, which the provenance records as a
+	// dependency of the builder (--builder-dependency).
+	managerImage string
 }
 
 // podName is the deterministic name of the executor pod of an attempt:
@@ -365,7 +368,7 @@ func sshAgentSecret(ib *v1alpha1.ImageBuild, auth gitAuth) string {
 var credentialsSizeLimit = resource.MustParse("32Mi")
 
 // executorArgs are the executor's command line: kaniko's flags (with --push-retry), and
-// --result-file and --isolation of ours.
+// --result-file, --isolation, the platform's and the attestations' (attestationArgs) of ours.
 func executorArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
 	spec := &ib.Spec
 	git := spec.Source.Git
@@ -449,11 +452,41 @@ func executorArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
 		args = append(args, "--custom-platform="+opts.platform, "--push-by-digest")
 	}
 
+	args = append(args, attestationArgs(ib, opts)...)
+
 	// A push that fails is tried again by the executor before the attempt fails with
 	// PushFailed, which the controller retries with a whole new pod (planRetry).
 	args = append(args, "--push-retry="+strconv.Itoa(executorPushRetries))
 
 	return append(args, "--result-file="+terminationMessagePath, "--isolation=inplace")
+}
+
+// attestationArgs are the executor's flags of the attestations it attaches to what it pushes
+// (executor/attest): --provenance (spec.provenance, min when unset, as the CRD's default and
+// BuildKit's), --sbom and --sbom-format (spec.sbom), and the builder the provenance names:
+// --builder-id, the executor image the pod runs as given (with its digest when the chart or
+// --executor-image names one), and --builder-dependency, the manager's image when known (main.go
+// takes it only with its digest, which the executor requires).
+// Never a signing key: the manager signs (signing.go).
+func attestationArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
+	spec := &ib.Spec
+	mode := spec.Provenance
+	if mode == "" {
+		mode = v1alpha1.ProvenanceMin
+	}
+	args := []string{"--provenance=" + string(mode)}
+	if spec.SBOM {
+		format := spec.SBOMFormat
+		if format == "" {
+			format = v1alpha1.SBOMFormatSPDX
+		}
+		args = append(args, "--sbom=true", "--sbom-format="+string(format))
+	}
+	args = append(args, "--builder-id="+executorImage(ib, opts))
+	if opts.managerImage != "" {
+		args = append(args, "--builder-dependency="+opts.managerImage)
+	}
+	return args
 }
 
 // executorPushRetries is the executor's --push-retry: a failed push (a registry that is down,

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +53,8 @@ func wantPod() *corev1.Pod {
 					"--destination=registry.example.com/org/app:v1",
 					"--cache=true",
 					"--cache-repo=registry.example.com/org/app/cache",
+					"--provenance=min",
+					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
@@ -129,6 +133,8 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--cache=true",
 					"--cache-repo=cache.example.com/layers",
 					"--cache-ttl=6h0m0s",
+					"--provenance=min",
+					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
@@ -154,6 +160,8 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--check-skip=NoHealthcheck",
 					"--cache=true",
 					"--cache-repo=registry.example.com/org/app/cache",
+					"--provenance=min",
+					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
@@ -176,6 +184,8 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--check-fail-on=all",
 					"--cache=true",
 					"--cache-repo=registry.example.com/org/app/cache",
+					"--provenance=min",
+					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
@@ -198,6 +208,8 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--destination=127.0.0.1:5999/hello",
 					"--cache=false",
 					"--insecure", "--skip-tls-verify", "--insecure-registry=127.0.0.1:5999",
+					"--provenance=min",
+					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
@@ -221,6 +233,8 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--cache=true", "--cache-repo=cache.internal:5001/c",
 					"--insecure", "--skip-tls-verify",
 					"--insecure-registry=localhost:5000", "--insecure-registry=cache.internal:5001",
+					"--provenance=min",
+					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
 					"--result-file=/dev/termination-log",
 					"--isolation=inplace",
@@ -392,7 +406,40 @@ func TestImageBuild_constructPod(t *testing.T) {
 				p.Spec.HostUsers = ptr.To(false)
 				p.Spec.Containers[0].Image = "example.com/exec:dev"
 				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}
+				// The provenance names the builder the pod runs.
+				replaceArg(p, "--builder-id=", "--builder-id=example.com/exec:dev")
 			},
+		},
+		{
+			name: "attestations: provenance, SBOM, the manager's image",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Provenance = v1alpha1.ProvenanceMax
+				ib.Spec.SBOM = true
+				ib.Spec.SBOMFormat = v1alpha1.SBOMFormatCycloneDX
+				ib.Spec.Signing = &v1alpha1.Signing{SecretRef: corev1.LocalObjectReference{Name: "cosign"}}
+				return ib
+			},
+			opts: func(o *podOptions) {
+				o.executorImage = "registry.example.com/slipway/executor@sha256:" + strings.Repeat("e", 64)
+				o.managerImage = "registry.example.com/slipway/manager@sha256:" + strings.Repeat("m", 64)
+			},
+			want: func(p *corev1.Pod) {
+				// No signing key reaches the pod: the manager signs. No volume, no flag.
+				p.Spec.Containers[0].Image = "registry.example.com/slipway/executor@sha256:" + strings.Repeat("e", 64)
+				replaceArg(p, "--provenance=", "--provenance=max", "--sbom=true", "--sbom-format=cyclonedx")
+				replaceArg(p, "--builder-id=", "--builder-id=registry.example.com/slipway/executor@sha256:"+strings.Repeat("e", 64),
+					"--builder-dependency=registry.example.com/slipway/manager@sha256:"+strings.Repeat("m", 64))
+			},
+		},
+		{
+			name: "no provenance",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Provenance = v1alpha1.ProvenanceNone
+				return ib
+			},
+			want: func(p *corev1.Pod) { replaceArg(p, "--provenance=", "--provenance=none") },
 		},
 		{
 			name: "the manager's ephemeral storage limit holds when spec.resources sets none",
@@ -523,4 +570,16 @@ func withCredentials(p *corev1.Pod, secretVolumes []corev1.Volume, secretMounts 
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	}}
+}
+
+// replaceArg replaces the executor's argument that starts with prefix by with.
+func replaceArg(p *corev1.Pod, prefix string, with ...string) {
+	args := p.Spec.Containers[0].Args
+	for i, a := range args {
+		if strings.HasPrefix(a, prefix) {
+			p.Spec.Containers[0].Args = slices.Concat(args[:i:i], with, args[i+1:])
+			return
+		}
+	}
+	panic("no argument " + prefix)
 }

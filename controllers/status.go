@@ -140,6 +140,7 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 			ShortDigest: shortDigest(res.Digest),
 			References:  res.References,
 		}
+		st.Image.Attestations, st.Image.SBOM = attestationsOf(res)
 	}
 	st.Cache = &v1alpha1.CacheStatus{Hits: int32(res.CacheHits), Misses: int32(res.CacheMisses)}
 	// What triggers.baseImages compares: the bases of the latest successful build (none when
@@ -322,7 +323,8 @@ func (p retryPolicy) forBuild(ib *v1alpha1.ImageBuild) retryPolicy {
 
 // retryable reports whether a build that failed with f may succeed if run again: the pod was
 // lost (deleted, evicted, killed by a signal, failed to run), or the executor reports a failure
-// that may be transient (executor/result: a push, an internal error), or the platforms of a
+// that may be transient (executor/result: a push, an internal error), or the manager could not
+// push the signature (SigningFailed, as a push), or the platforms of a
 // multi-platform build fetched different commits (RevisionMoved), or, when p.sourceFetch,
 // a source fetch that the executor found transient (the git server unreachable). A source the
 // server refused, Dockerfile and RUN errors, a build check's finding (CheckFailed), timeouts
@@ -330,7 +332,7 @@ func (p retryPolicy) forBuild(ib *v1alpha1.ImageBuild) retryPolicy {
 func (p retryPolicy) retryable(f *v1alpha1.Failure) bool {
 	switch f.Reason {
 	case v1alpha1.ReasonPodDeleted, v1alpha1.ReasonEvicted, v1alpha1.ReasonPodFailed, v1alpha1.ReasonExecutorKilled,
-		string(result.ReasonPushFailed), string(result.ReasonInternal), v1alpha1.ReasonRevisionMoved:
+		string(result.ReasonPushFailed), string(result.ReasonInternal), v1alpha1.ReasonRevisionMoved, v1alpha1.ReasonSigningFailed:
 		return true
 	case string(result.ReasonSourceFetchFailed):
 		return p.sourceFetch && f.Transient

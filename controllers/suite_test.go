@@ -1,8 +1,10 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -69,12 +70,13 @@ func startEnv(t *testing.T) client.Client {
 		t.Fatal(`KUBEBUILDER_ASSETS is not set: run eval "$(hack/envtest.sh)" first; it builds etcd and kube-apiserver once and caches them (or run go test -short to skip the envtest tests)`)
 	}
 	envOnce.Do(func() {
-		// The manager's log goes to stderr with SLIPWAY_TEST_LOG=1; it is silent otherwise.
-		logger := logr.Discard()
+		// The manager's log goes to managerLog, which tests search for what must never be
+		// logged, and to stderr with SLIPWAY_TEST_LOG=1.
+		var out io.Writer = &managerLog
 		if os.Getenv("SLIPWAY_TEST_LOG") != "" {
-			logger = textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(2)))
+			out = io.MultiWriter(&managerLog, os.Stderr)
 		}
-		log.SetLogger(logger)
+		log.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(4), textlogger.Output(out))))
 		testEnv = &envtest.Environment{
 			CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 			ErrorIfCRDPathMissing: true,
@@ -89,6 +91,27 @@ func startEnv(t *testing.T) client.Client {
 		t.Fatalf("creating a client: %v", err)
 	}
 	return c
+}
+
+// managerLog holds everything the test managers logged (at verbosity 4).
+var managerLog syncBuffer
+
+// syncBuffer is a bytes.Buffer for several writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // testManager is a running manager with the ImageBuild controller, watching one namespace.
@@ -116,6 +139,17 @@ func startManagerWith(t *testing.T, ns string, opts Options, wrap func(client.Cl
 func startManagerWrapped(t *testing.T, ns string, opts Options, wrap func(client.Client) client.Client,
 	wrapReader func(client.Reader) client.Reader) *testManager {
 	t.Helper()
+	return startManagerIn(t, []string{ns}, opts, wrap, wrapReader)
+}
+
+// startManagerIn is startManagerWrapped for a manager watching the namespaces nss.
+func startManagerIn(t *testing.T, nss []string, opts Options, wrap func(client.Client) client.Client,
+	wrapReader func(client.Reader) client.Reader) *testManager {
+	t.Helper()
+	namespaces := map[string]cache.Config{}
+	for _, ns := range nss {
+		namespaces[ns] = cache.Config{}
+	}
 	if opts.ExecutorImage == "" {
 		opts.ExecutorImage = "slipway/executor:test"
 	}
@@ -127,7 +161,7 @@ func startManagerWrapped(t *testing.T, ns string, opts Options, wrap func(client
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache: cache.Options{
-			DefaultNamespaces: map[string]cache.Config{ns: {}},
+			DefaultNamespaces: namespaces,
 			ByObject:          CacheOptions().ByObject,
 		},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},

@@ -566,8 +566,8 @@ func (r *ImageBuildReconciler) startBuild(ib *v1alpha1.ImageBuild, req v1alpha1.
 		// since the last one is this build's to pick up, not a reason for another.
 		r.Bases.forget(client.ObjectKeyFromObject(ib))
 	}
-	// The index of a build that a newer one replaces is not pushed.
-	r.Assembler.forget(client.ObjectKeyFromObject(ib))
+	// The index and signature of a build that a newer one replaces are not pushed.
+	r.Publisher.forget(client.ObjectKeyFromObject(ib))
 	r.triggerMu.Lock()
 	defer r.triggerMu.Unlock()
 	if r.asked != nil {

@@ -313,7 +313,7 @@ func TestChart_template_defaults(t *testing.T) {
 		if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 			t.Errorf("probes %+v, %+v; want /healthz and /readyz", c.LivenessProbe, c.ReadinessProbe)
 		}
-		if c.Resources.Requests.Cpu().String() != "10m" || c.Resources.Limits.Memory().String() != "256Mi" {
+		if c.Resources.Requests.Cpu().String() != "10m" || c.Resources.Limits.Memory().String() != "384Mi" {
 			t.Errorf("resources %v", c.Resources)
 		}
 		sc := c.SecurityContext
@@ -487,7 +487,7 @@ func TestChart_template_values(t *testing.T) {
 			if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 				t.Errorf("strategy %q, want Recreate", d.Spec.Strategy.Type)
 			}
-			if len(c.Env) != 1 || c.Env[0].Name != "KUBERNETES_SERVICE_HOST" || c.Env[0].Value != "127.0.0.1" {
+			if len(c.Env) != 2 || c.Env[0].Name != "POD_NAMESPACE" || c.Env[1].Name != "KUBERNETES_SERVICE_HOST" || c.Env[1].Value != "127.0.0.1" {
 				t.Errorf("env %v", c.Env)
 			}
 		},

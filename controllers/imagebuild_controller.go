@@ -358,7 +358,8 @@ func (r *ImageBuildReconciler) concludeAttempt(ctx context.Context, ib *v1alpha1
 // Queued with Ready=False and Reconciling=True. A build whose cache repository its namespace
 // may not use (--cache-repository-prefix) fails before any pod exists: phase Failed,
 // Ready=False and Stalled=True with reason CacheRepositoryNotAllowed, Reconciling removed; so
-// does a signed build whose key cannot be used (SigningKeyInvalid: signing.go).
+// does a signed build whose key cannot be used (SigningKeyInvalid: signing.go), or that
+// runPolicy Parallel would leave unsigned (SigningUnsupported).
 // A multi-platform build creates its pods, one per platform, in startPlatformPods.
 func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, obs observed, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
 	key := client.ObjectKeyFromObject(ib)
@@ -385,8 +386,8 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 		if !isKey {
 			return ctrl.Result{}, evs, err
 		}
-		fail(&ib.Status, gen, v1alpha1.Failure{Reason: v1alpha1.ReasonSigningKeyInvalid, Message: keyErr.msg}, result.Result{}, now)
-		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: v1alpha1.ReasonSigningKeyInvalid, action: "Build", note: keyErr.msg})
+		fail(&ib.Status, gen, v1alpha1.Failure{Reason: keyErr.failureReason(), Message: keyErr.msg}, result.Result{}, now)
+		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: keyErr.failureReason(), action: "Build", note: keyErr.msg})
 		return ctrl.Result{}, evs, nil
 	}
 	opts.commit = pinnedCommit(ib)

@@ -58,8 +58,17 @@ const (
 )
 
 // signingKeyError is a signing key that cannot be used: the build fails with
-// SigningKeyInvalid. Its message names the Secret and what is wrong, never a value.
-type signingKeyError struct{ msg string }
+// SigningKeyInvalid (or reason, when set). Its message names the Secret and what is wrong,
+// never a value.
+type signingKeyError struct{ msg, reason string }
+
+// failureReason is the build's failure reason for e.
+func (e *signingKeyError) failureReason() string {
+	if e.reason != "" {
+		return e.reason
+	}
+	return v1alpha1.ReasonSigningKeyInvalid
+}
 
 func (e *signingKeyError) Error() string { return e.msg }
 
@@ -87,10 +96,10 @@ func (r *ImageBuildReconciler) signingKey(ctx context.Context, ib *v1alpha1.Imag
 	if err := r.APIReader.Get(ctx, key, s); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
-			return sign.Signer{}, &signingKeyError{fmt.Sprintf("%s not found: create it with the keys %s and %s (cosign generate-key-pair), then rebuild",
+			return sign.Signer{}, &signingKeyError{msg: fmt.Sprintf("%s not found: create it with the keys %s and %s (cosign generate-key-pair), then rebuild",
 				what, cosignKeyKey, cosignPasswordKey)}
 		case apierrors.IsForbidden(err):
-			return sign.Signer{}, &signingKeyError{fmt.Sprintf("%s: the manager may not read it", what)}
+			return sign.Signer{}, &signingKeyError{msg: fmt.Sprintf("%s: the manager may not read it", what)}
 		}
 		return sign.Signer{}, fmt.Errorf("getting the signing key Secret %s: %w", key, err)
 	}
@@ -130,9 +139,9 @@ func (c *keyCache) load(s *corev1.Secret, what string) (sign.Signer, error) {
 	password, hasPassword := s.Data[cosignPasswordKey]
 	switch {
 	case !hasKey || len(pem) == 0:
-		return sign.Signer{}, &signingKeyError{fmt.Sprintf("%s has no key %s (cosign's encrypted private key)", what, cosignKeyKey)}
+		return sign.Signer{}, &signingKeyError{msg: fmt.Sprintf("%s has no key %s (cosign's encrypted private key)", what, cosignKeyKey)}
 	case !hasPassword:
-		return sign.Signer{}, &signingKeyError{fmt.Sprintf("%s has no key %s (the password of %s; it may be empty)", what, cosignPasswordKey, cosignKeyKey)}
+		return sign.Signer{}, &signingKeyError{msg: fmt.Sprintf("%s has no key %s (the password of %s; it may be empty)", what, cosignPasswordKey, cosignKeyKey)}
 	}
 	signer, err := sign.LoadKey(pem, password)
 	if err != nil {
@@ -149,7 +158,7 @@ func (c *keyCache) load(s *corev1.Secret, what string) (sign.Signer, error) {
 		default:
 			problem = fmt.Sprintf("%s could not be loaded", cosignKeyKey)
 		}
-		return sign.Signer{}, &signingKeyError{what + ": " + problem}
+		return sign.Signer{}, &signingKeyError{msg: what + ": " + problem}
 	}
 	if c.keys == nil {
 		c.keys = map[keyVersion]sign.Signer{}
@@ -164,10 +173,19 @@ func (c *keyCache) load(s *corev1.Secret, what string) (sign.Signer, error) {
 }
 
 // checkSigningKey is the check before a build's pods start: nil when ib is not signed or its
-// key can be used, else the error of signingKey.
+// key can be used, else the error of signingKey. A signed build of runPolicy Parallel (the
+// CRD refuses it with spec.signing; the manager's default key may apply to one) is refused
+// with SigningUnsupported: the manager signs an ImageBuild's latest build, and the earlier
+// builds that Parallel keeps running would push unsigned images.
 func (r *ImageBuildReconciler) checkSigningKey(ctx context.Context, ib *v1alpha1.ImageBuild) error {
 	if !r.signs(ib) {
 		return nil
+	}
+	if runPolicy(ib) == v1alpha1.RunPolicyParallel {
+		_, what := r.signingSecret(ib)
+		return &signingKeyError{reason: v1alpha1.ReasonSigningUnsupported, msg: fmt.Sprintf(
+			"runPolicy Parallel cannot be signed (%s signs this ImageBuild's builds): the manager signs the latest build only, "+
+				"and overlapping builds would push unsigned images; use Serial or SerialLatestOnly", what)}
 	}
 	_, err := r.signingKey(ctx, ib)
 	return err

@@ -457,7 +457,8 @@ func TestImageBuildReconciler_Reconcile_signingFailed(t *testing.T) {
 // The manager's default key (--default-signing-secret: a Secret of the manager's namespace)
 // signs the builds of two other namespaces whose ImageBuilds name no key; cosign verifies
 // both. Afterwards no Secret outside the manager's namespace holds the key or its password,
-// and no executor pod mounts anything.
+// and no executor pod mounts anything. An ImageBuild of runPolicy Parallel, whose overlapping
+// builds the manager would not sign, is refused (SigningUnsupported).
 func TestImageBuildReconciler_Reconcile_defaultSigningKey(t *testing.T) {
 	reg := testenv.StartRegistry(t)
 	key := newCosignKey(t, "default-Key-Passw0rd")
@@ -484,6 +485,13 @@ func TestImageBuildReconciler_Reconcile_defaultSigningKey(t *testing.T) {
 		cosignVerifies(t, reg, key.pubPath, repo+":v1")
 		cosignVerifiesAttestation(t, reg, key.pubPath, "slsaprovenance1", repo+":v1")
 		noSecretAnywhere(t, c, ns, ibKey, key.secrets()...)
+	}
+
+	// runPolicy Parallel would leave overlapping builds unsigned: refused before any pod.
+	parallel := newImageBuild(t, c, nss[0], "parallel", func(ib *v1alpha1.ImageBuild) { ib.Spec.RunPolicy = v1alpha1.RunPolicyParallel })
+	ib := waitStatus(t, c, parallel, "Stalled", conditionIs("Stalled", metav1.ConditionTrue, v1alpha1.ReasonSigningUnsupported))
+	if f := ib.Status.Failure; f == nil || !strings.Contains(f.Message, "the manager's default signing key") || ib.Status.PodName != "" {
+		t.Errorf("a Parallel build under the default key: %s, failure %+v", describe(ib), f)
 	}
 
 	var secrets corev1.SecretList
@@ -590,4 +598,61 @@ func TestImageBuildReconciler_Reconcile_platformIndexSigned(t *testing.T) {
 		cosignVerifiesAttestation(t, reg, key.pubPath, "slsaprovenance1", repo+"@"+a.image)
 	}
 	noSecretAnywhere(t, c, ns, ibKey, key.secrets()...)
+}
+
+// The API server refuses what signing and attestations cannot be.
+func TestImageBuild_validationSigning(t *testing.T) {
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	signing := &v1alpha1.Signing{SecretRef: corev1.LocalObjectReference{Name: "cosign"}}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*v1alpha1.ImageBuild)
+		want   string
+	}{
+		{"signing with runPolicy Parallel", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Signing, ib.Spec.RunPolicy = signing, v1alpha1.RunPolicyParallel
+		}, "runPolicy Parallel is not supported with signing"},
+		{"a key Secret without a name", func(ib *v1alpha1.ImageBuild) {
+			ib.Spec.Signing = &v1alpha1.Signing{}
+		}, "signing.secretRef.name must name a Secret"},
+		{"an SBOM format without an SBOM", func(ib *v1alpha1.ImageBuild) { ib.Spec.SBOMFormat = v1alpha1.SBOMFormatCycloneDX }, "sbomFormat applies to an SBOM"},
+		{"an unknown provenance mode", func(ib *v1alpha1.ImageBuild) { ib.Spec.Provenance = "full" }, "spec.provenance"},
+		{"an unknown SBOM format", func(ib *v1alpha1.ImageBuild) { ib.Spec.SBOM, ib.Spec.SBOMFormat = true, "syft" }, "spec.sbomFormat"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ib := &v1alpha1.ImageBuild{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns}, Spec: v1alpha1.ImageBuildSpec{
+				Source: v1alpha1.Source{Git: v1alpha1.GitSource{URL: "https://git.example.com/org/app.git"}},
+				Output: v1alpha1.Output{Image: "registry.example.com/org/app:v1"},
+			}}
+			tc.mutate(ib)
+			err := c.Create(context.Background(), ib)
+			if err == nil {
+				_ = c.Delete(context.Background(), ib)
+				t.Fatal("the API server accepted the ImageBuild")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %s", err, tc.want)
+			}
+		})
+	}
+	ok := &v1alpha1.ImageBuild{ObjectMeta: metav1.ObjectMeta{Name: "good", Namespace: ns}, Spec: v1alpha1.ImageBuildSpec{
+		Source: v1alpha1.Source{Git: v1alpha1.GitSource{URL: "https://git.example.com/org/app.git"}},
+		Output: v1alpha1.Output{Image: "registry.example.com/org/app:v1"},
+		SBOM:   true, SBOMFormat: v1alpha1.SBOMFormatCycloneDX, Provenance: v1alpha1.ProvenanceMax, Signing: signing,
+		RunPolicy: v1alpha1.RunPolicySerialLatestOnly,
+	}}
+	if err := c.Create(context.Background(), ok); err != nil {
+		t.Fatalf("creating a valid signed ImageBuild: %v", err)
+	}
+	def := &v1alpha1.ImageBuild{ObjectMeta: metav1.ObjectMeta{Name: "defaulted", Namespace: ns}, Spec: v1alpha1.ImageBuildSpec{
+		Source: v1alpha1.Source{Git: v1alpha1.GitSource{URL: "https://git.example.com/org/app.git"}},
+		Output: v1alpha1.Output{Image: "registry.example.com/org/app:v1"},
+	}}
+	if err := c.Create(context.Background(), def); err != nil {
+		t.Fatal(err)
+	}
+	if def.Spec.Provenance != v1alpha1.ProvenanceMin {
+		t.Errorf("spec.provenance defaulted to %q, want min", def.Spec.Provenance)
+	}
 }

@@ -71,6 +71,10 @@ const (
 	// with its password; the build fails (before any pod when it is found then) and is not
 	// retried (Stalled=True). No message holds key bytes or the password.
 	ReasonSigningKeyInvalid = "SigningKeyInvalid"
+	// ReasonSigningUnsupported: the build is to be signed (the manager's default key) but its
+	// runPolicy is Parallel, whose overlapping builds the manager would not sign; it fails
+	// before any pod and is not retried.
+	ReasonSigningUnsupported = "SigningUnsupported"
 	// ReasonSigningFailed: the manager could not push the signature or the signed
 	// attestations of the pushed image (the registry refused or failed); retried as PushFailed.
 	ReasonSigningFailed = "SigningFailed"

@@ -11,6 +11,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.emulation) || !self.emulation || (has(self.platforms) && size(self.platforms) > 0)",message="emulation applies to platforms: list them in platforms"
 // +kubebuilder:validation:XValidation:rule="!has(self.sbomFormat) || (has(self.sbom) && self.sbom)",message="sbomFormat applies to an SBOM: set sbom: true"
 // +kubebuilder:validation:XValidation:rule="!has(self.signing) || size(self.signing.secretRef.name) > 0",message="signing.secretRef.name must name a Secret"
+// +kubebuilder:validation:XValidation:rule="!has(self.signing) || !has(self.runPolicy) || self.runPolicy != 'Parallel'",message="runPolicy Parallel is not supported with signing: the manager signs the latest build only, so overlapping builds would push unsigned images; use Serial or SerialLatestOnly"
 type ImageBuildSpec struct {
 	// source is where the build context comes from.
 	// +required
@@ -209,7 +210,8 @@ type ImageBuildSpec struct {
 	// it, the manager's default key signs (--default-signing-secret, the chart's
 	// signing.defaultSecret), if the manager has one; else nothing is signed. The MANAGER
 	// signs, once the image (or, with platforms, the index) is pushed: the key never reaches
-	// the executor pod, where the repository's RUN steps run.
+	// the executor pod, where the repository's RUN steps run. A signed build cannot use
+	// runPolicy Parallel (refused, reason SigningUnsupported, when the key is the default).
 	// +optional
 	Signing *Signing `json:"signing,omitempty"`
 }

@@ -656,3 +656,51 @@ func TestImageBuild_validationSigning(t *testing.T) {
 		t.Errorf("spec.provenance defaulted to %q, want min", def.Spec.Provenance)
 	}
 }
+
+// An unsigned build's status.image.attestations are what the executor reported: each image's
+// attestation manifest with its predicate types, sbom when one is an SBOM; an entry whose
+// digests are none (the result is the executor image's to write) is left out.
+func TestComputeStatus_attestations(t *testing.T) {
+	img, att := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
+	res := result.Result{Success: true, Digest: testDigest, References: []string{"registry.example.com/org/app:v1@" + testDigest},
+		Attestations: []result.Attestation{
+			{Platform: "linux/amd64", Image: img, Manifest: att, PredicateTypes: []string{attest.PredicateSLSAProvenance, attest.PredicateCycloneDX}},
+			{Platform: "linux/arm64", Image: "sha256:nope", Manifest: att},
+		}}
+	ib := makeImageBuild("app", "ns").Status(v1alpha1.ImageBuildStatus{Phase: v1alpha1.PhaseRunning, PodName: "app-1-1", Attempt: 1}).Obj()
+	now := time.Now()
+	pod := makePod("app-1-1").Terminated(now.Add(-time.Minute), now, 0, "Completed", encodeResult(res)).Obj()
+	st := computeStatus(ib, pod, now)
+	want := []v1alpha1.AttestationStatus{{Subject: img, Platform: "linux/amd64", Manifest: att,
+		PredicateTypes: []string{attest.PredicateSLSAProvenance, attest.PredicateCycloneDX}}}
+	if st.Image == nil || !slices.EqualFunc(want, st.Image.Attestations, func(a, b v1alpha1.AttestationStatus) bool {
+		return a.Subject == b.Subject && a.Platform == b.Platform && a.Manifest == b.Manifest && slices.Equal(a.PredicateTypes, b.PredicateTypes) && b.Signed == ""
+	}) || !st.Image.SBOM || st.Image.Signature != "" {
+		t.Errorf("status.image = %+v, want %+v with an SBOM, unsigned", st.Image, want)
+	}
+}
+
+// A platform's pod that attached attestations reports its index as the digest and its image
+// as its one platform's (or its attestation's); one without reports the image alone.
+func TestPlatformDigests(t *testing.T) {
+	img, idx := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("3", 64)
+	now := time.Now()
+	for _, tc := range []struct {
+		name       string
+		res        result.Result
+		image, ind string
+	}{
+		{"platforms", result.Result{Digest: idx, Platforms: []result.Platform{{Platform: "linux/arm64", Digest: img}}}, img, idx},
+		{"attestations", result.Result{Digest: idx, Attestations: []result.Attestation{{Image: img, Manifest: testDigest}}}, img, idx},
+		{"no attestations", result.Result{Digest: img, Platforms: []result.Platform{{Platform: "linux/arm64", Digest: img}}}, img, ""},
+		{"an image digest that is none", result.Result{Digest: idx, Platforms: []result.Platform{{Platform: "linux/arm64", Digest: "sha256:x"}}}, idx, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.res.Success = true
+			pod := makePod("p").Terminated(now, now, 0, "Completed", encodeResult(tc.res)).Obj()
+			if image, index := platformDigests(pod, tc.res.Digest); image != tc.image || index != tc.ind {
+				t.Errorf("platformDigests = %s, %s; want %s, %s", image, index, tc.image, tc.ind)
+			}
+		})
+	}
+}

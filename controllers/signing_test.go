@@ -704,3 +704,48 @@ func TestPlatformDigests(t *testing.T) {
 		})
 	}
 }
+
+// A key that stopped decrypting between the pods' start and the index (its Secret changed)
+// fails a multi-platform build with SigningKeyInvalid before the index is pushed: no tag names
+// an unsigned index.
+func TestImageBuildReconciler_Reconcile_platformKeyChanged(t *testing.T) {
+	reg := testenv.StartRegistry(t)
+	repo := reg.Ref("team/changed")
+	key := newCosignKey(t, "first-Passw0rd")
+	c := startEnv(t)
+	ns := newNamespace(t, c, nil)
+	keySecret(t, c, ns, "cosign", key.data())
+	startManager(t, ns, Options{})
+	k := kubelet{t, c}
+
+	ibKey := newImageBuild(t, c, ns, "app", func(ib *v1alpha1.ImageBuild) {
+		ib.Spec.Platforms = []string{"linux/amd64", "linux/arm64"}
+		ib.Spec.Emulation = true
+		ib.Spec.NodeSelector = map[string]string{"slipway-test/pool": ns}
+		ib.Spec.Output = v1alpha1.Output{Image: repo + ":v1"}
+		ib.Spec.Signing = &v1alpha1.Signing{SecretRef: corev1.LocalObjectReference{Name: "cosign"}}
+	})
+	waitPod(t, c, ns, "app-1-1-linux-amd64")
+	var s corev1.Secret
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "cosign"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Data["cosign.password"] = []byte("changed-Passw0rd")
+	if err := c.Update(context.Background(), &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"linux/amd64", "linux/arm64"} {
+		a := pushAttested(t, reg, repo, p, false)
+		k.finish(ns, "app-1-1-"+platformSuffix(p), 0, "Completed", attestedResult(a, p, false, repo+"@"+a.index))
+	}
+	ib := waitStatus(t, c, ibKey, "Stalled", conditionIs("Stalled", metav1.ConditionTrue, v1alpha1.ReasonSigningKeyInvalid))
+	if f := ib.Status.Failure; f == nil || !strings.Contains(f.Message, "The image index was not pushed") ||
+		!strings.Contains(f.Message, "cosign.password does not decrypt cosign.key") {
+		t.Errorf("failure %+v", f)
+	}
+	tag, _ := name.NewTag(repo + ":v1")
+	if _, err := remote.Head(tag); err == nil {
+		t.Errorf("%s was pushed although it could not be signed", tag)
+	}
+	noSecretAnywhere(t, c, ns, ibKey, append(key.secrets(), "changed-Passw0rd")...)
+}

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,8 @@ import (
 	spdxjson "github.com/spdx/tools-golang/json"
 	"github.com/spdx/tools-golang/spdx/v2/v2_3"
 	"github.com/spdx/tools-golang/spdxlib"
+
+	"github.com/slipway-dev/slipway/executor/sbom/sbomtest"
 )
 
 // repoRoot is the checkout this file is in.
@@ -29,48 +30,10 @@ func repoRoot(t testing.TB) string {
 	return filepath.Join(filepath.Dir(self), "..", "..")
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// sbomBinary builds cmd/slipway-sbom once per test process, as the
-// executor image's build does (CGO_ENABLED=0, -trimpath).
-func sbomBinary(t testing.TB) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "slipway-sbom-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, BinaryName)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, "./cmd/slipway-sbom")
-		cmd.Dir = repoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build ./cmd/slipway-sbom: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
 // run generates the tree's SBOM with the test's binary and logs its cost.
 func run(t *testing.T, root string, opts Options) *Result {
 	t.Helper()
-	opts.Binary = sbomBinary(t)
+	opts.Binary = sbomtest.Binary(t)
 	res, err := Run(context.Background(), root, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/slipway-dev/slipway/executor/attest"
+	"github.com/slipway-dev/slipway/executor/sbom/sbomtest"
+	"github.com/slipway-dev/slipway/test/testenv"
 )
 
 // withGenerator makes the SBOM generator, for the test, a list of the
@@ -96,5 +98,64 @@ func TestExecute_sbomAttached(t *testing.T) {
 				t.Errorf("the SBOM's tree %s is left behind", last)
 			}
 		})
+	}
+}
+
+// The real generator (executor/sbom, slipway-sbom on PATH as beside the
+// executor in its image): the SPDX statement of an image holding a dpkg
+// database lists its package with its version; with --sign-key the SBOM is
+// also a cosign attestation that `cosign verify-attestation --type
+// spdxjson` accepts, beside the provenance's.
+func TestExecute_sbomOfDpkgPackages(t *testing.T) {
+	env := newCorpusEnv(t)
+	t.Setenv("PATH", filepath.Dir(sbomtest.Binary(t))+string(os.PathListSeparator)+os.Getenv("PATH"))
+	ctxDir := writeDockerfile(t, "ARG BASE\nFROM $BASE\nCOPY status /var/lib/dpkg/status\n")
+	status := "Package: hello\nStatus: install ok installed\nPriority: optional\nSection: devel\nInstalled-Size: 100\n" +
+		"Maintainer: Test <test@example.invalid>\nArchitecture: amd64\nVersion: 2.10-3\nDescription: example package\n hello world\n"
+	if err := os.WriteFile(filepath.Join(ctxDir, "status"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	priv, pub := testenv.CosignKeyPair(t, "pw")
+	keyDir := t.TempDir()
+	keyPath, pubPath := filepath.Join(keyDir, "cosign.key"), filepath.Join(keyDir, "cosign.pub")
+	os.WriteFile(keyPath, priv, 0o600)
+	os.WriteFile(pubPath, pub, 0o600)
+	t.Setenv("COSIGN_PASSWORD", "pw")
+
+	dest := env.reg.Ref("app/sbom-dpkg:v1")
+	b := runExecutor(t, "--context=dir://"+ctxDir, "--insecure-registry="+env.reg.Host(), "--build-arg=BASE="+env.base,
+		"--destination="+dest, "--sbom=true", "--sign-key="+keyPath)
+	if b.exit != 0 {
+		t.Fatalf("build failed: %s\n%s", b.resRaw, b.log)
+	}
+	p := readPushed(t, remoteIndex(t, dest))
+	img := p.images[0].Digest
+	if got := p.predicates[img]; len(got) != 2 || got[1] != attest.PredicateSPDX {
+		t.Fatalf("predicates %v; want the provenance and SPDX", got)
+	}
+	var st struct {
+		Predicate struct {
+			SPDXVersion string `json:"spdxVersion"`
+			Packages    []struct {
+				Name        string `json:"name"`
+				VersionInfo string `json:"versionInfo"`
+			} `json:"packages"`
+		} `json:"predicate"`
+	}
+	if err := json.Unmarshal(p.statements[img][1], &st); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, pk := range st.Predicate.Packages {
+		found = found || (pk.Name == "hello" && pk.VersionInfo == "2.10-3")
+	}
+	if st.Predicate.SPDXVersion != "SPDX-2.3" || !found {
+		t.Errorf("SPDX %q with packages %+v; want hello 2.10-3", st.Predicate.SPDXVersion, st.Predicate.Packages)
+	}
+	for _, ref := range []string{dest, env.reg.Ref("app/sbom-dpkg") + "@" + img.String()} {
+		out, err := cosignCLI(t, testenv.Cosign(t), env.reg, append(append([]string{"verify-attestation", "--key", pubPath, "--type", "spdxjson"}, cosignNoTlog...), ref)...)
+		if err != nil {
+			t.Errorf("cosign verify-attestation --type spdxjson %s: %v\n%s", ref, err, out)
+		}
 	}
 }

@@ -313,9 +313,15 @@ func TestGenerate_osPackageDatabases(t *testing.T) {
 			if len(want) < 100 {
 				t.Fatalf("the fixture lists %d packages", len(want))
 			}
-			d := parseSPDX(t, run(t, root, Options{}).Document)
+			// syft copies the rpmdb into the child's temporary directory,
+			// which Run makes in TempDir and removes.
+			tmp := t.TempDir()
+			d := parseSPDX(t, run(t, root, Options{TempDir: tmp}).Document)
 			if diff := cmp.Diff(want, ofType(spdxPackages(d), "rpm")); diff != "" {
 				t.Errorf("rpm packages (-database +SBOM):\n%s", diff)
+			}
+			if left, _ := os.ReadDir(tmp); len(left) != 0 {
+				t.Errorf("%d entries left in TempDir, want none", len(left))
 			}
 		})
 	}

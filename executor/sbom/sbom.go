@@ -83,6 +83,10 @@ type Options struct {
 	// sequence (a package database, a lock file); a larger file is noted
 	// in the document as not cataloged. Default DefaultMaxFileSize.
 	MaxFileSize int64
+	// TempDir is where the child's own temporary directory (its HOME and
+	// TMPDIR: syft copies an rpmdb there, up to MaxFileSize) is made and
+	// removed after. Default os.TempDir().
+	TempDir string
 }
 
 // Result is a document and what making it cost.
@@ -131,7 +135,7 @@ func Run(ctx context.Context, root string, opts Options) (*Result, error) {
 		return nil, err
 	}
 	// HOME and TMPDIR of the child: a directory of its own, removed after.
-	tmp, err := os.MkdirTemp("", "slipway-sbom-")
+	tmp, err := os.MkdirTemp(opts.TempDir, "slipway-sbom-")
 	if err != nil {
 		return nil, err
 	}

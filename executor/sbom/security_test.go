@@ -213,6 +213,7 @@ func TestRun_errors(t *testing.T) {
 		{"missing binary", root, Options{Binary: filepath.Join(root, "no-slipway-sbom")}, "starting"},
 		{"memory limit", root, Options{MaxMemory: 32 << 20}, "more than 32 MiB of memory"},
 		{"exclude everything", root, Options{Exclude: []string{"/"}}, "would exclude the whole tree"},
+		{"missing temporary directory", root, Options{TempDir: filepath.Join(root, "no-tmp")}, "no such file or directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.opts.Binary == "" {

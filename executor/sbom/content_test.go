@@ -1,11 +1,13 @@
 package sbom
 
 import (
+	"archive/tar"
 	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,7 +15,11 @@ import (
 
 	rpmdb "github.com/anchore/go-rpmdb/pkg"
 	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/spdx/tools-golang/spdx/v2/v2_3"
+
+	"github.com/slipway-dev/slipway/test/testenv"
 
 	// go-rpmdb reads the SQLite rpmdb through this driver, as syft does.
 	_ "modernc.org/sqlite"
@@ -324,5 +330,84 @@ func TestGenerate_osPackageDatabases(t *testing.T) {
 				t.Errorf("%d entries left in TempDir, want none", len(left))
 			}
 		})
+	}
+}
+
+// untarImage writes the flattened file system of img into dir (test
+// images only: regular files, directories and symbolic links).
+func untarImage(t *testing.T, img v1.Image, dir string) {
+	t.Helper()
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(path.Clean("/"+h.Name)))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeSymlink:
+			if err := os.Symlink(h.Linkname, p); err != nil {
+				t.Fatal(err)
+			}
+		case tar.TypeReg:
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o777)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestGenerate_goImage: the tree of test/testenv's GoImage (busybox and
+// this machine's Go toolchain, 140 MB, 3,700 files) lists every Go program
+// of the toolchain (bin/go, pkg/tool/linux_amd64/*) with the standard
+// library at the toolchain's version.
+func TestGenerate_goImage(t *testing.T) {
+	img, err := testenv.GoImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	untarImage(t, img, root)
+	goVersion, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools, err := os.ReadDir(filepath.Join(root, testenv.GoImageGOROOT, "pkg/tool/linux_amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"cmd/go"}
+	for _, e := range tools {
+		want = append(want, "cmd/"+e.Name())
+	}
+
+	d := parseSPDX(t, run(t, root, Options{ImageName: "golang:host"}).Document)
+	got := ofType(spdxPackages(d), "golang")
+	for _, name := range want {
+		if _, ok := got["golang "+name]; !ok {
+			t.Errorf("the toolchain's %s is not in the SBOM", name)
+		}
+	}
+	if v := got["golang stdlib"]; len(v) == 0 || v[0] != strings.TrimSpace(string(goVersion)) {
+		t.Errorf("stdlib versions %v, want %s", v, goVersion)
 	}
 }

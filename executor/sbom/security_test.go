@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -262,5 +263,36 @@ func TestExecutor_doesNotLinkSyft(t *testing.T) {
 				t.Errorf("%s depends on %s", pkg, dep)
 			}
 		}
+	}
+}
+
+// TestGenerate_specialFiles: FIFOs where the dpkg status and an npm lock
+// file belong (a reader would block on them forever), symbolic-link loops,
+// links to / and .. and to /proc/self/root: the run finishes at once and
+// catalogs the tree's one real lock file.
+func TestGenerate_specialFiles(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{"app/requirements.txt": "real==1.0\n"})
+	for _, p := range []string{"var/lib/dpkg/status", "srv/package-lock.json"} {
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mkfifo(full, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	symlink(t, "b", filepath.Join(root, "loop/a"))
+	symlink(t, "a", filepath.Join(root, "loop/b"))
+	symlink(t, "/", filepath.Join(root, "host"))
+	symlink(t, "..", filepath.Join(root, "app/up"))
+	symlink(t, "/proc/self/root", filepath.Join(root, "procroot"))
+	start := time.Now()
+	d := parseSPDX(t, run(t, root, Options{Timeout: time.Minute}).Document)
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("took %v", took)
+	}
+	if got := ofType(spdxPackages(d), "pypi"); len(got["pypi real"]) != 1 {
+		t.Errorf("pypi packages %v, want real", got)
 	}
 }

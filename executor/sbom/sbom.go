@@ -153,7 +153,7 @@ func Run(ctx context.Context, root string, opts Options) (*Result, error) {
 	c := &child{opts: opts}
 	start := time.Now()
 	isolated := true
-	err = c.start(bin, args, childEnv(tmp, opts), tmp, syscall.CLONE_NEWNET)
+	err = c.start(bin, args, childEnv(tmp, opts), tmp, isolationFlags)
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
 		// No network namespace for us (not root, or a seccomp profile
 		// forbids it): the child's configuration and environment are
@@ -244,6 +244,11 @@ func childEnv(tmp string, o Options) []string {
 		"NO_PROXY=", "no_proxy=",
 	}
 }
+
+// isolationFlags are the clone flags Run first tries: a network
+// namespace of the child's own, without interfaces. Tests change them to
+// exercise the fallback.
+var isolationFlags uintptr = syscall.CLONE_NEWNET
 
 // child is one run of slipway-sbom.
 type child struct {

@@ -296,3 +296,20 @@ func TestGenerate_specialFiles(t *testing.T) {
 		t.Errorf("pypi packages %v, want real", got)
 	}
 }
+
+// TestRun_withoutNetworkNamespace: where no network namespace can be made
+// (here: clone flags the kernel refuses, EINVAL, as an unprivileged caller
+// gets EPERM), the child runs without one and says so.
+func TestRun_withoutNetworkNamespace(t *testing.T) {
+	defer func(f uintptr) { isolationFlags = f }(isolationFlags)
+	isolationFlags = syscall.CLONE_NEWNS | syscall.CLONE_FS // "both CLONE_NEWNS and CLONE_FS": EINVAL
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{"app/requirements.txt": "fallback==1.0\n"})
+	res := run(t, root, Options{})
+	if res.NetworkIsolated {
+		t.Errorf("NetworkIsolated is true")
+	}
+	if !bytes.Contains(res.Document, []byte(`"fallback"`)) {
+		t.Errorf("the document lacks the package")
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	corev1 "k8s.io/api/core/v1"
@@ -187,11 +188,7 @@ func (e *env) checkComplete(repo, tag, digest string) {
 	// An image, or an index (the image with its provenance attestation): every manifest,
 	// config and layer it names is read back.
 	if desc.MediaType.IsIndex() {
-		idx, err := desc.ImageIndex()
-		if err == nil {
-			err = validate.Index(idx)
-		}
-		if err != nil {
+		if err := validateIndex(desc); err != nil {
 			e.t.Errorf("%s is not complete in the registry: %v", ref, err)
 		}
 		return
@@ -203,6 +200,55 @@ func (e *env) checkComplete(repo, tag, digest string) {
 	if err != nil {
 		e.t.Errorf("%s is not complete in the registry: %v", ref, err)
 	}
+}
+
+// validateIndex reads back every manifest, config and blob the index names. Images are read
+// with validate.Image; attestation manifests (platform unknown/unknown, whose in-toto layers
+// validate.Image counts apart from the config's diff_ids, as BuildKit writes them) by digest.
+func validateIndex(desc *remote.Descriptor) error {
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return err
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	for _, d := range m.Manifests {
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return err
+		}
+		if d.Platform == nil || d.Platform.OS != "unknown" {
+			if err := validate.Image(img); err != nil {
+				return fmt.Errorf("%s: %w", d.Digest, err)
+			}
+			continue
+		}
+		if err := validate.Image(img, validate.Fast); err != nil {
+			return fmt.Errorf("attestation manifest %s: %w", d.Digest, err)
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		for _, l := range layers {
+			want, err := l.Digest()
+			if err != nil {
+				return err
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				return err
+			}
+			got, _, err := v1.SHA256(rc)
+			rc.Close()
+			if err != nil || got != want {
+				return fmt.Errorf("attestation manifest %s: blob %s reads back as %s (%v)", d.Digest, want, got, err)
+			}
+		}
+	}
+	return nil
 }
 
 // checkEvent checks that the ImageBuild has an event with reason whose message contains want.

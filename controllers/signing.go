@@ -193,8 +193,10 @@ func (r *ImageBuildReconciler) checkSigningKey(ctx context.Context, ib *v1alpha1
 
 // pushAccess is how the manager reaches ib's output registry: the credentials of the push
 // Secret of ib's own namespace (a *missingReferenceError when it is missing or unreadable),
-// and, with output.insecure, a transport that does not verify certificates.
-func (r *ImageBuildReconciler) pushAccess(ctx context.Context, ib *v1alpha1.ImageBuild) (authn.Keychain, http.RoundTripper, error) {
+// and, with output.insecure, a transport that does not verify certificates (nil for Go's
+// default). imageindex and imagesign send every call through their guard
+// (imageindex.NewTransport), which keeps this transport's TLS configuration and proxy.
+func (r *ImageBuildReconciler) pushAccess(ctx context.Context, ib *v1alpha1.ImageBuild) (authn.Keychain, *http.Transport, error) {
 	out := ib.Spec.Output
 	var kc authn.Keychain
 	if ref := out.PushSecretRef; ref != nil {
@@ -206,7 +208,7 @@ func (r *ImageBuildReconciler) pushAccess(ctx context.Context, ib *v1alpha1.Imag
 			return nil, nil, missingReference("Secret %q (spec.output.pushSecretRef): %v", ref.Name, err)
 		}
 	}
-	var rt http.RoundTripper
+	var rt *http.Transport
 	if out.Insecure {
 		// As the executor's --skip-tls-verify for the output registry.
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -328,15 +330,20 @@ func signed(ib *v1alpha1.ImageBuild, job publishJob) {
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)
 }
 
+// maxPublishMessage bounds the message of a job's failure (status.failure.message, the
+// conditions' and the event's).
+const maxPublishMessage = 1000
+
 // publishFailure is the failure of a job that failed: its reason by the step that failed and
 // why (IndexInvalid or PushFailed for the index; AttestationInvalid or SigningFailed for the
-// signing), its message the error's, sanitised.
+// signing), its message the error's, sanitised and shortened. The error's text holds nothing
+// a registry sent (imageindex.RegistryError).
 func publishFailure(err error) v1alpha1.Failure {
 	step := "index"
 	if pe, ok := errors.AsType[*publishError](err); ok {
 		step = pe.step
 	}
-	msg := result.Sanitize(err.Error())
+	msg := result.Excerpt(err.Error(), maxPublishMessage)
 	switch {
 	case step == "sign" && isInvalid[*imagesign.InvalidError](err):
 		return v1alpha1.Failure{Reason: v1alpha1.ReasonAttestationInvalid, Message: "Signing the attestations: " + msg}

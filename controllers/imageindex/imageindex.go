@@ -16,8 +16,14 @@
 //
 // The index is a Docker manifest list when every manifest is a Docker one (the executor's
 // default without attestations, as kaniko's; docker buildx pushes the same for Docker
-// manifests), else an OCI image index. Registry credentials come from the ImageBuild's push Secret (the caller reads
-// it from the ImageBuild's own namespace) and go to the output repository's registry only.
+// manifests), else an OCI image index. Registry credentials come from the ImageBuild's push
+// Secret (the caller reads it from the ImageBuild's own namespace) and go to the output
+// repository's registry, and to the token service it names (over https), only.
+//
+// The registry is the tenant's to name: every call goes through the guard of transport.go
+// (hosts, addresses, sizes, time), manifests are read up to MaxManifest and configurations
+// of at most MaxConfig bytes (their descriptors' sizes checked before they are read), and no
+// error's text holds anything the registry sent (RegistryError).
 package imageindex
 
 import (
@@ -26,6 +32,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -86,8 +93,11 @@ type Request struct {
 	Keychain authn.Keychain
 	// Insecure reaches the registry over plain HTTP (output.insecure).
 	Insecure bool
-	// Transport is the HTTP transport; Go's default transport when nil.
-	Transport http.RoundTripper
+	// Transport gives the TLS configuration and proxy of the calls (Go's default transport's
+	// when nil); they go through NewTransport's guard, which replaces its dialer.
+	Transport *http.Transport
+	// RequestTimeout bounds each request to the registry; RequestTimeout when zero.
+	RequestTimeout time.Duration
 }
 
 // Result is the pushed index.
@@ -135,10 +145,8 @@ func Assemble(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("finding the credentials of %s: %w", repo.RegistryStr(), err)
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
-	if req.Transport != nil {
-		ropts = append(ropts, remote.WithTransport(req.Transport))
-	}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth),
+		remote.WithTransport(NewTransport(repo.Registry, req.Transport, req.RequestTimeout))}
 
 	descs := make([]v1.Descriptor, 0, len(req.Manifests))
 	var atts []v1.Descriptor
@@ -184,7 +192,7 @@ func Assemble(ctx context.Context, req Request) (Result, error) {
 	for _, t := range req.Tags {
 		tag := repo.Tag(t)
 		if err := remote.Put(tag, idx, ropts...); err != nil {
-			return Result{}, fmt.Errorf("pushing the index to %s: %s: %w", tag, Explain(err, auth != authn.Anonymous), err)
+			return Result{}, NewRegistryError(fmt.Sprintf("pushing the index to %s", tag), err, auth != authn.Anonymous)
 		}
 		res.References = append(res.References, tag.String()+"@"+res.Digest)
 	}
@@ -206,18 +214,30 @@ func describe(repo name.Repository, m Manifest, withAuth bool, ropts []remote.Op
 	ref := repo.Digest(h.String())
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("reading the manifest of %s (%s): %s: %w", m.Platform, ref, Explain(err, withAuth), err)
+		return v1.Descriptor{}, NewRegistryError(fmt.Sprintf("reading the manifest of %s (%s)", m.Platform, ref), err, withAuth)
 	}
 	if desc.MediaType != types.DockerManifestSchema2 && desc.MediaType != types.OCIManifestSchema1 {
-		return v1.Descriptor{}, invalid("%s: %s is a %s, not an image manifest", m.Platform, ref, desc.MediaType)
+		return v1.Descriptor{}, invalid("%s: %s is a %s, not an image manifest", m.Platform, ref, result.Excerpt(string(desc.MediaType), 100))
+	}
+	mf, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return v1.Descriptor{}, invalid("%s: %s is not a valid image manifest", m.Platform, ref)
+	}
+	// ggcr reads a configuration of the size its descriptor declares (all of it, into memory;
+	// with no bound for a size of -1): check it first.
+	if size := mf.Config.Size; size <= 0 || size > MaxConfig {
+		return v1.Descriptor{}, invalid("%s: the configuration of %s is %d bytes, want 1 to %d (%s)", m.Platform, ref, size, MaxConfig, mib(MaxConfig))
 	}
 	img, err := desc.Image()
 	if err != nil {
-		return v1.Descriptor{}, invalid("%s: reading the image %s: %v", m.Platform, ref, err)
+		return v1.Descriptor{}, invalid("%s: %s is not a valid image manifest", m.Platform, ref)
 	}
 	cfg, err := img.ConfigFile()
-	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("reading the configuration of %s (%s): %s: %w", m.Platform, ref, Explain(err, withAuth), err)
+	switch {
+	case err != nil && IsRegistryFailure(err):
+		return v1.Descriptor{}, NewRegistryError(fmt.Sprintf("reading the configuration of %s (%s)", m.Platform, ref), err, withAuth)
+	case err != nil:
+		return v1.Descriptor{}, invalid("%s: the configuration of %s is not a valid image configuration, or not the one its manifest names", m.Platform, ref)
 	}
 	got := platforms.Normalize(specs.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
 	if got.OS != want.OS || got.Architecture != want.Architecture || got.Variant != want.Variant {
@@ -257,14 +277,14 @@ func readPlatformIndex(repo name.Repository, m Manifest, withAuth bool, ropts []
 	ref := repo.Digest(h.String())
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, fmt.Errorf("reading the index of %s (%s): %s: %w", m.Platform, ref, Explain(err, withAuth), err)
+		return nil, NewRegistryError(fmt.Sprintf("reading the index of %s (%s)", m.Platform, ref), err, withAuth)
 	}
 	if desc.MediaType != types.OCIImageIndex && desc.MediaType != types.DockerManifestList {
-		return nil, invalid("%s: %s is a %s, not an image index", m.Platform, ref, desc.MediaType)
+		return nil, invalid("%s: %s is a %s, not an image index", m.Platform, ref, result.Excerpt(string(desc.MediaType), 100))
 	}
 	im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
-		return nil, invalid("%s: reading the index %s: %v", m.Platform, ref, err)
+		return nil, invalid("%s: %s is not a valid image index", m.Platform, ref)
 	}
 	out := &platformIndex{}
 	images := 0
@@ -279,6 +299,13 @@ func readPlatformIndex(repo name.Repository, m Manifest, withAuth bool, ropts []
 	if images != 1 {
 		return nil, invalid("%s: the index %s holds %d images, want its platform's alone (and its attestations)", m.Platform, ref, images)
 	}
+	// The image's manifest is read (describe), the attestation manifests' are by the
+	// signing: none may be larger than the manager reads.
+	for _, d := range append([]v1.Descriptor{out.image}, out.attestations...) {
+		if d.Size <= 0 || d.Size > MaxManifest {
+			return nil, invalid("%s: the index %s names a manifest (%s) of %d bytes, want 1 to %d (%s)", m.Platform, ref, d.Digest, d.Size, MaxManifest, mib(MaxManifest))
+		}
+	}
 	if m.Digest != "" && out.image.Digest.String() != m.Digest {
 		return nil, invalid("%s: the index %s holds the image %s, not %s, which the executor reported", m.Platform, ref,
 			out.image.Digest, result.Excerpt(m.Digest, 80))
@@ -289,7 +316,8 @@ func readPlatformIndex(repo name.Repository, m Manifest, withAuth bool, ropts []
 	}
 	for _, a := range out.attestations {
 		if a.MediaType != types.OCIManifestSchema1 {
-			return nil, invalid("%s: the attestation manifest %s in %s is a %s, not an OCI image manifest", m.Platform, a.Digest, ref, a.MediaType)
+			return nil, invalid("%s: the attestation manifest %s in %s is a %s, not an OCI image manifest", m.Platform, a.Digest, ref,
+				result.Excerpt(string(a.MediaType), 100))
 		}
 		if a.Annotations[AnnotationReferenceDigest] != out.image.Digest.String() {
 			return nil, invalid("%s: the attestation manifest %s in %s is about %q, not the index's image %s", m.Platform, a.Digest, ref,
@@ -308,12 +336,21 @@ type rawIndex struct {
 func (r rawIndex) RawManifest() ([]byte, error)        { return r.raw, nil }
 func (r rawIndex) MediaType() (types.MediaType, error) { return r.mediaType, nil }
 
-// Explain says in words what a registry's refusal means: withAuth when credentials were sent.
+// Explain says in words what a registry's refusal or failure means: withAuth when
+// credentials were sent. It says nothing the registry sent.
 func Explain(err error, withAuth bool) string {
 	var te *transport.Error
 	var ne net.Error
+	if refused, ok := errors.AsType[*RefusedError](err); ok {
+		return refused.Error()
+	}
+	if large, ok := errors.AsType[*TooLargeError](err); ok {
+		return large.Error()
+	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "no answer in time"
+	case errors.As(err, &ne) && ne.Timeout():
 		return "no answer in time"
 	case errors.As(err, &ne):
 		return "the registry is unreachable"
@@ -337,11 +374,76 @@ func Explain(err error, withAuth bool) string {
 	return "unexpected answer"
 }
 
+// maxErrorText bounds the text of a RegistryError.
+const maxErrorText = 768
+
+// RegistryError is a registry call that failed, told in the manager's words: what was being
+// done, what the failure means (Explain), and the HTTP status with the host that answered it.
+// Nothing the registry sent is in its text: ggcr's transport.Error holds up to 64 KiB of the
+// answer's body, and a redirect's URL is the registry's to choose, and the text goes into the
+// ImageBuild's status and events. Unwrap gives the cause (errors.As, Retryable).
+type RegistryError struct {
+	// Doing is what was being done, gerund first ("reading the manifest of ...").
+	Doing string
+	// Meaning is Explain's.
+	Meaning string
+	// Status is the HTTP status of the answer, 0 when there was none.
+	Status int
+	// Host answered with Status (the registry's, or its token service's).
+	Host string
+	err  error
+}
+
+func (e *RegistryError) Error() string {
+	s := e.Doing + ": " + e.Meaning
+	if e.Status != 0 {
+		s += fmt.Sprintf(" (HTTP %d", e.Status)
+		if e.Host != "" {
+			s += " from " + e.Host
+		}
+		s += ")"
+	}
+	return result.Truncate(s, maxErrorText)
+}
+
+func (e *RegistryError) Unwrap() error { return e.err }
+
+// NewRegistryError is err, a failed registry call while doing, as a *RegistryError: withAuth
+// when credentials were sent.
+func NewRegistryError(doing string, err error, withAuth bool) error {
+	e := &RegistryError{Doing: doing, Meaning: Explain(err, withAuth), err: err}
+	if te, ok := errors.AsType[*transport.Error](err); ok {
+		e.Status = te.StatusCode
+		if te.Request != nil && te.Request.URL != nil {
+			e.Host = result.Excerpt(te.Request.URL.Hostname(), 100)
+		}
+	}
+	return e
+}
+
+// IsRegistryFailure reports whether err is the registry's failure or refusal, or the
+// network's, rather than what was read being wrong.
+func IsRegistryFailure(err error) bool {
+	var ne net.Error
+	_, refused := errors.AsType[*RefusedError](err)
+	_, large := errors.AsType[*TooLargeError](err)
+	_, te := errors.AsType[*transport.Error](err)
+	return refused || large || te || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // Retryable reports whether a failed Assemble may succeed when tried again within seconds:
-// not an *InvalidError, nor a refusal of the credentials or of access. A manifest the
-// registry does not have (yet) is retried: some registries' storage lags behind a push.
+// not an *InvalidError, nor a refusal of the credentials or of access, nor the guard's
+// refusal (*RefusedError, *TooLargeError). A manifest the registry does not have (yet) is
+// retried: some registries' storage lags behind a push.
 func Retryable(err error) bool {
 	if _, ok := errors.AsType[*InvalidError](err); ok {
+		return false
+	}
+	if _, ok := errors.AsType[*RefusedError](err); ok {
+		return false
+	}
+	if _, ok := errors.AsType[*TooLargeError](err); ok {
 		return false
 	}
 	var te *transport.Error
@@ -354,5 +456,6 @@ func Retryable(err error) bool {
 	return true
 }
 
-// Timeout is how long one Assemble may take, the reads and every push.
+// Timeout is how long one Assemble may take, the reads and every push: the caller's deadline
+// for one try, started once the try may talk to the registry (controllers' publisher).
 const Timeout = 2 * time.Minute

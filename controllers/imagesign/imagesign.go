@@ -16,9 +16,14 @@
 // manifest is about (and the index, for the tags' verification): a statement that names any
 // other digest has that subject dropped before it is signed, so that a signed statement can
 // never be replayed as an attestation of another image. Sizes are bounded (MaxStatement,
-// MaxStatements), and a layout that is not BuildKit's is an *InvalidError.
+// MaxStatements, imageindex.MaxManifest), each checked on its descriptor before anything is
+// read and again while reading, and a layout that is not BuildKit's is an *InvalidError.
 //
-// Nothing here logs, and no error holds key material or credentials.
+// The registry is the tenant's to name: every call goes through imageindex.NewTransport's
+// guard (hosts, addresses, sizes, time), as the index push's do.
+//
+// Nothing here logs, and no error holds key material, credentials, or anything the registry
+// sent (imageindex.RegistryError).
 package imagesign
 
 import (
@@ -28,9 +33,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -59,6 +64,10 @@ const (
 	maxLayers = 16
 )
 
+// Timeout is how long one Run may take: the caller's deadline for one try, started once the
+// try may talk to the registry (controllers' publisher).
+const Timeout = 2 * time.Minute
+
 // MediaTypeInToto is the media type of a statement layer of an attestation manifest.
 const MediaTypeInToto = "application/vnd.in-toto+json"
 
@@ -79,8 +88,11 @@ type Request struct {
 	Keychain authn.Keychain
 	// Insecure reaches the registry over plain HTTP (output.insecure).
 	Insecure bool
-	// Transport is the HTTP transport; Go's default transport when nil.
-	Transport http.RoundTripper
+	// Transport gives the TLS configuration and proxy of the calls (Go's default transport's
+	// when nil); they go through imageindex.NewTransport's guard, which replaces its dialer.
+	Transport *http.Transport
+	// RequestTimeout bounds each request to the registry; imageindex.RequestTimeout when zero.
+	RequestTimeout time.Duration
 }
 
 // Result is what was signed.
@@ -156,10 +168,8 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 		return Result{}, fmt.Errorf("finding the credentials of %s: %w", repo.RegistryStr(), err)
 	}
 	withAuth := auth != authn.Anonymous
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
-	if j.Transport != nil {
-		ropts = append(ropts, remote.WithTransport(j.Transport))
-	}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth),
+		remote.WithTransport(imageindex.NewTransport(repo.Registry, j.Transport, j.RequestTimeout))}
 	ref := repo.Digest(h.String())
 
 	subjects, err := readAttestations(repo, ref, withAuth, ropts)
@@ -170,7 +180,7 @@ func (j *Job) Run(ctx context.Context) (Result, error) {
 	if j.sig == "" {
 		sig, err := sign.PushSignature(ctx, ref, j.Signer, ropts...)
 		if err != nil {
-			return Result{}, fmt.Errorf("pushing the signature of %s%s: %w", ref, explainSign(err, withAuth), err)
+			return Result{}, signError(fmt.Sprintf("pushing the signature of %s", ref), err, withAuth)
 		}
 		j.sig = sig.String()
 	}
@@ -211,7 +221,7 @@ func (j *Job) attest(ctx context.Context, ref name.Digest, stmts [][]byte, withA
 	}
 	att, err := sign.PushAttestations(ctx, ref, stmts, j.Signer, ropts...)
 	if err != nil {
-		return "", fmt.Errorf("pushing the signed attestations of %s%s: %w", ref, explainSign(err, withAuth), err)
+		return "", signError(fmt.Sprintf("pushing the signed attestations of %s", ref), err, withAuth)
 	}
 	j.atts[ref.DigestStr()] = att.String()
 	return att.String(), nil
@@ -243,22 +253,22 @@ type statement struct {
 func readAttestations(repo name.Repository, ref name.Digest, withAuth bool, ropts []remote.Option) ([]subject, error) {
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %s: %w", ref, imageindex.Explain(err, withAuth), err)
+		return nil, imageindex.NewRegistryError(fmt.Sprintf("reading %s", ref), err, withAuth)
 	}
 	switch desc.MediaType {
 	case types.OCIImageIndex, types.DockerManifestList:
 	case types.OCIManifestSchema1, types.DockerManifestSchema2:
 		return nil, nil
 	default:
-		return nil, invalid("%s is a %s, neither an image nor an image index", ref, desc.MediaType)
+		return nil, invalid("%s is a %s, neither an image nor an image index", ref, result.Excerpt(string(desc.MediaType), 100))
 	}
 	index, err := v1.NewHash(ref.DigestStr())
 	if err != nil {
-		return nil, invalid("%s: %v", ref, err)
+		return nil, invalid("%s is no digest", ref)
 	}
 	im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
-		return nil, invalid("reading the index %s: %v", ref, err)
+		return nil, invalid("%s is not a valid image index", ref)
 	}
 	if len(im.Manifests) > maxIndexEntries {
 		return nil, invalid("the index %s names %d manifests, more than %d", ref, len(im.Manifests), maxIndexEntries)
@@ -309,16 +319,19 @@ func readAttestations(repo name.Repository, ref name.Digest, withAuth bool, ropt
 func readStatements(repo name.Repository, d v1.Descriptor, img, index v1.Hash, total *int, withAuth bool,
 	ropts []remote.Option) ([]statement, error) {
 	ref := repo.Digest(d.Digest.String())
+	if d.Size <= 0 || d.Size > imageindex.MaxManifest {
+		return nil, invalid("the attestation manifest %s is %d bytes, want 1 to %d", ref, d.Size, imageindex.MaxManifest)
+	}
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, fmt.Errorf("reading the attestation manifest %s: %s: %w", ref, imageindex.Explain(err, withAuth), err)
+		return nil, imageindex.NewRegistryError(fmt.Sprintf("reading the attestation manifest %s", ref), err, withAuth)
 	}
 	if desc.MediaType != types.OCIManifestSchema1 {
-		return nil, invalid("the attestation manifest %s is a %s, not an OCI image manifest", ref, desc.MediaType)
+		return nil, invalid("the attestation manifest %s is a %s, not an OCI image manifest", ref, result.Excerpt(string(desc.MediaType), 100))
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
-		return nil, invalid("reading the attestation manifest %s: %v", ref, err)
+		return nil, invalid("the attestation manifest %s is not a valid image manifest", ref)
 	}
 	if len(m.Layers) > maxLayers {
 		return nil, invalid("the attestation manifest %s has %d layers, more than %d", ref, len(m.Layers), maxLayers)
@@ -340,33 +353,50 @@ func readStatements(repo name.Repository, d v1.Descriptor, img, index v1.Hash, t
 		}
 		st, pt, err := restrictSubjects(b, img, index)
 		if err != nil {
-			return nil, invalid("a statement (%s) of the attestation manifest %s: %v", l.Digest, ref, err)
+			return nil, invalid("a statement (%s) of the attestation manifest %s: %v", l.Digest, ref, err) // restrictSubjects' own words
 		}
 		out = append(out, statement{predicateType: pt, json: st})
 	}
 	return out, nil
 }
 
-// readBlob reads the blob ref of size bytes; the registry's content is checked against the
-// digest and the size.
+// readBlob reads the blob ref of size bytes (at most MaxStatement, which the caller checked)
+// into a buffer of that size, allocated once: a registry that sends more fails the read, one
+// that sends other bytes fails the digest's check (ggcr's verifying reader).
 func readBlob(ref name.Digest, size int64, withAuth bool, ropts []remote.Option) ([]byte, error) {
+	if size < 0 || size > MaxStatement {
+		return nil, invalid("the statement %s is %d bytes, more than %d", ref, size, MaxStatement)
+	}
+	doing := fmt.Sprintf("reading the statement %s", ref)
 	l, err := remote.Layer(ref, ropts...)
 	if err != nil {
-		return nil, fmt.Errorf("reading the statement %s: %s: %w", ref, imageindex.Explain(err, withAuth), err)
+		return nil, imageindex.NewRegistryError(doing, err, withAuth)
 	}
 	rc, err := l.Compressed()
 	if err != nil {
-		return nil, fmt.Errorf("reading the statement %s: %s: %w", ref, imageindex.Explain(err, withAuth), err)
+		return nil, imageindex.NewRegistryError(doing, err, withAuth)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, size+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading the statement %s: %s: %w", ref, imageindex.Explain(err, withAuth), err)
+	b := make([]byte, size)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, invalid("the statement %s is shorter than its manifest says", ref)
+		}
+		return nil, imageindex.NewRegistryError(doing, err, withAuth)
 	}
-	if int64(len(b)) != size {
-		return nil, invalid("the statement %s is not of the size its manifest says", ref)
+	// The end of the body, where ggcr checks the digest.
+	var extra [1]byte
+	switch n, err := rc.Read(extra[:]); {
+	case n > 0:
+		return nil, invalid("the statement %s is longer than its manifest says", ref)
+	case errors.Is(err, io.EOF):
+		return b, nil
+	case err != nil && !imageindex.IsRegistryFailure(err):
+		return nil, invalid("the statement %s is not what its digest names", ref)
+	case err != nil:
+		return nil, imageindex.NewRegistryError(doing, err, withAuth)
 	}
-	return b, nil
+	return nil, invalid("the statement %s is longer than its manifest says", ref)
 }
 
 // inTotoSubject is a subject of an in-toto statement (v0.1 and v1 agree on it).
@@ -443,16 +473,14 @@ func dedupe(ss []string) []string {
 	return out
 }
 
-// explainSign is ": " and why a push of executor/sign failed in words, when the registry
-// refused it or could not be reached (imageindex.Explain); "" otherwise (sign's own error
-// says it).
-func explainSign(err error, withAuth bool) string {
-	var te *transport.Error
-	var ne net.Error
-	if errors.As(err, &te) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return ": " + imageindex.Explain(err, withAuth)
+// signError is err, a failed push of executor/sign while doing: the registry's failure or
+// refusal as an imageindex.RegistryError (our words only), else sign's own error, which says
+// what it checked (shortened).
+func signError(doing string, err error, withAuth bool) error {
+	if imageindex.IsRegistryFailure(err) {
+		return imageindex.NewRegistryError(doing, err, withAuth)
 	}
-	return ""
+	return fmt.Errorf("%s: %s", doing, result.Excerpt(err.Error(), 300))
 }
 
 // Retryable reports whether a failed Run may succeed when run again within seconds: not an
@@ -460,6 +488,9 @@ func explainSign(err error, withAuth bool) string {
 func Retryable(err error) bool {
 	if _, ok := errors.AsType[*InvalidError](err); ok {
 		return false
+	}
+	if !imageindex.Retryable(err) {
+		return false // the guard's refusals, and the registry's of the credentials
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {

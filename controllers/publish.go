@@ -19,6 +19,18 @@ import (
 // attestations of a build with a signing key (signing.go). Both run in the background, so
 // that a slow registry does not hold the controller's one worker: the reconcile starts a job,
 // and reads its outcome once notify has woken it.
+//
+// The registries are the tenants' to name, and one may never answer: a tenant's jobs must not
+// make another's wait past its deadline. So (review15, finding 3):
+//   - at most one job of a namespace runs at a time; the others of that namespace wait for
+//     it, those of other namespaces do not;
+//   - a running job takes a slot of the manager's for each try of a step (sem for the index,
+//     signSem for the signing), and the try's deadline (indexTimeout, signTimeout) starts
+//     once it has the slot: waiting does not eat into it;
+//   - each request to a registry has its own timeout (imageindex.NewTransport), so a try ends
+//     with "no answer in time" rather than at the deadline when one request hangs.
+// A job waits for its turn for as long as it takes (until it is cancelled: a newer build, the
+// ImageBuild deleted, the manager stopping); the build is Running meanwhile.
 
 // buildID names the attempt of ib's build whose outputs a job pushes.
 func buildID(ib *v1alpha1.ImageBuild) string {
@@ -59,8 +71,11 @@ type publisher struct {
 	// by default. A signing step tried again does not push again what it pushed already.
 	tries int
 	wait  time.Duration
-	// sem bounds the jobs that talk to registries at once (4); signSem the signing steps
-	// (1): each holds the statements it signs in memory (imagesign.MaxStatements).
+	// indexTimeout and signTimeout bound one try of each step, from the moment it has its
+	// slot (imageindex.Timeout, imagesign.Timeout).
+	indexTimeout, signTimeout time.Duration
+	// sem bounds the index tries that talk to registries at once (4); signSem the signing
+	// tries (1): each holds the statements it signs in memory (imagesign.MaxStatements).
 	sem, signSem chan struct{}
 
 	ctx    context.Context
@@ -68,6 +83,14 @@ type publisher struct {
 
 	mu   sync.Mutex
 	jobs map[types.NamespacedName]*publishJob
+	// namespaces are the namespaces with a job, each with its turn: a semaphore of one.
+	namespaces map[string]*namespaceTurn
+}
+
+// namespaceTurn is a namespace's turn to run a job, and how many of its jobs want it.
+type namespaceTurn struct {
+	turn    chan struct{}
+	waiting int
 }
 
 // publishJob is one build's job: done once it has ended, with res or err.
@@ -84,8 +107,9 @@ func newPublisher(notify func(types.NamespacedName)) *publisher {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &publisher{notify: notify, assemble: imageindex.Assemble,
 		sign:  func(ctx context.Context, j *imagesign.Job) (imagesign.Result, error) { return j.Run(ctx) },
-		tries: 3, wait: time.Second, sem: make(chan struct{}, 4), signSem: make(chan struct{}, 1),
-		ctx: ctx, cancel: cancel, jobs: map[types.NamespacedName]*publishJob{}}
+		tries: 3, wait: time.Second, indexTimeout: imageindex.Timeout, signTimeout: imagesign.Timeout,
+		sem: make(chan struct{}, 4), signSem: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel, jobs: map[types.NamespacedName]*publishJob{}, namespaces: map[string]*namespaceTurn{}}
 }
 
 // Start runs until ctx ends, then cancels the jobs (a manager Runnable, on the leader only).
@@ -109,14 +133,15 @@ func (a *publisher) job(key types.NamespacedName, id string) (publishJob, bool) 
 	return *j, true
 }
 
-// start begins key's job for build id, cancelling any other of key.
+// start begins key's job for build id, cancelling any other of key. The job has no deadline
+// of its own: each try of its steps has one, once it runs (publish).
 func (a *publisher) start(key types.NamespacedName, id string, req publishRequest) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if old := a.jobs[key]; old != nil {
 		old.cancel()
 	}
-	ctx, cancel := context.WithTimeout(a.ctx, 2*imageindex.Timeout)
+	ctx, cancel := context.WithCancel(a.ctx)
 	j := &publishJob{id: id, cancel: cancel}
 	a.jobs[key] = j
 	go a.run(ctx, key, j, req)
@@ -137,7 +162,7 @@ func (a *publisher) forget(key types.NamespacedName) {
 
 func (a *publisher) run(ctx context.Context, key types.NamespacedName, j *publishJob, req publishRequest) {
 	defer j.cancel()
-	res, err := a.publish(ctx, req)
+	res, err := a.publish(ctx, key.Namespace, req)
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
@@ -153,18 +178,23 @@ func (a *publisher) run(ctx context.Context, key types.NamespacedName, j *publis
 	}
 }
 
-// publish runs req's steps: the index, then the signing of what the tags name.
-func (a *publisher) publish(ctx context.Context, req publishRequest) (publishResult, error) {
+// publish runs req's steps, once no other job of namespace runs: the index, then the signing
+// of what the tags name; each try with its slot and its deadline (try).
+func (a *publisher) publish(ctx context.Context, namespace string, req publishRequest) (publishResult, error) {
 	var res publishResult
-	if !acquire(ctx, a.sem) {
+	turn, done := a.turnOf(namespace)
+	defer done()
+	if !acquire(ctx, turn) {
 		return res, ctx.Err()
 	}
-	defer func() { <-a.sem }()
+	defer func() { <-turn }()
 	if req.index != nil {
 		err := a.retry(ctx, imageindex.Retryable, func() error {
-			var err error
-			res.index, err = a.assemble(ctx, *req.index)
-			return err
+			return a.try(ctx, a.sem, a.indexTimeout, func(ctx context.Context) error {
+				var err error
+				res.index, err = a.assemble(ctx, *req.index)
+				return err
+			})
 		})
 		if err != nil {
 			return res, &publishError{step: "index", err: err}
@@ -177,15 +207,13 @@ func (a *publisher) publish(ctx context.Context, req publishRequest) (publishRes
 	if req.index != nil {
 		sr.Digest = res.index.Digest
 	}
-	if !acquire(ctx, a.signSem) {
-		return res, ctx.Err()
-	}
-	defer func() { <-a.signSem }()
 	job := imagesign.NewJob(sr)
 	err := a.retry(ctx, imagesign.Retryable, func() error {
-		var err error
-		res.signed, err = a.sign(ctx, job)
-		return err
+		return a.try(ctx, a.signSem, a.signTimeout, func(ctx context.Context) error {
+			var err error
+			res.signed, err = a.sign(ctx, job)
+			return err
+		})
 	})
 	if err != nil {
 		return res, &publishError{step: "sign", err: err}
@@ -211,6 +239,38 @@ func (a *publisher) retry(ctx context.Context, retryable func(error) bool, step 
 			return errors.Join(err, ctx.Err())
 		}
 		wait *= 2
+	}
+}
+
+// try runs step with a slot of sem, under a deadline of timeout from the moment it has it;
+// ctx's error when ctx ends while it waits.
+func (a *publisher) try(ctx context.Context, sem chan struct{}, timeout time.Duration, step func(context.Context) error) error {
+	if !acquire(ctx, sem) {
+		return ctx.Err()
+	}
+	defer func() { <-sem }()
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return step(tctx)
+}
+
+// turnOf is namespace's turn (a semaphore of one), and done, to call once the job
+// that asked no longer wants it.
+func (a *publisher) turnOf(namespace string) (chan struct{}, func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := a.namespaces[namespace]
+	if n == nil {
+		n = &namespaceTurn{turn: make(chan struct{}, 1)}
+		a.namespaces[namespace] = n
+	}
+	n.waiting++
+	return n.turn, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if n.waiting--; n.waiting == 0 {
+			delete(a.namespaces, namespace)
+		}
 	}
 }
 

@@ -166,7 +166,7 @@ func TestChart_binfmt_enabled(t *testing.T) {
 		}
 	}
 
-	out, stderr, err := runHelm(t, "lint", "--strict", chartDir, "--namespace", namespace, "--set", "binfmt.enabled=true")
+	out, stderr, err := runHelm(t, "lint", "--strict", chartDir, "--namespace", namespace, "--set", "binfmt.enabled=true", "--set", "binfmt.image.digest="+digest)
 	if err != nil {
 		t.Errorf("helm lint with binfmt.enabled: %v\n%s%s", err, out, stderr)
 	}
@@ -181,6 +181,9 @@ func TestChart_binfmt_refusals(t *testing.T) {
 		{[]string{"binfmt.enabled=true", "binfmt.platforms={arm64,--uninstall}"}, `binfmt.platforms: "--uninstall" is not an architecture`},
 		{[]string{"binfmt.enabled=true", "binfmt.platforms={arm64 riscv64}"}, `binfmt.platforms: "arm64 riscv64" is not an architecture`},
 		{[]string{"binfmt.enabled=true", "binfmt.image.digest=latest"}, `image digest "latest": want sha256:<hex>`},
+		// review15: the only privileged container must not run a mutable tag by default.
+		{[]string{"binfmt.enabled=true"}, "binfmt.enabled needs binfmt.image.digest"},
+		{[]string{"binfmt.enabled=true", "binfmt.image.tag=v1", "binfmt.image.allowTag=false"}, "binfmt.enabled needs binfmt.image.digest"},
 	} {
 		args := []string{"template", release, chartDir, "--namespace", namespace}
 		for _, s := range tc.set {
@@ -193,6 +196,41 @@ func TestChart_binfmt_refusals(t *testing.T) {
 	}
 }
 
+// binfmt.image.allowTag=true runs the DaemonSet's image by tag (appVersion by default), as an
+// explicit choice; a digest still wins over the tag.
+func TestChart_binfmt_allowTag(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"binfmt.image.allowTag=true"}, "slipway/binfmt:" + appVersion(t)},
+		{[]string{"binfmt.image.allowTag=true", "binfmt.image.tag=v2"}, "slipway/binfmt:v2"},
+		{[]string{"binfmt.image.allowTag=true", "binfmt.image.digest=sha256:" + strings.Repeat("cd", 32)}, "slipway/binfmt@sha256:" + strings.Repeat("cd", 32)},
+	} {
+		objs := render(t, append([]string{"binfmt.enabled=true"}, tc.set...)...)
+		spec := decode[appsv1.DaemonSet](t, objs, binfmtKey).Spec.Template.Spec
+		if got := spec.InitContainers[0].Image; got != tc.want {
+			t.Errorf("--set %s: register image %q, want %q", strings.Join(tc.set, " --set "), got, tc.want)
+		}
+	}
+}
+
+// appVersion is the chart's appVersion.
+func appVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil || c.AppVersion == "" {
+		t.Fatalf("Chart.yaml appVersion: %q, %v", c.AppVersion, err)
+	}
+	return c.AppVersion
+}
+
 // The chart README says what the values comments say about the DaemonSet.
 func TestChart_binfmt_documented(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join(chartDir, "README.md"))
@@ -203,12 +241,13 @@ func TestChart_binfmt_documented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"only privileged part of Slipway", "off by default", "tonistiigi/binfmt", "every pod", "--uninstall", "F (fix-binary)"} {
+	for _, want := range []string{"only privileged part of Slipway", "off by default", "tonistiigi/binfmt", "every pod", "--uninstall", "F (fix-binary)",
+		"pinned by digest", "binfmt.image.allowTag=true"} {
 		if !strings.Contains(strings.ToLower(string(readme)), strings.ToLower(want)) {
 			t.Errorf("charts/slipway/README.md does not say %q", want)
 		}
 	}
-	for _, want := range []string{"ONLY PRIVILEGED PART OF SLIPWAY", "OFF BY DEFAULT", "tonistiigi/binfmt", "EVERY pod"} {
+	for _, want := range []string{"ONLY PRIVILEGED PART OF SLIPWAY", "OFF BY DEFAULT", "tonistiigi/binfmt", "EVERY pod", "REQUIRES digest", "allowTag: false"} {
 		if !strings.Contains(string(values), want) {
 			t.Errorf("values.yaml's binfmt comment does not say %q", want)
 		}

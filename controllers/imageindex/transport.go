@@ -47,7 +47,8 @@ import (
 //
 // A proxy of the environment (HTTPS_PROXY) is the administrator's: it is dialled as it is,
 // and the request's target is held to the same rules before the request is sent to it (the
-// proxy resolves the name again, which the guard cannot see).
+// proxy resolves the name again, which the guard cannot see; a name the manager cannot
+// resolve itself is refused).
 //
 // Nothing of what a registry sends reaches a message (RegistryError): the refusals
 // (*RefusedError, *TooLargeError) say in our words which host and what rule.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -319,4 +320,91 @@ func mustRegistry(t *testing.T, s string) name.Registry {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// Through a proxy of the environment: the proxy is dialled (whatever its address: it is the
+// administrator's), and the target is held to the address rules before the request goes to
+// it, since the guard does not dial the target itself.
+func TestGuard_proxy(t *testing.T) {
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName, _ := img.ConfigName()
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	var redirectBlob atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if redirectBlob.Load() && strings.HasSuffix(r.URL.Path, "/blobs/"+cfgName.String()) {
+			http.Redirect(w, r, "https://example.com:1/bucket/config", http.StatusTemporaryRedirect)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	repo, err := name.NewRepository(strings.TrimPrefix(srv.URL, "http://")+"/team/app", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	if err := remote.Write(repo.Digest(d.String()), img); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var proxied []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		proxied = append(proxied, r.Method+" "+r.Host)
+		mu.Unlock()
+		if r.Method == http.MethodConnect {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		out := r.Clone(r.Context())
+		out.RequestURI = ""
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(proxy.Close)
+	proxyURL, _ := url.Parse(proxy.URL)
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.Proxy = http.ProxyURL(proxyURL)
+
+	g := newGuard(repo.Registry, base, 0)
+	got, err := remote.Image(repo.Digest(d.String()), remote.WithTransport(g))
+	if err == nil {
+		_, err = got.ConfigFile()
+	}
+	mu.Lock()
+	n := len(proxied)
+	mu.Unlock()
+	if err != nil || n == 0 {
+		t.Fatalf("reading through the proxy: %v, %d proxied requests", err, n)
+	}
+
+	redirectBlob.Store(true)
+	g = newGuard(repo.Registry, base, 0)
+	resolveAs(g, "example.com")
+	got, err = remote.Image(repo.Digest(d.String()), remote.WithTransport(g))
+	if err == nil {
+		_, err = got.ConfigFile()
+	}
+	if err == nil || !strings.Contains(Explain(err, false), "resolves to a loopback, link-local, private or reserved address") {
+		t.Errorf("a blob redirected to a private address through the proxy: %v (%s)", err, Explain(err, false))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range proxied {
+		if strings.Contains(p, "example.com") {
+			t.Errorf("the proxy was asked for %s", p)
+		}
+	}
 }

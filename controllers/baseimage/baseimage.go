@@ -39,7 +39,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/slipway-dev/slipway/controllers/imageindex"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-dev/slipway/executor/result"
@@ -88,14 +90,19 @@ type Options struct {
 	// MaxConcurrent bounds how many references are checked at once. The
 	// default is 4.
 	MaxConcurrent int
-	// Transport is the HTTP transport. The default is Go's default
-	// transport with a 20-second response header timeout.
+	// Transport is the HTTP transport. The default is the manager's guard
+	// of calls to tenant-named registries (imageindex.NewTransport), one
+	// per registry over Go's default transport with a 20-second response
+	// header timeout: requests go only to the base's registry and the
+	// token service it names, no redirect elsewhere, no private address
+	// but the registry's own, bounded answers.
 	Transport http.RoundTripper
 }
 
-// defaultTransport is shared by checks without a Transport of their own,
-// so connections to a registry are reused from one check to the next.
-var defaultTransport = sync.OnceValue(func() http.RoundTripper {
+// defaultBase is what the guarded transports of checks without a
+// Transport of their own are made from; connections are reused from one
+// check to the next.
+var defaultBase = sync.OnceValue(func() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = 20 * time.Second
 	return t
@@ -118,9 +125,6 @@ func Check(ctx context.Context, bases []Base, o Options) ([]Moved, error) {
 	}
 	if o.MaxConcurrent <= 0 {
 		o.MaxConcurrent = 4
-	}
-	if o.Transport == nil {
-		o.Transport = defaultTransport()
 	}
 	var refs []string
 	for _, b := range bases {
@@ -171,7 +175,11 @@ func head(ctx context.Context, ref string, o Options) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("checking base image %s: finding its registry's credentials: %w", ref, err)
 	}
-	desc, err := remote.Head(r, remote.WithContext(hctx), remote.WithAuth(auth), remote.WithTransport(o.Transport))
+	tr := o.Transport
+	if tr == nil {
+		tr = imageindex.NewTransport(r.Context().Registry, defaultBase(), o.Timeout)
+	}
+	desc, err := remote.Head(r, remote.WithContext(hctx), remote.WithAuth(auth), remote.WithTransport(tr))
 	if err != nil {
 		if ctx.Err() == nil && hctx.Err() != nil {
 			return "", fmt.Errorf("checking base image %s: no answer within %s", ref, o.Timeout)

@@ -461,3 +461,41 @@ func TestKeychain_errors(t *testing.T) {
 		}
 	}
 }
+
+// TestCheck_redirectToInternalHostRefused: a base image's registry (the Dockerfile names it, so
+// the tenant does) answers the manager's HEAD with a redirect to another host name of this
+// machine, standing for a service inside the manager's network. The guard refuses it: the
+// internal service is never reached, and the error (the manager's log) holds no answer of it.
+func TestCheck_redirectToInternalHostRefused(t *testing.T) {
+	var internalHits int
+	var mu sync.Mutex
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		internalHits++
+		mu.Unlock()
+		http.Error(w, "INTERNAL-ONLY secret=hunter2", http.StatusForbidden)
+	}))
+	defer internal.Close()
+	_, port, _ := net.SplitHostPort(internal.Listener.Addr().String())
+	registry := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		http.Redirect(w, r, "http://localhost:"+port+"/latest/meta-data", http.StatusTemporaryRedirect)
+	}))
+	defer registry.Close()
+	ref := strings.TrimPrefix(registry.URL, "http://") + "/app/base:latest"
+	_, err := baseimage.Check(t.Context(), []baseimage.Base{{Ref: ref, Digest: "sha256:" + strings.Repeat("a", 64)}}, baseimage.Options{})
+	if err == nil {
+		t.Fatal("a redirect to another host was followed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if internalHits != 0 {
+		t.Errorf("the internal service was reached %d times", internalHits)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the error shows the internal answer: %v", err)
+	}
+}

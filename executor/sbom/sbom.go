@@ -22,6 +22,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/slipway-dev/slipway/executor/result"
 )
 
 // The formats Generate writes.
@@ -74,7 +77,7 @@ type Options struct {
 	Timeout time.Duration
 	// MaxMemory is the resident memory, in bytes, past which the child
 	// is killed. Default DefaultMaxMemory. The child's Go heap is also
-	// asked (GOMEMLIMIT) to stay under a quarter of it.
+	// asked (GOMEMLIMIT) to stay under 3/16 of it (softMemory).
 	MaxMemory int64
 	// MaxOutput is the largest document, in bytes, Generate accepts; the
 	// child is killed when it writes more. Default DefaultMaxOutput.
@@ -116,6 +119,41 @@ func Generate(ctx context.Context, root string, opts Options) ([]byte, error) {
 // than opts.MaxOutput is killed with its process group, and Run returns an
 // error that names the limit.
 func Run(ctx context.Context, root string, opts Options) (*Result, error) {
+	if err := checkRoot(root); err != nil {
+		return nil, err
+	}
+	g, err := Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	return g.Run(ctx, root, opts.ImageName)
+}
+
+// A Generator is slipway-sbom started before its tree is there (Start):
+// it builds syft's license classifier, most of a run's cost whatever the
+// tree (about a second of CPU and 90 MB of memory), while the caller still
+// makes the tree (unpacks an image, builds it), then waits for Run to give
+// it the tree. It makes one document; Close ends it, used or not. The
+// limits of its Options hold from Start on (memory), or from Run on (time,
+// output).
+type Generator struct {
+	opts     Options
+	format   string
+	c        *child
+	stdin    io.WriteCloser
+	tmp      string
+	isolated bool
+
+	mu     sync.Mutex
+	used   bool
+	closed bool
+}
+
+// Start starts slipway-sbom for one document of opts.Format (opts.ImageName
+// is Run's). ctx bounds the child's whole life: it is killed when ctx is
+// done.
+func Start(ctx context.Context, opts Options) (*Generator, error) {
 	format := opts.Format
 	switch format {
 	case "":
@@ -125,11 +163,6 @@ func Run(ctx context.Context, root string, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("unknown SBOM format %q (want %s or %s)", opts.Format, FormatSPDXJSON, FormatCycloneDXJSON)
 	}
 	opts = withDefaults(opts)
-	if fi, err := os.Stat(root); err != nil {
-		return nil, fmt.Errorf("generating the SBOM: %w", err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("generating the SBOM: %s is not a directory", root)
-	}
 	bin, err := binary(opts.Binary)
 	if err != nil {
 		return nil, err
@@ -139,45 +172,78 @@ func Run(ctx context.Context, root string, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-
 	args := []string{"--format", format, "--max-file-size", strconv.FormatInt(opts.MaxFileSize, 10)}
-	if opts.ImageName != "" {
-		args = append(args, "--name", opts.ImageName)
-	}
 	for _, p := range opts.Exclude {
 		args = append(args, "--exclude", p)
 	}
-	args = append(args, "--", root)
+	// The tree and the name come as a request on standard input.
+	args = append(args, "--", "-")
 
-	c := &child{opts: opts}
-	start := time.Now()
-	isolated := true
-	err = c.start(bin, args, childEnv(tmp, opts), tmp, isolationFlags)
+	g := &Generator{opts: opts, format: format, tmp: tmp, isolated: true}
+	g.c = &child{opts: opts}
+	err = g.c.start(ctx, bin, args, childEnv(tmp, opts), tmp, isolationFlags)
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
 		// No network namespace for us (not root, or a seccomp profile
 		// forbids it): the child's configuration and environment are
 		// what keeps it off the network.
-		isolated = false
-		c = &child{opts: opts}
-		err = c.start(bin, args, childEnv(tmp, opts), tmp, 0)
+		g.isolated = false
+		g.c = &child{opts: opts}
+		err = g.c.start(ctx, bin, args, childEnv(tmp, opts), tmp, 0)
 	}
 	if err != nil {
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	out, waitErr := c.wait(ctx)
-	res := &Result{Duration: time.Since(start), PeakRSS: c.peakRSS, NetworkIsolated: isolated}
+	return g, nil
+}
+
+// Run gives the generator the tree at root, an image of the name imageName
+// (default: the tree's path), and returns its document, checked to be of
+// the generator's format, and its cost (Duration from the request on). A
+// run that outlives the Timeout or ctx, grows past MaxMemory or writes
+// more than MaxOutput is killed with its process group, and Run returns an
+// error that names the limit. Run is called once.
+func (g *Generator) Run(ctx context.Context, root, imageName string) (*Result, error) {
+	g.mu.Lock()
+	if g.used || g.closed {
+		g.mu.Unlock()
+		return nil, errors.New("generating the SBOM: the generator was used already")
+	}
+	g.used = true
+	g.mu.Unlock()
+	defer g.Close()
+	if err := checkRoot(root); err != nil {
+		return nil, err
+	}
+	req, err := json.Marshal(struct {
+		Root string `json:"root"`
+		Name string `json:"name,omitempty"`
+	}{root, imageName})
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	g.c.arm()
+	// A child that died already (its memory limit) leaves a broken pipe:
+	// wait says why.
+	_, _ = g.c.stdin.Write(append(req, '\n'))
+	g.c.stdin.Close()
+	out, waitErr := g.c.wait(ctx)
+	res := &Result{Duration: time.Since(start), PeakRSS: g.c.peakRSS, NetworkIsolated: g.isolated}
+	c := g.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.memExceeded:
-		return nil, fmt.Errorf("generating the SBOM of %s: %s used more than %d MiB of memory and was killed", root, BinaryName, opts.MaxMemory>>20)
+		return nil, fmt.Errorf("generating the SBOM of %s: %s used more than %d MiB of memory and was killed", root, BinaryName, g.opts.MaxMemory>>20)
 	case c.outExceeded:
-		return nil, fmt.Errorf("generating the SBOM of %s: the document is larger than %d MiB", root, opts.MaxOutput>>20)
+		return nil, fmt.Errorf("generating the SBOM of %s: the document is larger than %d MiB", root, g.opts.MaxOutput>>20)
 	case c.timedOut:
-		return nil, fmt.Errorf("generating the SBOM of %s: %s did not finish within %s and was killed", root, BinaryName, opts.Timeout)
+		return nil, fmt.Errorf("generating the SBOM of %s: %s did not finish within %s and was killed", root, BinaryName, g.opts.Timeout)
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("generating the SBOM of %s: %w", root, ctx.Err())
+	case c.ctxDone:
+		return nil, fmt.Errorf("generating the SBOM of %s: %w", root, context.Canceled)
 	case waitErr != nil:
 		msg := strings.TrimSpace(c.stderr.String())
 		if msg == "" {
@@ -185,11 +251,68 @@ func Run(ctx context.Context, root string, opts Options) (*Result, error) {
 		}
 		return nil, fmt.Errorf("generating the SBOM of %s: %s", root, msg)
 	}
-	if err := checkDocument(out, format); err != nil {
+	if err := checkDocument(out, g.format); err != nil {
 		return nil, fmt.Errorf("generating the SBOM of %s: %s wrote %w", root, BinaryName, err)
 	}
 	res.Document = out
 	return res, nil
+}
+
+// Close ends the generator: an unused one is killed (it may still be
+// building its classifier), a used one was reaped by Run. Its temporary
+// directory is removed. Close may be called more than once.
+func (g *Generator) Close() {
+	g.mu.Lock()
+	closed, used := g.closed, g.used
+	g.closed = true
+	g.mu.Unlock()
+	if closed {
+		return
+	}
+	if !used {
+		g.c.kill(nil)
+		g.c.stdin.Close()
+		_, _ = g.c.wait(context.Background())
+	}
+	os.RemoveAll(g.tmp)
+}
+
+// Fingerprint identifies the documents Run writes with opts: the SHA-256
+// of the slipway-sbom binary it runs (syft's version and the catalogers'
+// configuration are in it) and the options that change a document
+// (format, exclusions, per-file cap). Runs of one fingerprint write the
+// same document for the same tree and image name, creation time and UUIDs
+// aside. It reads the whole binary (80 MB: some 70 ms).
+func Fingerprint(opts Options) (string, error) {
+	format := opts.Format
+	if format == "" {
+		format = FormatSPDXJSON
+	}
+	opts = withDefaults(opts)
+	bin, err := binary(opts.Binary)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", BinaryName, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("reading %s: %w", BinaryName, err)
+	}
+	return fmt.Sprintf("%s sha256:%x format=%s max-file-size=%d exclude=%q", BinaryName, h.Sum(nil), format, opts.MaxFileSize, opts.Exclude), nil
+}
+
+// checkRoot checks that root is a directory.
+func checkRoot(root string) error {
+	if fi, err := os.Stat(root); err != nil {
+		return fmt.Errorf("generating the SBOM: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("generating the SBOM: %s is not a directory", root)
+	}
+	return nil
 }
 
 func withDefaults(o Options) Options {
@@ -236,7 +359,7 @@ func childEnv(tmp string, o Options) []string {
 		"PATH=/nonexistent",
 		"HOME=" + tmp,
 		"TMPDIR=" + tmp,
-		"GOMEMLIMIT=" + strconv.FormatInt(o.MaxMemory/4, 10),
+		"GOMEMLIMIT=" + strconv.FormatInt(softMemory(o), 10),
 		"GOPROXY=off",
 		"GOTOOLCHAIN=local",
 		"HTTP_PROXY=" + nowhere, "HTTPS_PROXY=" + nowhere, "ALL_PROXY=" + nowhere,
@@ -244,6 +367,15 @@ func childEnv(tmp string, o Options) []string {
 		"NO_PROXY=", "no_proxy=",
 	}
 }
+
+// softMemory is the child's GOMEMLIMIT: 3/16 of MaxMemory, 96 MiB by
+// default. syft's license classifier alone keeps some 70 MB of heap live,
+// and its build allocates twice that: under a quarter of the default (128
+// MiB) a run of a Debian base peaks at about 172 MB resident, under 96 MiB
+// at about 147 MB for 0.15 s more of garbage collection (mostly while the
+// classifier is built, which a Generator started ahead does before its
+// tree is there); under 64 MiB the collector takes most of the run.
+func softMemory(o Options) int64 { return o.MaxMemory * 3 / 16 }
 
 // isolationFlags are the clone flags Run first tries: a network
 // namespace of the child's own, without interfaces. Tests change them to
@@ -254,31 +386,81 @@ var isolationFlags uintptr = syscall.CLONE_NEWNET
 type child struct {
 	opts   Options
 	cmd    *exec.Cmd
+	stdin  io.WriteCloser
 	stdout io.ReadCloser
 	stderr tailBuffer
+	// timer bounds the run once armed; done ends the watch.
+	timer *time.Timer
+	done  chan struct{}
+	// waitOnce reaps the child once; out and waitErr are what it got.
+	waitOnce sync.Once
+	out      []byte
+	waitErr  error
 
 	mu          sync.Mutex
 	killed      bool
 	memExceeded bool
 	outExceeded bool
 	timedOut    bool
+	ctxDone     bool
 	peakRSS     int64
 }
 
-func (c *child) start(bin string, args, env []string, dir string, cloneflags uintptr) error {
+// start starts the child and its watch: its memory from now on, ctx, and
+// the timer once armed.
+func (c *child) start(ctx context.Context, bin string, args, env []string, dir string, cloneflags uintptr) error {
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Env = env
 	c.cmd.Dir = dir
-	c.cmd.Stdin = nil
 	c.cmd.Stderr = &c.stderr
-	// Its own process group, so that a kill reaches anything it started.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: cloneflags}
-	out, err := c.cmd.StdoutPipe()
+	// Its own process group, so that a kill reaches anything it started;
+	// killed with this process, whatever ends it.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: cloneflags, Pdeathsig: syscall.SIGKILL}
+	in, err := c.cmd.StdinPipe()
 	if err != nil {
 		return err
 	}
-	c.stdout = out
-	return c.cmd.Start()
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		in.Close()
+		return err
+	}
+	c.stdin, c.stdout = in, out
+	if err := c.cmd.Start(); err != nil {
+		return err
+	}
+	c.timer = time.NewTimer(time.Hour)
+	c.timer.Stop()
+	c.done = make(chan struct{})
+	go c.watch(ctx)
+	return nil
+}
+
+// arm starts the run's time limit.
+func (c *child) arm() { c.timer.Reset(c.opts.Timeout) }
+
+// watch kills the child past its memory limit, its time limit or when ctx
+// is done, until done is closed.
+func (c *child) watch(ctx context.Context) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-ctx.Done():
+			c.kill(&c.ctxDone)
+			return
+		case <-c.timer.C:
+			c.kill(&c.timedOut)
+			return
+		case <-tick.C:
+			if rss := residentBytes(c.cmd.Process.Pid); rss > c.opts.MaxMemory {
+				c.kill(&c.memExceeded)
+				return
+			}
+		}
+	}
 }
 
 // kill ends the child's process group, once.
@@ -295,47 +477,29 @@ func (c *child) kill(reason *bool) {
 	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 }
 
-// wait reads the child's output up to the limit, watches its memory and
-// the time, and reaps it.
+// wait reads the child's output up to the limit and reaps it; ctx done
+// kills it.
 func (c *child) wait(ctx context.Context) ([]byte, error) {
-	done := make(chan struct{})
-	timer := time.NewTimer(c.opts.Timeout)
-	defer timer.Stop()
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				c.kill(nil)
-				return
-			case <-timer.C:
-				c.kill(&c.timedOut)
-				return
-			case <-tick.C:
-				if rss := residentBytes(c.cmd.Process.Pid); rss > c.opts.MaxMemory {
-					c.kill(&c.memExceeded)
-					return
-				}
-			}
+	stop := context.AfterFunc(ctx, func() { c.kill(nil) })
+	defer stop()
+	c.waitOnce.Do(func() {
+		var buf bytes.Buffer
+		_, err := io.Copy(&buf, io.LimitReader(c.stdout, c.opts.MaxOutput+1))
+		if err == nil && int64(buf.Len()) > c.opts.MaxOutput {
+			c.kill(&c.outExceeded)
 		}
-	}()
-	var buf bytes.Buffer
-	_, err := io.Copy(&buf, io.LimitReader(c.stdout, c.opts.MaxOutput+1))
-	if err == nil && int64(buf.Len()) > c.opts.MaxOutput {
-		c.kill(&c.outExceeded)
-	}
-	// Drain what is left so that the child is not blocked on a full pipe
-	// between the kill and its death.
-	_, _ = io.Copy(io.Discard, c.stdout)
-	waitErr := c.cmd.Wait()
-	close(done)
-	if ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		c.peakRSS = ru.Maxrss * 1024
-	}
-	return buf.Bytes(), waitErr
+		// Drain what is left so that the child is not blocked on a full
+		// pipe between the kill and its death.
+		_, _ = io.Copy(io.Discard, c.stdout)
+		c.waitErr = c.cmd.Wait()
+		close(c.done)
+		c.timer.Stop()
+		if ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			c.peakRSS = ru.Maxrss * 1024
+		}
+		c.out = buf.Bytes()
+	})
+	return c.out, c.waitErr
 }
 
 // residentBytes is a process's resident set (VmRSS), 0 when unknown.
@@ -356,6 +520,38 @@ func residentBytes(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// Validate checks a document that comes from elsewhere than a run (a
+// cache): it must be a JSON document of format (as Run checks its child's)
+// that names imageName: SPDX's document name, CycloneDX's metadata
+// component, as the generator names the image it is given.
+func Validate(doc []byte, format, imageName string) error {
+	if format != FormatSPDXJSON && format != FormatCycloneDXJSON {
+		return fmt.Errorf("unknown SBOM format %q (want %s or %s)", format, FormatSPDXJSON, FormatCycloneDXJSON)
+	}
+	if err := checkDocument(doc, format); err != nil {
+		return err
+	}
+	var names struct {
+		Name     string `json:"name"`
+		Metadata struct {
+			Component struct {
+				Name string `json:"name"`
+			} `json:"component"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(doc, &names); err != nil {
+		return fmt.Errorf("no JSON document: %w", err)
+	}
+	got := names.Name
+	if format == FormatCycloneDXJSON {
+		got = names.Metadata.Component.Name
+	}
+	if got != imageName {
+		return fmt.Errorf("a document that names %s, not %s", result.Excerpt(got, 200), imageName)
+	}
+	return nil
 }
 
 // checkDocument checks that doc is a JSON document of the format.

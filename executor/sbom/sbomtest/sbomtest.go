@@ -3,6 +3,7 @@
 package sbomtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,4 +48,30 @@ func Binary(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Normalize returns an SPDX or CycloneDX JSON document without what its
+// generator makes anew on every run — SPDX's creation time and document
+// namespace (a random UUID), CycloneDX's serial number (a random UUID) and
+// timestamp — with its keys sorted: two runs of the same tree give the same
+// bytes.
+func Normalize(t testing.TB, doc []byte) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		t.Fatalf("normalizing the SBOM: %v", err)
+	}
+	delete(m, "documentNamespace")
+	delete(m, "serialNumber")
+	for _, k := range []string{"creationInfo", "metadata"} {
+		if sub, ok := m[k].(map[string]any); ok {
+			delete(sub, "created")
+			delete(sub, "timestamp")
+		}
+	}
+	out, err := json.MarshalIndent(m, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -160,6 +160,15 @@ type Report struct {
 	// Materials are, per platform (in the order of Platforms), every
 	// image its build read, for its provenance (see buildSet.materials).
 	Materials [][]Material
+	// Trees are, per platform (in the order of Platforms), the directory
+	// that holds the whole file system of its image when the build left
+	// one on disk, else "": the final stage's root under chroot isolation
+	// when every one of its layers was applied to it (its steps ran, or
+	// it was made whole for a step that did; cache hits alone leave it
+	// partial or absent). It is there until the work directory is
+	// removed; nothing of the build writes to it after BuildAll returns.
+	// Its SBOM is made from it (issue 16).
+	Trees []string
 }
 
 // Error is a build failure with the machine-readable reason, the Dockerfile

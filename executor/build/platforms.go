@@ -479,6 +479,12 @@ func (set *buildSet) report(imgs []PlatformImage) *Report {
 			}
 		}
 		rep.Platforms = append(rep.Platforms, pr)
+		// The target's root, while it is whole (storeResult) and no
+		// consumer took it (takeRoot).
+		target := b.stages[b.plan.Target]
+		target.rootMu.Lock()
+		rep.Trees = append(rep.Trees, target.root)
+		target.rootMu.Unlock()
 	}
 	return rep
 }

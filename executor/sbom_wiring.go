@@ -2,58 +2,281 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/slipway-dev/slipway/executor/attest"
+	"github.com/slipway-dev/slipway/executor/build"
+	"github.com/slipway-dev/slipway/executor/cache"
 	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/rootfs"
 	"github.com/slipway-dev/slipway/executor/sbom"
 )
 
-// generateSBOM makes the SBOM (format spdx-json or cyclonedx-json) of the
-// file tree at root, an image of the name imageName: executor/sbom's
-// Generate, which runs slipway-sbom (beside the executor, else on PATH) in
-// a child process of its own, bounded in time, memory and output. Tests
-// replace it.
-var generateSBOM = func(ctx context.Context, root, format, imageName string) ([]byte, error) {
-	return sbom.Generate(ctx, root, sbom.Options{Format: format, ImageName: imageName})
+// The SBOM of each image (--sbom), and what it costs (issue 16).
+//
+// An SBOM is made once per image: the statement about the image and the
+// one about the index (signed with --sign-key) hold the same document.
+// Before anything is unpacked or scanned, the layer cache (--cache) is
+// asked for the document of the same image (its manifest digest, the same
+// on a rebuild from the cache), the same format and the same generator
+// (sbomKey): a rebuild that changed nothing makes no SBOM. A document from
+// the cache is whatever the cache repository's last writer put there, as
+// its layers are: it is used only if it is a document of the format that
+// names that image (sbom.Validate), and made again otherwise.
+//
+// The generator, slipway-sbom, spends most of a run building syft's
+// license classifier whatever the tree (about a second and most of its
+// memory), so it is started before its tree is there: at the build's first
+// RUN step (a step that runs makes a new image, whose SBOM is not in the
+// cache), else as soon as the cache misses, and it prepares while the
+// image is unpacked. The tree it reads is the builder's own final stage
+// when the build left it whole (see treeFor), else the image's layers
+// unpacked in the work directory.
+
+// sbomGenerator makes one SBOM (sbom.Generator).
+type sbomGenerator interface {
+	Run(ctx context.Context, root, imageName string) (*sbom.Result, error)
+	Close()
 }
 
-// sbomStatement is the in-toto statement of the SBOM of ai's file system
-// about sub.
+// startSBOM starts a generator: executor/sbom's Start, which runs
+// slipway-sbom (beside the executor, else on PATH) in a child process of
+// its own, bounded in time, memory and output, that prepares until it is
+// given a tree. Tests replace it.
+var startSBOM = func(ctx context.Context, opts sbom.Options) (sbomGenerator, error) {
+	return sbom.Start(ctx, opts)
+}
+
+// sbomFingerprint identifies the generator's documents (sbom.Fingerprint:
+// the digest of the slipway-sbom binary and the options). Tests replace
+// it.
+var sbomFingerprint = sbom.Fingerprint
+
+// documentCache is where SBOMs are kept between builds: the layer cache
+// (cache.Cache).
+type documentCache interface {
+	Document(ctx context.Context, key string, max int64) ([]byte, error)
+	StoreDocument(key string, doc []byte)
+}
+
+// sbomState is the build's SBOM machinery.
+type sbomState struct {
+	// ctx is the build's, which bounds a generator started ahead.
+	ctx context.Context
+	// docs is the layer cache's store of documents; nil without --cache.
+	docs documentCache
+	// fingerprint is sbomFingerprint's answer, computed once, in the
+	// background from the build's start.
+	fingerprint func() (string, error)
+	// debug is the log at -v debug, else io.Discard.
+	debug io.Writer
+
+	mu sync.Mutex
+	// ahead is a generator started ahead and not used yet.
+	ahead sbomGenerator
+}
+
+// sbomOptions are the generator's options: the build's format; the
+// child's temporary directory in the work directory.
+func (sc *supplyChain) sbomOptions() sbom.Options {
+	return sbom.Options{Format: sc.sbomFormat, TempDir: sc.workDir}
+}
+
+// startBuild readies the SBOMs of a build that asked for them: their
+// documents are kept in c when it is the registry's layer cache, and the
+// generator's fingerprint is computed while the build runs.
+func (sc *supplyChain) startBuild(ctx context.Context, c build.Cache, verbosity string, logw io.Writer) {
+	if !sc.sbom {
+		return
+	}
+	s := &sc.sboms
+	s.ctx, s.debug = ctx, io.Discard
+	if verbosity == "debug" || verbosity == "trace" {
+		s.debug = logw
+	}
+	if dc, ok := c.(*cache.Cache); ok && dc != nil {
+		s.docs = dc
+		opts := sc.sbomOptions()
+		s.fingerprint = sync.OnceValues(func() (string, error) { return sbomFingerprint(opts) })
+		go s.fingerprint()
+	}
+}
+
+// runStarted is called when the build runs its first RUN step: the
+// generator starts preparing then.
+func (sc *supplyChain) runStarted() {
+	if !sc.sbom || sc.sboms.ctx == nil {
+		return
+	}
+	s := &sc.sboms
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ahead != nil {
+		return
+	}
+	g, err := startSBOM(s.ctx, sc.sbomOptions())
+	if err != nil {
+		// Started again, and failing for good, when the SBOM is made.
+		fmt.Fprintf(s.debug, "Starting the SBOM generator ahead: %v\n", err)
+		return
+	}
+	s.ahead = g
+	fmt.Fprintln(s.debug, "Started the SBOM generator ahead of the image")
+}
+
+// generator returns the generator started ahead, else a new one.
+func (sc *supplyChain) generator(ctx context.Context) (sbomGenerator, error) {
+	s := &sc.sboms
+	s.mu.Lock()
+	g := s.ahead
+	s.ahead = nil
+	s.mu.Unlock()
+	if g != nil {
+		return g, nil
+	}
+	if s.ctx != nil {
+		ctx = s.ctx
+	}
+	return startSBOM(ctx, sc.sbomOptions())
+}
+
+// endBuild ends a generator that was started ahead and not used.
+func (sc *supplyChain) endBuild() {
+	s := &sc.sboms
+	s.mu.Lock()
+	g := s.ahead
+	s.ahead = nil
+	s.mu.Unlock()
+	if g != nil {
+		g.Close()
+	}
+}
+
+// sbomName is the name an image's SBOM gives it: the first destination's
+// repository with the image's digest, or the digest alone without a
+// destination. By digest, so that a document describes that image and no
+// other, whatever tag pushes it (and can be kept for it: sbomKey).
+func sbomName(destinations []name.Reference, d v1.Hash) string {
+	if len(destinations) == 0 {
+		return d.String()
+	}
+	return destinations[0].Context().Name() + "@" + d.String()
+}
+
+// sbomKey is the key of an image's SBOM in the layer cache: its name
+// (the image's digest), the format and the generator's fingerprint.
+func sbomKey(name, fingerprint string) string {
+	return "sbom " + name + " " + fingerprint
+}
+
+// sbomDocument is the SBOM of ai's file system, an image of the name
+// imageName: from the layer cache when it holds one (see the comment at
+// the top), else made by the generator from tree, the builder's whole tree
+// of the image when it left one (treeFor), else from the image's layers
+// unpacked in the work directory, and then kept in the cache.
+func sbomDocument(ctx context.Context, o *options, ai attestedImage, tree, imageName string, logw io.Writer) ([]byte, error) {
+	sc := &o.sc
+	s := &sc.sboms
+	debug := s.debug
+	if debug == nil {
+		debug = io.Discard
+	}
+	key := ""
+	if s.docs != nil {
+		fp, err := s.fingerprint()
+		if err != nil {
+			fmt.Fprintf(logw, "WARNING: the SBOM generator cannot be identified, so its documents are not kept in the cache: %v\n", err)
+		} else {
+			key = sbomKey(imageName, fp)
+			start := time.Now()
+			doc, err := s.docs.Document(ctx, key, sbom.DefaultMaxOutput)
+			if err == nil {
+				err = sbom.Validate(doc, sc.sbomFormat, imageName)
+			}
+			switch {
+			case err == nil:
+				fmt.Fprintf(logw, "CACHED SBOM of %s\n", ai.digest)
+				fmt.Fprintf(debug, "Read the SBOM of %s from the cache in %.2fs\n", ai.digest, time.Since(start).Seconds())
+				return doc, nil
+			case errors.Is(err, cache.ErrMiss):
+			default:
+				fmt.Fprintf(logw, "WARNING: the SBOM of %s in the cache is not used: %v\n", ai.digest, err)
+			}
+		}
+	}
+	g, err := sc.generator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	root := tree
+	if root == "" {
+		dir, err := os.MkdirTemp(sc.workDir, "sbom-")
+		if err != nil {
+			return nil, fmt.Errorf("making the SBOM's directory: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		root = filepath.Join(dir, "rootfs")
+		if err := os.Mkdir(root, 0o755); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := unpackImage(ctx, ai, root, o.maxLayerBytes); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(debug, "Unpacked %s for its SBOM in %.2fs\n", ai.digest, time.Since(start).Seconds())
+	}
+	res, err := g.Run(ctx, root, imageName)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(debug, "Made the SBOM of %s from %s in %.2fs after the tree was there (generator's peak RSS %d MiB)\n", ai.digest, treeKind(tree), res.Duration.Seconds(), res.PeakRSS>>20)
+	if key != "" {
+		s.docs.StoreDocument(key, res.Document)
+	}
+	return res.Document, nil
+}
+
+func treeKind(tree string) string {
+	if tree != "" {
+		return "the builder's tree"
+	}
+	return "its unpacked layers"
+}
+
+// treeFor is the directory holding the whole file system of the ith image
+// of the build, when the builder left one (build.Report.Trees: the final
+// stage's root under chroot isolation, every one of its layers applied to
+// it), else "".
 //
-// The generator reads a file tree. The builder's own tree of the final
-// stage is no such tree: a stage whose steps came from the cache is left
-// partial (only what later steps needed is extracted), and in place the
-// stage's tree is the container's root, the executor's own files in it. So
-// the image's layers are unpacked into a directory of the work directory,
-// with the extractor of every layer of the build (rootfs.Extract: contained
-// in the directory, whiteouts applied, --max-layer-size per layer), without
-// ownership or device nodes, which no SBOM reads; the directory is removed
-// once the SBOM is made.
-func sbomStatement(ctx context.Context, o *options, ai attestedImage, sub attest.Subject) (attest.Statement, error) {
-	dir, err := os.MkdirTemp(o.sc.workDir, "sbom-")
-	if err != nil {
-		return attest.Statement{}, fmt.Errorf("making the SBOM's directory: %w", err)
+// That tree is the image's, file for file, as far as the generator reads
+// it: each of its layers is a snapshot of it, and it holds besides only
+// what no cataloger reads or what the generator skips (the mount points a
+// RUN step had, device nodes, which syft does not read even through a
+// link; ownership and times, which no document records). In place the
+// stage's tree is the container's root: the pod's /proc, /sys and /dev, the
+// kubelet's /etc/hosts, /etc/hostname and /etc/resolv.conf mounted over
+// the image's, the executor's own files and the paths it excludes. Those
+// are not the image's, and a file of the image there would be missed or
+// replaced: the layers are unpacked instead (no tree is reported).
+func treeFor(rep *build.Report, i int) string {
+	if rep == nil || i >= len(rep.Trees) {
+		return ""
 	}
-	defer os.RemoveAll(dir)
-	root := filepath.Join(dir, "rootfs")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		return attest.Statement{}, err
-	}
-	if err := unpackImage(ctx, ai, root, o.maxLayerBytes); err != nil {
-		return attest.Statement{}, err
-	}
-	name := ""
-	if len(sub.Names) > 0 {
-		name = sub.Names[0]
-	}
-	doc, err := generateSBOM(ctx, root, o.sc.sbomFormat, name)
-	if err != nil {
-		return attest.Statement{}, err
-	}
+	return rep.Trees[i]
+}
+
+// sbomStatement is the in-toto statement of the SBOM doc about sub.
+func sbomStatement(o *options, doc []byte, sub attest.Subject) (attest.Statement, error) {
 	predicateType := attest.PredicateSPDX
 	if o.sc.sbomFormat == "cyclonedx-json" {
 		predicateType = attest.PredicateCycloneDX
@@ -65,7 +288,10 @@ func sbomStatement(ctx context.Context, o *options, ai attestedImage, sub attest
 	return attest.Statement{PredicateType: predicateType, JSON: st}, nil
 }
 
-// unpackImage extracts the layers of ai's image into root, in order.
+// unpackImage extracts the layers of ai's image into root, in order, with
+// the extractor of every layer of the build (rootfs.Extract: contained in
+// the directory, whiteouts applied, --max-layer-size per layer), without
+// ownership, device nodes or extended attributes, which no SBOM reads.
 func unpackImage(ctx context.Context, ai attestedImage, root string, maxLayer int64) error {
 	layers, err := ai.image.Layers()
 	if err != nil {

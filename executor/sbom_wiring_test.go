@@ -8,55 +8,91 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/slipway-dev/slipway/executor/attest"
+	"github.com/slipway-dev/slipway/executor/sbom"
 	"github.com/slipway-dev/slipway/executor/sbom/sbomtest"
 	"github.com/slipway-dev/slipway/test/testenv"
 )
 
 // withGenerator makes the SBOM generator, for the test, a list of the
 // regular files of the tree it is given (their paths in the tree), as a
-// JSON document of the format asked for; the trees it saw are recorded.
+// JSON document of the format asked for, which names the image as the
+// real one does (sbom.Validate accepts it); the trees it saw are recorded.
+// Its fingerprint names it and the format.
 func withGenerator(t *testing.T) *[]string {
 	t.Helper()
+	var mu sync.Mutex
 	var roots []string
-	old := generateSBOM
-	generateSBOM = func(ctx context.Context, root, format, imageName string) ([]byte, error) {
-		roots = append(roots, root)
-		var files []string
-		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				rel, _ := filepath.Rel(root, p)
-				files = append(files, "/"+rel)
-			}
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		return json.Marshal(map[string]any{"format": format, "name": imageName, "files": files})
+	oldStart, oldFingerprint := startSBOM, sbomFingerprint
+	startSBOM = func(ctx context.Context, opts sbom.Options) (sbomGenerator, error) {
+		return &fakeGenerator{format: opts.Format, seen: func(root string) {
+			mu.Lock()
+			roots = append(roots, root)
+			mu.Unlock()
+		}}, nil
 	}
-	t.Cleanup(func() { generateSBOM = old })
+	sbomFingerprint = func(opts sbom.Options) (string, error) { return "fake-generator " + opts.Format, nil }
+	t.Cleanup(func() { startSBOM, sbomFingerprint = oldStart, oldFingerprint })
 	return &roots
 }
 
+// fakeGenerator is withGenerator's generator.
+type fakeGenerator struct {
+	format string
+	seen   func(root string)
+}
+
+func (g *fakeGenerator) Run(ctx context.Context, root, imageName string) (*sbom.Result, error) {
+	g.seen(root)
+	var files []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			rel, _ := filepath.Rel(root, p)
+			files = append(files, "/"+rel)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	doc := map[string]any{"format": g.format, "name": imageName, "files": files}
+	if g.format == sbom.FormatCycloneDXJSON {
+		doc["bomFormat"] = "CycloneDX"
+		doc["metadata"] = map[string]any{"component": map[string]any{"name": imageName}}
+	} else {
+		doc["spdxVersion"] = "SPDX-2.3"
+	}
+	b, err := json.Marshal(doc)
+	return &sbom.Result{Document: b}, err
+}
+
+func (g *fakeGenerator) Close() {}
+
 // --sbom: the generator reads the image's whole file tree (the base's
-// files and the build's, a file the build deleted gone), unpacked in the
-// work directory and removed after; its document is a second statement of
-// the image's attestation manifest after the provenance, predicate type
-// SPDX's, or CycloneDX's with --sbom-format=cyclonedx, as BuildKit puts
-// its SBOM beside the provenance. The COPY stage reuses the base's layers
-// from the cache-less build: the builder's own tree would be partial.
+// files and the build's, a file the build deleted gone); its document is a
+// second statement of the image's attestation manifest after the
+// provenance, predicate type SPDX's, or CycloneDX's with
+// --sbom-format=cyclonedx, as BuildKit puts its SBOM beside the
+// provenance, and names the image by its digest. The tree is the builder's
+// final stage when its last step ran there (chroot isolation); a stage
+// left partial (a COPY onto its base's layers, not unpacked) has the
+// image's layers unpacked in the work directory instead, removed after.
 func TestExecute_sbomAttached(t *testing.T) {
 	env := newCorpusEnv(t)
 	roots := withGenerator(t)
-	ctxDir := writeDockerfile(t, "ARG BASE\nFROM $BASE\nCOPY a.txt /a.txt\nRUN rm /bin/true\n")
-	for _, tc := range []struct{ format, predicate string }{
-		{"spdx", attest.PredicateSPDX},
-		{"cyclonedx", attest.PredicateCycloneDX},
+	for _, tc := range []struct {
+		format, predicate string
+		dockerfile        string
+		tree              string // where the generator's tree is, in the work directory
+	}{
+		{"spdx", attest.PredicateSPDX, "ARG BASE\nFROM $BASE\nCOPY a.txt /a.txt\nRUN rm /bin/true\n", "/work/stages/"},
+		{"cyclonedx", attest.PredicateCycloneDX, "ARG BASE\nFROM $BASE AS b\nRUN rm /bin/true\nFROM b\nCOPY a.txt /a.txt\n", "/work/sbom-"},
 	} {
 		t.Run(tc.format, func(t *testing.T) {
+			ctxDir := writeDockerfile(t, tc.dockerfile)
 			dest := env.reg.Ref("app/sbom:" + tc.format)
 			b := runExecutor(t, "--context=dir://"+ctxDir, "--insecure-registry="+env.reg.Host(), "--build-arg=BASE="+env.base,
 				"--destination="+dest, "--sbom=true", "--sbom-format="+tc.format)
@@ -79,8 +115,8 @@ func TestExecute_sbomAttached(t *testing.T) {
 			if err := json.Unmarshal(p.statements[img][1], &st); err != nil {
 				t.Fatal(err)
 			}
-			if st.Subject[0].Digest["sha256"] != img.Hex || st.Predicate.Format != tc.format+"-json" || !strings.Contains(st.Predicate.Name, "app/sbom:"+tc.format) {
-				t.Errorf("SBOM statement: subject %+v, format %q, name %q", st.Subject, st.Predicate.Format, st.Predicate.Name)
+			if st.Subject[0].Digest["sha256"] != img.Hex || st.Predicate.Format != tc.format+"-json" || !strings.HasSuffix(st.Predicate.Name, "app/sbom@"+img.String()) {
+				t.Errorf("SBOM statement: subject %+v, format %q, name %q; want the name app/sbom@%s", st.Subject, st.Predicate.Format, st.Predicate.Name, img)
 			}
 			files := st.Predicate.Files
 			if !slices.Contains(files, "/a.txt") || !slices.Contains(files, "/bin/busybox") || slices.Contains(files, "/bin/true") {
@@ -91,10 +127,10 @@ func TestExecute_sbomAttached(t *testing.T) {
 			}
 			last := (*roots)[len(*roots)-1]
 			// runExecutor's --work-dir is a directory "work".
-			if !strings.Contains(last, "/work/sbom-") {
-				t.Errorf("the tree was unpacked at %s, outside the work directory", last)
+			if !strings.Contains(last, tc.tree) {
+				t.Errorf("the generator read %s; want a tree under %s", last, tc.tree)
 			}
-			if _, err := os.Stat(last); err == nil {
+			if _, err := os.Stat(last); err == nil && tc.tree == "/work/sbom-" {
 				t.Errorf("the SBOM's tree %s is left behind", last)
 			}
 		})

@@ -77,6 +77,8 @@ type supplyChain struct {
 	// workDir is the build's work directory, where the SBOM's tree is
 	// unpacked.
 	workDir string
+	// sboms is the build's SBOM machinery (sbom_wiring.go).
+	sboms sbomState
 }
 
 // flags binds the supply chain's flags to fs.
@@ -364,6 +366,18 @@ func attach(ctx context.Context, o *options, creds *credentials, in *buildInputs
 		FinishedOn:          finished,
 		Reproducible:        o.reproducible,
 	}
+	// The SBOM of each image, made once: the statements about the image
+	// and those about the index too (signing) hold the same document.
+	var docs [][]byte
+	if o.sc.sbom {
+		docs = make([][]byte, len(imgs))
+		for i := range imgs {
+			if docs[i], err = sbomDocument(ctx, o, imgs[i], treeFor(rep, i), sbomName(destinations, imgs[i].digest), logw); err != nil {
+				p := imgs[i].platform
+				return nil, v1.Hash{}, fmt.Errorf("the SBOM of %s: %w", dockerfile.FormatPlatform(ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}), err)
+			}
+		}
+	}
 	// The statements of each image, made again about the index once its
 	// digest is known.
 	makeStatements := func(i int, digests ...digest.Digest) ([]attest.Statement, error) {
@@ -392,7 +406,7 @@ func attach(ctx context.Context, o *options, creds *credentials, in *buildInputs
 			out = append(out, attest.Statement{PredicateType: attest.PredicateSLSAProvenance, JSON: st})
 		}
 		if o.sc.sbom {
-			st, err := sbomStatement(ctx, o, ai, sub)
+			st, err := sbomStatement(o, docs[i], sub)
 			if err != nil {
 				return nil, fmt.Errorf("the SBOM of %s: %w", dockerfile.FormatPlatform(p), err)
 			}
@@ -645,4 +659,62 @@ func signAll(ctx context.Context, o *options, s sign.Signer, d v1.Hash, a *attes
 		fmt.Fprintf(logw, "Signed %s in %s with %s\n", d, repo, s)
 	}
 	return nil
+}
+
+// prePush pushes, in the background, the images of art by digest to the
+// destinations' repositories while their SBOMs are made (attach): the
+// layers, most of a push, go up meanwhile, and the index with its
+// attestation manifests goes up after, finding its images there (a HEAD
+// each). It waits for the push check first, and pushes nothing it
+// refused. Only a build that makes an SBOM pushes ahead: provenance alone
+// takes no time worth overlapping. The images are untagged until the
+// index is tagged; a build that fails in between leaves them so, as a
+// failed push does.
+func prePush(ctx context.Context, o *options, check *pushCheck, art publish.Artifact, destinations []name.Reference) *pending {
+	p := &pending{done: make(chan struct{})}
+	if o.noPush || !o.sc.sbom || len(destinations) == 0 {
+		close(p.done)
+		return p
+	}
+	ctx, p.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(p.done)
+		defer p.cancel()
+		if p.err = check.wait(); p.err != nil {
+			return
+		}
+		imgs, err := platformImages(art)
+		if err != nil {
+			p.err = err
+			return
+		}
+		for _, ai := range imgs {
+			if _, err := publish.PushByDigest(ctx, ai.image, destinations, o.reg); err != nil {
+				p.err = err
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// pending is work going on in the background.
+type pending struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	err    error
+}
+
+// wait waits for the work's end and returns its error.
+func (p *pending) wait() error {
+	<-p.done
+	return p.err
+}
+
+// stop cancels the work and waits for its end.
+func (p *pending) stop() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	<-p.done
 }

@@ -135,6 +135,18 @@ type Options struct {
 	// BuildPlatform is the platform this executor runs on (BUILDPLATFORM);
 	// the zero value is this machine's (dockerfile.NativePlatform).
 	BuildPlatform ocispec.Platform
+	// StepRuns, when set, is called when a step is about to run rather
+	// than come from the cache (for each such step, from its stage's
+	// goroutine; it must not block): the image will be a new one. The
+	// executor starts its SBOM generator then (issue 16).
+	StepRuns func()
+	// ImageReady, when set, is called for each platform's image as soon
+	// as its digest is known, before BuildAll waits for the cache to take
+	// its new layers (Cache.Mountable): i is the platform's index (as in
+	// Report.Platforms), tree the directory holding the image's whole
+	// file system, or "" (as Report.Trees). It must not block. The
+	// executor makes the image's SBOM meanwhile (issue 16).
+	ImageReady func(i int, digest v1.Hash, tree string)
 	// Emulator says how RUN steps of a stage of another platform than
 	// BuildPlatform run: natively, through a binfmt_misc handler of the
 	// kernel's, or not at all (the build then fails before it starts,
@@ -532,11 +544,29 @@ func (b *builder) finalImage(ctx context.Context, target *stageResult) (v1.Image
 	cfg.Created = &created
 	b.setPlatform(&cfg)
 	oci := b.opts.Layers.OCI
-	layers := make([]v1.Layer, len(target.layers))
-	for i, l := range target.layers {
+	for _, l := range target.layers {
 		if mt, err := l.MediaType(); err == nil && mt == types.OCILayerZStd {
 			oci = true // zstd layers exist only in OCI manifests
 		}
+	}
+	if b.opts.ImageReady != nil {
+		// The same image as below (Mountable changes how a layer is
+		// pushed, not what it is), before the wait.
+		img, err := newImage(cloneImage(cfg), target.layers, oci)
+		if err != nil {
+			return nil, err
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return nil, err
+		}
+		target.rootMu.Lock()
+		tree := target.root
+		target.rootMu.Unlock()
+		b.opts.ImageReady(b.index, d, tree)
+	}
+	layers := make([]v1.Layer, len(target.layers))
+	for i, l := range target.layers {
 		layers[i] = b.opts.Cache.Mountable(ctx, l)
 	}
 	return newImage(cfg, layers, oci)

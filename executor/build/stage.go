@@ -412,6 +412,9 @@ func (sb *stageBuilder) execStep(ctx context.Context, n int, sp *step, line stri
 	b := sb.b
 	sb.prefix = sb.stepPrefix(n + 2)
 	fmt.Fprintf(b.log, "%s %s\n", sb.prefix, line)
+	if b.opts.StepRuns != nil {
+		b.opts.StepRuns()
+	}
 	var l v1.Layer
 	done := false
 	if sp.copyDest != "" && !sb.ready && copiesOnly(sb.steps[n:]) {

@@ -6,9 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/slipway-dev/slipway/executor/build"
 )
 
 // treeFiles is the regular files and symbolic links of the tree at root,
@@ -82,5 +86,42 @@ func TestBuildAll_trees(t *testing.T) {
 	_, partial := mustBuild(t, f, "FROM {{BASE}}\nCOPY a.txt /app/a.txt\n", false)
 	if len(partial.Trees) != 1 || partial.Trees[0] != "" {
 		t.Errorf("a COPY on the base's layers: Trees = %q, want none", partial.Trees)
+	}
+}
+
+// The build's hooks for the image's SBOM (issue 16): StepRuns is called for
+// each step that runs (none in a rebuild from the cache), ImageReady once
+// per image with the image's digest and the tree Report.Trees gives.
+func TestBuildAll_hooks(t *testing.T) {
+	f := newFixture(t, map[string]string{"Dockerfile": "", "a.txt": "alpha\n"})
+	dockerfile := "FROM {{BASE}}\nCOPY a.txt /app/a.txt\nRUN echo x > /x\nENV A=b\n"
+	type ready struct {
+		i      int
+		digest v1.Hash
+		tree   string
+	}
+	for _, tc := range []struct {
+		name string
+		runs int
+	}{{"cold", 2}, {"warm", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			runs := 0
+			var got []ready
+			img, rep, err := f.build(t, dockerfile, true, func(o *build.Options) {
+				o.StepRuns = func() { mu.Lock(); runs++; mu.Unlock() }
+				o.ImageReady = func(i int, d v1.Hash, tree string) { mu.Lock(); got = append(got, ready{i, d, tree}); mu.Unlock() }
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if runs != tc.runs {
+				t.Errorf("StepRuns called %d times, want %d", runs, tc.runs)
+			}
+			want := []ready{{0, digest(t, img), rep.Trees[0]}}
+			if diff := cmp.Diff(want, got, cmp.AllowUnexported(ready{})); diff != "" {
+				t.Errorf("ImageReady calls (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -208,3 +208,30 @@ func TestFingerprint(t *testing.T) {
 		t.Errorf("Fingerprint of a missing binary succeeded")
 	}
 }
+
+// TestGenerator_yieldsTheCPU: the child, every thread of it, runs at nice
+// value childNice (it prepares beside the build).
+func TestGenerator_yieldsTheCPU(t *testing.T) {
+	g, err := Start(context.Background(), Options{Binary: sbomtest.Binary(t), TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	time.Sleep(300 * time.Millisecond) // its runtime's threads are up
+	dir := "/proc/" + strconv.Itoa(g.c.cmd.Process.Pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil || len(tasks) < 2 {
+		t.Fatalf("threads of the child: %v, %v", tasks, err)
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+		if err != nil {
+			continue // ended
+		}
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+		// Field 19 of stat, the nice value, is the 17th after the name.
+		if nice := fields[16]; nice != strconv.Itoa(childNice) {
+			t.Errorf("thread %s runs at nice %s, want %d", task.Name(), nice, childNice)
+		}
+	}
+}

@@ -377,6 +377,9 @@ func childEnv(tmp string, o Options) []string {
 // tree is there); under 64 MiB the collector takes most of the run.
 func softMemory(o Options) int64 { return o.MaxMemory * 3 / 16 }
 
+// childNice is the child's nice value.
+const childNice = 10
+
 // isolationFlags are the clone flags Run first tries: a network
 // namespace of the child's own, without interfaces. Tests change them to
 // exercise the fallback.
@@ -429,6 +432,12 @@ func (c *child) start(ctx context.Context, bin string, args, env []string, dir s
 	if err := c.cmd.Start(); err != nil {
 		return err
 	}
+	// It yields the CPU to the build it runs beside (a generator started
+	// ahead builds its classifier while the build goes on): every thread
+	// of its process group (its own), those it makes later inheriting it.
+	// Raising a nice value needs no privilege; where it fails, it runs at
+	// ours.
+	_ = syscall.Setpriority(syscall.PRIO_PGRP, c.cmd.Process.Pid, childNice)
 	c.timer = time.NewTimer(time.Hour)
 	c.timer.Stop()
 	c.done = make(chan struct{})

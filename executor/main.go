@@ -454,9 +454,9 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	// The cache's last writes go on while the image is pushed; one that
 	// fails fails no build, and is a warning.
 	defer flushCache(ctx, bo.Cache, cacheRepo, bo.Log)
-	// The SBOMs' cache and generator (issue 16); a generator started
-	// ahead and not used ends with the build.
-	o.sc.startBuild(ctx, bo.Cache, o.verbosity, logw)
+	// The SBOMs' cache, and the build's hooks that start their generator
+	// and begin each image's (issue 16); what is left ends with the build.
+	o.sc.startBuild(ctx, &bo, destinations, o.verbosity, logw)
 	defer o.sc.endBuild()
 
 	img, digest, rep, err := buildImage(ctx, bo, o.ociMediaTypes, &res, logw)
@@ -754,9 +754,6 @@ func buildOptions(ctx context.Context, o *options, creds *credentials, in *build
 	// false), so that both isolations build the same image.
 	chrootOpts := []run.ChrootOption{run.WithNoNewPrivileges()}
 	bo.Runner = &announcedRunner{Runner: run.Chroot(chrootOpts...), announce: func(ctx context.Context) {
-		// A step runs: the image is new, and its SBOM's generator may
-		// start preparing (issue 16).
-		o.sc.runStarted()
 		iso, err := run.ChrootIsolation(ctx, workDir, chrootOpts...)
 		if err != nil {
 			fmt.Fprintf(logw, "WARNING: finding out how RUN steps are confined: %v\n", err)

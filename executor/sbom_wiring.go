@@ -35,12 +35,16 @@ import (
 //
 // The generator, slipway-sbom, spends most of a run building syft's
 // license classifier whatever the tree (about a second and most of its
-// memory), so it is started before its tree is there: at the build's first
-// RUN step (a step that runs makes a new image, whose SBOM is not in the
-// cache), else as soon as the cache misses, and it prepares while the
-// image is unpacked. The tree it reads is the builder's own final stage
-// when the build left it whole (see treeFor), else the image's layers
-// unpacked in the work directory.
+// memory), so it is started before its tree is there: when the build first
+// runs a step rather than take it from the cache (the image will be new,
+// its SBOM in no cache), else when the cache misses, and it prepares while
+// the build goes on or the image is unpacked. The tree it reads is the
+// builder's own final stage when the build left it whole (see treeFor),
+// else the image's layers unpacked in the work directory. The builder
+// tells each image's digest and tree (build.Options.ImageReady) before it
+// waits for the cache to take the image's new layers: the lookup and the
+// scan of that tree go on meanwhile (imageReady), and attach takes their
+// result.
 
 // sbomGenerator makes one SBOM (sbom.Generator).
 type sbomGenerator interface {
@@ -70,19 +74,39 @@ type documentCache interface {
 
 // sbomState is the build's SBOM machinery.
 type sbomState struct {
-	// ctx is the build's, which bounds a generator started ahead.
-	ctx context.Context
+	// ctx is the build's, which bounds a generator started ahead and
+	// the SBOMs begun while the build ends; cancel ends them (endBuild).
+	ctx    context.Context
+	cancel context.CancelFunc
 	// docs is the layer cache's store of documents; nil without --cache.
 	docs documentCache
 	// fingerprint is sbomFingerprint's answer, computed once, in the
 	// background from the build's start.
 	fingerprint func() (string, error)
-	// debug is the log at -v debug, else io.Discard.
-	debug io.Writer
+	// destinations name the images (sbomName).
+	destinations []name.Reference
+	// log is the build's log; debug the same at -v debug, else
+	// io.Discard.
+	log, debug io.Writer
 
 	mu sync.Mutex
 	// ahead is a generator started ahead and not used yet.
 	ahead sbomGenerator
+	// early are the SBOMs begun when the builder told an image's digest,
+	// by digest, until attach takes them; wg counts them.
+	early map[v1.Hash]*sbomFuture
+	wg    sync.WaitGroup
+}
+
+// sbomFuture is an SBOM begun before attach: done is closed when doc (or
+// err) is there, or when the cache missed and the image has no tree to
+// scan (then key is the document's key in the cache, "" without one, and
+// attach unpacks the image).
+type sbomFuture struct {
+	done chan struct{}
+	doc  []byte
+	key  string
+	err  error
 }
 
 // sbomOptions are the generator's options: the build's format; the
@@ -92,32 +116,36 @@ func (sc *supplyChain) sbomOptions() sbom.Options {
 }
 
 // startBuild readies the SBOMs of a build that asked for them: their
-// documents are kept in c when it is the registry's layer cache, and the
-// generator's fingerprint is computed while the build runs.
-func (sc *supplyChain) startBuild(ctx context.Context, c build.Cache, verbosity string, logw io.Writer) {
+// documents are kept in the layer cache when bo has the registry's, the
+// generator's fingerprint is computed while the build runs, and bo's hooks
+// start the generator (stepRuns) and each image's SBOM (imageReady).
+func (sc *supplyChain) startBuild(ctx context.Context, bo *build.Options, destinations []name.Reference, verbosity string, logw io.Writer) {
 	if !sc.sbom {
 		return
 	}
 	s := &sc.sboms
-	s.ctx, s.debug = ctx, io.Discard
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.destinations, s.log, s.debug = destinations, logw, io.Discard
 	if verbosity == "debug" || verbosity == "trace" {
 		s.debug = logw
 	}
-	if dc, ok := c.(*cache.Cache); ok && dc != nil {
+	if dc, ok := bo.Cache.(*cache.Cache); ok && dc != nil {
 		s.docs = dc
 		opts := sc.sbomOptions()
 		s.fingerprint = sync.OnceValues(func() (string, error) { return sbomFingerprint(opts) })
 		go s.fingerprint()
 	}
+	bo.StepRuns, bo.ImageReady = sc.stepRuns, sc.imageReady
 }
 
-// runStarted is called when the build runs its first RUN step: the
-// generator starts preparing then.
-func (sc *supplyChain) runStarted() {
-	if !sc.sbom || sc.sboms.ctx == nil {
+// stepRuns is called when the build runs a step rather than take it from
+// the cache, and before an image is unpacked: a generator starts preparing
+// then, unless one is already.
+func (sc *supplyChain) stepRuns() {
+	s := &sc.sboms
+	if s.ctx == nil {
 		return
 	}
-	s := &sc.sboms
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ahead != nil {
@@ -131,6 +159,45 @@ func (sc *supplyChain) runStarted() {
 	}
 	s.ahead = g
 	fmt.Fprintln(s.debug, "Started the SBOM generator ahead of the image")
+}
+
+// imageReady is called when the builder knows the digest of the ith image
+// and, when it left one, its whole tree: the image's SBOM is looked up in
+// the cache and, when it is not there and the tree is, made from the
+// tree, in the background, for attach.
+func (sc *supplyChain) imageReady(i int, d v1.Hash, tree string) {
+	s := &sc.sboms
+	f := &sbomFuture{done: make(chan struct{})}
+	s.mu.Lock()
+	if s.early == nil {
+		s.early = map[v1.Hash]*sbomFuture{}
+	}
+	if _, dup := s.early[d]; dup {
+		s.mu.Unlock()
+		return
+	}
+	s.early[d] = f
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer close(f.done)
+		name := sbomName(s.destinations, d)
+		if f.doc, f.key = sc.cachedSBOM(s.ctx, d, name); f.doc != nil || tree == "" {
+			return
+		}
+		f.doc, f.err = sc.makeSBOM(s.ctx, d, tree, name, f.key, "the builder's tree")
+	}()
+}
+
+// takeEarly returns the SBOM begun for the image of digest d, nil if
+// none was.
+func (s *sbomState) takeEarly(d v1.Hash) *sbomFuture {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.early[d]
+	delete(s.early, d)
+	return f
 }
 
 // generator returns the generator started ahead, else a new one.
@@ -149,9 +216,16 @@ func (sc *supplyChain) generator(ctx context.Context) (sbomGenerator, error) {
 	return startSBOM(ctx, sc.sbomOptions())
 }
 
-// endBuild ends a generator that was started ahead and not used.
+// endBuild ends what the build's SBOMs left running: the SBOMs begun
+// for images attach did not take (a build that failed after the builder
+// told them), and a generator started ahead and not used.
 func (sc *supplyChain) endBuild() {
 	s := &sc.sboms
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.wg.Wait()
 	s.mu.Lock()
 	g := s.ahead
 	s.ahead = nil
@@ -179,53 +253,38 @@ func sbomKey(name, fingerprint string) string {
 }
 
 // sbomDocument is the SBOM of ai's file system, an image of the name
-// imageName: from the layer cache when it holds one (see the comment at
-// the top), else made by the generator from tree, the builder's whole tree
-// of the image when it left one (treeFor), else from the image's layers
-// unpacked in the work directory, and then kept in the cache.
-func sbomDocument(ctx context.Context, o *options, ai attestedImage, tree, imageName string, logw io.Writer) ([]byte, error) {
+// imageName: what imageReady began for it, else from the layer cache when
+// it holds one (see the comment at the top), else made by the generator
+// from tree, the builder's whole tree of the image when it left one
+// (treeFor), else from the image's layers unpacked in the work directory,
+// and then kept in the cache.
+func sbomDocument(ctx context.Context, o *options, ai attestedImage, tree, imageName string) ([]byte, error) {
 	sc := &o.sc
-	s := &sc.sboms
-	debug := s.debug
-	if debug == nil {
-		debug = io.Discard
-	}
-	key := ""
-	if s.docs != nil {
-		fp, err := s.fingerprint()
-		if err != nil {
-			fmt.Fprintf(logw, "WARNING: the SBOM generator cannot be identified, so its documents are not kept in the cache: %v\n", err)
-		} else {
-			key = sbomKey(imageName, fp)
-			start := time.Now()
-			doc, err := s.docs.Document(ctx, key, sbom.DefaultMaxOutput)
-			if err == nil {
-				err = sbom.Validate(doc, sc.sbomFormat, imageName)
-			}
-			switch {
-			case err == nil:
-				fmt.Fprintf(logw, "CACHED SBOM of %s\n", ai.digest)
-				fmt.Fprintf(debug, "Read the SBOM of %s from the cache in %.2fs\n", ai.digest, time.Since(start).Seconds())
-				return doc, nil
-			case errors.Is(err, cache.ErrMiss):
-			default:
-				fmt.Fprintf(logw, "WARNING: the SBOM of %s in the cache is not used: %v\n", ai.digest, err)
-			}
+	var doc []byte
+	var key string
+	if f := sc.sboms.takeEarly(ai.digest); f != nil {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
+		if f.doc != nil || f.err != nil {
+			return f.doc, f.err
+		}
+		key = f.key
+	} else if doc, key = sc.cachedSBOM(ctx, ai.digest, imageName); doc != nil {
+		return doc, nil
 	}
-	g, err := sc.generator(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer g.Close()
-	root := tree
+	root, kind := tree, "the builder's tree"
 	if root == "" {
+		// The generator prepares while the image is unpacked.
+		sc.stepRuns()
 		dir, err := os.MkdirTemp(sc.workDir, "sbom-")
 		if err != nil {
 			return nil, fmt.Errorf("making the SBOM's directory: %w", err)
 		}
 		defer os.RemoveAll(dir)
-		root = filepath.Join(dir, "rootfs")
+		root, kind = filepath.Join(dir, "rootfs"), "its unpacked layers"
 		if err := os.Mkdir(root, 0o755); err != nil {
 			return nil, err
 		}
@@ -233,24 +292,70 @@ func sbomDocument(ctx context.Context, o *options, ai attestedImage, tree, image
 		if err := unpackImage(ctx, ai, root, o.maxLayerBytes); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(debug, "Unpacked %s for its SBOM in %.2fs\n", ai.digest, time.Since(start).Seconds())
+		fmt.Fprintf(sc.sboms.debugLog(), "Unpacked %s for its SBOM in %.2fs\n", ai.digest, time.Since(start).Seconds())
 	}
+	return sc.makeSBOM(ctx, ai.digest, root, imageName, key, kind)
+}
+
+// cachedSBOM returns the SBOM of the image of digest d, of the name
+// imageName, from the layer cache, nil when the cache has none (or none
+// it may use, said in the log), and the key it is kept under ("" without
+// a cache, or a generator that cannot be identified).
+func (sc *supplyChain) cachedSBOM(ctx context.Context, d v1.Hash, imageName string) ([]byte, string) {
+	s := &sc.sboms
+	if s.docs == nil {
+		return nil, ""
+	}
+	fp, err := s.fingerprint()
+	if err != nil {
+		fmt.Fprintf(s.log, "WARNING: the SBOM generator cannot be identified, so its documents are not kept in the cache: %v\n", err)
+		return nil, ""
+	}
+	key := sbomKey(imageName, fp)
+	start := time.Now()
+	doc, err := s.docs.Document(ctx, key, sbom.DefaultMaxOutput)
+	if err == nil {
+		err = sbom.Validate(doc, sc.sbomFormat, imageName)
+	}
+	switch {
+	case err == nil:
+		fmt.Fprintf(s.log, "CACHED SBOM of %s\n", d)
+		fmt.Fprintf(s.debugLog(), "Read the SBOM of %s from the cache in %.2fs\n", d, time.Since(start).Seconds())
+		return doc, key
+	case errors.Is(err, cache.ErrMiss):
+	default:
+		fmt.Fprintf(s.log, "WARNING: the SBOM of %s in the cache is not used: %v\n", d, err)
+	}
+	return nil, key
+}
+
+// makeSBOM runs the generator (started ahead, else now) on root, the tree
+// of the image of digest d (kind says which), and keeps its document
+// under key in the cache when key is set.
+func (sc *supplyChain) makeSBOM(ctx context.Context, d v1.Hash, root, imageName, key, kind string) ([]byte, error) {
+	s := &sc.sboms
+	g, err := sc.generator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
 	res, err := g.Run(ctx, root, imageName)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(debug, "Made the SBOM of %s from %s in %.2fs after the tree was there (generator's peak RSS %d MiB)\n", ai.digest, treeKind(tree), res.Duration.Seconds(), res.PeakRSS>>20)
+	fmt.Fprintf(s.debugLog(), "Made the SBOM of %s from %s in %.2fs after the tree was there (generator's peak RSS %d MiB)\n", d, kind, res.Duration.Seconds(), res.PeakRSS>>20)
 	if key != "" {
 		s.docs.StoreDocument(key, res.Document)
 	}
 	return res.Document, nil
 }
 
-func treeKind(tree string) string {
-	if tree != "" {
-		return "the builder's tree"
+// debugLog is the log at -v debug, else io.Discard.
+func (s *sbomState) debugLog() io.Writer {
+	if s.debug == nil {
+		return io.Discard
 	}
-	return "its unpacked layers"
+	return s.debug
 }
 
 // treeFor is the directory holding the whole file system of the ith image

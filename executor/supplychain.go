@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-dev/slipway/executor/attest"
 	"github.com/slipway-dev/slipway/executor/build"
@@ -217,6 +219,9 @@ func loadSigner(o *options, readable *[]string) (*sign.Signer, error) {
 	}
 	defer clear(password)
 	s, err := sign.LoadKey(key, password)
+	// Decrypting took 64 MiB (cosign's scrypt, N=2^16, r=8), garbage now:
+	// given back at once rather than kept beside the build's memory.
+	debug.FreeOSMemory()
 	if err != nil {
 		hint := ""
 		if errors.Is(err, sign.ErrWrongPassword) && pwPath == "" && !envSet {
@@ -372,7 +377,7 @@ func attach(ctx context.Context, o *options, creds *credentials, in *buildInputs
 	if o.sc.sbom {
 		docs = make([][]byte, len(imgs))
 		for i := range imgs {
-			if docs[i], err = sbomDocument(ctx, o, imgs[i], treeFor(rep, i), sbomName(destinations, imgs[i].digest), logw); err != nil {
+			if docs[i], err = sbomDocument(ctx, o, imgs[i], treeFor(rep, i), sbomName(destinations, imgs[i].digest)); err != nil {
 				p := imgs[i].platform
 				return nil, v1.Hash{}, fmt.Errorf("the SBOM of %s: %w", dockerfile.FormatPlatform(ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}), err)
 			}
@@ -633,27 +638,47 @@ func signAll(ctx context.Context, o *options, s sign.Signer, d v1.Hash, a *attes
 		}
 	}
 	for ri, repo := range repos {
+		// Each target's signature and attestations are tags of their
+		// own: they go up at once.
+		sigs := make([]result.Signature, len(targets))
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(4)
 		for ti, t := range targets {
 			ref := repo.Digest(t.digest.String())
-			ropts := o.reg.Remote(ctx, ref, true)
-			sig, err := sign.PushSignature(ctx, ref, s, ropts...)
-			if err != nil {
-				return err
-			}
-			rs := result.Signature{Digest: t.digest.String(), Signature: sig.String()}
-			if len(t.statements) > 0 {
-				raw := make([][]byte, len(t.statements))
-				for i, st := range t.statements {
-					raw[i] = st.JSON
-				}
-				att, err := sign.PushAttestations(ctx, ref, raw, s, ropts...)
+			ropts := o.reg.Remote(gctx, ref, true)
+			sigs[ti].Digest = t.digest.String()
+			g.Go(func() error {
+				sig, err := sign.PushSignature(gctx, ref, s, ropts...)
 				if err != nil {
 					return err
 				}
-				rs.Attestations = att.String()
+				sigs[ti].Signature = sig.String()
+				return nil
+			})
+			if len(t.statements) == 0 {
+				continue
 			}
-			if ri == 0 && ti < result.MaxAttestations {
-				res.Signatures = append(res.Signatures, rs)
+			raw := make([][]byte, len(t.statements))
+			for i, st := range t.statements {
+				raw[i] = st.JSON
+			}
+			g.Go(func() error {
+				att, err := sign.PushAttestations(gctx, ref, raw, s, ropts...)
+				if err != nil {
+					return err
+				}
+				sigs[ti].Attestations = att.String()
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		if ri == 0 {
+			for ti, rs := range sigs {
+				if ti < result.MaxAttestations {
+					res.Signatures = append(res.Signatures, rs)
+				}
 			}
 		}
 		fmt.Fprintf(logw, "Signed %s in %s with %s\n", d, repo, s)

@@ -393,3 +393,49 @@ func TestExecute_imagePushedWhileSBOMIsMade(t *testing.T) {
 		})
 	}
 }
+
+// Two platforms: each image has its own SBOM (its own tree, unpacked: a
+// COPY on the base's layers leaves the builder's partial), and a rebuild
+// takes both from the cache.
+func TestExecute_sbomMultiPlatformReused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the executor's chroot isolation needs root")
+	}
+	reg := testenv.StartRegistry(t)
+	t.Setenv("DOCKER_CONFIG", reg.DockerConfig(t))
+	base := testenv.PushMultiPlatformBusybox(t, reg)
+	roots := withGenerator(t)
+	ctxDir := writeDockerfile(t, "ARG BASE\nFROM $BASE\nCOPY a.txt /a.txt\n")
+	args := []string{"--context=dir://" + ctxDir, "--insecure-registry=" + reg.Host(), "--build-arg=BASE=" + base,
+		"--destination=" + reg.Ref("app/multi-sbom:v1"), "--custom-platform=linux/amd64,linux/arm64", "--sbom=true",
+		"--cache=true", "--cache-repo=" + reg.Ref("app/multi-sbom-cache")}
+	for _, run := range []struct {
+		name   string
+		trees  int
+		cached int
+	}{{"first", 2, 0}, {"rebuild", 0, 2}} {
+		before := len(*roots)
+		b := runExecutor(t, args...)
+		if b.exit != 0 {
+			t.Fatalf("%s build failed: %s\n%s", run.name, b.resRaw, b.log)
+		}
+		if got := len(*roots) - before; got != run.trees || strings.Count(b.log, "CACHED SBOM of") != run.cached {
+			t.Errorf("%s build: %d trees scanned, %d SBOMs from the cache; want %d and %d\n%s", run.name, got, strings.Count(b.log, "CACHED SBOM of"), run.trees, run.cached, b.log)
+		}
+		p := readPushed(t, remoteIndex(t, reg.Ref("app/multi-sbom:v1")))
+		if len(p.images) != 2 {
+			t.Fatalf("%d images", len(p.images))
+		}
+		for _, img := range p.images {
+			var st struct {
+				Predicate struct{ Name string }
+			}
+			if err := json.Unmarshal(p.statements[img.Digest][1], &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Predicate.Name != reg.Ref("app/multi-sbom")+"@"+img.Digest.String() {
+				t.Errorf("%s build: the SBOM of %s names %s", run.name, img.Digest, st.Predicate.Name)
+			}
+		}
+	}
+}

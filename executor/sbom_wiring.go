@@ -37,8 +37,9 @@ import (
 // license classifier whatever the tree (about a second and most of its
 // memory), so it is started before its tree is there: when the build first
 // runs a step rather than take it from the cache (the image will be new,
-// its SBOM in no cache), else when the cache misses, and it prepares while
-// the build goes on or the image is unpacked. The tree it reads is the
+// its SBOM in no cache; under chroot isolation only, see startBuild), else
+// when the cache misses, and it prepares while the build goes on or the
+// image is unpacked. The tree it reads is the
 // builder's own final stage when the build left it whole (see treeFor),
 // else the image's layers unpacked in the work directory. The builder
 // tells each image's digest and tree (build.Options.ImageReady) before it
@@ -135,7 +136,14 @@ func (sc *supplyChain) startBuild(ctx context.Context, bo *build.Options, destin
 		s.fingerprint = sync.OnceValues(func() (string, error) { return sbomFingerprint(opts) })
 		go s.fingerprint()
 	}
-	bo.StepRuns, bo.ImageReady = sc.stepRuns, sc.imageReady
+	bo.ImageReady = sc.imageReady
+	// In place, the runner kills every process of the pod but the
+	// executor after each RUN step (what a step left running): a
+	// generator started then would be killed too. It starts after the
+	// build there, while the image is unpacked.
+	if bo.Isolation != build.InPlace {
+		bo.StepRuns = sc.stepRuns
+	}
 }
 
 // stepRuns is called when the build runs a step rather than take it from

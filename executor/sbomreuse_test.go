@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -436,6 +437,72 @@ func TestExecute_sbomMultiPlatformReused(t *testing.T) {
 			if st.Predicate.Name != reg.Ref("app/multi-sbom")+"@"+img.Digest.String() {
 				t.Errorf("%s build: the SBOM of %s names %s", run.name, img.Digest, st.Predicate.Name)
 			}
+		}
+	}
+}
+
+// In place (the executor in its own root, as in a pod), the stage's tree
+// is the container's root, with the executor's own files in it: the SBOM
+// is made from the image's unpacked layers instead. It lists the image's
+// package and none of the Go modules of the executor and slipway-sbom
+// beside it in /slipway, which a scan of the root would list.
+func TestExecute_inplaceSBOMUnpacked(t *testing.T) {
+	for _, tool := range []string{"unshare", "mount", "chroot"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s: %v (util-linux and coreutils)", tool, err)
+		}
+	}
+	env := newCorpusEnv(t)
+	root := makeExecutorRoot(t)
+	bin, err := os.ReadFile(sbomtest.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "slipway", sbom.BinaryName), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctxDir := writeDockerfile(t, "ARG BASE\nFROM $BASE\nCOPY status /var/lib/dpkg/status\nRUN echo built > /built\n")
+	status := "Package: hello\nStatus: install ok installed\nPriority: optional\nSection: devel\nInstalled-Size: 100\n" +
+		"Maintainer: Test <test@example.invalid>\nArchitecture: amd64\nVersion: 2.10-3\nDescription: example package\n hello world\n"
+	if err := os.WriteFile(filepath.Join(ctxDir, "status"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := env.reg.Ref("inplace/sbom:v1")
+	args := []string{"--isolation=inplace", "--context=dir:///workspace", "--destination=" + dest,
+		"--insecure-registry=" + env.reg.Host(), "--build-arg=BASE=" + env.base, "--result-file=/slipway/result.json",
+		"--sbom=true", "-v=debug"}
+	script := `set -e
+mount -t proc proc "$ROOT/proc"
+mount -t tmpfs -o mode=755,nosuid tmpfs "$ROOT/dev"
+for d in null zero random urandom tty; do
+	[ -e "/dev/$d" ] || continue
+	touch "$ROOT/dev/$d"
+	mount --bind "/dev/$d" "$ROOT/dev/$d"
+done
+mount --bind "$CONTEXT" "$ROOT/workspace"
+mount -o remount,bind,ro "$ROOT/workspace"
+exec chroot "$ROOT" /slipway/executor "$@"
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--mount", "--pid", "--fork", "--propagation", "private",
+		"sh", "-c", script, "sh"}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ROOT=" + root, "CONTEXT=" + ctxDir, "HOME=/root"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		raw, _ := os.ReadFile(filepath.Join(root, "slipway", "result.json"))
+		t.Fatalf("in-place build: %v; result %s; output:\n%s", err, raw, out)
+	}
+	if !bytes.Contains(out, []byte("from its unpacked layers")) || bytes.Contains(out, []byte("from the builder's tree")) {
+		t.Errorf("the in-place SBOM was not made from the unpacked image:\n%s", out)
+	}
+	doc, _ := sbomPredicate(t, dest)
+	if !bytes.Contains(doc, []byte(`"versionInfo":"2.10-3"`)) {
+		t.Errorf("the SBOM lacks the image's package:\n%.3000s", doc)
+	}
+	for _, own := range []string{"github.com/slipway-dev/slipway", "anchore/syft", "/slipway/"} {
+		if bytes.Contains(doc, []byte(own)) {
+			t.Errorf("the SBOM holds %q, of the executor's own files", own)
 		}
 	}
 }

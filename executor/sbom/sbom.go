@@ -503,8 +503,11 @@ func (c *child) wait(ctx context.Context) ([]byte, error) {
 		c.waitErr = c.cmd.Wait()
 		close(c.done)
 		c.timer.Stop()
-		if ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			c.peakRSS = ru.Maxrss * 1024
+		// No state when another reaped it (waitid: ECHILD): an error.
+		if st := c.cmd.ProcessState; st != nil {
+			if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+				c.peakRSS = ru.Maxrss * 1024
+			}
 		}
 		c.out = buf.Bytes()
 	})

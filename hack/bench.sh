@@ -64,6 +64,8 @@ export CGO_ENABLED=0
 nice -n 19 go build -trimpath -o "${bin}/bench" ./hack/bench
 nice -n 19 go build -trimpath -o "${bin}/baseimage" ./hack/baseimage
 if has slipway-supply "${tools[@]}"; then
+	# --sbom runs slipway-sbom from the executor's directory (as in the executor image).
+	nice -n 19 go build -trimpath -ldflags='-s -w' -o "${bin}/slipway-sbom" ./cmd/slipway-sbom
 	cosign=$(hack/tools/cosign/build.sh v3)
 	keys=${cache}/signing
 	if [[ ! -f "${keys}/cosign.key" ]]; then

@@ -135,6 +135,7 @@ func TestImages_reproducible(t *testing.T) {
 		wantFiles: map[string]entry{
 			"slipway":                               {Mode: dir},
 			"slipway/executor":                      {Mode: 0o755},
+			"slipway/slipway-sbom":                  {Mode: 0o755},
 			"slipway/.executor-image":               {Mode: 0o644},
 			"slipway/ssl":                           {Mode: dir},
 			"slipway/ssl/certs":                     {Mode: dir},

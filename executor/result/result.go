@@ -96,6 +96,10 @@ type Result struct {
 	// CacheHits and CacheMisses count the layer cache lookups of the whole build.
 	CacheHits   int `json:"cacheHits"`
 	CacheMisses int `json:"cacheMisses"`
+	// CacheMounts counts the RUN --mount=type=cache directories restored
+	// from the cache repository before the steps that mounted them and
+	// saved to it after the build (issue 17); nil when none was.
+	CacheMounts *CacheMounts `json:"cacheMounts,omitempty"`
 
 	// Millis is how long the executor ran, from its start to this result,
 	// in milliseconds: the build's duration as people read it (the pod's
@@ -207,6 +211,31 @@ type Signature struct {
 	// Attestations is the digest of the .att manifest, when statements
 	// were attached to Digest.
 	Attestations string `json:"attestations,omitempty"`
+}
+
+// CacheMounts sums up what the build did with cache mounts kept between
+// builds in the cache repository (issue 17). Sizes are of the mounts'
+// files as on disk (the sum of regular files' sizes); UploadedBytes is what
+// the saves sent, compressed (a save uploads only what changed since the
+// restore). Per-mount lines are in the executor's log.
+type CacheMounts struct {
+	// Restored mounts, how big they were and how long restoring them took
+	// (the longest, as they are restored at the same time while earlier
+	// steps run).
+	Restored      int   `json:"restored,omitempty"`
+	RestoredBytes int64 `json:"restoredBytes,omitempty"`
+	RestoreMillis int64 `json:"restoreMillis,omitempty"`
+	// Saved mounts, their size, what their saves uploaded and how long
+	// saving them took (all of them, at the end of the build).
+	Saved         int   `json:"saved,omitempty"`
+	SavedBytes    int64 `json:"savedBytes,omitempty"`
+	UploadedBytes int64 `json:"uploadedBytes,omitempty"`
+	SaveMillis    int64 `json:"saveMillis,omitempty"`
+	// Skipped counts mounts neither restored nor saved as they would have
+	// been: a saved one that was missing, corrupt or too large (the step
+	// got an empty mount), or one over --cache-mount-max-size or whose
+	// save failed (not saved). Each has a warning in the log.
+	Skipped int `json:"skipped,omitempty"`
 }
 
 // Platform summarises the build of one platform.

@@ -431,6 +431,7 @@ func executorArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
 		if c := spec.Cache; c != nil && c.TTL != nil {
 			args = append(args, "--cache-ttl="+c.TTL.Duration.String())
 		}
+		args = append(args, cacheMountArgs(ib)...)
 	}
 
 	if spec.Output.Insecure {
@@ -485,6 +486,31 @@ func attestationArgs(ib *v1alpha1.ImageBuild, opts podOptions) []string {
 	args = append(args, "--builder-id="+executorImage(ib, opts))
 	if opts.managerImage != "" {
 		args = append(args, "--builder-dependency="+opts.managerImage)
+	}
+	return args
+}
+
+// cacheMountArgs are the executor's flags of the cache mounts it keeps in the cache repository
+// (spec.cache.mounts), for a build with the cache on: --cache-mount-scope=namespace/<ns>
+// always, which the executor puts in the key of every saved mount, so that the builds of two
+// namespaces never restore each other's mounts, even from one cache repository (an allowed
+// shared prefix, or one output repository); then --cache-mounts=false when mounts.enabled is
+// false, else --cache-mount-max-size in bytes when mounts.maxSize is set (the executor's
+// default, 2GiB, otherwise). The scope is the manager's to give: nothing in the spec sets it.
+// A pod of one of spec.platforms builds for its platform, which the executor puts in the key.
+func cacheMountArgs(ib *v1alpha1.ImageBuild) []string {
+	args := []string{"--cache-mount-scope=namespace/" + ib.Namespace}
+	var m *v1alpha1.CacheMounts
+	if ib.Spec.Cache != nil {
+		m = ib.Spec.Cache.Mounts
+	}
+	switch {
+	case m == nil:
+	case m.Enabled != nil && !*m.Enabled:
+		args = append(args, "--cache-mounts=false")
+	case m.MaxSize != nil:
+		// The CRD bounds it to whole bytes from 0 to 1Ti.
+		args = append(args, "--cache-mount-max-size="+strconv.FormatInt(max(m.MaxSize.Value(), 0), 10))
 	}
 	return args
 }

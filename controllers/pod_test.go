@@ -53,6 +53,7 @@ func wantPod() *corev1.Pod {
 					"--destination=registry.example.com/org/app:v1",
 					"--cache=true",
 					"--cache-repo=registry.example.com/org/app/cache",
+					"--cache-mount-scope=namespace/ns",
 					"--provenance=min",
 					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
@@ -133,6 +134,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--cache=true",
 					"--cache-repo=cache.example.com/layers",
 					"--cache-ttl=6h0m0s",
+					"--cache-mount-scope=namespace/ns",
 					"--provenance=min",
 					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
@@ -160,6 +162,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--check-skip=NoHealthcheck",
 					"--cache=true",
 					"--cache-repo=registry.example.com/org/app/cache",
+					"--cache-mount-scope=namespace/ns",
 					"--provenance=min",
 					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
@@ -184,6 +187,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--check-fail-on=all",
 					"--cache=true",
 					"--cache-repo=registry.example.com/org/app/cache",
+					"--cache-mount-scope=namespace/ns",
 					"--provenance=min",
 					"--builder-id=slipway/executor:test",
 					"--push-retry=2",
@@ -230,7 +234,7 @@ func TestImageBuild_constructPod(t *testing.T) {
 					"--git=recurse-submodules=false",
 					"--dockerfile=Dockerfile",
 					"--destination=localhost:5000/hello:v2",
-					"--cache=true", "--cache-repo=cache.internal:5001/c",
+					"--cache=true", "--cache-repo=cache.internal:5001/c", "--cache-mount-scope=namespace/ns",
 					"--insecure", "--skip-tls-verify",
 					"--insecure-registry=localhost:5000", "--insecure-registry=cache.internal:5001",
 					"--provenance=min",
@@ -440,6 +444,80 @@ func TestImageBuild_constructPod(t *testing.T) {
 				return ib
 			},
 			want: func(p *corev1.Pod) { replaceArg(p, "--provenance=", "--provenance=none") },
+		},
+		{
+			name: "cache mounts: the namespace is the scope of every saved mount",
+			ib:   func() *v1alpha1.ImageBuild { return makeImageBuild("app", "team-b").Obj() },
+			want: func(p *corev1.Pod) {
+				p.Namespace = "team-b"
+				replaceArg(p, "--cache-mount-scope=", "--cache-mount-scope=namespace/team-b")
+			},
+		},
+		{
+			name: "cache mounts: maxSize in bytes",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Cache = &v1alpha1.Cache{Mounts: &v1alpha1.CacheMounts{Enabled: ptr.To(true), MaxSize: ptr.To(resource.MustParse("1536Mi"))}}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				replaceArg(p, "--cache-mount-scope=", "--cache-mount-scope=namespace/ns", "--cache-mount-max-size=1610612736")
+			},
+		},
+		{
+			name: "cache mounts: maxSize 0 is no limit",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Cache = &v1alpha1.Cache{Mounts: &v1alpha1.CacheMounts{MaxSize: ptr.To(resource.MustParse("0"))}}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				replaceArg(p, "--cache-mount-scope=", "--cache-mount-scope=namespace/ns", "--cache-mount-max-size=0")
+			},
+		},
+		{
+			name: "cache mounts: an empty mounts keeps the executor's defaults",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Cache = &v1alpha1.Cache{Mounts: &v1alpha1.CacheMounts{}}
+				return ib
+			},
+			want: func(*corev1.Pod) {},
+		},
+		{
+			name: "cache mounts disabled",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Cache = &v1alpha1.Cache{Mounts: &v1alpha1.CacheMounts{Enabled: ptr.To(false), MaxSize: ptr.To(resource.MustParse("1Gi"))}}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				replaceArg(p, "--cache-mount-scope=", "--cache-mount-scope=namespace/ns", "--cache-mounts=false")
+			},
+		},
+		{
+			name: "cache mounts: no flag of theirs without the cache",
+			ib: func() *v1alpha1.ImageBuild {
+				ib := makeImageBuild("app", "ns").Obj()
+				ib.Spec.Cache = &v1alpha1.Cache{Disabled: true}
+				return ib
+			},
+			want: func(p *corev1.Pod) {
+				replaceArg(p, "--cache=true", "--cache=false")
+				replaceArg(p, "--cache-repo=")
+				replaceArg(p, "--cache-mount-scope=")
+			},
+		},
+		{
+			name: "cache mounts: a platform's pod has the same scope (the executor keys the platform)",
+			ib:   func() *v1alpha1.ImageBuild { return makeImageBuild("app", "ns").Obj() },
+			opts: func(o *podOptions) { o.platform, o.native = "linux/arm64", true },
+			want: func(p *corev1.Pod) {
+				p.Name = "app-1-1-linux-arm64"
+				p.Labels["build.slipway.dev/platform"] = "linux-arm64"
+				p.Spec.NodeSelector = map[string]string{"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux"}
+				replaceArg(p, "--provenance=", "--custom-platform=linux/arm64", "--push-by-digest", "--provenance=min")
+			},
 		},
 		{
 			name: "the manager's ephemeral storage limit holds when spec.resources sets none",

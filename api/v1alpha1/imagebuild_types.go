@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -498,6 +499,7 @@ type Output struct {
 
 // Cache configures the layer cache.
 // +kubebuilder:validation:XValidation:rule="!(has(self.repository) && size(self.repository) > 0 && has(self.disabled) && self.disabled)",message="repository cannot be set when disabled is true"
+// +kubebuilder:validation:XValidation:rule="!(has(self.mounts) && has(self.disabled) && self.disabled)",message="mounts cannot be set when disabled is true"
 type Cache struct {
 	// repository where cached layers are stored; "<output image repository>/cache" when empty.
 	// It must be under the output image's repository ("<output repository>/...") or under a
@@ -519,6 +521,34 @@ type Cache struct {
 	// disabled turns the cache off.
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
+
+	// mounts configures the cache mounts kept in the cache repository: the directories of the
+	// Dockerfile's RUN --mount=type=cache steps (a package manager's downloads, a compiler's
+	// cache), which a fresh executor pod would otherwise find empty. With the cache on they
+	// are kept unless mounts.enabled is false.
+	// +optional
+	Mounts *CacheMounts `json:"mounts,omitempty"`
+}
+
+// CacheMounts says whether and how the cache mounts of RUN --mount=type=cache steps are kept
+// between builds: after a successful build each one a step used is saved to the cache
+// repository, and the next build restores it before the first step that mounts it and misses
+// the layer cache. A saved mount belongs to the ImageBuild's namespace (the manager passes it as
+// the mount's scope, with its id, the cache repository and the platform): builds of another
+// namespace never restore it, even from the same cache repository. Its contents never reach the
+// image or the layer cache's keys.
+type CacheMounts struct {
+	// enabled keeps the cache mounts between builds; true when unset. false: every build's cache
+	// mounts start empty, as in a fresh BuildKit.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// maxSize bounds the size of one saved cache mount (its files' sizes summed); a mount
+	// larger than that is not saved (the executor logs a warning) and the next build finds it
+	// empty. The executor's default, 2Gi, when unset; 0 means no limit.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isInteger() && quantity(string(self)).compareTo(quantity('0')) >= 0 && quantity(string(self)).compareTo(quantity('1Ti')) <= 0",message="must be a whole number of bytes from 0 (no limit) to 1Ti"
+	// +optional
+	MaxSize *resource.Quantity `json:"maxSize,omitempty"`
 }
 
 // Retention says how long finished executor pods are kept.
@@ -943,6 +973,59 @@ type CacheStatus struct {
 	// misses is the number of instructions that were built.
 	// +optional
 	Misses int32 `json:"misses"`
+
+	// mounts counts the cache mounts (RUN --mount=type=cache) restored from the cache
+	// repository and saved to it (spec.cache.mounts); unset when the build did neither.
+	// +optional
+	Mounts *CacheMountsStatus `json:"mounts,omitempty"`
+}
+
+// CacheMountsStatus counts what a build did with the cache mounts kept in the cache
+// repository. Sizes are in bytes, of the mounts' files (their sizes summed); the executor's log
+// has a line per mount.
+type CacheMountsStatus struct {
+	// restored is the number of cache mounts restored before the steps that mounted them.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Restored int32 `json:"restored"`
+
+	// restoredBytes is the size of the restored mounts.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	RestoredBytes int64 `json:"restoredBytes,omitempty"`
+
+	// restoreDuration is how long restoring them took (they are restored at the same time,
+	// while earlier steps run), for people (1.5s).
+	// +optional
+	RestoreDuration string `json:"restoreDuration,omitempty"`
+
+	// saved is the number of cache mounts saved after the build.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Saved int32 `json:"saved"`
+
+	// savedBytes is the size of the saved mounts.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	SavedBytes int64 `json:"savedBytes,omitempty"`
+
+	// uploadedBytes is what saving them sent to the registry, compressed: only what changed
+	// since they were restored.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	UploadedBytes int64 `json:"uploadedBytes,omitempty"`
+
+	// saveDuration is how long saving them took, for people (1.5s).
+	// +optional
+	SaveDuration string `json:"saveDuration,omitempty"`
+
+	// skipped is the number of cache mounts neither restored nor saved as they would have
+	// been: a saved one that was missing, corrupt or too large (the step got an empty mount),
+	// or one larger than spec.cache.mounts.maxSize or whose save failed (not saved). The
+	// executor's log says which and why.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Skipped int32 `json:"skipped,omitempty"`
 }
 
 // StageStatus summarises one built stage.

@@ -83,10 +83,15 @@ type options struct {
 	customPlatforms []string
 	// platforms are --custom-platform's, parsed and normalised, without
 	// duplicates; pushByDigest is --push-by-digest.
-	platforms     []ocispec.Platform
-	pushByDigest  bool
-	maxLayerSize  string
-	maxLayerBytes int64
+	platforms    []ocispec.Platform
+	pushByDigest bool
+	maxLayerSize string
+	// Cache mounts kept between builds (issue 17).
+	cacheMounts        bool
+	cacheMountMaxSize  string
+	cacheMountMaxBytes int64
+	cacheMountScope    string
+	maxLayerBytes      int64
 
 	// checkOnly is --check; failOn and skip are --check-fail-on and
 	// --check-skip, parsed.
@@ -237,6 +242,9 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.StringVar(&o.cacheRepo, "cache-repo", "", "Repository of the layer cache (default: the first destination's repository + /cache).")
 	fs.String("cache-dir", "", "Accepted for kaniko compatibility; base images are pulled from the registry.")
 	fs.DurationVar(&o.cacheTTL, "cache-ttl", 14*24*time.Hour, "How long cached layers are used.")
+	fs.BoolVar(&o.cacheMounts, "cache-mounts", true, "With --cache: save each RUN --mount=type=cache directory a step used to the cache repository after the build, and restore it in the next build that runs a step mounting it.")
+	fs.StringVar(&o.cacheMountMaxSize, "cache-mount-max-size", "2GiB", "The most a cache mount kept between builds may hold (e.g. 512MiB, 2GiB): a larger one is not saved (a warning), a larger saved one is not restored. 0: no limit.")
+	fs.StringVar(&o.cacheMountScope, "cache-mount-scope", "", "Part of every saved cache mount's key, beside its id, the cache repository and the target platforms: builds with different scopes never share a cache mount (the controller passes the ImageBuild's namespace).")
 	fs.StringArrayVar(&o.ignorePaths, "ignore-path", nil, "Path never snapshotted or cleared in place (repeatable).")
 	fs.StringArrayVar(&o.customPlatforms, "custom-platform", nil, "Platform to build for, os/arch[/variant] (repeatable, or comma-separated): several build an image index. A RUN step of a platform the node does not run needs a binfmt_misc handler (QEMU) for it. Default: this machine's.")
 	fs.Int("image-fs-extract-retry", 0, "Accepted for kaniko compatibility.")
@@ -296,6 +304,10 @@ func (o *options) check() error {
 		return fmt.Errorf("--max-layer-size=%s: want a size such as 16GiB, or 0 for no limit", o.maxLayerSize)
 	}
 	o.maxLayerBytes = n
+	if n, err = units.RAMInBytes(o.cacheMountMaxSize); err != nil || n < 0 {
+		return fmt.Errorf("--cache-mount-max-size=%s: want a size such as 2GiB, or 0 for no limit", o.cacheMountMaxSize)
+	}
+	o.cacheMountMaxBytes = n
 	if o.compression != "gzip" && o.compression != "zstd" {
 		return fmt.Errorf("--compression=%s: want gzip or zstd", o.compression)
 	}
@@ -454,6 +466,8 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	// The cache's last writes go on while the image is pushed; one that
 	// fails fails no build, and is a warning.
 	defer flushCache(ctx, bo.Cache, cacheRepo, bo.Log)
+	// So do the saves of cache mounts, which need the work directory.
+	defer bo.CacheMounts.Wait(ctx)
 	// The SBOMs' cache, and the build's hooks that start their generator
 	// and begin each image's (issue 16); what is left ends with the build.
 	o.sc.startBuild(ctx, &bo, destinations, o.verbosity, logw)
@@ -484,6 +498,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 		return failedResult(res, push, failed(result.ReasonPushFailed, err))
 	}
 	res.PushMillis = result.Millis(time.Since(pushStart))
+	res.CacheMounts = bo.CacheMounts.Wait(ctx)
 	res.Success = true
 	return res
 }
@@ -776,6 +791,9 @@ func useCache(ctx context.Context, o *options, destinations []name.Reference, bo
 		return name.Repository{}, failed(result.ReasonInvalidArguments, err)
 	}
 	bo.Cache = c
+	if o.cacheMounts {
+		bo.CacheMounts = &build.CacheMounts{Store: c, Repo: c.Repo().Name(), Scope: o.cacheMountScope, MaxSize: o.cacheMountMaxBytes}
+	}
 	return c.Repo(), nil
 }
 

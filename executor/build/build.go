@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,6 +106,10 @@ type Options struct {
 	Log io.Writer
 	// Now is the clock (for the creation time without SourceDateEpoch).
 	Now func() time.Time
+	// CacheMounts, with a Store and a Cache, keeps RUN --mount=type=cache
+	// directories between builds (see mountpersist.go): whoever made it
+	// calls its Wait once BuildAll returned, before removing WorkDir.
+	CacheMounts *CacheMounts
 	// Cache is the layer cache; nil is NoCache(). Build returns while the
 	// cache may still be writing what it was given, so that publishing the
 	// image overlaps those writes: whoever made the cache calls its Flush
@@ -322,6 +327,18 @@ func BuildAll(ctx context.Context, o Options) ([]PlatformImage, *Report, error) 
 	var set *buildSet
 	var err error
 	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
+	if o.CacheMounts != nil && o.CacheMounts.Store != nil && o.Cache != NoCache() {
+		caches.persist, caches.log = o.CacheMounts, o.Log
+		var ps []string
+		for _, p := range targets {
+			ps = append(ps, dockerfile.FormatPlatform(p))
+		}
+		slices.Sort(ps)
+		caches.platforms = strings.Join(ps, ",")
+		if os.Geteuid() != 0 {
+			caches.rootfsOpts = []rootfs.Option{rootfs.WithoutOwnership()}
+		}
+	}
 	// A cached layer whose bytes are not what its entry says is refused
 	// when read (cache.ErrRefused), and its key is a miss from then on: the
 	// build starts again without it. Each attempt refuses a new key, so a
@@ -347,6 +364,8 @@ func BuildAll(ctx context.Context, o Options) ([]PlatformImage, *Report, error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	// The caches the steps used are saved while the image is published.
+	caches.saveMounts(ctx)
 	set.warnUnusedArgs()
 	imgs := make([]PlatformImage, len(set.builders))
 	for i, b := range set.builders {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -41,6 +42,15 @@ import (
 type cacheStore struct {
 	dir string // created on first use
 
+	// Kept between builds (see mountpersist.go): persist says how (nil:
+	// none is), platforms are the build's target platforms (in the keys),
+	// persisted the caches of the build that are kept, by cacheKey.
+	persist    *CacheMounts
+	platforms  string
+	persisted  map[string]*persisted
+	log        io.Writer
+	rootfsOpts []rootfs.Option
+
 	mu   sync.Mutex
 	keys map[string]*cacheKeyState
 	next int // names instances
@@ -53,10 +63,13 @@ type cacheKeyState struct {
 	free  []string      // instances not in use, by directory name
 	n     int           // instances in all
 	freed chan struct{} // closed, and replaced, when one is given back
+	// restoreTaken is set once the first instance asked for the saved
+	// mount (which it is, when one was restored).
+	restoreTaken bool
 }
 
 func newCacheStore(dir string) *cacheStore {
-	return &cacheStore{dir: dir, keys: map[string]*cacheKeyState{}, seeded: map[string][]string{}}
+	return &cacheStore{dir: dir, keys: map[string]*cacheKeyState{}, seeded: map[string][]string{}, persisted: map[string]*persisted{}, log: io.Discard}
 }
 
 // acquire takes an instance of the cache key for one step. fresh is true
@@ -79,6 +92,31 @@ func (s *cacheStore) acquire(ctx context.Context, key string, sharing instructio
 			st.free = st.free[:n-1]
 			s.mu.Unlock()
 			return name, false, nil
+		}
+		if st.n == 0 && !st.restoreTaken {
+			// The first instance is the saved mount's, when there is one
+			// (mountpersist.go): it is reserved while its restore ends, so
+			// that other steps wait for it as for any busy instance.
+			st.restoreTaken = true
+			st.n++
+			s.next++
+			sum := sha256.Sum256([]byte(key))
+			name = fmt.Sprintf("%s-%d", hex.EncodeToString(sum[:8]), s.next)
+			s.mu.Unlock()
+			restored, err := s.takeRestored(ctx, key)
+			if err != nil {
+				s.mu.Lock()
+				st.n--
+				st.restoreTaken = false
+				close(st.freed)
+				st.freed = make(chan struct{})
+				s.mu.Unlock()
+				return "", false, err
+			}
+			if restored != "" {
+				return restored, false, nil
+			}
+			return name, true, nil
 		}
 		if st.n == 0 || sharing == instructions.MountSharingPrivate {
 			st.n++

@@ -380,6 +380,7 @@ func (sb *stageBuilder) run(ctx context.Context, c *instructions.RunCommand) err
 		return err
 	}
 	p.mounts = mounts
+	sb.cur().mounts = mounts
 	if script != nil {
 		// First, as BuildKit adds it before the --mount ones.
 		p.mounts = append([]*runMount{script}, mounts...)

@@ -148,6 +148,7 @@ func (set *buildSet) buildAll(ctx context.Context) error {
 	if err := set.checkEmulation(); err != nil {
 		return err
 	}
+	set.restoreMounts(ctx)
 	if set.o.Isolation == InPlace {
 		// One root file system: one stage at a time, each platform's in
 		// turn; a stage shared with a platform before is built already.

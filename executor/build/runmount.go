@@ -73,6 +73,7 @@ type runMount struct {
 	sharing  instructions.ShareMode
 	sel      string
 	mkdir    bool // sel is made with uid, gid and mode when the cache is new
+	persist  bool // the cache is kept between builds (mountpersist.go)
 	// type=secret (type=ssh: env is SSH_AUTH_SOCK, secret its value)
 	secret []byte
 	env    string // the variable to set to the secret; "" for none
@@ -328,6 +329,7 @@ func (sb *stageBuilder) planCache(ctx context.Context, m *instructions.Mount, rm
 		base += fmt.Sprintf(" mkdir %o %d:%d", mode, uid, gid)
 	}
 	rm.cacheKey = fmt.Sprintf("%q from %q", id, base)
+	sb.b.caches.planPersist(rm, id)
 	return nil
 }
 

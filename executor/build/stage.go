@@ -97,6 +97,8 @@ type step struct {
 	hit     bool
 	cached  v1.Layer
 	created time.Time
+	// mounts are a RUN's --mount flags, planned.
+	mounts []*runMount
 }
 
 // stageBuilder plans one stage (dockerfile.Stage st), then executes it;

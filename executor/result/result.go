@@ -232,9 +232,11 @@ type CacheMounts struct {
 	UploadedBytes int64 `json:"uploadedBytes,omitempty"`
 	SaveMillis    int64 `json:"saveMillis,omitempty"`
 	// Skipped counts mounts neither restored nor saved as they would have
-	// been: a saved one that was missing, corrupt or too large (the step
-	// got an empty mount), or one over --cache-mount-max-size or whose
-	// save failed (not saved). Each has a warning in the log.
+	// been: a saved one that could not be read, was refused (its bytes not
+	// what its manifest says) or too large (the step got an empty mount),
+	// or one over --cache-mount-max-size or whose save failed (not saved).
+	// Each has a warning in the log. A mount never saved before is not
+	// skipped: it starts empty.
 	Skipped int `json:"skipped,omitempty"`
 }
 

@@ -80,6 +80,13 @@ func NewSnapshotter(root string, opts ...Option) (*Snapshotter, error) {
 	return s, nil
 }
 
+// NewFullSnapshotter is NewSnapshotter with an empty baseline: its first
+// Snapshot writes the whole tree (every entry but the root itself), as a
+// layer that makes the tree from nothing. It walks nothing until then.
+func NewFullSnapshotter(root string, opts ...Option) *Snapshotter {
+	return &Snapshotter{root: root, opts: newOptions(opts), buf: make([]byte, 1<<20), base: map[string]*state{}}
+}
+
 // SnapshotOption configures one Snapshot.
 type SnapshotOption func(*snapshotOptions)
 

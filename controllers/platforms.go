@@ -622,7 +622,7 @@ func platformCommits(st *v1alpha1.ImageBuildStatus, seen []platformPod) (string,
 
 // succeedPlatforms sets st to the success of a multi-platform build whose index job pushed:
 // status.image is the index's, with the attestations each platform's executor reported,
-// cache counts are the platforms' sums, base images those of every platform (each once).
+// cache counts are the platforms' sums (cache mounts: cacheMountsStatus of their results), base images those of every platform (each once).
 func succeedPlatforms(ib *v1alpha1.ImageBuild, seen []platformPod, commit string, job publishJob) {
 	st := &ib.Status
 	st.Phase = v1alpha1.PhaseSucceeded
@@ -650,6 +650,14 @@ func succeedPlatforms(ib *v1alpha1.ImageBuild, seen []platformPod, commit string
 			cache.Misses += ps.Cache.Misses
 		}
 	}
+	var mounts []*result.CacheMounts
+	for _, s := range seen {
+		if s.pod != nil {
+			res, _ := podResult(s.pod)
+			mounts = append(mounts, res.CacheMounts)
+		}
+	}
+	cache.Mounts = cacheMountsStatus(mounts...)
 	st.Cache = cache
 	st.BaseImages = nil
 	for _, s := range seen {
@@ -670,6 +678,7 @@ func succeedPlatforms(ib *v1alpha1.ImageBuild, seen []platformPod, commit string
 		msg += " in " + st.Duration
 	}
 	msg += fmt.Sprintf(", %d of %d cache lookups hit", cache.Hits, cache.Hits+cache.Misses)
+	msg += cacheMountsMessage(cache.Mounts)
 	setCondition(st, ib.Generation, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, msg)
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionReconciling)
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)

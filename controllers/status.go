@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -142,7 +143,7 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 		}
 		st.Image.Attestations, st.Image.SBOM = attestationsOf(res)
 	}
-	st.Cache = &v1alpha1.CacheStatus{Hits: int32(res.CacheHits), Misses: int32(res.CacheMisses)}
+	st.Cache = &v1alpha1.CacheStatus{Hits: int32(res.CacheHits), Misses: int32(res.CacheMisses), Mounts: cacheMountsStatus(res.CacheMounts)}
 	// What triggers.baseImages compares: the bases of the latest successful build (none when
 	// its result names none: a FROM scratch image, or an executor that does not report them).
 	st.BaseImages = nil
@@ -166,9 +167,80 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 		msg += " in " + st.Duration
 	}
 	msg += fmt.Sprintf(", %d of %d cache lookups hit", res.CacheHits, res.CacheHits+res.CacheMisses)
+	msg += cacheMountsMessage(st.Cache.Mounts)
 	setCondition(st, gen, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, msg)
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionReconciling)
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)
+}
+
+// cacheMountsStatus is status.cache.mounts from the executors' results (one result, or one per
+// pod of spec.platforms): counts and sizes summed, each duration the longest (the pods run at
+// the same time); nil when none reports cache mounts. Only counts, sizes and durations: no
+// mount's id, path or content. The result is the executor image's to write
+// (spec.executorImage): a negative figure counts as 0 and a sum stops at its type's maximum,
+// so that the status always passes the CRD's validation (its minimums), and a duration no
+// build takes (past a year) is not shown.
+func cacheMountsStatus(results ...*result.CacheMounts) *v1alpha1.CacheMountsStatus {
+	var st *v1alpha1.CacheMountsStatus
+	var restoreMillis, saveMillis int64
+	for _, m := range results {
+		if m == nil {
+			continue
+		}
+		if st == nil {
+			st = &v1alpha1.CacheMountsStatus{}
+		}
+		st.Restored = addCount(st.Restored, m.Restored)
+		st.Saved = addCount(st.Saved, m.Saved)
+		st.Skipped = addCount(st.Skipped, m.Skipped)
+		st.RestoredBytes = addSize(st.RestoredBytes, m.RestoredBytes)
+		st.SavedBytes = addSize(st.SavedBytes, m.SavedBytes)
+		st.UploadedBytes = addSize(st.UploadedBytes, m.UploadedBytes)
+		restoreMillis = max(restoreMillis, m.RestoreMillis)
+		saveMillis = max(saveMillis, m.SaveMillis)
+	}
+	if st == nil {
+		return nil
+	}
+	st.RestoreDuration = shownMillis(restoreMillis)
+	st.SaveDuration = shownMillis(saveMillis)
+	return st
+}
+
+// addCount is a + n, n < 0 counting as 0, at most math.MaxInt32.
+func addCount(a int32, n int) int32 {
+	return int32(min(int64(a)+int64(min(max(n, 0), math.MaxInt32)), math.MaxInt32))
+}
+
+// addSize is a + n, n < 0 counting as 0, at most math.MaxInt64.
+func addSize(a, n int64) int64 {
+	n = max(n, 0)
+	if a > math.MaxInt64-n {
+		return math.MaxInt64
+	}
+	return a + n
+}
+
+// shownMillis is a duration of the executor's in milliseconds for people: "" for none, or one
+// no build takes.
+func shownMillis(ms int64) string {
+	if ms <= 0 || ms >= maxShownMillis {
+		return ""
+	}
+	return formatDuration(time.Duration(ms) * time.Millisecond)
+}
+
+// cacheMountsMessage is what the Ready message says of the cache mounts: ", cache mounts: 1
+// restored, 2 saved" (and skipped, if any), "" when the build reported none.
+func cacheMountsMessage(m *v1alpha1.CacheMountsStatus) string {
+	if m == nil {
+		return ""
+	}
+	msg := fmt.Sprintf(", cache mounts: %d restored, %d saved", m.Restored, m.Saved)
+	if m.Skipped > 0 {
+		msg += fmt.Sprintf(", %d skipped", m.Skipped)
+	}
+	return msg
 }
 
 // fail sets st to the failure f; res is the executor's result, if any

@@ -981,8 +981,9 @@ type CacheStatus struct {
 }
 
 // CacheMountsStatus counts what a build did with the cache mounts kept in the cache
-// repository. Sizes are in bytes, of the mounts' files (their sizes summed); the executor's log
-// has a line per mount.
+// repository: of a build of spec.platforms, the sums of its platforms' (status.platforms[].cache.mounts).
+// Sizes are in bytes, of the mounts' files (their sizes summed); the executor's log has a line
+// per mount.
 type CacheMountsStatus struct {
 	// restored is the number of cache mounts restored before the steps that mounted them.
 	// +kubebuilder:validation:Minimum=0
@@ -995,7 +996,8 @@ type CacheMountsStatus struct {
 	RestoredBytes int64 `json:"restoredBytes,omitempty"`
 
 	// restoreDuration is how long restoring them took (they are restored at the same time,
-	// while earlier steps run), for people (1.5s).
+	// while earlier steps run), for people (1.5s); of a build of spec.platforms, the longest
+	// platform's, as for saveDuration.
 	// +optional
 	RestoreDuration string `json:"restoreDuration,omitempty"`
 

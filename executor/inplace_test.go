@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/slipway-dev/slipway/test/imagetest"
 )
@@ -60,31 +58,13 @@ func buildInPlaceAndChroot(t *testing.T, env *corpusEnv, c *corpusCase, root str
 		"--insecure-registry=" + env.reg.Host(),
 		"--reproducible",
 		"--result-file=/slipway/result.json",
-		"--provenance=none", // the images are compared, not their attestations
 	}
 	for _, a := range env.buildArgs(c) {
 		args = append(args, "--build-arg="+a)
 	}
-	script := `set -e
-mount -t proc proc "$ROOT/proc"
-mount -t tmpfs -o mode=755,nosuid tmpfs "$ROOT/dev"
-for d in null zero random urandom tty; do
-	[ -e "/dev/$d" ] || continue
-	touch "$ROOT/dev/$d"
-	mount --bind "/dev/$d" "$ROOT/dev/$d"
-done
-mount --bind "$CONTEXT" "$ROOT/workspace"
-mount -o remount,bind,ro "$ROOT/workspace"
-exec chroot "$ROOT" /slipway/executor "$@"
-`
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--mount", "--pid", "--fork", "--propagation", "private",
-		"sh", "-c", script, "sh"}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ROOT=" + root, "CONTEXT=" + ctxDir, "HOME=/root"}
-	out, err := cmd.CombinedOutput()
-	raw, _ := os.ReadFile(filepath.Join(root, "slipway", "result.json"))
+	out, err := runInPlace(t, root, ctxDir, args)
 	if err != nil {
+		raw, _ := os.ReadFile(filepath.Join(root, "slipway", "result.json"))
 		t.Fatalf("in-place build: %v; result %s; output:\n%s", err, raw, out)
 	}
 	inplaceImg := pullImage(t, inplaceRef)

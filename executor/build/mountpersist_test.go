@@ -6,9 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -472,5 +475,62 @@ func TestCacheMounts_waitWithoutBuild(t *testing.T) {
 	var cm *build.CacheMounts
 	if st := cm.Wait(context.Background()); st != nil {
 		t.Errorf("Wait = %+v, want nil", st)
+	}
+}
+
+// TestCacheMounts_saveReadsNoHostFile: a step that leaves in its cache
+// mount a symlink to a file of the machine (absolute, and climbing out
+// with ".."), which the step itself could not read, gets the link saved,
+// never what it points to on the machine that saves it.
+func TestCacheMounts_saveReadsNoHostFile(t *testing.T) {
+	f := newFixture(t, nil)
+	secret := filepath.Join(t.TempDir(), "host-secret")
+	marker := "host-only-" + strings.Repeat("x", 16)
+	if err := os.WriteFile(secret, []byte(marker), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mountBuild(t, f, fmt.Sprintf(`FROM {{BASE}}
+RUN --mount=type=cache,target=/c sh -c 'ln -s %s /c/abs && ln -s ../../../../../../../../..%s /c/rel && mkdir /c/d && ln -s / /c/d/root'
+`, secret, secret), "s")
+	desc, err := remote.Get(mountTag(t, f.cacheTo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []string
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(data, []byte(marker)) {
+			t.Errorf("the saved mount holds the host file's content")
+		}
+		tr := tar.NewReader(bytes.NewReader(data))
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if h.Typeflag == tar.TypeSymlink {
+				links = append(links, h.Name)
+			}
+		}
+	}
+	slices.Sort(links)
+	if want := []string{"abs", "d/root", "rel"}; !slices.Equal(links, want) {
+		t.Errorf("symlinks saved: %v, want %v", links, want)
 	}
 }

@@ -100,6 +100,11 @@ type Result struct {
 	// from the cache repository before the steps that mounted them and
 	// saved to it after the build (issue 17); nil when none was.
 	CacheMounts *CacheMounts `json:"cacheMounts,omitempty"`
+	// State says what the build found in and left in --state-dir, the
+	// directory (a volume of the ImageBuild's in a cluster) that keeps
+	// unpacked trees and cache mounts between builds (issue 17); nil
+	// without one.
+	State *State `json:"state,omitempty"`
 
 	// Millis is how long the executor ran, from its start to this result,
 	// in milliseconds: the build's duration as people read it (the pod's
@@ -238,6 +243,23 @@ type CacheMounts struct {
 	// Each has a warning in the log. A mount never saved before is not
 	// skipped: it starts empty.
 	Skipped int `json:"skipped,omitempty"`
+}
+
+// State is what a build did with --state-dir (issue 17).
+type State struct {
+	// Found is set when the directory held state from an earlier build.
+	Found bool `json:"found,omitempty"`
+	// Reset says why what it held was not used (unreadable, another
+	// version, busy, full): the build ran as without it. Empty when it
+	// was used, or empty to begin with.
+	Reset string `json:"reset,omitempty"`
+	// TreesUsed counts the stages that started from an unpacked tree
+	// kept there, instead of unpacking their layers; MountsUsed the cache
+	// mounts taken from there instead of the cache repository.
+	TreesUsed  int `json:"treesUsed,omitempty"`
+	MountsUsed int `json:"mountsUsed,omitempty"`
+	// Bytes is how much it holds after the build (its regular files).
+	Bytes int64 `json:"bytes,omitempty"`
 }
 
 // Platform summarises the build of one platform.

@@ -13,6 +13,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.sbomFormat) || (has(self.sbom) && self.sbom)",message="sbomFormat applies to an SBOM: set sbom: true"
 // +kubebuilder:validation:XValidation:rule="!has(self.signing) || size(self.signing.secretRef.name) > 0",message="signing.secretRef.name must name a Secret"
 // +kubebuilder:validation:XValidation:rule="!has(self.signing) || !has(self.runPolicy) || self.runPolicy != 'Parallel'",message="runPolicy Parallel is not supported with signing: the manager signs the latest build only, so overlapping builds would push unsigned images; use Serial or SerialLatestOnly"
+// +kubebuilder:validation:XValidation:rule="!has(self.cache) || !has(self.cache.volume) || !has(self.runPolicy) || self.runPolicy != 'Parallel'",message="runPolicy Parallel is not supported with cache.volume: one build at a time uses the volume; use Serial or SerialLatestOnly"
 type ImageBuildSpec struct {
 	// source is where the build context comes from.
 	// +required
@@ -528,6 +529,13 @@ type Cache struct {
 	// are kept unless mounts.enabled is false.
 	// +optional
 	Mounts *CacheMounts `json:"mounts,omitempty"`
+
+	// volume, when set, gives the ImageBuild a PersistentVolumeClaim of its own that keeps
+	// what the executor can reuse between builds: in an executor pod, the cache mounts of
+	// RUN --mount=type=cache steps, found there by the next build without a download (see
+	// CacheVolume).
+	// +optional
+	Volume *CacheVolume `json:"volume,omitempty"`
 }
 
 // CacheMounts says whether and how the cache mounts of RUN --mount=type=cache steps are kept
@@ -978,6 +986,11 @@ type CacheStatus struct {
 	// repository and saved to it (spec.cache.mounts); unset when the build did neither.
 	// +optional
 	Mounts *CacheMountsStatus `json:"mounts,omitempty"`
+
+	// volume is what the build did with its cache volume (spec.cache.volume): of a build of
+	// spec.platforms, each platform's is in status.platforms[].cache.volume.
+	// +optional
+	Volume *CacheVolumeStatus `json:"volume,omitempty"`
 }
 
 // CacheMountsStatus counts what a build did with the cache mounts kept in the cache

@@ -91,7 +91,9 @@ type options struct {
 	cacheMountMaxSize  string
 	cacheMountMaxBytes int64
 	cacheMountScope    string
-	maxLayerBytes      int64
+	// stateDir keeps trees and cache mounts between runs (issue 17).
+	stateDir      string
+	maxLayerBytes int64
 
 	// checkOnly is --check; failOn and skip are --check-fail-on and
 	// --check-skip, parsed.
@@ -245,6 +247,7 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.BoolVar(&o.cacheMounts, "cache-mounts", true, "With --cache: save each RUN --mount=type=cache directory a step used to the cache repository after the build, and restore it in the next build that runs a step mounting it.")
 	fs.StringVar(&o.cacheMountMaxSize, "cache-mount-max-size", "2GiB", "The most a cache mount kept between builds may hold (e.g. 512MiB, 2GiB): a larger one is not saved (a warning), a larger saved one is not restored. 0: no limit.")
 	fs.StringVar(&o.cacheMountScope, "cache-mount-scope", "", "Part of every saved cache mount's key, beside its id, the cache repository and the target platforms: builds with different scopes never share a cache mount (the controller passes the ImageBuild's namespace).")
+	fs.StringVar(&o.stateDir, "state-dir", "", "Directory kept between runs (a volume in a cluster) holding what a later build can start from: cache mounts, and under chroot isolation the unpacked trees of stages. One build at a time uses it; one it cannot use is a warning, and the build runs without it.")
 	fs.StringArrayVar(&o.ignorePaths, "ignore-path", nil, "Path never snapshotted or cleared in place (repeatable).")
 	fs.StringArrayVar(&o.customPlatforms, "custom-platform", nil, "Platform to build for, os/arch[/variant] (repeatable, or comma-separated): several build an image index. A RUN step of a platform the node does not run needs a binfmt_misc handler (QEMU) for it. Default: this machine's.")
 	fs.Int("image-fs-extract-retry", 0, "Accepted for kaniko compatibility.")
@@ -436,7 +439,13 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	ctx, push := startPushCheck(ctx, o, destinations)
 	defer push.stop()
 
-	workDir, removeWorkDir, err := makeWorkDir(o)
+	var state *build.State
+	if o.stateDir != "" {
+		state = build.OpenState(o.stateDir, logw)
+		defer state.Close()
+		res.State = state.Report()
+	}
+	workDir, removeWorkDir, err := makeWorkDir(o, state)
 	if err != nil {
 		return failedResult(res, push, err)
 	}
@@ -466,6 +475,7 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	// The cache's last writes go on while the image is pushed; one that
 	// fails fails no build, and is a warning.
 	defer flushCache(ctx, bo.Cache, cacheRepo, bo.Log)
+	useState(o, state, &bo)
 	// So do the saves of cache mounts, which need the work directory.
 	defer bo.CacheMounts.Wait(ctx)
 	// The SBOMs' cache, and the build's hooks that start their generator
@@ -499,6 +509,11 @@ func buildAndPublish(ctx context.Context, o *options, logw io.Writer) (out resul
 	}
 	res.PushMillis = result.Millis(time.Since(pushStart))
 	res.CacheMounts = bo.CacheMounts.Wait(ctx)
+	if state != nil {
+		// The trees are no longer used (the SBOM is made).
+		state.Keep()
+		res.State = state.Report()
+	}
 	res.Success = true
 	return res
 }
@@ -649,7 +664,7 @@ func (c *pushCheck) stop() {
 // makeWorkDir returns the build's work directory: --work-dir, or a
 // temporary one (under /slipway with in-place isolation, whose root is
 // cleared) that remove deletes.
-func makeWorkDir(o *options) (dir string, remove func(), err error) {
+func makeWorkDir(o *options, state *build.State) (dir string, remove func(), err error) {
 	if o.workDir != "" {
 		if err := os.MkdirAll(o.workDir, 0o700); err != nil {
 			return "", nil, failed(result.ReasonInternal, fmt.Errorf("creating the work directory: %w", err))
@@ -659,6 +674,10 @@ func makeWorkDir(o *options) (dir string, remove func(), err error) {
 	base := ""
 	if o.isolation == string(build.InPlace) {
 		base = "/slipway"
+	} else if sd := state.WorkDir(); sd != "" {
+		// On the state directory's file system, so that stage trees
+		// move in and out of it.
+		base = sd
 	}
 	d, err := os.MkdirTemp(base, "slipway-build-")
 	if err != nil {
@@ -795,6 +814,22 @@ func useCache(ctx context.Context, o *options, destinations []name.Reference, bo
 		bo.CacheMounts = &build.CacheMounts{Store: c, Repo: c.Repo().Name(), Scope: o.cacheMountScope, MaxSize: o.cacheMountMaxBytes}
 	}
 	return c.Repo(), nil
+}
+
+// useState gives the build the state directory, when there is one: its
+// trees and, with --cache-mounts, its copies of cache mounts (kept there
+// alone without --cache).
+func useState(o *options, state *build.State, bo *build.Options) {
+	if state == nil {
+		return
+	}
+	bo.State = state
+	if o.cacheMounts && bo.CacheMounts == nil {
+		bo.CacheMounts = &build.CacheMounts{Scope: o.cacheMountScope, MaxSize: o.cacheMountMaxBytes}
+	}
+	if bo.Isolation == build.InPlace {
+		bo.Exclude = append(bo.Exclude, o.stateDir)
+	}
 }
 
 // flushCache waits for the cache's last writes and logs what they did; a

@@ -110,6 +110,13 @@ type Options struct {
 	// directories between builds (see mountpersist.go): whoever made it
 	// calls its Wait once BuildAll returned, before removing WorkDir.
 	CacheMounts *CacheMounts
+	// State, when usable, is a directory kept between builds (executor
+	// --state-dir): stages start from the unpacked trees it keeps (chroot
+	// isolation), cache mounts from its copies (see state.go). Whoever
+	// opened it calls its Keep once the build's trees are no longer used,
+	// then Close. WorkDir must be on its file system (State.WorkDir) for
+	// trees to move in and out.
+	State *State
 	// Cache is the layer cache; nil is NoCache(). Build returns while the
 	// cache may still be writing what it was given, so that publishing the
 	// image overlaps those writes: whoever made the cache calls its Flush
@@ -327,8 +334,8 @@ func BuildAll(ctx context.Context, o Options) ([]PlatformImage, *Report, error) 
 	var set *buildSet
 	var err error
 	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
-	if o.CacheMounts != nil && o.CacheMounts.Store != nil && o.Cache != NoCache() {
-		caches.persist, caches.log = o.CacheMounts, o.Log
+	if o.CacheMounts != nil && (o.CacheMounts.Store != nil && o.Cache != NoCache() || o.State.usable()) {
+		caches.persist, caches.state, caches.log = o.CacheMounts, o.State, o.Log
 		var ps []string
 		for _, p := range targets {
 			ps = append(ps, dockerfile.FormatPlatform(p))
@@ -366,6 +373,7 @@ func BuildAll(ctx context.Context, o Options) ([]PlatformImage, *Report, error) 
 	}
 	// The caches the steps used are saved while the image is published.
 	caches.saveMounts(ctx)
+	set.keepTrees()
 	set.warnUnusedArgs()
 	imgs := make([]PlatformImage, len(set.builders))
 	for i, b := range set.builders {

@@ -46,6 +46,7 @@ type cacheStore struct {
 	// none is), platforms are the build's target platforms (in the keys),
 	// persisted the caches of the build that are kept, by cacheKey.
 	persist    *CacheMounts
+	state      *State
 	platforms  string
 	persisted  map[string]*persisted
 	log        io.Writer

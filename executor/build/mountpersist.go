@@ -69,14 +69,17 @@ import (
 // MountStore keeps cache mounts between builds; *cache.Cache is one.
 type MountStore interface {
 	Mount(ctx context.Context, key string) (cache.MountEntry, error)
-	StoreMount(ctx context.Context, key string, layers []v1.Layer, size int64) error
+	StoreMount(ctx context.Context, key string, layers []v1.Layer, size int64) (v1.Hash, error)
 }
 
 var _ MountStore = (*cache.Cache)(nil)
 
 // CacheMounts configures cache mounts kept between builds.
 type CacheMounts struct {
-	// Store keeps them; nil keeps none (a cache mount lives for the build).
+	// Store keeps them in the cache repository, Options.State in the
+	// state directory (a copy of the saved mount, used instead of
+	// downloading it when it is the same); with neither, a cache mount
+	// lives for the build.
 	Store MountStore
 	// Repo and Scope are in every saved mount's key: the cache repository
 	// and what the builds that share a mount have in common (the
@@ -154,10 +157,13 @@ func (s *cacheStore) persistKey(cacheKey string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// persistent reports whether the build keeps cache mounts.
+func (s *cacheStore) persistent() bool { return s.persist != nil }
+
 // planPersist makes rm's cache one that is kept between builds, when the
 // build keeps any and the cache starts empty (no from=).
 func (s *cacheStore) planPersist(rm *runMount, id string) {
-	if s.persist == nil || s.persist.Store == nil || rm.dir != nil {
+	if !s.persistent() || rm.dir != nil {
 		return
 	}
 	s.mu.Lock()
@@ -173,7 +179,7 @@ func (s *cacheStore) planPersist(rm *runMount, id string) {
 // (with every step before it in its stage) does not run.
 func (set *buildSet) restoreMounts(ctx context.Context) {
 	s := set.builders[0].caches
-	if s.persist == nil || s.persist.Store == nil {
+	if !s.persistent() {
 		return
 	}
 	for _, st := range set.distinct() {
@@ -216,15 +222,32 @@ func (s *cacheStore) startRestore(ctx context.Context, cacheKey string) {
 	})
 }
 
-// restore restores p's saved mount as the instance r.name.
+// restore restores p's saved mount as the instance r.name: the state
+// directory's copy of it, else the cache repository's.
 func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 	start := time.Now()
-	e, err := s.persist.Store.Mount(ctx, p.key)
-	if errors.Is(err, cache.ErrMiss) {
+	dir := filepath.Join(s.dir, r.name)
+	var e cache.MountEntry
+	var err error
+	if s.persist.Store != nil {
+		e, err = s.persist.Store.Mount(ctx, p.key)
+	}
+	manifest := ""
+	if err == nil && s.persist.Store != nil {
+		manifest = e.Manifest.String()
+	}
+	if err == nil || errors.Is(err, cache.ErrMiss) {
+		if err := os.MkdirAll(s.dir, 0o700); err == nil {
+			if ok, tarBytes := s.state.takeMount(p.key, manifest, dir); ok {
+				s.restored(p, r, dir, e.Layers, tarBytes, start, "the state directory")
+				return
+			}
+		}
+	}
+	if s.persist.Store == nil || errors.Is(err, cache.ErrMiss) {
 		fmt.Fprintf(s.log, "Cache mount %s: none saved yet, it starts empty\n", p.label())
 		return
 	}
-	dir := filepath.Join(s.dir, r.name)
 	fail := func(err error) {
 		_ = os.RemoveAll(dir)
 		fmt.Fprintf(s.log, "WARNING: cache mount %s: the saved one is not used, it starts empty: %s\n", p.label(), result.Sanitize(err.Error()))
@@ -242,36 +265,44 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 		fail(err)
 		return
 	}
+	var tarBytes int64
 	for _, l := range e.Layers {
 		n, err := s.extractSaved(ctx, dir, l)
 		if err != nil {
 			fail(err)
 			return
 		}
-		r.tarBytes += n
+		tarBytes += n
 	}
+	if err := s.restored(p, r, dir, e.Layers, tarBytes, start, fmt.Sprintf("%d layers, saved %s", len(e.Layers), e.Saved.Format(time.RFC3339))); err != nil {
+		fail(err)
+	}
+}
+
+// restored makes dir, which holds p's saved mount (of layers, whose
+// uncompressed size is tarBytes), the instance r restores; from says
+// where it came from, for the log.
+func (s *cacheStore) restored(p *persisted, r *restoring, dir string, layers []v1.Layer, tarBytes int64, start time.Time, from string) error {
 	size, err := treeSize(dir)
 	if err != nil {
-		fail(err)
-		return
+		return err
 	}
 	if max := s.persist.MaxSize; max > 0 && size > max {
-		fail(fmt.Errorf("it holds %s, more than the most a cache mount may hold (%s)", formatBytes(size), formatBytes(max)))
-		return
+		return fmt.Errorf("it holds %s, more than the most a cache mount may hold (%s)", formatBytes(size), formatBytes(max))
 	}
 	snap, err := rootfs.NewSnapshotter(dir, s.rootfsOpts...)
 	if err != nil {
-		fail(err)
-		return
+		return err
 	}
-	r.ok, r.snap, r.layers = true, snap, e.Layers
+	r.ok, r.snap, r.layers, r.tarBytes = true, snap, layers, tarBytes
 	took := time.Since(start)
-	fmt.Fprintf(s.log, "Cache mount %s: restored %s (%d layers, saved %s) in %.1fs\n", p.label(), formatBytes(size), len(e.Layers), e.Saved.Format(time.RFC3339), took.Seconds())
+	fmt.Fprintf(s.log, "Cache mount %s: restored %s (%s) in %.1fs\n", p.label(), formatBytes(size), from, took.Seconds())
 	s.persist.add(func(st *result.CacheMounts) {
 		st.Restored++
 		st.RestoredBytes += size
 		st.RestoreMillis = max(st.RestoreMillis, result.Millis(took))
 	})
+	return nil
 }
 
 // extractSaved applies one layer of a saved mount onto dir, and returns
@@ -344,7 +375,7 @@ func (s *cacheStore) takeRestored(ctx context.Context, cacheKey string) (string,
 // one given back last.
 func (s *cacheStore) saveMounts(ctx context.Context) {
 	cm := s.persist
-	if cm == nil || cm.Store == nil {
+	if !s.persistent() {
 		return
 	}
 	type job struct {
@@ -406,9 +437,15 @@ func (s *cacheStore) save(ctx context.Context, p *persisted, dir string, r *rest
 		warn(fmt.Errorf("it holds %s, more than the most a cache mount may hold (%s, --cache-mount-max-size)", formatBytes(size), formatBytes(cm.MaxSize)))
 		return
 	}
+	if cm.Store == nil {
+		// Kept in the state directory alone.
+		s.state.keepMount(p.key, "", 0, dir)
+		fmt.Fprintf(s.log, "Cache mount %s: kept %s in the state directory\n", p.label(), formatBytes(size))
+		return
+	}
 	var layers []v1.Layer
-	var uploaded int64
-	if r != nil {
+	var uploaded, tarBytes int64
+	if r != nil && r.snap != nil {
 		var n int64
 		delta, err := layer.Write(s.dir, savedLayers, func(w io.Writer) (bool, error) {
 			cw := &countWriter{w: w}
@@ -421,19 +458,21 @@ func (s *cacheStore) save(ctx context.Context, p *persisted, dir string, r *rest
 			return
 		}
 		switch {
-		case delta == nil:
+		case delta == nil && len(r.layers) > 0:
 			// Unchanged: written again only to date it anew (the cache's
 			// TTL counts from a save); no layer is uploaded.
-			layers = r.layers
-		case len(r.layers) < cache.MaxMountLayers && r.tarBytes+n <= 2*size+1<<20:
-			layers = append(slices.Clone(r.layers), delta)
+			layers, tarBytes = r.layers, r.tarBytes
+		case delta != nil && len(r.layers) > 0 && len(r.layers) < cache.MaxMountLayers && r.tarBytes+n <= 2*size+1<<20:
+			layers, tarBytes = append(slices.Clone(r.layers), delta), r.tarBytes+n
 			uploaded, _ = delta.Size()
 		}
 	}
 	if layers == nil {
 		snap := rootfs.NewFullSnapshotter(dir, s.rootfsOpts...)
 		whole, err := layer.Write(s.dir, savedLayers, func(w io.Writer) (bool, error) {
-			_, err := snap.Snapshot(w)
+			cw := &countWriter{w: w}
+			_, err := snap.Snapshot(cw)
+			tarBytes = cw.n
 			// An empty directory is a layer too: an empty tar.
 			return true, err
 		})
@@ -444,10 +483,12 @@ func (s *cacheStore) save(ctx context.Context, p *persisted, dir string, r *rest
 		layers = []v1.Layer{whole}
 		uploaded, _ = whole.Size()
 	}
-	if err := cm.Store.StoreMount(ctx, p.key, layers, size); err != nil {
+	manifest, err := cm.Store.StoreMount(ctx, p.key, layers, size)
+	if err != nil {
 		warn(err)
 		return
 	}
+	s.state.keepMount(p.key, manifest.String(), tarBytes, dir)
 	fmt.Fprintf(s.log, "Cache mount %s: saved %s (%d layers, %s uploaded) in %.1fs\n", p.label(), formatBytes(size), len(layers), formatBytes(uploaded), time.Since(start).Seconds())
 	cm.add(func(st *result.CacheMounts) {
 		st.Saved++

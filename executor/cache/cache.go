@@ -181,61 +181,61 @@ var (
 // one this package writes (see the package doc), and the layers check their
 // bytes when read.
 func (c *Cache) read(ctx context.Context, tag, key, what string) (time.Time, []v1.Layer, error) {
-	created, layers, _, err := c.readN(ctx, tag, key, what, 1)
+	created, layers, _, _, err := c.readN(ctx, tag, key, what, 1)
 	return created, layers, err
 }
 
 // readN is read for images of up to maxLayers layers; it returns the
-// manifest's annotations too.
-func (c *Cache) readN(ctx context.Context, tag, key, what string, maxLayers int) (time.Time, []v1.Layer, map[string]string, error) {
+// manifest's annotations and digest too.
+func (c *Cache) readN(ctx context.Context, tag, key, what string, maxLayers int) (time.Time, []v1.Layer, map[string]string, v1.Hash, error) {
 	ref := c.o.Repo.Tag(tag)
 	opts := append(c.o.Remote(true), remote.WithContext(ctx))
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || isUnknown(te)) {
-			return time.Time{}, nil, nil, ErrMiss
+			return time.Time{}, nil, nil, v1.Hash{}, ErrMiss
 		}
-		return time.Time{}, nil, nil, fmt.Errorf("looking up %s: %w", ref, err)
+		return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("looking up %s: %w", ref, err)
 	}
 	if !manifestTypes[desc.MediaType] {
-		return time.Time{}, nil, nil, fmt.Errorf("%s %s is a %s, not an image manifest", what, ref, desc.MediaType)
+		return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("%s %s is a %s, not an image manifest", what, ref, desc.MediaType)
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
-		return time.Time{}, nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+		return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("reading %s %s: %w", what, ref, err)
 	}
 	if err := checkManifest(m, maxLayers); err != nil {
-		return time.Time{}, nil, nil, fmt.Errorf("%s %s: %w", what, ref, err)
+		return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("%s %s: %w", what, ref, err)
 	}
 	var created time.Time
 	diffIDs := make([]v1.Hash, len(m.Layers))
 	if held, ok := m.Annotations[keyAnnotation]; ok {
 		if held != key {
-			return time.Time{}, nil, nil, fmt.Errorf("%s %s is annotated with another key, %s", what, ref, held)
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("%s %s is annotated with another key, %s", what, ref, held)
 		}
 		if created, err = time.Parse(time.RFC3339Nano, m.Annotations[createdAnnotation]); err != nil {
-			return time.Time{}, nil, nil, fmt.Errorf("reading %s %s: annotation %s: %w", what, ref, createdAnnotation, err)
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("reading %s %s: annotation %s: %w", what, ref, createdAnnotation, err)
 		}
 		for i, d := range m.Layers {
 			if diffIDs[i], err = v1.NewHash(d.Annotations[diffIDAnnotation]); err != nil {
-				return time.Time{}, nil, nil, fmt.Errorf("reading %s %s: layer %s: annotation %s: %w", what, ref, d.Digest, diffIDAnnotation, err)
+				return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("reading %s %s: layer %s: annotation %s: %w", what, ref, d.Digest, diffIDAnnotation, err)
 			}
 		}
 	} else {
 		img, err := desc.Image()
 		if err != nil {
-			return time.Time{}, nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("reading %s %s: %w", what, ref, err)
 		}
 		cfg, err := img.ConfigFile()
 		if err != nil {
-			return time.Time{}, nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("reading %s %s: %w", what, ref, err)
 		}
 		if held := cfg.Config.Labels[keyLabel]; held != key {
-			return time.Time{}, nil, nil, fmt.Errorf("%s %s is labelled with another key, %q", what, ref, held)
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("%s %s is labelled with another key, %q", what, ref, held)
 		}
 		if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-			return time.Time{}, nil, nil, fmt.Errorf("%s %s: %d diff IDs for %d layers", what, ref, len(cfg.RootFS.DiffIDs), len(m.Layers))
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("%s %s: %d diff IDs for %d layers", what, ref, len(cfg.RootFS.DiffIDs), len(m.Layers))
 		}
 		copy(diffIDs, cfg.RootFS.DiffIDs)
 		created = cfg.Created.Time
@@ -243,11 +243,11 @@ func (c *Cache) readN(ctx context.Context, tag, key, what string, maxLayers int)
 	layers := make([]v1.Layer, 0, len(m.Layers))
 	for i, d := range m.Layers {
 		if diffIDs[i].Algorithm != "sha256" {
-			return time.Time{}, nil, nil, fmt.Errorf("%s %s: layer %s: diff ID %s is not a sha256 digest", what, ref, d.Digest, diffIDs[i])
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("%s %s: layer %s: diff ID %s is not a sha256 digest", what, ref, d.Digest, diffIDs[i])
 		}
 		l, err := remote.Layer(c.o.Repo.Digest(d.Digest.String()), opts...)
 		if err != nil {
-			return time.Time{}, nil, nil, fmt.Errorf("reading %s %s: %w", what, ref, err)
+			return time.Time{}, nil, nil, v1.Hash{}, fmt.Errorf("reading %s %s: %w", what, ref, err)
 		}
 		dl := &describedLayer{desc: d, diffID: diffIDs[i], ref: ref.String(), refuse: func() { c.refuse(key) }}
 		// Still a MountableLayer outside, so that pushes mount it.
@@ -260,7 +260,7 @@ func (c *Cache) readN(ctx context.Context, tag, key, what string, maxLayers int)
 		}
 		layers = append(layers, l)
 	}
-	return created.UTC(), layers, m.Annotations, nil
+	return created.UTC(), layers, m.Annotations, desc.Digest, nil
 }
 
 // checkManifest refuses what this package does not write: more than

@@ -59,6 +59,8 @@ type MountEntry struct {
 	// caller's own).
 	Saved time.Time
 	Size  int64
+	// Manifest is the saved mount's manifest digest.
+	Manifest v1.Hash
 }
 
 // Mount returns the mount saved under key: ErrMiss when there is none or
@@ -66,7 +68,7 @@ type MountEntry struct {
 // it could not be read or is not what StoreMount writes.
 func (c *Cache) Mount(ctx context.Context, key string) (MountEntry, error) {
 	tag := mountTag(key)
-	saved, layers, ann, err := c.readN(ctx, tag, mountKey(key), "saved cache mount", MaxMountLayers)
+	saved, layers, ann, digest, err := c.readN(ctx, tag, mountKey(key), "saved cache mount", MaxMountLayers)
 	if err != nil {
 		return MountEntry{}, err
 	}
@@ -80,41 +82,41 @@ func (c *Cache) Mount(ctx context.Context, key string) (MountEntry, error) {
 	if err != nil || size < 0 {
 		return MountEntry{}, fmt.Errorf("saved cache mount %s: annotation %s is not a size", c.o.Repo.Tag(tag), sizeAnnotation)
 	}
-	return MountEntry{Layers: layers, Saved: saved, Size: size}, nil
+	return MountEntry{Layers: layers, Saved: saved, Size: size, Manifest: digest}, nil
 }
 
 // StoreMount saves a mount under key, now: layers (at most MaxMountLayers,
 // each a tar layer, applied in order) and the directory's size. Layers the
 // repository holds already (those of the mount it was restored from) are
 // not uploaded again. It returns when the manifest is written; it is not
-// one of the writes Flush waits for.
-func (c *Cache) StoreMount(ctx context.Context, key string, layers []v1.Layer, size int64) error {
+// one of the writes Flush waits for. It returns the manifest's digest.
+func (c *Cache) StoreMount(ctx context.Context, key string, layers []v1.Layer, size int64) (v1.Hash, error) {
 	ref := c.o.Repo.Tag(mountTag(key))
 	if len(layers) == 0 || len(layers) > MaxMountLayers {
-		return fmt.Errorf("writing saved cache mount %s: %d layers, want 1 to %d", ref, len(layers), MaxMountLayers)
+		return v1.Hash{}, fmt.Errorf("writing saved cache mount %s: %d layers, want 1 to %d", ref, len(layers), MaxMountLayers)
 	}
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	for _, l := range layers {
 		diffID, err := l.DiffID()
 		if err != nil {
-			return fmt.Errorf("writing saved cache mount %s: %w", ref, err)
+			return v1.Hash{}, fmt.Errorf("writing saved cache mount %s: %w", ref, err)
 		}
 		mt, err := l.MediaType()
 		if err != nil {
-			return fmt.Errorf("writing saved cache mount %s: %w", ref, err)
+			return v1.Hash{}, fmt.Errorf("writing saved cache mount %s: %w", ref, err)
 		}
 		if img, err = mutate.Append(img, mutate.Addendum{
 			Layer:       l,
 			MediaType:   ociLayerType(mt),
 			Annotations: map[string]string{diffIDAnnotation: diffID.String()},
 		}); err != nil {
-			return fmt.Errorf("writing saved cache mount %s: %w", ref, err)
+			return v1.Hash{}, fmt.Errorf("writing saved cache mount %s: %w", ref, err)
 		}
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return err
+		return v1.Hash{}, err
 	}
 	cf = cf.DeepCopy()
 	now := c.o.Now().UTC()
@@ -124,7 +126,7 @@ func (c *Cache) StoreMount(ctx context.Context, key string, layers []v1.Layer, s
 	// (the key holds the build's).
 	cf.OS, cf.Architecture = "unknown", "unknown"
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return err
+		return v1.Hash{}, err
 	}
 	img = mutate.Annotations(img, map[string]string{
 		keyAnnotation:     mountKey(key),
@@ -133,7 +135,7 @@ func (c *Cache) StoreMount(ctx context.Context, key string, layers []v1.Layer, s
 	}).(v1.Image)
 	opts := append(c.o.Remote(false), remote.WithContext(ctx))
 	if err := remote.Write(ref, img, opts...); err != nil {
-		return fmt.Errorf("writing saved cache mount %s: %w", ref, err)
+		return v1.Hash{}, fmt.Errorf("writing saved cache mount %s: %w", ref, err)
 	}
-	return nil
+	return img.Digest()
 }

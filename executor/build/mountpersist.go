@@ -266,13 +266,23 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 		return
 	}
 	var tarBytes int64
-	for _, l := range e.Layers {
+	for i, l := range e.Layers {
 		n, err := s.extractSaved(ctx, dir, l)
 		if err != nil {
 			fail(err)
 			return
 		}
 		tarBytes += n
+		// Each layer leaves the directory as one save left it, which
+		// held it to MaxSize: one past it is refused before the next
+		// layer is read, so that a crafted saved mount writes at most
+		// twice the bound, not MaxMountLayers times.
+		if i < len(e.Layers)-1 {
+			if _, err := s.restoredSize(dir); err != nil {
+				fail(fmt.Errorf("after its layer %d of %d: %w", i+1, len(e.Layers), err))
+				return
+			}
+		}
 	}
 	if err := s.restored(p, r, dir, e.Layers, tarBytes, start, fmt.Sprintf("%d layers, saved %s", len(e.Layers), e.Saved.Format(time.RFC3339))); err != nil {
 		fail(err)
@@ -283,12 +293,9 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 // uncompressed size is tarBytes), the instance r restores; from says
 // where it came from, for the log.
 func (s *cacheStore) restored(p *persisted, r *restoring, dir string, layers []v1.Layer, tarBytes int64, start time.Time, from string) error {
-	size, err := treeSize(dir)
+	size, err := s.restoredSize(dir)
 	if err != nil {
 		return err
-	}
-	if max := s.persist.MaxSize; max > 0 && size > max {
-		return fmt.Errorf("it holds %s, more than the most a cache mount may hold (%s)", formatBytes(size), formatBytes(max))
 	}
 	snap, err := rootfs.NewSnapshotter(dir, s.rootfsOpts...)
 	if err != nil {
@@ -303,6 +310,19 @@ func (s *cacheStore) restored(p *persisted, r *restoring, dir string, layers []v
 		st.RestoreMillis = max(st.RestoreMillis, result.Millis(took))
 	})
 	return nil
+}
+
+// restoredSize is the size of the restored directory dir: an error when
+// it is more than MaxSize.
+func (s *cacheStore) restoredSize(dir string) (int64, error) {
+	size, err := treeSize(dir)
+	if err != nil {
+		return 0, err
+	}
+	if max := s.persist.MaxSize; max > 0 && size > max {
+		return 0, fmt.Errorf("it holds %s, more than the most a cache mount may hold (%s)", formatBytes(size), formatBytes(max))
+	}
+	return size, nil
 }
 
 // extractSaved applies one layer of a saved mount onto dir, and returns

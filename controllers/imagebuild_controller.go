@@ -359,7 +359,10 @@ func (r *ImageBuildReconciler) concludeAttempt(ctx context.Context, ib *v1alpha1
 // may not use (--cache-repository-prefix) fails before any pod exists: phase Failed,
 // Ready=False and Stalled=True with reason CacheRepositoryNotAllowed, Reconciling removed; so
 // does a signed build whose key cannot be used (SigningKeyInvalid: signing.go), or that
-// runPolicy Parallel would leave unsigned (SigningUnsupported).
+// runPolicy Parallel would leave unsigned (SigningUnsupported). A build with spec.cache.volume
+// has its claims made first (prepareCacheVolumes, cachevolume.go): a claim of such a name that
+// the ImageBuild does not control fails it the same way (CacheVolumeConflict), one being
+// deleted holds it Pending (CacheVolumePending).
 // A multi-platform build creates its pods, one per platform, in startPlatformPods.
 func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageBuild, obs observed, now time.Time, evs []pendingEvent) (ctrl.Result, []pendingEvent, error) {
 	key := client.ObjectKeyFromObject(ib)
@@ -399,6 +402,9 @@ func (r *ImageBuildReconciler) startPod(ctx context.Context, ib *v1alpha1.ImageB
 		fail(&ib.Status, gen, v1alpha1.Failure{Reason: reason, Message: err.Error()}, result.Result{}, now)
 		evs = append(evs, pendingEvent{typ: corev1.EventTypeWarning, reason: reason, action: "Build", note: err.Error()})
 		return ctrl.Result{}, evs, nil
+	}
+	if res, done, err := r.prepareCacheVolumes(ctx, ib, now, &evs); done || err != nil {
+		return res, evs, err
 	}
 	if multiPlatform(ib) {
 		return r.startPlatformPods(ctx, ib, opts, now, evs)
@@ -943,6 +949,8 @@ func (r *ImageBuildReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.ImageBuild{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
 			predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Pod{}).
+		// The claims of cache volumes (spec.cache.volume): one being deleted holds up a build.
+		Owns(&corev1.PersistentVolumeClaim{}).
 		// A pod that ends or goes away frees a slot: wake the head of the queue.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.queueHead), builder.WithPredicates(slotFreed{})).
 		WatchesRawSource(source.Channel(r.wakeups, handler.EnqueueRequestsFromMapFunc(r.queueHead))).
@@ -1138,10 +1146,13 @@ func (slotFreed) Update(e event.UpdateEvent) bool {
 
 func ptrTrue(b *bool) bool { return b != nil && *b }
 
-// CacheOptions are the manager's cache options the controller needs: only executor pods
-// (labelled app.kubernetes.io/managed-by=slipway) are cached, not every pod of the cluster.
+// CacheOptions are the manager's cache options the controller needs: only executor pods and
+// the claims of cache volumes (labelled app.kubernetes.io/managed-by=slipway) are cached, not
+// every pod and claim of the cluster.
 func CacheOptions() cache.Options {
+	managed := labels.SelectorFromSet(labels.Set{managedByLabel: managedByValue})
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{managedByLabel: managedByValue})},
+		&corev1.Pod{}:                   {Label: managed},
+		&corev1.PersistentVolumeClaim{}: {Label: managed},
 	}}
 }

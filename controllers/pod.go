@@ -155,6 +155,7 @@ func constructPod(ib *v1alpha1.ImageBuild, opts podOptions) *corev1.Pod {
 	if !opts.hostUsers {
 		pod.Spec.HostUsers = ptr.To(false)
 	}
+	addCacheVolume(pod, ib, opts.platform) // spec.cache.volume: cachevolume.go
 	return pod
 }
 

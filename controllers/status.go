@@ -144,6 +144,7 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 		st.Image.Attestations, st.Image.SBOM = attestationsOf(res)
 	}
 	st.Cache = &v1alpha1.CacheStatus{Hits: int32(res.CacheHits), Misses: int32(res.CacheMisses), Mounts: cacheMountsStatus(res.CacheMounts)}
+	st.Cache.Volume = cacheVolumeStatus(pod, res.State) // spec.cache.volume: cachevolume.go
 	// What triggers.baseImages compares: the bases of the latest successful build (none when
 	// its result names none: a FROM scratch image, or an executor that does not report them).
 	st.BaseImages = nil
@@ -168,6 +169,7 @@ func succeed(st *v1alpha1.ImageBuildStatus, gen int64, pod *corev1.Pod, res resu
 	}
 	msg += fmt.Sprintf(", %d of %d cache lookups hit", res.CacheHits, res.CacheHits+res.CacheMisses)
 	msg += cacheMountsMessage(st.Cache.Mounts)
+	msg += cacheVolumeMessage(st.Cache.Volume)
 	setCondition(st, gen, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, msg)
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionReconciling)
 	apimeta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)

@@ -126,9 +126,13 @@ func (cm *CacheMounts) add(f func(s *result.CacheMounts)) {
 
 // persisted is a cache of the build that is kept between builds.
 type persisted struct {
-	key   string // the saved mount's key (persistKey)
-	id    string // the mount's id, for the log
-	used  bool   // a step mounted it
+	key string // the saved mount's key (persistKey)
+	id  string // the mount's id, for the log
+	// sel is the directory the steps mount in the cache ("cache", for a
+	// cache with uid, gid or mode), which a restored one must hold; ""
+	// for the cache itself.
+	sel   string
+	used  bool // a step mounted it
 	start sync.Once
 	// restore is the restore under way or done; nil when none was started.
 	restore *restoring
@@ -169,7 +173,11 @@ func (s *cacheStore) planPersist(rm *runMount, id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.persisted[rm.cacheKey] == nil {
-		s.persisted[rm.cacheKey] = &persisted{key: s.persistKey(rm.cacheKey), id: id}
+		p := &persisted{key: s.persistKey(rm.cacheKey), id: id}
+		if rm.mkdir {
+			p.sel = rm.sel
+		}
+		s.persisted[rm.cacheKey] = p
 	}
 	rm.persist = true
 }
@@ -236,10 +244,19 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 	if err == nil && s.persist.Store != nil {
 		manifest = e.Manifest.String()
 	}
+	fail := func(err error) {
+		_ = os.RemoveAll(dir)
+		fmt.Fprintf(s.log, "WARNING: cache mount %s: the saved one is not used, it starts empty: %s\n", p.label(), result.Sanitize(err.Error()))
+		s.persist.add(func(st *result.CacheMounts) { st.Skipped++ })
+	}
 	if err == nil || errors.Is(err, cache.ErrMiss) {
 		if err := os.MkdirAll(s.dir, 0o700); err == nil {
 			if ok, tarBytes := s.state.takeMount(p.key, manifest, dir); ok {
-				s.restored(p, r, dir, e.Layers, tarBytes, start, "the state directory")
+				// The state directory's copy is what an earlier build
+				// left: checked as a download is.
+				if err := s.restored(p, r, dir, e.Layers, tarBytes, start, "the state directory"); err != nil {
+					fail(fmt.Errorf("the state directory's copy: %w", err))
+				}
 				return
 			}
 		}
@@ -247,11 +264,6 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 	if s.persist.Store == nil || errors.Is(err, cache.ErrMiss) {
 		fmt.Fprintf(s.log, "Cache mount %s: none saved yet, it starts empty\n", p.label())
 		return
-	}
-	fail := func(err error) {
-		_ = os.RemoveAll(dir)
-		fmt.Fprintf(s.log, "WARNING: cache mount %s: the saved one is not used, it starts empty: %s\n", p.label(), result.Sanitize(err.Error()))
-		s.persist.add(func(st *result.CacheMounts) { st.Skipped++ })
 	}
 	if err != nil {
 		fail(err)
@@ -293,6 +305,13 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 // uncompressed size is tarBytes), the instance r restores; from says
 // where it came from, for the log.
 func (s *cacheStore) restored(p *persisted, r *restoring, dir string, layers []v1.Layer, tarBytes int64, start time.Time, from string) error {
+	if p.sel != "" {
+		// fillCache mounts this directory: a saved mount where it is
+		// missing, a symlink or a file would fail the step.
+		if fi, err := os.Lstat(filepath.Join(dir, p.sel)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("it has no directory %s, which the steps mount", p.sel)
+		}
+	}
 	size, err := s.restoredSize(dir)
 	if err != nil {
 		return err

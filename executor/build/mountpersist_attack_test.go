@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,6 +149,84 @@ RUN --mount=type=cache,target=/c sh -c 'ls /c > /out'
 	if fetched > 2 {
 		t.Errorf("the restore downloaded and extracted %d layers of %d bytes each with a bound of %d bytes, want it to stop at the second",
 			fetched, max-100<<10, max)
+	}
+}
+
+// TestCacheMountsAttack_cacheDirNotADirectory: a cache with uid= mounts
+// the saved mount's "cache" directory. A saved mount where that is a
+// symlink, a file or missing is refused as any other bad saved mount: an
+// empty cache (made with the uid) and a warning, never a failed build.
+func TestCacheMountsAttack_cacheDirNotADirectory(t *testing.T) {
+	f := newFixture(t, nil)
+	tag, desc := seedMount(t, f, `FROM {{BASE}}
+RUN --mount=type=cache,target=/c,uid=1000 sh -c 'echo saved > /c/f'
+`)
+	for i, tc := range []struct {
+		name    string
+		entries []tarEntry
+	}{
+		{"symlink to the root", []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "cache", Linkname: "/"}}}},
+		{"symlink climbing out", []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "cache", Linkname: "../../../../.."}}}},
+		{"file", []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "cache"}, content: []byte("x")}}},
+		{"missing", []tarEntry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "other"}, content: []byte("x")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pushSavedLayers(t, f, tag, desc, []v1.Layer{rawLayer(t, tc.entries)}, nil)
+			img, st, err := tryMountBuild(t, f, fmt.Sprintf(`FROM {{BASE}}
+RUN --mount=type=cache,target=/c,uid=1000 sh -c 'echo %d; stat -c "%%u %%F" /c > /out; ls /c >> /out'
+`, i), "s")
+			if err != nil {
+				t.Fatalf("a bad saved mount failed the build: %v", err)
+			}
+			if got := out(t, img); got != "1000 directory\n" {
+				t.Errorf("the step saw %q, want an empty cache directory of uid 1000", got)
+			}
+			if st == nil || st.Restored != 0 || st.Skipped != 1 {
+				t.Errorf("cache mounts %+v, want the saved one skipped", st)
+			}
+		})
+	}
+}
+
+// TestCacheMountsAttack_stateCopyNotADirectory: the state directory's
+// copy of a cache mount is what an earlier build left there, checked as a
+// download is: one whose "cache" directory (uid=) is a symlink is an empty
+// cache and a warning, never a failed build.
+func TestCacheMountsAttack_stateCopyNotADirectory(t *testing.T) {
+	f := newFixture(t, nil)
+	dir := filepath.Join(t.TempDir(), "state")
+	df := `FROM {{BASE}}
+ARG N
+RUN --mount=type=cache,target=/c,uid=1000 sh -c 'echo $N; stat -c "%u %F" /c > /out; ls /c >> /out; echo x > /c/stamp'
+`
+	if _, _, err := stateBuild(t, f, dir, strings.Replace(df, "ARG N", "ARG N=1", 1), false); err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == "cache" && filepath.Base(filepath.Dir(filepath.Dir(p))) == "mounts" {
+			kept = append(kept, p)
+		}
+		return err
+	})
+	if len(kept) != 1 {
+		t.Fatalf("the state directory keeps %v, want one cache mount's cache directory", kept)
+	}
+	if err := os.RemoveAll(kept[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/", kept[0]); err != nil {
+		t.Fatal(err)
+	}
+	img, _, err := stateBuild(t, f, dir, strings.Replace(df, "ARG N", "ARG N=2", 1), false)
+	if err != nil {
+		t.Fatalf("a bad copy in the state directory failed the build: %v", err)
+	}
+	if got := out(t, img); got != "1000 directory\n" {
+		t.Errorf("the step saw %q, want an empty cache directory of uid 1000", got)
+	}
+	if !strings.Contains(f.log, "WARNING: cache mount id=/c: the saved one is not used, it starts empty: the state directory's copy") {
+		t.Errorf("no warning of the refused copy:\n%s", f.log)
 	}
 }
 
@@ -306,8 +385,8 @@ RUN --mount=type=cache,target=/c sh -c 'echo expired; cat /c/f* > /out 2>/dev/nu
 }
 
 // TestCacheMountsAttack_specialFiles: a step that leaves in its cache a
-// FIFO (which blocks whoever opens it to read), a socket, a hard link to a
-// file of its root and a setuid file: the save ends (it opens none of
+// FIFO (which blocks whoever opens it to read), a hard link to a file of
+// its root and a setuid file: the save ends (it opens none of
 // them), the build succeeds, and the next build's restore makes no FIFO.
 // A file the layer format cannot hold (".wh..") makes the mount unsaved,
 // with a warning, and the build still succeeds.
@@ -317,7 +396,7 @@ func TestCacheMountsAttack_specialFiles(t *testing.T) {
 	go func() {
 		defer close(done)
 		mountBuild(t, f, `FROM {{BASE}}
-RUN --mount=type=cache,target=/c sh -c 'mkfifo /c/fifo && ln /etc/passwd /c/passwd && echo x > /c/suid && chmod 4755 /c/suid && (nc -lk -s 127.0.0.1 -p 0 -e true >/dev/null 2>&1 & true) && echo ok'
+RUN --mount=type=cache,target=/c sh -c 'mkfifo /c/fifo && ln /etc/passwd /c/passwd && echo x > /c/suid && chmod 4755 /c/suid && echo ok'
 `, "s")
 	}()
 	select {

@@ -144,3 +144,36 @@ func TestExecute_cacheMountsInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestExecute_stateDir: with --state-dir, a second run starts its stage
+// from the first one's tree, taken back to the layers the two share, and
+// its cache mount from the directory's copy; the result file says so.
+func TestExecute_stateDir(t *testing.T) {
+	env := newCorpusEnv(t)
+	ctxDir := writeDockerfile(t, cacheMountDockerfile+"COPY a.txt /a.txt\nRUN cat /a.txt >> /out\n")
+	state := filepath.Join(t.TempDir(), "state")
+	for n := 1; n <= 2; n++ {
+		if err := os.WriteFile(filepath.Join(ctxDir, "a.txt"), []byte(fmt.Sprintf("a%d\n", n)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ref := env.reg.Ref(fmt.Sprintf("state:%d", n))
+		b := runExecutor(t, "--context=dir://"+ctxDir, "--destination="+ref, "--insecure-registry="+env.reg.Host(),
+			"--cache=true", "--cache-repo="+env.reg.Ref("state/cache"), "--state-dir="+state,
+			"--build-arg=BASE="+env.base, "--build-arg=N=1")
+		if b.exit != 0 || !b.res.Success {
+			t.Fatalf("build %d failed: %s; log:\n%s", n, b.resRaw, b.log)
+		}
+		st := b.res.State
+		switch {
+		case st == nil:
+			t.Fatalf("build %d: no state in the result %s", n, b.resRaw)
+		case n == 1 && (st.Found || st.TreesUsed != 0 || st.Bytes == 0):
+			t.Errorf("first build: state %+v", st)
+		case n == 2 && (!st.Found || st.TreesUsed != 1):
+			t.Errorf("second build: state %+v; log:\n%s", st, b.log)
+		}
+		if want := fmt.Sprintf("none\na%d\n", n); outOf(t, ref) != want {
+			t.Errorf("build %d: /out = %q, want %q", n, outOf(t, ref), want)
+		}
+	}
+}

@@ -19,7 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slipway-dev/slipway/executor/copier"
+	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/result"
+	"github.com/slipway-dev/slipway/executor/rootfs"
 )
 
 // State is a directory kept between builds (executor --state-dir; in a
@@ -75,11 +77,16 @@ type keptTree struct {
 	id      string
 	diffIDs []string
 	used    time.Time
+	// indexed is set when the tree keeps its layers' indexes
+	// (rootfs.Index; index-N.gz), which let it be reverted to fewer
+	// layers (rootfs.Revert).
+	indexed bool
 }
 
 type treeCandidate struct {
 	root    string
 	diffIDs []string
+	indexes [][]byte // nil unless every layer's index is known
 }
 
 // OpenState opens dir as the build's state directory, making it if it
@@ -215,6 +222,8 @@ func (s *State) readTrees() {
 			continue
 		}
 		t.id, t.used = e.Name(), fi.ModTime()
+		_, ierr := os.Stat(filepath.Join(p, fmt.Sprintf("index-%d.gz", len(t.diffIDs)-1)))
+		t.indexed = ierr == nil
 		s.trees = append(s.trees, &t)
 	}
 }
@@ -241,25 +250,40 @@ func diffIDsOf(layers []v1.Layer) ([]string, error) {
 	return ids, nil
 }
 
-// takeTree moves the kept tree of the longest run of layers that starts
-// layers to dst (which must not exist), and returns how many of the layers
-// it holds; 0 when none is kept (dst is not made then).
-func (s *State) takeTree(dst string, layers []v1.Layer) int {
+// takeTree moves to dst (which must not exist) the kept tree that makes
+// the longest run of layers that starts layers, and returns how many of
+// the layers it holds (0 when none is kept: dst is not made then) and
+// their indexes (nil entries for those it has none of). A tree of those
+// layers and more is reverted to them (rootfs.Revert), when it kept its
+// layers' indexes: only what its further layers touched is undone, from
+// the indexes and, for files they changed, the layers themselves (read
+// with open). opts are the extraction's options.
+func (s *State) takeTree(dst string, layers []v1.Layer, opts []rootfs.Option) (int, [][]byte) {
 	if !s.usable() || len(layers) == 0 {
-		return 0
+		return 0, nil
 	}
 	ids, err := diffIDsOf(layers)
 	if err != nil {
-		return 0
+		return 0, nil
+	}
+	common := func(t *keptTree) int {
+		n := 0
+		for n < len(t.diffIDs) && n < len(ids) && t.diffIDs[n] == ids[n] {
+			n++
+		}
+		return n
 	}
 	s.mu.Lock()
 	var best *keptTree
+	bestN := 0
 	for _, t := range s.trees {
-		if s.taken[t.id] || len(t.diffIDs) > len(ids) || !slices.Equal(t.diffIDs, ids[:len(t.diffIDs)]) {
+		n := common(t)
+		if s.taken[t.id] || n == 0 || n < len(t.diffIDs) && !t.indexed {
 			continue
 		}
-		if best == nil || len(t.diffIDs) > len(best.diffIDs) {
-			best = t
+		// The most layers in common; then the fewest to undo.
+		if n > bestN || n == bestN && len(t.diffIDs) < len(best.diffIDs) {
+			best, bestN = t, n
 		}
 	}
 	if best != nil {
@@ -267,33 +291,58 @@ func (s *State) takeTree(dst string, layers []v1.Layer) int {
 	}
 	s.mu.Unlock()
 	if best == nil {
-		return 0
+		return 0, nil
 	}
-	if err := os.Rename(filepath.Join(s.dir, "trees", best.id, "rootfs"), dst); err != nil {
+	dir := filepath.Join(s.dir, "trees", best.id)
+	defer os.RemoveAll(dir)
+	fail := func(err error) (int, [][]byte) {
 		fmt.Fprintf(s.log, "WARNING: the state directory's tree of %d layers is not used: %s\n", len(best.diffIDs), result.Sanitize(withoutPath(err).Error()))
-		_ = os.RemoveAll(filepath.Join(s.dir, "trees", best.id))
-		return 0
+		_ = os.RemoveAll(dst)
+		return 0, nil
 	}
-	_ = os.RemoveAll(filepath.Join(s.dir, "trees", best.id))
+	var indexes [][]byte
+	if best.indexed {
+		for i := range best.diffIDs {
+			ix, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("index-%d.gz", i)))
+			if err != nil {
+				return fail(err)
+			}
+			indexes = append(indexes, ix)
+		}
+	}
+	if err := os.Rename(filepath.Join(dir, "rootfs"), dst); err != nil {
+		return fail(err)
+	}
+	if bestN < len(best.diffIDs) {
+		start := time.Now()
+		err := rootfs.Revert(dst, indexes[:bestN], indexes[bestN:], func(i int) (io.ReadCloser, error) {
+			return layer.Uncompressed(layers[i])
+		}, opts...)
+		if err != nil {
+			return fail(fmt.Errorf("taking it back to %d of its layers: %w", bestN, err))
+		}
+		fmt.Fprintf(s.log, "Took the state directory's tree of %d layers back to its first %d in %.1fs\n", len(best.diffIDs), bestN, time.Since(start).Seconds())
+		indexes = indexes[:bestN]
+	}
 	s.mu.Lock()
 	s.report.TreesUsed++
 	s.mu.Unlock()
-	return len(best.diffIDs)
+	return bestN, indexes
 }
 
-// keepTree records root, the tree of layers, to be kept when the build
-// ends (Keep).
-func (s *State) keepTree(root string, layers []v1.Layer) {
-	if !s.usable() || root == "" || len(layers) == 0 {
-		return
+// knownIndexes records the indexes of layers a kept tree held (nil ones
+// are unknown), so that the tree's next keep has them too.
+func (b *builder) knownIndexes(layers []v1.Layer, indexes [][]byte) {
+	for i, ix := range indexes {
+		if i >= len(layers) || ix == nil {
+			continue
+		}
+		if d, err := layers[i].Digest(); err == nil {
+			if _, loaded := b.sh.indexes.LoadOrStore(d, ix); !loaded {
+				b.sh.indexed.Store(d, true)
+			}
+		}
 	}
-	ids, err := diffIDsOf(layers)
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.candidates = append(s.candidates, treeCandidate{root: root, diffIDs: ids})
 }
 
 // keepTrees records, for the state directory, every stage root the build
@@ -308,9 +357,42 @@ func (set *buildSet) keepTrees() {
 		root, taken := s.root, s.rootTaken
 		s.rootMu.Unlock()
 		if root != "" && !taken && s.err == nil {
-			st.keepTree(root, s.layers)
+			st.keepTree(root, s.layers, set.indexesOf(s.layers))
 		}
 	}
+}
+
+// indexesOf are the indexes of layers the build read or made (nil when
+// one is missing).
+func (set *buildSet) indexesOf(layers []v1.Layer) [][]byte {
+	out := make([][]byte, len(layers))
+	for i, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			return nil
+		}
+		v, ok := set.sh.indexes.Load(d)
+		if !ok || v.([]byte) == nil {
+			return nil
+		}
+		out[i] = v.([]byte)
+	}
+	return out
+}
+
+// keepTree records root, the tree of layers (whose indexes are indexes,
+// or nil), to be kept when the build ends (Keep).
+func (s *State) keepTree(root string, layers []v1.Layer, indexes [][]byte) {
+	if !s.usable() || root == "" || len(layers) == 0 {
+		return
+	}
+	ids, err := diffIDsOf(layers)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.candidates = append(s.candidates, treeCandidate{root: root, diffIDs: ids, indexes: indexes})
 }
 
 // Keep moves the trees the build recorded into the directory (the newest
@@ -335,6 +417,11 @@ func (s *State) Keep() {
 		if err == nil {
 			err = os.Rename(c.root, filepath.Join(tmp, "rootfs"))
 		}
+		for i, ix := range c.indexes {
+			if err == nil {
+				err = os.WriteFile(filepath.Join(tmp, fmt.Sprintf("index-%d.gz", i)), ix, 0o600)
+			}
+		}
 		if err == nil {
 			var raw []byte
 			raw, err = json.Marshal(c.diffIDs)
@@ -353,7 +440,7 @@ func (s *State) Keep() {
 			continue
 		}
 		s.trees = slices.DeleteFunc(s.trees, func(t *keptTree) bool { return t.id == id })
-		s.trees = append(s.trees, &keptTree{id: id, diffIDs: c.diffIDs, used: now})
+		s.trees = append(s.trees, &keptTree{id: id, diffIDs: c.diffIDs, used: now, indexed: c.indexes != nil})
 	}
 	// Taken trees are gone; the least recently used go past maxTrees.
 	s.trees = slices.DeleteFunc(s.trees, func(t *keptTree) bool {

@@ -20,7 +20,9 @@ import (
 // closed after the build. withCache gives it the registry cache too.
 func stateBuild(t *testing.T, f *fixture, dir, dockerfile string, withCache bool) (v1.Image, *result.State, error) {
 	t.Helper()
-	st := build.OpenState(dir, os.Stderr)
+	var logBuf strings.Builder
+	logw := &syncBuilder{b: &logBuf}
+	st := build.OpenState(dir, logw)
 	defer st.Close()
 	work := t.TempDir()
 	if wd := st.WorkDir(); wd != "" {
@@ -33,9 +35,8 @@ func stateBuild(t *testing.T, f *fixture, dir, dockerfile string, withCache bool
 		t.Cleanup(func() { os.RemoveAll(work) })
 	}
 	cm := &build.CacheMounts{Scope: "s", MaxSize: 1 << 30}
-	var logBuf strings.Builder
 	img, _, err := f.build(t, dockerfile, withCache, func(o *build.Options) {
-		o.WorkDir, o.State, o.Log = work, st, &syncBuilder{b: &logBuf}
+		o.WorkDir, o.State, o.Log = work, st, logw
 		if withCache {
 			cm.Store, cm.Repo = o.Cache.(*cache.Cache), f.cacheTo.Name()
 		}
@@ -233,4 +234,52 @@ func TestState_lockIsExclusive(t *testing.T) {
 	if err := sysunix.Flock(int(f.Fd()), sysunix.LOCK_EX|sysunix.LOCK_NB); err == nil {
 		t.Error("the state directory's lock could be taken while a build holds it")
 	}
+}
+
+// TestState_treeReverted: a change a few steps from the end, with a RUN
+// after it. The kept tree holds the old steps' layers on top of the ones
+// the new build keeps: it is taken back to those (only what the old steps
+// touched is undone), and the image is the one a build without the state
+// makes.
+func TestState_treeReverted(t *testing.T) {
+	f := newFixture(t, map[string]string{"src/app.sh": "echo one\n"})
+	dir := filepath.Join(t.TempDir(), "state")
+	df := `FROM {{BASE}}
+RUN mkdir -p /opt/lib && echo lib > /opt/lib/l && echo conf > /etc/app.conf && rm /etc/group
+COPY src /src
+RUN sh /src/app.sh > /out && echo changed >> /etc/app.conf && rm /opt/lib/l && mkdir /opt/new && chmod 700 /opt
+`
+	if _, _, err := stateBuild(t, f, dir, df, true); err != nil {
+		t.Fatal(err)
+	}
+	writeContext(t, f.ctxDir, map[string]string{"src/app.sh": "echo two\n"})
+	img, rep, err := stateBuild(t, f, dir, df, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TreesUsed != 1 || !strings.Contains(f.log, "Took the state directory's tree of 4 layers back to its first 2") {
+		t.Errorf("state report %+v; the log does not say the tree was taken back", rep)
+	}
+	if got := out(t, img); got != "two\n" {
+		t.Errorf("/out = %q", got)
+	}
+	want, _, err := f.build(t, df, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareImages(t, want, img)
+	// And again: the tree kept by the second build is reverted in turn.
+	writeContext(t, f.ctxDir, map[string]string{"src/app.sh": "echo three\n"})
+	img, rep, err = stateBuild(t, f, dir, df, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TreesUsed != 1 || out(t, img) != "three\n" {
+		t.Errorf("third build: state report %+v, /out %q", rep, out(t, img))
+	}
+	want, _, err = f.build(t, df, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareImages(t, want, img)
 }

@@ -21,6 +21,15 @@
 #                                   # sends SIGNAL (KILL) to a container's main process through
 #                                   # containerd (ID: a pod's containerID without containerd://)
 #
+# Storage: rancher's local-path-provisioner (built from its Go module by
+# hack/tools/localpath/build.sh, cached) runs beside the control plane with the admin kubeconfig,
+# and the StorageClass local-path, the cluster's default, makes a hostPath volume per claim under
+# <state>/cluster/local-path when the claim's first pod is scheduled (WaitForFirstConsumer), and
+# removes it when the claim is deleted (reclaimPolicy Delete). Its helper pods (namespace
+# local-path-storage) make and remove those directories with sh from the busybox image of
+# test/testenv, imported into containerd as localhost/slipway/busybox:1. It cannot grow a volume
+# (no allowVolumeExpansion).
+#
 # The node is called `localhost` (the kubelet serves on 127.0.0.1 with a certificate for it, so
 # `kubectl logs` and `exec` work). There is no kube-proxy and no DNS: the `kubernetes` Service
 # has no endpoints (--endpoint-reconciler-type=none, the apiserver is on loopback), so an
@@ -86,7 +95,7 @@ kubeconfig=${dir}/kubeconfig
 kubelet_config=${dir}/config/kubelet.yaml
 podlogs=${dir}/pod-logs
 # The processes hack/cluster.sh starts, in the order they start; down stops them in reverse.
-components=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet)
+components=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet local-path-provisioner)
 
 log() { echo "cluster.sh: $*" >&2; }
 # trace: a progress line with the seconds since the command began, with SLIPWAY_CLUSTER_VERBOSE=1.
@@ -292,6 +301,7 @@ alive() {
 # --- clients ---------------------------------------------------------------------------------
 
 bin=""
+lpp="" # the local-path-provisioner binary (hack/tools/localpath/build.sh), set by up
 # The kubectl the script runs: KUBECTL, else the machine's, else the one hack/cluster/build.sh
 # put beside the cluster's binaries (built there when the machine has none; up sets it again
 # once it has built them).
@@ -572,6 +582,80 @@ make_pki() {
 	write_kubeconfig "${dir}/config/kubelet.kubeconfig" kubelet kubelet-client
 }
 
+# The local-path-provisioner's helper image (hack/cluster/busybox) and where its volumes go.
+BUSYBOX_IMAGE=localhost/slipway/busybox:1
+local_path=${dir}/local-path
+
+# make_busybox_image: the helper pods' image, test/testenv's busybox as a tarball for ctr.
+make_busybox_image() {
+	trace "busybox image"
+	(cd "${root}" && go run ./hack/cluster/busybox -o "${dir}/config/busybox.tar" -ref "${BUSYBOX_IMAGE}")
+}
+
+# start_local_path: the StorageClass local-path (the default), the namespace of the helper pods
+# (Pod Security privileged: they mount the node's directory), the ConfigMap with their setup and
+# teardown scripts, then the provisioner, out of the cluster with the admin kubeconfig (a
+# throwaway cluster: no RBAC of its own), its configuration and helper pod from files.
+start_local_path() {
+	trace "local-path-provisioner"
+	mkdir -p "${local_path}"
+	cat >"${dir}/config/local-path.json" <<-EOF
+		{"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["${local_path}"]}]}
+	EOF
+	cat >"${dir}/config/local-path-helper.yaml" <<-EOF
+		apiVersion: v1
+		kind: Pod
+		metadata:
+		  name: helper-pod
+		spec:
+		  containers:
+		  - name: helper-pod
+		    image: ${BUSYBOX_IMAGE}
+		    imagePullPolicy: Never
+	EOF
+	kubectl apply -f - >/dev/null <<-EOF
+		apiVersion: v1
+		kind: Namespace
+		metadata:
+		  name: local-path-storage
+		  labels:
+		    pod-security.kubernetes.io/enforce: privileged
+		---
+		apiVersion: v1
+		kind: ConfigMap
+		metadata:
+		  name: local-path-config
+		  namespace: local-path-storage
+		data:
+		  setup: |-
+		    #!/bin/sh
+		    set -eu
+		    mkdir -m 0777 -p "\$VOL_DIR"
+		  teardown: |-
+		    #!/bin/sh
+		    set -eu
+		    rm -rf "\$VOL_DIR"
+		---
+		apiVersion: storage.k8s.io/v1
+		kind: StorageClass
+		metadata:
+		  name: local-path
+		  annotations:
+		    storageclass.kubernetes.io/is-default-class: "true"
+		provisioner: rancher.io/local-path
+		volumeBindingMode: WaitForFirstConsumer
+		reclaimPolicy: Delete
+	EOF
+	start local-path-provisioner "${lpp}" start --kubeconfig "${kubeconfig}" \
+		--namespace local-path-storage --configmap-name local-path-config \
+		--config "${dir}/config/local-path.json" --helper-pod-file "${dir}/config/local-path-helper.yaml" \
+		--helper-image "${BUSYBOX_IMAGE}" --service-account-name default \
+		--provisioner-name rancher.io/local-path
+	# Its helper pods run as the namespace's default ServiceAccount.
+	wait_for 30 "the local-path-provisioner and its ServiceAccount" eval \
+		'alive local-path-provisioner; kubectl -n local-path-storage get serviceaccount default >/dev/null 2>&1'
+}
+
 # make_pause_image: the pause image, a static Go binary that writes its own image.
 make_pause_image() {
 	trace "pause image"
@@ -729,6 +813,7 @@ prepare_containerd() {
 		wait_for 30 containerd eval 'alive containerd; ctr_ version >/dev/null 2>&1'
 	fi
 	ctr_ -n k8s.io images import "${dir}/config/pause.tar" >/dev/null
+	ctr_ -n k8s.io images import "${dir}/config/busybox.tar" >/dev/null
 }
 
 # write_kubelet_config: the kubelet's configuration: node `localhost`, serving on 127.0.0.1
@@ -817,6 +902,7 @@ up() {
 	check_fault
 
 	bin=$("${root}/hack/cluster/build.sh")
+	lpp=$("${root}/hack/tools/localpath/build.sh")
 	command -v "${kubectl_bin}" >/dev/null 2>&1 || kubectl_bin=${bin}/kubectl
 	command -v "${kubectl_bin}" >/dev/null 2>&1 || die "no kubectl: not on PATH, not in ${bin} (KUBECTL=${KUBECTL:-})"
 	# On failure what started keeps running, for a look at it; down stops it.
@@ -827,6 +913,7 @@ up() {
 	record_host_state
 	make_pki
 	make_pause_image
+	make_busybox_image
 	start_etcd
 	start_containerd
 	start_apiserver
@@ -838,6 +925,7 @@ up() {
 
 	start_node
 	wait_for_node
+	start_local_path
 
 	log "up in $((SECONDS - t0)) s ($((SECONDS - tb)) s after the binaries); export KUBECONFIG=${kubeconfig}"
 }
@@ -850,7 +938,7 @@ up() {
 delete_pods() {
 	local i
 	trace "stopping the controller-manager and the scheduler"
-	stop 10 kube-controller-manager kube-scheduler
+	stop 10 local-path-provisioner kube-controller-manager kube-scheduler
 	if pid_of kubelet >/dev/null && pid_of containerd >/dev/null && apiserver_ready; then
 		record_netns
 		if [[ -n "$(kubectl get pods -A -o name 2>/dev/null)" ]]; then
@@ -1035,7 +1123,7 @@ check_nothing_left() {
 # never through a mount.
 remove_runtime_state() {
 	rm -rf --one-file-system "${dir}/etcd" "${dir}/kubelet" "${dir}/containerd/state" "${dir}/containerd/runc" \
-		"${dir}/cni/ipam" "${podlogs}"
+		"${dir}/cni/ipam" "${podlogs}" "${local_path}"
 	rm -f "${run}"/*.pid "${run}"/*.args "${run}/chains.before" "${run}/cgroups.before" "${run}/bridge.before" \
 		"${run}/dirs.before" "${run}/binfmt.before" "${netns_file}"
 }

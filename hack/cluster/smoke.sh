@@ -10,7 +10,9 @@
 # 4. a pod on the CNI bridge: checks that it got an address from the pod subnet;
 # 5. a long-running pod: checks `kubectl exec`, and leaves it running for down to clean up;
 # 6. a namespace enforcing Pod Security `baseline` rejects a privileged pod;
-# 7. hack/cluster.sh down, which fails when anything is left behind.
+# 7. a claim of the default StorageClass (local-path): bound once its pod is scheduled, the
+#    pod's file in the volume's directory on the host; deleting the claim removes the directory;
+# 8. hack/cluster.sh down, which fails when anything is left behind.
 # Needs root, like hack/cluster.sh.
 set -euo pipefail
 
@@ -150,6 +152,56 @@ fi
 [[ "${out}" == *"violates PodSecurity"* ]] || fail "unexpected refusal: ${out}"
 step "Pod Security baseline refuses a privileged pod"
 
+# 7. The local-path-provisioner: a claim of the default class, a pod writing to it.
+t=${SECONDS}
+class=$(kubectl get storageclass -o jsonpath='{.items[?(@.metadata.annotations.storageclass\.kubernetes\.io/is-default-class=="true")].metadata.name}')
+[[ "${class}" == local-path ]] || fail "the default StorageClass is '${class}', want local-path"
+kubectl apply -f - <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: smoke-claim
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 16Mi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: smoke-volume
+spec:
+  restartPolicy: Never
+  containers:
+  - name: busybox
+    image: ${busybox}
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo kept > /data/smoke.txt"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+  volumes:
+  - name: data
+    persistentVolumeClaim:
+      claimName: smoke-claim
+EOF
+wait_phase smoke-volume Succeeded 120
+pv=$(kubectl get pvc smoke-claim -o jsonpath='{.spec.volumeName}')
+hostdir=$(kubectl get pv "${pv}" -o jsonpath='{.spec.hostPath.path}')
+state_dir=$(dirname "$("${cluster}" kubeconfig)")
+[[ "${hostdir}" == "${state_dir}/local-path/"* ]] || fail "volume ${pv} is at '${hostdir}', not under ${state_dir}/local-path"
+[[ "$(cat "${hostdir}/smoke.txt" 2>&1)" == kept ]] || fail "${hostdir}/smoke.txt does not hold what the pod wrote"
+kubectl delete pod smoke-volume --wait=true >/dev/null
+kubectl delete pvc smoke-claim --wait=true >/dev/null
+for ((i = 0; i < 150; i++)); do
+	[[ -e "${hostdir}" ]] || break
+	sleep 0.2
+done
+[[ ! -e "${hostdir}" ]] || fail "${hostdir} is still there 30 s after its claim was deleted"
+took[volume]=$((SECONDS - t))
+step "local-path: claim bound to ${pv} at ${hostdir}, removed with the claim (${took[volume]} s)"
+
 if [[ "${SMOKE_KEEP:-}" == 1 ]]; then
 	step "SMOKE_KEEP=1: the cluster stays up; export KUBECONFIG=${KUBECONFIG}"
 	exit 0
@@ -162,4 +214,4 @@ if ((registry_started)); then
 	hack/registry.sh stop
 fi
 step "PASS in $((SECONDS - t0)) s: push ${took[push]} s, up ${took[up]} s, hostNetwork pod ${took[pod]} s," \
-	"bridge pod ${took[bridge]} s, exec ${took[exec]} s, down ${took[down]} s"
+	"bridge pod ${took[bridge]} s, exec ${took[exec]} s, volume ${took[volume]} s, down ${took[down]} s"

@@ -48,3 +48,9 @@ staging="v0.${K8S_VERSION#v1.}"
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 new_module "${here}/helm" github.com/slipway-dev/slipway/hack/tools/helm
 (cd "${here}/helm" && go get -tool "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" && go mod tidy)
+
+# local-path-provisioner (hack/tools/localpath/build.sh: the local cluster's dynamic provisioner,
+# hack/cluster.sh). Its own module: it brings its own (older) client-go.
+LOCAL_PATH_VERSION=${LOCAL_PATH_VERSION:-v0.0.30}
+new_module "${here}/localpath" github.com/slipway-dev/slipway/hack/tools/localpath
+(cd "${here}/localpath" && go get -tool "github.com/rancher/local-path-provisioner@${LOCAL_PATH_VERSION}" && go mod tidy)

@@ -525,8 +525,9 @@ RUN --mount=type=cache,target=/c sh -c 'echo %d; rm -rf /c && ln -s %s /c'
 
 // TestCacheMountsAttack_concurrentStages: stages that use one cache at
 // once (shared, locked and private), while its saved mount is restored in
-// the background, all succeed and see either the saved content or what
-// another stage wrote; run with -race.
+// the background, all succeed; one of them (whichever asks first) gets the
+// restored instance, the others wait for it or, private, start another;
+// run with -race.
 func TestCacheMountsAttack_concurrentStages(t *testing.T) {
 	f := newFixture(t, nil)
 	mountBuild(t, f, `FROM {{BASE}}
@@ -545,8 +546,8 @@ COPY --from=b /b /b
 COPY --from=p /p /p
 RUN cat /a /b /p > /out
 `, i), "s")
-		if got := out(t, img); !strings.HasPrefix(got, "saved\n") {
-			t.Errorf("build %d: the stages saw %q, want the saved content first", i, got)
+		if got := out(t, img); !strings.Contains(got, "saved\n") {
+			t.Errorf("build %d: the stages saw %q, none the saved content", i, got)
 		}
 		if st == nil || st.Restored != 1 || st.Saved != 1 {
 			t.Errorf("build %d: cache mounts %+v, want one restored and saved", i, st)

@@ -334,6 +334,7 @@ func BuildAll(ctx context.Context, o Options) ([]PlatformImage, *Report, error) 
 	var set *buildSet
 	var err error
 	caches := newCacheStore(filepath.Join(o.WorkDir, "cache-mounts"))
+	defer caches.endRestores()
 	if o.CacheMounts != nil && (o.CacheMounts.Store != nil && o.Cache != NoCache() || o.State.usable()) {
 		caches.persist, caches.state, caches.log = o.CacheMounts, o.State, o.Log
 		var ps []string

@@ -45,12 +45,16 @@ type cacheStore struct {
 	// Kept between builds (see mountpersist.go): persist says how (nil:
 	// none is), platforms are the build's target platforms (in the keys),
 	// persisted the caches of the build that are kept, by cacheKey.
-	persist    *CacheMounts
-	state      *State
-	platforms  string
-	persisted  map[string]*persisted
-	log        io.Writer
-	rootfsOpts []rootfs.Option
+	persist *CacheMounts
+	state   *State
+	// The restores under way (mountpersist.go), and how to stop them.
+	restores     sync.WaitGroup
+	restoreCtx   context.Context
+	stopRestores context.CancelFunc
+	platforms    string
+	persisted    map[string]*persisted
+	log          io.Writer
+	rootfsOpts   []rootfs.Option
 
 	mu   sync.Mutex
 	keys map[string]*cacheKeyState

@@ -221,13 +221,33 @@ func (s *cacheStore) startRestore(ctx context.Context, cacheKey string) {
 		s.next++
 		r := &restoring{name: fmt.Sprintf("%s-%d", p.key[:16], s.next), done: make(chan struct{})}
 		p.restore = r
+		if s.restoreCtx == nil {
+			// Restores outlive a failed attempt (the next one takes them),
+			// not the build (endRestores).
+			s.restoreCtx, s.stopRestores = context.WithCancel(context.WithoutCancel(ctx))
+		}
+		ctx := s.restoreCtx
+		s.restores.Add(1)
 		s.mu.Unlock()
-		ctx := context.WithoutCancel(ctx)
 		go func() {
+			defer s.restores.Done()
 			defer close(r.done)
 			s.restore(ctx, p, r)
 		}()
 	})
+}
+
+// endRestores stops the restores no step waited for (a build that failed
+// before the steps that mount them) and waits for every restore to end, so
+// that none writes into the work directory after the build.
+func (s *cacheStore) endRestores() {
+	s.mu.Lock()
+	stop := s.stopRestores
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.restores.Wait()
 }
 
 // restore restores p's saved mount as the instance r.name: the state
@@ -246,7 +266,7 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 	}
 	fail := func(err error) {
 		_ = os.RemoveAll(dir)
-		fmt.Fprintf(s.log, "WARNING: cache mount %s: the saved one is not used, it starts empty: %s\n", p.label(), result.Sanitize(err.Error()))
+		fmt.Fprintf(s.log, "WARNING: cache mount %s: the saved one is not used, it starts empty: %s\n", p.label(), result.Sanitize(strings.ReplaceAll(err.Error(), s.dir, "<cache mounts>")))
 		s.persist.add(func(st *result.CacheMounts) { st.Skipped++ })
 	}
 	if err == nil || errors.Is(err, cache.ErrMiss) {
@@ -464,7 +484,9 @@ func (s *cacheStore) save(ctx context.Context, p *persisted, dir string, r *rest
 	cm := s.persist
 	start := time.Now()
 	warn := func(err error) {
-		fmt.Fprintf(s.log, "WARNING: cache mount %s: not saved: %s\n", p.label(), result.Sanitize(err.Error()))
+		// The store is the executor's own: its path says nothing.
+		msg := strings.ReplaceAll(err.Error(), s.dir, "<cache mounts>")
+		fmt.Fprintf(s.log, "WARNING: cache mount %s: not saved: %s\n", p.label(), result.Sanitize(msg))
 		cm.add(func(st *result.CacheMounts) { st.Skipped++ })
 	}
 	size, err := treeSize(dir)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -532,5 +533,48 @@ RUN --mount=type=cache,target=/c sh -c 'ln -s %s /c/abs && ln -s ../../../../../
 	slices.Sort(links)
 	if want := []string{"abs", "d/root", "rel"}; !slices.Equal(links, want) {
 		t.Errorf("symlinks saved: %v, want %v", links, want)
+	}
+}
+
+// slowTransport delays the requests for saved mounts (until their
+// context ends).
+type slowTransport struct{ delay time.Duration }
+
+func (s slowTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.Contains(r.URL.Path, ".mount") {
+		select {
+		case <-time.After(s.delay):
+		case <-r.Context().Done():
+		}
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestCacheMounts_restoreEndsWithTheBuild: a build that fails before the
+// step that mounts a cache leaves no restore behind: nothing writes into
+// its work directory once it returned.
+func TestCacheMounts_restoreEndsWithTheBuild(t *testing.T) {
+	f := newFixture(t, nil)
+	mountBuild(t, f, `FROM {{BASE}}
+RUN --mount=type=cache,target=/c sh -c 'echo saved > /c/f'
+`, "s")
+	f.cacheRemote = []remote.Option{remote.WithTransport(slowTransport{delay: time.Second})}
+	work := t.TempDir()
+	_, _, err := f.build(t, `FROM {{BASE}}
+RUN exit 3
+RUN --mount=type=cache,target=/c cat /c/f
+`, true, func(o *build.Options) {
+		o.WorkDir = work
+		o.CacheMounts = &build.CacheMounts{Store: o.Cache.(*cache.Cache), Repo: f.cacheTo.Name(), Scope: "s"}
+	})
+	if err == nil {
+		t.Fatal("the build did not fail")
+	}
+	if err := os.RemoveAll(work); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := os.Stat(work); err == nil {
+		t.Error("a restore wrote into the work directory after the build returned")
 	}
 }

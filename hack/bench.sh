@@ -11,10 +11,18 @@
 # in the kernel's binfmt_misc table (cmd/slipway-binfmt, entries named slipway-bench-qemu-*,
 # removed at the end); after the runs it checks that both tools built the same platforms with the
 # same file trees.
+# The cache-mount cases (issue 17; hack/bench/mountcases.go) build with RUN --mount=type=cache:
+# gocache (a Go service of 49 packages with vendored modules, go build in the Go toolchain image),
+# apt (apt-get install of a dozen packages on the Debian base, its sources on the mirror this
+# machine reaches), npmcache (npm ci in a Debian base with Debian's nodejs and npm, made once and
+# cached beside the Debian tarball); scenarios cold, warm, source, dep; tools slipway, buildkit and
+# buildkit-daemon (one buildkitd kept through a case's scenarios, its cache mounts with it). Their
+# RUN steps reach the Debian mirror and the npm registry.
 # Needs root (mounts, chroots, namespaces). It prints a table; it fails only when a build fails.
 #
-#   BENCH_CASES=hello,multistage,manyfiles,bigbase,multiplatform   (default: all)
-#   BENCH_TOOLS=slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit   (default: all)
+#   BENCH_CASES=hello,multistage,manyfiles,bigbase,bigrun,multiplatform,gocache,apt,npmcache   (default: all)
+#                           bigrun is bigbase with the changed COPY followed by a RUN (issue 17's item 6)
+#   BENCH_TOOLS=slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit,buildkit-daemon   (default: all)
 #                           slipway-supply is Slipway with --provenance=max, --sbom=true and
 #                           --sign-key (a key of the real cosign's generate-key-pair, built by
 #                           hack/tools/cosign/build.sh and cached): the table prints what it adds
@@ -42,8 +50,8 @@ host=127.0.0.1:${port}
 KANIKO_VERSION=${KANIKO_VERSION:-v1.23.2}
 BUILDKIT_VERSION=${BUILDKIT_VERSION:-v0.34.2}
 export KANIKO_VERSION BUILDKIT_VERSION
-IFS=, read -r -a cases <<<"${BENCH_CASES:-hello,multistage,manyfiles,bigbase,multiplatform}"
-IFS=, read -r -a tools <<<"${BENCH_TOOLS:-slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit}"
+IFS=, read -r -a cases <<<"${BENCH_CASES:-hello,multistage,manyfiles,bigbase,bigrun,multiplatform,gocache,apt,npmcache}"
+IFS=, read -r -a tools <<<"${BENCH_TOOLS:-slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit,buildkit-daemon}"
 has() {
 	local x
 	for x in "${@:2}"; do [[ "${x}" == "$1" ]] && return 0; done
@@ -58,7 +66,7 @@ mkdir -p "${bin}"
 say "Building what the benchmark runs (cached under ${cache})"
 peers=()
 if has kaniko "${tools[@]}" || has kaniko-ccl "${tools[@]}"; then peers+=(kaniko); fi
-if has buildkit "${tools[@]}"; then peers+=(buildkit); fi
+if has buildkit "${tools[@]}" || has buildkit-daemon "${tools[@]}"; then peers+=(buildkit); fi
 if ((${#peers[@]})); then hack/bench/peers.sh "${peers[@]}"; fi
 export CGO_ENABLED=0
 nice -n 19 go build -trimpath -o "${bin}/bench" ./hack/bench
@@ -138,15 +146,18 @@ done
 
 say "Pushing the base images"
 baseargs=(--registry "${host}")
-if has bigbase "${cases[@]}"; then
-	baseargs+=(--debian-tarball "${cache}/debian-bookworm-minbase.tar.gz")
+debtar=${cache}/debian-bookworm-minbase.tar.gz
+if has bigbase "${cases[@]}" || has bigrun "${cases[@]}" || has apt "${cases[@]}" || has npmcache "${cases[@]}"; then
+	baseargs+=(--debian-tarball "${debtar}")
 fi
 mapfile -t bases < <("${bin}/baseimage" "${baseargs[@]}")
 echo "${bases[*]}" >&2
 multi=()
-if has multiplatform "${cases[@]}"; then
+if has multiplatform "${cases[@]}" || has gocache "${cases[@]}"; then
 	mapfile -t multi < <("${bin}/baseimage" --registry "${host}" --multiplatform)
 	echo "${multi[*]}" >&2
+fi
+if has multiplatform "${cases[@]}"; then
 	binfmt=1
 	"${bin}/slipway-binfmt" --platforms=arm64 --name-prefix=slipway-bench-qemu- >&2
 fi
@@ -155,6 +166,7 @@ say "Benchmarking: cases ${cases[*]}; tools ${tools[*]}; ${BENCH_RUNS:-3} run(s)
 rc=0
 env BENCH_REGISTRY="${host}" BENCH_WORK="${work}" BENCH_LOGS="${logs}" BENCH_BUSYBOX="${bases[0]}" BENCH_DEBIAN="${bases[1]:-}" \
 	BENCH_MULTI="${multi[0]:-}" BENCH_GOLANG="${multi[1]:-}" \
+	BENCH_DEBIAN_TARBALL="${debtar}" BENCH_CACHE="${cache}" \
 	BENCH_SLIPWAY="${BENCH_SLIPWAY:-}" \
 	BENCH_KANIKO="${bin}/kaniko-executor-${KANIKO_VERSION}" \
 	BENCH_BUILDKITD="${bin}/buildkitd-${BUILDKIT_VERSION}" BENCH_BUILDCTL="${bin}/buildctl-${BUILDKIT_VERSION}" \

@@ -101,6 +101,7 @@ type Cache struct {
 	pending  int                 // writes started and not ended
 	uploads  map[v1.Hash]*upload // the layers of the entries stored, by digest
 	refused  map[string]bool     // keys whose entries' bytes were not what they said
+	twins    map[v1.Hash]int     // layer twins stored or refused, by the original's digest (twins.go)
 }
 
 // New returns a Cache.

@@ -663,10 +663,14 @@ func (b *builder) rootfsOptions() []rootfs.Option {
 }
 
 // extractLayers unpacks layers in order into root, streaming each from the
-// registry (or its file) straight into the extraction, and indexes them on
-// the way. Each layer is held to MaxLayerSize.
+// registry (or its file) straight into the extraction, the next ones
+// fetched and decompressed a little ahead, from their twins when the cache
+// has them (see unpacking), and indexes them on the way. Each layer is
+// held to MaxLayerSize.
 func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.Layer, opts []rootfs.Option) error {
-	for _, l := range layers {
+	u := b.startUnpacking(ctx, layers)
+	defer u.close()
+	for i, l := range layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -676,12 +680,20 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 		if ix != nil {
 			lopts = append(lopts, rootfs.WithIndex(ix))
 		}
-		rc, err := layer.Uncompressed(l)
+		ml, remote := l.(*remote.MountableLayer)
+		rc, err := u.open(i)
 		if err != nil {
+			u.done(i, false)
+			if remote && errors.Is(err, cache.ErrRefused) {
+				return fmt.Errorf("pulling and extracting layer %s from %s: %w", d, ml.Reference.Context(), err)
+			}
 			return fmt.Errorf("fetching layer %s: %w", d, err)
 		}
 		err = rootfs.Extract(root, rc, lopts...)
-		if _, remote := l.(*remote.MountableLayer); remote && err != nil && !errors.Is(err, rootfs.ErrLayerTooLarge) && ctx.Err() == nil {
+		if err == nil {
+			u.extracted(i, rc)
+		}
+		if remote && err != nil && !errors.Is(err, rootfs.ErrLayerTooLarge) && ctx.Err() == nil {
 			// A download that is not the blob the manifest names fails
 			// the extraction before its digest is checked: say so.
 			if size, serr := l.Size(); serr == nil && size > 0 && size <= b.opts.MaxLayerSize {
@@ -698,10 +710,11 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 		if cerr := rc.Close(); err == nil || errors.Is(cerr, cache.ErrRefused) {
 			err = cerr
 		}
+		u.done(i, err == nil)
 		if errors.Is(err, rootfs.ErrLayerTooLarge) {
 			return fmt.Errorf("extracting layer %s: %w (the executor's --max-layer-size)", d, err)
 		}
-		if ml, ok := l.(*remote.MountableLayer); ok && err != nil {
+		if remote && err != nil {
 			// A layer read from a registry (a base image's, a cached
 			// step's): the error names the pull, since a corrupt or
 			// truncated download shows up here as a bad archive.

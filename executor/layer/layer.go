@@ -199,7 +199,7 @@ func (r *readCloser) Close() error { return r.close() }
 // registry did not send the blob the manifest names. Nil means the blob itself is intact.
 func Drain(rc io.ReadCloser, limit int64) error {
 	r, ok := rc.(*readCloser)
-	if !ok {
+	if !ok || r.blob == nil {
 		return nil
 	}
 	if r.stop != nil {
@@ -246,4 +246,15 @@ func Uncompressed(l v1.Layer) (io.ReadCloser, error) {
 		// An uncompressed layer.
 		return &readCloser{Reader: br, close: rc.Close, blob: br}, nil
 	}
+}
+
+// Tee returns rc copying what is read from it to w. For a reader from
+// Uncompressed, Drain still reads what is left of its compressed blob.
+func Tee(rc io.ReadCloser, w io.Writer) io.ReadCloser {
+	if r, ok := rc.(*readCloser); ok {
+		c := *r
+		c.Reader = io.TeeReader(r.Reader, w)
+		return &c
+	}
+	return &readCloser{Reader: io.TeeReader(rc, w), close: rc.Close}
 }

@@ -122,6 +122,16 @@ func TestImageBuild_constructPod_cacheVolume(t *testing.T) {
 		t.Errorf("security context changed: %+v / %+v", pod.Spec.SecurityContext, exec.SecurityContext)
 	}
 
+	// Without the registry cache the volume alone keeps the cache mounts: --state-dir, and
+	// nothing that turns cache mounts off.
+	off := makeImageBuild("app", "ns").CacheVolume("2Gi", "-").Obj()
+	off.Spec.Cache.Disabled = true
+	args := constructPod(off, opts).Spec.Containers[0].Args
+	if !slices.Contains(args, "--cache=false") || !slices.Contains(args, "--state-dir=/slipway/state") ||
+		slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--cache-mounts") }) {
+		t.Errorf("cache disabled with a volume: args %q, want --cache=false and --state-dir, cache mounts left on", args)
+	}
+
 	// Each platform's pod its own claim.
 	ib = makeImageBuild("app", "ns").CacheVolume("2Gi", "-").Platforms("linux/amd64", "linux/arm64").Obj()
 	o := opts

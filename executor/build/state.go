@@ -156,9 +156,16 @@ func (s *State) open() error {
 		return withoutPath(err)
 	}
 	for _, d := range []string{"trees", "mounts", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o700); err != nil {
+		// In a pod, RUN steps can reach the directory: what it holds is
+		// never followed out of it (a symlink here is refused).
+		p := filepath.Join(s.dir, d)
+		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			s.Close()
 			return withoutPath(err)
+		}
+		if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+			s.Close()
+			return fmt.Errorf("its %s is not a directory", d)
 		}
 	}
 	// What an interrupted build left half made.
@@ -482,6 +489,13 @@ func (s *State) takeMount(key, manifest, dst string) (bool, int64) {
 		err = json.Unmarshal(raw, &rec)
 	}
 	if err != nil || rec.Manifest != manifest {
+		return false, 0
+	}
+	if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+		// Not what keepMount left (a symlink a step planted in a pod):
+		// never followed.
+		_ = os.Remove(p)
+		_ = os.Remove(p + ".json")
 		return false, 0
 	}
 	if err := moveTree(p, dst); err != nil {

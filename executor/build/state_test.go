@@ -283,3 +283,71 @@ RUN sh /src/app.sh > /out && echo changed >> /etc/app.conf && rm /opt/lib/l && m
 	}
 	compareImages(t, want, img)
 }
+
+// TestState_plantedSymlinks: in a pod, RUN steps can reach the state
+// directory. A symlink planted in place of a kept cache mount, or of one
+// of the directory's own directories, is never followed: the build reads
+// nothing from where it points.
+func TestState_plantedSymlinks(t *testing.T) {
+	f := newFixture(t, nil)
+	df := `FROM {{BASE}}
+ARG N
+RUN --mount=type=cache,target=/c sh -c 'echo $N; cat /c/stamp > /out 2>/dev/null || echo none > /out; echo $N > /c/stamp'
+`
+	elsewhere := t.TempDir()
+	if err := os.WriteFile(filepath.Join(elsewhere, "stamp"), []byte("planted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a kept mount", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "state")
+		if _, _, err := stateBuild(t, f, dir, strings.Replace(df, "ARG N", "ARG N=1", 1), false); err != nil {
+			t.Fatal(err)
+		}
+		entries, err := os.ReadDir(filepath.Join(dir, "mounts"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		planted := 0
+		for _, e := range entries {
+			if e.IsDir() {
+				p := filepath.Join(dir, "mounts", e.Name())
+				if err := os.RemoveAll(p); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(elsewhere, p); err != nil {
+					t.Fatal(err)
+				}
+				planted++
+			}
+		}
+		if planted != 1 {
+			t.Fatalf("%d kept mounts, want 1", planted)
+		}
+		img, rep, err := stateBuild(t, f, dir, strings.Replace(df, "ARG N", "ARG N=2", 1), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out(t, img); got != "none\n" || rep.MountsUsed != 0 {
+			t.Errorf("the step read %q (state %+v), want an empty cache mount", got, rep)
+		}
+	})
+	t.Run("its own directory", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "state")
+		if _, _, err := stateBuild(t, f, dir, strings.Replace(df, "ARG N", "ARG N=1", 1), false); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Join(dir, "mounts")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(elsewhere, filepath.Join(dir, "mounts")); err != nil {
+			t.Fatal(err)
+		}
+		img, rep, err := stateBuild(t, f, dir, strings.Replace(df, "ARG N", "ARG N=2", 1), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out(t, img); got != "none\n" || !strings.Contains(rep.Reset, "its mounts is not a directory") {
+			t.Errorf("the step read %q (state %+v), want an unused state directory", got, rep)
+		}
+	})
+}

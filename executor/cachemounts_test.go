@@ -60,7 +60,7 @@ func TestExecute_cacheMounts(t *testing.T) {
 		b.res.CacheMounts.Saved != want.Saved || b.res.CacheMounts.SavedBytes != want.SavedBytes || b.res.CacheMounts.Restored != 0 {
 		t.Errorf("first build: result cacheMounts %s, want saved 1 of %d bytes", b.resRaw, want.SavedBytes)
 	}
-	if !strings.Contains(b.log, "Cache mount id=deps: saved 13 B (1 layers,") {
+	if !strings.Contains(b.log, "Cache mount id=deps: saved 13 B (1 layer,") {
 		t.Errorf("the log does not say the mount was saved:\n%s", b.log)
 	}
 

@@ -316,7 +316,7 @@ func (s *cacheStore) restore(ctx context.Context, p *persisted, r *restoring) {
 			}
 		}
 	}
-	if err := s.restored(p, r, dir, e.Layers, tarBytes, start, fmt.Sprintf("%d layers, saved %s", len(e.Layers), e.Saved.Format(time.RFC3339))); err != nil {
+	if err := s.restored(p, r, dir, e.Layers, tarBytes, start, fmt.Sprintf("%s, saved %s", layersWord(len(e.Layers)), e.Saved.Format(time.RFC3339))); err != nil {
 		fail(err)
 	}
 }
@@ -550,7 +550,7 @@ func (s *cacheStore) save(ctx context.Context, p *persisted, dir string, r *rest
 		return
 	}
 	s.state.keepMount(p.key, manifest.String(), tarBytes, dir)
-	fmt.Fprintf(s.log, "Cache mount %s: saved %s (%d layers, %s uploaded) in %.1fs\n", p.label(), formatBytes(size), len(layers), formatBytes(uploaded), time.Since(start).Seconds())
+	fmt.Fprintf(s.log, "Cache mount %s: saved %s (%s, %s uploaded) in %.1fs\n", p.label(), formatBytes(size), layersWord(len(layers)), formatBytes(uploaded), time.Since(start).Seconds())
 	cm.add(func(st *result.CacheMounts) {
 		st.Saved++
 		st.SavedBytes += size
@@ -590,6 +590,14 @@ func treeSize(dir string) (int64, error) {
 		return nil
 	})
 	return n, err
+}
+
+// layersWord is "1 layer", "2 layers".
+func layersWord(n int) string {
+	if n == 1 {
+		return "1 layer"
+	}
+	return fmt.Sprintf("%d layers", n)
 }
 
 // formatBytes is n in the units people read (1.5 MiB).

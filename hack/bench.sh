@@ -15,14 +15,15 @@
 # gocache (a Go service of 49 packages with vendored modules, go build in the Go toolchain image),
 # apt (apt-get install of a dozen packages on the Debian base, its sources on the mirror this
 # machine reaches), npmcache (npm ci in a Debian base with Debian's nodejs and npm, made once and
-# cached beside the Debian tarball); scenarios cold, warm, source, dep; tools slipway, buildkit and
-# buildkit-daemon (one buildkitd kept through a case's scenarios, its cache mounts with it). Their
-# RUN steps reach the Debian mirror and the npm registry.
+# cached beside the Debian tarball); scenarios cold, warm, source, dep; tools slipway, slipway-volume
+# (a --state-dir kept through a case's scenarios, as spec.cache.volume), buildkit and buildkit-daemon
+# (one buildkitd kept through a case's scenarios, its cache mounts with it). Their RUN steps reach
+# the Debian mirror and the npm registry.
 # Needs root (mounts, chroots, namespaces). It prints a table; it fails only when a build fails.
 #
 #   BENCH_CASES=hello,multistage,manyfiles,bigbase,bigrun,multiplatform,gocache,apt,npmcache   (default: all)
 #                           bigrun is bigbase with the changed COPY followed by a RUN (issue 17's item 6)
-#   BENCH_TOOLS=slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit,buildkit-daemon   (default: all)
+#   BENCH_TOOLS=slipway,slipway-volume,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit,buildkit-daemon   (default: all)
 #                           slipway-supply is Slipway with --provenance=max, --sbom=true and
 #                           --sign-key (a key of the real cosign's generate-key-pair, built by
 #                           hack/tools/cosign/build.sh and cached): the table prints what it adds
@@ -51,7 +52,7 @@ KANIKO_VERSION=${KANIKO_VERSION:-v1.23.2}
 BUILDKIT_VERSION=${BUILDKIT_VERSION:-v0.34.2}
 export KANIKO_VERSION BUILDKIT_VERSION
 IFS=, read -r -a cases <<<"${BENCH_CASES:-hello,multistage,manyfiles,bigbase,bigrun,multiplatform,gocache,apt,npmcache}"
-IFS=, read -r -a tools <<<"${BENCH_TOOLS:-slipway,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit,buildkit-daemon}"
+IFS=, read -r -a tools <<<"${BENCH_TOOLS:-slipway,slipway-volume,slipway-supply,kaniko,kaniko-ccl,buildah,buildkit,buildkit-daemon}"
 has() {
 	local x
 	for x in "${@:2}"; do [[ "${x}" == "$1" ]] && return 0; done
@@ -87,7 +88,7 @@ if has multiplatform "${cases[@]}"; then
 	hack/deps.sh qemu-user-static
 	nice -n 19 go build -trimpath -o "${bin}/slipway-binfmt" ./cmd/slipway-binfmt
 fi
-if has slipway "${tools[@]}"; then
+if has slipway "${tools[@]}" || has slipway-volume "${tools[@]}"; then
 	if [[ -z "${BENCH_SLIPWAY:-}" ]]; then
 		nice -n 19 go build -trimpath -o "${bin}/slipway-executor" ./executor
 		BENCH_SLIPWAY=${bin}/slipway-executor

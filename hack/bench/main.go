@@ -74,7 +74,7 @@ var platformCases = map[string][]string{"multiplatform": {"linux/amd64", "linux/
 // supports says whether tool builds case cs.
 func supports(tool, cs string) bool {
 	if _, ok := platformCases[cs]; ok {
-		return tool == "slipway" || tool == "buildkit" || tool == supplyTool || tool == daemonTool
+		return tool == "slipway" || tool == "buildkit" || tool == supplyTool || tool == daemonTool || tool == volumeTool
 	}
 	if isMountCase(cs) {
 		return has(mountTools, tool)
@@ -82,7 +82,7 @@ func supports(tool, cs string) bool {
 	return true
 }
 
-var allTools = []string{"slipway", "slipway-supply", "kaniko", "kaniko-ccl", "buildah", "buildkit", daemonTool}
+var allTools = []string{"slipway", volumeTool, "slipway-supply", "kaniko", "kaniko-ccl", "buildah", "buildkit", daemonTool}
 
 // supplyTool is Slipway with what issue 16 adds to a build: provenance (mode max), an SBOM
 // and a cosign signature of the image and its attestations. It is not a peer: the table prints
@@ -225,6 +225,7 @@ type result struct {
 	// mounts it restored and saved.
 	exeMB  float64
 	mounts *execresult.CacheMounts
+	state  *execresult.State
 }
 
 type cell struct{ cs, sc, tool string }
@@ -282,8 +283,12 @@ func run(c *config) int {
 				repo := fmt.Sprintf("%s/bench-%s/%s/%s-r%d", c.registry, c.runID, tool, cs, r)
 				var daemon *buildkitd
 				var daemonErr error
-				if tool == daemonTool {
+				var volume string // volumeTool's --state-dir
+				switch tool {
+				case daemonTool:
 					daemon, daemonErr = startDaemon(c, cs, r)
+				case volumeTool:
+					volume, daemonErr = os.MkdirTemp(filepath.Join(c.work, "state"), fmt.Sprintf("volume-%s-r%d-", cs, r))
 				}
 				for _, sc := range scenariosOf(cs) {
 					if err := setContext(cs, ctxs[cs], sc, r); err != nil {
@@ -293,7 +298,7 @@ func run(c *config) int {
 					waitIdle(c.idle, c.idleWait)
 					res := result{err: daemonErr}
 					if daemonErr == nil {
-						res = build(c, tool, cs, sc, ctxs[cs], repo, daemon)
+						res = build(c, tool, cs, sc, ctxs[cs], repo, daemon, volume)
 					}
 					results[cell{cs, sc, tool}] = append(results[cell{cs, sc, tool}], res)
 					status := fmt.Sprintf("%6.2fs %6.0fMB", res.secs, res.mb)
@@ -304,6 +309,9 @@ func run(c *config) int {
 						status += fmt.Sprintf(" mounts: %d restored %s in %.2fs, %d saved %s (%s up) in %.2fs",
 							m.Restored, mib(m.RestoredBytes), float64(m.RestoreMillis)/1000, m.Saved, mib(m.SavedBytes), mib(m.UploadedBytes), float64(m.SaveMillis)/1000)
 					}
+					if st := res.state; st != nil {
+						status += fmt.Sprintf(" state: found %v, trees %d, mounts %d, %s%s", st.Found, st.TreesUsed, st.MountsUsed, mib(st.Bytes), map[bool]string{true: ", reset: " + st.Reset}[st.Reset != ""])
+					}
 					if res.err != nil {
 						status = "FAILED: " + res.err.Error()
 						failures = append(failures, fmt.Sprintf("%s %s %s (run %d): %v\n%s", cs, sc, tool, r+1, res.err, tail(res.log, 40)))
@@ -312,6 +320,9 @@ func run(c *config) int {
 				}
 				if daemon != nil {
 					daemon.stop(filepath.Join(c.logDir, fmt.Sprintf("%s-%s-r%d-buildkitd-%d.log", cs, tool, r, time.Now().UnixNano())))
+				}
+				if volume != "" {
+					os.RemoveAll(volume)
 				}
 				if err := setContext(cs, ctxs[cs], "cold", r); err != nil {
 					fmt.Fprintln(os.Stderr, err)
@@ -730,8 +741,9 @@ func baseEnv() []string {
 }
 
 // build runs one build of case cs, scenario sc, with tool, from a fresh
-// state (daemonTool: in daemon, which keeps its state).
-func build(c *config, tool, cs, sc, ctx, repo string, daemon *buildkitd) result {
+// state (daemonTool: in daemon, which keeps its state; volumeTool: with the
+// state directory volume, kept between the builds of a case).
+func build(c *config, tool, cs, sc, ctx, repo string, daemon *buildkitd, volume string) result {
 	base := c.busybox
 	var extra []string // more --build-arg NAME=VALUE
 	switch cs {
@@ -760,7 +772,7 @@ func build(c *config, tool, cs, sc, ctx, repo string, daemon *buildkitd) result 
 	var prepare func() error
 	var do func() error
 	switch tool {
-	case "slipway", supplyTool:
+	case "slipway", supplyTool, volumeTool:
 		do = func() error {
 			args := []string{"--context=dir://" + ctx, "--destination=" + dest,
 				"--insecure-registry=" + c.registry, "--cache=true", "--cache-repo=" + cacheRepo,
@@ -768,6 +780,9 @@ func build(c *config, tool, cs, sc, ctx, repo string, daemon *buildkitd) result 
 				"--result-file=" + filepath.Join(state, "result.json"), "--build-arg", "BASE=" + base,
 				// As buildctl, which the BuildKit cells run: no provenance attestation.
 				"--provenance=none"}
+			if tool == volumeTool {
+				args = append(args, "--state-dir="+volume)
+			}
 			if tool == supplyTool {
 				args[len(args)-1] = "--provenance=max"
 				args = append(args, "--sbom=true", "--sign-key="+c.signKey, "--sign-key-password-file="+c.signPass)
@@ -830,8 +845,8 @@ func build(c *config, tool, cs, sc, ctx, repo string, daemon *buildkitd) result 
 	secs := time.Since(start).Seconds()
 	mb := r.m.finish()
 	res := result{secs: secs, mb: mb, err: err, exeMB: float64(r.m.exePeak) / (1 << 20)}
-	if tool == "slipway" || tool == supplyTool {
-		res.mounts = readCacheMounts(filepath.Join(state, "result.json"))
+	if tool == "slipway" || tool == supplyTool || tool == volumeTool {
+		res.mounts, res.state = readResult(filepath.Join(state, "result.json"))
 	}
 	if tool == "buildah" {
 		// buildah leaves overlay mounts under its root; unmount them before removing it.
@@ -846,18 +861,19 @@ func build(c *config, tool, cs, sc, ctx, repo string, daemon *buildkitd) result 
 	return res
 }
 
-// readCacheMounts reads what the executor's result file says of the
-// cache mounts; nil when it says nothing (or the executor predates it).
-func readCacheMounts(path string) *execresult.CacheMounts {
+// readResult reads what the executor's result file says of the cache
+// mounts and of its --state-dir; nil when it says nothing (or the executor
+// predates it).
+func readResult(path string) (*execresult.CacheMounts, *execresult.State) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	var r execresult.Result
 	if json.Unmarshal(data, &r) != nil {
-		return nil
+		return nil, nil
 	}
-	return r.CacheMounts
+	return r.CacheMounts, r.State
 }
 
 // kanikoRoot makes a throwaway root laid out like kaniko's image.
@@ -1125,7 +1141,7 @@ func printTable(c *config, results map[cell][]result) {
 	}
 	if hasOurs {
 		for _, t := range c.tools {
-			if t != "slipway" && t != supplyTool {
+			if t != "slipway" && t != supplyTool && t != volumeTool {
 				fmt.Fprintf(w, " | %-22s", "x "+t)
 			}
 		}
@@ -1151,7 +1167,7 @@ func printTable(c *config, results map[cell][]result) {
 					notes = append(notes, fmt.Sprintf("%s warm: %.2fs, target under 0.5s", cs, os))
 				}
 				for _, t := range c.tools {
-					if t == "slipway" || t == supplyTool {
+					if t == "slipway" || t == supplyTool || t == volumeTool {
 						continue
 					}
 					ts, tm, tok := median(results[cell{cs, sc, t}])
@@ -1198,10 +1214,11 @@ func printTable(c *config, results map[cell][]result) {
 	fmt.Fprintf(w, "\nper-build logs: %s\n", c.logDir)
 }
 
-// printMountCases prints, for the cache-mount cases, Slipway against both
-// BuildKits with issue 17's targets, the executor's own peak memory (the
-// save of the cache mounts is at the end of the build: its peak is in it)
-// and what the executor's result says of its cache mounts (medians).
+// printMountCases prints, for the cache-mount cases, Slipway (and Slipway
+// with a kept --state-dir) against both BuildKits with issue 17's targets,
+// the executor's own peak memory (the save of the cache mounts is at the
+// end of the build: its peak is in it) and what the executor's result says
+// of its cache mounts (medians).
 func printMountCases(w io.Writer, c *config, results map[cell][]result) {
 	found := false
 	for _, cs := range c.cases {
@@ -1210,52 +1227,56 @@ func printMountCases(w io.Writer, c *config, results map[cell][]result) {
 	if !found {
 		return
 	}
-	fmt.Fprintf(w, "\nCache mounts (issue 17): Slipway's cache mounts kept in its cache repository; BuildKit in a fresh pod (registry cache, cache mounts lost); a long-lived buildkitd (its state, cache mounts included, kept from cold to dep; no registry cache)\n")
+	fmt.Fprintf(w, "\nCache mounts (issue 17): Slipway's cache mounts kept in its cache repository; %s also keeps a --state-dir through a case's scenarios (spec.cache.volume);\n", volumeTool)
+	fmt.Fprintf(w, "BuildKit in a fresh pod (registry cache, cache mounts lost); %s: one buildkitd kept from cold to dep, its cache mounts with it (no registry cache)\n", daemonTool)
 	fmt.Fprintf(w, "targets for source and dep: >= 3x BuildKit in a fresh pod, within 1.5x of the long-lived daemon; the executor's own peak (without RUN steps' processes) under 150 MB\n\n")
-	fmt.Fprintf(w, "%-10s %-6s | %-9s | %-11s | %-20s | %-9s | %s\n", "case", "scen.", "slipway", "x buildkit", "x buildkit-daemon", "exec. MB", "cache mounts (slipway, medians): restored, saved (uploaded), save time")
+	fmt.Fprintf(w, "%-10s %-6s %-15s | %-9s | %-11s | %-20s | %-9s | %s\n", "case", "scen.", "tool", "time", "x buildkit", "x buildkit-daemon", "exec. MB", "cache mounts (medians): restored, saved (uploaded), save time")
 	for _, cs := range c.cases {
 		if !isMountCase(cs) {
 			continue
 		}
 		for _, sc := range scenariosOf(cs) {
-			rs := results[cell{cs, sc, "slipway"}]
-			os, _, ook := median(rs)
-			if !ook {
-				fmt.Fprintf(w, "%-10s %-6s | %-9s |\n", cs, sc, "FAIL")
-				continue
-			}
-			ratio := func(peer string) string {
-				ts, tm, tok := median(results[cell{cs, sc, peer}])
-				if !tok {
-					return "-"
+			for _, tool := range []string{"slipway", volumeTool} {
+				rs := results[cell{cs, sc, tool}]
+				if len(rs) == 0 {
+					continue
 				}
-				txt := fmt.Sprintf("%.2fx", ts/os)
-				if ms := missed(cs, sc, peer, os, ts, 0, tm); len(ms) > 0 {
-					txt += " !" + strings.Join(ms, ",")
+				os, _, ook := median(rs)
+				if !ook {
+					fmt.Fprintf(w, "%-10s %-6s %-15s | %-9s |\n", cs, sc, tool, "FAIL")
+					continue
 				}
-				return txt
-			}
-			var exe, rb, sb, ub, st []float64
-			nm := 0
-			for _, r := range rs {
-				exe = append(exe, r.exeMB)
-				if m := r.mounts; m != nil {
-					nm++
-					rb = append(rb, float64(m.RestoredBytes)/(1<<20))
-					sb = append(sb, float64(m.SavedBytes)/(1<<20))
-					ub = append(ub, float64(m.UploadedBytes)/(1<<20))
-					st = append(st, float64(m.SaveMillis)/1000)
+				ratio := func(peer string) string {
+					ts, tm, tok := median(results[cell{cs, sc, peer}])
+					if !tok {
+						return "-"
+					}
+					txt := fmt.Sprintf("%.2fx", ts/os)
+					if ms := missed(cs, sc, peer, os, ts, 0, tm); len(ms) > 0 {
+						txt += " !" + strings.Join(ms, ",")
+					}
+					return txt
 				}
+				var exe, rb, sb, ub, st []float64
+				for _, r := range rs {
+					exe = append(exe, r.exeMB)
+					if m := r.mounts; m != nil {
+						rb = append(rb, float64(m.RestoredBytes)/(1<<20))
+						sb = append(sb, float64(m.SavedBytes)/(1<<20))
+						ub = append(ub, float64(m.UploadedBytes)/(1<<20))
+						st = append(st, float64(m.SaveMillis)/1000)
+					}
+				}
+				exeTxt := fmt.Sprintf("%.0f", med(exe))
+				if med(exe) >= 150 {
+					exeTxt += " !"
+				}
+				mounts := "none in the result"
+				if len(rb) > 0 {
+					mounts = fmt.Sprintf("%.1f MB, %.1f MB (%.1f MB), %.2fs", med(rb), med(sb), med(ub), med(st))
+				}
+				fmt.Fprintf(w, "%-10s %-6s %-15s | %-9s | %-11s | %-20s | %-9s | %s\n", cs, sc, tool, fmt.Sprintf("%.2fs", os), ratio("buildkit"), ratio(daemonTool), exeTxt, mounts)
 			}
-			exeTxt := fmt.Sprintf("%.0f", med(exe))
-			if med(exe) >= 150 {
-				exeTxt += " !"
-			}
-			mounts := "none in the result"
-			if nm > 0 {
-				mounts = fmt.Sprintf("%.1f MB, %.1f MB (%.1f MB), %.2fs", med(rb), med(sb), med(ub), med(st))
-			}
-			fmt.Fprintf(w, "%-10s %-6s | %-9s | %-11s | %-20s | %-9s | %s\n", cs, sc, fmt.Sprintf("%.2fs", os), ratio("buildkit"), ratio(daemonTool), exeTxt, mounts)
 		}
 	}
 }

@@ -37,7 +37,13 @@ func isMountCase(cs string) bool { return has(mountCases, cs) }
 // mountTools are the tools of the cache-mount cases: kaniko has no cache
 // mounts; buildah keeps them under the host's /var/tmp, which no fresh pod
 // has.
-var mountTools = []string{"slipway", "buildkit", daemonTool}
+var mountTools = []string{"slipway", volumeTool, "buildkit", daemonTool}
+
+// volumeTool is Slipway with a --state-dir kept through a case's
+// scenarios (one per case and run, empty before the cold build), as an
+// ImageBuild's spec.cache.volume keeps one between its pods: unpacked stage
+// trees and copies of cache mounts.
+const volumeTool = "slipway-volume"
 
 // daemonTool is BuildKit with one buildkitd per case and run, started
 // before the cold build (not timed) and kept through the scenarios: its

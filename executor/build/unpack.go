@@ -17,17 +17,18 @@ import (
 
 // Unpacking a tree (issue 17): the layers of one extraction are applied in
 // order by the one extractor (rootfs.Extract), each streamed from the
-// registry into it as it is decompressed; the next unpackAhead layers are
-// opened as soon as a layer starts, so that they are fetched and
-// decompressed a few MiB ahead (their readers' buffers) while it is
-// extracted, and their twins looked up.
+// registry into it as it is decompressed; the next layer is opened as
+// soon as a layer starts, so that it is fetched and decompressed a few MiB
+// ahead (its reader's buffers) while that one is extracted; the twins of
+// all are looked up at once.
 //
 // A gzip layer pulled from a registry is read from its twin when the cache
 // has one (cache.Twin: the same tar, zstd-compressed, several times faster
-// to decompress), checked as a cache entry is: a twin that turns out not
-// to be what it says fails the extraction with cache.ErrRefused when its
-// end is read, and the build starts again without it (as for a refused
-// entry, see Build). A gzip layer unpacked from its own bytes gives the
+// to decompress), checked as a cache entry is: a twin that fails before its
+// first bytes reach the extractor (it cannot be fetched, is no zstd) is
+// left for the layer itself at once; one that turns out not to be what it
+// says once read fails the extraction with cache.ErrRefused, and the build
+// starts again without it (as for a refused entry, see Build). A gzip layer unpacked from its own bytes gives the
 // cache its tar for a twin on the way (cache.NewTwin), which the cache
 // stores only if the whole tar was read and is the layer's diff ID. A cache
 // entry's layer is decompressed once, checked as it is (cache.OpenTar).
@@ -47,7 +48,7 @@ type twinCache interface {
 
 // unpackAhead is how many layers after the one extracted are opened
 // ahead of their turn.
-const unpackAhead = 2
+const unpackAhead = 1
 
 // maxTrailer is how much of a layer's tar after its end-of-archive marker
 // is read for its twin (tar writers pad to a 10 KiB record).
@@ -166,9 +167,27 @@ func (u *unpacking) openUpTo(i int) {
 				return
 			}
 			if j.twin != nil {
-				j.rc, j.err = j.twin.Open()
-				j.raw = j.rc
-				return
+				// A twin that fails before its first bytes (it cannot be
+				// fetched, is no zstd, asks for too large a window) is
+				// left for the layer at once; one that fails later fails
+				// the extraction (see above).
+				rc, err := j.twin.Open()
+				if err == nil {
+					if s, ok := rc.(starter); ok {
+						if err = s.Started(); err != nil {
+							rc.Close()
+						}
+					}
+				}
+				if err == nil {
+					j.rc, j.raw = rc, rc
+					return
+				}
+				if u.ctx.Err() != nil {
+					j.err = u.ctx.Err()
+					return
+				}
+				fmt.Fprintf(u.b.log, "WARNING: unpacking layer %s without its twin: %v\n", j.digest, err)
 			}
 			if j.rc, j.err = openTar(j.l); j.err != nil {
 				return
@@ -220,6 +239,10 @@ func (u *unpacking) done(i int, ok bool) {
 		j.tw = nil
 	}
 }
+
+// starter is a reader that can tell whether it fails before its first
+// bytes (cache's readers).
+type starter interface{ Started() error }
 
 // aborter is a reader that can be given up without reading it to its end.
 type aborter interface{ Abort() }

@@ -203,18 +203,21 @@ func docsFile(t *testing.T, data []byte, name string) string {
 	}
 }
 
-// Attacks on twins by someone who can push to the cache repository: a twin
-// that is not the layer's tar is refused once read, wherever its layer is
-// in the base, the build starts again without it (as for a refused entry)
-// and makes the image of the genuine layer, and replaces the twin with a
-// genuine one.
+// Attacks on twins by someone who can push to the cache repository,
+// wherever the layer is in the base: a twin that is no zstd is left for
+// the layer at once; one that is not the layer's tar is refused once read,
+// and the build starts again without it (as for a refused entry). Either
+// way the image is the genuine layer's, and the build replaces the twin
+// with a genuine one.
 func TestBuild_layerTwinPoisoned(t *testing.T) {
 	evilTar := func(t *testing.T) []byte {
 		return docsTar(t, 2, "usr/share/docs/f3", "evil docs\n", "etc/evil", "pwned\n")
 	}
+	// Within the window twins may ask for, so that only the content is
+	// wrong.
 	zstdOf := func(t *testing.T, data []byte) []byte {
 		var b bytes.Buffer
-		w, err := zstd.NewWriter(&b)
+		w, err := zstd.NewWriter(&b, zstd.WithWindowSize(1<<20))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +239,20 @@ func TestBuild_layerTwinPoisoned(t *testing.T) {
 		name string
 		// poison writes the attacker's twin of the docs layer.
 		poison func(t *testing.T, f *fixture, base bigBase)
+		// early: the twin fails before its first bytes, and the layer is
+		// read at once; else it fails once read and the build starts
+		// again.
+		early bool
 	}{{
+		name:  "bytes that are not zstd",
+		early: true,
+		poison: func(t *testing.T, f *fixture, base bigBase) {
+			img := twinImage(t, hashOf(t, base.docs.Digest), hashOf(t, base.docs.DiffID), bytes.Repeat([]byte("not zstd "), 1000))
+			if err := remote.Write(f.cacheTo.Tag("sha256-"+hashOf(t, base.docs.Digest).Hex+".zstd"), img); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}, {
 		name: "another tar under the layer's diff ID",
 		poison: func(t *testing.T, f *fixture, base bigBase) {
 			img := twinImage(t, hashOf(t, base.docs.Digest), hashOf(t, base.docs.DiffID), zstdOf(t, evilTar(t)))
@@ -288,9 +304,13 @@ func TestBuild_layerTwinPoisoned(t *testing.T) {
 				if got, _ := fileContent(t, img, "/out"); got != want {
 					t.Errorf("/out = %.40q..., want the changed file and the genuine docs file", got)
 				}
-				const wantLog = "WARNING: a layer of the cache was refused, building again without it"
-				if !strings.Contains(f.log, wantLog) {
-					t.Errorf("the log does not say %q", wantLog)
+				const restarted = "WARNING: a layer of the cache was refused, building again without it"
+				withoutTwin := "WARNING: unpacking layer " + hashOf(t, base.docs.Digest).String() + " without its twin"
+				switch {
+				case tc.early && (strings.Contains(f.log, restarted) || !strings.Contains(f.log, withoutTwin)):
+					t.Errorf("the log does not say %q alone: the build should not start again", withoutTwin)
+				case !tc.early && !strings.Contains(f.log, restarted):
+					t.Errorf("the log does not say %q", restarted)
 				}
 
 				// The build replaced the twin with the genuine one.

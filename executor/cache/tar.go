@@ -68,10 +68,10 @@ func (l *describedLayer) openTar(decompress func(io.Reader) (io.Reader, func(), 
 }
 
 // tarChunks is how many chunks of tarChunk bytes a tarReader holds between
-// its two sides.
+// its two sides: 2 MiB decompressed ahead of its reader.
 const (
-	tarChunks = 4
-	tarChunk  = 1 << 20
+	tarChunks = 8
+	tarChunk  = 256 << 10
 )
 
 // tarReader reads a layer decompressed: produce decompresses it into
@@ -189,6 +189,26 @@ func (r *tarReader) Read(p []byte) (int, error) {
 		r.buf = nil
 	}
 	return n, nil
+}
+
+// Started waits until the reader has its first bytes, or ended, and
+// returns the error of one that ended before giving any (a twin that could
+// not be fetched or is no zstd, a layer that is no archive of its
+// compression): its caller may read another source instead, which the
+// extraction then never met. It must be called before the first Read, by
+// the goroutine that reads or one that hands the reader over to it.
+func (r *tarReader) Started() error {
+	if r.buf != nil || r.ended {
+		return nil
+	}
+	chunk, ok := <-r.chunks
+	if !ok {
+		<-r.done
+		r.ended = true
+		return r.err
+	}
+	r.buf, r.cur = chunk, chunk
+	return nil
 }
 
 // errAborted is the error of a reader given up.

@@ -34,6 +34,7 @@
 #   BENCH_BUILDAH_DRIVER=overlay   buildah's storage driver (vfs also works; slower)
 #   BENCH_TMPFS_SIZE=16g    the tmpfs's size limit (it takes only what it holds)
 #   BENCH_SLIPWAY=PATH      use this executor instead of building ./executor
+#   BENCH_SLIPWAY_ARGS="--verbosity=debug"   more arguments for every Slipway build
 #   BENCH_KEEP=1            keep the tmpfs (logs, registry) mounted at the end; prints where
 #   BENCH_VERBOSE=1         print every build's log
 set -euo pipefail

@@ -783,6 +783,7 @@ func build(c *config, tool, cs, sc, ctx, repo string, daemon *buildkitd, volume 
 			if tool == volumeTool {
 				args = append(args, "--state-dir="+volume)
 			}
+			args = append(args, strings.Fields(os.Getenv("BENCH_SLIPWAY_ARGS"))...)
 			if tool == supplyTool {
 				args[len(args)-1] = "--provenance=max"
 				args = append(args, "--sbom=true", "--sign-key="+c.signKey, "--sign-key-password-file="+c.signPass)

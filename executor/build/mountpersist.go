@@ -500,7 +500,7 @@ func (s *cacheStore) save(ctx context.Context, p *persisted, dir string, r *rest
 	}
 	if cm.Store == nil {
 		// Kept in the state directory alone.
-		s.state.keepMount(p.key, "", 0, dir)
+		s.state.keepMount(p.key, "", 0, size, dir)
 		fmt.Fprintf(s.log, "Cache mount %s: kept %s in the state directory\n", p.label(), formatBytes(size))
 		return
 	}
@@ -549,7 +549,7 @@ func (s *cacheStore) save(ctx context.Context, p *persisted, dir string, r *rest
 		warn(err)
 		return
 	}
-	s.state.keepMount(p.key, manifest.String(), tarBytes, dir)
+	s.state.keepMount(p.key, manifest.String(), tarBytes, size, dir)
 	fmt.Fprintf(s.log, "Cache mount %s: saved %s (%s, %s uploaded) in %.1fs\n", p.label(), formatBytes(size), layersWord(len(layers)), formatBytes(uploaded), time.Since(start).Seconds())
 	cm.add(func(st *result.CacheMounts) {
 		st.Saved++

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -81,12 +82,14 @@ type keptTree struct {
 	// (rootfs.Index; index-N.gz), which let it be reverted to fewer
 	// layers (rootfs.Revert).
 	indexed bool
+	size    int64 // its regular files' bytes (the file "size")
 }
 
 type treeCandidate struct {
 	root    string
 	diffIDs []string
 	indexes [][]byte // nil unless every layer's index is known
+	size    int64
 }
 
 // OpenState opens dir as the build's state directory, making it if it
@@ -231,6 +234,9 @@ func (s *State) readTrees() {
 		t.id, t.used = e.Name(), fi.ModTime()
 		_, ierr := os.Stat(filepath.Join(p, fmt.Sprintf("index-%d.gz", len(t.diffIDs)-1)))
 		t.indexed = ierr == nil
+		if raw, err := os.ReadFile(filepath.Join(p, "size")); err == nil {
+			t.size, _ = strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+		}
 		s.trees = append(s.trees, &t)
 	}
 }
@@ -364,7 +370,11 @@ func (set *buildSet) keepTrees() {
 		root, taken := s.root, s.rootTaken
 		s.rootMu.Unlock()
 		if root != "" && !taken && s.err == nil {
-			st.keepTree(root, s.layers, set.indexesOf(s.layers))
+			var size int64
+			if s.sb != nil && s.sb.snap != nil {
+				size = s.sb.snap.Size()
+			}
+			st.keepTree(root, s.layers, set.indexesOf(s.layers), size)
 		}
 	}
 }
@@ -389,7 +399,7 @@ func (set *buildSet) indexesOf(layers []v1.Layer) [][]byte {
 
 // keepTree records root, the tree of layers (whose indexes are indexes,
 // or nil), to be kept when the build ends (Keep).
-func (s *State) keepTree(root string, layers []v1.Layer, indexes [][]byte) {
+func (s *State) keepTree(root string, layers []v1.Layer, indexes [][]byte, size int64) {
 	if !s.usable() || root == "" || len(layers) == 0 {
 		return
 	}
@@ -399,7 +409,7 @@ func (s *State) keepTree(root string, layers []v1.Layer, indexes [][]byte) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.candidates = append(s.candidates, treeCandidate{root: root, diffIDs: ids, indexes: indexes})
+	s.candidates = append(s.candidates, treeCandidate{root: root, diffIDs: ids, indexes: indexes, size: size})
 }
 
 // Keep moves the trees the build recorded into the directory (the newest
@@ -424,6 +434,9 @@ func (s *State) Keep() {
 		if err == nil {
 			err = os.Rename(c.root, filepath.Join(tmp, "rootfs"))
 		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(tmp, "size"), []byte(strconv.FormatInt(c.size, 10)), 0o600)
+		}
 		for i, ix := range c.indexes {
 			if err == nil {
 				err = os.WriteFile(filepath.Join(tmp, fmt.Sprintf("index-%d.gz", i)), ix, 0o600)
@@ -447,7 +460,7 @@ func (s *State) Keep() {
 			continue
 		}
 		s.trees = slices.DeleteFunc(s.trees, func(t *keptTree) bool { return t.id == id })
-		s.trees = append(s.trees, &keptTree{id: id, diffIDs: c.diffIDs, used: now, indexed: c.indexes != nil})
+		s.trees = append(s.trees, &keptTree{id: id, diffIDs: c.diffIDs, used: now, indexed: c.indexes != nil, size: c.size})
 	}
 	// Taken trees are gone; the least recently used go past maxTrees.
 	s.trees = slices.DeleteFunc(s.trees, func(t *keptTree) bool {
@@ -460,7 +473,23 @@ func (s *State) Keep() {
 		_ = os.RemoveAll(filepath.Join(s.dir, "trees", last.id))
 		s.trees = s.trees[:len(s.trees)-1]
 	}
-	size, _ := treeSize(s.dir)
+	// What it holds, from what each tree and mount recorded of itself
+	// (walking trees of a whole image would cost a rebuild more than its
+	// build).
+	var size int64
+	for _, t := range s.trees {
+		size += t.size
+	}
+	if entries, err := os.ReadDir(filepath.Join(s.dir, "mounts")); err == nil {
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".json") {
+				var rec mountRecord
+				if raw, err := os.ReadFile(filepath.Join(s.dir, "mounts", e.Name())); err == nil && json.Unmarshal(raw, &rec) == nil {
+					size += rec.Size
+				}
+			}
+		}
+	}
 	s.mu.Lock()
 	s.report.Bytes = size
 	s.mu.Unlock()
@@ -470,8 +499,10 @@ func (s *State) Keep() {
 // digest of the saved mount in the cache repository it is a copy of.
 type mountRecord struct {
 	Manifest string `json:"manifest,omitempty"`
-	// TarBytes is the uncompressed size of the saved mount's layers.
+	// TarBytes is the uncompressed size of the saved mount's layers;
+	// Size its regular files' bytes.
 	TarBytes int64 `json:"tarBytes,omitempty"`
+	Size     int64 `json:"size,omitempty"`
 }
 
 // takeMount moves or copies the kept cache mount key to dst (which must
@@ -513,7 +544,7 @@ func (s *State) takeMount(key, manifest, dst string) (bool, int64) {
 // keepMount moves or copies the cache mount at src into the directory as
 // key, a copy of the saved mount manifest ("" for none) whose layers'
 // uncompressed size is tarBytes.
-func (s *State) keepMount(key, manifest string, tarBytes int64, src string) {
+func (s *State) keepMount(key, manifest string, tarBytes, size int64, src string) {
 	if !s.usable() {
 		return
 	}
@@ -531,7 +562,7 @@ func (s *State) keepMount(key, manifest string, tarBytes int64, src string) {
 	}
 	if err == nil {
 		var raw []byte
-		raw, _ = json.Marshal(mountRecord{Manifest: manifest, TarBytes: tarBytes})
+		raw, _ = json.Marshal(mountRecord{Manifest: manifest, TarBytes: tarBytes, Size: size})
 		err = os.WriteFile(p+".json", raw, 0o600)
 	}
 	if tmp != "" {

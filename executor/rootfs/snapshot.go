@@ -87,6 +87,19 @@ func NewFullSnapshotter(root string, opts ...Option) *Snapshotter {
 	return &Snapshotter{root: root, opts: newOptions(opts), buf: make([]byte, 1<<20), base: map[string]*state{}}
 }
 
+// Size is the bytes of the regular files of the tree as the Snapshotter
+// last recorded it (a file of several links counted for each), without a
+// walk.
+func (s *Snapshotter) Size() int64 {
+	var n int64
+	for _, st := range s.base {
+		if st.mode&unix.S_IFMT == unix.S_IFREG {
+			n += st.size
+		}
+	}
+	return n
+}
+
 // SnapshotOption configures one Snapshot.
 type SnapshotOption func(*snapshotOptions)
 

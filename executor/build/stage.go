@@ -545,7 +545,9 @@ func (sb *stageBuilder) materialize(ctx context.Context) error {
 			if err := b.extractLayers(ctx, sb.root, sb.layers[baseLayers:], opts); err != nil {
 				return err
 			}
-		} else if kept, indexes := b.opts.State.takeTree(sb.root, sb.layers, opts); kept > 0 {
+		} else if kept, indexes := b.opts.State.takeTree(sb.root, sb.layers, func(i int) (io.ReadCloser, error) {
+			return b.openLayer(ctx, sb.layers[i])
+		}, opts); kept > 0 {
 			// The state directory's tree of the first layers (issue 17).
 			fmt.Fprintf(b.log, "%s started from the state directory's tree of %d layers\n", sb.stepPrefix(1), kept)
 			b.knownIndexes(sb.layers[:kept], indexes)

@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slipway-dev/slipway/executor/copier"
-	"github.com/slipway-dev/slipway/executor/layer"
 	"github.com/slipway-dev/slipway/executor/result"
 	"github.com/slipway-dev/slipway/executor/rootfs"
 )
@@ -270,8 +269,8 @@ func diffIDsOf(layers []v1.Layer) ([]string, error) {
 // layers and more is reverted to them (rootfs.Revert), when it kept its
 // layers' indexes: only what its further layers touched is undone, from
 // the indexes and, for files they changed, the layers themselves (read
-// with open). opts are the extraction's options.
-func (s *State) takeTree(dst string, layers []v1.Layer, opts []rootfs.Option) (int, [][]byte) {
+// with open, by their index in layers). opts are the extraction's options.
+func (s *State) takeTree(dst string, layers []v1.Layer, open func(i int) (io.ReadCloser, error), opts []rootfs.Option) (int, [][]byte) {
 	if !s.usable() || len(layers) == 0 {
 		return 0, nil
 	}
@@ -328,9 +327,7 @@ func (s *State) takeTree(dst string, layers []v1.Layer, opts []rootfs.Option) (i
 	}
 	if bestN < len(best.diffIDs) {
 		start := time.Now()
-		err := rootfs.Revert(dst, indexes[:bestN], indexes[bestN:], func(i int) (io.ReadCloser, error) {
-			return layer.Uncompressed(layers[i])
-		}, opts...)
+		err := rootfs.Revert(dst, indexes[:bestN], indexes[bestN:], open, opts...)
 		if err != nil {
 			return fail(fmt.Errorf("taking it back to %d of its layers: %w", bestN, err))
 		}
@@ -341,6 +338,31 @@ func (s *State) takeTree(dst string, layers []v1.Layer, opts []rootfs.Option) (i
 	s.report.TreesUsed++
 	s.mu.Unlock()
 	return bestN, indexes
+}
+
+// openLayer opens layer l's tar for a revert of a kept tree, from its
+// twin when the cache has one (see unpacking); no twin is made from it.
+func (b *builder) openLayer(ctx context.Context, l v1.Layer) (io.ReadCloser, error) {
+	u := b.startUnpacking(ctx, []v1.Layer{l})
+	rc, err := u.open(0)
+	if err != nil {
+		u.done(0, false)
+		u.close()
+		return nil, err
+	}
+	return &revertReader{ReadCloser: rc, u: u}, nil
+}
+
+type revertReader struct {
+	io.ReadCloser
+	u *unpacking
+}
+
+func (r *revertReader) Close() error {
+	r.u.done(0, false)
+	err := r.ReadCloser.Close()
+	r.u.close()
+	return err
 }
 
 // knownIndexes records the indexes of layers a kept tree held (nil ones

@@ -677,7 +677,7 @@ func (b *builder) extractLayers(ctx context.Context, root string, layers []v1.La
 			return err
 		}
 		d, _ := l.Digest()
-		ix := b.newIndex(d)
+		ix := u.newIndex(i)
 		lopts := append(slices.Clone(opts), rootfs.WithMaxSize(b.opts.MaxLayerSize))
 		if ix != nil {
 			lopts = append(lopts, rootfs.WithIndex(ix))

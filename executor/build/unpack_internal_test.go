@@ -304,3 +304,37 @@ func newTwinCacheFor(t *testing.T, host string) Cache {
 	}
 	return cache.New(cache.Options{Repo: repo})
 }
+
+// An extraction does not index again a layer whose index the cache holds
+// (it would keep the one there), and indexes, and stores the index of, one
+// whose index it does not.
+func TestExtractLayers_indexesOnlyMissing(t *testing.T) {
+	sr := newSlowRegistry(t)
+	layers := sr.pushLayers(t, tarOf(t, tFile("one", "1")), tarOf(t, tFile("two", "2")))
+	c := newTwinCacheFor(t, sr.host)
+	first, _ := layers[0].Digest()
+	second, _ := layers[1].Digest()
+	c.StoreIndex(first, []byte("an index stored before"), true)
+	if _, err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := &builder{opts: Options{Cache: c}, layers: t.TempDir(), log: NewSyncWriter(io.Discard), keyed: true, sh: &shared{}}
+	if err := b.extractLayers(context.Background(), t.TempDir(), layers, nil); err != nil {
+		t.Fatalf("extractLayers: %v", err)
+	}
+	if _, err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.sh.indexes.Load(first); ok {
+		t.Errorf("the first layer was indexed again though the cache holds its index")
+	}
+	if _, ok := b.sh.indexed.Load(first); !ok {
+		t.Errorf("the first layer is not marked indexed")
+	}
+	if _, ok := b.sh.indexes.Load(second); !ok {
+		t.Errorf("the second layer, whose index the cache lacked, was not indexed")
+	}
+	if data, err := c.Index(context.Background(), second); err != nil || len(data) == 0 {
+		t.Errorf("the cache's index of the second layer: %d bytes, %v; want the one the extraction made", len(data), err)
+	}
+}

@@ -374,7 +374,7 @@ func BuildAll(ctx context.Context, o Options) ([]PlatformImage, *Report, error) 
 	}
 	// The caches the steps used are saved while the image is published.
 	caches.saveMounts(ctx)
-	set.keepTrees()
+	set.keepTrees(ctx)
 	set.warnUnusedArgs()
 	imgs := make([]PlatformImage, len(set.builders))
 	for i, b := range set.builders {

@@ -382,7 +382,7 @@ func (b *builder) knownIndexes(layers []v1.Layer, indexes [][]byte) {
 
 // keepTrees records, for the state directory, every stage root the build
 // left whole (chroot isolation): its tree is what its layers make.
-func (set *buildSet) keepTrees() {
+func (set *buildSet) keepTrees(ctx context.Context) {
 	st := set.o.State
 	if !st.usable() || set.o.Isolation != Chroot {
 		return
@@ -396,25 +396,31 @@ func (set *buildSet) keepTrees() {
 			if s.sb != nil && s.sb.snap != nil {
 				size = s.sb.snap.Size()
 			}
-			st.keepTree(root, s.layers, set.indexesOf(s.layers), size)
+			st.keepTree(root, s.layers, set.indexesOf(ctx, s.layers), size)
 		}
 	}
 }
 
-// indexesOf are the indexes of layers the build read or made (nil when
-// one is missing).
-func (set *buildSet) indexesOf(layers []v1.Layer) [][]byte {
+// indexesOf are the indexes of layers: those the build read or made, the
+// others from the cache (an extraction does not index a layer whose index
+// the cache holds); nil when one is missing.
+func (set *buildSet) indexesOf(ctx context.Context, layers []v1.Layer) [][]byte {
 	out := make([][]byte, len(layers))
 	for i, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
 			return nil
 		}
-		v, ok := set.sh.indexes.Load(d)
-		if !ok || v.([]byte) == nil {
+		if v, ok := set.sh.indexes.Load(d); ok && v.([]byte) != nil {
+			out[i] = v.([]byte)
+			continue
+		}
+		ix, err := set.o.Cache.Index(ctx, d)
+		if err != nil || ix == nil {
 			return nil
 		}
-		out[i] = v.([]byte)
+		set.sh.indexes.Store(d, ix)
+		out[i] = ix
 	}
 	return out
 }

@@ -351,3 +351,35 @@ RUN --mount=type=cache,target=/c sh -c 'echo $N; cat /c/stamp > /out 2>/dev/null
 		}
 	})
 }
+
+// TestState_treeRevertedWithWarmCache: a state directory given to an
+// ImageBuild whose cache is warm already (the layers' indexes are in the
+// cache, so its builds do not make them again) still keeps trees that can
+// be taken back.
+func TestState_treeRevertedWithWarmCache(t *testing.T) {
+	f := newFixture(t, map[string]string{"src/app.sh": "echo one\n"})
+	dir := filepath.Join(t.TempDir(), "state")
+	df := `FROM {{BASE}}
+RUN echo conf > /etc/app.conf
+COPY src /src
+RUN sh /src/app.sh > /out
+`
+	if _, _, err := f.build(t, df, true); err != nil {
+		t.Fatal(err)
+	}
+	writeContext(t, f.ctxDir, map[string]string{"src/app.sh": "echo two\n"})
+	if _, _, err := stateBuild(t, f, dir, df, true); err != nil {
+		t.Fatal(err)
+	}
+	writeContext(t, f.ctxDir, map[string]string{"src/app.sh": "echo three\n"})
+	img, rep, err := stateBuild(t, f, dir, df, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TreesUsed != 1 || !strings.Contains(f.log, "Took the state directory's tree of 4 layers back to its first 2") {
+		t.Errorf("state report %+v; the log does not say the tree was taken back", rep)
+	}
+	if got := out(t, img); got != "three\n" {
+		t.Errorf("/out = %q", got)
+	}
+}

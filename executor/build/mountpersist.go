@@ -332,13 +332,15 @@ func (s *cacheStore) restored(p *persisted, r *restoring, dir string, layers []v
 			return fmt.Errorf("it has no directory %s, which the steps mount", p.sel)
 		}
 	}
-	size, err := s.restoredSize(dir)
-	if err != nil {
-		return err
-	}
+	// The Snapshotter's walk records the state the save compares with,
+	// and gives the size: one walk.
 	snap, err := rootfs.NewSnapshotter(dir, s.rootfsOpts...)
 	if err != nil {
 		return err
+	}
+	size := snap.Size()
+	if max := s.persist.MaxSize; max > 0 && size > max {
+		return fmt.Errorf("it holds %s, more than the most a cache mount may hold (%s)", formatBytes(size), formatBytes(max))
 	}
 	r.ok, r.snap, r.layers, r.tarBytes = true, snap, layers, tarBytes
 	took := time.Since(start)

@@ -379,6 +379,38 @@ RUN --mount=type=cache,target=/c sh -c 'echo %d; ls -la /c > /out; cat /c/f >> /
 	})
 }
 
+// savedMountTars are the uncompressed layers of the one saved mount in f's
+// cache repository.
+func savedMountTars(t *testing.T, f *fixture) [][]byte {
+	t.Helper()
+	desc, err := remote.Get(mountTag(t, f.cacheTo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
+
 // putManifest pushes the manifest m under tag.
 func putManifest(t *testing.T, tag name.Tag, m map[string]any) {
 	t.Helper()
@@ -493,29 +525,8 @@ func TestCacheMounts_saveReadsNoHostFile(t *testing.T) {
 	mountBuild(t, f, fmt.Sprintf(`FROM {{BASE}}
 RUN --mount=type=cache,target=/c sh -c 'ln -s %s /c/abs && ln -s ../../../../../../../../..%s /c/rel && mkdir /c/d && ln -s / /c/d/root'
 `, secret, secret), "s")
-	desc, err := remote.Get(mountTag(t, f.cacheTo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := desc.Image()
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var links []string
-	for _, l := range layers {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, data := range savedMountTars(t, f) {
 		if bytes.Contains(data, []byte(marker)) {
 			t.Errorf("the saved mount holds the host file's content")
 		}
